@@ -1,0 +1,121 @@
+//! Hypercall dispatch: one function per Xen hypercall family, reached by number.
+//!
+//! Handlers read guest memory only through [`VirtualCpu`]'s copy functions (guest pointers
+//! are untrusted: copy in, validate, copy out) and answer bad input with a Xen error code.
+
+mod console_io;
+mod sched_op;
+mod xen_version;
+
+use crate::domain::Domain;
+use arch::exit::{HypercallArgs, VirtualCpu};
+use guest_abi::{errno, hypercall as nr};
+
+/// What the run loop must do after a hypercall.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Return this value to the guest and resume it.
+    Return(i64),
+    /// Give up the CPU, then resume the guest with result 0.
+    Yield,
+    /// Block until an event is pending, then resume with result 0.
+    Block,
+    /// The domain asked to shut down with this `SHUTDOWN_*` reason.
+    Shutdown(u32),
+}
+
+/// The result of a handler that either returns to the guest or fails with a Xen errno.
+pub type HcResult = Result<i64, i64>;
+
+/// Negated Xen error value, as a hypercall returns it.
+pub const fn err(e: i64) -> Outcome {
+    Outcome::Return(-e)
+}
+
+impl From<HcResult> for Outcome {
+    fn from(r: HcResult) -> Self {
+        match r {
+            Ok(v) => Outcome::Return(v),
+            Err(e) => err(e),
+        }
+    }
+}
+
+/// Handle one hypercall from `vcpu` of `domain`.
+pub fn dispatch(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, call: HypercallArgs) -> Outcome {
+    let [a0, a1, a2, ..] = call.args;
+    match call.nr {
+        nr::XEN_VERSION => xen_version::handle(vcpu, a0, a1).into(),
+        nr::CONSOLE_IO => console_io::handle(domain, vcpu, a0, a1, a2).into(),
+        nr::SCHED_OP => sched_op::handle(vcpu, a0, a1),
+        _ => err(errno::ENOSYS),
+    }
+}
+
+/// Value a guest register holds for a returned hypercall result.
+pub fn result_register(outcome_value: i64) -> u64 {
+    outcome_value as u64
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! A fake vCPU whose guest memory is a byte vector at guest address 0.
+    use arch::exit::{BadGuestAddress, Exit, VirtualCpu};
+
+    pub struct FakeVcpu {
+        pub mem: Vec<u8>,
+        pub result: Option<u64>,
+    }
+
+    impl FakeVcpu {
+        pub fn new(size: usize) -> Self {
+            Self { mem: vec![0; size], result: None }
+        }
+        fn range(&self, gva: u64, len: usize) -> Result<core::ops::Range<usize>, BadGuestAddress> {
+            let start = usize::try_from(gva).map_err(|_| BadGuestAddress(gva))?;
+            let end = start.checked_add(len).ok_or(BadGuestAddress(gva))?;
+            if end > self.mem.len() {
+                return Err(BadGuestAddress(gva));
+            }
+            Ok(start..end)
+        }
+    }
+
+    impl VirtualCpu for FakeVcpu {
+        fn run(&mut self) -> Exit {
+            Exit::PowerOff
+        }
+        fn set_hypercall_result(&mut self, value: u64) {
+            self.result = Some(value);
+        }
+        fn pc(&self) -> u64 {
+            0
+        }
+        fn copy_from_guest(&mut self, gva: u64, buf: &mut [u8]) -> Result<(), BadGuestAddress> {
+            let r = self.range(gva, buf.len())?;
+            buf.copy_from_slice(&self.mem[r]);
+            Ok(())
+        }
+        fn copy_to_guest(&mut self, gva: u64, buf: &[u8]) -> Result<(), BadGuestAddress> {
+            let r = self.range(gva, buf.len())?;
+            self.mem[r].copy_from_slice(buf);
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::FakeVcpu;
+    use super::*;
+
+    #[test]
+    fn unknown_hypercalls_get_enosys() {
+        let mut dom = Domain::new(1);
+        let mut vcpu = FakeVcpu::new(16);
+        for n in [nr::MMU_UPDATE, nr::HYPFS_OP + 1, 63, u64::MAX] {
+            let call = HypercallArgs { nr: n, args: [0; 5] };
+            assert_eq!(dispatch(&mut dom, &mut vcpu, call), Outcome::Return(-errno::ENOSYS));
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! The hypervisor core: arch-neutral policy, host-testable.
+//!
+//! One module per Xen hypercall family (as in Xen's `xen/common/`), plus the pieces that
+//! build and run domains. Nothing here touches a register: guest state is reached through
+//! [`arch::exit::VirtualCpu`], the physical console through [`log`].
+#![cfg_attr(not(test), no_std)]
+
+extern crate alloc;
+
+pub mod console;
+pub mod domain;
+pub mod frames;
+pub mod hypercall;
+pub mod loader;
+pub mod log;
+pub mod run;
+pub mod version;

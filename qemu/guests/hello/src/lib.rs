@@ -1,0 +1,114 @@
+//! A tiny guest kernel that speaks the Xen ABI, for end-to-end tests of the hypervisor.
+//!
+//! Each binary in `src/bin` is one scenario. This library gives them the arch entry
+//! (`_start` → `guest_main`), the hypercall instruction, and small helpers over it. The same
+//! binaries are meant to run unchanged on real Xen, which makes them a conformance check.
+#![cfg_attr(target_os = "none", no_std)]
+
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+#[path = "arch/aarch64.rs"]
+mod arch;
+#[cfg(all(target_arch = "arm", target_os = "none"))]
+#[path = "arch/armv7.rs"]
+mod arch;
+#[cfg(all(target_arch = "x86_64", target_os = "none"))]
+#[path = "arch/x86_64.rs"]
+mod arch;
+
+#[cfg(target_os = "none")]
+pub use arch::hypercall;
+
+use core::fmt::{self, Write};
+#[cfg(target_os = "none")]
+use guest_abi::{console, hypercall as nr, sched};
+
+/// An address no domain of ours has memory at (stage-2/EPT leave it unmapped).
+pub const UNMAPPED_ADDRESS: u64 = 0x8000_0000;
+
+/// `console_io(CONSOLEIO_write)`.
+#[cfg(target_os = "none")]
+pub fn console_write(bytes: &[u8]) {
+    hypercall(nr::CONSOLE_IO, [console::CONSOLEIO_WRITE, bytes.len() as u64, bytes.as_ptr() as u64, 0, 0]);
+}
+
+/// `xen_version(cmd, arg)`.
+#[cfg(target_os = "none")]
+pub fn xen_version(cmd: u64, arg: u64) -> i64 {
+    hypercall(nr::XEN_VERSION, [cmd, arg, 0, 0, 0])
+}
+
+/// `sched_op(SCHEDOP_shutdown, reason)`; never returns on a working hypervisor.
+#[cfg(target_os = "none")]
+pub fn shutdown(reason: u32) -> ! {
+    let arg = sched::SchedShutdown { reason };
+    hypercall(nr::SCHED_OP, [sched::SCHEDOP_SHUTDOWN, &arg as *const _ as u64, 0, 0, 0]);
+    // A hypervisor that returned from shutdown is broken; say so and spin.
+    console_write(b"FAIL shutdown returned\n");
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
+/// Formats into a line buffer, then writes it with one `console_io`.
+pub struct Line {
+    buf: [u8; 200],
+    len: usize,
+}
+
+impl Line {
+    pub const fn new() -> Self {
+        Self { buf: [0; 200], len: 0 }
+    }
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl Default for Line {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Write for Line {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let n = s.len().min(self.buf.len() - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
+    }
+}
+
+/// `println!`-like output through `console_io`.
+#[macro_export]
+macro_rules! println {
+    ($($arg:tt)*) => {{
+        use core::fmt::Write as _;
+        let mut line = $crate::Line::new();
+        let _ = writeln!(line, $($arg)*);
+        $crate::console_write(line.as_bytes());
+    }};
+}
+
+/// The version `xen_version(XENVER_version)` returned, split as (major, minor).
+pub fn split_version(v: i64) -> (i64, i64) {
+    (v >> 16, v & 0xffff)
+}
+
+/// Report a check as `PASS name` / `FAIL name: why`, the lines xtask reads.
+#[cfg(target_os = "none")]
+pub fn check(name: &str, ok: bool, why: fmt::Arguments) {
+    if ok {
+        println!("PASS {}", name);
+    } else {
+        println!("FAIL {}: {}", name, why);
+    }
+}
+
+#[cfg(target_os = "none")]
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    println!("FAIL guest panic: {}", info.message());
+    shutdown(sched::SHUTDOWN_CRASH)
+}
+
