@@ -1,1 +1,106 @@
-fn main() {}
+//! `cargo xtask`: build, boot and test the hypervisor under QEMU and Bochs.
+
+mod arch;
+mod build;
+mod emulator;
+mod setup;
+mod test;
+
+use anyhow::Result;
+use arch::Arch;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Build, run and test the xhv hypervisor")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build the hypervisor and the test guests for one architecture (or all).
+    Build {
+        #[arg(long)]
+        arch: Option<Arch>,
+    },
+    /// Build, then boot the hypervisor with a guest under QEMU (ARM) or Bochs (x86_64).
+    Run(RunArgs),
+    /// Run the host tests, then every end-to-end scenario.
+    Test {
+        /// Only run scenarios whose name contains this.
+        #[arg(long)]
+        filter: Option<String>,
+        /// Skip the host tests (`cargo test`).
+        #[arg(long)]
+        no_host: bool,
+    },
+    /// Install what is missing: emulators, firmware, GRUB, Rust targets.
+    Setup,
+}
+
+#[derive(clap::Args, Clone)]
+pub struct RunArgs {
+    #[arg(long, default_value = "aarch64")]
+    pub arch: Arch,
+    /// Guest kernel to boot (default: the `hello` test guest).
+    #[arg(long)]
+    pub kernel: Option<PathBuf>,
+    /// Initial ramdisk for the guest.
+    #[arg(long)]
+    pub initrd: Option<PathBuf>,
+    /// Guest kernel command line.
+    #[arg(long)]
+    pub append: Option<String>,
+    /// CPUs of the emulated machine.
+    #[arg(long, default_value_t = 2)]
+    pub smp: u32,
+    /// Deterministic time: one guest instruction is one virtual nanosecond (QEMU only).
+    #[arg(long)]
+    pub icount: bool,
+    /// Which built-in test guest to boot when no --kernel is given.
+    #[arg(long, default_value = "hello")]
+    pub guest: String,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    pub timeout: u64,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Build { arch } => build_cmd(arch),
+        Cmd::Run(args) => run_cmd(&args),
+        Cmd::Test { filter, no_host } => test::run(filter.as_deref(), !no_host),
+        Cmd::Setup => setup::run(),
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn build_cmd(arch: Option<Arch>) -> Result<i32> {
+    let arches = arch.map(|a| vec![a]).unwrap_or_else(|| Arch::ALL.to_vec());
+    for a in arches {
+        let out = build::hypervisor_and_guests(a)?;
+        println!("built {}: {}", a.name(), out.hypervisor.display());
+    }
+    Ok(0)
+}
+
+fn run_cmd(args: &RunArgs) -> Result<i32> {
+    let built = build::hypervisor_and_guests(args.arch)?;
+    let kernel = match &args.kernel {
+        Some(k) => k.clone(),
+        None => built.guest(&args.guest)?,
+    };
+    let run = emulator::Boot { arch: args.arch, built: &built, kernel, args: args.clone() };
+    let outcome = emulator::boot(&run, emulator::Echo::Stream)?;
+    eprintln!("xtask: {}", outcome.summary());
+    Ok(outcome.exit_code())
+}

@@ -1,0 +1,36 @@
+//! The architectures we build for, and what each needs from the host.
+
+use clap::ValueEnum;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Arch {
+    Aarch64,
+    Armv7,
+    #[value(name = "x86_64")]
+    X86_64,
+}
+
+impl Arch {
+    pub const ALL: [Arch; 3] = [Arch::Aarch64, Arch::Armv7, Arch::X86_64];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Aarch64 => "aarch64",
+            Arch::Armv7 => "armv7",
+            Arch::X86_64 => "x86_64",
+        }
+    }
+
+    pub fn target(self) -> &'static str {
+        match self {
+            Arch::Aarch64 => "aarch64-unknown-none",
+            Arch::Armv7 => "armv7a-none-eabi",
+            Arch::X86_64 => "x86_64-unknown-none",
+        }
+    }
+
+    /// ARM images are flat binaries (QEMU loads them as Linux images); x86 stays ELF for GRUB.
+    pub fn flat_binary(self) -> bool {
+        !matches!(self, Arch::X86_64)
+    }
+}

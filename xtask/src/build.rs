@@ -1,0 +1,110 @@
+//! Building the hypervisor and the test guests for a target, and finding the results.
+
+use crate::arch::Arch;
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The test guests of `qemu/guests/hello`, one binary per scenario.
+pub const GUESTS: [&str; 3] = ["hello", "enosys", "guest-fault"];
+
+/// What a build produced for one architecture.
+pub struct Built {
+    pub arch: Arch,
+    /// The image the emulator boots (flat binary on ARM, ELF on x86).
+    pub hypervisor: PathBuf,
+    /// Where the guests and other per-arch artefacts are.
+    pub out_dir: PathBuf,
+}
+
+impl Built {
+    /// The bootable image of a built-in test guest.
+    pub fn guest(&self, name: &str) -> Result<PathBuf> {
+        if !GUESTS.contains(&name) {
+            bail!("unknown test guest `{name}` (have: {})", GUESTS.join(", "));
+        }
+        Ok(self.out_dir.join(self.image_name(name)))
+    }
+
+    fn image_name(&self, name: &str) -> String {
+        if self.arch.flat_binary() { format!("{name}.bin") } else { format!("{name}.elf") }
+    }
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// Build everything one architecture needs to boot and copy it into `target/xtask/<arch>`.
+pub fn hypervisor_and_guests(arch: Arch) -> Result<Built> {
+    eprintln!("xtask: building the hypervisor and test guests for {}", arch.name());
+    cargo_build(arch, &["-p", "hypervisor"])?;
+    cargo_build(arch, &["-p", "hello-guest", "--bins"])?;
+    let elf_dir = target_dir().join(arch.target()).join("release");
+    let out_dir = target_dir().join("xtask").join(arch.name());
+    std::fs::create_dir_all(&out_dir)?;
+    let built = Built { arch, hypervisor: out_dir.join(if arch.flat_binary() { "hypervisor.bin" } else { "hypervisor.elf" }), out_dir };
+    export(arch, &elf_dir.join("hypervisor"), &built.hypervisor)?;
+    for g in GUESTS {
+        export(arch, &elf_dir.join(g), &built.guest(g)?)?;
+    }
+    Ok(built)
+}
+
+fn cargo_build(arch: Arch, what: &[&str]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(workspace_root())
+        .args(["build", "--release", "--target", arch.target()])
+        .args(what)
+        .status()
+        .context("running cargo")?;
+    if !status.success() {
+        bail!("cargo build {} for {} failed", what.join(" "), arch.target());
+    }
+    Ok(())
+}
+
+/// ARM images become flat binaries; x86 ELF files are copied as they are.
+fn export(arch: Arch, elf: &Path, out: &Path) -> Result<()> {
+    if !arch.flat_binary() {
+        std::fs::copy(elf, out).with_context(|| format!("copying {}", elf.display()))?;
+        return Ok(());
+    }
+    let status = Command::new(objcopy()?)
+        .args(["-O", "binary"])
+        .arg(elf)
+        .arg(out)
+        .status()
+        .context("running llvm-objcopy")?;
+    if !status.success() {
+        bail!("llvm-objcopy failed on {}", elf.display());
+    }
+    Ok(())
+}
+
+/// The `llvm-objcopy` that ships with the pinned toolchain's `llvm-tools` component.
+fn objcopy() -> Result<PathBuf> {
+    let sysroot = capture("rustc", &["--print", "sysroot"])?;
+    let host = capture("rustc", &["-vV"])?
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_owned))
+        .context("rustc -vV names no host")?;
+    let path = Path::new(sysroot.trim()).join("lib/rustlib").join(host).join("bin/llvm-objcopy");
+    if !path.exists() {
+        bail!("{} is missing: run `rustup component add llvm-tools` (or `cargo xtask setup`)", path.display());
+    }
+    Ok(path)
+}
+
+pub fn capture(cmd: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new(cmd).args(args).current_dir(workspace_root()).output().with_context(|| format!("running {cmd}"))?;
+    if !out.status.success() {
+        bail!("{cmd} {} failed", args.join(" "));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}

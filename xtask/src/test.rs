@@ -1,0 +1,194 @@
+//! `cargo xtask test`: host tests, then end-to-end scenarios, one `PASS`/`FAIL` line each.
+//!
+//! A scenario passes on markers the guest (and the hypervisor) printed, in order, plus the
+//! emulator's exit status; never on the emulator merely not crashing.
+
+use crate::RunArgs;
+use crate::arch::Arch;
+use crate::build::{self, Built, target_dir, workspace_root};
+use crate::emulator::{self, Boot, Echo, Outcome};
+use anyhow::Result;
+use std::collections::BTreeMap;
+use std::process::Command;
+
+/// What a scenario's console and exit must show.
+struct Expect {
+    /// Substrings that must appear, in this order.
+    in_order: Vec<String>,
+    /// A substring that must appear exactly this many times.
+    count: Option<(String, usize)>,
+    /// Substrings that must not appear anywhere.
+    forbidden: Vec<&'static str>,
+    /// Whether the emulator must exit 0 (all domains powered off) or non-zero (a crash).
+    exit_zero: bool,
+}
+
+struct Scenario {
+    name: String,
+    arch: Arch,
+    guest: &'static str,
+    expect: Expect,
+}
+
+/// Lines every boot prints before the guest runs: the banner.
+fn banner(arch: Arch) -> Vec<String> {
+    vec!["(XEN) xhv ".into(), format!("(XEN) arch {}, running at ", arch.name()), "(XEN) RAM ".into()]
+}
+
+fn scenarios() -> Vec<Scenario> {
+    let mut all = Vec::new();
+    for arch in Arch::ALL {
+        let with_banner = |rest: &[&str]| {
+            let mut v = banner(arch);
+            v.extend(rest.iter().map(|s| s.to_string()));
+            v
+        };
+        all.push(Scenario {
+            name: format!("hello-{}", arch.name()),
+            arch,
+            guest: "hello",
+            expect: Expect {
+                in_order: with_banner(&[
+                    "(d1) Hello from a Xen guest: the hypervisor says Xen 4.17",
+                    "(d1) HELLO-GUEST-OK",
+                    "(XEN) d1: shutdown requested, reason 0 (poweroff)",
+                ]),
+                count: None,
+                forbidden: vec!["PANIC", "FAIL"],
+                exit_zero: true,
+            },
+        });
+        all.push(Scenario {
+            name: format!("enosys-{}", arch.name()),
+            arch,
+            guest: "enosys",
+            expect: Expect {
+                in_order: with_banner(&["(d1) PASS enosys", "(d1) ENOSYS-GUEST-DONE"]),
+                count: Some(("(d1) PASS enosys".into(), 3)),
+                forbidden: vec!["PANIC", "FAIL"],
+                exit_zero: true,
+            },
+        });
+        all.push(Scenario {
+            name: format!("guest-fault-{}", arch.name()),
+            arch,
+            guest: "guest-fault",
+            expect: Expect {
+                in_order: with_banner(&[
+                    "(d1) GUEST-FAULT-TOUCHING 0x80000000",
+                    "(XEN) d1v0: guest fault: access outside its memory at gpa 0x80000000",
+                    "(XEN) d1: domain crashed",
+                    "(XEN) stopping: ",
+                ]),
+                count: None,
+                forbidden: vec!["PANIC", "FAIL"],
+                exit_zero: false,
+            },
+        });
+    }
+    all
+}
+
+impl Scenario {
+    fn timeout_secs(&self) -> u64 {
+        match self.arch {
+            Arch::X86_64 => 300,
+            _ => 60,
+        }
+    }
+
+    /// `Ok(())` when the run shows what the scenario promises, else why not.
+    fn judge(&self, out: &Outcome) -> Result<(), String> {
+        let e = &self.expect;
+        let mut rest = out.console.as_str();
+        for marker in &e.in_order {
+            match rest.find(marker.as_str()) {
+                Some(i) => rest = &rest[i + marker.len()..],
+                None => return Err(format!("console never showed `{marker}` (in order)")),
+            }
+        }
+        if let Some((marker, n)) = &e.count {
+            let seen = out.console.matches(marker.as_str()).count();
+            if seen != *n {
+                return Err(format!("`{marker}` appeared {seen} times, expected {n}"));
+            }
+        }
+        if let Some(bad) = e.forbidden.iter().find(|f| out.console.contains(*f)) {
+            let line = out.console.lines().find(|l| l.contains(bad)).unwrap_or("");
+            return Err(format!("console shows `{}`", line.trim()));
+        }
+        match (out.status, e.exit_zero) {
+            (None, _) => Err(out.summary()),
+            (Some(0), true) | (Some(1..), false) => Ok(()),
+            (Some(c), true) => Err(format!("emulator exited {c}, expected 0")),
+            (Some(c), false) => Err(format!("emulator exited {c}, expected a failure status")),
+        }
+    }
+}
+
+pub fn run(filter: Option<&str>, host: bool) -> Result<i32> {
+    let mut passed = 0;
+    let mut failed = 0;
+    let mut tally = |ok: bool| if ok { passed += 1 } else { failed += 1 };
+    if host {
+        tally(host_tests());
+    }
+    let chosen: Vec<Scenario> = scenarios().into_iter().filter(|s| filter.is_none_or(|f| s.name.contains(f))).collect();
+    let mut built: BTreeMap<&str, Result<Built, String>> = BTreeMap::new();
+    let logs = target_dir().join("xtask/logs");
+    std::fs::create_dir_all(&logs)?;
+    for s in &chosen {
+        let b = built.entry(s.arch.name()).or_insert_with(|| build::hypervisor_and_guests(s.arch).map_err(|e| format!("{e:#}")));
+        let result = match b {
+            Ok(b) => run_one(s, b, &logs),
+            Err(e) => Err(format!("build failed: {e}")),
+        };
+        match &result {
+            Ok(secs) => println!("PASS {} ({secs:.1} s)", s.name),
+            Err(why) => println!("FAIL {}: {why}", s.name),
+        }
+        tally(result.is_ok());
+    }
+    println!("{passed} passed, {failed} failed");
+    Ok(if failed == 0 { 0 } else { 1 })
+}
+
+fn run_one(s: &Scenario, built: &Built, logs: &std::path::Path) -> Result<f64, String> {
+    let args = RunArgs {
+        arch: s.arch,
+        kernel: None,
+        initrd: None,
+        append: None,
+        smp: 1,
+        icount: false,
+        guest: s.guest.into(),
+        timeout: s.timeout_secs(),
+    };
+    let kernel = built.guest(s.guest).map_err(|e| format!("{e:#}"))?;
+    let boot = Boot { arch: s.arch, built, kernel, args };
+    let out = emulator::boot(&boot, Echo::Quiet).map_err(|e| format!("{e:#}"))?;
+    let log = logs.join(format!("{}.log", s.name));
+    let _ = std::fs::write(&log, &out.console);
+    s.judge(&out).map_err(|why| format!("{why} (console: {})", log.display()))?;
+    Ok(out.elapsed.as_secs_f64())
+}
+
+/// `cargo test` over the workspace's host-side crates.
+fn host_tests() -> bool {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo).current_dir(workspace_root()).args(["test", "--workspace"]).status();
+    match status {
+        Ok(st) if st.success() => {
+            println!("PASS host-tests");
+            true
+        }
+        Ok(st) => {
+            println!("FAIL host-tests: cargo test exited {}", st.code().unwrap_or(-1));
+            false
+        }
+        Err(e) => {
+            println!("FAIL host-tests: could not run cargo test: {e}");
+            false
+        }
+    }
+}
