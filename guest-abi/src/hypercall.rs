@@ -1,4 +1,7 @@
-//! Hypercall numbers (`xen.h`, `__HYPERVISOR_*`).
+//! Hypercall numbers (`xen/include/public/xen.h`, `__HYPERVISOR_*`).
+//!
+//! On x86 a hypercall number selects a 32-byte slot of the hypercall page; on ARM it is
+//! passed in `x16`/`r12` with `hvc #ARM_HVC_IMM`.
 
 pub const SET_TRAP_TABLE: u64 = 0;
 pub const MMU_UPDATE: u64 = 1;
@@ -42,6 +45,19 @@ pub const ARGO_OP: u64 = 39;
 pub const XENPMU_OP: u64 = 40;
 pub const DM_OP: u64 = 41;
 pub const HYPFS_OP: u64 = 42;
+
+// Numbers 48..=55 are left to each architecture.
+pub const ARCH_0: u64 = 48;
+pub const ARCH_1: u64 = 49;
+pub const ARCH_2: u64 = 50;
+pub const ARCH_3: u64 = 51;
+pub const ARCH_4: u64 = 52;
+pub const ARCH_5: u64 = 53;
+pub const ARCH_6: u64 = 54;
+pub const ARCH_7: u64 = 55;
+
+/// x86 only: the machine-check hypercall (`__HYPERVISOR_mca`, the first arch number).
+pub const MCA: u64 = ARCH_0;
 
 /// The immediate of the `hvc` instruction Xen guests use on ARM (`XEN_HYPERCALL_TAG`).
 pub const ARM_HVC_IMM: u16 = 0xEA1;
