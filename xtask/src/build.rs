@@ -108,3 +108,30 @@ pub fn capture(cmd: &str, args: &[&str]) -> Result<String> {
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
+
+/// Formatting and clippy over every crate and every target it is built for.
+pub fn lint() -> Result<i32> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut runs: Vec<Vec<String>> = vec![
+        vec!["fmt".into(), "--all".into(), "--check".into()],
+        vec!["clippy".into(), "--workspace".into(), "--all-targets".into(), "--".into(), "-D".into(), "warnings".into()],
+    ];
+    for arch in Arch::ALL {
+        let mut v: Vec<String> = ["clippy", "--release", "--target", arch.target()].map(String::from).to_vec();
+        for p in ["guest-abi", "arch", "hypervisor", "hello-guest"] {
+            v.extend(["-p".into(), p.into()]);
+        }
+        v.extend(["--".into(), "-D".into(), "warnings".into()]);
+        runs.push(v);
+    }
+    let mut failed = 0;
+    for args in runs {
+        eprintln!("xtask: cargo {}", args.join(" "));
+        let ok = Command::new(&cargo).current_dir(workspace_root()).args(&args).status()?.success();
+        if !ok {
+            failed += 1;
+        }
+    }
+    println!("lint: {failed} check(s) failed");
+    Ok(if failed == 0 { 0 } else { 1 })
+}

@@ -3,6 +3,7 @@
 mod arch;
 mod build;
 mod emulator;
+mod images;
 mod setup;
 mod test;
 
@@ -38,6 +39,13 @@ enum Cmd {
     },
     /// Install what is missing: emulators, firmware, GRUB, Rust targets.
     Setup,
+    /// Fetch Debian's kernel and build the busybox initramfs for an architecture; print their paths.
+    FetchLinux {
+        #[arg(long, default_value = "aarch64")]
+        arch: Arch,
+    },
+    /// `cargo fmt --check`, then clippy (warnings denied) on the host and on every bare target.
+    Lint,
 }
 
 #[derive(clap::Args, Clone)]
@@ -74,6 +82,11 @@ fn main() {
         Cmd::Run(args) => run_cmd(&args),
         Cmd::Test { filter, no_host } => test::run(filter.as_deref(), !no_host),
         Cmd::Setup => setup::run(),
+        Cmd::Lint => build::lint(),
+        Cmd::FetchLinux { arch } => images::linux_guest(arch).map(|g| {
+            println!("kernel: {}\ninitrd: {}", g.kernel.display(), g.initrd.display());
+            0
+        }),
     };
     match result {
         Ok(code) => std::process::exit(code),

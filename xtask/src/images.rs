@@ -1,0 +1,205 @@
+//! Guest images from Debian's archive: the cloud kernels and a busybox initramfs.
+//!
+//! Packages are fetched with `apt-get download` (whatever version the archive offers now),
+//! unpacked with `dpkg-deb` into a cache outside the repository, and reused after that.
+
+use crate::arch::Arch;
+use crate::build::workspace_root;
+use anyhow::{Context, Result, bail};
+use flate2::{Compression, write::GzEncoder};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A Linux guest ready to boot: kernel image and initramfs.
+pub struct LinuxGuest {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+}
+
+/// Debian's names for one architecture's guest packages.
+struct Packages {
+    /// Metapackage whose dependencies name the current 6.1 kernel package.
+    kernel_meta: &'static str,
+    /// Prefix of the versioned kernel package we want from the metapackage's dependencies.
+    kernel_prefix: &'static str,
+    busybox: &'static str,
+    /// The kernel file inside the package's /boot.
+    kernel_file: &'static str,
+}
+
+fn packages(arch: Arch) -> Packages {
+    match arch {
+        Arch::Aarch64 => Packages {
+            kernel_meta: "linux-image-cloud-arm64:arm64",
+            kernel_prefix: "linux-image-6.1.0-",
+            busybox: "busybox-static:arm64",
+            kernel_file: "vmlinuz-",
+        },
+        Arch::Armv7 => Packages {
+            kernel_meta: "linux-image-armmp-lpae:armhf",
+            kernel_prefix: "linux-image-6.1.0-",
+            busybox: "busybox-static:armhf",
+            kernel_file: "vmlinuz-",
+        },
+        Arch::X86_64 => Packages {
+            kernel_meta: "linux-image-cloud-amd64",
+            kernel_prefix: "linux-image-6.1.0-",
+            busybox: "busybox-static",
+            kernel_file: "vmlinuz-",
+        },
+    }
+}
+
+/// Where unpacked packages and built initramfs images live between runs.
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XHV_CACHE") {
+        return PathBuf::from(dir);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| std::env::temp_dir());
+    base.join("xhv")
+}
+
+/// Fetch (once) and return Debian's kernel and our busybox initramfs for `arch`.
+pub fn linux_guest(arch: Arch) -> Result<LinuxGuest> {
+    let pk = packages(arch);
+    let dir = cache_dir().join(arch.name());
+    std::fs::create_dir_all(&dir)?;
+    let kernel_pkg = current_kernel_package(&pk)?;
+    let kernel_root = unpacked(&dir, &kernel_pkg)?;
+    let kernel = find_in(&kernel_root.join("boot"), pk.kernel_file)?;
+    let busybox_root = unpacked(&dir, pk.busybox)?;
+    let initrd = dir.join("initramfs.cpio.gz");
+    build_initramfs(&busybox_root.join("bin/busybox"), &initrd)?;
+    Ok(LinuxGuest { kernel, initrd })
+}
+
+/// The versioned kernel package the archive's metapackage points at today.
+fn current_kernel_package(pk: &Packages) -> Result<String> {
+    let show = Command::new("apt-cache").args(["show", pk.kernel_meta]).output().context("running apt-cache")?;
+    let text = String::from_utf8_lossy(&show.stdout);
+    let arch_suffix = pk.kernel_meta.split_once(':').map(|(_, a)| format!(":{a}")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.strip_prefix("Depends: "))
+        .flat_map(|deps| deps.split(',').map(|d| d.trim().split(' ').next().unwrap_or("").to_owned()))
+        .find(|name| name.starts_with(pk.kernel_prefix))
+        .map(|name| format!("{name}{arch_suffix}"))
+        .with_context(|| {
+            format!("apt-cache offers no {}* behind {}: run `cargo xtask setup` (it adds the foreign architectures)", pk.kernel_prefix, pk.kernel_meta)
+        })
+}
+
+/// Download and unpack a package into `dir/<name>` unless that is already there.
+fn unpacked(dir: &Path, package: &str) -> Result<PathBuf> {
+    let name = package.replace(':', "_");
+    let root = dir.join(&name);
+    if root.join(".complete").exists() {
+        return Ok(root);
+    }
+    let downloads = dir.join("debs");
+    std::fs::create_dir_all(&downloads)?;
+    eprintln!("xtask: downloading {package} from Debian's archive");
+    let st = Command::new("apt-get").current_dir(&downloads).args(["download", package]).status().context("running apt-get download")?;
+    if !st.success() {
+        bail!("apt-get download {package} failed");
+    }
+    let base = package.split(':').next().unwrap_or(package);
+    let deb = std::fs::read_dir(&downloads)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().is_some_and(|f| f.to_string_lossy().starts_with(&format!("{base}_"))))
+        .max()
+        .with_context(|| format!("apt-get download left no {base}_*.deb"))?;
+    let _ = std::fs::remove_dir_all(&root);
+    let st = Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root).status().context("running dpkg-deb")?;
+    if !st.success() {
+        bail!("dpkg-deb -x {} failed", deb.display());
+    }
+    std::fs::write(root.join(".complete"), b"")?;
+    Ok(root)
+}
+
+fn find_in(dir: &Path, prefix: &str) -> Result<PathBuf> {
+    std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.file_name().is_some_and(|f| f.to_string_lossy().starts_with(prefix)))
+        .with_context(|| format!("no {prefix}* in {}", dir.display()))
+}
+
+/// A gzipped newc cpio: busybox, our `/init`, the mount points and `/dev/console`.
+fn build_initramfs(busybox: &Path, out: &Path) -> Result<()> {
+    let init = std::fs::read(workspace_root().join("qemu/initramfs/init"))?;
+    let busybox = std::fs::read(busybox).with_context(|| format!("reading {}", busybox.display()))?;
+    let mut cpio = Newc::default();
+    for d in ["bin", "dev", "proc", "sys", "tmp"] {
+        cpio.entry(d, 0o040755, 0, &[]);
+    }
+    cpio.entry("dev/console", 0o020600, (5 << 8) | 1, &[]);
+    cpio.entry("bin/busybox", 0o100755, 0, &busybox);
+    cpio.entry("bin/sh", 0o120777, 0, b"busybox");
+    cpio.entry("init", 0o100755, 0, &init);
+    let mut gz = GzEncoder::new(Vec::new(), Compression::default());
+    gz.write_all(&cpio.finish())?;
+    std::fs::write(out, gz.finish()?)?;
+    Ok(())
+}
+
+/// The "newc" cpio format Linux unpacks initramfs from: ASCII-hex headers, 4-byte padding.
+#[derive(Default)]
+pub struct Newc {
+    out: Vec<u8>,
+    ino: u32,
+}
+
+impl Newc {
+    /// Add a file, directory, device (`rdev` = major << 8 | minor) or symlink (data = target).
+    pub fn entry(&mut self, name: &str, mode: u32, rdev: u32, data: &[u8]) {
+        self.ino += 1;
+        // ino mode uid gid nlink mtime filesize devmajor devminor rdevmajor rdevminor namesize check
+        let fields = [self.ino, mode, 0, 0, 1, 0, data.len() as u32, 0, 0, rdev >> 8, rdev & 0xff, name.len() as u32 + 1, 0];
+        self.out.extend_from_slice(b"070701");
+        for f in fields {
+            self.out.extend_from_slice(format!("{f:08x}").as_bytes());
+        }
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.push(0);
+        self.pad();
+        self.out.extend_from_slice(data);
+        self.pad();
+    }
+
+    pub fn finish(mut self) -> Vec<u8> {
+        self.entry("TRAILER!!!", 0, 0, &[]);
+        self.out
+    }
+
+    fn pad(&mut self) {
+        while self.out.len() % 4 != 0 {
+            self.out.push(0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newc_headers_are_aligned_and_self_describing() {
+        let mut c = Newc::default();
+        c.entry("init", 0o100755, 0, b"#!/bin/sh\n");
+        let out = c.finish();
+        assert_eq!(&out[..6], b"070701");
+        // 6 magic + 13*8 header fields before namesize; namesize "init\0" = 5.
+        assert_eq!(&out[6 + 11 * 8..6 + 12 * 8], b"00000005");
+        assert_eq!(&out[6 + 6 * 8..6 + 7 * 8], b"0000000a");
+        // Header (110) + name (5) padded to 116, then data (10) padded to 128.
+        assert_eq!(&out[116..126], b"#!/bin/sh\n");
+        assert_eq!(&out[128..134], b"070701");
+        assert_eq!(out.len() % 4, 0);
+        assert!(out.windows(10).any(|w| w == b"TRAILER!!!"));
+    }
+}
