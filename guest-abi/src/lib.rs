@@ -23,31 +23,71 @@
 //! * Where C inserts implicit padding the Rust structure has an explicit field whose name
 //!   starts with `_pad`; fields Xen itself names `pad` keep that name.
 //!
-//! Each module's tests assert `size_of` and every field offset against the numbers Xen's C
-//! headers give; `tools/check-layout.py` re-checks those numbers with a C compiler.
+//! Each module lists, in a `layout_checks!` table, the size and every field offset Xen's C
+//! headers give its structures: host tests assert them, bare-metal builds check them at
+//! compile time, and `tools/check-layout.py` re-checks the same numbers with a C compiler.
 #![no_std]
 
-/// Asserts a structure's size and field offsets (tests only).
+/// Declares the expected size and field offsets of `#[repr(C)]` structures.
 ///
-/// `layout!(ARCH, "C type", RustType, SIZE, { field: OFFSET, ... })`. `ARCH` (`all`, `x86`
-/// or `arm`) and the C type name are not used by Rust; `tools/check-layout.py` reads them to
-/// check the same numbers against Xen's headers with a C compiler.
-#[cfg(test)]
-macro_rules! layout {
-    ($arch:ident, $cty:literal, $ty:ty, $size:expr, { $($field:ident : $off:expr),* $(,)? }) => {{
-        assert_eq!(
-            core::mem::size_of::<$ty>(),
-            $size,
-            concat!("size_of ", stringify!($ty), " (", $cty, ")")
-        );
+/// ```text
+/// layout_checks! {
+///     test NAME;
+///     ARCH, "C type", RustType, SIZE, { field: OFFSET, ... };
+///     ...
+/// }
+/// ```
+///
+/// Under `cfg(test)` this becomes the `#[test] fn NAME`, which asserts every number at run
+/// time on the host. Builds for bare-metal targets (`target_os = "none"`: the hypervisor and
+/// the test guests) check the same numbers at compile time, so a layout that came out
+/// differently on, say, 32-bit ARM fails to build there. `ARCH` (`all`, `x86` or `arm`) and the C type name are not used by Rust:
+/// `tools/check-layout.py` reads them to check the same numbers against Xen's headers with
+/// a C compiler. The numbers are written out by hand from the headers, never computed from
+/// the Rust types.
+macro_rules! layout_checks {
+    (
+        test $test:ident;
         $(
-            assert_eq!(
-                core::mem::offset_of!($ty, $field),
-                $off,
-                concat!("offset_of ", stringify!($ty), ".", stringify!($field))
-            );
-        )*
-    }};
+            $arch:ident, $cty:literal, $ty:ty, $size:expr,
+            { $($field:ident : $off:expr),* $(,)? }
+        );* $(;)?
+    ) => {
+        #[cfg(all(not(test), target_os = "none"))]
+        const _: () = {
+            $(
+                assert!(
+                    core::mem::size_of::<$ty>() == $size,
+                    concat!("size_of ", stringify!($ty), " != size of ", $cty)
+                );
+                $(
+                    assert!(
+                        core::mem::offset_of!($ty, $field) == $off,
+                        concat!("offset of ", stringify!($ty), ".", stringify!($field))
+                    );
+                )*
+            )*
+        };
+
+        #[cfg(test)]
+        #[test]
+        fn $test() {
+            $(
+                assert_eq!(
+                    core::mem::size_of::<$ty>(),
+                    $size,
+                    concat!("size_of ", stringify!($ty), " (", $cty, ")")
+                );
+                $(
+                    assert_eq!(
+                        core::mem::offset_of!($ty, $field),
+                        $off,
+                        concat!("offset_of ", stringify!($ty), ".", stringify!($field))
+                    );
+                )*
+            )*
+        }
+    };
 }
 
 pub mod console;
