@@ -14,6 +14,10 @@
 
 pub mod boot;
 pub mod exit;
+/// ARM logic shared by aarch64 and ARMv7 (translation tables, PSCI, syndromes), host-testable.
+pub mod arm;
+/// x86 paging logic (EPT building, guest page walks), host-testable; used by [`x86_64`].
+pub mod x86;
 
 #[cfg(target_arch = "aarch64")]
 pub mod aarch64;

@@ -106,7 +106,7 @@ fn load_kernel(image: &[u8], ram: &mut [u8]) -> Result<Placed, &'static str> {
     let placed = match cpu::ARCH_NAME {
         "aarch64" => loader::arm::load_arm64_image(image, ram),
         "armv7" => loader::arm::load_arm_zimage(image, ram),
-        // x86: the PVH ELF loader arrives with the x86 backend.
+        "x86_64" => loader::pvh_elf::load_pvh_elf(image, ram, cpu::GUEST_RAM_BASE),
         _ => Err(loader::LoadError::UnknownFormat),
     };
     placed.map_err(|e| match e {

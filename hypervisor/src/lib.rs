@@ -7,6 +7,7 @@
 
 extern crate alloc;
 
+pub mod bootcfg;
 pub mod console;
 pub mod domain;
 pub mod frames;

@@ -13,8 +13,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// Guest-physical address QEMU's guest-loader places the guest kernel at.
-const ARM_KERNEL_ADDR: u64 = 0x4800_0000;
+/// Where QEMU's guest-loader places the guest kernel. QEMU puts its own DTB at
+/// RAM + min(RAM/2, 128 MiB) = 0x4800_0000 for a raw `-kernel`, so stay clear of that.
+const ARM_KERNEL_ADDR: u64 = 0x4A00_0000;
 
 pub struct Boot<'a> {
     pub arch: Arch,

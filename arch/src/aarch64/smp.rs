@@ -1,0 +1,142 @@
+//! Secondary CPUs: started with PSCI CPU_ON, they join the identity map, say they are
+//! online and park in WFI. Guests run on the boot CPU only, for now.
+
+use super::console::early_log;
+use super::dt::{Conduit, MAX_CPUS, Platform};
+use super::{BootCell, mmu};
+use aarch64_cpu::registers::{CNTFRQ_EL0, CNTPCT_EL0, MPIDR_EL1, Readable};
+use core::sync::atomic::{AtomicBool, Ordering};
+use smccc::Smc;
+
+const STACK_SIZE: usize = 16 * 1024;
+/// MPIDR affinity fields Aff3..Aff0.
+const AFFINITY: u64 = 0xff_00ff_ffff;
+
+#[repr(C, align(16))]
+pub struct Stack([u8; STACK_SIZE]);
+
+/// One stack per logical CPU number (the boot CPU's slot is unused); only the assembly in
+/// `secondary_entry` refers to it, each CPU to its own slot.
+static STACKS: BootCell<[Stack; MAX_CPUS]> = BootCell::new([const { Stack([0; STACK_SIZE]) }; MAX_CPUS]);
+
+static ONLINE: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+
+// Entered by PSCI CPU_ON with the MMU off and x0 = logical CPU number (the context id).
+// At EL2 it joins the boot CPU's identity map (the MMU registers were written to memory
+// before any secondary started) before touching memory through the stack, so it never
+// works on stale non-cacheable copies of cacheable data.
+core::arch::global_asm!(
+    r#"
+.section .text.boot, "ax"
+.global secondary_entry
+secondary_entry:
+    msr     daifset, #0xf
+    mov     x19, x0
+    mrs     x20, CurrentEL
+    ubfx    x20, x20, #2, #2
+    cmp     x20, #2
+    b.ne    1f
+    mov     x1, #0x33ff
+    msr     cptr_el2, x1
+    adrp    x1, {vectors}
+    add     x1, x1, :lo12:{vectors}
+    msr     vbar_el2, x1
+    mov     x1, #0x80000000
+    msr     hcr_el2, x1
+    adrp    x1, {regs}
+    add     x1, x1, :lo12:{regs}
+    ldp     x2, x3, [x1]
+    ldp     x4, x5, [x1, #16]
+    msr     mair_el2, x2
+    msr     tcr_el2, x3
+    msr     ttbr0_el2, x4
+    isb
+    tlbi    alle2
+    ic      iallu
+    dsb     nsh
+    isb
+    msr     sctlr_el2, x5
+    isb
+    b       2f
+1:  mov     x1, #(3 << 20)
+    msr     cpacr_el1, x1
+    isb
+2:  adrp    x1, {stacks}
+    add     x1, x1, :lo12:{stacks}
+    add     x2, x19, #1
+    mov     x3, #{stack_size}
+    madd    x1, x2, x3, x1
+    mov     sp, x1
+    mov     x0, x19
+    mov     x1, x20
+    bl      {main}
+3:  wfe
+    b       3b
+"#,
+    vectors = sym super::vectors::el2_vectors,
+    regs = sym mmu::MMU_REGS,
+    stacks = sym STACKS,
+    stack_size = const STACK_SIZE,
+    main = sym secondary_main,
+);
+
+unsafe extern "C" {
+    fn secondary_entry();
+}
+
+/// Start every CPU the device tree lists besides this one, one at a time.
+pub fn start_secondaries(p: &Platform) {
+    if p.cpu_count <= 1 {
+        return;
+    }
+    match p.psci {
+        Some(Conduit::Smc) => {}
+        Some(Conduit::Hvc) => {
+            early_log!("PSCI is reached by HVC, which at EL2 would call ourselves: secondary CPUs stay off");
+            return;
+        }
+        None => {
+            early_log!("no PSCI in the device tree: secondary CPUs stay off");
+            return;
+        }
+    }
+    let me = MPIDR_EL1.get() & AFFINITY;
+    let entry = secondary_entry as *const () as u64;
+    for (cpu, &mpidr) in p.mpidrs().iter().enumerate() {
+        if mpidr & AFFINITY == me {
+            continue;
+        }
+        match smccc::psci::cpu_on::<Smc>(mpidr, entry, cpu as u64) {
+            Ok(()) if wait_online(cpu) => {}
+            Ok(()) => early_log!("CPU{} (MPIDR {:#x}) did not come online", cpu, mpidr),
+            Err(e) => early_log!("CPU{} (MPIDR {:#x}) could not be started: {:?}", cpu, mpidr, e),
+        }
+    }
+}
+
+/// Wait up to a second for `cpu` to report (its line is printed by then).
+fn wait_online(cpu: usize) -> bool {
+    let deadline = CNTPCT_EL0.get() + CNTFRQ_EL0.get();
+    while !ONLINE[cpu].load(Ordering::Acquire) {
+        if CNTPCT_EL0.get() > deadline {
+            return false;
+        }
+        core::hint::spin_loop();
+    }
+    true
+}
+
+extern "C" fn secondary_main(cpu: u64, current_el: u64) -> ! {
+    let mpidr = MPIDR_EL1.get() & AFFINITY;
+    if current_el == 2 {
+        early_log!("CPU{} online at EL2 (MPIDR {:#x}), parked", cpu, mpidr);
+    } else {
+        early_log!("CPU{} (MPIDR {:#x}) came up at EL{}, not EL2: parked", cpu, mpidr, current_el);
+    }
+    if let Some(flag) = ONLINE.get(cpu as usize) {
+        flag.store(true, Ordering::Release);
+    }
+    loop {
+        aarch64_cpu::asm::wfi();
+    }
+}

@@ -1,0 +1,66 @@
+//! ARMv7-A with the Virtualization Extensions (Cortex-A15/A7): the hypervisor runs in HYP mode.
+//!
+//! - [`start`]: `_start`, the HYP check, stack and `.bss`, then hardware discovery from the
+//!   device tree ([`dt`]), the HYP stage-1 MMU ([`mmu`]) and the call into the core.
+//! - [`vectors`]: the HYP vector table and the world switch to and from a guest.
+//! - [`vcpu`]: [`Vcpu`], its LPAE stage-2 tables and the decoding of HYP traps.
+//! - [`console`] (PL011) and [`semihosting`] (ending QEMU with a status).
+
+mod console;
+mod dt;
+mod mmu;
+mod semihosting;
+mod start;
+mod sysreg;
+mod vcpu;
+mod vectors;
+
+use crate::ExitStatus;
+
+pub use console::console_write;
+pub use vcpu::Vcpu;
+
+pub const ARCH_NAME: &str = "armv7";
+
+/// Where a domain's RAM starts in its guest-physical space (Xen's ARM guest memory map).
+pub const GUEST_RAM_BASE: u64 = 0x4000_0000;
+
+/// End QEMU (`-semihosting`) with a success or failure exit code.
+pub fn exit_emulator(status: ExitStatus) -> ! {
+    semihosting::exit(status == ExitStatus::Success)
+}
+
+/// The physical range `addr..addr + size` as a 32-bit host range, if it is one.
+///
+/// The hypervisor identity-maps the low 4 GiB (see [`mmu`]); LPAE physical addresses above
+/// that exist but are not reachable without a mapping of their own.
+fn host_range(addr: u64, size: u64) -> Option<(usize, usize)> {
+    let end = addr.checked_add(size)?;
+    if end > 1 << 32 {
+        return None;
+    }
+    Some((usize::try_from(addr).ok()?, usize::try_from(size).ok()?))
+}
+
+/// The hypervisor's window on physical memory: `size` bytes at physical `addr`.
+///
+/// The core only passes RAM it got from [`crate::boot::BootInfo`] (boot modules, frames it
+/// allocated), which the boot code checked lies below 4 GiB. Anything else is a core bug.
+pub fn phys_slice(addr: u64, size: u64) -> &'static [u8] {
+    let Some((start, len)) = host_range(addr, size) else {
+        panic!("physical range {addr:#x}+{size:#x} is outside the hypervisor's 32-bit window");
+    };
+    // SAFETY: the low 4 GiB are identity-mapped for the whole life of the hypervisor, and the
+    // core only asks for RAM described by BootInfo (modules it reads, frames it owns).
+    unsafe { core::slice::from_raw_parts(start as *const u8, len) }
+}
+
+/// Mutable counterpart of [`phys_slice`], for frames the core allocated.
+pub fn phys_slice_mut(addr: u64, size: u64) -> &'static mut [u8] {
+    let Some((start, len)) = host_range(addr, size) else {
+        panic!("physical range {addr:#x}+{size:#x} is outside the hypervisor's 32-bit window");
+    };
+    // SAFETY: as in `phys_slice`; the core hands out each frame it allocated exactly once,
+    // so no other reference to this memory exists.
+    unsafe { core::slice::from_raw_parts_mut(start as *mut u8, len) }
+}

@@ -1,0 +1,158 @@
+//! Boot: `_start` as QEMU (or a Linux-style bootloader) enters it, then the Rust half.
+//!
+//! Entry state (Linux's ARM boot protocol, which QEMU follows for a raw `-kernel` image):
+//! r0 = 0, r1 = machine type, r2 = physical address of the device tree, MMU and caches off,
+//! and with `virtualization=on` the CPU is in HYP mode.
+
+use super::console::{self, Console};
+use super::dt::{self, GicVersion, Platform};
+use super::{mmu, sysreg, vectors};
+use crate::ExitStatus;
+use crate::boot::{BootInfo, Region};
+use core::fmt::Write;
+use fdt::Fdt;
+
+core::arch::global_asm!(
+    r#"
+    .section .text.boot, "ax"
+    .arm
+    .global _start
+_start:
+    cpsid aif
+    mov r4, r2                  @ device tree address, kept across the .bss loop
+    ldr sp, =__stack_top
+    ldr r0, =__bss_start
+    ldr r1, =__bss_end
+    mov r2, #0
+1:  cmp r0, r1
+    strlo r2, [r0], #4
+    blo 1b
+    mov r0, r4
+    bl {main}
+2:  wfi
+    b 2b
+    "#,
+    main = sym boot_main,
+);
+
+/// Where the console is when the device tree does not say (QEMU `virt`'s PL011).
+const FALLBACK_UART: u64 = 0x0900_0000;
+/// RAM assumed when there is no usable device tree (QEMU `virt`'s base, its smallest size).
+const FALLBACK_RAM: Region = Region { start: 0x4000_0000, size: 128 << 20 };
+/// CPSR.M for HYP mode.
+const MODE_HYP: u32 = 0x1a;
+
+unsafe extern "Rust" {
+    fn hv_main(boot: &BootInfo) -> !;
+}
+
+unsafe extern "C" {
+    static __image_start: u8;
+    static __image_end: u8;
+}
+
+/// The Rust half of boot, on the boot stack with `.bss` cleared.
+extern "C" fn boot_main(dtb: usize) -> ! {
+    let tree = device_tree(dtb);
+    let mut boot = BootInfo { privilege: "HYP", cpu_count: 1, ..BootInfo::default() };
+    let platform = tree.as_ref().map_or_else(Platform::default, |t| dt::discover(t, &mut boot));
+    start_console(platform.uart);
+    require_hyp_mode();
+    vectors::install();
+    boot.features = features(platform);
+    if boot.ram_count == 0 {
+        console::console_write(b"xhv: no memory in the device tree (r2); assuming QEMU virt's\n");
+        boot.add_ram(FALLBACK_RAM);
+    }
+    let tree_region = tree.map(|t| Region { start: dtb as u64, size: t.total_size() as u64 });
+    reserve_boot_regions(&mut boot, tree_region);
+    keep_below_4g(&mut boot);
+    mmu::enable(boot.ram());
+    // SAFETY: `hv_main` is the core's entry point, defined with this exact signature in the
+    // hypervisor binary; the CPU is in HYP mode with vectors, stack and console ready.
+    unsafe { hv_main(&boot) }
+}
+
+/// The flattened device tree at `dtb`, if there is a valid one.
+fn device_tree(dtb: usize) -> Option<Fdt<'static>> {
+    if dtb == 0 || !dtb.is_multiple_of(4) {
+        return None;
+    }
+    // SAFETY: the bootloader passes the physical address of the tree in r2, and nothing
+    // writes to it afterwards (it is reserved below). With the MMU off every physical address
+    // is accessible; `from_ptr` checks the magic and size before trusting the rest.
+    unsafe { Fdt::from_ptr(dtb as *const u8) }.ok()
+}
+
+fn start_console(uart: Option<u64>) {
+    let base = uart.unwrap_or(FALLBACK_UART);
+    let Ok(base) = usize::try_from(base) else {
+        return;
+    };
+    // SAFETY: the device tree names this PL011 as the console (or we are on QEMU virt, whose
+    // PL011 is at the fallback address); the MMU is off so its registers are reachable, and
+    // the hypervisor's identity map keeps them there later. Nothing else drives it.
+    unsafe { console::init(base) };
+}
+
+/// The hypervisor needs HYP mode; anything else means the machine was started without the
+/// Virtualization Extensions enabled (QEMU: `-machine virt,virtualization=on`).
+fn require_hyp_mode() {
+    let mode = sysreg::cpsr() & 0x1f;
+    if mode != MODE_HYP {
+        let _ = writeln!(
+            Console,
+            "xhv: entered in mode {mode:#x}, not HYP (0x1a): the CPU has no virtualization enabled \
+             (QEMU: -machine virt,virtualization=on)"
+        );
+        super::exit_emulator(ExitStatus::Failure);
+    }
+}
+
+fn features(platform: Platform) -> &'static str {
+    match platform.gic {
+        Some((GicVersion::V2, _)) => "LPAE stage-2, GICv2",
+        Some((GicVersion::V3, _)) => "LPAE stage-2, GICv3",
+        None => "LPAE stage-2, no GIC found",
+    }
+}
+
+/// The hypervisor image (with .bss and boot stack) and the device tree are not free RAM.
+fn reserve_boot_regions(boot: &mut BootInfo, tree: Option<Region>) {
+    let start = (&raw const __image_start) as u64;
+    let end = (&raw const __image_end) as u64;
+    boot.add_reserved(Region { start, size: end - start });
+    if let Some(tree) = tree {
+        boot.add_reserved(tree);
+        warn_modules_over_tree(boot, tree);
+    }
+}
+
+/// A boot module placed where the loader also put the device tree was overwritten by it
+/// (QEMU puts a 32-bit kernel's tree at RAM + min(RAM / 2, 128 MiB)): say so, or the only
+/// symptom is a guest image that is "not recognised".
+fn warn_modules_over_tree(boot: &BootInfo, tree: Region) {
+    for m in boot.modules() {
+        if m.region.start < tree.end() && tree.start < m.region.end() {
+            let _ = writeln!(
+                Console,
+                "xhv: boot module at {:#x} overlaps the device tree at {:#x}-{:#x}; one overwrote the other, load the module elsewhere",
+                m.region.start,
+                tree.start,
+                tree.end()
+            );
+        }
+    }
+}
+
+/// Drop RAM above 4 GiB: without a mapping of its own the hypervisor cannot reach it.
+fn keep_below_4g(boot: &mut BootInfo) {
+    let (ram, count) = (boot.ram, boot.ram_count);
+    boot.ram_count = 0;
+    for r in &ram[..count] {
+        let end = r.end().min(dt::ADDRESS_LIMIT);
+        if r.start < end {
+            boot.add_ram(Region { start: r.start, size: end - r.start });
+        }
+    }
+}

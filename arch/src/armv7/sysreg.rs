@@ -1,0 +1,115 @@
+//! CP15 registers of the HYP world, one accessor per register.
+//!
+//! `aarch32-cpu` covers only some of them (not VTTBR, VTCR, HTTBR, HTCR, HMAIR, the address
+//! translation operations), so all are written here the same way: one instruction each.
+//! Encodings are (opc1, CRn, CRm, opc2) as the ARMv7-A/R Architecture Reference Manual lists them.
+
+use core::arch::asm;
+
+/// A 32-bit CP15 register or operation: `r` makes a reader (`mrc`), `w` a writer (`mcr`).
+macro_rules! cp15 {
+    (r $(#[$doc:meta])* $name:ident = $opc1:literal, $crn:literal, $crm:literal, $opc2:literal) => {
+        $(#[$doc])*
+        #[inline(always)]
+        pub fn $name() -> u32 {
+            let v: u32;
+            // SAFETY: reading this CP15 register has no side effect; the hypervisor runs in
+            // HYP mode, where every register of this module is accessible.
+            unsafe {
+                asm!(concat!("mrc p15, ", $opc1, ", {}, ", $crn, ", ", $crm, ", ", $opc2), out(reg) v,
+                     options(nomem, nostack, preserves_flags))
+            };
+            v
+        }
+    };
+    (w $(#[$doc:meta])* $name:ident = $opc1:literal, $crn:literal, $crm:literal, $opc2:literal) => {
+        $(#[$doc])*
+        #[inline(always)]
+        pub fn $name(v: u32) {
+            // SAFETY: the callers in this module tree only write values that keep the
+            // hypervisor's own view of memory intact: HYP-regime registers are set once at
+            // boot to an identity map, guest-regime registers only affect the guest.
+            unsafe {
+                asm!(concat!("mcr p15, ", $opc1, ", {}, ", $crn, ", ", $crm, ", ", $opc2), in(reg) v,
+                     options(nostack, preserves_flags))
+            };
+        }
+    };
+}
+
+/// A 64-bit CP15 register: `r` makes a reader (`mrrc`), `w` a writer (`mcrr`).
+macro_rules! cp15_64 {
+    (r $(#[$doc:meta])* $name:ident = $opc1:literal, $crm:literal) => {
+        $(#[$doc])*
+        #[inline(always)]
+        pub fn $name() -> u64 {
+            let (lo, hi): (u32, u32);
+            // SAFETY: as for the 32-bit reads: no side effect, accessible in HYP mode.
+            unsafe {
+                asm!(concat!("mrrc p15, ", $opc1, ", {}, {}, ", $crm), out(reg) lo, out(reg) hi,
+                     options(nomem, nostack, preserves_flags))
+            };
+            (u64::from(hi) << 32) | u64::from(lo)
+        }
+    };
+    (w $(#[$doc:meta])* $name:ident = $opc1:literal, $crm:literal) => {
+        $(#[$doc])*
+        #[inline(always)]
+        pub fn $name(v: u64) {
+            // SAFETY: as for the 32-bit writes: callers keep the hypervisor's own mappings.
+            unsafe {
+                asm!(concat!("mcrr p15, ", $opc1, ", {}, {}, ", $crm), in(reg) v as u32, in(reg) (v >> 32) as u32,
+                     options(nostack, preserves_flags))
+            };
+        }
+    };
+}
+
+cp15!(r /** Main ID register (what guests read back through VPIDR). */ midr = "0", "c0", "c0", "0");
+cp15!(w /** Virtualization processor ID: the MIDR a guest reads. */ write_vpidr = "4", "c0", "c0", "0");
+cp15!(w /** Virtualization multiprocessor ID: the MPIDR a guest reads. */ write_vmpidr = "4", "c0", "c0", "5");
+cp15!(r /** Hyp system control: MMU, caches, alignment checks of HYP mode. */ hsctlr = "4", "c1", "c0", "0");
+cp15!(w /** See [`hsctlr`]. */ write_hsctlr = "4", "c1", "c0", "0");
+cp15!(w /** Hyp configuration: what the guest traps on, stage-2 on/off. */ write_hcr = "4", "c1", "c1", "0");
+cp15!(w /** The guest's (Non-secure) system control register, reached from HYP. */ write_sctlr = "0", "c1", "c0", "0");
+cp15!(w /** Hyp translation control (HYP stage-1 is always LPAE). */ write_htcr = "4", "c2", "c0", "2");
+cp15!(w /** Virtualization translation control (stage-2). */ write_vtcr = "4", "c2", "c1", "2");
+cp15!(r /** Hyp syndrome: why the last exception was taken to HYP mode. */ hsr = "4", "c5", "c2", "0");
+cp15!(r /** Hyp data fault address (virtual address of the faulting access). */ hdfar = "4", "c6", "c0", "0");
+cp15!(r /** Hyp instruction fault address. */ hifar = "4", "c6", "c0", "2");
+cp15!(r /** Hyp IPA fault address: IPA\[39:12\] of a stage-2 fault in bits \[31:4\]. */ hpfar = "4", "c6", "c0", "4");
+cp15!(w /** Translate a guest PL1 read: Non-secure PL1&0 stage 1, then stage 2. */ ats12nsopr = "0", "c7", "c8", "4");
+cp15!(w /** Translate a guest PL1 write: Non-secure PL1&0 stage 1, then stage 2. */ ats12nsopw = "0", "c7", "c8", "5");
+cp15!(w /** Invalidate the whole instruction cache to the point of unification. */ iciallu = "0", "c7", "c5", "0");
+cp15!(w /** Invalidate all HYP-regime TLB entries. */ tlbiallh = "4", "c8", "c7", "0");
+cp15!(w /** Invalidate all Non-secure non-HYP TLB entries, every VMID. */ tlbiallnsnh = "4", "c8", "c7", "4");
+cp15!(w /** Hyp memory attribute indirection 0 (attributes 0..3). */ write_hmair0 = "4", "c10", "c2", "0");
+cp15!(w /** Hyp memory attribute indirection 1 (attributes 4..7). */ write_hmair1 = "4", "c10", "c2", "1");
+cp15!(w /** Hyp vector base address. */ write_hvbar = "4", "c12", "c0", "0");
+
+cp15_64!(r /** Physical address register: result of the last address translation. */ par = "0", "c7");
+cp15_64!(w /** Hyp translation table base (HYP stage-1). */ write_httbr = "4", "c2");
+cp15_64!(w /** Virtualization translation table base: stage-2 table and VMID. */ write_vttbr = "6", "c2");
+
+/// Data synchronization barrier, full system.
+#[inline(always)]
+pub fn dsb() {
+    // SAFETY: a barrier has no effect beyond ordering memory accesses.
+    unsafe { asm!("dsb sy", options(nostack, preserves_flags)) };
+}
+
+/// Instruction synchronization barrier: later instructions see earlier CP15 writes.
+#[inline(always)]
+pub fn isb() {
+    // SAFETY: a barrier has no effect beyond ordering instruction fetch and execution.
+    unsafe { asm!("isb", options(nostack, preserves_flags)) };
+}
+
+/// Current program status register (mode in bits \[4:0\]).
+#[inline(always)]
+pub fn cpsr() -> u32 {
+    let v: u32;
+    // SAFETY: reading CPSR has no side effect.
+    unsafe { asm!("mrs {}, cpsr", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}

@@ -1,0 +1,240 @@
+//! One vCPU of a domain: LPAE stage-2 over its RAM, the HYP trap configuration, and the
+//! decoding of what brought it back to the hypervisor.
+
+extern crate alloc;
+
+use super::sysreg;
+use super::vectors::{EXIT_FIQ, EXIT_IRQ, EXIT_TRAP, GuestRegs, armv7_enter_guest};
+use crate::arm::psci::{self, Action};
+use crate::arm::stage2::{self, Stage2Tables};
+use crate::arm::syndrome::{Syndrome, ec, fault_ipa};
+use crate::boot::GuestSetup;
+use crate::exit::{BadGuestAddress, Exit, FaultKind, GuestFault, HypercallArgs, VirtualCpu};
+use alloc::boxed::Box;
+
+/// The immediate Xen's ARM hypercalls use (`hvc #0xEA1`); PSCI uses `hvc #0`.
+const XEN_HVC_IMM: u16 = 0xea1;
+const PSCI_HVC_IMM: u16 = 0;
+
+/// HCR for a running guest: stage-2 on (VM), set/way cache ops become clean+invalidate
+/// (SWIO), physical FIQ/IRQ/asynchronous aborts go to HYP (FMO, IMO, AMO), SMC traps (TSC),
+/// WFI and WFE trap (TWI, TWE).
+const HCR_GUEST: u32 = HCR_VM | HCR_SWIO | HCR_FMO | HCR_IMO | HCR_AMO | HCR_TWI | HCR_TWE | HCR_TSC;
+const HCR_VM: u32 = 1 << 0;
+const HCR_SWIO: u32 = 1 << 1;
+const HCR_FMO: u32 = 1 << 3;
+const HCR_IMO: u32 = 1 << 4;
+const HCR_AMO: u32 = 1 << 5;
+const HCR_TWI: u32 = 1 << 13;
+const HCR_TWE: u32 = 1 << 14;
+const HCR_TSC: u32 = 1 << 19;
+
+/// How a guest starts: SVC mode, ARM state, little-endian, asynchronous aborts, IRQ and
+/// FIQ masked.
+const CPSR_SVC_MASKED: u32 = 0x1d3;
+/// The guest's SCTLR at start: MMU, caches and alignment checks off, reserved-one bits set
+/// (bits 4, 5, 11, 16, 18, 22, 23 of the ARMv7 SCTLR).
+const SCTLR_GUEST_RESET: u32 = 0x00c5_0830;
+/// VMPIDR: bit 31 is reserved-one; uniprocessor system, Aff0 = vCPU id.
+const VMPIDR_BASE: u32 = 1 << 31;
+
+/// PAR bits: the translation failed (F) / the result is in the 64-bit LPAE format.
+const PAR_F: u64 = 1 << 0;
+const PAR_LPAE: u64 = 1 << 11;
+const PAGE: u64 = 0x1000;
+
+pub struct Vcpu {
+    regs: GuestRegs,
+    /// Stage-2 tables; VTTBR points into them, so they live as long as the vCPU.
+    _stage2: Box<Stage2Tables>,
+    vttbr: u64,
+    vmpidr: u32,
+    ram: GuestSetup,
+    /// The guest's CP15 state still has to be put in its reset state.
+    fresh: bool,
+}
+
+impl Vcpu {
+    pub fn new(setup: &GuestSetup) -> Result<Vcpu, &'static str> {
+        let vmid = u8::try_from(setup.domain_id).map_err(|_| "domain id does not fit an 8-bit VMID")?;
+        let entry = u32::try_from(setup.entry).map_err(|_| "entry point above 4 GiB")?;
+        let mut tables = zeroed_stage2();
+        stage2::map_guest_ram(&mut tables, setup.ram_guest, setup.ram_host, setup.ram_size)
+            .map_err(|_| "guest RAM cannot be mapped at stage 2")?;
+        let vttbr = stage2::vttbr(tables.root_address(), vmid);
+        // A VMID may have been used by an earlier domain: forget its translations.
+        sysreg::dsb();
+        sysreg::tlbiallnsnh(0);
+        sysreg::dsb();
+        let mut regs = GuestRegs { pc: entry, cpsr: CPSR_SVC_MASKED, ..GuestRegs::default() };
+        // Linux's ARM boot protocol: r0 = 0, r1 = machine type (~0: "use the DT"), r2 = DT.
+        regs.r[1] = u32::MAX;
+        regs.r[2] = setup.boot_arg as u32;
+        let vmpidr = VMPIDR_BASE | u32::from(setup.vcpu_id & 0xff);
+        Ok(Vcpu { regs, _stage2: tables, vttbr, vmpidr, ram: *setup, fresh: true })
+    }
+
+    /// Make this vCPU's stage-2 and trap configuration the CPU's.
+    fn activate(&mut self) {
+        sysreg::write_vtcr(stage2::VTCR_V7);
+        sysreg::write_vttbr(self.vttbr);
+        sysreg::write_vpidr(sysreg::midr());
+        sysreg::write_vmpidr(self.vmpidr);
+        sysreg::write_hcr(HCR_GUEST);
+        if self.fresh {
+            // A previous domain may have left its MMU on; a new guest starts with it off.
+            sysreg::write_sctlr(SCTLR_GUEST_RESET);
+            self.fresh = false;
+        }
+        sysreg::isb();
+    }
+
+    /// What to do about the exception that ended the last run; `None` resumes the guest.
+    fn handle_exit(&mut self, reason: u32) -> Option<Exit> {
+        match reason {
+            EXIT_TRAP => self.handle_trap(Syndrome(u64::from(sysreg::hsr()))),
+            EXIT_IRQ | EXIT_FIQ => Some(Exit::Preempted),
+            _ => Some(self.fault(FaultKind::FatalState, 0, u64::from(reason))),
+        }
+    }
+
+    fn handle_trap(&mut self, hsr: Syndrome) -> Option<Exit> {
+        match hsr.class() {
+            ec::WFX => {
+                self.regs.pc = self.regs.pc.wrapping_add(hsr.instruction_length() as u32);
+                Some(Exit::Halt)
+            }
+            ec::HVC32 if hsr.imm16() == XEN_HVC_IMM => Some(Exit::Hypercall(self.hypercall_args())),
+            ec::HVC32 if hsr.imm16() == PSCI_HVC_IMM => self.psci(),
+            ec::IABT_LOWER | ec::DABT_LOWER => Some(self.abort(hsr)),
+            _ => Some(self.fault(FaultKind::UnhandledTrap, 0, hsr.0)),
+        }
+    }
+
+    /// nr in r12, arguments in r0..r4; HVC's preferred return already points past it.
+    fn hypercall_args(&self) -> HypercallArgs {
+        let r = &self.regs.r;
+        HypercallArgs { nr: u64::from(r[12]), args: [r[0], r[1], r[2], r[3], r[4]].map(u64::from) }
+    }
+
+    fn psci(&mut self) -> Option<Exit> {
+        match psci::handle(self.regs.r[0], u64::from(self.regs.r[1]), u64::from(self.vmpidr)) {
+            Action::Return(v) => {
+                self.regs.r[0] = v as u32;
+                None
+            }
+            Action::PowerOff => Some(Exit::PowerOff),
+            Action::Reset => Some(Exit::Reset),
+        }
+    }
+
+    /// A stage-2 abort: the guest touched an IPA outside its RAM (or something stranger).
+    fn abort(&self, hsr: Syndrome) -> Exit {
+        let far = if hsr.class() == ec::DABT_LOWER { sysreg::hdfar() } else { sysreg::hifar() };
+        let gpa = fault_ipa(u64::from(sysreg::hpfar()), u64::from(far));
+        let in_ram = gpa >= self.ram.ram_guest && gpa - self.ram.ram_guest < self.ram.ram_size;
+        let kind =
+            if hsr.is_stage2_abort() && !in_ram { FaultKind::UnmappedGuestPhysical } else { FaultKind::UnhandledTrap };
+        self.fault(kind, gpa, hsr.0)
+    }
+
+    fn fault(&self, kind: FaultKind, gpa: u64, syndrome: u64) -> Exit {
+        Exit::Fault(GuestFault { kind, gpa, pc: self.pc(), syndrome })
+    }
+
+    /// Host-physical address of guest-virtual `gva`, as the guest's PL1 would reach it for a
+    /// read or write, if that lands in this domain's RAM.
+    fn host_address(&mut self, gva: u64, write: bool) -> Option<u64> {
+        let va = u32::try_from(gva).ok()?;
+        self.activate();
+        let par = translate(va & !(PAGE as u32 - 1), write);
+        if par & PAR_F != 0 {
+            return None;
+        }
+        let page = if par & PAR_LPAE != 0 { par & 0xff_ffff_f000 } else { par & 0xffff_f000 };
+        let pa = page | (gva & (PAGE - 1));
+        let ram = &self.ram;
+        (pa >= ram.ram_host && pa - ram.ram_host < ram.ram_size).then_some(pa)
+    }
+
+    /// Copy between guest virtual memory and `len` bytes, one guest page at a time.
+    fn copy_pages(
+        &mut self,
+        gva: u64,
+        len: usize,
+        write: bool,
+        mut f: impl FnMut(u64, usize, usize),
+    ) -> Result<(), BadGuestAddress> {
+        let mut done = 0usize;
+        while done < len {
+            let va = gva.checked_add(done as u64).ok_or(BadGuestAddress(gva))?;
+            let n = ((PAGE - (va & (PAGE - 1))) as usize).min(len - done);
+            let pa = self.host_address(va, write).ok_or(BadGuestAddress(va))?;
+            f(pa, done, n);
+            done += n;
+        }
+        Ok(())
+    }
+}
+
+/// Stage-2 tables on the heap, built in place (they are too big for the boot stack).
+fn zeroed_stage2() -> Box<Stage2Tables> {
+    let layout = core::alloc::Layout::new::<Stage2Tables>();
+    // SAFETY: the layout is Stage2Tables' own, and all-zero bytes are a valid (empty)
+    // Stage2Tables: every entry invalid, no level-2 table used.
+    let ptr = unsafe { alloc::alloc::alloc_zeroed(layout) }.cast::<Stage2Tables>();
+    if ptr.is_null() {
+        alloc::alloc::handle_alloc_error(layout);
+    }
+    // SAFETY: `ptr` is a fresh, initialised allocation of exactly this type, owned by nobody
+    // else; Box frees it with the same layout.
+    unsafe { Box::from_raw(ptr) }
+}
+
+/// Run the address translation operation for a guest PL1 read or write and return PAR.
+fn translate(va: u32, write: bool) -> u64 {
+    if write {
+        sysreg::ats12nsopw(va);
+    } else {
+        sysreg::ats12nsopr(va);
+    }
+    sysreg::isb();
+    sysreg::par()
+}
+
+impl VirtualCpu for Vcpu {
+    fn run(&mut self) -> Exit {
+        loop {
+            self.activate();
+            // SAFETY: `regs` is a valid GuestRegs for the duration of the call; the world
+            // switch saves and restores the host's callee-saved registers and stack, and the
+            // guest runs under stage-2 translation confined to this domain's RAM, with every
+            // exception it cannot handle itself coming back here through the HYP vectors.
+            let reason = unsafe { armv7_enter_guest(&raw mut self.regs) };
+            if let Some(exit) = self.handle_exit(reason) {
+                return exit;
+            }
+        }
+    }
+
+    fn set_hypercall_result(&mut self, value: u64) {
+        // 32-bit guests see the low half; negative errors stay negative.
+        self.regs.r[0] = value as u32;
+    }
+
+    fn pc(&self) -> u64 {
+        u64::from(self.regs.pc)
+    }
+
+    fn copy_from_guest(&mut self, gva: u64, buf: &mut [u8]) -> Result<(), BadGuestAddress> {
+        self.copy_pages(gva, buf.len(), false, |pa, at, n| {
+            buf[at..at + n].copy_from_slice(super::phys_slice(pa, n as u64));
+        })
+    }
+
+    fn copy_to_guest(&mut self, gva: u64, buf: &[u8]) -> Result<(), BadGuestAddress> {
+        self.copy_pages(gva, buf.len(), true, |pa, at, n| {
+            super::phys_slice_mut(pa, n as u64).copy_from_slice(&buf[at..at + n]);
+        })
+    }
+}

@@ -1,0 +1,244 @@
+//! Building EPT (extended page tables): guest-physical → host-physical, 4 levels.
+//!
+//! Mappings use 2 MiB leaves wherever both addresses and the remaining length allow it,
+//! 4 KiB leaves elsewhere. All leaves are read/write/execute with write-back memory type.
+
+/// Where EPT tables live: bare metal hands out identity-mapped pages, tests use vectors.
+pub trait TableMemory {
+    /// A fresh, zeroed 4 KiB table; returns its physical address.
+    fn alloc_table(&mut self) -> Option<u64>;
+    fn read(&self, table: u64, index: usize) -> u64;
+    fn write(&mut self, table: u64, index: usize, value: u64);
+}
+
+const READ: u64 = 1 << 0;
+const WRITE: u64 = 1 << 1;
+const EXEC: u64 = 1 << 2;
+const RWX: u64 = READ | WRITE | EXEC;
+/// Memory type write-back (6) in bits 5:3 of a leaf.
+const MEMTYPE_WB: u64 = 6 << 3;
+/// Bit 7 in a PDPTE/PDE: the entry maps a 1 GiB / 2 MiB page.
+const LARGE: u64 = 1 << 7;
+const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
+
+const PAGE_4K: u64 = 1 << 12;
+const PAGE_2M: u64 = 1 << 21;
+/// Guest-physical addresses EPT with a 4-level walk can reach.
+const GPA_LIMIT: u64 = 1 << 48;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EptError {
+    /// The table allocator ran dry.
+    OutOfTables,
+    /// An address or size is not 4 KiB aligned, or goes past 2^48.
+    BadRange,
+    /// Part of the range is already mapped.
+    Overlap,
+}
+
+/// The EPT pointer for a root table: WB paging-structure memory type, 4-level walk.
+pub const fn eptp(root: u64) -> u64 {
+    (root & ADDR_MASK) | (3 << 3) | 6
+}
+
+/// Index into the table at `level` (3 = PML4 .. 0 = PT) for `gpa`.
+const fn index(gpa: u64, level: u32) -> usize {
+    ((gpa >> (12 + 9 * level)) & 0x1ff) as usize
+}
+
+/// Map `size` bytes at guest-physical `gpa` to host-physical `hpa` under the PML4 at `root`.
+pub fn map<M: TableMemory>(mem: &mut M, root: u64, gpa: u64, hpa: u64, size: u64) -> Result<(), EptError> {
+    let aligned = |x: u64| x.is_multiple_of(PAGE_4K);
+    if !aligned(gpa) || !aligned(hpa) || !aligned(size) {
+        return Err(EptError::BadRange);
+    }
+    if gpa.checked_add(size).is_none_or(|end| end > GPA_LIMIT) {
+        return Err(EptError::BadRange);
+    }
+    let mut done = 0;
+    while done < size {
+        let (g, h, left) = (gpa + done, hpa + done, size - done);
+        let step = if g.is_multiple_of(PAGE_2M) && h.is_multiple_of(PAGE_2M) && left >= PAGE_2M { PAGE_2M } else { PAGE_4K };
+        map_one(mem, root, g, h, step)?;
+        done += step;
+    }
+    Ok(())
+}
+
+/// Install one leaf of `page` bytes (4 KiB or 2 MiB), creating intermediate tables.
+fn map_one<M: TableMemory>(mem: &mut M, root: u64, gpa: u64, hpa: u64, page: u64) -> Result<(), EptError> {
+    let leaf_level = if page == PAGE_2M { 1 } else { 0 };
+    let mut table = root;
+    for level in (leaf_level + 1..=3).rev() {
+        table = next_table(mem, table, index(gpa, level))?;
+    }
+    let i = index(gpa, leaf_level);
+    if mem.read(table, i) & RWX != 0 {
+        return Err(EptError::Overlap);
+    }
+    let large = if leaf_level == 1 { LARGE } else { 0 };
+    mem.write(table, i, (hpa & ADDR_MASK) | RWX | MEMTYPE_WB | large);
+    Ok(())
+}
+
+/// The table an intermediate entry points to, allocating it if the entry is empty.
+fn next_table<M: TableMemory>(mem: &mut M, table: u64, i: usize) -> Result<u64, EptError> {
+    let entry = mem.read(table, i);
+    if entry & RWX == 0 {
+        let new = mem.alloc_table().ok_or(EptError::OutOfTables)?;
+        mem.write(table, i, (new & ADDR_MASK) | RWX);
+        return Ok(new);
+    }
+    if entry & LARGE != 0 {
+        return Err(EptError::Overlap);
+    }
+    Ok(entry & ADDR_MASK)
+}
+
+/// Translate `gpa` through the tables as the CPU would; `None` when unmapped.
+pub fn translate<M: TableMemory>(mem: &M, root: u64, gpa: u64) -> Option<u64> {
+    if gpa >= GPA_LIMIT {
+        return None;
+    }
+    let mut table = root;
+    for level in (0..=3).rev() {
+        let entry = mem.read(table, index(gpa, level));
+        if entry & RWX == 0 {
+            return None;
+        }
+        let leaf = level == 0 || entry & LARGE != 0;
+        if leaf {
+            let span = 1u64 << (12 + 9 * level);
+            return Some((entry & ADDR_MASK & !(span - 1)) | (gpa & (span - 1)));
+        }
+        table = entry & ADDR_MASK;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::vec::Vec;
+
+    /// Tables as a vector of pages at fake physical addresses 0x1000, 0x2000, ...
+    struct VecTables {
+        pages: Vec<[u64; 512]>,
+        limit: usize,
+    }
+
+    impl VecTables {
+        fn new(limit: usize) -> (Self, u64) {
+            let mut t = Self { pages: Vec::new(), limit };
+            let root = t.alloc_table().unwrap();
+            (t, root)
+        }
+        fn slot(table: u64) -> usize {
+            (table / PAGE_4K) as usize - 1
+        }
+        /// Every leaf entry, as (level, entry).
+        fn leaves(&self, root: u64) -> Vec<(u32, u64)> {
+            let mut out = Vec::new();
+            self.collect(root, 3, &mut out);
+            out
+        }
+        fn collect(&self, table: u64, level: u32, out: &mut Vec<(u32, u64)>) {
+            for &e in self.pages[Self::slot(table)].iter().filter(|e| **e & RWX != 0) {
+                if level == 0 || e & LARGE != 0 {
+                    out.push((level, e));
+                } else {
+                    self.collect(e & ADDR_MASK, level - 1, out);
+                }
+            }
+        }
+    }
+
+    impl TableMemory for VecTables {
+        fn alloc_table(&mut self) -> Option<u64> {
+            if self.pages.len() >= self.limit {
+                return None;
+            }
+            self.pages.push([0; 512]);
+            Some(self.pages.len() as u64 * PAGE_4K)
+        }
+        fn read(&self, table: u64, index: usize) -> u64 {
+            self.pages[Self::slot(table)][index]
+        }
+        fn write(&mut self, table: u64, index: usize, value: u64) {
+            self.pages[Self::slot(table)][index] = value;
+        }
+    }
+
+    const MB: u64 = 1 << 20;
+
+    #[test]
+    fn aligned_ram_uses_only_2m_leaves_with_wb_rwx() {
+        let (mut t, root) = VecTables::new(16);
+        map(&mut t, root, 0, 0x0400_0000, 64 * MB).unwrap();
+        let leaves = t.leaves(root);
+        assert_eq!(leaves.len(), 32);
+        assert!(leaves.iter().all(|&(level, e)| level == 1 && e & 0x7f == RWX | MEMTYPE_WB && e & LARGE != 0));
+        // PML4 + PDPT + one PD.
+        assert_eq!(t.pages.len(), 3);
+    }
+
+    #[test]
+    fn translation_follows_the_mapping_and_stops_at_its_end() {
+        let (mut t, root) = VecTables::new(16);
+        map(&mut t, root, 0, 0x0400_0000, 64 * MB).unwrap();
+        assert_eq!(translate(&t, root, 0), Some(0x0400_0000));
+        assert_eq!(translate(&t, root, 0x12_3456), Some(0x0412_3456));
+        assert_eq!(translate(&t, root, 64 * MB - 1), Some(0x0800_0000 - 1));
+        assert_eq!(translate(&t, root, 64 * MB), None);
+        assert_eq!(translate(&t, root, 0x8000_0000), None);
+    }
+
+    #[test]
+    fn unaligned_edges_fall_back_to_4k_pages() {
+        let (mut t, root) = VecTables::new(16);
+        // Starts 4 KiB below a 2 MiB boundary, so: one 4K page, one 2M page, three 4K pages.
+        map(&mut t, root, 0x1f_f000, 0x11f_f000, PAGE_4K + PAGE_2M + 3 * PAGE_4K).unwrap();
+        let mut levels: Vec<u32> = t.leaves(root).iter().map(|l| l.0).collect();
+        levels.sort();
+        assert_eq!(levels, [0, 0, 0, 0, 1]);
+        assert_eq!(translate(&t, root, 0x1f_f010), Some(0x11f_f010));
+        assert_eq!(translate(&t, root, 0x40_2abc), Some(0x140_2abc));
+        assert_eq!(translate(&t, root, 0x40_3000), None);
+    }
+
+    #[test]
+    fn misaligned_host_address_never_gets_a_2m_leaf() {
+        let (mut t, root) = VecTables::new(16);
+        map(&mut t, root, 0, 0x1000, PAGE_2M).unwrap();
+        assert!(t.leaves(root).iter().all(|l| l.0 == 0));
+        assert_eq!(translate(&t, root, 0x1f_ffff), Some(0x20_0fff));
+    }
+
+    #[test]
+    fn ranges_above_4g_get_their_own_pdpt_entries() {
+        let (mut t, root) = VecTables::new(16);
+        map(&mut t, root, 0x1_0000_0000 - PAGE_2M, 0x2000_0000, 2 * PAGE_2M).unwrap();
+        assert_eq!(translate(&t, root, 0xffff_ffff), Some(0x2020_0000 - 1));
+        assert_eq!(translate(&t, root, 0x1_0000_0000), Some(0x2020_0000));
+    }
+
+    #[test]
+    fn errors_are_reported_not_panics() {
+        let (mut t, root) = VecTables::new(2);
+        assert_eq!(map(&mut t, root, 0x10, 0, PAGE_4K), Err(EptError::BadRange));
+        assert_eq!(map(&mut t, root, GPA_LIMIT - PAGE_4K, 0, 2 * PAGE_4K), Err(EptError::BadRange));
+        assert_eq!(map(&mut t, root, !0xfff, 0, 2 * PAGE_4K), Err(EptError::BadRange));
+        // Two tables allowed: PML4 + PDPT, no room for a PD.
+        assert_eq!(map(&mut t, root, 0, 0, PAGE_2M), Err(EptError::OutOfTables));
+        let (mut t, root) = VecTables::new(16);
+        map(&mut t, root, 0, 0, PAGE_2M).unwrap();
+        assert_eq!(map(&mut t, root, 0x1000, 0, PAGE_4K), Err(EptError::Overlap));
+        assert_eq!(map(&mut t, root, 0, 0, PAGE_2M), Err(EptError::Overlap));
+    }
+
+    #[test]
+    fn eptp_has_wb_and_a_four_level_walk() {
+        assert_eq!(eptp(0x12_3000), 0x12_3000 | 0x18 | 6);
+    }
+}

@@ -1,0 +1,102 @@
+//! x86_64 with Intel VT-x: multiboot2 boot, long mode, VMX root, EPT-backed vCPUs.
+//!
+//! Boot path: GRUB enters `_start` (32-bit, [`boot`]) → long mode → [`boot::start64`] sets up
+//! the console, descriptor tables and VMX, reads the multiboot2 information and calls the
+//! core's `hv_main`. Guests run through [`vcpu::Vcpu`].
+
+extern crate alloc;
+
+mod acpi;
+mod boot;
+mod desc;
+mod guestmem;
+mod mb2;
+mod serial;
+mod vcpu;
+mod vmx;
+
+pub use vcpu::Vcpu;
+
+use crate::ExitStatus;
+
+pub const ARCH_NAME: &str = "x86_64";
+/// PVH guests see their RAM from guest-physical 0.
+pub const GUEST_RAM_BASE: u64 = 0;
+
+/// Physical memory the boot page tables identity-map (2 MiB pages).
+const IDENTITY_MAPPED: u64 = 4 << 30;
+
+/// Write to COM1.
+pub fn console_write(bytes: &[u8]) {
+    serial::write(bytes);
+}
+
+/// The isa-debug-exit port QEMU is given (`-device isa-debug-exit,iobase=0xf4`).
+const QEMU_EXIT_PORT: u16 = 0xf4;
+/// Bochs' BIOS control port: "Shutdown" ends the run (status 1), 'D' enters the debugger.
+const BOCHS_PORT: u16 = 0x8900;
+
+/// End the emulator: QEMU through isa-debug-exit, Bochs through its 0x8900 port.
+pub fn exit_emulator(status: ExitStatus) -> ! {
+    serial::flush();
+    // QEMU exits with (value << 1) | 1; on Bochs the port is unclaimed and ignored.
+    outb(QEMU_EXIT_PORT, if status == ExitStatus::Success { 0 } else { 1 });
+    match status {
+        // The debugger prompt then reads `quit` from xtask's rc file: status 0.
+        ExitStatus::Success => outb(BOCHS_PORT, b'D'),
+        // Bochs treats this as a shutdown request, a panic: status 1.
+        ExitStatus::Failure => b"Shutdown".iter().for_each(|&b| outb(BOCHS_PORT, b)),
+    }
+    halt_forever()
+}
+
+fn halt_forever() -> ! {
+    loop {
+        x86_64::instructions::interrupts::disable();
+        x86_64::instructions::hlt();
+    }
+}
+
+fn outb(port: u16, value: u8) {
+    // SAFETY: only used for the emulator control ports and the legacy PIC, whose writes
+    // have no effect on memory safety.
+    unsafe { x86_64::instructions::port::Port::new(port).write(value) }
+}
+
+/// Physical memory `[addr, addr + size)` through the boot identity map.
+pub fn phys_slice(addr: u64, size: u64) -> &'static [u8] {
+    check_mapped(addr, size);
+    // SAFETY: the range lies in the identity-mapped first 4 GiB (checked above); the core
+    // asks only for RAM it owns (boot modules, domain memory).
+    unsafe { core::slice::from_raw_parts(addr as *const u8, size as usize) }
+}
+
+/// Mutable physical memory through the identity map.
+pub fn phys_slice_mut(addr: u64, size: u64) -> &'static mut [u8] {
+    check_mapped(addr, size);
+    // SAFETY: as in `phys_slice`; the core hands out each domain's RAM once, so no other
+    // live reference covers it.
+    unsafe { core::slice::from_raw_parts_mut(addr as *mut u8, size as usize) }
+}
+
+fn check_mapped(addr: u64, size: u64) {
+    let end = addr.checked_add(size);
+    assert!(addr != 0 && end.is_some_and(|e| e <= IDENTITY_MAPPED), "physical range {addr:#x}+{size:#x} not mapped");
+}
+
+/// A `(XEN) ...` line from arch itself (the core's logger is not reachable from here).
+fn report(args: core::fmt::Arguments) {
+    console_line(format_args!("(XEN) {args}"));
+}
+
+/// One formatted console line.
+fn console_line(args: core::fmt::Arguments) {
+    struct Console;
+    impl core::fmt::Write for Console {
+        fn write_str(&mut self, s: &str) -> core::fmt::Result {
+            console_write(s.as_bytes());
+            Ok(())
+        }
+    }
+    let _ = core::fmt::Write::write_fmt(&mut Console, format_args!("{args}\n"));
+}

@@ -1,0 +1,186 @@
+//! Entering VMX root operation and reading what the CPU's VT-x offers.
+
+use core::cell::UnsafeCell;
+use spin::Once;
+use x86_64::registers::control::{Cr0, Cr4};
+use x86_64::registers::model_specific::Msr;
+
+pub mod msr {
+    pub const FEATURE_CONTROL: u32 = 0x3a;
+    pub const VMX_BASIC: u32 = 0x480;
+    pub const PINBASED_CTLS: u32 = 0x481;
+    pub const PROCBASED_CTLS: u32 = 0x482;
+    pub const EXIT_CTLS: u32 = 0x483;
+    pub const ENTRY_CTLS: u32 = 0x484;
+    pub const CR0_FIXED0: u32 = 0x486;
+    pub const CR0_FIXED1: u32 = 0x487;
+    pub const CR4_FIXED0: u32 = 0x488;
+    pub const CR4_FIXED1: u32 = 0x489;
+    pub const PROCBASED_CTLS2: u32 = 0x48b;
+    pub const EPT_VPID_CAP: u32 = 0x48c;
+    pub const TRUE_PINBASED_CTLS: u32 = 0x48d;
+    pub const TRUE_PROCBASED_CTLS: u32 = 0x48e;
+    pub const TRUE_EXIT_CTLS: u32 = 0x48f;
+    pub const TRUE_ENTRY_CTLS: u32 = 0x490;
+    pub const EFER: u32 = 0xc000_0080;
+    pub const FS_BASE: u32 = 0xc000_0100;
+    pub const GS_BASE: u32 = 0xc000_0101;
+}
+
+/// Secondary processor-based controls (IA32_VMX_PROCBASED_CTLS2 bits).
+pub mod ctls2 {
+    pub const EPT: u32 = 1 << 1;
+    pub const VPID: u32 = 1 << 5;
+    pub const UNRESTRICTED_GUEST: u32 = 1 << 7;
+}
+
+/// IA32_VMX_EPT_VPID_CAP bits used here.
+mod ept_cap {
+    pub const WALK_4: u64 = 1 << 6;
+    pub const WB: u64 = 1 << 14;
+    pub const INVEPT: u64 = 1 << 20;
+    pub const INVEPT_ALL: u64 = 1 << 26;
+}
+
+pub fn rdmsr(index: u32) -> u64 {
+    // SAFETY: only architectural MSRs that exist on every VMX-capable CPU are read (the VMX
+    // capability MSRs are read after CPUID confirmed VMX).
+    unsafe { Msr::new(index).read() }
+}
+
+/// What this CPU's VT-x offers, read once at boot.
+#[derive(Clone, Copy, Debug)]
+pub struct Caps {
+    pub revision: u32,
+    /// Bit 55 of IA32_VMX_BASIC: the TRUE_* control MSRs exist.
+    pub true_ctls: bool,
+    pub ctls2_allowed: u32,
+    pub ept_vpid: u64,
+    pub cr0_fixed0: u64,
+    pub cr0_fixed1: u64,
+    pub cr4_fixed0: u64,
+    pub cr4_fixed1: u64,
+}
+
+impl Caps {
+    fn read() -> Self {
+        let basic = rdmsr(msr::VMX_BASIC);
+        let procbased = rdmsr(msr::PROCBASED_CTLS);
+        // Secondary controls exist only if the primary controls may activate them (bit 31).
+        let has_ctls2 = procbased >> 32 & (1 << 31) != 0;
+        let ctls2_allowed = if has_ctls2 { (rdmsr(msr::PROCBASED_CTLS2) >> 32) as u32 } else { 0 };
+        let uses_ept_or_vpid = ctls2_allowed & (ctls2::EPT | ctls2::VPID) != 0;
+        Caps {
+            revision: (basic & 0x7fff_ffff) as u32,
+            true_ctls: basic & (1 << 55) != 0,
+            ctls2_allowed,
+            ept_vpid: if uses_ept_or_vpid { rdmsr(msr::EPT_VPID_CAP) } else { 0 },
+            cr0_fixed0: rdmsr(msr::CR0_FIXED0),
+            cr0_fixed1: rdmsr(msr::CR0_FIXED1),
+            cr4_fixed0: rdmsr(msr::CR4_FIXED0),
+            cr4_fixed1: rdmsr(msr::CR4_FIXED1),
+        }
+    }
+
+    pub fn has(&self, ctl2: u32) -> bool {
+        self.ctls2_allowed & ctl2 == ctl2
+    }
+
+    /// EPT as we build it: 4-level walk, write-back tables.
+    pub fn ept_usable(&self) -> bool {
+        self.has(ctls2::EPT) && self.ept_vpid & (ept_cap::WALK_4 | ept_cap::WB) == ept_cap::WALK_4 | ept_cap::WB
+    }
+
+    pub fn invept_all(&self) -> bool {
+        self.ept_vpid & (ept_cap::INVEPT | ept_cap::INVEPT_ALL) == ept_cap::INVEPT | ept_cap::INVEPT_ALL
+    }
+
+    /// The banner line: which of the features we rely on are offered.
+    pub fn features(&self) -> &'static str {
+        let ept = self.ept_usable();
+        let ug = self.has(ctls2::UNRESTRICTED_GUEST);
+        let vpid = self.has(ctls2::VPID);
+        match (ept, ug, vpid) {
+            (true, true, true) => "EPT unrestricted guest VPID",
+            (true, true, false) => "EPT unrestricted guest",
+            (true, false, true) => "EPT VPID",
+            (true, false, false) => "EPT",
+            (false, _, true) => "VPID (no usable EPT)",
+            (false, _, false) => "no EPT",
+        }
+    }
+
+    /// Adjust `want` for a control field: bits the CPU requires are set, bits it does not
+    /// allow make this fail. `msr` is the TRUE_* MSR when available.
+    pub fn control(&self, want: u32, msr: u32, true_msr: u32) -> Result<u32, &'static str> {
+        let cap = rdmsr(if self.true_ctls && true_msr != 0 { true_msr } else { msr });
+        let (must, may) = (cap as u32, (cap >> 32) as u32);
+        if want & !may != 0 {
+            return Err("a required VMX control is not supported by this CPU");
+        }
+        Ok(want | must)
+    }
+}
+
+static CAPS: Once<Caps> = Once::new();
+
+pub fn caps() -> &'static Caps {
+    CAPS.get().expect("VMX not enabled")
+}
+
+/// The 4 KiB VMXON region of the boot CPU.
+#[repr(C, align(4096))]
+struct Page(UnsafeCell<[u8; 4096]>);
+// SAFETY: written once by `enable` before VMXON, then owned by the CPU.
+unsafe impl Sync for Page {}
+static VMXON_REGION: Page = Page(UnsafeCell::new([0; 4096]));
+
+/// Check support, enable VMX in CR4/IA32_FEATURE_CONTROL and execute VMXON.
+pub fn enable() -> Result<&'static Caps, &'static str> {
+    let cpuid = raw_cpuid::CpuId::new();
+    let vmx = cpuid.get_feature_info().is_some_and(|f| f.has_vmx());
+    if !vmx {
+        return Err("CPUID reports no VMX");
+    }
+    enable_in_feature_control()?;
+    let caps = CAPS.call_once(Caps::read);
+    if caps.ctls2_allowed == 0 {
+        return Err("no secondary processor-based controls (no EPT)");
+    }
+    set_fixed_bits(caps);
+    let region = VMXON_REGION.0.get();
+    // SAFETY: the region is ours alone until VMXON hands it to the CPU.
+    unsafe { (&mut *region)[..4].copy_from_slice(&caps.revision.to_le_bytes()) };
+    // SAFETY: CR4.VMXE is set, CR0/CR4 satisfy the fixed bits, the region is 4 KiB aligned,
+    // identity mapped (physical = virtual) and carries the revision id.
+    unsafe { ::x86::bits64::vmx::vmxon(region as u64) }.map_err(|_| "VMXON failed")?;
+    Ok(caps)
+}
+
+/// IA32_FEATURE_CONTROL: if firmware left it unlocked, allow VMX outside SMX and lock it.
+fn enable_in_feature_control() -> Result<(), &'static str> {
+    const LOCK: u64 = 1 << 0;
+    const VMX_OUTSIDE_SMX: u64 = 1 << 2;
+    let fc = rdmsr(msr::FEATURE_CONTROL);
+    if fc & LOCK == 0 {
+        // SAFETY: writing the unlocked feature-control MSR only enables VMX.
+        unsafe { Msr::new(msr::FEATURE_CONTROL).write(fc | LOCK | VMX_OUTSIDE_SMX) };
+        return Ok(());
+    }
+    if fc & VMX_OUTSIDE_SMX == 0 {
+        return Err("IA32_FEATURE_CONTROL is locked with VMX disabled (firmware setting)");
+    }
+    Ok(())
+}
+
+/// CR4.VMXE, and CR0/CR4 bits VMX operation requires set (fixed0) or clear (fixed1).
+fn set_fixed_bits(caps: &Caps) {
+    let cr0 = (Cr0::read_raw() | caps.cr0_fixed0) & caps.cr0_fixed1;
+    let cr4 = (Cr4::read_raw() | caps.cr4_fixed0 | (1 << 13)) & caps.cr4_fixed1;
+    // SAFETY: the fixed-0 bits (PE, NE, PG...) are already set in long mode or harmless to set;
+    // fixed-1 clearing only removes bits VMX forbids; VMXE has no other effect.
+    unsafe {
+        Cr0::write_raw(cr0);
+        Cr4::write_raw(cr4);
+    }
+}
