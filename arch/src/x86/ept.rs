@@ -58,7 +58,8 @@ pub fn map<M: TableMemory>(mem: &mut M, root: u64, gpa: u64, hpa: u64, size: u64
     let mut done = 0;
     while done < size {
         let (g, h, left) = (gpa + done, hpa + done, size - done);
-        let step = if g.is_multiple_of(PAGE_2M) && h.is_multiple_of(PAGE_2M) && left >= PAGE_2M { PAGE_2M } else { PAGE_4K };
+        let step =
+            if g.is_multiple_of(PAGE_2M) && h.is_multiple_of(PAGE_2M) && left >= PAGE_2M { PAGE_2M } else { PAGE_4K };
         map_one(mem, root, g, h, step)?;
         done += step;
     }

@@ -63,8 +63,14 @@ pub fn init() {
     for (gate, &handler) in tables.idt.iter_mut().zip(stubs) {
         *gate = interrupt_gate(handler);
     }
-    let gdt = DescriptorTablePointer { limit: (size_of::<[u64; 5]>() - 1) as u16, base: VirtAddr::new(tables.gdt.as_ptr() as u64) };
-    let idt = DescriptorTablePointer { limit: (size_of::<[[u64; 2]; 32]>() - 1) as u16, base: VirtAddr::new(tables.idt.as_ptr() as u64) };
+    let gdt = DescriptorTablePointer {
+        limit: (size_of::<[u64; 5]>() - 1) as u16,
+        base: VirtAddr::new(tables.gdt.as_ptr() as u64),
+    };
+    let idt = DescriptorTablePointer {
+        limit: (size_of::<[[u64; 2]; 32]>() - 1) as u16,
+        base: VirtAddr::new(tables.idt.as_ptr() as u64),
+    };
     // SAFETY: both tables are static and valid; the code/data descriptors are the same as the
     // boot GDT's, so the loaded selectors stay valid; the TSS descriptor was just built.
     unsafe {

@@ -44,7 +44,13 @@ impl GuestRam {
     }
 
     /// Visit `[gva, gva + len)` page by page as (host address, offset in the buffer, length).
-    fn for_each_chunk(&self, tr: Translation, gva: u64, len: usize, mut f: impl FnMut(u64, usize, usize)) -> Result<(), BadGuestAddress> {
+    fn for_each_chunk(
+        &self,
+        tr: Translation,
+        gva: u64,
+        len: usize,
+        mut f: impl FnMut(u64, usize, usize),
+    ) -> Result<(), BadGuestAddress> {
         let mut done = 0usize;
         while done < len {
             let va = gva.checked_add(done as u64).ok_or(BadGuestAddress(gva))?;

@@ -313,7 +313,9 @@ impl Vcpu {
         vmwrite(control::CR3_TARGET_COUNT, 0)?;
         vmwrite(control::EPTP_FULL, eptp)?;
         if vpid {
-            vmwrite(control::VPID, NEXT_VPID.fetch_add(1, Ordering::Relaxed) as u64)?;
+            // VPID 0 belongs to VMX root; skip it should the counter ever wrap.
+            let vpid = NEXT_VPID.fetch_add(1, Ordering::Relaxed).max(1);
+            vmwrite(control::VPID, vpid as u64)?;
         }
         // CR0/CR4 bits VMX pins (NE; VMXE) are owned by us: the guest sees the shadow and
         // may write what it likes there without a VM exit as long as it does not change them.
@@ -523,6 +525,8 @@ impl Vcpu {
         }
         match full & 0xffff {
             reason::EXTERNAL_INTERRUPT => Some(Exit::Preempted),
+            // A host NMI (type 2, vector 2) arrived while the guest ran: nothing of ours
+            // uses NMIs yet, so it is dropped and the guest resumed.
             reason::EXCEPTION_NMI if vmread(ro::VMEXIT_INTERRUPTION_INFO) & 0x7ff == 0x202 => None,
             reason::TRIPLE_FAULT => Some(self.fault(FaultKind::FatalState, 0, reason::TRIPLE_FAULT as u64)),
             reason::CPUID => {
@@ -541,7 +545,8 @@ impl Vcpu {
             reason::WRMSR => self.wrmsr(),
             reason::EPT_VIOLATION => {
                 let gpa = vmread(ro::GUEST_PHYSICAL_ADDR_FULL);
-                let kind = if self.ram.contains(gpa) { FaultKind::UnhandledTrap } else { FaultKind::UnmappedGuestPhysical };
+                let kind =
+                    if self.ram.contains(gpa) { FaultKind::UnhandledTrap } else { FaultKind::UnmappedGuestPhysical };
                 Some(self.fault(kind, gpa, qual))
             }
             other => Some(self.fault(FaultKind::UnhandledTrap, 0, other as u64)),
