@@ -12,10 +12,10 @@
 //! and calls the core's `hv_main(&BootInfo) -> !` once the boot CPU is ready.
 #![no_std]
 
-pub mod boot;
-pub mod exit;
 /// ARM logic shared by aarch64 and ARMv7 (translation tables, PSCI, syndromes), host-testable.
 pub mod arm;
+pub mod boot;
+pub mod exit;
 /// x86 paging logic (EPT building, guest page walks), host-testable; used by [`x86_64`].
 pub mod x86;
 

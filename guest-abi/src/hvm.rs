@@ -247,10 +247,7 @@ mod tests {
         assert_eq!(gsi, 28);
         assert_eq!(callback_via_type(gsi), HVM_PARAM_CALLBACK_TYPE_GSI);
         // ARM: PPI 31, active-low level flags in bits 15:8.
-        let ppi = callback_via(
-            HVM_PARAM_CALLBACK_TYPE_PPI,
-            (HVM_PARAM_CALLBACK_TYPE_PPI_FLAG_LOW_LEVEL << 8) | 31,
-        );
+        let ppi = callback_via(HVM_PARAM_CALLBACK_TYPE_PPI, (HVM_PARAM_CALLBACK_TYPE_PPI_FLAG_LOW_LEVEL << 8) | 31);
         assert_eq!(ppi, 0x0200_0000_0000_021f);
     }
 }

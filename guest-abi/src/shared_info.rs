@@ -46,11 +46,7 @@ pub struct VcpuTimeInfo {
 /// Converts a TSC delta to nanoseconds the way [`VcpuTimeInfo`] prescribes: shift the delta
 /// left by `shift` (right if negative), multiply by `mul` and keep bits 95..32.
 pub const fn scale_delta(delta: u64, mul: u32, shift: i8) -> u64 {
-    let shifted = if shift >= 0 {
-        delta << (shift as u32)
-    } else {
-        delta >> ((-(shift as i32)) as u32)
-    };
+    let shifted = if shift >= 0 { delta << (shift as u32) } else { delta >> ((-(shift as i32)) as u32) };
     ((shifted as u128 * mul as u128) >> 32) as u64
 }
 
@@ -378,12 +374,8 @@ mod tests {
         assert_eq!(scale_delta(1000, 1 << 31, 0), 500);
         assert_eq!(scale_delta(1000, 1 << 31, 1), 1000);
         assert_eq!(scale_delta(1000, 1 << 31, -1), 250);
-        let t = VcpuTimeInfo {
-            tsc_timestamp: 10_000,
-            system_time: 5,
-            tsc_to_system_mul: 1 << 31,
-            ..Default::default()
-        };
+        let t =
+            VcpuTimeInfo { tsc_timestamp: 10_000, system_time: 5, tsc_to_system_mul: 1 << 31, ..Default::default() };
         assert_eq!(t.system_time_at(12_000), 1005);
     }
 }

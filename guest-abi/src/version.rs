@@ -58,12 +58,7 @@ pub struct XenCompileInfo {
 
 impl Default for XenCompileInfo {
     fn default() -> Self {
-        Self {
-            compiler: [0; 64],
-            compile_by: [0; 16],
-            compile_domain: [0; 32],
-            compile_date: [0; 32],
-        }
+        Self { compiler: [0; 64], compile_by: [0; 16], compile_domain: [0; 32], compile_date: [0; 32] }
     }
 }
 

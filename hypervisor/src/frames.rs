@@ -83,7 +83,8 @@ mod tests {
 
     #[test]
     fn reserved_ranges_are_never_handed_out() {
-        let mut a = FrameAllocator::new(&[reg(0x4000_0000, 64 * MB)], &[reg(0x4000_0000, 3 * MB), reg(0x4200_0000, MB)]);
+        let mut a =
+            FrameAllocator::new(&[reg(0x4000_0000, 64 * MB)], &[reg(0x4000_0000, 3 * MB), reg(0x4200_0000, MB)]);
         assert_eq!(a.free_bytes(), 60 * MB);
         let x = a.alloc(16 * MB, 2 * MB).unwrap();
         assert_eq!(x % (2 * MB), 0);

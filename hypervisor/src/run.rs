@@ -139,11 +139,8 @@ mod tests {
     fn crash_shutdown_reason_is_a_crash() {
         let mut mem = vec![0u8; 8];
         mem[0..4].copy_from_slice(&sched::SHUTDOWN_CRASH.to_ne_bytes());
-        let mut vcpu = Scripted {
-            exits: vec![hc(nr::SCHED_OP, [sched::SCHEDOP_SHUTDOWN, 0, 0, 0, 0])],
-            results: vec![],
-            mem,
-        };
+        let mut vcpu =
+            Scripted { exits: vec![hc(nr::SCHED_OP, [sched::SCHEDOP_SHUTDOWN, 0, 0, 0, 0])], results: vec![], mem };
         assert_eq!(run_vcpu(&mut Domain::new(1), 0, &mut vcpu), DomainEnd::Crashed);
     }
 }

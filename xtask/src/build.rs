@@ -47,7 +47,11 @@ pub fn hypervisor_and_guests(arch: Arch) -> Result<Built> {
     let elf_dir = target_dir().join(arch.target()).join("release");
     let out_dir = target_dir().join("xtask").join(arch.name());
     std::fs::create_dir_all(&out_dir)?;
-    let built = Built { arch, hypervisor: out_dir.join(if arch.flat_binary() { "hypervisor.bin" } else { "hypervisor.elf" }), out_dir };
+    let built = Built {
+        arch,
+        hypervisor: out_dir.join(if arch.flat_binary() { "hypervisor.bin" } else { "hypervisor.elf" }),
+        out_dir,
+    };
     export(arch, &elf_dir.join("hypervisor"), &built.hypervisor)?;
     for g in GUESTS {
         export(arch, &elf_dir.join(g), &built.guest(g)?)?;
@@ -75,12 +79,8 @@ fn export(arch: Arch, elf: &Path, out: &Path) -> Result<()> {
         std::fs::copy(elf, out).with_context(|| format!("copying {}", elf.display()))?;
         return Ok(());
     }
-    let status = Command::new(objcopy()?)
-        .args(["-O", "binary"])
-        .arg(elf)
-        .arg(out)
-        .status()
-        .context("running llvm-objcopy")?;
+    let status =
+        Command::new(objcopy()?).args(["-O", "binary"]).arg(elf).arg(out).status().context("running llvm-objcopy")?;
     if !status.success() {
         bail!("llvm-objcopy failed on {}", elf.display());
     }
@@ -102,7 +102,11 @@ fn objcopy() -> Result<PathBuf> {
 }
 
 pub fn capture(cmd: &str, args: &[&str]) -> Result<String> {
-    let out = Command::new(cmd).args(args).current_dir(workspace_root()).output().with_context(|| format!("running {cmd}"))?;
+    let out = Command::new(cmd)
+        .args(args)
+        .current_dir(workspace_root())
+        .output()
+        .with_context(|| format!("running {cmd}"))?;
     if !out.status.success() {
         bail!("{cmd} {} failed", args.join(" "));
     }
@@ -114,7 +118,14 @@ pub fn lint() -> Result<i32> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut runs: Vec<Vec<String>> = vec![
         vec!["fmt".into(), "--all".into(), "--check".into()],
-        vec!["clippy".into(), "--workspace".into(), "--all-targets".into(), "--".into(), "-D".into(), "warnings".into()],
+        vec![
+            "clippy".into(),
+            "--workspace".into(),
+            "--all-targets".into(),
+            "--".into(),
+            "-D".into(),
+            "warnings".into(),
+        ],
     ];
     for arch in Arch::ALL {
         let mut v: Vec<String> = ["clippy", "--release", "--target", arch.target()].map(String::from).to_vec();

@@ -129,7 +129,8 @@ fn grub_iso(run: &Boot, out: &Path) -> Result<PathBuf> {
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(root.join("boot/grub"))?;
     std::fs::copy(&run.built.hypervisor, root.join("boot/hypervisor.elf"))?;
-    std::fs::copy(&run.kernel, root.join("boot/kernel")).with_context(|| format!("reading {}", run.kernel.display()))?;
+    std::fs::copy(&run.kernel, root.join("boot/kernel"))
+        .with_context(|| format!("reading {}", run.kernel.display()))?;
     let mut modules = format!("  module2 /boot/kernel {}\n", run.args.append.as_deref().unwrap_or(""));
     if let Some(initrd) = &run.args.initrd {
         std::fs::copy(initrd, root.join("boot/initrd"))?;

@@ -59,7 +59,7 @@ pub fn cache_dir() -> PathBuf {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(|| std::env::temp_dir());
+        .unwrap_or_else(std::env::temp_dir);
     base.join("xhv")
 }
 
@@ -88,7 +88,10 @@ fn current_kernel_package(pk: &Packages) -> Result<String> {
         .find(|name| name.starts_with(pk.kernel_prefix))
         .map(|name| format!("{name}{arch_suffix}"))
         .with_context(|| {
-            format!("apt-cache offers no {}* behind {}: run `cargo xtask setup` (it adds the foreign architectures)", pk.kernel_prefix, pk.kernel_meta)
+            format!(
+                "apt-cache offers no {}* behind {}: run `cargo xtask setup` (it adds the foreign architectures)",
+                pk.kernel_prefix, pk.kernel_meta
+            )
         })
 }
 
@@ -102,7 +105,11 @@ fn unpacked(dir: &Path, package: &str) -> Result<PathBuf> {
     let downloads = dir.join("debs");
     std::fs::create_dir_all(&downloads)?;
     eprintln!("xtask: downloading {package} from Debian's archive");
-    let st = Command::new("apt-get").current_dir(&downloads).args(["download", package]).status().context("running apt-get download")?;
+    let st = Command::new("apt-get")
+        .current_dir(&downloads)
+        .args(["download", package])
+        .status()
+        .context("running apt-get download")?;
     if !st.success() {
         bail!("apt-get download {package} failed");
     }
@@ -159,7 +166,8 @@ impl Newc {
     pub fn entry(&mut self, name: &str, mode: u32, rdev: u32, data: &[u8]) {
         self.ino += 1;
         // ino mode uid gid nlink mtime filesize devmajor devminor rdevmajor rdevminor namesize check
-        let fields = [self.ino, mode, 0, 0, 1, 0, data.len() as u32, 0, 0, rdev >> 8, rdev & 0xff, name.len() as u32 + 1, 0];
+        let fields =
+            [self.ino, mode, 0, 0, 1, 0, data.len() as u32, 0, 0, rdev >> 8, rdev & 0xff, name.len() as u32 + 1, 0];
         self.out.extend_from_slice(b"070701");
         for f in fields {
             self.out.extend_from_slice(format!("{f:08x}").as_bytes());
@@ -177,7 +185,7 @@ impl Newc {
     }
 
     fn pad(&mut self) {
-        while self.out.len() % 4 != 0 {
+        while !self.out.len().is_multiple_of(4) {
             self.out.push(0);
         }
     }

@@ -61,12 +61,19 @@ fn rust_targets() -> Result<()> {
 
 fn apt_install() -> Result<()> {
     if !is_root() {
-        bail!("installing packages needs root: run `sudo cargo xtask setup`, or install: {} {}", APT_PACKAGES.join(" "), BACKPORTS_PACKAGES.join(" "));
+        bail!(
+            "installing packages needs root: run `sudo cargo xtask setup`, or install: {} {}",
+            APT_PACKAGES.join(" "),
+            BACKPORTS_PACKAGES.join(" ")
+        );
     }
     let backports = add_backports()?;
     apt_update();
     let mut install = Command::new("apt-get");
-    install.env("DEBIAN_FRONTEND", "noninteractive").args(["install", "-y", "--no-install-recommends"]).args(APT_PACKAGES);
+    install
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["install", "-y", "--no-install-recommends"])
+        .args(APT_PACKAGES);
     run_cmd(&mut install)?;
     let mut qemu = Command::new("apt-get");
     qemu.env("DEBIAN_FRONTEND", "noninteractive").args(["install", "-y"]);
@@ -87,10 +94,13 @@ fn add_backports() -> Result<bool> {
         return Ok(true);
     }
     let debian = std::fs::read_to_string("/etc/apt/sources.list.d/debian.sources").unwrap_or_default();
-    let field = |name: &str| debian.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.split_whitespace().next().unwrap_or("").to_owned());
+    let field = |name: &str| {
+        debian.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.split_whitespace().next().unwrap_or("").to_owned())
+    };
     let uri = field("URIs:").unwrap_or_else(|| "http://deb.debian.org/debian".into());
     let signed = field("Signed-By:").unwrap_or_else(|| "/usr/share/keyrings/debian-archive-keyring.gpg".into());
-    let stanza = format!("Types: deb\nURIs: {uri}\nSuites: bookworm-backports\nComponents: main\nSigned-By: {signed}\n");
+    let stanza =
+        format!("Types: deb\nURIs: {uri}\nSuites: bookworm-backports\nComponents: main\nSigned-By: {signed}\n");
     std::fs::write(target, stanza).context("writing the backports source")?;
     println!("    added bookworm-backports ({uri})");
     Ok(true)

@@ -138,7 +138,9 @@ pub fn run(filter: Option<&str>, host: bool) -> Result<i32> {
     let logs = target_dir().join("xtask/logs");
     std::fs::create_dir_all(&logs)?;
     for s in &chosen {
-        let b = built.entry(s.arch.name()).or_insert_with(|| build::hypervisor_and_guests(s.arch).map_err(|e| format!("{e:#}")));
+        let b = built
+            .entry(s.arch.name())
+            .or_insert_with(|| build::hypervisor_and_guests(s.arch).map_err(|e| format!("{e:#}")));
         let result = match b {
             Ok(b) => run_one(s, b, &logs),
             Err(e) => Err(format!("build failed: {e}")),

@@ -70,15 +70,8 @@ pub fn discover(dtb: u64, boot: &mut BootInfo) -> Result<Platform, &'static str>
     // SAFETY: the arm64 boot protocol has the loader place a DTB at x0 and leave it intact;
     // `Fdt::from_ptr` checks the magic and reads only within the header's total size. The
     // blob stays in place for the hypervisor's lifetime: it is reserved below.
-    let fdt = unsafe { Fdt::from_ptr(dtb as *const u8) }
-        .map_err(|_| "x0 does not point at a valid device tree")?;
-    let mut p = Platform {
-        dtb: Region {
-            start: dtb,
-            size: fdt.total_size() as u64,
-        },
-        ..Platform::default()
-    };
+    let fdt = unsafe { Fdt::from_ptr(dtb as *const u8) }.map_err(|_| "x0 does not point at a valid device tree")?;
+    let mut p = Platform { dtb: Region { start: dtb, size: fdt.total_size() as u64 }, ..Platform::default() };
     boot.add_reserved(p.dtb);
     find_memory(&fdt, boot, &mut p);
     find_reserved(&fdt, boot);
@@ -108,10 +101,7 @@ fn find_memory(fdt: &Fdt, boot: &mut BootInfo, p: &mut Platform) {
 /// `/memreserve/` entries and `/reserved-memory` children (firmware, secure world...).
 fn find_reserved(fdt: &Fdt, boot: &mut BootInfo) {
     for r in fdt.memory_reservations() {
-        boot.add_reserved(Region {
-            start: r.address() as u64,
-            size: r.size() as u64,
-        });
+        boot.add_reserved(Region { start: r.address() as u64, size: r.size() as u64 });
     }
     if let Some(node) = fdt.find_node("/reserved-memory") {
         for child in node.children() {
@@ -127,16 +117,9 @@ fn find_reserved(fdt: &Fdt, boot: &mut BootInfo) {
 fn find_uart(fdt: &Fdt) -> Option<u64> {
     const PL011: [&str; 2] = ["arm,pl011", "arm,sbsa-uart"];
     let chosen = fdt.find_node("/chosen");
-    let path = chosen
-        .and_then(|c| prop_str(&c, "stdout-path"))
-        .map(|s| s.split(':').next().unwrap_or(s));
-    let stdout = path
-        .and_then(|p| fdt.find_node(p))
-        .filter(|n| is_compatible(n, &PL011));
-    let node = stdout.or_else(|| {
-        fdt.all_nodes()
-            .find(|n| is_compatible(n, &PL011) && is_enabled(n))
-    })?;
+    let path = chosen.and_then(|c| prop_str(&c, "stdout-path")).map(|s| s.split(':').next().unwrap_or(s));
+    let stdout = path.and_then(|p| fdt.find_node(p)).filter(|n| is_compatible(n, &PL011));
+    let node = stdout.or_else(|| fdt.all_nodes().find(|n| is_compatible(n, &PL011) && is_enabled(n)))?;
     regs(fdt, &node).next().map(|r| r.start)
 }
 
@@ -144,21 +127,13 @@ fn find_gic(fdt: &Fdt) -> Gic {
     if let Some(node) = fdt.find_compatible(&["arm,gic-v3"]) {
         let mut r = regs(fdt, &node);
         if let (Some(dist), Some(redist)) = (r.next(), r.next()) {
-            return Gic::V3 {
-                dist: dist.start,
-                redist: redist.start,
-            };
+            return Gic::V3 { dist: dist.start, redist: redist.start };
         }
     }
-    if let Some(node) =
-        fdt.find_compatible(&["arm,cortex-a15-gic", "arm,gic-400", "arm,cortex-a9-gic"])
-    {
+    if let Some(node) = fdt.find_compatible(&["arm,cortex-a15-gic", "arm,gic-400", "arm,cortex-a9-gic"]) {
         let mut r = regs(fdt, &node);
         if let (Some(dist), Some(cpu)) = (r.next(), r.next()) {
-            return Gic::V2 {
-                dist: dist.start,
-                cpu: cpu.start,
-            };
+            return Gic::V2 { dist: dist.start, cpu: cpu.start };
         }
     }
     Gic::None
@@ -171,11 +146,7 @@ fn find_timer(fdt: &Fdt) -> Option<[u32; 4]> {
     let mut intids = [0u32; 4];
     for (i, spec) in cells.chunks_exact(12).take(4).enumerate() {
         let number = be32(&spec[4..8]);
-        intids[i] = if be32(&spec[0..4]) == 1 {
-            16 + number
-        } else {
-            32 + number
-        };
+        intids[i] = if be32(&spec[0..4]) == 1 { 16 + number } else { 32 + number };
     }
     Some(intids)
 }
@@ -195,14 +166,8 @@ fn find_cpus(fdt: &Fdt, p: &mut Platform) {
         return;
     };
     let cells = cell_count(&cpus, "#address-cells").unwrap_or(1);
-    for cpu in cpus
-        .children()
-        .filter(|n| prop_str(n, "device_type") == Some("cpu") && is_enabled(n))
-    {
-        let mpidr = cpu
-            .property("reg")
-            .map(|r| read_cells(r.value, cells))
-            .unwrap_or(0);
+    for cpu in cpus.children().filter(|n| prop_str(n, "device_type") == Some("cpu") && is_enabled(n)) {
+        let mpidr = cpu.property("reg").map(|r| read_cells(r.value, cells)).unwrap_or(0);
         if p.cpu_count < MAX_CPUS {
             p.mpidrs[p.cpu_count] = mpidr;
         }
@@ -242,10 +207,7 @@ fn regs<'a>(fdt: &'a Fdt, node: &FdtNode<'_, 'a>) -> impl Iterator<Item = Region
     value
         .chunks_exact(stride.max(4))
         .filter(move |_| stride > 0)
-        .map(move |entry| Region {
-            start: read_cells(&entry[..4 * ac], ac),
-            size: read_cells(&entry[4 * ac..], sc),
-        })
+        .map(move |entry| Region { start: read_cells(&entry[..4 * ac], ac), size: read_cells(&entry[4 * ac..], sc) })
 }
 
 /// Cell sizes for `node`'s `reg`: its parent's, else the root's, else the DT spec defaults.
@@ -259,18 +221,14 @@ fn parent_cells(fdt: &Fdt, node: &FdtNode) -> (usize, usize) {
             .or_else(|| root.as_ref().and_then(|r| cell_count(r, name)))
             .unwrap_or(default)
     };
-    (
-        get("#address-cells", 2).min(2),
-        get("#size-cells", 1).min(2),
-    )
+    (get("#address-cells", 2).min(2), get("#size-cells", 1).min(2))
 }
 
 /// The parent of `node`: the `fdt` crate does not link nodes upward, so search for the node
 /// that has it as a child (same name and same property block).
 fn parent_of<'b, 'a>(fdt: &'b Fdt<'a>, node: &FdtNode) -> Option<FdtNode<'b, 'a>> {
     let key = |n: &FdtNode| (n.name.as_ptr(), n.name.len());
-    fdt.all_nodes()
-        .find(|p| p.children().any(|c| key(&c) == key(node)))
+    fdt.all_nodes().find(|p| p.children().any(|c| key(&c) == key(node)))
 }
 
 fn cell_count(node: &FdtNode, name: &str) -> Option<usize> {
@@ -284,8 +242,7 @@ fn prop_str<'a>(node: &FdtNode<'_, 'a>, name: &str) -> Option<&'a str> {
 }
 
 fn is_compatible(node: &FdtNode, any_of: &[&str]) -> bool {
-    node.compatible()
-        .is_some_and(|c| c.all().any(|s| any_of.contains(&s)))
+    node.compatible().is_some_and(|c| c.all().any(|s| any_of.contains(&s)))
 }
 
 fn is_enabled(node: &FdtNode) -> bool {
@@ -298,8 +255,5 @@ fn be32(b: &[u8]) -> u32 {
 
 /// A big-endian number of `cells` 32-bit cells (at most two are meaningful here).
 fn read_cells(bytes: &[u8], cells: usize) -> u64 {
-    bytes
-        .chunks_exact(4)
-        .take(cells)
-        .fold(0, |acc, c| (acc << 32) | u64::from(be32(c)))
+    bytes.chunks_exact(4).take(cells).fold(0, |acc, c| (acc << 32) | u64::from(be32(c)))
 }

@@ -113,10 +113,7 @@ extern "C" fn boot_primary(dtb: u64, current_el: u64) -> ! {
 pub(super) fn image_region() -> Region {
     let start = &raw const __image_start as u64;
     let end = &raw const __image_end as u64;
-    Region {
-        start,
-        size: end - start,
-    }
+    Region { start, size: end - start }
 }
 
 fn features(gic: &Gic) -> &'static str {
@@ -129,18 +126,9 @@ fn features(gic: &Gic) -> &'static str {
 
 /// What the device tree told us, before the core's banner.
 fn report(p: &Platform, boot: &BootInfo) {
-    early_log!(
-        "aarch64: device tree at {:#x} ({} bytes), console PL011 at {:#x}",
-        p.dtb.start,
-        p.dtb.size,
-        p.uart
-    );
+    early_log!("aarch64: device tree at {:#x} ({} bytes), console PL011 at {:#x}", p.dtb.start, p.dtb.size, p.uart);
     match p.gic {
-        Gic::V3 { dist, redist } => early_log!(
-            "GICv3: distributor {:#x}, redistributors {:#x}",
-            dist,
-            redist
-        ),
+        Gic::V3 { dist, redist } => early_log!("GICv3: distributor {:#x}, redistributors {:#x}", dist, redist),
         Gic::V2 { dist, cpu } => {
             early_log!("GICv2: distributor {:#x}, CPU interface {:#x}", dist, cpu)
         }
@@ -164,19 +152,10 @@ fn report(p: &Platform, boot: &BootInfo) {
             ModuleKind::Ramdisk => "ramdisk",
             ModuleKind::DeviceTree => "device tree",
         };
-        early_log!(
-            "module: {} at {:#x} ({} bytes) \"{}\"",
-            kind,
-            m.region.start,
-            m.region.size,
-            args
-        );
+        early_log!("module: {} at {:#x} ({} bytes) \"{}\"", kind, m.region.start, m.region.size, args);
         if m.region.start < p.dtb.end() && p.dtb.start < m.region.end() {
             // QEMU puts its DTB at RAM + 128 MiB; a guest-loader module there is overwritten.
-            early_log!(
-                "warning: this module overlaps the device tree at {:#x}: one overwrote the other",
-                p.dtb.start
-            );
+            early_log!("warning: this module overlaps the device tree at {:#x}: one overwrote the other", p.dtb.start);
         }
     }
 }

@@ -8,9 +8,7 @@ use super::BootCell;
 use crate::arm::lpae::{self, BlockTables, MapError, attrs};
 use crate::boot::Region;
 use aarch64_cpu::asm::barrier::{self, isb};
-use aarch64_cpu::registers::{
-    ID_AA64MMFR0_EL1, MAIR_EL2, Readable, SCTLR_EL2, TCR_EL2, TTBR0_EL2, Writeable,
-};
+use aarch64_cpu::registers::{ID_AA64MMFR0_EL1, MAIR_EL2, Readable, SCTLR_EL2, TCR_EL2, TTBR0_EL2, Writeable};
 
 /// Virtual address bits at EL2: 39, so translation starts at level 1 (TCR_EL2.T0SZ = 25).
 const VA_BITS: u64 = 39;
@@ -29,12 +27,7 @@ pub struct MmuRegs {
     pub sctlr: u64,
 }
 
-pub static MMU_REGS: BootCell<MmuRegs> = BootCell::new(MmuRegs {
-    mair: 0,
-    tcr: 0,
-    ttbr0: 0,
-    sctlr: 0,
-});
+pub static MMU_REGS: BootCell<MmuRegs> = BootCell::new(MmuRegs { mair: 0, tcr: 0, ttbr0: 0, sctlr: 0 });
 
 /// SCTLR_EL2 RES1 bits (non-VHE): 4, 5, 11, 16, 18, 22, 23, 28, 29.
 const SCTLR_EL2_RES1: u64 = 0x30c5_0830;
@@ -51,12 +44,7 @@ pub fn enable_boot_cpu(ram: &[Region], image: Region) -> Result<(), MapError> {
     // SAFETY: single-threaded boot, MMU off: nothing else refers to the tables yet.
     let tables = unsafe { TABLES.get_mut() };
     lpae::identity_map(tables, &ranges[..ram.len()], 1 << VA_BITS)?;
-    let regs = MmuRegs {
-        mair: attrs::S1_MAIR,
-        tcr: tcr(),
-        ttbr0: tables.root_address(),
-        sctlr: SCTLR_EL2_ON,
-    };
+    let regs = MmuRegs { mair: attrs::S1_MAIR, tcr: tcr(), ttbr0: tables.root_address(), sctlr: SCTLR_EL2_ON };
     // SAFETY: as above; secondaries read this only after the boot CPU starts them.
     unsafe { *MMU_REGS.get_mut() = regs };
     // Everything was written with the caches off; drop any stale lines the caches might
@@ -71,13 +59,7 @@ pub fn enable_boot_cpu(ram: &[Region], image: Region) -> Result<(), MapError> {
 /// the CPU's physical address size (at most 48 bits), RES1 bits 31 and 23.
 fn tcr() -> u64 {
     let pa_range = ID_AA64MMFR0_EL1.get() & 0xf;
-    (1 << 31)
-        | (1 << 23)
-        | (pa_range.min(5) << 16)
-        | (0b11 << 12)
-        | (0b01 << 10)
-        | (0b01 << 8)
-        | (64 - VA_BITS)
+    (1 << 31) | (1 << 23) | (pa_range.min(5) << 16) | (0b11 << 12) | (0b01 << 10) | (0b01 << 8) | (64 - VA_BITS)
 }
 
 /// Program the translation registers and enable the MMU and caches.
@@ -122,11 +104,7 @@ macro_rules! dcache_by_line {
     };
 }
 
-dcache_by_line!(
-    invalidate_dcache,
-    "ivac",
-    "Invalidate without writing back (memory holds the truth)."
-);
+dcache_by_line!(invalidate_dcache, "ivac", "Invalidate without writing back (memory holds the truth).");
 dcache_by_line!(
     clean_invalidate_dcache,
     "civac",

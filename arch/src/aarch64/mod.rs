@@ -61,12 +61,7 @@ pub fn exit_emulator(status: ExitStatus) -> ! {
 /// Physical memory `[addr, addr + size)`, identity-mapped. Panics unless it lies in RAM:
 /// anything else is device memory, which must not be read as a byte slice.
 pub fn phys_slice(addr: u64, size: u64) -> &'static [u8] {
-    assert!(
-        is_ram(addr, size),
-        "phys_slice({:#x}, {:#x}) is not RAM",
-        addr,
-        size
-    );
+    assert!(is_ram(addr, size), "phys_slice({:#x}, {:#x}) is not RAM", addr, size);
     // SAFETY: the range is RAM, identity-mapped as normal memory for the hypervisor's whole
     // life; the core decides who owns which frames (this is its window on them).
     unsafe { core::slice::from_raw_parts(addr as *const u8, size as usize) }
@@ -74,12 +69,7 @@ pub fn phys_slice(addr: u64, size: u64) -> &'static [u8] {
 
 /// Mutable [`phys_slice`]; the caller owns those frames (domain RAM it allocated).
 pub fn phys_slice_mut(addr: u64, size: u64) -> &'static mut [u8] {
-    assert!(
-        is_ram(addr, size),
-        "phys_slice_mut({:#x}, {:#x}) is not RAM",
-        addr,
-        size
-    );
+    assert!(is_ram(addr, size), "phys_slice_mut({:#x}, {:#x}) is not RAM", addr, size);
     // SAFETY: as `phys_slice`; exclusivity is the caller's: the core only asks for frames
     // it allocated (domain RAM) and holds no other reference to them.
     unsafe { core::slice::from_raw_parts_mut(addr as *mut u8, size as usize) }
@@ -90,9 +80,7 @@ fn is_ram(addr: u64, size: u64) -> bool {
     let Some(end) = addr.checked_add(size) else {
         return false;
     };
-    PLATFORM
-        .get()
-        .is_some_and(|p| p.ram().iter().any(|r| r.start <= addr && end <= r.end()))
+    PLATFORM.get().is_some_and(|p| p.ram().iter().any(|r| r.start <= addr && end <= r.end()))
 }
 
 /// A static the boot CPU fills before any other CPU runs and that is read-only afterwards

@@ -17,8 +17,7 @@ pub struct Stack([u8; STACK_SIZE]);
 
 /// One stack per logical CPU number (the boot CPU's slot is unused); only the assembly in
 /// `secondary_entry` refers to it, each CPU to its own slot.
-static STACKS: BootCell<[Stack; MAX_CPUS]> =
-    BootCell::new([const { Stack([0; STACK_SIZE]) }; MAX_CPUS]);
+static STACKS: BootCell<[Stack; MAX_CPUS]> = BootCell::new([const { Stack([0; STACK_SIZE]) }; MAX_CPUS]);
 
 static ONLINE: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 
@@ -93,9 +92,7 @@ pub fn start_secondaries(p: &Platform) {
     match p.psci {
         Some(Conduit::Smc) => {}
         Some(Conduit::Hvc) => {
-            early_log!(
-                "PSCI is reached by HVC, which at EL2 would call ourselves: secondary CPUs stay off"
-            );
+            early_log!("PSCI is reached by HVC, which at EL2 would call ourselves: secondary CPUs stay off");
             return;
         }
         None => {
@@ -112,12 +109,7 @@ pub fn start_secondaries(p: &Platform) {
         match smccc::psci::cpu_on::<Smc>(mpidr, entry, cpu as u64) {
             Ok(()) if wait_online(cpu) => {}
             Ok(()) => early_log!("CPU{} (MPIDR {:#x}) did not come online", cpu, mpidr),
-            Err(e) => early_log!(
-                "CPU{} (MPIDR {:#x}) could not be started: {:?}",
-                cpu,
-                mpidr,
-                e
-            ),
+            Err(e) => early_log!("CPU{} (MPIDR {:#x}) could not be started: {:?}", cpu, mpidr, e),
         }
     }
 }
@@ -139,12 +131,7 @@ extern "C" fn secondary_main(cpu: u64, current_el: u64) -> ! {
     if current_el == 2 {
         early_log!("CPU{} online at EL2 (MPIDR {:#x}), parked", cpu, mpidr);
     } else {
-        early_log!(
-            "CPU{} (MPIDR {:#x}) came up at EL{}, not EL2: parked",
-            cpu,
-            mpidr,
-            current_el
-        );
+        early_log!("CPU{} (MPIDR {:#x}) came up at EL{}, not EL2: parked", cpu, mpidr, current_el);
     }
     if let Some(flag) = ONLINE.get(cpu as usize) {
         flag.store(true, Ordering::Release);

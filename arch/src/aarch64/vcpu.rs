@@ -15,9 +15,8 @@ use crate::boot::GuestSetup;
 use crate::exit::{BadGuestAddress, Exit, FaultKind, GuestFault, HypercallArgs, VirtualCpu};
 use aarch64_cpu::asm::barrier::{self, isb};
 use aarch64_cpu::registers::{
-    CNTHCTL_EL2, CNTVOFF_EL2, ELR_EL1, ESR_EL1, ESR_EL2, FAR_EL2, HCR_EL2, HPFAR_EL2,
-    ID_AA64MMFR0_EL1, PAR_EL1, Readable, SCTLR_EL1, SPSR_EL1, VBAR_EL1, VMPIDR_EL2, VTCR_EL2,
-    VTTBR_EL2, Writeable,
+    CNTHCTL_EL2, CNTVOFF_EL2, ELR_EL1, ESR_EL1, ESR_EL2, FAR_EL2, HCR_EL2, HPFAR_EL2, ID_AA64MMFR0_EL1, PAR_EL1,
+    Readable, SCTLR_EL1, SPSR_EL1, VBAR_EL1, VMPIDR_EL2, VTCR_EL2, VTTBR_EL2, Writeable,
 };
 use alloc::boxed::Box;
 
@@ -25,15 +24,8 @@ use alloc::boxed::Box;
 const XEN_HVC_IMM: u16 = 0xea1;
 /// HCR_EL2 while a guest runs: VM (stage-2), SWIO, FMO/IMO/AMO (physical interrupts to
 /// EL2), TWI/TWE (trap WFI/WFE), TSC (trap SMC), RW (EL1 is AArch64).
-const HCR_GUEST: u64 = (1 << 0)
-    | (1 << 1)
-    | (1 << 3)
-    | (1 << 4)
-    | (1 << 5)
-    | (1 << 13)
-    | (1 << 14)
-    | (1 << 19)
-    | (1 << 31);
+const HCR_GUEST: u64 =
+    (1 << 0) | (1 << 1) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 13) | (1 << 14) | (1 << 19) | (1 << 31);
 /// SCTLR_EL1 as a CPU comes out of reset, MMU and caches off (RES1 bits only).
 const SCTLR_EL1_RESET: u64 = 0x30d0_0800;
 /// CNTHCTL_EL2: EL1 may use the physical counter and timer (EL1PCTEN, EL1PCEN).
@@ -69,8 +61,7 @@ impl Vcpu {
         if ID_AA64MMFR0_EL1.get() & 0xf < 2 {
             return Err("the CPU's physical address space is smaller than the 40-bit IPA space");
         }
-        let vmid =
-            u8::try_from(setup.domain_id).map_err(|_| "domain id does not fit an 8-bit VMID")?;
+        let vmid = u8::try_from(setup.domain_id).map_err(|_| "domain id does not fit an 8-bit VMID")?;
         if !super::is_ram(setup.ram_host, setup.ram_size) {
             return Err("guest RAM is not inside host RAM");
         }
@@ -86,13 +77,7 @@ impl Vcpu {
         clean_invalidate_dcache(setup.ram_host, setup.ram_size);
         // SAFETY: invalidating all instruction caches only drops cached state.
         unsafe { core::arch::asm!("ic ialluis", "dsb ish", "isb", options(nostack)) };
-        Ok(Vcpu {
-            ctx,
-            tables,
-            setup: *setup,
-            vmid,
-            tlb_clean: false,
-        })
+        Ok(Vcpu { ctx, tables, setup: *setup, vmid, tlb_clean: false })
     }
 
     /// Load this vCPU's EL2 controls (stage-2, traps, virtual IDs) before entering it.
@@ -109,15 +94,7 @@ impl Vcpu {
             // previous domain with the same VMID may survive.
             SCTLR_EL1.set(SCTLR_EL1_RESET);
             // SAFETY: invalidates stage-1+2 TLB entries of the current VMID only.
-            unsafe {
-                core::arch::asm!(
-                    "dsb ishst",
-                    "tlbi vmalls12e1is",
-                    "dsb ish",
-                    "isb",
-                    options(nostack)
-                )
-            };
+            unsafe { core::arch::asm!("dsb ishst", "tlbi vmalls12e1is", "dsb ish", "isb", options(nostack)) };
             self.tlb_clean = true;
         }
     }
@@ -146,13 +123,8 @@ impl Vcpu {
             }
             ec::DABT_LOWER | ec::IABT_LOWER if esr.is_stage2_abort() => {
                 let ipa = syndrome::fault_ipa(HPFAR_EL2.get(), FAR_EL2.get());
-                let in_ram =
-                    ipa >= self.setup.ram_guest && ipa - self.setup.ram_guest < self.setup.ram_size;
-                let kind = if in_ram {
-                    FaultKind::UnhandledTrap
-                } else {
-                    FaultKind::UnmappedGuestPhysical
-                };
+                let in_ram = ipa >= self.setup.ram_guest && ipa - self.setup.ram_guest < self.setup.ram_size;
+                let kind = if in_ram { FaultKind::UnhandledTrap } else { FaultKind::UnmappedGuestPhysical };
                 Some(self.fault(kind, ipa, esr.0))
             }
             _ => Some(self.fault(FaultKind::UnhandledTrap, 0, esr.0)),
@@ -164,10 +136,7 @@ impl Vcpu {
         match esr.imm16() {
             XEN_HVC_IMM => {
                 let x = &self.ctx.x;
-                Some(Exit::Hypercall(HypercallArgs {
-                    nr: x[16],
-                    args: [x[0], x[1], x[2], x[3], x[4]],
-                }))
+                Some(Exit::Hypercall(HypercallArgs { nr: x[16], args: [x[0], x[1], x[2], x[3], x[4]] }))
             }
             0 => self.handle_psci(),
             _ => {
@@ -203,12 +172,7 @@ impl Vcpu {
     }
 
     fn fault(&self, kind: FaultKind, gpa: u64, syndrome: u64) -> Exit {
-        Exit::Fault(GuestFault {
-            kind,
-            gpa,
-            pc: self.ctx.elr,
-            syndrome,
-        })
+        Exit::Fault(GuestFault { kind, gpa, pc: self.ctx.elr, syndrome })
     }
 
     /// Translate a guest virtual address through the guest's stage 1 and our stage 2 (the

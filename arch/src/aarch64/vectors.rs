@@ -240,36 +240,16 @@ el2_exception:
 /// emulator with a failure status).
 extern "C" fn el2_exception_report(kind: u64, frame: &[u64; 32]) -> ! {
     use aarch64_cpu::registers::{ELR_EL2, ESR_EL2, FAR_EL2, Readable};
-    let what = ["synchronous exception", "IRQ", "FIQ", "SError"]
-        .get(kind as usize)
-        .copied()
-        .unwrap_or("exception");
+    let what = ["synchronous exception", "IRQ", "FIQ", "SError"].get(kind as usize).copied().unwrap_or("exception");
     let (esr, elr, far) = (ESR_EL2.get(), ELR_EL2.get(), FAR_EL2.get());
     if kind == self::kind::SYNC && esr >> 26 == 0 && is_semihosting_call(elr) {
         // `exit_emulator`'s HLT trapped: the emulator has no semihosting. Not a bug.
-        super::console::early_log!(
-            "no semihosting (QEMU needs -semihosting): powering off through PSCI"
-        );
+        super::console::early_log!("no semihosting (QEMU needs -semihosting): powering off through PSCI");
         super::exit_emulator(crate::ExitStatus::Failure);
     }
-    super::console::early_log!(
-        "hypervisor bug: {} at EL2: ESR {:#x} ELR {:#x} FAR {:#x}",
-        what,
-        esr,
-        elr,
-        far
-    );
-    super::console::early_log!(
-        "x0 {:#x} x1 {:#x} x2 {:#x} x30 {:#x}",
-        frame[0],
-        frame[1],
-        frame[2],
-        frame[30]
-    );
-    panic!(
-        "{} taken at EL2 (ESR {:#x}, ELR {:#x}, FAR {:#x})",
-        what, esr, elr, far
-    )
+    super::console::early_log!("hypervisor bug: {} at EL2: ESR {:#x} ELR {:#x} FAR {:#x}", what, esr, elr, far);
+    super::console::early_log!("x0 {:#x} x1 {:#x} x2 {:#x} x30 {:#x}", frame[0], frame[1], frame[2], frame[30]);
+    panic!("{} taken at EL2 (ESR {:#x}, ELR {:#x}, FAR {:#x})", what, esr, elr, far)
 }
 
 /// The instruction at `pc` (in our own image) is the semihosting call `hlt #0xf000`.

@@ -80,11 +80,7 @@ impl<const N: usize> Default for BlockTables<N> {
 impl<const N: usize> BlockTables<N> {
     /// Empty tables: every entry invalid. Zeroed, so it can live in `.bss`.
     pub const fn new() -> Self {
-        Self {
-            root: [0; ROOT_ENTRIES],
-            level2: [[0; ENTRIES]; N],
-            used: 0,
-        }
+        Self { root: [0; ROOT_ENTRIES], level2: [[0; ENTRIES]; N], used: 0 }
     }
 
     /// Address of the root table (its physical address under the identity map).
@@ -205,16 +201,10 @@ pub fn identity_map<const N: usize>(
     ram: &[(u64, u64)],
     limit: u64,
 ) -> Result<(), MapError> {
-    let overlaps =
-        |start: u64, len: u64| ram.iter().any(|&(s, n)| s < start + len && start < s + n);
-    let covers =
-        |start: u64, len: u64| ram.iter().any(|&(s, n)| s <= start && start + len <= s + n);
+    let overlaps = |start: u64, len: u64| ram.iter().any(|&(s, n)| s < start + len && start < s + n);
+    let covers = |start: u64, len: u64| ram.iter().any(|&(s, n)| s <= start && start + len <= s + n);
     let attrs = |is_ram: bool| {
-        if is_ram {
-            attrs::S1_NORMAL
-        } else {
-            attrs::S1_DEVICE
-        }
+        if is_ram { attrs::S1_NORMAL } else { attrs::S1_DEVICE }
     };
     let mut gib = 0;
     while gib < limit {
@@ -255,14 +245,8 @@ mod tests {
         t.map(GIB, 0x8000_0000, 64 * MIB, attrs::S2_RAM).unwrap();
         assert_eq!(t.tables_used(), 1);
         assert_eq!(t.translate(GIB), Some((0x8000_0000, attrs::S2_RAM)));
-        assert_eq!(
-            t.translate(GIB + 0x12_3456),
-            Some((0x8012_3456, attrs::S2_RAM))
-        );
-        assert_eq!(
-            t.translate(GIB + 64 * MIB - 1),
-            Some((0x8000_0000 + 64 * MIB - 1, attrs::S2_RAM))
-        );
+        assert_eq!(t.translate(GIB + 0x12_3456), Some((0x8012_3456, attrs::S2_RAM)));
+        assert_eq!(t.translate(GIB + 64 * MIB - 1), Some((0x8000_0000 + 64 * MIB - 1, attrs::S2_RAM)));
         assert_eq!(t.translate(GIB + 64 * MIB), None);
         assert_eq!(t.translate(GIB - 1), None);
         assert_eq!(t.translate(2 * GIB), None);
@@ -286,10 +270,7 @@ mod tests {
         t.map(GIB, GIB, GIB + 4 * MIB, attrs::S1_NORMAL).unwrap();
         assert_eq!(t.root[1], GIB | attrs::S1_NORMAL | 0b01);
         assert_eq!(t.tables_used(), 1); // the 4 MiB tail
-        assert_eq!(
-            t.translate(2 * GIB + 3 * MIB),
-            Some((2 * GIB + 3 * MIB, attrs::S1_NORMAL))
-        );
+        assert_eq!(t.translate(2 * GIB + 3 * MIB), Some((2 * GIB + 3 * MIB, attrs::S1_NORMAL)));
     }
 
     #[test]
@@ -319,22 +300,10 @@ mod tests {
         let mut t = tables::<4>();
         identity_map(&mut t, &[(GIB, 3 * GIB / 2)], 512 * GIB).unwrap();
         assert_eq!(t.tables_used(), 1);
-        assert_eq!(
-            t.translate(0x0900_0000),
-            Some((0x0900_0000, attrs::S1_DEVICE))
-        );
-        assert_eq!(
-            t.translate(0x4008_0000),
-            Some((0x4008_0000, attrs::S1_NORMAL))
-        );
-        assert_eq!(
-            t.translate(0x9fff_ffff),
-            Some((0x9fff_ffff, attrs::S1_NORMAL))
-        );
-        assert_eq!(
-            t.translate(0xa000_0000),
-            Some((0xa000_0000, attrs::S1_DEVICE))
-        );
+        assert_eq!(t.translate(0x0900_0000), Some((0x0900_0000, attrs::S1_DEVICE)));
+        assert_eq!(t.translate(0x4008_0000), Some((0x4008_0000, attrs::S1_NORMAL)));
+        assert_eq!(t.translate(0x9fff_ffff), Some((0x9fff_ffff, attrs::S1_NORMAL)));
+        assert_eq!(t.translate(0xa000_0000), Some((0xa000_0000, attrs::S1_DEVICE)));
         assert_eq!(t.translate(511 * GIB), Some((511 * GIB, attrs::S1_DEVICE)));
         assert_eq!(t.translate(512 * GIB), None);
     }

@@ -44,9 +44,7 @@ pub fn handle(function: u32, arg1: u64, vcpu_mpidr: u64) -> Action {
     match function {
         PSCI_VERSION => Action::Return(VERSION_1_0),
         PSCI_FEATURES => Action::Return(features(arg1 as u32)),
-        AFFINITY_INFO_32 | AFFINITY_INFO_64 => {
-            Action::Return(affinity_info(arg1, function, vcpu_mpidr))
-        }
+        AFFINITY_INFO_32 | AFFINITY_INFO_64 => Action::Return(affinity_info(arg1, function, vcpu_mpidr)),
         MIGRATE_INFO_TYPE => Action::Return(NO_TRUSTED_OS),
         SYSTEM_OFF => Action::PowerOff,
         SYSTEM_RESET => Action::Reset,
@@ -56,24 +54,16 @@ pub fn handle(function: u32, arg1: u64, vcpu_mpidr: u64) -> Action {
 
 fn features(function: u32) -> i64 {
     match function {
-        PSCI_VERSION | PSCI_FEATURES | AFFINITY_INFO_32 | AFFINITY_INFO_64 | MIGRATE_INFO_TYPE
-        | SYSTEM_OFF | SYSTEM_RESET => SUCCESS,
+        PSCI_VERSION | PSCI_FEATURES | AFFINITY_INFO_32 | AFFINITY_INFO_64 | MIGRATE_INFO_TYPE | SYSTEM_OFF
+        | SYSTEM_RESET => SUCCESS,
         _ => NOT_SUPPORTED,
     }
 }
 
 /// Only the calling vCPU exists, and it is on.
 fn affinity_info(target: u64, function: u32, vcpu_mpidr: u64) -> i64 {
-    let target = if function == AFFINITY_INFO_32 {
-        target & 0xffff_ffff
-    } else {
-        target
-    };
-    if target & AFFINITY_MASK == vcpu_mpidr & AFFINITY_MASK {
-        AFFINITY_ON
-    } else {
-        INVALID_PARAMETERS
-    }
+    let target = if function == AFFINITY_INFO_32 { target & 0xffff_ffff } else { target };
+    if target & AFFINITY_MASK == vcpu_mpidr & AFFINITY_MASK { AFFINITY_ON } else { INVALID_PARAMETERS }
 }
 
 #[cfg(test)]
@@ -83,14 +73,8 @@ mod tests {
     #[test]
     fn version_features_and_unknown() {
         assert_eq!(handle(PSCI_VERSION, 0, 0), Action::Return(0x1_0000));
-        assert_eq!(
-            handle(PSCI_FEATURES, u64::from(SYSTEM_OFF), 0),
-            Action::Return(SUCCESS)
-        );
-        assert_eq!(
-            handle(PSCI_FEATURES, 0xc400_0003, 0),
-            Action::Return(NOT_SUPPORTED)
-        );
+        assert_eq!(handle(PSCI_FEATURES, u64::from(SYSTEM_OFF), 0), Action::Return(SUCCESS));
+        assert_eq!(handle(PSCI_FEATURES, 0xc400_0003, 0), Action::Return(NOT_SUPPORTED));
         assert_eq!(handle(0xc400_0003, 1, 0), Action::Return(NOT_SUPPORTED));
         assert_eq!(handle(0x1234, 0, 0), Action::Return(NOT_SUPPORTED));
     }
@@ -105,13 +89,7 @@ mod tests {
     fn affinity_info_knows_only_the_calling_vcpu() {
         let me = 0x8000_0000; // MPIDR bit 31 is RES1, not affinity
         assert_eq!(handle(AFFINITY_INFO_64, 0, me), Action::Return(AFFINITY_ON));
-        assert_eq!(
-            handle(AFFINITY_INFO_64, 1, me),
-            Action::Return(INVALID_PARAMETERS)
-        );
-        assert_eq!(
-            handle(AFFINITY_INFO_32, 0xffff_ffff_0000_0000, me),
-            Action::Return(AFFINITY_ON)
-        );
+        assert_eq!(handle(AFFINITY_INFO_64, 1, me), Action::Return(INVALID_PARAMETERS));
+        assert_eq!(handle(AFFINITY_INFO_32, 0xffff_ffff_0000_0000, me), Action::Return(AFFINITY_ON));
     }
 }

@@ -22,22 +22,11 @@ pub const VTCR_EL2: u64 = 0x8002_3558;
 pub const VTCR_V7: u32 = 0x8000_3558;
 
 /// Map guest RAM `[ram_guest, +size)` onto host RAM at `ram_host`, read/write/execute.
-pub fn map_guest_ram(
-    tables: &mut Stage2Tables,
-    ram_guest: u64,
-    ram_host: u64,
-    size: u64,
-) -> Result<(), MapError> {
-    if ![ram_guest, ram_host, size]
-        .iter()
-        .all(|v| v.is_multiple_of(L2_BLOCK))
-    {
+pub fn map_guest_ram(tables: &mut Stage2Tables, ram_guest: u64, ram_host: u64, size: u64) -> Result<(), MapError> {
+    if ![ram_guest, ram_host, size].iter().all(|v| v.is_multiple_of(L2_BLOCK)) {
         return Err(MapError::Misaligned);
     }
-    if ram_guest
-        .checked_add(size)
-        .is_none_or(|end| end > 1 << IPA_BITS)
-    {
+    if ram_guest.checked_add(size).is_none_or(|end| end > 1 << IPA_BITS) {
         return Err(MapError::OutOfRange);
     }
     tables.map(ram_guest, ram_host, size, attrs::S2_RAM)
@@ -61,10 +50,7 @@ mod tests {
         let mut t = Box::new(Stage2Tables::new());
         map_guest_ram(&mut t, 0x4000_0000, 0x4800_0000, 64 * MIB).unwrap();
         for off in (0..64 * MIB).step_by(2 * MIB as usize) {
-            assert_eq!(
-                t.translate(0x4000_0000 + off + 8),
-                Some((0x4800_0000 + off + 8, attrs::S2_RAM))
-            );
+            assert_eq!(t.translate(0x4000_0000 + off + 8), Some((0x4800_0000 + off + 8, attrs::S2_RAM)));
         }
         // The guest-fault test's address, and just outside RAM on both sides.
         assert_eq!(t.translate(0x8000_0000), None);
@@ -84,22 +70,10 @@ mod tests {
     #[test]
     fn rejects_misaligned_and_beyond_40_bits() {
         let mut t = Box::new(Stage2Tables::new());
-        assert_eq!(
-            map_guest_ram(&mut t, 0x4000_1000, 0, 2 * MIB),
-            Err(MapError::Misaligned)
-        );
-        assert_eq!(
-            map_guest_ram(&mut t, 0x4000_0000, 0x1000, 2 * MIB),
-            Err(MapError::Misaligned)
-        );
-        assert_eq!(
-            map_guest_ram(&mut t, 0x4000_0000, 0, MIB),
-            Err(MapError::Misaligned)
-        );
-        assert_eq!(
-            map_guest_ram(&mut t, (1 << 40) - 2 * MIB, 0, 4 * MIB),
-            Err(MapError::OutOfRange)
-        );
+        assert_eq!(map_guest_ram(&mut t, 0x4000_1000, 0, 2 * MIB), Err(MapError::Misaligned));
+        assert_eq!(map_guest_ram(&mut t, 0x4000_0000, 0x1000, 2 * MIB), Err(MapError::Misaligned));
+        assert_eq!(map_guest_ram(&mut t, 0x4000_0000, 0, MIB), Err(MapError::Misaligned));
+        assert_eq!(map_guest_ram(&mut t, (1 << 40) - 2 * MIB, 0, 4 * MIB), Err(MapError::OutOfRange));
     }
 
     #[test]

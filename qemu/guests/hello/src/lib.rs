@@ -111,4 +111,3 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
     println!("FAIL guest panic: {}", info.message());
     shutdown(sched::SHUTDOWN_CRASH)
 }
-
