@@ -48,6 +48,20 @@ pub enum Exit {
     Preempted,
     /// The guest did something that cannot be completed.
     Fault(GuestFault),
+    /// The guest accessed guest-physical memory that no RAM backs and no arch-internal
+    /// device (vGIC, vLAPIC) claims: a device model in the core must complete it. A read is
+    /// completed with [`VirtualCpu::complete_mmio_read`] before the next `run()`.
+    Mmio(MmioAccess),
+}
+
+/// One trapped MMIO access, already decoded (the PC has moved past the instruction).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MmioAccess {
+    pub gpa: u64,
+    /// Access size in bytes: 1, 2, 4 or 8.
+    pub size: u8,
+    /// `Some(value)` for a write, `None` for a read.
+    pub write: Option<u64>,
 }
 
 /// A guest address could not be read or written (hypercalls answer `-EFAULT`).
@@ -66,4 +80,27 @@ pub trait VirtualCpu {
     fn copy_from_guest(&mut self, gva: u64, buf: &mut [u8]) -> Result<(), BadGuestAddress>;
     /// Copy to guest memory at a guest virtual address.
     fn copy_to_guest(&mut self, gva: u64, buf: &[u8]) -> Result<(), BadGuestAddress>;
+
+    // The capabilities below arrive backend by backend; a backend that lacks one refuses
+    // honestly (an error or nothing raised), and the core answers the guest with an errno.
+
+    /// Complete the read reported by the last [`Exit::Mmio`] with `value`.
+    fn complete_mmio_read(&mut self, _value: u64) {}
+    /// Copy from guest-*physical* memory (frames the guest names by number), RAM only.
+    fn read_guest_phys(&mut self, gpa: u64, _buf: &mut [u8]) -> Result<(), BadGuestAddress> {
+        Err(BadGuestAddress(gpa))
+    }
+    /// Copy to guest-physical memory, RAM only.
+    fn write_guest_phys(&mut self, gpa: u64, _buf: &[u8]) -> Result<(), BadGuestAddress> {
+        Err(BadGuestAddress(gpa))
+    }
+    /// Map one hypervisor-owned 4 KiB host page (shared_info, grant frames, console ring) at
+    /// guest-physical `gpa`, replacing what was there, for every vCPU of the domain.
+    fn map_host_page(&mut self, gpa: u64, _hpa: u64) -> Result<(), BadGuestAddress> {
+        Err(BadGuestAddress(gpa))
+    }
+    /// Raise the Xen event-channel upcall (ARM: PPI 31; x86: the callback vector).
+    fn raise_upcall(&mut self) {}
+    /// Drive a device interrupt line (ARM: an SPI INTID) high or low.
+    fn set_irq_line(&mut self, _intid: u32, _level: bool) {}
 }

@@ -84,19 +84,45 @@ impl fmt::Display for ModuleKind {
 pub enum BootCfgError {
     /// The blob is not a well-formed flattened device tree.
     InvalidDtb(FdtParseError),
-    MissingProperty { node: String, property: &'static str },
+    MissingProperty {
+        node: String,
+        property: &'static str,
+    },
     /// The property has the wrong length or encoding for what the binding says it holds.
-    BadProperty { node: String, property: &'static str },
+    BadProperty {
+        node: String,
+        property: &'static str,
+    },
     /// `#address-cells` / `#size-cells` outside 1..=2 (module addresses are 64-bit at most).
-    BadCells { node: String, property: &'static str, cells: u32 },
-    ZeroCpus { domain: String },
-    ZeroMemory { domain: String },
-    MissingKernel { domain: String },
-    DuplicateModule { domain: String, kind: ModuleKind },
+    BadCells {
+        node: String,
+        property: &'static str,
+        cells: u32,
+    },
+    ZeroCpus {
+        domain: String,
+    },
+    ZeroMemory {
+        domain: String,
+    },
+    MissingKernel {
+        domain: String,
+    },
+    DuplicateModule {
+        domain: String,
+        kind: ModuleKind,
+    },
     /// A module with no bytes, or one that runs past the end of the address space.
-    BadModuleRange { node: String },
-    OverlappingModules { first: String, second: String },
-    DuplicateDomain { name: String },
+    BadModuleRange {
+        node: String,
+    },
+    OverlappingModules {
+        first: String,
+        second: String,
+    },
+    DuplicateDomain {
+        name: String,
+    },
     /// Neither layout names a kernel: there is nothing to boot.
     NoDomains,
 }
@@ -167,11 +193,7 @@ fn xen_domains(fdt: &Fdt<'_>) -> Result<Vec<DomainConfig>> {
     let Some(chosen) = fdt.find_node("/chosen") else {
         return Ok(Vec::new());
     };
-    chosen
-        .children()
-        .filter(|n| compatible_with(n, &["xen,domain"]))
-        .map(|n| xen_domain(&n))
-        .collect()
+    chosen.children().filter(|n| compatible_with(n, &["xen,domain"])).map(|n| xen_domain(&n)).collect()
 }
 
 /// One `xen,domain` node.
@@ -622,7 +644,8 @@ mod tests {
     fn mixed_cells_as_in_xens_example() {
         let mut d = domain("domU1", 2, 131_072, 0);
         d.size_cells = Some(1u32.to_be_bytes().to_vec());
-        d.modules = vec![TMod { reg: Some(vec![0, 0x4a00_0000, 0xff_ffff]), ..module("multiboot,kernel", 0x4a00_0000, 1) }];
+        d.modules =
+            vec![TMod { reg: Some(vec![0, 0x4a00_0000, 0xff_ffff]), ..module("multiboot,kernel", 0x4a00_0000, 1) }];
         let got = one(d).unwrap().remove(0);
         assert_eq!(got.kernel, m(0x4a00_0000, 0xff_ffff));
         assert_eq!(got.memory_kib, 131_072);
@@ -751,7 +774,8 @@ mod tests {
     /// Xen's command-line rules for a dom0 kernel without its own `bootargs`.
     #[test]
     fn guest_loader_bootargs_fallbacks() {
-        let cases: [(&[(&str, &[u8])], Option<&str>); 3] = [
+        type ChosenProps = &'static [(&'static str, &'static [u8])];
+        let cases: [(ChosenProps, Option<&str>); 3] = [
             (&[("bootargs", b"hyp\0"), ("xen,dom0-bootargs", b"guest\0")], Some("guest")),
             (&[("bootargs", b"guest\0")], Some("guest")),
             (&[], None),

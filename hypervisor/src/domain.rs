@@ -2,6 +2,7 @@
 
 use crate::console::GuestConsole;
 use crate::log;
+use arch::exit::{FaultKind, GuestFault, MmioAccess, VirtualCpu};
 
 /// How a domain's life ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,6 +28,12 @@ impl Domain {
 
     pub fn console_pending(&self) -> bool {
         self.console.pending()
+    }
+
+    /// Complete a trapped MMIO access with the domain's device models; an access no device
+    /// claims is a guest fault.
+    pub fn mmio(&mut self, vcpu: &mut dyn VirtualCpu, access: MmioAccess) -> Result<(), GuestFault> {
+        Err(GuestFault { kind: FaultKind::UnmappedGuestPhysical, gpa: access.gpa, pc: vcpu.pc(), syndrome: 0 })
     }
 
     /// Flush what the guest left unfinished; called when the domain is destroyed.

@@ -31,6 +31,12 @@ pub fn run_vcpu<V: VirtualCpu>(domain: &mut Domain, vcpu_id: u16, vcpu: &mut V) 
                 report_fault(domain, vcpu_id, &fault);
                 break DomainEnd::Crashed;
             }
+            Exit::Mmio(access) => {
+                if let Err(fault) = domain.mmio(vcpu, access) {
+                    report_fault(domain, vcpu_id, &fault);
+                    break DomainEnd::Crashed;
+                }
+            }
         }
     };
     domain.console_flush();

@@ -7,7 +7,8 @@ use anyhow::{Context, Result, bail};
 use std::path::Path;
 use std::process::Command;
 
-const TOOLS: [(&str, &str); 6] = [
+const TOOLS: [(&str, &str); 7] = [
+    ("dtc", "device-tree-compiler"),
     ("qemu-system-aarch64", "qemu-system-arm"),
     ("qemu-system-arm", "qemu-system-arm"),
     ("qemu-system-x86_64", "qemu-system-x86"),
@@ -17,8 +18,18 @@ const TOOLS: [(&str, &str); 6] = [
 ];
 
 /// Packages from the distribution's main suite.
-const APT_PACKAGES: [&str; 9] =
-    ["bochs", "bochs-term", "bochsbios", "vgabios", "grub-pc-bin", "grub-common", "xorriso", "mtools", "cpio"];
+const APT_PACKAGES: [&str; 10] = [
+    "bochs",
+    "bochs-term",
+    "bochsbios",
+    "vgabios",
+    "grub-pc-bin",
+    "grub-common",
+    "xorriso",
+    "mtools",
+    "cpio",
+    "device-tree-compiler",
+];
 const BACKPORTS_PACKAGES: [&str; 2] = ["qemu-system-arm", "qemu-system-x86"];
 
 pub fn run() -> Result<i32> {
@@ -70,10 +81,7 @@ fn apt_install() -> Result<()> {
     let backports = add_backports()?;
     apt_update();
     let mut install = Command::new("apt-get");
-    install
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .args(["install", "-y", "--no-install-recommends"])
-        .args(APT_PACKAGES);
+    install.env("DEBIAN_FRONTEND", "noninteractive").args(["install", "-y"]).args(APT_PACKAGES);
     run_cmd(&mut install)?;
     let mut qemu = Command::new("apt-get");
     qemu.env("DEBIAN_FRONTEND", "noninteractive").args(["install", "-y"]);
