@@ -1,8 +1,14 @@
-//! Domains: the unit of isolation. A domain owns its memory, its vCPUs and its console.
+//! Domains: the unit of isolation. A domain owns its memory, its vCPUs' Xen state, its
+//! event channels and its console.
 
 use crate::console::GuestConsole;
+use crate::evtchn::{self, Binding, EventChannels, InPage, VcpuInfoAccess};
 use crate::log;
+use crate::page::{GuestAbi, HostPage, PAGE_SIZE};
+use crate::pvconsole;
+use alloc::vec::Vec;
 use arch::exit::{FaultKind, GuestFault, MmioAccess, VirtualCpu};
+use guest_abi::hvm;
 
 /// How a domain's life ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -11,14 +17,105 @@ pub enum DomainEnd {
     Crashed,
 }
 
+/// Grant-table frames each domain gets (Linux maps them on demand, up to this many).
+pub const GRANT_FRAMES: usize = 4;
+
+/// The hypervisor-owned pages behind a domain's Xen interfaces.
+pub struct XenPages {
+    pub shared_info: HostPage,
+    pub grant_frames: Vec<HostPage>,
+    pub console_ring: HostPage,
+}
+
+/// Where one vCPU's `vcpu_info` is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VcpuInfoLoc {
+    /// Slot `n` of the shared info page (the default, for vCPUs that have one).
+    Shared(usize),
+    /// Registered by the guest with `VCPUOP_register_vcpu_info`, at this guest-physical address.
+    Guest(u64),
+    /// No slot and none registered yet: events wait in the pending bitmap.
+    Nowhere,
+}
+
+/// Per-vCPU Xen state.
+#[derive(Clone, Copy, Debug)]
+pub struct VcpuXen {
+    pub info: VcpuInfoLoc,
+    /// `VCPUOP_register_runstate_memory_area`: guest virtual address of its runstate info.
+    pub runstate_gva: Option<u64>,
+}
+
 pub struct Domain {
     pub id: u16,
+    pub abi: GuestAbi,
     console: GuestConsole,
+    pub xen: Option<XenPages>,
+    pub evtchn: EventChannels,
+    pub params: [u64; hvm::HVM_NR_PARAMS as usize],
+    pub vcpus: Vec<VcpuXen>,
+    /// `VMASST_*` types the guest turned on.
+    pub vm_assist: u64,
+    /// RAM the domain was given, in 4 KiB pages, and its highest guest frame number.
+    pub ram_pages: u64,
+    pub max_gpfn: u64,
 }
 
 impl Domain {
+    /// A domain speaking the guest ABI native to the build target.
     pub fn new(id: u16) -> Self {
-        Self { id, console: GuestConsole::new(id) }
+        let abi = if cfg!(all(target_arch = "x86_64", target_os = "none")) { GuestAbi::X86Pvh } else { GuestAbi::Arm };
+        Self::with_abi(id, abi, 1)
+    }
+
+    pub fn with_abi(id: u16, abi: GuestAbi, nr_vcpus: usize) -> Self {
+        let vcpus = (0..nr_vcpus.max(1))
+            .map(|i| VcpuXen {
+                info: if i < abi.shared_vcpu_slots() { VcpuInfoLoc::Shared(i) } else { VcpuInfoLoc::Nowhere },
+                runstate_gva: None,
+            })
+            .collect();
+        Self {
+            id,
+            abi,
+            console: GuestConsole::new(id),
+            xen: None,
+            evtchn: EventChannels::new(),
+            params: [0; hvm::HVM_NR_PARAMS as usize],
+            vcpus,
+            vm_assist: 0,
+            ram_pages: 0,
+            max_gpfn: 0,
+        }
+    }
+
+    /// Record the domain's RAM: `size` bytes at guest-physical `base`.
+    pub fn set_ram(&mut self, base: u64, size: u64) {
+        self.ram_pages = size / PAGE_SIZE as u64;
+        self.max_gpfn = (base + size) / PAGE_SIZE as u64 - 1;
+    }
+
+    /// Give the domain its shared info page, grant frames and PV console: the console ring is
+    /// mapped into the guest at `console_gpa` and announced through the HVM params.
+    pub fn setup_xen_pages(
+        &mut self,
+        vcpu: &mut dyn VirtualCpu,
+        console_gpa: u64,
+        alloc: &mut dyn FnMut() -> Option<HostPage>,
+    ) -> Result<(), &'static str> {
+        const NO_MEMORY: &str = "out of memory for its Xen pages";
+        let shared_info = alloc().ok_or(NO_MEMORY)?;
+        let mut grant_frames = Vec::new();
+        for _ in 0..GRANT_FRAMES {
+            grant_frames.push(alloc().ok_or(NO_MEMORY)?);
+        }
+        let console_ring = alloc().ok_or(NO_MEMORY)?;
+        vcpu.map_host_page(console_gpa, console_ring.hpa).map_err(|_| "cannot map the console ring")?;
+        let port = self.evtchn.allocate(Binding::Hypervisor, 0).map_err(|_| "no event channel for the console")?;
+        self.params[hvm::HVM_PARAM_CONSOLE_PFN as usize] = console_gpa / PAGE_SIZE as u64;
+        self.params[hvm::HVM_PARAM_CONSOLE_EVTCHN as usize] = u64::from(port);
+        self.xen = Some(XenPages { shared_info, grant_frames, console_ring });
+        Ok(())
     }
 
     /// Guest console bytes; complete lines go to the physical console.
@@ -41,5 +138,92 @@ impl Domain {
         if self.console.pending() {
             self.console.flush(&mut |line| log::write_bytes(line));
         }
+    }
+
+    /// The guest signalled `port` (EVTCHNOP_send).
+    pub fn send(&mut self, vcpu: &mut dyn VirtualCpu, port: u32) -> Result<(), i64> {
+        let p = *self.evtchn.port(port).ok_or(guest_abi::errno::EINVAL)?;
+        match p.binding {
+            Binding::Hypervisor => self.console_backend(vcpu, port),
+            // Xen lets a domain send on its own IPI ports (and loop back VIRQs it owns).
+            Binding::Ipi | Binding::Virq(_) => self.deliver(vcpu, port),
+            Binding::Unbound { .. } | Binding::Free => {}
+        }
+        Ok(())
+    }
+
+    /// The PV console backend: take what the guest wrote, then tell it the ring has room.
+    fn console_backend(&mut self, vcpu: &mut dyn VirtualCpu, port: u32) {
+        let Some(xen) = self.xen.as_mut() else { return };
+        let mut out = [0u8; guest_abi::console::XENCONS_OUT_SIZE];
+        let n = pvconsole::drain_output(&mut xen.console_ring, &mut out);
+        if n > 0 {
+            self.console_write(&out[..n]);
+            self.deliver(vcpu, port);
+        }
+    }
+
+    /// Make `port` pending for the vCPU it is bound to and raise the upcall if needed. Only
+    /// the running vCPU can be interrupted for now (one vCPU per domain runs at a time).
+    pub fn deliver(&mut self, vcpu: &mut dyn VirtualCpu, port: u32) {
+        let abi = self.abi;
+        let Some(xen) = self.xen.as_mut() else { return };
+        if let Some(word) = evtchn::mark_pending(abi, &mut xen.shared_info, port) {
+            self.notify(vcpu, port, word);
+        }
+    }
+
+    /// `EVTCHNOP_unmask`: clear the mask bit and tell the vCPU if the port is pending.
+    pub fn unmask(&mut self, vcpu: &mut dyn VirtualCpu, port: u32) -> Result<(), i64> {
+        self.evtchn.port(port).ok_or(guest_abi::errno::EINVAL)?;
+        let abi = self.abi;
+        let xen = self.xen.as_mut().ok_or(guest_abi::errno::EINVAL)?;
+        if let Some(word) = evtchn::clear_mask(abi, &mut xen.shared_info, port) {
+            self.notify(vcpu, port, word);
+        }
+        Ok(())
+    }
+
+    /// Flag `word` in the `vcpu_info` of the vCPU `port` is bound to; raise its upcall.
+    fn notify(&mut self, vcpu: &mut dyn VirtualCpu, port: u32, word: usize) {
+        let target = self.evtchn.port(port).map_or(0, |p| p.vcpu as usize);
+        let loc = self.vcpus.get(target).map_or(VcpuInfoLoc::Nowhere, |v| v.info);
+        let size = self.abi.vcpu_info_size();
+        let Some(xen) = self.xen.as_mut() else { return };
+        let raise = match loc {
+            VcpuInfoLoc::Shared(slot) => {
+                evtchn::notify_word(&mut InPage { page: &mut xen.shared_info, base: slot * size }, word)
+            }
+            VcpuInfoLoc::Guest(gpa) => evtchn::notify_word(&mut GuestPhysInfo { vcpu, gpa }, word),
+            VcpuInfoLoc::Nowhere => false,
+        };
+        if raise {
+            vcpu.raise_upcall();
+        }
+    }
+}
+
+/// A `vcpu_info` the guest registered in its own RAM, reached by guest-physical address.
+struct GuestPhysInfo<'a> {
+    vcpu: &'a mut dyn VirtualCpu,
+    gpa: u64,
+}
+
+impl VcpuInfoAccess for GuestPhysInfo<'_> {
+    fn read_byte(&mut self, off: usize) -> u8 {
+        let mut b = [0u8; 1];
+        let _ = self.vcpu.read_guest_phys(self.gpa + off as u64, &mut b);
+        b[0]
+    }
+    fn write_byte(&mut self, off: usize, v: u8) {
+        let _ = self.vcpu.write_guest_phys(self.gpa + off as u64, &[v]);
+    }
+    fn read_u64(&mut self, off: usize) -> u64 {
+        let mut b = [0u8; 8];
+        let _ = self.vcpu.read_guest_phys(self.gpa + off as u64, &mut b);
+        u64::from_ne_bytes(b)
+    }
+    fn write_u64(&mut self, off: usize, v: u64) {
+        let _ = self.vcpu.write_guest_phys(self.gpa + off as u64, &v.to_ne_bytes());
     }
 }

@@ -3,8 +3,14 @@
 //! Handlers read guest memory only through [`VirtualCpu`]'s copy functions (guest pointers
 //! are untrusted: copy in, validate, copy out) and answer bad input with a Xen error code.
 
+mod args;
 mod console_io;
+mod event_channel_op;
+mod grant_table_op;
+mod hvm_op;
+mod memory_op;
 mod sched_op;
+mod vcpu_op;
 mod xen_version;
 
 use crate::domain::Domain;
@@ -45,11 +51,31 @@ impl From<HcResult> for Outcome {
 pub fn dispatch(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, call: HypercallArgs) -> Outcome {
     let [a0, a1, a2, ..] = call.args;
     match call.nr {
-        nr::XEN_VERSION => xen_version::handle(vcpu, a0, a1).into(),
+        nr::XEN_VERSION => xen_version::handle(domain, vcpu, a0, a1).into(),
         nr::CONSOLE_IO => console_io::handle(domain, vcpu, a0, a1, a2).into(),
         nr::SCHED_OP => sched_op::handle(vcpu, a0, a1),
+        nr::MEMORY_OP => memory_op::handle(domain, vcpu, a0, a1).into(),
+        nr::HVM_OP => hvm_op::handle(domain, vcpu, a0, a1).into(),
+        nr::VCPU_OP => vcpu_op::handle(domain, vcpu, a0, a1, a2).into(),
+        nr::EVENT_CHANNEL_OP => event_channel_op::handle(domain, vcpu, a0, a1).into(),
+        nr::GRANT_TABLE_OP => grant_table_op::handle(domain, vcpu, a0, a1, a2).into(),
+        nr::VM_ASSIST => vm_assist(domain, a0, a1).into(),
         _ => err(errno::ENOSYS),
     }
+}
+
+/// `vm_assist(cmd, type)`: only the runstate update flag means anything to a translated guest.
+fn vm_assist(domain: &mut Domain, cmd: u64, ty: u64) -> HcResult {
+    use guest_abi::xen::{VMASST_CMD_DISABLE, VMASST_CMD_ENABLE, VMASST_TYPE_RUNSTATE_UPDATE_FLAG};
+    if ty != VMASST_TYPE_RUNSTATE_UPDATE_FLAG {
+        return Err(errno::EINVAL);
+    }
+    match cmd {
+        VMASST_CMD_ENABLE => domain.vm_assist |= 1 << ty,
+        VMASST_CMD_DISABLE => domain.vm_assist &= !(1 << ty),
+        _ => return Err(errno::ENOSYS),
+    }
+    Ok(0)
 }
 
 /// Value a guest register holds for a returned hypercall result.
@@ -62,14 +88,18 @@ pub(crate) mod testing {
     //! A fake vCPU whose guest memory is a byte vector at guest address 0.
     use arch::exit::{BadGuestAddress, Exit, VirtualCpu};
 
+    /// Guest virtual and guest physical addresses are the same here.
     pub struct FakeVcpu {
         pub mem: Vec<u8>,
         pub result: Option<u64>,
+        /// `(gpa, hpa)` pairs given to `map_host_page`.
+        pub mapped: Vec<(u64, u64)>,
+        pub upcalls: usize,
     }
 
     impl FakeVcpu {
         pub fn new(size: usize) -> Self {
-            Self { mem: vec![0; size], result: None }
+            Self { mem: vec![0; size], result: None, mapped: Vec::new(), upcalls: 0 }
         }
         fn range(&self, gva: u64, len: usize) -> Result<core::ops::Range<usize>, BadGuestAddress> {
             let start = usize::try_from(gva).map_err(|_| BadGuestAddress(gva))?;
@@ -100,6 +130,19 @@ pub(crate) mod testing {
             let r = self.range(gva, buf.len())?;
             self.mem[r].copy_from_slice(buf);
             Ok(())
+        }
+        fn read_guest_phys(&mut self, gpa: u64, buf: &mut [u8]) -> Result<(), BadGuestAddress> {
+            self.copy_from_guest(gpa, buf)
+        }
+        fn write_guest_phys(&mut self, gpa: u64, buf: &[u8]) -> Result<(), BadGuestAddress> {
+            self.copy_to_guest(gpa, buf)
+        }
+        fn map_host_page(&mut self, gpa: u64, hpa: u64) -> Result<(), BadGuestAddress> {
+            self.mapped.push((gpa, hpa));
+            Ok(())
+        }
+        fn raise_upcall(&mut self) {
+            self.upcalls += 1;
         }
     }
 }

@@ -9,6 +9,11 @@ pub fn handle(vcpu: &mut dyn VirtualCpu, cmd: u64, arg: u64) -> Outcome {
         sched::SCHEDOP_YIELD => Outcome::Yield,
         sched::SCHEDOP_BLOCK => Outcome::Block,
         sched::SCHEDOP_SHUTDOWN => shutdown(vcpu, arg),
+        // Waiting for a port: with one vCPU per CPU, returning at once is a valid spurious wakeup.
+        sched::SCHEDOP_POLL => Outcome::Yield,
+        // The code only matters to a toolstack; accept it as Xen does.
+        sched::SCHEDOP_SHUTDOWN_CODE => Outcome::Return(0),
+        sched::SCHEDOP_REMOTE_SHUTDOWN => err(errno::EPERM),
         _ => err(errno::ENOSYS),
     }
 }

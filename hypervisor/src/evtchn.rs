@@ -1,0 +1,207 @@
+//! Event channels, 2-level ABI: the port table and delivery into the shared info page.
+//!
+//! Pending and mask bits live in the guest-visible shared info page; the per-vCPU selector
+//! and upcall flag live in that vCPU's `vcpu_info`. This module owns the port table and the
+//! bit logic; the caller hands it the pages and raises the upcall it asks for.
+
+use crate::page::{GuestAbi, HostPage, vcpu_info};
+use alloc::vec::Vec;
+use guest_abi::errno;
+
+/// Ports the 2-level ABI can name with 64-bit words: 64 words of 64 bits.
+pub const MAX_PORTS_2L: u32 = 64 * 64;
+
+/// What a port is bound to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Binding {
+    Free,
+    /// Reserved and waiting for a peer domain to bind (`alloc_unbound`).
+    Unbound {
+        remote_dom: u16,
+    },
+    /// Delivered when the hypervisor raises this virtual IRQ.
+    Virq(u32),
+    /// A vCPU-to-vCPU notification within the domain.
+    Ipi,
+    /// The hypervisor is the other end (PV console backend).
+    Hypervisor,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Port {
+    pub binding: Binding,
+    /// The vCPU notified when the port becomes pending.
+    pub vcpu: u32,
+}
+
+const FREE: Port = Port { binding: Binding::Free, vcpu: 0 };
+
+pub struct EventChannels {
+    ports: Vec<Port>,
+}
+
+impl Default for EventChannels {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EventChannels {
+    pub fn new() -> Self {
+        // Port 0 is never valid.
+        Self { ports: alloc::vec![Port { binding: Binding::Hypervisor, vcpu: 0 }] }
+    }
+
+    pub fn port(&self, port: u32) -> Option<&Port> {
+        self.ports.get(port as usize).filter(|p| p.binding != Binding::Free && port != 0)
+    }
+
+    /// Bind the lowest free port.
+    pub fn allocate(&mut self, binding: Binding, vcpu: u32) -> Result<u32, i64> {
+        let new = Port { binding, vcpu };
+        if let Some(i) = self.ports.iter().skip(1).position(|p| p.binding == Binding::Free) {
+            self.ports[i + 1] = new;
+            return Ok(i as u32 + 1);
+        }
+        if self.ports.len() as u32 >= MAX_PORTS_2L {
+            return Err(errno::ENOSPC);
+        }
+        self.ports.push(new);
+        Ok(self.ports.len() as u32 - 1)
+    }
+
+    pub fn close(&mut self, port: u32) -> Result<(), i64> {
+        self.port(port).ok_or(errno::EINVAL)?;
+        self.ports[port as usize] = FREE;
+        Ok(())
+    }
+
+    pub fn bind_vcpu(&mut self, port: u32, vcpu: u32) -> Result<(), i64> {
+        self.port(port).ok_or(errno::EINVAL)?;
+        self.ports[port as usize].vcpu = vcpu;
+        Ok(())
+    }
+
+    /// The port bound to `virq` on `vcpu`, if any.
+    pub fn virq_port(&self, virq: u32, vcpu: u32) -> Option<u32> {
+        self.ports.iter().position(|p| p.binding == Binding::Virq(virq) && p.vcpu == vcpu).map(|i| i as u32)
+    }
+}
+
+/// Where a vCPU's `vcpu_info` lives: in the shared info page or registered elsewhere.
+pub trait VcpuInfoAccess {
+    fn read_byte(&mut self, off: usize) -> u8;
+    fn write_byte(&mut self, off: usize, v: u8);
+    fn read_u64(&mut self, off: usize) -> u64;
+    fn write_u64(&mut self, off: usize, v: u64);
+}
+
+/// A `vcpu_info` inside a host page at a byte offset.
+pub struct InPage<'a> {
+    pub page: &'a mut HostPage,
+    pub base: usize,
+}
+
+impl VcpuInfoAccess for InPage<'_> {
+    fn read_byte(&mut self, off: usize) -> u8 {
+        self.page.data[self.base + off]
+    }
+    fn write_byte(&mut self, off: usize, v: u8) {
+        self.page.data[self.base + off] = v;
+    }
+    fn read_u64(&mut self, off: usize) -> u64 {
+        self.page.u64_at(self.base + off)
+    }
+    fn write_u64(&mut self, off: usize, v: u64) {
+        self.page.set_u64(self.base + off, v);
+    }
+}
+
+/// Mark `port` pending in the shared info page. Returns the bitmap word to flag in the
+/// vCPU's selector ([`notify_word`]) when the port became pending and is unmasked.
+pub fn mark_pending(abi: GuestAbi, shared: &mut HostPage, port: u32) -> Option<usize> {
+    let (word, bit) = ((port / 64) as usize, 1u64 << (port % 64));
+    let pending_off = abi.evtchn_pending_offset() + word * 8;
+    let pending = shared.u64_at(pending_off);
+    if pending & bit != 0 {
+        return None; // already pending: the guest has been told
+    }
+    shared.set_u64(pending_off, pending | bit);
+    (shared.u64_at(abi.evtchn_mask_offset() + word * 8) & bit == 0).then_some(word)
+}
+
+/// Clear `port`'s mask bit. Returns the word to notify when the port is pending meanwhile.
+pub fn clear_mask(abi: GuestAbi, shared: &mut HostPage, port: u32) -> Option<usize> {
+    let (word, bit) = ((port / 64) as usize, 1u64 << (port % 64));
+    let mask_off = abi.evtchn_mask_offset() + word * 8;
+    shared.set_u64(mask_off, shared.u64_at(mask_off) & !bit);
+    (shared.u64_at(abi.evtchn_pending_offset() + word * 8) & bit != 0).then_some(word)
+}
+
+/// Flag bitmap `word` in a vCPU's selector and set its upcall flag. Returns true when the
+/// flag went from 0 to 1: the caller raises the upcall interrupt.
+pub fn notify_word(vcpu: &mut dyn VcpuInfoAccess, word: usize) -> bool {
+    let sel = vcpu.read_u64(vcpu_info::PENDING_SEL);
+    vcpu.write_u64(vcpu_info::PENDING_SEL, sel | (1 << word));
+    let was = vcpu.read_byte(vcpu_info::UPCALL_PENDING);
+    vcpu.write_byte(vcpu_info::UPCALL_PENDING, 1);
+    was == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page() -> HostPage {
+        HostPage::on_heap(0x1000)
+    }
+
+    #[test]
+    fn ports_start_at_one_and_are_reused_after_close() {
+        let mut ev = EventChannels::new();
+        assert_eq!(ev.allocate(Binding::Ipi, 0), Ok(1));
+        assert_eq!(ev.allocate(Binding::Virq(0), 0), Ok(2));
+        assert_eq!(ev.close(1), Ok(()));
+        assert_eq!(ev.allocate(Binding::Hypervisor, 0), Ok(1));
+        assert_eq!(ev.close(0), Err(errno::EINVAL));
+        assert_eq!(ev.close(99), Err(errno::EINVAL));
+        assert_eq!(ev.virq_port(0, 0), Some(2));
+    }
+
+    #[test]
+    fn port_space_is_bounded() {
+        let mut ev = EventChannels::new();
+        for _ in 1..MAX_PORTS_2L {
+            ev.allocate(Binding::Ipi, 0).unwrap();
+        }
+        assert_eq!(ev.allocate(Binding::Ipi, 0), Err(errno::ENOSPC));
+    }
+
+    #[test]
+    fn pending_unmasked_port_raises_the_upcall_once() {
+        for abi in [GuestAbi::Arm, GuestAbi::X86Pvh] {
+            let mut shared = page();
+            let mut info = page();
+            let mut v = InPage { page: &mut info, base: 0 };
+            assert!(notify_word(&mut v, mark_pending(abi, &mut shared, 65).unwrap()));
+            assert!(!notify_word(&mut v, mark_pending(abi, &mut shared, 66).unwrap()), "upcall already pending");
+            assert_eq!(mark_pending(abi, &mut shared, 66), None, "already pending");
+            assert_eq!(shared.u64_at(abi.evtchn_pending_offset() + 8), 0b110);
+            assert_eq!(info.u64_at(vcpu_info::PENDING_SEL), 0b10);
+            assert_eq!(info.data[vcpu_info::UPCALL_PENDING], 1);
+        }
+    }
+
+    #[test]
+    fn masked_port_stays_quiet_until_unmasked() {
+        let abi = GuestAbi::Arm;
+        let mut shared = page();
+        let info = page();
+        shared.set_u64(abi.evtchn_mask_offset(), 1 << 3);
+        assert_eq!(mark_pending(abi, &mut shared, 3), None);
+        assert_eq!(info.data[vcpu_info::UPCALL_PENDING], 0);
+        assert_eq!(clear_mask(abi, &mut shared, 3), Some(0));
+        assert_eq!(shared.u64_at(abi.evtchn_mask_offset()), 0);
+        assert_eq!(clear_mask(abi, &mut shared, 4), None, "not pending: nothing to tell");
+    }
+}

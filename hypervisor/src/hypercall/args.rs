@@ -1,0 +1,40 @@
+//! Copying hypercall argument structures in and out of guest memory.
+//!
+//! Structures cross as byte arrays whose field offsets come from `guest_abi`'s layout-tested
+//! types: no guest bytes are ever reinterpreted in place.
+
+use arch::exit::VirtualCpu;
+use guest_abi::errno;
+
+/// Copy `N` bytes in from guest virtual address `gva`; `-EFAULT` if unmapped.
+pub fn read<const N: usize>(vcpu: &mut dyn VirtualCpu, gva: u64) -> Result<[u8; N], i64> {
+    let mut buf = [0u8; N];
+    vcpu.copy_from_guest(gva, &mut buf).map_err(|_| errno::EFAULT)?;
+    Ok(buf)
+}
+
+/// Copy bytes out to guest virtual address `gva`; `-EFAULT` if unmapped.
+pub fn write(vcpu: &mut dyn VirtualCpu, gva: u64, bytes: &[u8]) -> Result<(), i64> {
+    vcpu.copy_to_guest(gva, bytes).map_err(|_| errno::EFAULT)
+}
+
+pub fn u16_at(b: &[u8], off: usize) -> u16 {
+    u16::from_ne_bytes([b[off], b[off + 1]])
+}
+pub fn u32_at(b: &[u8], off: usize) -> u32 {
+    u32::from_ne_bytes(b[off..off + 4].try_into().unwrap())
+}
+pub fn u64_at(b: &[u8], off: usize) -> u64 {
+    u64::from_ne_bytes(b[off..off + 8].try_into().unwrap())
+}
+pub fn put_u32(b: &mut [u8], off: usize, v: u32) {
+    b[off..off + 4].copy_from_slice(&v.to_ne_bytes());
+}
+pub fn put_u64(b: &mut [u8], off: usize, v: u64) {
+    b[off..off + 8].copy_from_slice(&v.to_ne_bytes());
+}
+
+/// `DOMID_SELF` or the caller's own id: the only domain a domU may name.
+pub fn is_self(domain_id: u16, domid: u16) -> bool {
+    domid == guest_abi::xen::DOMID_SELF || domid == domain_id
+}

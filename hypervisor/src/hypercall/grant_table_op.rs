@@ -1,0 +1,81 @@
+//! `grant_table_op`: the size and version of the domain's grant table (v1). Mapping and
+//! copying grants between domains come with interdomain support.
+
+use super::HcResult;
+use super::args::{self, is_self};
+use crate::domain::{Domain, GRANT_FRAMES};
+use arch::exit::VirtualCpu;
+use core::mem::offset_of;
+use guest_abi::errno;
+use guest_abi::grant_table::{self as gt, GnttabGetVersion, GnttabQuerySize};
+
+pub fn handle(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, cmd: u64, uop: u64, count: u64) -> HcResult {
+    match cmd {
+        gt::GNTTABOP_QUERY_SIZE | gt::GNTTABOP_SET_VERSION | gt::GNTTABOP_GET_VERSION if count != 1 => {
+            Err(errno::EINVAL)
+        }
+        gt::GNTTABOP_QUERY_SIZE => query_size(domain, vcpu, uop),
+        gt::GNTTABOP_SET_VERSION => {
+            // Only version 1 is offered; Xen reports the version in force either way.
+            let version = u32::from_ne_bytes(args::read::<4>(vcpu, uop)?);
+            args::write(vcpu, uop, &1u32.to_ne_bytes())?;
+            if version == 1 { Ok(0) } else { Err(errno::EINVAL) }
+        }
+        gt::GNTTABOP_GET_VERSION => {
+            let mut b = args::read::<{ size_of::<GnttabGetVersion>() }>(vcpu, uop)?;
+            if !is_self(domain.id, args::u16_at(&b, offset_of!(GnttabGetVersion, dom))) {
+                return Err(errno::EPERM);
+            }
+            args::put_u32(&mut b, offset_of!(GnttabGetVersion, version), 1);
+            args::write(vcpu, uop, &b).map(|_| 0)
+        }
+        _ => Err(errno::ENOSYS),
+    }
+}
+
+fn query_size(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, uop: u64) -> HcResult {
+    let mut b = args::read::<{ size_of::<GnttabQuerySize>() }>(vcpu, uop)?;
+    let status = if is_self(domain.id, args::u16_at(&b, offset_of!(GnttabQuerySize, dom))) {
+        args::put_u32(&mut b, offset_of!(GnttabQuerySize, nr_frames), GRANT_FRAMES as u32);
+        args::put_u32(&mut b, offset_of!(GnttabQuerySize, max_nr_frames), GRANT_FRAMES as u32);
+        gt::GNTST_OKAY
+    } else {
+        gt::GNTST_GENERAL_ERROR
+    };
+    let off = offset_of!(GnttabQuerySize, status);
+    b[off..off + 2].copy_from_slice(&status.to_ne_bytes());
+    args::write(vcpu, uop, &b).map(|_| 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hypercall::testing::FakeVcpu;
+
+    #[test]
+    fn query_size_reports_our_frames() {
+        let mut d = Domain::new(1);
+        let mut vcpu = FakeVcpu::new(32);
+        vcpu.mem[0..2].copy_from_slice(&guest_abi::xen::DOMID_SELF.to_ne_bytes());
+        assert_eq!(handle(&mut d, &mut vcpu, gt::GNTTABOP_QUERY_SIZE, 0, 1), Ok(0));
+        assert_eq!(args::u32_at(&vcpu.mem, 4), GRANT_FRAMES as u32);
+        assert_eq!(args::u32_at(&vcpu.mem, 8), GRANT_FRAMES as u32);
+        assert_eq!(i16::from_ne_bytes([vcpu.mem[12], vcpu.mem[13]]), gt::GNTST_OKAY);
+        vcpu.mem[0..2].copy_from_slice(&9u16.to_ne_bytes());
+        assert_eq!(handle(&mut d, &mut vcpu, gt::GNTTABOP_QUERY_SIZE, 0, 1), Ok(0));
+        assert_eq!(i16::from_ne_bytes([vcpu.mem[12], vcpu.mem[13]]), gt::GNTST_GENERAL_ERROR);
+    }
+
+    #[test]
+    fn only_version_one_and_sane_counts() {
+        let mut d = Domain::new(1);
+        let mut vcpu = FakeVcpu::new(32);
+        args::put_u32(&mut vcpu.mem, 0, 2);
+        assert_eq!(handle(&mut d, &mut vcpu, gt::GNTTABOP_SET_VERSION, 0, 1), Err(errno::EINVAL));
+        assert_eq!(args::u32_at(&vcpu.mem, 0), 1);
+        assert_eq!(handle(&mut d, &mut vcpu, gt::GNTTABOP_SET_VERSION, 0, 1), Ok(0));
+        assert_eq!(handle(&mut d, &mut vcpu, gt::GNTTABOP_QUERY_SIZE, 0, u64::MAX), Err(errno::EINVAL));
+        assert_eq!(handle(&mut d, &mut vcpu, gt::GNTTABOP_COPY, 0, 1), Err(errno::ENOSYS));
+        assert_eq!(handle(&mut d, &mut vcpu, gt::GNTTABOP_QUERY_SIZE, 30, 1), Err(errno::EFAULT));
+    }
+}

@@ -1,0 +1,108 @@
+//! `memory_op`: the guest's view of its physical memory and the frames it maps into it.
+
+use super::HcResult;
+use super::args::{self, is_self};
+use crate::domain::{Domain, GRANT_FRAMES};
+use arch::exit::VirtualCpu;
+use core::mem::{offset_of, size_of};
+use guest_abi::errno;
+use guest_abi::memory::{self as mem, XenAddToPhysmap};
+
+/// The sub-command is in the low bits; the rest is a continuation start extent.
+const MEMOP_CMD_MASK: u64 = (1 << 6) - 1;
+
+pub fn handle(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, cmd: u64, arg: u64) -> HcResult {
+    match cmd & MEMOP_CMD_MASK {
+        mem::XENMEM_ADD_TO_PHYSMAP => add_to_physmap(domain, vcpu, arg),
+        mem::XENMEM_CURRENT_RESERVATION | mem::XENMEM_MAXIMUM_RESERVATION => {
+            let domid = args::read::<2>(vcpu, arg)?;
+            if !is_self(domain.id, u16::from_ne_bytes(domid)) {
+                return Err(errno::EPERM);
+            }
+            Ok(domain.ram_pages as i64)
+        }
+        mem::XENMEM_MAXIMUM_GPFN => Ok(domain.max_gpfn as i64),
+        _ => Err(errno::ENOSYS),
+    }
+}
+
+/// Map the shared info page or a grant-table frame at a guest frame of its choosing.
+fn add_to_physmap(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, arg: u64) -> HcResult {
+    let b = args::read::<{ size_of::<XenAddToPhysmap>() }>(vcpu, arg)?;
+    if !is_self(domain.id, args::u16_at(&b, offset_of!(XenAddToPhysmap, domid))) {
+        return Err(errno::EPERM);
+    }
+    let idx = args::u64_at(&b, offset_of!(XenAddToPhysmap, idx));
+    let gpfn = args::u64_at(&b, offset_of!(XenAddToPhysmap, gpfn));
+    let gpa = gpfn.checked_mul(4096).ok_or(errno::EINVAL)?;
+    let xen = domain.xen.as_ref().ok_or(errno::ENOSYS)?;
+    let hpa = match args::u32_at(&b, offset_of!(XenAddToPhysmap, space)) {
+        mem::XENMAPSPACE_SHARED_INFO if idx == 0 => xen.shared_info.hpa,
+        mem::XENMAPSPACE_GRANT_TABLE if idx & mem::XENMAPIDX_GRANT_TABLE_STATUS != 0 => return Err(errno::EINVAL),
+        mem::XENMAPSPACE_GRANT_TABLE if (idx as usize) < GRANT_FRAMES => xen.grant_frames[idx as usize].hpa,
+        mem::XENMAPSPACE_SHARED_INFO | mem::XENMAPSPACE_GRANT_TABLE => return Err(errno::EINVAL),
+        _ => return Err(errno::ENOSYS),
+    };
+    vcpu.map_host_page(gpa, hpa).map_err(|_| errno::EINVAL)?;
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hypercall::testing::FakeVcpu;
+    use crate::page::HostPage;
+
+    fn request(space: u32, idx: u64, gpfn: u64) -> Vec<u8> {
+        let mut b = vec![0u8; size_of::<XenAddToPhysmap>()];
+        b[0..2].copy_from_slice(&guest_abi::xen::DOMID_SELF.to_ne_bytes());
+        args::put_u32(&mut b, offset_of!(XenAddToPhysmap, space), space);
+        args::put_u64(&mut b, offset_of!(XenAddToPhysmap, idx), idx);
+        args::put_u64(&mut b, offset_of!(XenAddToPhysmap, gpfn), gpfn);
+        b
+    }
+
+    fn domain_with_pages(vcpu: &mut FakeVcpu) -> Domain {
+        let mut d = Domain::new(1);
+        let mut next = 0x10_0000u64;
+        d.setup_xen_pages(vcpu, 0x3900_0000, &mut || {
+            next += 0x1000;
+            Some(HostPage::on_heap(next))
+        })
+        .unwrap();
+        d
+    }
+
+    #[test]
+    fn shared_info_and_grant_frames_map_at_the_guests_frame() {
+        let mut vcpu = FakeVcpu::new(256);
+        let mut d = domain_with_pages(&mut vcpu);
+        vcpu.mem[..24].copy_from_slice(&request(mem::XENMAPSPACE_SHARED_INFO, 0, 0x41234));
+        assert_eq!(add_to_physmap(&mut d, &mut vcpu, 0), Ok(0));
+        let shared = d.xen.as_ref().unwrap().shared_info.hpa;
+        assert!(vcpu.mapped.contains(&(0x4123_4000, shared)));
+        vcpu.mem[..24].copy_from_slice(&request(mem::XENMAPSPACE_GRANT_TABLE, 3, 0x38003));
+        assert_eq!(add_to_physmap(&mut d, &mut vcpu, 0), Ok(0));
+        assert!(vcpu.mapped.contains(&(0x3800_3000, d.xen.as_ref().unwrap().grant_frames[3].hpa)));
+    }
+
+    #[test]
+    fn bad_indices_spaces_and_domains_are_refused() {
+        let mut vcpu = FakeVcpu::new(256);
+        let mut d = domain_with_pages(&mut vcpu);
+        for (space, idx, want) in [
+            (mem::XENMAPSPACE_SHARED_INFO, 1, errno::EINVAL),
+            (mem::XENMAPSPACE_GRANT_TABLE, GRANT_FRAMES as u64, errno::EINVAL),
+            (mem::XENMAPSPACE_GRANT_TABLE, mem::XENMAPIDX_GRANT_TABLE_STATUS, errno::EINVAL),
+            (mem::XENMAPSPACE_GMFN_FOREIGN, 0, errno::ENOSYS),
+        ] {
+            vcpu.mem[..24].copy_from_slice(&request(space, idx, 0x38000));
+            assert_eq!(add_to_physmap(&mut d, &mut vcpu, 0), Err(want), "space {space} idx {idx}");
+        }
+        let mut other = request(mem::XENMAPSPACE_SHARED_INFO, 0, 0x38000);
+        other[0..2].copy_from_slice(&7u16.to_ne_bytes());
+        vcpu.mem[..24].copy_from_slice(&other);
+        assert_eq!(add_to_physmap(&mut d, &mut vcpu, 0), Err(errno::EPERM));
+        assert_eq!(add_to_physmap(&mut d, &mut vcpu, 250), Err(errno::EFAULT));
+    }
+}

@@ -1,0 +1,108 @@
+//! `vcpu_op`: where a vCPU's `vcpu_info` and runstate live, and its timers.
+
+use super::HcResult;
+use super::args;
+use crate::domain::{Domain, VcpuInfoLoc};
+use crate::page::{PAGE_SIZE, vcpu_info};
+use arch::exit::VirtualCpu;
+use core::mem::{offset_of, size_of};
+use guest_abi::errno;
+use guest_abi::vcpu::{self as v, VcpuRegisterVcpuInfo, VcpuRunstateInfo};
+
+pub fn handle(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, cmd: u64, vcpu_id: u64, arg: u64) -> HcResult {
+    let id = usize::try_from(vcpu_id).ok().filter(|&i| i < domain.vcpus.len()).ok_or(errno::ENOENT)?;
+    match cmd {
+        v::VCPUOP_REGISTER_VCPU_INFO => register_vcpu_info(domain, vcpu, id, arg),
+        v::VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA => {
+            let gva = args::u64_at(&args::read::<8>(vcpu, arg)?, 0);
+            domain.vcpus[id].runstate_gva = (gva != 0).then_some(gva);
+            if gva != 0 {
+                // Xen fills it at once; an unmapped area is the guest's problem, not an error.
+                let _ = args::write(vcpu, gva, &runstate_running());
+            }
+            Ok(0)
+        }
+        v::VCPUOP_GET_RUNSTATE_INFO => args::write(vcpu, arg, &runstate_running()).map(|_| 0),
+        // Only vCPU 0 runs until secondary vCPUs come up through PSCI / VCPUOP_up.
+        v::VCPUOP_IS_UP => Ok(i64::from(id == 0)),
+        // No periodic or one-shot Xen timers are armed, so stopping them is a no-op success.
+        v::VCPUOP_STOP_PERIODIC_TIMER | v::VCPUOP_STOP_SINGLESHOT_TIMER => Ok(0),
+        _ => Err(errno::ENOSYS),
+    }
+}
+
+/// Move `vcpu_info` to guest memory. Like Xen, flag every selector bit afterwards so no event
+/// raised before the move is lost.
+fn register_vcpu_info(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, id: usize, arg: u64) -> HcResult {
+    let b = args::read::<{ size_of::<VcpuRegisterVcpuInfo>() }>(vcpu, arg)?;
+    let mfn = args::u64_at(&b, offset_of!(VcpuRegisterVcpuInfo, mfn));
+    let offset = args::u32_at(&b, offset_of!(VcpuRegisterVcpuInfo, offset)) as usize;
+    let size = domain.abi.vcpu_info_size();
+    if offset > PAGE_SIZE - size || matches!(domain.vcpus[id].info, VcpuInfoLoc::Guest(_)) {
+        return Err(errno::EINVAL);
+    }
+    let gpa = mfn.checked_mul(PAGE_SIZE as u64).ok_or(errno::EINVAL)? + offset as u64;
+    let mut info = [0u8; 64];
+    if let (VcpuInfoLoc::Shared(slot), Some(xen)) = (domain.vcpus[id].info, domain.xen.as_ref()) {
+        info[..size].copy_from_slice(&xen.shared_info.data[slot * size..(slot + 1) * size]);
+    }
+    info[vcpu_info::UPCALL_PENDING] = 1;
+    args::put_u64(&mut info, vcpu_info::PENDING_SEL, u64::MAX);
+    vcpu.write_guest_phys(gpa, &info[..size]).map_err(|_| errno::EINVAL)?;
+    domain.vcpus[id].info = VcpuInfoLoc::Guest(gpa);
+    vcpu.raise_upcall();
+    Ok(0)
+}
+
+/// A runstate record saying "running since boot": no time accounting yet.
+fn runstate_running() -> [u8; size_of::<VcpuRunstateInfo>()] {
+    let mut b = [0u8; size_of::<VcpuRunstateInfo>()];
+    b[offset_of!(VcpuRunstateInfo, state)..][..4].copy_from_slice(&v::RUNSTATE_RUNNING.to_ne_bytes());
+    b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hypercall::testing::FakeVcpu;
+
+    #[test]
+    fn vcpu_info_moves_to_guest_memory_with_everything_flagged() {
+        let mut d = Domain::new(1);
+        let mut vcpu = FakeVcpu::new(0x3000);
+        args::put_u64(&mut vcpu.mem, 0, 2); // frame 2
+        args::put_u32(&mut vcpu.mem, 8, 0x40);
+        assert_eq!(handle(&mut d, &mut vcpu, v::VCPUOP_REGISTER_VCPU_INFO, 0, 0), Ok(0));
+        assert_eq!(d.vcpus[0].info, VcpuInfoLoc::Guest(0x2040));
+        assert_eq!(vcpu.mem[0x2040 + vcpu_info::UPCALL_PENDING], 1);
+        assert_eq!(args::u64_at(&vcpu.mem, 0x2040 + vcpu_info::PENDING_SEL), u64::MAX);
+        assert_eq!(vcpu.upcalls, 1);
+        // Once only, like Xen.
+        assert_eq!(handle(&mut d, &mut vcpu, v::VCPUOP_REGISTER_VCPU_INFO, 0, 0), Err(errno::EINVAL));
+    }
+
+    #[test]
+    fn bad_vcpu_offset_and_frame_are_refused() {
+        let mut d = Domain::new(1);
+        let mut vcpu = FakeVcpu::new(0x100);
+        assert_eq!(handle(&mut d, &mut vcpu, v::VCPUOP_REGISTER_VCPU_INFO, 1, 0), Err(errno::ENOENT));
+        args::put_u32(&mut vcpu.mem, 8, 4090);
+        assert_eq!(handle(&mut d, &mut vcpu, v::VCPUOP_REGISTER_VCPU_INFO, 0, 0), Err(errno::EINVAL));
+        args::put_u64(&mut vcpu.mem, 0, 0x9999); // outside guest memory
+        args::put_u32(&mut vcpu.mem, 8, 0);
+        assert_eq!(handle(&mut d, &mut vcpu, v::VCPUOP_REGISTER_VCPU_INFO, 0, 0), Err(errno::EINVAL));
+        args::put_u64(&mut vcpu.mem, 0, u64::MAX);
+        assert_eq!(handle(&mut d, &mut vcpu, v::VCPUOP_REGISTER_VCPU_INFO, 0, 0), Err(errno::EINVAL));
+    }
+
+    #[test]
+    fn runstate_area_is_filled_when_registered() {
+        let mut d = Domain::new(1);
+        let mut vcpu = FakeVcpu::new(0x100);
+        vcpu.mem[0x40] = 0xff;
+        args::put_u64(&mut vcpu.mem, 0, 0x40);
+        assert_eq!(handle(&mut d, &mut vcpu, v::VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA, 0, 0), Ok(0));
+        assert_eq!(d.vcpus[0].runstate_gva, Some(0x40));
+        assert_eq!(vcpu.mem[0x40], 0, "state RUNSTATE_running");
+    }
+}

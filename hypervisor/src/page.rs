@@ -1,0 +1,98 @@
+//! Hypervisor-owned pages a domain shares with the hypervisor (shared_info, grant frames,
+//! the PV console ring), and the guest ABI layout they are read with.
+
+use alloc::boxed::Box;
+use guest_abi::features as feat;
+use guest_abi::shared_info::{arm, x86};
+
+pub const PAGE_SIZE: usize = 4096;
+
+/// One 4 KiB host page: its host-physical address (for stage-2/EPT) and the hypervisor's
+/// own view of its bytes.
+pub struct HostPage {
+    pub hpa: u64,
+    pub data: &'static mut [u8],
+}
+
+impl HostPage {
+    /// A page that lives on the heap: for host tests, where no physical memory exists.
+    pub fn on_heap(hpa: u64) -> Self {
+        Self { hpa, data: Box::leak(Box::new([0u8; PAGE_SIZE])) }
+    }
+
+    pub fn u32_at(&self, off: usize) -> u32 {
+        u32::from_ne_bytes(self.data[off..off + 4].try_into().unwrap())
+    }
+    pub fn set_u32(&mut self, off: usize, v: u32) {
+        self.data[off..off + 4].copy_from_slice(&v.to_ne_bytes());
+    }
+    pub fn u64_at(&self, off: usize) -> u64 {
+        u64::from_ne_bytes(self.data[off..off + 8].try_into().unwrap())
+    }
+    pub fn set_u64(&mut self, off: usize, v: u64) {
+        self.data[off..off + 8].copy_from_slice(&v.to_ne_bytes());
+    }
+}
+
+/// Which of Xen's guest ABIs a domain speaks; layouts and feature sets differ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GuestAbi {
+    /// Xen ARM domU (arm64 and ARMv7 share one layout).
+    Arm,
+    /// x86_64 PVH.
+    X86Pvh,
+}
+
+/// Byte offsets inside `struct vcpu_info`, the same on x86_64 and ARM.
+pub mod vcpu_info {
+    pub const UPCALL_PENDING: usize = 0;
+    pub const UPCALL_MASK: usize = 1;
+    pub const PENDING_SEL: usize = 8;
+}
+
+impl GuestAbi {
+    /// `vcpu_info` slots inside the shared info page.
+    pub const fn shared_vcpu_slots(self) -> usize {
+        match self {
+            GuestAbi::Arm => arm::XEN_LEGACY_MAX_VCPUS,
+            GuestAbi::X86Pvh => x86::XEN_LEGACY_MAX_VCPUS,
+        }
+    }
+
+    pub const fn vcpu_info_size(self) -> usize {
+        match self {
+            GuestAbi::Arm => size_of::<arm::VcpuInfo>(),
+            GuestAbi::X86Pvh => size_of::<x86::VcpuInfo>(),
+        }
+    }
+
+    pub const fn evtchn_pending_offset(self) -> usize {
+        match self {
+            GuestAbi::Arm => core::mem::offset_of!(arm::SharedInfo, evtchn_pending),
+            GuestAbi::X86Pvh => core::mem::offset_of!(x86::SharedInfo, evtchn_pending),
+        }
+    }
+
+    pub const fn evtchn_mask_offset(self) -> usize {
+        match self {
+            GuestAbi::Arm => core::mem::offset_of!(arm::SharedInfo, evtchn_mask),
+            GuestAbi::X86Pvh => core::mem::offset_of!(x86::SharedInfo, evtchn_mask),
+        }
+    }
+
+    /// `xen_version(XENVER_get_features)` submap 0: what Xen reports to a translated
+    /// (auto-translated physmap) domU, never `dom0`.
+    pub const fn features(self) -> u32 {
+        let translated = (1 << feat::XENFEAT_AUTO_TRANSLATED_PHYSMAP) | (1 << feat::XENFEAT_WRITABLE_PAGE_TABLES);
+        match self {
+            // A domU's guest-physical memory is not the host's: Linux must not assume 1:1.
+            GuestAbi::Arm => translated | (1 << feat::XENFEAT_NOT_DIRECT_MAPPED),
+            GuestAbi::X86Pvh => {
+                translated
+                    | (1 << feat::XENFEAT_HVM_CALLBACK_VECTOR)
+                    | (1 << feat::XENFEAT_HVM_SAFE_PVCLOCK)
+                    | (1 << feat::XENFEAT_LINUX_RSDP_UNRESTRICTED)
+            }
+        }
+    }
+}
