@@ -58,6 +58,9 @@ pub struct BootInfo {
     pub reserved_count: usize,
     pub modules: [Module; MAX_MODULES],
     pub module_count: usize,
+    /// The device tree the boot loader handed over (ARM), for the core to read the boot
+    /// configuration from; `None` where there is none (x86 multiboot).
+    pub dtb: Option<Region>,
     /// CPUs found (online or not).
     pub cpu_count: usize,
     /// Privilege level the hypervisor runs at, for the banner ("EL2", "HYP", "VMX root").

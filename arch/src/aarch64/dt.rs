@@ -31,6 +31,8 @@ pub enum Gic {
     V3 {
         dist: u64,
         redist: u64,
+        /// The virtualization maintenance interrupt (a PPI), as an INTID.
+        maintenance: u32,
     },
 }
 
@@ -73,6 +75,7 @@ pub fn discover(dtb: u64, boot: &mut BootInfo) -> Result<Platform, &'static str>
     let fdt = unsafe { Fdt::from_ptr(dtb as *const u8) }.map_err(|_| "x0 does not point at a valid device tree")?;
     let mut p = Platform { dtb: Region { start: dtb, size: fdt.total_size() as u64 }, ..Platform::default() };
     boot.add_reserved(p.dtb);
+    boot.dtb = Some(p.dtb);
     find_memory(&fdt, boot, &mut p);
     find_reserved(&fdt, boot);
     p.uart = find_uart(&fdt).unwrap_or(0);
@@ -127,7 +130,7 @@ fn find_gic(fdt: &Fdt) -> Gic {
     if let Some(node) = fdt.find_compatible(&["arm,gic-v3"]) {
         let mut r = regs(fdt, &node);
         if let (Some(dist), Some(redist)) = (r.next(), r.next()) {
-            return Gic::V3 { dist: dist.start, redist: redist.start };
+            return Gic::V3 { dist: dist.start, redist: redist.start, maintenance: maintenance_intid(&node) };
         }
     }
     if let Some(node) = fdt.find_compatible(&["arm,cortex-a15-gic", "arm,gic-400", "arm,cortex-a9-gic"]) {
@@ -137,6 +140,16 @@ fn find_gic(fdt: &Fdt) -> Gic {
         }
     }
     Gic::None
+}
+
+/// The GIC node's own interrupt, the maintenance PPI; INTID 25 (what SBSA recommends and
+/// QEMU uses) when the node does not say.
+fn maintenance_intid(node: &FdtNode) -> u32 {
+    const DEFAULT: u32 = 25;
+    let Some(spec) = node.property("interrupts").map(|p| p.value).filter(|v| v.len() >= 12) else {
+        return DEFAULT;
+    };
+    if be32(&spec[0..4]) == 1 { 16 + be32(&spec[4..8]) } else { DEFAULT }
 }
 
 /// The architected timer's four PPIs, as INTIDs (DT numbers PPIs from 0; INTID = 16 + n).

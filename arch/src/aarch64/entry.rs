@@ -3,7 +3,7 @@
 
 use super::console::{self, early_log};
 use super::dt::{self, Gic, Platform};
-use super::{PLATFORM, mmu, smp};
+use super::{PLATFORM, gic, mmu, smp};
 use crate::ExitStatus;
 use crate::boot::{BootInfo, ModuleKind, Region};
 
@@ -102,6 +102,7 @@ extern "C" fn boot_primary(dtb: u64, current_el: u64) -> ! {
     boot.features = features(&platform.gic);
     let platform = PLATFORM.call_once(|| platform);
     report(platform, &boot);
+    gic::init_boot_cpu(platform);
     smp::start_secondaries(platform);
     // SAFETY: `hv_main` is the core's entry with exactly this signature; the CPU is at EL2
     // with the MMU on, a console and exception vectors, as the contract requires. `boot`
@@ -128,7 +129,12 @@ fn features(gic: &Gic) -> &'static str {
 fn report(p: &Platform, boot: &BootInfo) {
     early_log!("aarch64: device tree at {:#x} ({} bytes), console PL011 at {:#x}", p.dtb.start, p.dtb.size, p.uart);
     match p.gic {
-        Gic::V3 { dist, redist } => early_log!("GICv3: distributor {:#x}, redistributors {:#x}", dist, redist),
+        Gic::V3 { dist, redist, maintenance } => early_log!(
+            "GICv3: distributor {:#x}, redistributors {:#x}, maintenance INTID {}",
+            dist,
+            redist,
+            maintenance
+        ),
         Gic::V2 { dist, cpu } => {
             early_log!("GICv2: distributor {:#x}, CPU interface {:#x}", dist, cpu)
         }

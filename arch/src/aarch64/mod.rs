@@ -3,14 +3,16 @@
 //!
 //! - [`entry`]: Image header, `_start`, the boot CPU's path to `hv_main`;
 //! - [`dt`]: RAM, console, GIC, timer, CPUs, PSCI and boot modules from the DTB;
+//! - [`gic`]: the physical GICv3 at EL2 and the virtual CPU interface's registers;
 //! - [`mmu`]: EL2 identity map and cache maintenance;
 //! - [`smp`]: secondary CPUs via PSCI CPU_ON;
 //! - [`vectors`]: EL2 exception vectors, guest entry and exit;
-//! - [`vcpu`]: [`Vcpu`], stage-2, exit decoding, guest memory access.
+//! - [`vcpu`]: [`Vcpu`], stage-2, exit decoding, vGIC and virtual timer, guest memory access.
 
 mod console;
 mod dt;
 mod entry;
+mod gic;
 mod mmu;
 mod smp;
 mod vcpu;

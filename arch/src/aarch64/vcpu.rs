@@ -1,22 +1,32 @@
-//! One vCPU of a domain: its registers, its stage-2 tables, and the decoding of its exits.
+//! One vCPU of a domain: its registers, its stage-2 tables, its virtual GIC, and the decoding
+//! of its exits.
 //!
 //! One vCPU runs on the boot CPU at a time and nothing else uses EL1, so the guest's EL1
-//! system registers simply stay in the hardware between runs; only the general-purpose and
-//! FP/SIMD registers (which the hypervisor's own code uses) are saved in [`Context`].
+//! system registers (its virtual timer included) simply stay in the hardware between runs;
+//! only the general-purpose and FP/SIMD registers (which the hypervisor's own code uses) are
+//! saved in [`Context`], and the virtual CPU interface's state around each entry.
+//!
+//! Interrupts: the vGIC model ([`Vgic`]) is loaded into the list registers before every entry
+//! and read back after every exit. Physical IRQs that arrive while the guest runs are the
+//! guest's virtual timer (masked and injected as virtual PPI 27, the way Xen does it) and the
+//! maintenance interrupt (more to inject); both are completed here and the guest resumes.
 
 extern crate alloc;
 
+use super::console::early_log;
+use super::gic::{self, VcpuInterface};
 use super::mmu::clean_invalidate_dcache;
 use super::vectors::{enter_guest, kind};
 use crate::arm::psci;
-use crate::arm::stage2::{self, Stage2Tables};
-use crate::arm::syndrome::{self, Syndrome, ec};
+use crate::arm::stage2::{self, PAGE, Stage2Tables};
+use crate::arm::syndrome::{self, DataAccess, Syndrome, SysRegAccess, ec, sysreg};
+use crate::arm::vgic::{self, MAX_LRS, UPCALL_PPI, VTIMER_PPI, Vgic};
 use crate::boot::GuestSetup;
-use crate::exit::{BadGuestAddress, Exit, FaultKind, GuestFault, HypercallArgs, VirtualCpu};
+use crate::exit::{BadGuestAddress, Exit, FaultKind, GuestFault, HypercallArgs, MmioAccess, VirtualCpu};
 use aarch64_cpu::asm::barrier::{self, isb};
 use aarch64_cpu::registers::{
-    CNTHCTL_EL2, CNTVOFF_EL2, ELR_EL1, ESR_EL1, ESR_EL2, FAR_EL2, HCR_EL2, HPFAR_EL2, ID_AA64MMFR0_EL1, PAR_EL1,
-    Readable, SCTLR_EL1, SPSR_EL1, VBAR_EL1, VMPIDR_EL2, VTCR_EL2, VTTBR_EL2, Writeable,
+    CNTHCTL_EL2, CNTPCT_EL0, CNTV_CTL_EL0, CNTVOFF_EL2, ELR_EL1, ESR_EL1, ESR_EL2, FAR_EL2, HCR_EL2, HPFAR_EL2,
+    ID_AA64MMFR0_EL1, PAR_EL1, Readable, SCTLR_EL1, SPSR_EL1, VBAR_EL1, VMPIDR_EL2, VTCR_EL2, VTTBR_EL2, Writeable,
 };
 use alloc::boxed::Box;
 
@@ -32,6 +42,12 @@ const SCTLR_EL1_RESET: u64 = 0x30d0_0800;
 const CNTHCTL_EL1_PHYS: u64 = 0b11;
 /// MPIDR bit 31 is RES1.
 const MPIDR_RES1: u64 = 1 << 31;
+/// CNTV_CTL_EL0: ENABLE, IMASK, ISTATUS.
+const CNTV_ENABLE: u64 = 1 << 0;
+const CNTV_IMASK: u64 = 1 << 1;
+const CNTV_ISTATUS: u64 = 1 << 2;
+/// Distinct unknown vGIC offsets reported on the console per vCPU (then silence).
+const UNKNOWN_LOGGED: usize = 8;
 
 /// Guest registers plus the host state `enter_guest` keeps across a run. The layout is
 /// shared with the assembly in `vectors.rs` through `offset_of!`.
@@ -54,6 +70,18 @@ pub struct Vcpu {
     vmid: u8,
     /// TLB entries of this VMID have been flushed since the tables were built.
     tlb_clean: bool,
+    /// The domain's virtual GIC (one vCPU per domain for now, so it lives here).
+    vgic: Box<Vgic>,
+    /// This vCPU's virtual CPU interface state between runs.
+    vif: VcpuInterface,
+    /// List registers loaded for the current run.
+    lrs_loaded: usize,
+    /// The load reported by the last `Exit::Mmio`, waiting for `complete_mmio_read`.
+    mmio_read: Option<DataAccess>,
+    /// The guest's virtual counter starts near 0: CNTVOFF = the physical count at creation.
+    cntvoff: u64,
+    unknown_logged: [u64; UNKNOWN_LOGGED],
+    unknown_count: usize,
 }
 
 impl Vcpu {
@@ -77,7 +105,25 @@ impl Vcpu {
         clean_invalidate_dcache(setup.ram_host, setup.ram_size);
         // SAFETY: invalidating all instruction caches only drops cached state.
         unsafe { core::arch::asm!("ic ialluis", "dsb ish", "isb", options(nostack)) };
-        Ok(Vcpu { ctx, tables, setup: *setup, vmid, tlb_clean: false })
+        Ok(Vcpu {
+            ctx,
+            tables,
+            setup: *setup,
+            vmid,
+            tlb_clean: false,
+            vgic: Box::new(Vgic::new(usize::from(setup.vcpu_id) + 1)),
+            vif: VcpuInterface::default(),
+            lrs_loaded: 0,
+            mmio_read: None,
+            cntvoff: CNTPCT_EL0.get(),
+            unknown_logged: [0; UNKNOWN_LOGGED],
+            unknown_count: 0,
+        })
+    }
+
+    /// This vCPU's index in the vGIC (its redistributor).
+    fn vgic_cpu(&self) -> usize {
+        usize::from(self.setup.vcpu_id)
     }
 
     /// Load this vCPU's EL2 controls (stage-2, traps, virtual IDs) before entering it.
@@ -87,12 +133,13 @@ impl Vcpu {
         VTTBR_EL2.set(stage2::vttbr(self.tables.root_address(), self.vmid));
         VMPIDR_EL2.set(MPIDR_RES1 | u64::from(self.setup.vcpu_id));
         CNTHCTL_EL2.set(CNTHCTL_EL1_PHYS);
-        CNTVOFF_EL2.set(0);
+        CNTVOFF_EL2.set(self.cntvoff);
         isb(barrier::SY);
         if !self.tlb_clean {
-            // A fresh domain: its EL1 starts from reset, and no stale translations of a
-            // previous domain with the same VMID may survive.
+            // A fresh domain: its EL1 starts from reset (no timer left armed by the previous
+            // domain), and no stale translations of one with the same VMID may survive.
             SCTLR_EL1.set(SCTLR_EL1_RESET);
+            CNTV_CTL_EL0.set(0);
             // SAFETY: invalidates stage-1+2 TLB entries of the current VMID only.
             unsafe { core::arch::asm!("dsb ishst", "tlbi vmalls12e1is", "dsb ish", "isb", options(nostack)) };
             self.tlb_clean = true;
@@ -103,7 +150,8 @@ impl Vcpu {
     fn handle(&mut self, exit_kind: u64) -> Option<Exit> {
         match exit_kind {
             kind::SYNC => self.handle_sync(Syndrome(ESR_EL2.get())),
-            kind::IRQ | kind::FIQ => Some(Exit::Preempted),
+            kind::IRQ => self.handle_irq(),
+            kind::FIQ => Some(Exit::Preempted),
             _ => Some(self.fault(FaultKind::FatalState, 0, ESR_EL2.get())),
         }
     }
@@ -119,16 +167,168 @@ impl Vcpu {
             }
             ec::WFX => {
                 self.ctx.elr += esr.instruction_length();
-                Some(Exit::Halt)
+                // A pending interrupt ends a WFI at once; else the core decides how to wait.
+                if self.interrupt_waiting() { None } else { Some(Exit::Halt) }
             }
+            ec::SYSREG64 => self.handle_sysreg(esr),
             ec::DABT_LOWER | ec::IABT_LOWER if esr.is_stage2_abort() => {
                 let ipa = syndrome::fault_ipa(HPFAR_EL2.get(), FAR_EL2.get());
-                let in_ram = ipa >= self.setup.ram_guest && ipa - self.setup.ram_guest < self.setup.ram_size;
-                let kind = if in_ram { FaultKind::UnhandledTrap } else { FaultKind::UnmappedGuestPhysical };
-                Some(self.fault(kind, ipa, esr.0))
+                if self.in_ram(ipa) {
+                    return Some(self.fault(FaultKind::UnhandledTrap, ipa, esr.0));
+                }
+                match esr.data_access() {
+                    Some(access) => self.handle_mmio(ipa, access, esr),
+                    None => Some(self.fault(FaultKind::UnmappedGuestPhysical, ipa, esr.0)),
+                }
             }
             _ => Some(self.fault(FaultKind::UnhandledTrap, 0, esr.0)),
         }
+    }
+
+    fn in_ram(&self, ipa: u64) -> bool {
+        ipa >= self.setup.ram_guest && ipa - self.setup.ram_guest < self.setup.ram_size
+    }
+
+    /// A physical interrupt while the guest ran: acknowledge, act, complete, resume.
+    fn handle_irq(&mut self) -> Option<Exit> {
+        if !gic::ready() {
+            return Some(Exit::Preempted);
+        }
+        let intid = gic::acknowledge();
+        if intid >= gic::SPURIOUS {
+            return None;
+        }
+        if intid == gic::vtimer_intid() {
+            // The guest's timer fired. Masking it drops the level-sensitive line; the guest's
+            // handler reprograms CNTV_CTL_EL0, which unmasks it again.
+            CNTV_CTL_EL0.set(CNTV_CTL_EL0.get() | CNTV_IMASK);
+            self.vgic.raise_private(self.vgic_cpu(), VTIMER_PPI);
+        } else if intid != gic::maintenance_intid() {
+            early_log!("unexpected physical interrupt {} while a guest ran", intid);
+        }
+        // The maintenance interrupt needs nothing more: the list registers were read back
+        // on the way out and are refilled on the way in.
+        gic::end_of_interrupt(intid);
+        None
+    }
+
+    /// The guest would not wait in WFI: an interrupt is pending for it in the vGIC, or its
+    /// timer has fired (the physical PPI is taken as soon as it re-enters).
+    fn interrupt_waiting(&self) -> bool {
+        let ctl = CNTV_CTL_EL0.get();
+        let timer_fired = ctl & (CNTV_ENABLE | CNTV_IMASK | CNTV_ISTATUS) == CNTV_ENABLE | CNTV_ISTATUS;
+        timer_fired || self.vgic.has_deliverable(self.vgic_cpu())
+    }
+
+    /// Load the list registers and the virtual CPU interface for the next entry.
+    fn load_interrupts(&mut self) {
+        if !gic::ready() {
+            return;
+        }
+        let count = gic::lr_count().min(MAX_LRS);
+        let plan = self.vgic.fill_lrs(self.vgic_cpu(), count);
+        for n in 0..count {
+            gic::write_lr(n, plan.values[n]);
+        }
+        self.lrs_loaded = plan.count;
+        gic::load(&self.vif, plan.overflow);
+        isb(barrier::SY);
+    }
+
+    /// Read back what the guest did with the list registers, and empty them.
+    fn save_interrupts(&mut self) {
+        if !gic::ready() {
+            return;
+        }
+        let mut values = [0u64; MAX_LRS];
+        for (n, v) in values.iter_mut().enumerate().take(self.lrs_loaded) {
+            *v = gic::read_lr(n);
+            gic::write_lr(n, 0);
+        }
+        gic::save(&mut self.vif);
+        self.vgic.sync_lrs(self.vgic_cpu(), &values[..self.lrs_loaded]);
+        self.lrs_loaded = 0;
+    }
+
+    /// A load or store outside RAM with a valid syndrome: the vGIC's registers are handled
+    /// here; anything else goes to the core's device models. The PC moves past it either way.
+    fn handle_mmio(&mut self, ipa: u64, access: DataAccess, esr: Syndrome) -> Option<Exit> {
+        let write = access.write.then(|| access.store_value(self.reg(access.reg)));
+        self.ctx.elr += esr.instruction_length();
+        if let Some(out) = self.vgic.mmio(self.vgic_cpu(), ipa, access.size, write) {
+            if out.unknown {
+                self.log_unknown_vgic(ipa, write.is_some());
+            }
+            if !access.write {
+                self.set_reg(access.reg, access.load_value(out.value));
+            }
+            return None;
+        }
+        self.mmio_read = (!access.write).then_some(access);
+        Some(Exit::Mmio(MmioAccess { gpa: ipa, size: access.size, write }))
+    }
+
+    /// Say once per offset (for the first few) that the guest touched a register we lack.
+    fn log_unknown_vgic(&mut self, ipa: u64, write: bool) {
+        if self.unknown_logged.contains(&ipa) || self.unknown_count >= UNKNOWN_LOGGED {
+            return;
+        }
+        self.unknown_logged[self.unknown_count] = ipa;
+        self.unknown_count += 1;
+        let what = if write { "write to" } else { "read of" };
+        early_log!("d{}: vGIC: {} unmodelled register {:#x} ignored", self.setup.domain_id, what, ipa);
+    }
+
+    /// A trapped MSR/MRS: SGI generation goes to the vGIC; other GIC CPU-interface and ID
+    /// registers read as zero and ignore writes; anything else is not emulated.
+    fn handle_sysreg(&mut self, esr: Syndrome) -> Option<Exit> {
+        let SysRegAccess { reg, rt, read } = esr.sysreg_access();
+        let is_sgi = [sysreg::ICC_SGI1R_EL1, sysreg::ICC_ASGI1R_EL1, sysreg::ICC_SGI0R_EL1].contains(&reg);
+        let harmless = reg.op0 == 3 && reg.op1 == 0 && (reg.crn == 12 || reg.crn == 0);
+        if !is_sgi && !harmless {
+            return Some(self.fault(FaultKind::UnhandledTrap, 0, esr.0));
+        }
+        if read {
+            self.set_reg(rt, 0);
+        } else if is_sgi {
+            let value = self.reg(rt);
+            self.vgic.write_sgi1r(self.vgic_cpu(), value);
+        }
+        self.ctx.elr += esr.instruction_length();
+        None
+    }
+
+    /// General-purpose register `n` as an instruction reads it (31 = the zero register).
+    fn reg(&self, n: u8) -> u64 {
+        self.ctx.x.get(usize::from(n)).copied().unwrap_or(0)
+    }
+
+    fn set_reg(&mut self, n: u8, value: u64) {
+        if let Some(x) = self.ctx.x.get_mut(usize::from(n)) {
+            *x = value;
+        }
+    }
+
+    /// Walk `[gpa, gpa + len)` page by page through stage 2 (RAM and mapped host pages),
+    /// calling `f(host_pa, buffer_offset, chunk_len)`.
+    fn for_each_guest_phys_page(
+        &self,
+        gpa: u64,
+        len: usize,
+        mut f: impl FnMut(u64, usize, usize),
+    ) -> Result<(), BadGuestAddress> {
+        let mut done = 0;
+        while done < len {
+            let ipa = gpa.checked_add(done as u64).ok_or(BadGuestAddress(gpa))?;
+            let chunk = (PAGE - (ipa % PAGE)).min((len - done) as u64);
+            let (pa, _) = self.tables.translate(ipa).ok_or(BadGuestAddress(ipa))?;
+            if !super::is_ram(pa, chunk) {
+                return Err(BadGuestAddress(ipa));
+            }
+            f(pa, done, chunk as usize);
+            done += chunk as usize;
+        }
+        Ok(())
     }
 
     fn handle_hvc(&mut self, esr: Syndrome) -> Option<Exit> {
@@ -224,10 +424,12 @@ impl VirtualCpu for Vcpu {
     fn run(&mut self) -> Exit {
         self.activate();
         loop {
+            self.load_interrupts();
             // SAFETY: `ctx` is a live, exclusively borrowed Context whose layout the assembly
             // knows; its registers were set up by `new` or left by the last exit, and the
             // EL2 controls for this guest were loaded by `activate`.
             let exit_kind = unsafe { enter_guest(&mut *self.ctx) };
+            self.save_interrupts();
             if let Some(exit) = self.handle(exit_kind) {
                 return exit;
             }
@@ -257,6 +459,49 @@ impl VirtualCpu for Vcpu {
             clean_invalidate_dcache(pa, n as u64);
         })
     }
+
+    fn complete_mmio_read(&mut self, value: u64) {
+        if let Some(access) = self.mmio_read.take() {
+            self.set_reg(access.reg, access.load_value(value));
+        }
+    }
+
+    fn read_guest_phys(&mut self, gpa: u64, buf: &mut [u8]) -> Result<(), BadGuestAddress> {
+        self.for_each_guest_phys_page(gpa, buf.len(), |pa, off, n| {
+            clean_invalidate_dcache(pa, n as u64);
+            buf[off..off + n].copy_from_slice(super::phys_slice(pa, n as u64));
+        })
+    }
+
+    fn write_guest_phys(&mut self, gpa: u64, buf: &[u8]) -> Result<(), BadGuestAddress> {
+        self.for_each_guest_phys_page(gpa, buf.len(), |pa, off, n| {
+            super::phys_slice_mut(pa, n as u64).copy_from_slice(&buf[off..off + n]);
+            clean_invalidate_dcache(pa, n as u64);
+        })
+    }
+
+    fn map_host_page(&mut self, gpa: u64, hpa: u64) -> Result<(), BadGuestAddress> {
+        // Anywhere but over the vGIC (whose accesses must keep trapping), and only a page of
+        // host RAM. Over guest RAM it replaces that page, as Xen's add_to_physmap does.
+        if vgic::claims(gpa) || !hpa.is_multiple_of(PAGE) || !super::is_ram(hpa, PAGE) {
+            return Err(BadGuestAddress(gpa));
+        }
+        self.tables.map_page(gpa, hpa).map_err(|_| BadGuestAddress(gpa))?;
+        VTTBR_EL2.set(stage2::vttbr(self.tables.root_address(), self.vmid));
+        isb(barrier::SY);
+        // SAFETY: publishes the new descriptor to the table walker, then drops every cached
+        // translation of this VMID (the one just loaded), the replaced page's included.
+        unsafe { core::arch::asm!("dsb ishst", "tlbi vmalls12e1is", "dsb ish", "isb", options(nostack)) };
+        Ok(())
+    }
+
+    fn raise_upcall(&mut self) {
+        self.vgic.raise_private(self.vgic_cpu(), UPCALL_PPI);
+    }
+
+    fn set_irq_line(&mut self, intid: u32, level: bool) {
+        self.vgic.set_spi_line(intid, level);
+    }
 }
 
 /// A zero-filled heap allocation (tables and contexts are too big to build on the stack).
@@ -272,5 +517,5 @@ fn zeroed_box<T: Zeroable>() -> Box<T> {
 unsafe trait Zeroable {}
 // SAFETY: integers and arrays of integers only.
 unsafe impl Zeroable for Context {}
-// SAFETY: arrays of u64 and a usize count.
+// SAFETY: arrays of u64 and usize counts.
 unsafe impl Zeroable for Stage2Tables {}

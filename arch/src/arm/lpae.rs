@@ -18,11 +18,11 @@ pub const ENTRIES: usize = 512;
 /// Level-1 entries in the root: two concatenated tables, enough for a 40-bit space.
 pub const ROOT_ENTRIES: usize = 2 * ENTRIES;
 
-const VALID: u64 = 1 << 0;
+pub(crate) const VALID: u64 = 1 << 0;
 /// With VALID: a next-level table (levels 0-2) rather than a block.
-const TABLE: u64 = 1 << 1;
+pub(crate) const TABLE: u64 = 1 << 1;
 /// Output address bits [47:12] of a descriptor.
-const ADDR_MASK: u64 = 0x0000_ffff_ffff_f000;
+pub(crate) const ADDR_MASK: u64 = 0x0000_ffff_ffff_f000;
 
 /// Block attribute bits (everything but the address and the two type bits) per regime.
 pub mod attrs {
@@ -45,6 +45,9 @@ pub mod attrs {
     /// Stage-2 guest RAM: MemAttr[5:2] = 0b1111 (normal, inner/outer write-back),
     /// S2AP[7:6] = 0b11 (read/write), inner shareable, executable.
     pub const S2_RAM: u64 = AF | SH_INNER | (0b11 << 6) | (0b1111 << 2);
+    /// Stage-2 hypervisor page shared with a guest (shared_info, grant frames): as RAM,
+    /// but never executed (XN[1], bit 54: neither EL1 nor EL0).
+    pub const S2_SHARED_PAGE: u64 = S2_RAM | XN;
 }
 
 /// Why a mapping request was refused.
@@ -137,6 +140,26 @@ impl<const N: usize> BlockTables<N> {
         }
         *slot = block_descriptor(output, attrs);
         Ok(())
+    }
+
+    /// The level-2 entry covering `input`, creating its level-2 table if needed, for callers
+    /// that hang level-3 tables of their own there. `Overlap` if a 1 GiB block covers it.
+    pub fn level2_entry_mut(&mut self, input: u64) -> Result<&mut u64, MapError> {
+        if input >= Self::limit() {
+            return Err(MapError::OutOfRange);
+        }
+        let table = self.level2_for(input)?;
+        Ok(&mut self.level2[table][((input % L1_BLOCK) / L2_BLOCK) as usize])
+    }
+
+    /// The level-2 entry covering `input`, if there is a level-2 table for it.
+    pub fn level2_entry(&self, input: u64) -> Option<u64> {
+        let entry = *self.root.get((input / L1_BLOCK) as usize)?;
+        if entry & (VALID | TABLE) != VALID | TABLE {
+            return None;
+        }
+        let table = &self.level2[self.table_index(entry & ADDR_MASK)?];
+        Some(table[((input % L1_BLOCK) / L2_BLOCK) as usize])
     }
 
     /// Index of the level-2 table under the root entry for `input`, created if needed.

@@ -1,8 +1,9 @@
 //! Logic the ARM backends (aarch64 and ARMv7) share, free of registers and instructions so
 //! it builds and is unit-tested on any host: long-descriptor tables, stage-2, PSCI,
-//! exception syndromes.
+//! exception syndromes, the virtual GICv3.
 
 pub mod lpae;
 pub mod psci;
 pub mod stage2;
 pub mod syndrome;
+pub mod vgic;

@@ -1,16 +1,123 @@
-//! Stage-2 translation for one domain: guest RAM only, 2 MiB (or 1 GiB) blocks.
+//! Stage-2 translation for one domain: guest RAM in 2 MiB (or 1 GiB) blocks, plus single
+//! 4 KiB hypervisor pages (shared_info, grant frames, console ring) outside RAM.
 //!
 //! The same tables serve ARMv8 (VTTBR_EL2/VTCR_EL2) and ARMv7 LPAE (VTTBR/VTCR): a 40-bit
 //! IPA space starting at level 1 with two concatenated level-1 tables. Anything the guest
-//! touches outside its RAM is unmapped, so it faults to the hypervisor with the IPA.
+//! touches outside what is mapped faults to the hypervisor with the IPA.
 
-use super::lpae::{BlockTables, L2_BLOCK, MapError, attrs};
+use super::lpae::{ADDR_MASK, BlockTables, ENTRIES, L2_BLOCK, MapError, TABLE, VALID, attrs};
 
 /// Level-2 tables per domain: guest RAM may span this many gigabytes of IPA space.
 pub const LEVEL2_TABLES: usize = 4;
+/// Level-3 tables per domain, each covering 2 MiB of 4 KiB pages: enough for the grant
+/// region (16 MiB) and the magic-page range next to it.
+pub const LEVEL3_TABLES: usize = 12;
+/// Bytes one level-3 entry maps.
+pub const PAGE: u64 = 0x1000;
+/// Level-3 descriptor type bits: a page.
+const PAGE_TYPE: u64 = VALID | TABLE;
 
-/// One domain's stage-2 tables.
-pub type Stage2Tables = BlockTables<LEVEL2_TABLES>;
+/// One 4 KiB level-3 table.
+#[repr(C, align(4096))]
+#[derive(Clone, Copy)]
+struct PageTable([u64; ENTRIES]);
+
+/// One domain's stage-2 tables. All-zero bytes are a valid, empty value.
+#[repr(C, align(8192))]
+pub struct Stage2Tables {
+    blocks: BlockTables<LEVEL2_TABLES>,
+    pages: [PageTable; LEVEL3_TABLES],
+    pages_used: usize,
+}
+
+impl Default for Stage2Tables {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Stage2Tables {
+    pub const fn new() -> Self {
+        Self { blocks: BlockTables::new(), pages: [PageTable([0; ENTRIES]); LEVEL3_TABLES], pages_used: 0 }
+    }
+
+    /// Address of the root table, for VTTBR.
+    pub fn root_address(&self) -> u64 {
+        self.blocks.root_address()
+    }
+
+    /// Level-2 tables used so far (by RAM blocks and by page tables' parents).
+    pub fn tables_used(&self) -> usize {
+        self.blocks.tables_used()
+    }
+
+    /// Walk like the MMU: host-physical address and attribute bits for `ipa`.
+    pub fn translate(&self, ipa: u64) -> Option<(u64, u64)> {
+        if let Some(found) = self.blocks.translate(ipa) {
+            return Some(found);
+        }
+        let l2 = self.blocks.level2_entry(ipa)?;
+        if l2 & (VALID | TABLE) != VALID | TABLE {
+            return None;
+        }
+        let table = self.page_table_index(l2 & ADDR_MASK)?;
+        let entry = self.pages[table].0[((ipa / PAGE) % ENTRIES as u64) as usize];
+        (entry & PAGE_TYPE == PAGE_TYPE)
+            .then_some(((entry & ADDR_MASK) | (ipa % PAGE), entry & !ADDR_MASK & !PAGE_TYPE))
+    }
+
+    /// Map the 4 KiB page at `ipa` onto host page `pa` (read/write, never executed),
+    /// replacing any page mapped there. Inside a 2 MiB RAM block the block is first split
+    /// into pages (Linux puts shared_info in a page of its own RAM).
+    pub fn map_page(&mut self, ipa: u64, pa: u64) -> Result<(), MapError> {
+        if !ipa.is_multiple_of(PAGE) || !pa.is_multiple_of(PAGE) {
+            return Err(MapError::Misaligned);
+        }
+        if ipa >= 1 << IPA_BITS || pa > ADDR_MASK {
+            return Err(MapError::OutOfRange);
+        }
+        let slot = *self.blocks.level2_entry_mut(ipa)?;
+        let table = match slot & (VALID | TABLE) {
+            v if v == VALID | TABLE => self.page_table_index(slot & ADDR_MASK).ok_or(MapError::Overlap)?,
+            v if v & VALID != 0 => self.split_block(ipa, slot)?,
+            _ => self.new_page_table(ipa)?,
+        };
+        self.pages[table].0[((ipa / PAGE) % ENTRIES as u64) as usize] =
+            (pa & ADDR_MASK) | (attrs::S2_SHARED_PAGE & !ADDR_MASK & !PAGE_TYPE) | PAGE_TYPE;
+        Ok(())
+    }
+
+    /// Replace the 2 MiB block descriptor `block` covering `ipa` by a level-3 table that maps
+    /// the same 512 pages with the same attributes.
+    fn split_block(&mut self, ipa: u64, block: u64) -> Result<usize, MapError> {
+        if self.pages_used == LEVEL3_TABLES {
+            return Err(MapError::NoTables);
+        }
+        let index = self.pages_used;
+        let base = block & ADDR_MASK & !(L2_BLOCK - 1);
+        let attrs = block & !ADDR_MASK & !(VALID | TABLE);
+        for (i, entry) in self.pages[index].0.iter_mut().enumerate() {
+            *entry = (base + i as u64 * PAGE) | attrs | PAGE_TYPE;
+        }
+        self.new_page_table(ipa)
+    }
+
+    /// Take a level-3 table from the pool and hang it under the level-2 entry for `ipa`.
+    fn new_page_table(&mut self, ipa: u64) -> Result<usize, MapError> {
+        if self.pages_used == LEVEL3_TABLES {
+            return Err(MapError::NoTables);
+        }
+        let index = self.pages_used;
+        self.pages_used += 1;
+        let address = self.pages[index].0.as_ptr() as u64;
+        *self.blocks.level2_entry_mut(ipa)? = (address & ADDR_MASK) | TABLE | VALID;
+        Ok(index)
+    }
+
+    fn page_table_index(&self, address: u64) -> Option<usize> {
+        (0..self.pages_used).find(|&i| self.pages[i].0.as_ptr() as u64 == address)
+    }
+}
 
 /// IPA bits the tables describe (VTCR T0SZ = 64 - 40 on v8, -8 on v7).
 pub const IPA_BITS: u32 = 40;
@@ -29,7 +136,7 @@ pub fn map_guest_ram(tables: &mut Stage2Tables, ram_guest: u64, ram_host: u64, s
     if ram_guest.checked_add(size).is_none_or(|end| end > 1 << IPA_BITS) {
         return Err(MapError::OutOfRange);
     }
-    tables.map(ram_guest, ram_host, size, attrs::S2_RAM)
+    tables.blocks.map(ram_guest, ram_host, size, attrs::S2_RAM)
 }
 
 /// VTTBR value: root table address with the VMID in bits [55:48] (8-bit VMIDs).
@@ -84,5 +191,59 @@ mod tests {
         assert_eq!((VTCR_EL2 >> 14) & 3, 0); // TG0: 4 KiB
         assert_eq!((VTCR_EL2 >> 16) & 7, 2); // PS: 40 bits
         assert_eq!((VTCR_V7 >> 6) & 3, 1);
+    }
+
+    #[test]
+    fn pages_map_outside_ram_and_can_be_replaced() {
+        let mut t = Box::new(Stage2Tables::new());
+        map_guest_ram(&mut t, 0x4000_0000, 0x4800_0000, 64 * MIB).unwrap();
+        t.map_page(0x3800_0000, 0x4a00_0000).unwrap();
+        t.map_page(0x3800_1000, 0x4a00_5000).unwrap();
+        t.map_page(0x3900_0000, 0x4a00_7000).unwrap();
+        let page = attrs::S2_SHARED_PAGE;
+        assert_eq!(t.translate(0x3800_0123), Some((0x4a00_0123, page)));
+        assert_eq!(t.translate(0x3800_1ff8), Some((0x4a00_5ff8, page)));
+        assert_eq!(t.translate(0x3900_0000), Some((0x4a00_7000, page)));
+        assert_eq!(t.translate(0x3800_2000), None);
+        // Replacing a page (the core moves shared_info) takes effect.
+        t.map_page(0x3800_0000, 0x4a00_9000).unwrap();
+        assert_eq!(t.translate(0x3800_0004), Some((0x4a00_9004, page)));
+        // RAM is untouched by pages outside it.
+        assert_eq!(t.translate(0x4000_0000), Some((0x4800_0000, attrs::S2_RAM)));
+    }
+
+    #[test]
+    fn a_page_inside_a_ram_block_splits_the_block_and_keeps_its_neighbours() {
+        let mut t = Box::new(Stage2Tables::new());
+        map_guest_ram(&mut t, 0x4000_0000, 0x4800_0000, 64 * MIB).unwrap();
+        t.map_page(0x4020_3000, 0x4a00_0000).unwrap();
+        assert_eq!(t.translate(0x4020_3010), Some((0x4a00_0010, attrs::S2_SHARED_PAGE)));
+        // Every other page of the split 2 MiB block still maps its old RAM, as RAM.
+        for ipa in [0x4020_0000u64, 0x4020_2ff8, 0x4020_4000, 0x403f_f000] {
+            assert_eq!(t.translate(ipa), Some((ipa - 0x4000_0000 + 0x4800_0000, attrs::S2_RAM)), "{ipa:#x}");
+        }
+        // Neighbouring blocks are not split.
+        assert_eq!(t.translate(0x4040_0000), Some((0x4840_0000, attrs::S2_RAM)));
+        assert_eq!(t.translate(0x401f_f000), Some((0x481f_f000, attrs::S2_RAM)));
+        // A second page in the same block reuses the table.
+        t.map_page(0x4020_5000, 0x4a00_1000).unwrap();
+        assert_eq!(t.translate(0x4020_5000), Some((0x4a00_1000, attrs::S2_SHARED_PAGE)));
+        assert_eq!(t.translate(0x4020_3000), Some((0x4a00_0000, attrs::S2_SHARED_PAGE)));
+    }
+
+    #[test]
+    fn page_descriptor_bits_and_refusals() {
+        let mut t = Box::new(Stage2Tables::new());
+        t.map_page(0x3800_0000, 0x4a00_0000).unwrap();
+        let (_, attrs) = t.translate(0x3800_0000).unwrap();
+        assert_eq!(attrs >> 54 & 1, 1, "never executed");
+        assert_eq!(attrs & 0x7fc, attrs::S2_RAM & 0x7fc);
+        assert_eq!(t.map_page(0x3800_0800, 0), Err(MapError::Misaligned));
+        assert_eq!(t.map_page(0x3800_0000, 0x10), Err(MapError::Misaligned));
+        assert_eq!(t.map_page(1 << 40, 0), Err(MapError::OutOfRange));
+        for i in 1..LEVEL3_TABLES as u64 {
+            t.map_page(0x3800_0000 + i * 2 * MIB, 0).unwrap();
+        }
+        assert_eq!(t.map_page(0x3800_0000 + LEVEL3_TABLES as u64 * 2 * MIB, 0), Err(MapError::NoTables));
     }
 }

@@ -65,6 +65,7 @@ extern "C" fn boot_main(dtb: usize) -> ! {
         boot.add_ram(FALLBACK_RAM);
     }
     let tree_region = tree.map(|t| Region { start: dtb as u64, size: t.total_size() as u64 });
+    boot.dtb = tree_region;
     reserve_boot_regions(&mut boot, tree_region);
     keep_below_4g(&mut boot);
     mmu::enable(boot.ram());

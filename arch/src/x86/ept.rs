@@ -1,7 +1,10 @@
-//! Building EPT (extended page tables): guest-physical → host-physical, 4 levels.
+//! Building second-level tables (guest-physical → host-physical, 4 levels): Intel EPT and
+//! AMD nested page tables (NPT).
 //!
-//! Mappings use 2 MiB leaves wherever both addresses and the remaining length allow it,
-//! 4 KiB leaves elsewhere. All leaves are read/write/execute with write-back memory type.
+//! Both are radix trees of 512 8-byte entries with the address in bits 51:12 and bit 7 marking
+//! a 2 MiB leaf in a PD entry; they differ only in the permission/type bits, which a
+//! [`Format`] names. Mappings use 2 MiB leaves wherever both addresses and the remaining length
+//! allow it, 4 KiB leaves elsewhere. All leaves are read/write/execute, write-back.
 
 /// Where EPT tables live: bare metal hands out identity-mapped pages, tests use vectors.
 pub trait TableMemory {
@@ -20,6 +23,27 @@ const MEMTYPE_WB: u64 = 6 << 3;
 /// Bit 7 in a PDPTE/PDE: the entry maps a 1 GiB / 2 MiB page.
 const LARGE: u64 = 1 << 7;
 const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
+
+/// The bits that make an entry present, and what intermediate entries and leaves carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Format {
+    /// Any of these set: the entry is present.
+    present: u64,
+    /// Bits of an entry that points to the next table.
+    table: u64,
+    /// Bits of a leaf, besides the address and (for 2 MiB) [`LARGE`].
+    leaf: u64,
+}
+
+/// EPT: R/W/X in bits 2:0 (any of them = present), memory type WB in leaves.
+pub const EPT: Format = Format { present: RWX, table: RWX, leaf: RWX | MEMTYPE_WB };
+
+/// NPT entries are ordinary long-mode entries: P, R/W, and U/S, which every level needs
+/// because the CPU checks nested-table walks as user accesses. PAT/PCD/PWT = 0 is WB.
+pub const NPT: Format = Format { present: NPT_P, table: NPT_P | NPT_RW | NPT_US, leaf: NPT_P | NPT_RW | NPT_US };
+const NPT_P: u64 = 1 << 0;
+const NPT_RW: u64 = 1 << 1;
+const NPT_US: u64 = 1 << 2;
 
 const PAGE_4K: u64 = 1 << 12;
 const PAGE_2M: u64 = 1 << 21;
@@ -46,8 +70,25 @@ const fn index(gpa: u64, level: u32) -> usize {
     ((gpa >> (12 + 9 * level)) & 0x1ff) as usize
 }
 
-/// Map `size` bytes at guest-physical `gpa` to host-physical `hpa` under the PML4 at `root`.
+/// nCR3 for a root table: the PML4 address, cacheable (PWT = PCD = 0).
+pub const fn ncr3(root: u64) -> u64 {
+    root & ADDR_MASK
+}
+
+/// Map `size` bytes at guest-physical `gpa` to host-physical `hpa` under the EPT PML4 at `root`.
 pub fn map<M: TableMemory>(mem: &mut M, root: u64, gpa: u64, hpa: u64, size: u64) -> Result<(), EptError> {
+    map_with(EPT, mem, root, gpa, hpa, size)
+}
+
+/// [`map`] for tables of format `fmt`.
+pub fn map_with<M: TableMemory>(
+    fmt: Format,
+    mem: &mut M,
+    root: u64,
+    gpa: u64,
+    hpa: u64,
+    size: u64,
+) -> Result<(), EptError> {
     let aligned = |x: u64| x.is_multiple_of(PAGE_4K);
     if !aligned(gpa) || !aligned(hpa) || !aligned(size) {
         return Err(EptError::BadRange);
@@ -60,34 +101,34 @@ pub fn map<M: TableMemory>(mem: &mut M, root: u64, gpa: u64, hpa: u64, size: u64
         let (g, h, left) = (gpa + done, hpa + done, size - done);
         let step =
             if g.is_multiple_of(PAGE_2M) && h.is_multiple_of(PAGE_2M) && left >= PAGE_2M { PAGE_2M } else { PAGE_4K };
-        map_one(mem, root, g, h, step)?;
+        map_one(fmt, mem, root, g, h, step)?;
         done += step;
     }
     Ok(())
 }
 
 /// Install one leaf of `page` bytes (4 KiB or 2 MiB), creating intermediate tables.
-fn map_one<M: TableMemory>(mem: &mut M, root: u64, gpa: u64, hpa: u64, page: u64) -> Result<(), EptError> {
+fn map_one<M: TableMemory>(fmt: Format, mem: &mut M, root: u64, gpa: u64, hpa: u64, page: u64) -> Result<(), EptError> {
     let leaf_level = if page == PAGE_2M { 1 } else { 0 };
     let mut table = root;
     for level in (leaf_level + 1..=3).rev() {
-        table = next_table(mem, table, index(gpa, level))?;
+        table = next_table(fmt, mem, table, index(gpa, level))?;
     }
     let i = index(gpa, leaf_level);
-    if mem.read(table, i) & RWX != 0 {
+    if mem.read(table, i) & fmt.present != 0 {
         return Err(EptError::Overlap);
     }
     let large = if leaf_level == 1 { LARGE } else { 0 };
-    mem.write(table, i, (hpa & ADDR_MASK) | RWX | MEMTYPE_WB | large);
+    mem.write(table, i, (hpa & ADDR_MASK) | fmt.leaf | large);
     Ok(())
 }
 
 /// The table an intermediate entry points to, allocating it if the entry is empty.
-fn next_table<M: TableMemory>(mem: &mut M, table: u64, i: usize) -> Result<u64, EptError> {
+fn next_table<M: TableMemory>(fmt: Format, mem: &mut M, table: u64, i: usize) -> Result<u64, EptError> {
     let entry = mem.read(table, i);
-    if entry & RWX == 0 {
+    if entry & fmt.present == 0 {
         let new = mem.alloc_table().ok_or(EptError::OutOfTables)?;
-        mem.write(table, i, (new & ADDR_MASK) | RWX);
+        mem.write(table, i, (new & ADDR_MASK) | fmt.table);
         return Ok(new);
     }
     if entry & LARGE != 0 {
@@ -96,15 +137,20 @@ fn next_table<M: TableMemory>(mem: &mut M, table: u64, i: usize) -> Result<u64, 
     Ok(entry & ADDR_MASK)
 }
 
-/// Translate `gpa` through the tables as the CPU would; `None` when unmapped.
+/// Translate `gpa` through EPT tables as the CPU would; `None` when unmapped.
 pub fn translate<M: TableMemory>(mem: &M, root: u64, gpa: u64) -> Option<u64> {
+    translate_with(EPT, mem, root, gpa)
+}
+
+/// [`translate`] for tables of format `fmt`.
+pub fn translate_with<M: TableMemory>(fmt: Format, mem: &M, root: u64, gpa: u64) -> Option<u64> {
     if gpa >= GPA_LIMIT {
         return None;
     }
     let mut table = root;
     for level in (0..=3).rev() {
         let entry = mem.read(table, index(gpa, level));
-        if entry & RWX == 0 {
+        if entry & fmt.present == 0 {
             return None;
         }
         let leaf = level == 0 || entry & LARGE != 0;
@@ -236,6 +282,50 @@ mod tests {
         map(&mut t, root, 0, 0, PAGE_2M).unwrap();
         assert_eq!(map(&mut t, root, 0x1000, 0, PAGE_4K), Err(EptError::Overlap));
         assert_eq!(map(&mut t, root, 0, 0, PAGE_2M), Err(EptError::Overlap));
+    }
+
+    /// Every entry (table pointers and leaves) of an NPT tree, as (level, entry).
+    fn npt_entries(t: &VecTables, table: u64, level: u32, out: &mut Vec<(u32, u64)>) {
+        for &e in t.pages[VecTables::slot(table)].iter().filter(|e| **e & NPT_P != 0) {
+            out.push((level, e));
+            if level > 0 && e & LARGE == 0 {
+                npt_entries(t, e & ADDR_MASK, level - 1, out);
+            }
+        }
+    }
+
+    #[test]
+    fn npt_uses_long_mode_entries_user_writable_at_every_level() {
+        let (mut t, root) = VecTables::new(16);
+        map_with(NPT, &mut t, root, 0, 0x0400_0000, 4 * MB + PAGE_4K).unwrap();
+        let mut all = Vec::new();
+        npt_entries(&t, root, 3, &mut all);
+        // PML4E, PDPTE, PDE → PT; two 2 MiB leaves; one PDE → PT holding one 4 KiB leaf.
+        assert_eq!(all.len(), 6);
+        assert!(all.iter().all(|&(_, e)| e & 0xfff & !LARGE == NPT_P | NPT_RW | NPT_US));
+        assert!(all.iter().all(|&(_, e)| e >> 52 == 0), "no NX, no software bits");
+        let big: Vec<_> = all.iter().filter(|(l, e)| *l == 1 && e & LARGE != 0).collect();
+        assert_eq!(big.len(), 2);
+        assert_eq!(translate_with(NPT, &t, root, 0x20_1234), Some(0x0420_1234));
+        assert_eq!(translate_with(NPT, &t, root, 4 * MB + 0x10), Some(0x0440_0010));
+        assert_eq!(translate_with(NPT, &t, root, 4 * MB + PAGE_4K), None);
+        assert_eq!(translate_with(NPT, &t, root, 0x8000_0000), None);
+    }
+
+    #[test]
+    fn npt_and_ept_agree_on_structure_but_not_on_bits() {
+        let (mut e, eroot) = VecTables::new(16);
+        let (mut n, nroot) = VecTables::new(16);
+        map(&mut e, eroot, 0x1f_f000, 0x11f_f000, PAGE_2M + 2 * PAGE_4K).unwrap();
+        map_with(NPT, &mut n, nroot, 0x1f_f000, 0x11f_f000, PAGE_2M + 2 * PAGE_4K).unwrap();
+        assert_eq!(e.pages.len(), n.pages.len());
+        for gpa in [0x1f_f000, 0x20_0000, 0x3f_ffff, 0x40_0000, 0x40_1000] {
+            assert_eq!(translate(&e, eroot, gpa), translate_with(NPT, &n, nroot, gpa));
+        }
+        // Leaves differ: EPT carries its memory type, NPT its U/S bit and none of bits 5:3.
+        assert_ne!(e.leaves(eroot), n.leaves(nroot));
+        assert_eq!(map_with(NPT, &mut n, nroot, 0x20_0000, 0, PAGE_4K), Err(EptError::Overlap));
+        assert_eq!(ncr3(0x12_3fff), 0x12_3000);
     }
 
     #[test]

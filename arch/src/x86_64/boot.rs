@@ -4,7 +4,7 @@
 //! EBX = physical address of the boot information. We identity-map the first 4 GiB with
 //! 2 MiB pages, enable PAE + long mode + paging, load a 64-bit GDT and jump to 64-bit code.
 
-use super::{acpi, desc, mb2, serial, vmx};
+use super::{acpi, desc, mb2, serial};
 use crate::boot::BootInfo;
 
 /// Multiboot2 header magic (spec §3.1.1) and the magic GRUB leaves in EAX.
@@ -136,9 +136,10 @@ extern "C" fn start64(magic: u32, info: u32) -> ! {
     // The real-mode IVT, BIOS data and option ROMs: never hand them to a domain.
     boot.add_reserved(crate::boot::Region { start: 0, size: 1 << 20 });
     boot.cpu_count = mbi.rsdp.and_then(acpi::count_cpus).unwrap_or(1);
-    let caps = vmx::enable().unwrap_or_else(|why| panic!("cannot enter VMX root operation: {why}"));
-    boot.privilege = "VMX root";
-    boot.features = caps.features();
+    let (privilege, features) =
+        super::enable_virtualization().unwrap_or_else(|why| panic!("cannot enable hardware virtualization: {why}"));
+    boot.privilege = privilege;
+    boot.features = features;
     unsafe extern "Rust" {
         fn hv_main(boot: &BootInfo) -> !;
     }

@@ -64,6 +64,22 @@ impl GuestRam {
         Ok(())
     }
 
+    /// Copy from guest-physical `[gpa, gpa + len)`, RAM only.
+    pub fn read_phys(&self, gpa: u64, buf: &mut [u8]) -> Result<(), BadGuestAddress> {
+        let host = self.host_range(gpa, buf.len() as u64).ok_or(BadGuestAddress(gpa))?;
+        buf.copy_from_slice(super::phys_slice(host, buf.len() as u64));
+        Ok(())
+    }
+
+    /// Copy to guest-physical `[gpa, gpa + len)`, RAM only.
+    pub fn write_phys(&self, gpa: u64, buf: &[u8]) -> Result<(), BadGuestAddress> {
+        let host = self.host_range(gpa, buf.len() as u64).ok_or(BadGuestAddress(gpa))?;
+        // SAFETY: as in `copy_to`: the range is this domain's RAM, identity mapped, with no
+        // live Rust slice over it while the vCPU is stopped; `buf` is hypervisor memory.
+        unsafe { core::ptr::copy_nonoverlapping(buf.as_ptr(), host as *mut u8, buf.len()) };
+        Ok(())
+    }
+
     pub fn copy_from(&self, tr: Translation, gva: u64, buf: &mut [u8]) -> Result<(), BadGuestAddress> {
         // Translate everything first so a bad page leaves `buf` untouched by later pages too.
         self.for_each_chunk(tr, gva, buf.len(), |_, _, _| {})?;

@@ -1,8 +1,11 @@
-//! x86_64 with Intel VT-x: multiboot2 boot, long mode, VMX root, EPT-backed vCPUs.
+//! x86_64: multiboot2 boot, long mode, then Intel VT-x (EPT) or AMD-V (SVM + nested paging).
 //!
 //! Boot path: GRUB enters `_start` (32-bit, [`boot`]) → long mode → [`boot::start64`] sets up
-//! the console, descriptor tables and VMX, reads the multiboot2 information and calls the
-//! core's `hv_main`. Guests run through [`vcpu::Vcpu`].
+//! the console and descriptor tables, picks the backend from the CPU vendor and features
+//! ([`crate::x86::choose_backend`]), enables it, reads the multiboot2 information and calls
+//! the core's `hv_main`. Guests run through [`vcpu::Vcpu`], which forwards to [`vmx`] or
+//! [`svm`]; what a guest sees (CPUID, hypercall ABI, ports, MSRs) is [`crate::x86::policy`],
+//! the same for both.
 
 extern crate alloc;
 
@@ -12,12 +15,43 @@ mod desc;
 mod guestmem;
 mod mb2;
 mod serial;
+mod svm;
+mod tables;
 mod vcpu;
 mod vmx;
 
 pub use vcpu::Vcpu;
 
 use crate::ExitStatus;
+use crate::x86::Backend;
+use spin::Once;
+
+static BACKEND: Once<Backend> = Once::new();
+
+/// The backend the boot CPU enabled.
+fn backend() -> Backend {
+    *BACKEND.get().expect("no virtualization backend enabled")
+}
+
+/// Pick VT-x or AMD-V for this CPU and enable it: (privilege, features) for the banner.
+fn enable_virtualization() -> Result<(&'static str, &'static str), &'static str> {
+    let cpuid = raw_cpuid::CpuId::new();
+    let vendor = cpuid.get_vendor_info();
+    let mut name = [0u8; 12];
+    if let Some(v) = &vendor {
+        let s = v.as_str().as_bytes();
+        name[..s.len().min(12)].copy_from_slice(&s[..s.len().min(12)]);
+    }
+    let vmx = cpuid.get_feature_info().is_some_and(|f| f.has_vmx());
+    let chosen =
+        crate::x86::choose_backend(&name, vmx, svm::cpu_has_svm()).ok_or("CPUID reports neither VMX nor SVM")?;
+    let result = match chosen {
+        Backend::Vmx => vmx::enable().map(|caps| ("VMX root", caps.features())),
+        Backend::Svm => svm::enable().map(|caps| ("SVM host", svm::features(caps))),
+    };
+    BACKEND.call_once(|| chosen);
+    result
+}
 
 pub const ARCH_NAME: &str = "x86_64";
 /// PVH guests see their RAM from guest-physical 0.

@@ -1,4 +1,7 @@
-//! Entering VMX root operation and reading what the CPU's VT-x offers.
+//! Intel VT-x: entering VMX root operation, reading what the CPU's VT-x offers, and the
+//! VMCS-based vCPU ([`vcpu`]).
+
+pub mod vcpu;
 
 use core::cell::UnsafeCell;
 use spin::Once;
@@ -101,12 +104,12 @@ impl Caps {
         let ug = self.has(ctls2::UNRESTRICTED_GUEST);
         let vpid = self.has(ctls2::VPID);
         match (ept, ug, vpid) {
-            (true, true, true) => "EPT unrestricted guest VPID",
-            (true, true, false) => "EPT unrestricted guest",
-            (true, false, true) => "EPT VPID",
-            (true, false, false) => "EPT",
-            (false, _, true) => "VPID (no usable EPT)",
-            (false, _, false) => "no EPT",
+            (true, true, true) => "VMX EPT unrestricted guest VPID",
+            (true, true, false) => "VMX EPT unrestricted guest",
+            (true, false, true) => "VMX EPT VPID",
+            (true, false, false) => "VMX EPT",
+            (false, _, true) => "VMX VPID (no usable EPT)",
+            (false, _, false) => "VMX (no EPT)",
         }
     }
 

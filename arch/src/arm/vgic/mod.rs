@@ -1,0 +1,334 @@
+//! A virtual GICv3 for one domain, as a register model free of hardware access.
+//!
+//! The guest sees a distributor at [`GUEST_GICD_BASE`] and one 128 KiB redistributor per vCPU
+//! from [`GUEST_GICR_BASE`] (Xen's guest memory map). Affinity routing is always on, there are
+//! no LPIs, every interrupt is group 1, and the CPU interface is the hardware's virtual one:
+//! the backend moves what this model says is deliverable into the list registers
+//! ([`Vgic::fill_lrs`]) before entering the guest and folds back what the guest did with them
+//! ([`Vgic::sync_lrs`]) after every exit, so between runs this model is the whole truth.
+//!
+//! State is kept per vCPU for SGIs/PPIs (INTIDs 0-31) and per domain for SPIs, so SMP only
+//! needs more redistributors, not a new structure.
+
+mod mmio;
+#[cfg(test)]
+mod tests;
+
+pub use mmio::{MmioOutcome, claims};
+
+/// Guest-physical base of the distributor (64 KiB).
+pub const GUEST_GICD_BASE: u64 = 0x0300_1000;
+pub const GUEST_GICD_SIZE: u64 = 0x1_0000;
+/// Guest-physical base of vCPU 0's redistributor; vCPU n's is at `+ n * GUEST_GICR_STRIDE`.
+pub const GUEST_GICR_BASE: u64 = 0x0302_0000;
+/// One redistributor: RD_base frame then SGI_base frame, 64 KiB each.
+pub const GUEST_GICR_STRIDE: u64 = 0x2_0000;
+/// The redistributor region the guest's device tree declares (Xen's: room for 128 vCPUs).
+pub const GUEST_GICR_REGION_SIZE: u64 = 0x100_0000;
+/// The virtual timer's PPI.
+pub const VTIMER_PPI: u32 = 27;
+/// The Xen event-channel upcall PPI (the `/hypervisor` node's interrupt).
+pub const UPCALL_PPI: u32 = 31;
+/// The virtual PL011's SPI (0 in device-tree SPI numbering).
+pub const VPL011_SPI: u32 = 32;
+/// SPIs the distributor implements (INTIDs 32..32 + NR_SPIS).
+pub const NR_SPIS: usize = 64;
+/// INTIDs below this exist (SGIs, PPIs and SPIs).
+pub const NR_INTIDS: u32 = 32 + NR_SPIS as u32;
+/// vCPUs (redistributors) one domain may have.
+pub const MAX_VCPUS: usize = 8;
+/// List registers a CPU interface can have (ICH_VTR_EL2.ListRegs is 4 bits).
+pub const MAX_LRS: usize = 16;
+
+/// Priority bits kept (the upper 5, as many as the virtual CPU interfaces we run on have).
+const PRIORITY_MASK: u8 = 0xf8;
+
+/// The state of one interrupt.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Irq {
+    enabled: bool,
+    /// Pending latch: set by an edge, ISPENDR, an SGI or an injection; cleared on delivery.
+    latch: bool,
+    /// Input line level (SPIs driven by device models).
+    line: bool,
+    active: bool,
+    /// Edge-triggered (ICFGR bit 1) rather than level-sensitive.
+    edge: bool,
+    priority: u8,
+}
+
+impl Irq {
+    fn pending(&self) -> bool {
+        self.latch || (self.line && !self.edge)
+    }
+}
+
+/// One list register's worth of interrupt, as handed to the hardware.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LrEntry {
+    pub intid: u32,
+    pub priority: u8,
+    pub pending: bool,
+    pub active: bool,
+    /// The pending state came from the latch (to be restored if the guest did not take it);
+    /// otherwise from a level line, which still holds it.
+    latched: bool,
+}
+
+/// ICH_LR<n>_EL2 fields.
+mod lr {
+    pub const STATE_SHIFT: u32 = 62;
+    pub const PENDING: u64 = 1 << 62;
+    pub const ACTIVE: u64 = 1 << 63;
+    pub const GROUP1: u64 = 1 << 60;
+    pub const PRIORITY_SHIFT: u32 = 48;
+    pub const VINTID_MASK: u64 = 0xffff_ffff;
+}
+
+impl LrEntry {
+    /// The ICH_LR<n>_EL2 value: state, group 1, priority, virtual INTID (software interrupt).
+    pub fn encode(&self) -> u64 {
+        let mut v = lr::GROUP1 | (u64::from(self.priority) << lr::PRIORITY_SHIFT) | u64::from(self.intid);
+        if self.pending {
+            v |= lr::PENDING;
+        }
+        if self.active {
+            v |= lr::ACTIVE;
+        }
+        v
+    }
+}
+
+/// What to load into the list registers for one entry into the guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LrPlan {
+    pub values: [u64; MAX_LRS],
+    pub count: usize,
+    /// More interrupts wait than fit: ask for a maintenance interrupt when no LR is pending.
+    pub overflow: bool,
+}
+
+/// One vCPU's redistributor and private interrupts.
+#[derive(Clone, Copy, Debug)]
+struct VgicCpu {
+    private: [Irq; 32],
+    /// GICR_WAKER.ProcessorSleep (ChildrenAsleep follows it at once).
+    asleep: bool,
+    /// What the last [`Vgic::fill_lrs`] put in the list registers.
+    in_lrs: [LrEntry; MAX_LRS],
+    lr_count: usize,
+}
+
+impl VgicCpu {
+    const fn new() -> Self {
+        Self { private: [DEFAULT_PRIVATE; 32], asleep: true, in_lrs: [EMPTY_LR; MAX_LRS], lr_count: 0 }
+    }
+}
+
+const EMPTY_LR: LrEntry = LrEntry { intid: 0, priority: 0, pending: false, active: false, latched: false };
+/// Out of reset SGIs are edge-triggered and PPIs level-sensitive; all disabled.
+const DEFAULT_PRIVATE: Irq = Irq { enabled: false, latch: false, line: false, active: false, edge: false, priority: 0 };
+const DEFAULT_SPI: Irq = DEFAULT_PRIVATE;
+
+/// GICD_CTLR bits the guest controls (with DS = 1: EnableGrp0, EnableGrp1).
+const CTLR_ENABLE_GRP0: u32 = 1 << 0;
+const CTLR_ENABLE_GRP1: u32 = 1 << 1;
+
+/// A domain's virtual GICv3.
+#[derive(Clone, Debug)]
+pub struct Vgic {
+    nr_vcpus: usize,
+    /// GICD_CTLR group enables.
+    ctlr: u32,
+    spis: [Irq; NR_SPIS],
+    /// GICD_IROUTER<n> for SPIs (affinity fields and IRM only).
+    irouter: [u64; NR_SPIS],
+    cpus: [VgicCpu; MAX_VCPUS],
+}
+
+/// GICD_IROUTER.IRM: any participating PE (we pick vCPU 0).
+const IROUTER_IRM: u64 = 1 << 31;
+/// Writable IROUTER bits: Aff3, IRM, Aff2, Aff1, Aff0.
+const IROUTER_MASK: u64 = 0xff_80ff_ffff;
+
+impl Vgic {
+    /// A distributor and `nr_vcpus` (1..=MAX_VCPUS, clamped) redistributors, out of reset.
+    pub fn new(nr_vcpus: usize) -> Self {
+        let mut cpus = [VgicCpu::new(); MAX_VCPUS];
+        for cpu in &mut cpus {
+            for sgi in &mut cpu.private[..16] {
+                sgi.edge = true;
+            }
+        }
+        Self {
+            nr_vcpus: nr_vcpus.clamp(1, MAX_VCPUS),
+            ctlr: 0,
+            spis: [DEFAULT_SPI; NR_SPIS],
+            irouter: [0; NR_SPIS],
+            cpus,
+        }
+    }
+
+    pub fn nr_vcpus(&self) -> usize {
+        self.nr_vcpus
+    }
+
+    /// The interrupt `intid` as vCPU `vcpu` sees it (its own SGI/PPI bank, or a shared SPI).
+    fn irq(&self, vcpu: usize, intid: u32) -> Option<&Irq> {
+        match intid {
+            0..32 => self.cpus.get(vcpu).map(|c| &c.private[intid as usize]),
+            _ => self.spis.get(intid as usize - 32),
+        }
+    }
+
+    fn irq_mut(&mut self, vcpu: usize, intid: u32) -> Option<&mut Irq> {
+        match intid {
+            0..32 => self.cpus.get_mut(vcpu).map(|c| &mut c.private[intid as usize]),
+            _ => self.spis.get_mut(intid as usize - 32),
+        }
+    }
+
+    /// Make PPI or SGI `intid` pending on `vcpu` (the upcall, the virtual timer).
+    pub fn raise_private(&mut self, vcpu: usize, intid: u32) {
+        if intid < 32
+            && vcpu < self.nr_vcpus
+            && let Some(irq) = self.irq_mut(vcpu, intid)
+        {
+            irq.latch = true;
+        }
+    }
+
+    /// Drive SPI `intid`'s input line: a level-sensitive SPI is pending while it is high, an
+    /// edge-triggered one latches on the rising edge. Anything but an SPI is ignored.
+    pub fn set_spi_line(&mut self, intid: u32, level: bool) {
+        if !(32..NR_INTIDS).contains(&intid) {
+            return;
+        }
+        let irq = &mut self.spis[intid as usize - 32];
+        if irq.edge && level && !irq.line {
+            irq.latch = true;
+        }
+        irq.line = level;
+    }
+
+    /// The vCPU an SPI is routed to, if it exists.
+    fn spi_target(&self, spi: usize) -> Option<usize> {
+        let route = self.irouter[spi];
+        if route & IROUTER_IRM != 0 {
+            return Some(0);
+        }
+        // Our vCPUs have MPIDR affinity 0.0.0.n: only Aff0 may be non-zero.
+        let aff0 = (route & 0xff) as usize;
+        (route & !0xff == 0 && aff0 < self.nr_vcpus).then_some(aff0)
+    }
+
+    /// A guest write of ICC_SGI1R_EL1 by vCPU `sender`: make the SGI pending on each target
+    /// that exists (targets that do not are ignored, as on hardware).
+    pub fn write_sgi1r(&mut self, sender: usize, value: u64) {
+        let intid = ((value >> 24) & 0xf) as u32;
+        let broadcast = value & (1 << 40) != 0;
+        if broadcast {
+            for vcpu in (0..self.nr_vcpus).filter(|&v| v != sender) {
+                self.raise_private(vcpu, intid);
+            }
+            return;
+        }
+        let (aff1, aff2, aff3) = ((value >> 16) & 0xff, (value >> 32) & 0xff, (value >> 48) & 0xff);
+        if aff1 != 0 || aff2 != 0 || aff3 != 0 {
+            return;
+        }
+        let range_selector = ((value >> 44) & 0xf) as usize;
+        let targets = value & 0xffff;
+        for bit in (0..16).filter(|b| targets & (1 << b) != 0) {
+            self.raise_private(range_selector * 16 + bit, intid);
+        }
+    }
+
+    /// Can interrupt `irq` be signalled to its vCPU (pending, enabled, group enabled)?
+    fn deliverable(&self, irq: &Irq) -> bool {
+        irq.pending() && irq.enabled && self.ctlr & CTLR_ENABLE_GRP1 != 0
+    }
+
+    /// INTIDs whose state concerns `vcpu`: its private ones and the SPIs routed to it.
+    fn intids_for(&self, vcpu: usize) -> impl Iterator<Item = u32> + '_ {
+        let spis = (32..NR_INTIDS).filter(move |&i| self.spi_target(i as usize - 32) == Some(vcpu));
+        (0..32).chain(spis)
+    }
+
+    /// `vcpu` has an interrupt that could be delivered now: a WFI should not wait.
+    pub fn has_deliverable(&self, vcpu: usize) -> bool {
+        vcpu < self.nr_vcpus && self.intids_for(vcpu).any(|i| self.irq(vcpu, i).is_some_and(|q| self.deliverable(q)))
+    }
+
+    /// Choose what goes into `lr_count` list registers for `vcpu`: active interrupts first
+    /// (the guest must be able to deactivate them), then pending ones by priority. What is
+    /// chosen leaves the model until [`Vgic::sync_lrs`] brings it back.
+    pub fn fill_lrs(&mut self, vcpu: usize, lr_count: usize) -> LrPlan {
+        let mut plan = LrPlan { values: [0; MAX_LRS], count: 0, overflow: false };
+        let lr_count = lr_count.min(MAX_LRS);
+        if vcpu >= self.nr_vcpus {
+            return plan;
+        }
+        // Keep the best `lr_count` candidates, sorted by (not active, priority, INTID).
+        let mut best: [(bool, u8, u32); MAX_LRS] = [(true, 0xff, u32::MAX); MAX_LRS];
+        let mut found = 0;
+        for intid in self.intids_for(vcpu) {
+            let Some(irq) = self.irq(vcpu, intid) else { continue };
+            if !irq.active && !self.deliverable(irq) {
+                continue;
+            }
+            found += 1;
+            let key = (!irq.active, irq.priority, intid);
+            let Some(pos) = best[..lr_count].iter().position(|b| key < *b) else { continue };
+            best.copy_within(pos..lr_count.saturating_sub(1), pos + 1);
+            best[pos] = key;
+        }
+        plan.count = found.min(lr_count);
+        plan.overflow = found > lr_count;
+        for (slot, &(_, _, intid)) in best[..plan.count].iter().enumerate() {
+            let entry = self.take_for_lr(vcpu, intid);
+            plan.values[slot] = entry.encode();
+            self.cpus[vcpu].in_lrs[slot] = entry;
+        }
+        self.cpus[vcpu].lr_count = plan.count;
+        plan
+    }
+
+    /// Move an interrupt's pending latch and active state into an LR entry.
+    fn take_for_lr(&mut self, vcpu: usize, intid: u32) -> LrEntry {
+        let deliverable = self.irq(vcpu, intid).is_some_and(|q| self.deliverable(q));
+        let Some(irq) = self.irq_mut(vcpu, intid) else { return EMPTY_LR };
+        let entry =
+            LrEntry { intid, priority: irq.priority, pending: deliverable, active: irq.active, latched: irq.latch };
+        if deliverable {
+            irq.latch = false;
+        }
+        irq.active = false;
+        entry
+    }
+
+    /// Fold back the list registers as the guest left them (`values[n]` for each LR the last
+    /// [`Vgic::fill_lrs`] used): an LR still pending puts its latch back, an active one makes
+    /// the interrupt active, an invalid one was acknowledged and deactivated by the guest.
+    pub fn sync_lrs(&mut self, vcpu: usize, values: &[u64]) {
+        let Some(cpu) = self.cpus.get(vcpu) else { return };
+        let (entries, count) = (cpu.in_lrs, cpu.lr_count);
+        for (entry, &value) in entries[..count].iter().zip(values) {
+            if value & lr::VINTID_MASK != u64::from(entry.intid) {
+                continue; // not what we wrote: leave the model as it is
+            }
+            let state = value >> lr::STATE_SHIFT;
+            let Some(irq) = self.irq_mut(vcpu, entry.intid) else { continue };
+            irq.active |= state & 0b10 != 0;
+            if state & 0b01 != 0 && entry.latched {
+                irq.latch = true;
+            }
+        }
+        self.cpus[vcpu].lr_count = 0;
+    }
+
+    /// Pending state as the guest reads it (ISPENDR).
+    fn is_pending(&self, vcpu: usize, intid: u32) -> bool {
+        self.irq(vcpu, intid).is_some_and(|q| q.pending())
+    }
+}

@@ -1,0 +1,275 @@
+//! What a PVH guest sees of the machine, the same on VT-x and on SVM.
+//!
+//! Both backends decode their own exits, then ask here what the instruction does: CPUID
+//! answers (host leaves with virtualization hidden, plus Xen's leaves), the hypercall register
+//! ABI, the port I/O policy (0xE9 debug console, unclaimed reads all ones) and the MSR policy.
+//! Nothing here touches hardware, so all of it is tested on the host.
+
+use crate::exit::HypercallArgs;
+
+/// The Xen version guests read from CPUID 0x40000001 (mirrors the core's `version.rs`).
+pub const XEN_VERSION: u32 = (4 << 16) | 17;
+/// Highest Xen CPUID leaf we answer.
+pub const XEN_CPUID_MAX: u32 = 0x4000_0002;
+/// MSR through which a guest would ask for a hypercall page (announced in leaf 0x40000002).
+pub const XEN_HYPERCALL_MSR: u32 = 0x4000_0000;
+
+pub const MSR_EFER: u32 = 0xc000_0080;
+pub const EFER_SCE: u64 = 1 << 0;
+pub const EFER_LME: u64 = 1 << 8;
+pub const EFER_LMA: u64 = 1 << 10;
+pub const EFER_NXE: u64 = 1 << 11;
+/// EFER bits a guest may set; anything else is #GP (SVME included: SVM is not offered).
+const EFER_GUEST_BITS: u64 = EFER_SCE | EFER_LME | EFER_LMA | EFER_NXE;
+
+/// Guest general-purpose registers, indexed by x86 register number (0 = RAX .. 15 = R15).
+/// Each backend's entry/exit assembly depends on this layout; the slots the CPU keeps in its
+/// own control structure (RSP on both, RAX on SVM) are synchronised around each exit.
+#[repr(C)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Gprs(pub [u64; 16]);
+
+pub const RAX: usize = 0;
+pub const RCX: usize = 1;
+pub const RDX: usize = 2;
+pub const RBX: usize = 3;
+pub const RSP: usize = 4;
+pub const RSI: usize = 6;
+pub const RDI: usize = 7;
+pub const R8: usize = 8;
+pub const R10: usize = 10;
+
+/// One domain's guest-physical RAM range (what nested paging maps).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RamRange {
+    pub base: u64,
+    pub size: u64,
+}
+
+impl RamRange {
+    pub fn contains(&self, gpa: u64) -> bool {
+        gpa.checked_sub(self.base).is_some_and(|off| off < self.size)
+    }
+}
+
+/// The CPUID answer for `leaf`/`sub`: `host` gives the real CPU's registers [EAX, EBX, ECX, EDX].
+/// Virtualization extensions are hidden (we do not nest), "hypervisor present" is set, the
+/// initial APIC id is the vCPU's, and leaves 0x40000000.. describe Xen.
+pub fn cpuid(leaf: u32, sub: u32, vcpu_id: u16, host: impl FnOnce(u32, u32) -> [u32; 4]) -> [u32; 4] {
+    const LEAF1_ECX_VMX: u32 = 1 << 5;
+    const LEAF1_ECX_HYPERVISOR: u32 = 1 << 31;
+    const EXT1_ECX_SVM: u32 = 1 << 2;
+    match leaf {
+        0x4000_0000 => {
+            let sig = b"XenVMMXenVMM";
+            let word = |i: usize| u32::from_le_bytes([sig[i], sig[i + 1], sig[i + 2], sig[i + 3]]);
+            [XEN_CPUID_MAX, word(0), word(4), word(8)]
+        }
+        0x4000_0001 => [XEN_VERSION, 0, 0, 0],
+        0x4000_0002 => [1, XEN_HYPERCALL_MSR, 0, 0],
+        0x4000_0003..=0x4000_00ff => [0; 4],
+        // SVM's feature leaf describes an extension the guest cannot use.
+        0x8000_000a => [0; 4],
+        _ => {
+            let [a, mut b, mut c, d] = host(leaf, sub);
+            if leaf == 1 {
+                c = (c & !LEAF1_ECX_VMX) | LEAF1_ECX_HYPERVISOR;
+                b = (b & 0x00ff_ffff) | ((vcpu_id as u32) << 24);
+            } else if leaf == 0x8000_0001 {
+                c &= !EXT1_ECX_SVM;
+            }
+            [a, b, c, d]
+        }
+    }
+}
+
+/// Write a CPUID answer into EAX/EBX/ECX/EDX (zero-extended, as the CPU does).
+pub fn set_cpuid_result(r: &mut Gprs, v: [u32; 4]) {
+    for (n, v) in [(RAX, v[0]), (RBX, v[1]), (RCX, v[2]), (RDX, v[3])] {
+        r.0[n] = v as u64;
+    }
+}
+
+/// A hypercall instruction executed at privilege `cpl`: Xen's registers (64-bit: RAX; RDI RSI
+/// RDX R10 R8; 32-bit: EAX; EBX ECX EDX ESI EDI), or `None` when user space tried it, which
+/// gets -EPERM in RAX without reaching the core.
+pub fn hypercall(r: &mut Gprs, cpl: u8, long_mode: bool) -> Option<HypercallArgs> {
+    if cpl != 0 {
+        r.0[RAX] = (-1i64) as u64;
+        return None;
+    }
+    let r = &r.0;
+    Some(if long_mode {
+        HypercallArgs { nr: r[RAX], args: [r[RDI], r[RSI], r[RDX], r[R10], r[R8]] }
+    } else {
+        let low = |v: u64| v & 0xffff_ffff;
+        HypercallArgs { nr: low(r[RAX]), args: [r[RBX], r[RCX], r[RDX], r[RSI], r[RDI]].map(low) }
+    })
+}
+
+/// The hypercall result as RAX holds it: 32-bit guests see EAX only.
+pub fn hypercall_result(value: u64, long_mode: bool) -> u64 {
+    if long_mode { value } else { value & 0xffff_ffff }
+}
+
+/// RAX after an `IN` of `size` bytes from a port nothing claims: all ones. A 32-bit IN
+/// zero-extends into RAX; 8/16-bit ones keep the upper bits.
+pub fn port_in(size: u8, rax: u64) -> u64 {
+    match size {
+        1 => rax | 0xff,
+        2 => rax | 0xffff,
+        _ => 0xffff_ffff,
+    }
+}
+
+/// Port 0xE9: the debug console, printed a line at a time.
+pub const DEBUG_PORT: u16 = 0xe9;
+
+/// Port 0xE9 output collected until a newline.
+#[derive(Clone, Debug)]
+pub struct DebugPort {
+    buf: [u8; 128],
+    len: usize,
+}
+
+impl Default for DebugPort {
+    fn default() -> Self {
+        Self { buf: [0; 128], len: 0 }
+    }
+}
+
+impl DebugPort {
+    /// Take one byte; a completed line (newline or full buffer) goes to `emit`. Only
+    /// printable ASCII reaches the physical console (no escape sequences).
+    pub fn write(&mut self, byte: u8, emit: impl FnOnce(&str)) {
+        if byte != b'\n' {
+            self.buf[self.len] = if byte == b'\t' || (0x20..0x7f).contains(&byte) { byte } else { b'?' };
+            self.len += 1;
+        }
+        if byte == b'\n' || self.len == self.buf.len() {
+            emit(core::str::from_utf8(&self.buf[..self.len]).unwrap_or(""));
+            self.len = 0;
+        }
+    }
+}
+
+/// `OUT` of `value` to `port`: only the debug console exists.
+pub fn port_out(debug: &mut DebugPort, port: u16, value: u64, emit: impl FnOnce(&str)) {
+    if port == DEBUG_PORT {
+        debug.write(value as u8, emit);
+    }
+}
+
+/// RDMSR: the guest-visible value, `None` for #GP. `efer` is what the guest believes EFER is.
+pub fn read_msr(index: u32, efer: u64) -> Option<u64> {
+    match index {
+        MSR_EFER => Some(efer),
+        _ => None,
+    }
+}
+
+/// What a WRMSR the policy accepts changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MsrWrite {
+    /// The guest's new EFER (LMA kept: it is the CPU's to set).
+    Efer(u64),
+}
+
+/// WRMSR of `value` (EDX:EAX): what to change, `None` for #GP. `efer` is the guest's EFER.
+pub fn write_msr(index: u32, value: u64, efer: u64) -> Option<MsrWrite> {
+    match index {
+        MSR_EFER if value & !EFER_GUEST_BITS == 0 => Some(MsrWrite::Efer((value & !EFER_LMA) | (efer & EFER_LMA))),
+        _ => None,
+    }
+}
+
+/// EDX:EAX of a RDMSR result.
+pub fn set_msr_result(r: &mut Gprs, value: u64) {
+    r.0[RAX] = value & 0xffff_ffff;
+    r.0[RDX] = value >> 32;
+}
+
+/// The value a WRMSR writes (EDX:EAX).
+pub fn msr_value(r: &Gprs) -> u64 {
+    (r.0[RDX] << 32) | (r.0[RAX] & 0xffff_ffff)
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::string::String;
+    use std::vec::Vec;
+
+    fn fake_host(leaf: u32, _sub: u32) -> [u32; 4] {
+        match leaf {
+            1 => [0x806f8, 0x0a00_0800, 0x7ffa_3223, 0x0f8b_fbff],
+            0x8000_0001 => [0, 0, 0x0000_0025, 0x2c10_0800],
+            _ => [leaf, 2, 3, 4],
+        }
+    }
+
+    #[test]
+    fn cpuid_hides_vmx_and_svm_and_announces_xen() {
+        let l1 = cpuid(1, 0, 3, fake_host);
+        assert_eq!(l1[2] & (1 << 5), 0);
+        assert_ne!(l1[2] & (1 << 31), 0);
+        assert_eq!(l1[1] >> 24, 3);
+        assert_eq!(cpuid(0x8000_0001, 0, 0, fake_host)[2], 0x21);
+        assert_eq!(cpuid(0x8000_000a, 0, 0, fake_host), [0; 4]);
+        let sig = cpuid(0x4000_0000, 0, 0, fake_host);
+        let bytes: Vec<u8> = sig[1..].iter().flat_map(|w| w.to_le_bytes()).collect();
+        assert_eq!(&bytes, b"XenVMMXenVMM");
+        assert_eq!(sig[0], XEN_CPUID_MAX);
+        assert_eq!(cpuid(0x4000_0001, 0, 0, fake_host)[0], XEN_VERSION);
+        assert_eq!(cpuid(7, 0, 0, fake_host), [7, 2, 3, 4]);
+    }
+
+    #[test]
+    fn hypercall_registers_follow_the_mode_and_user_space_gets_eperm() {
+        let mut r = Gprs::default();
+        for (i, v) in r.0.iter_mut().enumerate() {
+            *v = 0x1_0000_0000 + i as u64;
+        }
+        let long = hypercall(&mut r.clone(), 0, true).unwrap();
+        assert_eq!(long.nr, 0x1_0000_0000);
+        assert_eq!(long.args, [r.0[RDI], r.0[RSI], r.0[RDX], r.0[R10], r.0[R8]]);
+        let short = hypercall(&mut r.clone(), 0, false).unwrap();
+        assert_eq!(short.nr, 0);
+        assert_eq!(short.args, [RBX as u64, RCX as u64, RDX as u64, RSI as u64, RDI as u64]);
+        assert_eq!(hypercall(&mut r, 3, true), None);
+        assert_eq!(r.0[RAX], u64::MAX);
+        assert_eq!(hypercall_result(u64::MAX, false), 0xffff_ffff);
+    }
+
+    #[test]
+    fn unclaimed_ports_read_all_ones_and_e9_prints_lines() {
+        assert_eq!(port_in(1, 0x1234_5600), 0x1234_56ff);
+        assert_eq!(port_in(2, 0xdead_0000_0000), 0xdead_0000_ffff);
+        assert_eq!(port_in(4, 0xdead_0000_0000), 0xffff_ffff);
+        let mut d = DebugPort::default();
+        let mut lines: Vec<String> = Vec::new();
+        for b in b"hi\x1b!\n" {
+            port_out(&mut d, DEBUG_PORT, *b as u64, |l| lines.push(l.into()));
+        }
+        port_out(&mut d, 0x80, b'x' as u64, |l| lines.push(l.into()));
+        assert_eq!(lines, ["hi?!"]);
+    }
+
+    #[test]
+    fn msr_policy_knows_efer_only() {
+        assert_eq!(read_msr(MSR_EFER, 0x500), Some(0x500));
+        assert_eq!(read_msr(0x1b, 0), None);
+        assert_eq!(write_msr(MSR_EFER, EFER_LME | EFER_SCE, 0), Some(MsrWrite::Efer(EFER_LME | EFER_SCE)));
+        // LMA stays what the CPU made it, whatever the guest writes.
+        assert_eq!(write_msr(MSR_EFER, EFER_LME, EFER_LMA | EFER_LME), Some(MsrWrite::Efer(EFER_LMA | EFER_LME)));
+        assert_eq!(write_msr(MSR_EFER, EFER_LMA, 0), Some(MsrWrite::Efer(0)));
+        // SVME (bit 12) and reserved bits: #GP.
+        assert_eq!(write_msr(MSR_EFER, 1 << 12, 0), None);
+        assert_eq!(write_msr(0x1b, 0, 0), None);
+        let mut r = Gprs::default();
+        set_msr_result(&mut r, 0x1234_5678_9abc_def0);
+        assert_eq!((r.0[RAX], r.0[RDX]), (0x9abc_def0, 0x1234_5678));
+        assert_eq!(msr_value(&r), 0x1234_5678_9abc_def0);
+    }
+}

@@ -1,0 +1,245 @@
+//! One AMD-V vCPU: its VMCB, its domain's nested page tables, and VMRUN.
+//!
+//! Exits are decided by [`crate::x86::svm::handle_exit`] (host-tested); this file only builds
+//! the VMCB and runs the guest.
+
+use super::super::alloc::boxed::Box;
+use super::super::guestmem::{GuestRam, Translation};
+use super::super::tables::{self, TablePages};
+use crate::boot::GuestSetup;
+use crate::exit::{BadGuestAddress, Exit, VirtualCpu};
+use crate::x86::ept;
+use crate::x86::policy::{self, DebugPort, Gprs, RAX, RBX, RamRange};
+use crate::x86::svm::{self, EFER_SVME, ExitContext, Platform};
+use crate::x86::vmcb::{Segment, Vmcb, attrib, misc1, misc2, tlb};
+use crate::x86::walk::PagingMode;
+use core::sync::atomic::{AtomicU32, Ordering};
+
+/// The power-on PAT: WB, WT, UC-, UC, repeated. The guest's own PAT under nested paging.
+const DEFAULT_PAT: u64 = 0x0007_0406_0007_0406;
+const CR0_PE: u64 = 1 << 0;
+const CR0_ET: u64 = 1 << 4;
+
+/// ASID 0 is the host's; guests take 1, 2, ... and share once the CPU's supply runs out (each
+/// VMCB's first run flushes the whole TLB, so sharing stays correct).
+static NEXT_ASID: AtomicU32 = AtomicU32::new(1);
+
+pub struct Vcpu {
+    vmcb: Box<Vmcb>,
+    /// Keeps the nested page tables alive as long as the VMCB points at them.
+    _npt: TablePages,
+    regs: Gprs,
+    ram: GuestRam,
+    ctx: ExitContext,
+}
+
+unsafe extern "C" {
+    /// VMLOAD + VMRUN + VMSAVE of the guest VMCB at `vmcb`, around the host's VMSAVE area at
+    /// `host`; returns after #VMEXIT with the guest's registers in `regs`.
+    fn xhv_svm_run(regs: *mut Gprs, vmcb: u64, host: u64);
+}
+
+// VMRUN keeps the host's RSP, RIP and RAX in the host save area and restores them at #VMEXIT;
+// every other register comes back holding the guest's value, so they are stored through the
+// `regs` pointer kept on the stack. GIF is clear from CLGI to STGI: nothing interrupts the
+// switch (the host also runs with IF = 0).
+core::arch::global_asm!(
+    ".text",
+    ".global xhv_svm_run",
+    "xhv_svm_run:",
+    "push rbp",
+    "push rbx",
+    "push r12",
+    "push r13",
+    "push r14",
+    "push r15",
+    "push rdi",
+    "push rdx",
+    "clgi",
+    "mov rax, rdx",
+    "vmsave rax",
+    "mov rax, rsi",
+    "vmload rax",
+    "mov rcx, [rdi + 1*8]",
+    "mov rdx, [rdi + 2*8]",
+    "mov rbx, [rdi + 3*8]",
+    "mov rbp, [rdi + 5*8]",
+    "mov rsi, [rdi + 6*8]",
+    "mov r8, [rdi + 8*8]",
+    "mov r9, [rdi + 9*8]",
+    "mov r10, [rdi + 10*8]",
+    "mov r11, [rdi + 11*8]",
+    "mov r12, [rdi + 12*8]",
+    "mov r13, [rdi + 13*8]",
+    "mov r14, [rdi + 14*8]",
+    "mov r15, [rdi + 15*8]",
+    "mov rdi, [rdi + 7*8]",
+    "vmrun rax",
+    "vmsave rax",
+    "mov rax, [rsp + 8]",
+    "mov [rax + 1*8], rcx",
+    "mov [rax + 2*8], rdx",
+    "mov [rax + 3*8], rbx",
+    "mov [rax + 5*8], rbp",
+    "mov [rax + 6*8], rsi",
+    "mov [rax + 7*8], rdi",
+    "mov [rax + 8*8], r8",
+    "mov [rax + 9*8], r9",
+    "mov [rax + 10*8], r10",
+    "mov [rax + 11*8], r11",
+    "mov [rax + 12*8], r12",
+    "mov [rax + 13*8], r13",
+    "mov [rax + 14*8], r14",
+    "mov [rax + 15*8], r15",
+    "pop rax",
+    "vmload rax",
+    "stgi",
+    "add rsp, 8",
+    "pop r15",
+    "pop r14",
+    "pop r13",
+    "pop r12",
+    "pop rbx",
+    "pop rbp",
+    "ret",
+);
+
+impl Vcpu {
+    pub fn new(setup: &GuestSetup) -> Result<Vcpu, &'static str> {
+        let caps = super::caps();
+        let ram = GuestRam { host: setup.ram_host, guest: setup.ram_guest, size: setup.ram_size };
+        let (npt, root) = tables::second_level(ept::NPT, &ram)?;
+        let mut vcpu = Vcpu {
+            vmcb: Box::new(Vmcb::zeroed()),
+            _npt: npt,
+            regs: Gprs::default(),
+            ram,
+            ctx: ExitContext {
+                ram: RamRange { base: setup.ram_guest, size: setup.ram_size },
+                domain_id: setup.domain_id,
+                vcpu_id: setup.vcpu_id,
+                nrip: caps.nrip,
+                debug: DebugPort::default(),
+            },
+        };
+        vcpu.setup_controls(ept::ncr3(root), caps.asids);
+        vcpu.setup_guest(setup);
+        Ok(vcpu)
+    }
+
+    fn setup_controls(&mut self, ncr3: u64, asids: u32) {
+        let c = &mut self.vmcb.control;
+        // No CR intercepts at all: nested paging needs none, and QEMU's TCG misreports
+        // intercepted CR reads. RDTSC/RDTSCP run natively (TCG misreports RDTSCP too).
+        c.intercept_misc1 = misc1::INTR
+            | misc1::NMI
+            | misc1::INIT
+            | misc1::CPUID
+            | misc1::HLT
+            | misc1::IOIO_PROT
+            | misc1::MSR_PROT
+            | misc1::SHUTDOWN;
+        c.intercept_misc2 =
+            misc2::VMRUN | misc2::VMMCALL | misc2::VMLOAD | misc2::VMSAVE | misc2::STGI | misc2::CLGI | misc2::SKINIT;
+        c.iopm_base_pa = super::iopm();
+        c.msrpm_base_pa = super::msrpm();
+        let asid = NEXT_ASID.fetch_add(1, Ordering::Relaxed);
+        c.guest_asid = if asids > 1 { (asid - 1) % (asids - 1) + 1 } else { 1 };
+        c.tlb_control = tlb::FLUSH_ALL;
+        c.v_intr = crate::x86::vmcb::vintr::V_INTR_MASKING;
+        c.np_enable = 1;
+        c.n_cr3 = ncr3;
+    }
+
+    /// The Xen PVH start state: 32-bit flat protected mode, paging off, EBX = start info.
+    fn setup_guest(&mut self, setup: &GuestSetup) {
+        let s = &mut self.vmcb.save;
+        let flat = |selector, attrib| Segment { selector, attrib, limit: 0xffff_ffff, base: 0 };
+        s.cs = flat(0x08, attrib::CODE32);
+        for seg in [&mut s.ds, &mut s.es, &mut s.ss, &mut s.fs, &mut s.gs] {
+            *seg = flat(0x10, attrib::DATA32);
+        }
+        s.tr = Segment { selector: 0, attrib: attrib::TSS32_BUSY, limit: 0x67, base: 0 };
+        s.ldtr = Segment::default();
+        s.gdtr = Segment::default();
+        s.idtr = Segment::default();
+        s.cpl = 0;
+        // SVME must be set in the guest's EFER for VMRUN; the MSR policy hides it.
+        s.efer = EFER_SVME;
+        s.cr0 = CR0_PE | CR0_ET;
+        s.cr3 = 0;
+        s.cr4 = 0;
+        s.dr6 = 0xffff_0ff0;
+        s.dr7 = 0x400;
+        s.rflags = 0x2;
+        s.rip = setup.entry;
+        s.rsp = 0;
+        s.g_pat = DEFAULT_PAT;
+        self.regs.0[RBX] = setup.boot_arg;
+    }
+
+    fn translation(&self) -> Translation {
+        let s = &self.vmcb.save;
+        Translation { mode: PagingMode::from_registers(s.cr0, s.cr4, s.efer), cr3: s.cr3 }
+    }
+}
+
+/// The exit handler's view of the bare machine.
+struct Bare;
+
+impl Platform for Bare {
+    fn host_cpuid(&self, leaf: u32, sub: u32) -> [u32; 4] {
+        let r = core::arch::x86_64::__cpuid_count(leaf, sub);
+        [r.eax, r.ebx, r.ecx, r.edx]
+    }
+    fn debug_line(&mut self, domain_id: u16, line: &str) {
+        super::super::console_line(format_args!("(d{domain_id}) {line}"));
+    }
+    fn report(&mut self, args: core::fmt::Arguments) {
+        super::super::report(args);
+    }
+}
+
+impl VirtualCpu for Vcpu {
+    fn run(&mut self) -> Exit {
+        loop {
+            svm::before_run(&mut self.vmcb, &self.regs);
+            let vmcb = &raw mut *self.vmcb;
+            // SAFETY: the VMCB is page-aligned, identity mapped (physical = virtual) and fully
+            // set up, with nested paging over this domain's RAM only; the host VMSAVE area is
+            // ours; `regs` outlives the call; the assembly restores the callee-saved registers,
+            // the stack and the host's TR/FS/GS state.
+            unsafe { xhv_svm_run(&mut self.regs, vmcb as u64, super::host_vmsave_area()) };
+            // Later runs keep the TLB entries tagged with this vCPU's ASID.
+            self.vmcb.control.tlb_control = tlb::NOTHING;
+            svm::after_exit(&mut self.vmcb, &mut self.regs);
+            if let Some(exit) = svm::handle_exit(&mut self.vmcb, &mut self.regs, &mut self.ctx, &mut Bare) {
+                return exit;
+            }
+        }
+    }
+
+    fn set_hypercall_result(&mut self, value: u64) {
+        self.regs.0[RAX] = policy::hypercall_result(value, svm::in_long_mode(&self.vmcb));
+    }
+
+    fn pc(&self) -> u64 {
+        self.vmcb.save.rip
+    }
+
+    fn copy_from_guest(&mut self, gva: u64, buf: &mut [u8]) -> Result<(), BadGuestAddress> {
+        self.ram.copy_from(self.translation(), gva, buf)
+    }
+
+    fn copy_to_guest(&mut self, gva: u64, buf: &[u8]) -> Result<(), BadGuestAddress> {
+        self.ram.copy_to(self.translation(), gva, buf)
+    }
+
+    fn read_guest_phys(&mut self, gpa: u64, buf: &mut [u8]) -> Result<(), BadGuestAddress> {
+        self.ram.read_phys(gpa, buf)
+    }
+
+    fn write_guest_phys(&mut self, gpa: u64, buf: &[u8]) -> Result<(), BadGuestAddress> {
+        self.ram.write_phys(gpa, buf)
+    }
+}
