@@ -1,11 +1,20 @@
 //! Bare-metal glue: heap, panic handler, banner, building and running the boot domains.
 
+extern crate alloc;
+
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
 use arch::ExitStatus;
-use arch::boot::{BootInfo, GuestSetup, ModuleKind};
+use arch::boot::{BootInfo, GuestSetup, ModuleKind, Region};
 use arch::cpu;
+use hypervisor::bootcfg::{self, BootCfgError, DomainConfig, ModuleRef};
 use hypervisor::domain::{Domain, DomainEnd};
+use hypervisor::domain_build;
 use hypervisor::frames::FrameAllocator;
+use hypervisor::guest_dt::{self, GuestArch};
 use hypervisor::loader::{self, Placed};
+use hypervisor::vpl011::Vpl011;
 use hypervisor::version::{HV_NAME, HV_VERSION, XEN_MAJOR, XEN_MINOR};
 use hypervisor::{hvlog, log, run};
 use linked_list_allocator::LockedHeap;
@@ -14,8 +23,10 @@ use linked_list_allocator::LockedHeap;
 static HEAP: LockedHeap = LockedHeap::empty();
 
 const HEAP_SIZE: usize = 4 << 20;
-/// RAM each boot domain gets until the boot configuration says otherwise.
-const DOMAIN_RAM: u64 = 64 << 20;
+/// RAM of the domain made of guest-loader modules (ARM), whose configuration names no size.
+const LOADER_DOMAIN_KIB: u64 = 256 << 10;
+/// RAM of each multiboot-module domain (x86), which has no configuration yet.
+const MULTIBOOT_DOMAIN_KIB: u64 = 64 << 10;
 /// Domain RAM is taken in 2 MiB blocks so stage-2/EPT can map it with block entries.
 const DOMAIN_RAM_ALIGN: u64 = 2 << 20;
 
@@ -52,64 +63,156 @@ fn banner(boot: &BootInfo) {
 }
 
 fn run_boot_domains(boot: &BootInfo) -> ExitStatus {
-    let mut frames = FrameAllocator::new(boot.ram(), boot.reserved());
+    let configs = match boot_configs(boot) {
+        Ok(configs) => configs,
+        Err(why) => {
+            hvlog!("{}", why);
+            return ExitStatus::Failure;
+        }
+    };
+    // dom0less modules sit inside `/chosen/<domain>`, where arch does not look: keep the
+    // domains' RAM off every module before any is allocated (and zeroed).
+    let mut reserved: Vec<Region> = boot.reserved().to_vec();
+    reserved.extend(configs.iter().flat_map(modules).map(|m| Region { start: m.addr, size: m.size }));
+    let mut frames = FrameAllocator::new(boot.ram(), &reserved);
     let mut failed = false;
-    let mut next_id = 1u16;
-    for module in boot.modules().iter().filter(|m| m.kind == ModuleKind::Kernel) {
-        let id = next_id;
-        next_id += 1;
-        let image = cpu::phys_slice(module.region.start, module.region.size);
-        match build_and_run(id, image, &mut frames) {
+    for (i, cfg) in configs.iter().enumerate() {
+        // Domain ids count from 1, as Xen's dom0less domUs do (this hypervisor has no dom0).
+        let id = u16::try_from(i + 1).unwrap_or(u16::MAX);
+        match build_and_run(id, cfg, boot, &mut frames) {
             Ok(DomainEnd::PoweredOff) => {}
             Ok(DomainEnd::Crashed) => failed = true,
             Err(why) => {
-                hvlog!("d{}: could not be built: {}", id, why);
+                hvlog!("d{}: {}: not built: {}", id, cfg.name, why);
                 failed = true;
             }
         }
     }
-    if next_id == 1 {
-        hvlog!("no guest kernel module was given: nothing to run");
-        failed = true;
-    }
     if failed { ExitStatus::Failure } else { ExitStatus::Success }
 }
 
-fn build_and_run(id: u16, image: &[u8], frames: &mut FrameAllocator) -> Result<DomainEnd, &'static str> {
-    let ram_host = frames.alloc(DOMAIN_RAM, DOMAIN_RAM_ALIGN).ok_or("out of memory for its RAM")?;
-    let ram = cpu::phys_slice_mut(ram_host, DOMAIN_RAM);
+/// The domains to build: from the device tree (dom0less nodes and guest-loader modules) on
+/// ARM, from the multiboot modules on x86.
+fn boot_configs(boot: &BootInfo) -> Result<Vec<DomainConfig>, String> {
+    if let Some(dtb) = boot.dtb {
+        let blob = cpu::phys_slice(dtb.start, dtb.size);
+        return match bootcfg::parse_boot_config(blob, LOADER_DOMAIN_KIB) {
+            Ok(configs) => Ok(configs),
+            Err(BootCfgError::NoDomains) => Err("no guest kernel module was given: nothing to run".into()),
+            Err(e) => Err(format!("boot configuration rejected: {e}")),
+        };
+    }
+    let configs: Vec<DomainConfig> = boot
+        .modules()
+        .iter()
+        .filter(|m| m.kind == ModuleKind::Kernel)
+        .enumerate()
+        .map(|(i, m)| DomainConfig {
+            name: format!("module{i}"),
+            cpus: 1,
+            memory_kib: MULTIBOOT_DOMAIN_KIB,
+            vpl011: false,
+            kernel: Some(ModuleRef { addr: m.region.start, size: m.region.size }),
+            ramdisk: None,
+            dtb: None,
+            bootargs: core::str::from_utf8(m.cmdline()).ok().filter(|s| !s.is_empty()).map(String::from),
+        })
+        .collect();
+    if configs.is_empty() {
+        return Err("no guest kernel module was given: nothing to run".into());
+    }
+    Ok(configs)
+}
+
+fn modules(cfg: &DomainConfig) -> impl Iterator<Item = ModuleRef> {
+    [cfg.kernel, cfg.ramdisk, cfg.dtb].into_iter().flatten()
+}
+
+/// The bytes of a module, if the bootloader really put it in RAM.
+fn module_bytes(boot: &BootInfo, m: ModuleRef, what: &str) -> Result<&'static [u8], String> {
+    let inside = boot.ram().iter().any(|r| r.start <= m.addr && m.end() <= r.end());
+    if !inside {
+        return Err(format!("{what} module at {:#x}+{:#x} is not inside RAM", m.addr, m.size));
+    }
+    Ok(cpu::phys_slice(m.addr, m.size))
+}
+
+fn build_and_run(
+    id: u16,
+    cfg: &DomainConfig,
+    boot: &BootInfo,
+    frames: &mut FrameAllocator,
+) -> Result<DomainEnd, String> {
+    let kernel_ref = cfg.kernel.ok_or("no kernel module")?;
+    let kernel = module_bytes(boot, kernel_ref, "kernel")?;
+    let initrd = cfg.ramdisk.map(|m| module_bytes(boot, m, "ramdisk")).transpose()?;
+    let ram_size = cfg
+        .memory_kib
+        .checked_mul(1024)
+        .and_then(|b| b.checked_next_multiple_of(DOMAIN_RAM_ALIGN))
+        .ok_or("memory size overflows")?;
+    let ram_host = frames
+        .alloc(ram_size, DOMAIN_RAM_ALIGN)
+        .ok_or_else(|| format!("out of memory for its {} MiB of RAM", ram_size >> 20))?;
+    hvlog!(
+        "d{}: {}: {} MiB RAM at host {:#x}, guest {:#x}",
+        id,
+        cfg.name,
+        ram_size >> 20,
+        ram_host,
+        cpu::GUEST_RAM_BASE
+    );
+    let ram = cpu::phys_slice_mut(ram_host, ram_size);
     ram.fill(0);
-    let placed = load_kernel(image, ram)?;
+    let (entry, boot_arg) = match guest_arch() {
+        Some(arch) => {
+            let layout = domain_build::build_arm(cfg, arch, cpu::GUEST_RAM_BASE, ram, kernel, initrd)
+                .map_err(|e| e.to_string())?;
+            if let Some((start, end)) = layout.initrd {
+                hvlog!("d{}: initrd at {:#x}-{:#x}", id, start, end);
+            }
+            hvlog!("d{}: device tree at {:#x} ({} bytes), {} vCPU(s)", id, layout.dtb, layout.dtb_size, cfg.cpus);
+            if cfg.vpl011 {
+                hvlog!("d{}: vpl011 at {:#x}, SPI {}", id, guest_dt::VPL011_BASE, guest_dt::VPL011_SPI);
+            }
+            (layout.entry, layout.dtb)
+        }
+        None => {
+            let placed = load_kernel(kernel, ram)?;
+            (cpu::GUEST_RAM_BASE + placed.entry_offset, 0)
+        }
+    };
     let setup = GuestSetup {
         ram_host,
         ram_guest: cpu::GUEST_RAM_BASE,
-        ram_size: DOMAIN_RAM,
-        entry: cpu::GUEST_RAM_BASE + placed.entry_offset,
-        boot_arg: 0,
+        ram_size,
+        entry,
+        boot_arg,
         domain_id: id,
         vcpu_id: 0,
     };
-    hvlog!(
-        "d{}: {} MiB RAM at host {:#x}, guest {:#x}; entry {:#x}",
-        id,
-        DOMAIN_RAM >> 20,
-        ram_host,
-        setup.ram_guest,
-        setup.entry
-    );
+    hvlog!("d{}: entry {:#x}", id, setup.entry);
     let mut vcpu = cpu::Vcpu::new(&setup)?;
     let mut domain = Domain::new(id);
+    domain.set_ram(setup.ram_guest, ram_size);
+    if cfg.vpl011 {
+        domain.vpl011 = Some(Vpl011::new());
+    }
     Ok(run::run_vcpu(&mut domain, 0, &mut vcpu))
 }
 
+/// The ARM guest flavour this build runs, `None` on x86.
+fn guest_arch() -> Option<GuestArch> {
+    match cpu::ARCH_NAME {
+        "aarch64" => Some(GuestArch::Arm64),
+        "armv7" => Some(GuestArch::Arm32),
+        _ => None,
+    }
+}
+
+/// x86: a PVH ELF kernel (ARM kernels go through `domain_build`).
 fn load_kernel(image: &[u8], ram: &mut [u8]) -> Result<Placed, &'static str> {
-    let placed = match cpu::ARCH_NAME {
-        "aarch64" => loader::arm::load_arm64_image(image, ram),
-        "armv7" => loader::arm::load_arm_zimage(image, ram),
-        "x86_64" => loader::pvh_elf::load_pvh_elf(image, ram, cpu::GUEST_RAM_BASE),
-        _ => Err(loader::LoadError::UnknownFormat),
-    };
-    placed.map_err(|e| match e {
+    loader::pvh_elf::load_pvh_elf(image, ram, cpu::GUEST_RAM_BASE).map_err(|e| match e {
         loader::LoadError::UnknownFormat => "kernel image format not recognised",
         loader::LoadError::TooLarge => "kernel image does not fit the domain's RAM",
         loader::LoadError::Malformed => "kernel image is malformed",

@@ -3,9 +3,11 @@
 
 use crate::console::GuestConsole;
 use crate::evtchn::{self, Binding, EventChannels, InPage, VcpuInfoAccess};
+use crate::guest_dt;
 use crate::log;
 use crate::page::{GuestAbi, HostPage, PAGE_SIZE};
 use crate::pvconsole;
+use crate::vpl011::Vpl011;
 use alloc::vec::Vec;
 use arch::exit::{FaultKind, GuestFault, MmioAccess, VirtualCpu};
 use guest_abi::hvm;
@@ -59,6 +61,8 @@ pub struct Domain {
     /// RAM the domain was given, in 4 KiB pages, and its highest guest frame number.
     pub ram_pages: u64,
     pub max_gpfn: u64,
+    /// The emulated PL011 at `guest_dt::VPL011_BASE`, for domains configured with `vpl011`.
+    pub vpl011: Option<Vpl011>,
 }
 
 impl Domain {
@@ -86,6 +90,7 @@ impl Domain {
             vm_assist: 0,
             ram_pages: 0,
             max_gpfn: 0,
+            vpl011: None,
         }
     }
 
@@ -130,6 +135,22 @@ impl Domain {
     /// Complete a trapped MMIO access with the domain's device models; an access no device
     /// claims is a guest fault.
     pub fn mmio(&mut self, vcpu: &mut dyn VirtualCpu, access: MmioAccess) -> Result<(), GuestFault> {
+        let offset = access.gpa.wrapping_sub(guest_dt::VPL011_BASE);
+        if let Some(uart) = self.vpl011.as_mut().filter(|_| offset < guest_dt::VPL011_SIZE) {
+            let sent = match access.write {
+                Some(value) => uart.write(offset, access.size, value),
+                None => {
+                    vcpu.complete_mmio_read(uart.read(offset, access.size));
+                    None
+                }
+            };
+            let level = uart.irq_level();
+            if let Some(byte) = sent {
+                self.console_write(&[byte]);
+            }
+            vcpu.set_irq_line(guest_dt::VPL011_SPI, level);
+            return Ok(());
+        }
         Err(GuestFault { kind: FaultKind::UnmappedGuestPhysical, gpa: access.gpa, pc: vcpu.pc(), syndrome: 0 })
     }
 

@@ -8,9 +8,9 @@
 //!
 //! The addresses and interrupt numbers below are a contract with the arch backend: its vGIC
 //! must emulate the distributor and redistributors where this tree says they are, inject the
-//! timer and upcall PPIs listed here, and route [`VPL011_SPI`]. Until `arch::arm::vgic`
-//! exports its own constants these are the reference; when it does, they must agree (a
-//! compile-time check belongs here then).
+//! timer and upcall PPIs listed here, and route [`VPL011_SPI`]. Those values are re-exported
+//! from `arch::arm::vgic`, the one place they are defined; the rest (GICv2 CPU interface,
+//! vpl011 page, grant-table region, the other timer PPIs) are only the tree's business.
 
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
@@ -19,13 +19,13 @@ use core::fmt;
 use dtoolkit::ToPropertyValue;
 use dtoolkit::model::{DeviceTree, DeviceTreeNode, DeviceTreeProperty};
 
-/// GICv3 distributor, guest-physical (GICv2 on ARMv7 uses the same base).
-pub const GUEST_GICD_BASE: u64 = 0x0300_1000;
-pub const GUEST_GICD_SIZE: u64 = 0x1_0000;
-/// First GICv3 redistributor; each vCPU has one frame pair of [`GUEST_GICR_STRIDE`] bytes.
-pub const GUEST_GICR_BASE: u64 = 0x0302_0000;
-/// RD_base + SGI_base frames of one redistributor (2 × 64 KiB).
-pub const GUEST_GICR_STRIDE: u64 = 0x2_0000;
+// The vGIC's side of the contract: the GICv3 distributor and redistributor frames, and the
+// INTIDs it injects. Taken from arch so the tree and the emulation cannot disagree.
+pub use arch::arm::vgic::{
+    GUEST_GICD_BASE, GUEST_GICD_SIZE, GUEST_GICR_BASE, GUEST_GICR_REGION_SIZE, GUEST_GICR_STRIDE, UPCALL_PPI,
+    VPL011_SPI, VTIMER_PPI,
+};
+
 /// GICv2 CPU interface (ARMv7 guests), and its size.
 pub const GUEST_GICC_BASE: u64 = 0x0300_2000;
 pub const GUEST_GICC_SIZE: u64 = 0x2000;
@@ -33,20 +33,15 @@ pub const GUEST_GICC_SIZE: u64 = 0x2000;
 /// The virtual PL011 (SBSA UART) and its one 4 KiB register page.
 pub const VPL011_BASE: u64 = 0x2200_0000;
 pub const VPL011_SIZE: u64 = 0x1000;
-/// The vpl011's interrupt, as an INTID (SPI 0 in device-tree numbering).
-pub const VPL011_SPI: u32 = 32;
 
 /// Xen's grant-table region, announced in `/hypervisor`'s `reg` (16 MiB).
 pub const GUEST_GNTTAB_BASE: u64 = 0x3800_0000;
 pub const GUEST_GNTTAB_SIZE: u64 = 0x0100_0000;
-/// The event-channel upcall, as an INTID (PPI 15 in device-tree numbering).
-pub const UPCALL_PPI: u32 = 31;
 
 /// Architected timer interrupts as INTIDs, in the order the timer binding lists them:
-/// secure physical, non-secure physical, virtual, hypervisor.
+/// secure physical, non-secure physical, virtual ([`VTIMER_PPI`]), hypervisor.
 pub const SEC_PTIMER_PPI: u32 = 29;
 pub const PTIMER_PPI: u32 = 30;
-pub const VTIMER_PPI: u32 = 27;
 pub const HYP_TIMER_PPI: u32 = 26;
 
 /// The phandle of the interrupt controller node (the only node anything refers to).
@@ -68,9 +63,9 @@ const DT_PPI: u32 = 1;
 const IRQ_LEVEL_HIGH: u32 = 4;
 const IRQ_LEVEL_LOW: u32 = 8;
 
-/// The largest number of vCPUs a tree describes (GICv2 can target at most 8 CPUs; GICv3
-/// redistributor frames for more would run into the next region).
-pub const MAX_VCPUS: u32 = 8;
+/// The largest number of vCPUs a tree describes (GICv2 can target at most 8 CPUs, and the
+/// vGIC has as many redistributors).
+pub const MAX_VCPUS: u32 = arch::arm::vgic::MAX_VCPUS as u32;
 
 /// Which kind of guest the tree is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -213,10 +208,9 @@ fn psci() -> Result<DeviceTreeNode> {
 fn gic(cfg: &GuestDtConfig<'_>) -> Result<DeviceTreeNode> {
     let mut gic = node(&alloc::format!("interrupt-controller@{GUEST_GICD_BASE:x}"))?;
     let (compatible, regs) = match cfg.arch {
-        GuestArch::Arm64 => (
-            "arm,gic-v3",
-            reg(&[(GUEST_GICD_BASE, GUEST_GICD_SIZE), (GUEST_GICR_BASE, GUEST_GICR_STRIDE * u64::from(cfg.cpus))]),
-        ),
+        GuestArch::Arm64 => {
+            ("arm,gic-v3", reg(&[(GUEST_GICD_BASE, GUEST_GICD_SIZE), (GUEST_GICR_BASE, GUEST_GICR_REGION_SIZE)]))
+        }
         GuestArch::Arm32 => {
             ("arm,cortex-a15-gic", reg(&[(GUEST_GICD_BASE, GUEST_GICD_SIZE), (GUEST_GICC_BASE, GUEST_GICC_SIZE)]))
         }
@@ -341,7 +335,7 @@ mod tests {
         assert_eq!(value(&fdt, gic, "compatible"), b"arm,gic-v3\0");
         assert_eq!(value(&fdt, gic, "#interrupt-cells"), cells(&[3]));
         assert_eq!(value(&fdt, gic, "interrupt-controller"), b"");
-        assert_eq!(value(&fdt, gic, "reg"), cells(&[0, 0x0300_1000, 0, 0x1_0000, 0, 0x0302_0000, 0, 0x4_0000]));
+        assert_eq!(value(&fdt, gic, "reg"), cells(&[0, 0x0300_1000, 0, 0x1_0000, 0, 0x0302_0000, 0, 0x100_0000]));
         assert_eq!(value(&fdt, gic, "phandle"), cells(&[GIC_PHANDLE]));
 
         assert_eq!(value(&fdt, "/timer", "compatible"), b"arm,armv8-timer\0");
@@ -373,8 +367,6 @@ mod tests {
         assert!(fdt.find_node("/aliases").is_none());
         let chosen = fdt.find_node("/chosen").unwrap();
         assert_eq!(chosen.properties().count(), 0);
-        let gic = "/interrupt-controller@3001000";
-        assert_eq!(value(&fdt, gic, "reg"), cells(&[0, 0x0300_1000, 0, 0x1_0000, 0, 0x0302_0000, 0, 0x2_0000]));
     }
 
     #[test]

@@ -5,23 +5,118 @@
 
 use crate::RunArgs;
 use crate::arch::Arch;
+use crate::bootdt::{self, DomainSpec, Module};
 use crate::build::{Built, workspace_root};
-use anyhow::{Context, Result, bail};
+use crate::images;
+use anyhow::{Context, Result, bail, ensure};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// Where QEMU's guest-loader places the guest kernel. QEMU puts its own DTB at
-/// RAM + min(RAM/2, 128 MiB) = 0x4800_0000 for a raw `-kernel`, so stay clear of that.
+/// Where the guest kernel is placed (by guest-loader or a dom0less `loader` device). QEMU
+/// puts its own DTB at RAM + min(RAM/2, 128 MiB) = 0x4800_0000 for a raw `-kernel`, so stay
+/// clear of that.
 const ARM_KERNEL_ADDR: u64 = 0x4A00_0000;
+/// Modules after the kernel start on a 2 MiB boundary.
+const MODULE_ALIGN: u64 = 2 << 20;
+/// The emulated machine's RAM (the same for the DTB dump and the boot).
+const MACHINE_RAM: &str = "1G";
+/// QEMU `virt` options of the two ARM machines: binary, machine, CPU.
+const QEMU_AARCH64: (&str, &str, &str) = ("qemu-system-aarch64", "virt,virtualization=on,gic-version=3", "cortex-a57");
+const QEMU_ARMV7: (&str, &str, &str) = ("qemu-system-arm", "virt,virtualization=on,gic-version=2", "cortex-a15");
+
+/// The Linux domU `cargo xtask run` boots on aarch64.
+pub const LINUX_DOMU_NAME: &str = "domU1";
+pub const LINUX_DOMU_MEMORY_MIB: u64 = 512;
+/// Its default command line. `ttyAMA0` is the vpl011, which needs nothing but MMIO exits;
+/// switch to `console=hvc0` once the PV console (event channels) is there. `earlycon` without
+/// options follows the tree's `stdout-path` (the vpl011), so early failures are visible too.
+pub const DEFAULT_LINUX_BOOTARGS: &str = "console=ttyAMA0 earlycon";
 
 pub struct Boot<'a> {
     pub arch: Arch,
     pub built: &'a Built,
-    pub kernel: PathBuf,
+    pub guest: Guest,
     pub args: RunArgs,
+}
+
+/// How the guests reach the hypervisor.
+pub enum Guest {
+    /// One kernel (and `args.initrd`) that QEMU's guest-loader (ARM) or GRUB (x86) places.
+    Loader { kernel: PathBuf },
+    /// A boot DTB with dom0less domain nodes, and the images it names (ARM only).
+    Dom0less(Dom0less),
+}
+
+pub struct Dom0less {
+    pub dtb: PathBuf,
+    /// Each image and the physical address the DTB says it is at.
+    pub images: Vec<(PathBuf, u64)>,
+}
+
+/// Prepare the aarch64 Linux domU: Debian's kernel and our initramfs unless `--kernel` /
+/// `--initrd` name others, described by a dom0less node added to the DTB QEMU generates for
+/// the same machine, written next to the build output.
+pub fn linux_domu(built: &Built, args: &RunArgs) -> Result<Dom0less> {
+    ensure!(args.arch == Arch::Aarch64, "a Linux domU is only wired up for aarch64 so far");
+    let (kernel, initrd) = match (&args.kernel, &args.initrd) {
+        (Some(k), Some(i)) => (k.clone(), i.clone()),
+        (k, i) => {
+            let fetched = images::linux_guest(args.arch)?;
+            (k.clone().unwrap_or(fetched.kernel), i.clone().unwrap_or(fetched.initrd))
+        }
+    };
+    let host = dump_dtb(args.arch, args.smp, &built.out_dir.join("qemu-virt.dtb"))?;
+    let kernel_size = file_size(&kernel)?;
+    let initrd_addr = (ARM_KERNEL_ADDR + kernel_size).next_multiple_of(MODULE_ALIGN);
+    let domain = DomainSpec {
+        name: LINUX_DOMU_NAME.to_string(),
+        cpus: args.smp,
+        memory_kib: LINUX_DOMU_MEMORY_MIB << 10,
+        vpl011: true,
+        kernel: Module { addr: ARM_KERNEL_ADDR, size: kernel_size },
+        bootargs: Some(args.append.clone().unwrap_or_else(|| DEFAULT_LINUX_BOOTARGS.to_string())),
+        ramdisk: Some(Module { addr: initrd_addr, size: file_size(&initrd)? }),
+    };
+    let dtb = bootdt::with_domains(&host, std::slice::from_ref(&domain))?;
+    let path = built.out_dir.join("boot.dtb");
+    std::fs::write(&path, dtb).with_context(|| format!("writing {}", path.display()))?;
+    eprintln!(
+        "xtask: {}: {} vCPU(s), {} MiB, vpl011, kernel {} at {ARM_KERNEL_ADDR:#x}, initrd {} at {initrd_addr:#x}, \
+         bootargs \"{}\" -> {}",
+        domain.name,
+        domain.cpus,
+        LINUX_DOMU_MEMORY_MIB,
+        kernel.display(),
+        initrd.display(),
+        domain.bootargs.as_deref().unwrap_or(""),
+        path.display()
+    );
+    Ok(Dom0less { dtb: path, images: vec![(kernel, ARM_KERNEL_ADDR), (initrd, initrd_addr)] })
+}
+
+/// The DTB QEMU builds for the machine `cargo xtask run` boots (`-machine ...,dumpdtb=`).
+fn dump_dtb(arch: Arch, smp: u32, out: &Path) -> Result<Vec<u8>> {
+    let (binary, machine, cpu) = qemu_machine(arch)?;
+    let _ = std::fs::remove_file(out);
+    let res = Command::new(binary)
+        .args(["-machine", &format!("{machine},dumpdtb={}", out.display())])
+        .args(["-cpu", cpu, "-m", MACHINE_RAM, "-smp", &smp.to_string(), "-nographic"])
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("starting {binary} (run `cargo xtask setup`?)"))?;
+    ensure!(res.status.success(), "{binary} could not dump its DTB:\n{}", String::from_utf8_lossy(&res.stderr));
+    std::fs::read(out).with_context(|| format!("reading {}", out.display()))
+}
+
+fn qemu_machine(arch: Arch) -> Result<(&'static str, &'static str, &'static str)> {
+    match arch {
+        Arch::Aarch64 => Ok(QEMU_AARCH64),
+        Arch::Armv7 => Ok(QEMU_ARMV7),
+        Arch::X86_64 => bail!("x86_64 boots under Bochs, not QEMU"),
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -32,18 +127,32 @@ pub enum Echo {
     Quiet,
 }
 
+/// Console text after which a guest never recovers (it spins forever): the run is stopped
+/// a moment later instead of waiting for the timeout.
+const HOPELESS: [&str; 1] = ["---[ end Kernel panic"];
+/// How long the console may keep talking after a [`HOPELESS`] line.
+const HOPELESS_GRACE: Duration = Duration::from_secs(2);
+
 pub struct Outcome {
-    /// The emulator's exit status; `None` when we killed it at the timeout.
+    /// The emulator's exit status; `None` when we killed it (timeout or hopeless guest).
     pub status: Option<i32>,
+    /// The [`HOPELESS`] line that made us stop the emulator early.
+    pub stopped_on: Option<&'static str>,
     pub console: String,
     pub elapsed: Duration,
 }
 
 impl Outcome {
     pub fn summary(&self) -> String {
-        match self.status {
-            None => format!("timed out after {:.1} s (emulator killed)", self.elapsed.as_secs_f64()),
-            Some(c) => format!("emulator exited with status {c} after {:.1} s", self.elapsed.as_secs_f64()),
+        match (self.status, self.stopped_on) {
+            (None, Some(line)) => {
+                format!(
+                    "the guest printed `{line}` and cannot recover: emulator stopped after {:.1} s",
+                    self.elapsed.as_secs_f64()
+                )
+            }
+            (None, None) => format!("timed out after {:.1} s (emulator killed)", self.elapsed.as_secs_f64()),
+            (Some(c), _) => format!("emulator exited with status {c} after {:.1} s", self.elapsed.as_secs_f64()),
         }
     }
 
@@ -56,30 +165,37 @@ impl Outcome {
 pub fn boot(run: &Boot, echo: Echo) -> Result<Outcome> {
     match run.arch {
         Arch::Aarch64 | Arch::Armv7 => qemu_arm(run, echo),
+        Arch::X86_64 if crate::qemu_x86::wants_qemu(run) => crate::qemu_x86::boot(run, echo),
         Arch::X86_64 => bochs(run, echo),
     }
 }
 
 fn qemu_arm(run: &Boot, echo: Echo) -> Result<Outcome> {
     let a = &run.args;
-    let (binary, machine, cpu) = match run.arch {
-        Arch::Aarch64 => ("qemu-system-aarch64", "virt,virtualization=on,gic-version=3", "cortex-a57"),
-        _ => ("qemu-system-arm", "virt,virtualization=on,gic-version=2", "cortex-a15"),
-    };
+    let (binary, machine, cpu) = qemu_machine(run.arch)?;
     let mut cmd = Command::new(binary);
-    cmd.args(["-machine", machine, "-cpu", cpu, "-m", "1G", "-nographic", "-no-reboot", "-semihosting"])
+    cmd.args(["-machine", machine, "-cpu", cpu, "-m", MACHINE_RAM, "-nographic", "-no-reboot", "-semihosting"])
         .args(["-smp", &a.smp.to_string()])
         .arg("-kernel")
         .arg(&run.built.hypervisor);
-    let mut loader = format!("guest-loader,addr={ARM_KERNEL_ADDR:#x},kernel={}", qemu_opt(&run.kernel)?);
-    if let Some(append) = &a.append {
-        loader += &format!(",bootargs={}", append.replace(',', ",,"));
-    }
-    cmd.args(["-device", &loader]);
-    if let Some(initrd) = &a.initrd {
-        let after_kernel = ARM_KERNEL_ADDR + file_size(&run.kernel)?;
-        let addr = (after_kernel + (2 << 20) - 1) & !((2 << 20) - 1);
-        cmd.args(["-device", &format!("guest-loader,addr={addr:#x},initrd={}", qemu_opt(initrd)?)]);
+    match &run.guest {
+        Guest::Loader { kernel } => {
+            let mut loader = format!("guest-loader,addr={ARM_KERNEL_ADDR:#x},kernel={}", qemu_opt(kernel)?);
+            if let Some(append) = &a.append {
+                loader += &format!(",bootargs={}", append.replace(',', ",,"));
+            }
+            cmd.args(["-device", &loader]);
+            if let Some(initrd) = &a.initrd {
+                let addr = (ARM_KERNEL_ADDR + file_size(kernel)?).next_multiple_of(MODULE_ALIGN);
+                cmd.args(["-device", &format!("guest-loader,addr={addr:#x},initrd={}", qemu_opt(initrd)?)]);
+            }
+        }
+        Guest::Dom0less(d) => {
+            cmd.arg("-dtb").arg(&d.dtb);
+            for (image, addr) in &d.images {
+                cmd.args(["-device", &format!("loader,file={},addr={addr:#x},force-raw=on", qemu_opt(image)?)]);
+            }
+        }
     }
     if a.icount {
         cmd.args(["-icount", "shift=0,sleep=off", "-seed", "1", "-rtc", "clock=vm"]);
@@ -95,8 +211,11 @@ fn bochs(run: &Boot, echo: Echo) -> Result<Outcome> {
     if run.args.icount {
         eprintln!("xtask: --icount is a QEMU option; Bochs runs with `clock: sync=none`, already deterministic");
     }
+    let Guest::Loader { kernel } = &run.guest else {
+        bail!("dom0less boot configurations are not wired up for x86_64 yet");
+    };
     let out = &run.built.out_dir;
-    let iso = grub_iso(run, out)?;
+    let iso = grub_iso(run, kernel, out)?;
     let serial = out.join("serial.log");
     let _ = std::fs::remove_file(&serial);
     std::fs::write(&serial, b"")?;
@@ -124,13 +243,12 @@ fn bochs(run: &Boot, echo: Echo) -> Result<Outcome> {
 }
 
 /// A GRUB multiboot2 ISO with the hypervisor and the guest kernel (and initrd) as modules.
-fn grub_iso(run: &Boot, out: &Path) -> Result<PathBuf> {
+pub(crate) fn grub_iso(run: &Boot, kernel: &Path, out: &Path) -> Result<PathBuf> {
     let root = out.join("iso");
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(root.join("boot/grub"))?;
     std::fs::copy(&run.built.hypervisor, root.join("boot/hypervisor.elf"))?;
-    std::fs::copy(&run.kernel, root.join("boot/kernel"))
-        .with_context(|| format!("reading {}", run.kernel.display()))?;
+    std::fs::copy(kernel, root.join("boot/kernel")).with_context(|| format!("reading {}", kernel.display()))?;
     let mut modules = format!("  module2 /boot/kernel {}\n", run.args.append.as_deref().unwrap_or(""));
     if let Some(initrd) = &run.args.initrd {
         std::fs::copy(initrd, root.join("boot/initrd"))?;
@@ -148,7 +266,7 @@ fn grub_iso(run: &Boot, out: &Path) -> Result<PathBuf> {
     Ok(iso)
 }
 
-enum Source {
+pub(crate) enum Source {
     Pipe(mpsc::Receiver<Vec<u8>>),
     /// A file the emulator appends to, and how far we have read it.
     File(PathBuf, u64),
@@ -173,7 +291,7 @@ impl Source {
     }
 }
 
-fn pipe_reader(mut r: impl Read + Send + 'static) -> mpsc::Receiver<Vec<u8>> {
+pub(crate) fn pipe_reader(mut r: impl Read + Send + 'static) -> mpsc::Receiver<Vec<u8>> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let mut buf = [0u8; 4096];
@@ -187,9 +305,10 @@ fn pipe_reader(mut r: impl Read + Send + 'static) -> mpsc::Receiver<Vec<u8>> {
 }
 
 /// Follow the console until the emulator exits or the timeout passes.
-fn watch(mut child: Child, mut source: Source, echo: Echo, timeout: Duration) -> Result<Outcome> {
+pub(crate) fn watch(mut child: Child, mut source: Source, echo: Echo, timeout: Duration) -> Result<Outcome> {
     let start = Instant::now();
     let mut console = Vec::new();
+    let mut hopeless: Option<(&'static str, Instant)> = None;
     let take = |bytes: Vec<u8>, console: &mut Vec<u8>| {
         if echo == Echo::Stream && !bytes.is_empty() {
             let mut out = std::io::stdout().lock();
@@ -203,7 +322,14 @@ fn watch(mut child: Child, mut source: Source, echo: Echo, timeout: Duration) ->
         if let Some(st) = child.try_wait()? {
             break Some(st.code().unwrap_or(128));
         }
-        if start.elapsed() > timeout {
+        if hopeless.is_none() {
+            // Only the tail can hold a new match (plus a marker's length of overlap).
+            let tail = &console[console.len().saturating_sub(64 * 1024)..];
+            let text = String::from_utf8_lossy(tail);
+            hopeless = HOPELESS.iter().find(|h| text.contains(*h)).map(|h| (*h, Instant::now()));
+        }
+        let given_up = hopeless.is_some_and(|(_, at)| at.elapsed() > HOPELESS_GRACE);
+        if given_up || start.elapsed() > timeout {
             let _ = child.kill();
             let _ = child.wait();
             break None;
@@ -213,10 +339,16 @@ fn watch(mut child: Child, mut source: Source, echo: Echo, timeout: Duration) ->
     // The pipe may still hold the last lines.
     std::thread::sleep(Duration::from_millis(100));
     take(source.poll(), &mut console);
-    Ok(Outcome { status, console: String::from_utf8_lossy(&console).into_owned(), elapsed: start.elapsed() })
+    let stopped_on = if status.is_none() { hopeless.map(|(h, _)| h) } else { None };
+    Ok(Outcome {
+        status,
+        stopped_on,
+        console: String::from_utf8_lossy(&console).into_owned(),
+        elapsed: start.elapsed(),
+    })
 }
 
-fn announce(cmd: &Command, echo: Echo) {
+pub(crate) fn announce(cmd: &Command, echo: Echo) {
     if echo == Echo::Stream {
         let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
         eprintln!("xtask: {} {}", cmd.get_program().to_string_lossy(), args.join(" "));

@@ -1,9 +1,11 @@
 //! `cargo xtask`: build, boot and test the hypervisor under QEMU and Bochs.
 
 mod arch;
+mod bootdt;
 mod build;
 mod emulator;
 mod images;
+mod qemu_x86;
 mod setup;
 mod test;
 
@@ -26,7 +28,9 @@ enum Cmd {
         #[arg(long)]
         arch: Option<Arch>,
     },
-    /// Build, then boot the hypervisor with a guest under QEMU (ARM) or Bochs (x86_64).
+    /// Build, then boot the hypervisor with a guest under QEMU (x86_64: `--emulator bochs` for VT-x). On
+    /// aarch64 the default guest is Debian's Linux kernel with a busybox initramfs, as a
+    /// dom0less domU; elsewhere (or with --guest) a built-in test guest.
     Run(RunArgs),
     /// Run the host tests, then every end-to-end scenario.
     Test {
@@ -36,6 +40,9 @@ enum Cmd {
         /// Skip the host tests (`cargo test`).
         #[arg(long)]
         no_host: bool,
+        /// Also boot Debian's Linux kernel as a Xen domU (downloads it the first time).
+        #[arg(long)]
+        linux: bool,
     },
     /// Install what is missing: emulators, firmware, GRUB, Rust targets.
     Setup,
@@ -52,27 +59,31 @@ enum Cmd {
 pub struct RunArgs {
     #[arg(long, default_value = "aarch64")]
     pub arch: Arch,
-    /// Guest kernel to boot (default: the `hello` test guest).
+    /// Guest kernel to boot (default: Debian's on aarch64, the `hello` test guest elsewhere).
     #[arg(long)]
     pub kernel: Option<PathBuf>,
-    /// Initial ramdisk for the guest.
+    /// Initial ramdisk for the guest (default on aarch64: the busybox initramfs).
     #[arg(long)]
     pub initrd: Option<PathBuf>,
     /// Guest kernel command line.
     #[arg(long)]
     pub append: Option<String>,
-    /// CPUs of the emulated machine.
+    /// CPUs of the emulated machine (and vCPUs of the aarch64 Linux domU).
     #[arg(long, default_value_t = 2)]
     pub smp: u32,
     /// Deterministic time: one guest instruction is one virtual nanosecond (QEMU only).
     #[arg(long)]
     pub icount: bool,
-    /// Which built-in test guest to boot when no --kernel is given.
-    #[arg(long, default_value = "hello")]
-    pub guest: String,
+    /// Boot this built-in test guest (hello, enosys, guest-fault) the way the test scenarios
+    /// do, instead of the default guest.
+    #[arg(long)]
+    pub guest: Option<String>,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 600)]
     pub timeout: u64,
+    /// x86_64 only: QEMU (AMD-V under TCG `-cpu max`, the default) or Bochs (VT-x).
+    #[arg(long, value_enum)]
+    pub emulator: Option<qemu_x86::Emulator>,
 }
 
 fn main() {
@@ -80,7 +91,7 @@ fn main() {
     let result = match cli.cmd {
         Cmd::Build { arch } => build_cmd(arch),
         Cmd::Run(args) => run_cmd(&args),
-        Cmd::Test { filter, no_host } => test::run(filter.as_deref(), !no_host),
+        Cmd::Test { filter, no_host, linux } => test::run(filter.as_deref(), !no_host, linux),
         Cmd::Setup => setup::run(),
         Cmd::Lint => build::lint(),
         Cmd::FetchLinux { arch } => images::linux_guest(arch).map(|g| {
@@ -108,11 +119,13 @@ fn build_cmd(arch: Option<Arch>) -> Result<i32> {
 
 fn run_cmd(args: &RunArgs) -> Result<i32> {
     let built = build::hypervisor_and_guests(args.arch)?;
-    let kernel = match &args.kernel {
-        Some(k) => k.clone(),
-        None => built.guest(&args.guest)?,
+    let guest = match (&args.guest, &args.kernel) {
+        (None, _) if args.arch == Arch::Aarch64 => emulator::Guest::Dom0less(emulator::linux_domu(&built, args)?),
+        (Some(name), _) => emulator::Guest::Loader { kernel: built.guest(name)? },
+        (None, Some(kernel)) => emulator::Guest::Loader { kernel: kernel.clone() },
+        (None, None) => emulator::Guest::Loader { kernel: built.guest("hello")? },
     };
-    let run = emulator::Boot { arch: args.arch, built: &built, kernel, args: args.clone() };
+    let run = emulator::Boot { arch: args.arch, built: &built, guest, args: args.clone() };
     let outcome = emulator::boot(&run, emulator::Echo::Stream)?;
     eprintln!("xtask: {}", outcome.summary());
     Ok(outcome.exit_code())

@@ -6,7 +6,7 @@
 use crate::RunArgs;
 use crate::arch::Arch;
 use crate::build::{self, Built, target_dir, workspace_root};
-use crate::emulator::{self, Boot, Echo, Outcome};
+use crate::emulator::{self, Boot, Echo, Guest, Outcome};
 use anyhow::Result;
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -26,8 +26,16 @@ struct Expect {
 struct Scenario {
     name: String,
     arch: Arch,
-    guest: &'static str,
+    guest: TestGuest,
     expect: Expect,
+}
+
+#[derive(Clone, Copy)]
+enum TestGuest {
+    /// A built-in test guest, placed by QEMU's guest-loader (or GRUB).
+    BuiltIn(&'static str),
+    /// Debian's kernel and the busybox initramfs as a dom0less domU.
+    Linux,
 }
 
 /// Lines every boot prints before the guest runs: the banner.
@@ -35,18 +43,34 @@ fn banner(arch: Arch) -> Vec<String> {
     vec!["(XEN) xhv ".into(), format!("(XEN) arch {}, running at ", arch.name()), "(XEN) RAM ".into()]
 }
 
+/// Linux as a Xen domU on aarch64: passes once the guest's init sees a Xen hypervisor and
+/// powers off cleanly.
+fn linux_scenarios() -> Vec<Scenario> {
+    let arch = Arch::Aarch64;
+    let mut in_order = banner(arch);
+    in_order.extend(["XHV-INIT-MARKER hypervisor=xen".to_string(), "(XEN) stopping: all domains powered off".into()]);
+    vec![Scenario {
+        name: "linux-arm64-domu".into(),
+        arch,
+        guest: TestGuest::Linux,
+        expect: Expect { in_order, count: None, forbidden: vec!["PANIC", "Kernel panic"], exit_zero: true },
+    }]
+}
+
 fn scenarios() -> Vec<Scenario> {
     let mut all = Vec::new();
-    for arch in Arch::ALL {
+    // x86_64 twice: on Bochs (VT-x), and with the `-svm` suffix on QEMU (AMD-V).
+    let targets = Arch::ALL.map(|a| (a, "")).into_iter().chain([(Arch::X86_64, crate::qemu_x86::SVM_SUFFIX)]);
+    for (arch, suffix) in targets {
         let with_banner = |rest: &[&str]| {
             let mut v = banner(arch);
             v.extend(rest.iter().map(|s| s.to_string()));
             v
         };
         all.push(Scenario {
-            name: format!("hello-{}", arch.name()),
+            name: format!("hello-{}{suffix}", arch.name()),
             arch,
-            guest: "hello",
+            guest: TestGuest::BuiltIn("hello"),
             expect: Expect {
                 in_order: with_banner(&[
                     "(d1) Hello from a Xen guest: the hypervisor says Xen 4.17",
@@ -59,9 +83,9 @@ fn scenarios() -> Vec<Scenario> {
             },
         });
         all.push(Scenario {
-            name: format!("enosys-{}", arch.name()),
+            name: format!("enosys-{}{suffix}", arch.name()),
             arch,
-            guest: "enosys",
+            guest: TestGuest::BuiltIn("enosys"),
             expect: Expect {
                 in_order: with_banner(&["(d1) PASS enosys", "(d1) ENOSYS-GUEST-DONE"]),
                 count: Some(("(d1) PASS enosys".into(), 3)),
@@ -70,9 +94,9 @@ fn scenarios() -> Vec<Scenario> {
             },
         });
         all.push(Scenario {
-            name: format!("guest-fault-{}", arch.name()),
+            name: format!("guest-fault-{}{suffix}", arch.name()),
             arch,
-            guest: "guest-fault",
+            guest: TestGuest::BuiltIn("guest-fault"),
             expect: Expect {
                 in_order: with_banner(&[
                     "(d1) GUEST-FAULT-TOUCHING 0x80000000",
@@ -86,13 +110,38 @@ fn scenarios() -> Vec<Scenario> {
             },
         });
     }
+    // The virtual GICv3: registers, the virtual timer's PPI, SGIs (one, then more than the
+    // list registers hold). AArch64 only.
+    let mut vgic_order = banner(Arch::Aarch64);
+    vgic_order.extend(
+        ["(d1) PASS vgic-regs", "(d1) PASS vgic-timer", "(d1) PASS vgic-sgi", "(d1) PASS vgic-sgi-burst"]
+            .map(String::from),
+    );
+    vgic_order.push("(d1) VGIC-GUEST-DONE".into());
+    all.push(Scenario {
+        name: "vgic-aarch64".into(),
+        arch: Arch::Aarch64,
+        guest: TestGuest::BuiltIn("vgic"),
+        expect: Expect { in_order: vgic_order, count: None, forbidden: vec!["PANIC", "FAIL"], exit_zero: true },
+    });
+    // The other x86 vendor's hypercall instruction: #UD or a hypercall, never a hypervisor fault.
+    for suffix in ["", crate::qemu_x86::SVM_SUFFIX] {
+        let mut in_order = banner(Arch::X86_64);
+        in_order.extend(["(d1) PASS vendor-probe", "(d1) VENDOR-PROBE-DONE"].map(String::from));
+        all.push(Scenario {
+            name: format!("vendor-probe-x86_64{suffix}"),
+            arch: Arch::X86_64,
+            guest: TestGuest::BuiltIn("vendor-probe"),
+            expect: Expect { in_order, count: None, forbidden: vec!["PANIC", "FAIL"], exit_zero: true },
+        });
+    }
     all
 }
 
 impl Scenario {
     fn timeout_secs(&self) -> u64 {
-        match self.arch {
-            Arch::X86_64 => 300,
+        match (self.guest, self.arch) {
+            (TestGuest::Linux, _) | (_, Arch::X86_64) => 300,
             _ => 60,
         }
     }
@@ -126,14 +175,19 @@ impl Scenario {
     }
 }
 
-pub fn run(filter: Option<&str>, host: bool) -> Result<i32> {
+/// `linux` adds the Linux domU scenarios (not in the default set until they pass).
+pub fn run(filter: Option<&str>, host: bool, linux: bool) -> Result<i32> {
     let mut passed = 0;
     let mut failed = 0;
     let mut tally = |ok: bool| if ok { passed += 1 } else { failed += 1 };
     if host {
         tally(host_tests());
     }
-    let chosen: Vec<Scenario> = scenarios().into_iter().filter(|s| filter.is_none_or(|f| s.name.contains(f))).collect();
+    let mut all = scenarios();
+    if linux {
+        all.extend(linux_scenarios());
+    }
+    let chosen: Vec<Scenario> = all.into_iter().filter(|s| filter.is_none_or(|f| s.name.contains(f))).collect();
     let mut built: BTreeMap<&str, Result<Built, String>> = BTreeMap::new();
     let logs = target_dir().join("xtask/logs");
     std::fs::create_dir_all(&logs)?;
@@ -156,18 +210,25 @@ pub fn run(filter: Option<&str>, host: bool) -> Result<i32> {
 }
 
 fn run_one(s: &Scenario, built: &Built, logs: &std::path::Path) -> Result<f64, String> {
-    let args = RunArgs {
+    let mut args = RunArgs {
         arch: s.arch,
         kernel: None,
         initrd: None,
         append: None,
         smp: 1,
         icount: false,
-        guest: s.guest.into(),
+        guest: None,
         timeout: s.timeout_secs(),
+        emulator: Some(crate::qemu_x86::emulator_for_scenario(&s.name)),
     };
-    let kernel = built.guest(s.guest).map_err(|e| format!("{e:#}"))?;
-    let boot = Boot { arch: s.arch, built, kernel, args };
+    let guest = match s.guest {
+        TestGuest::BuiltIn(name) => {
+            args.guest = Some(name.into());
+            Guest::Loader { kernel: built.guest(name).map_err(|e| format!("{e:#}"))? }
+        }
+        TestGuest::Linux => Guest::Dom0less(emulator::linux_domu(built, &args).map_err(|e| format!("{e:#}"))?),
+    };
+    let boot = Boot { arch: s.arch, built, guest, args };
     let out = emulator::boot(&boot, Echo::Quiet).map_err(|e| format!("{e:#}"))?;
     let log = logs.join(format!("{}.log", s.name));
     let _ = std::fs::write(&log, &out.console);

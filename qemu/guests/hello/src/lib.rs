@@ -17,6 +17,8 @@ mod arch;
 
 #[cfg(target_os = "none")]
 pub use arch::hypercall;
+#[cfg(all(target_arch = "x86_64", target_os = "none"))]
+pub use arch::{Foreign, foreign_hypercall};
 
 use core::fmt::{self, Write};
 #[cfg(target_os = "none")]

@@ -1,10 +1,11 @@
-//! x86_64 PVH entry and the `vmcall` hypercall.
+//! x86_64 PVH entry and the `vmcall`/`vmmcall` hypercall.
 //!
 //! The hypervisor starts us as a Xen PVH guest: 32-bit protected mode, paging off, flat
 //! segments, at the address in the `XEN_ELFNOTE_PHYS32_ENTRY` note below. We identity-map
 //! the first 4 GiB with 2 MiB pages (so [`crate::UNMAPPED_ADDRESS`] is mapped in *our* tables
 //! and only the hypervisor's EPT can refuse it), enter long mode and call `guest_main`.
 
+use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use guest_abi::elfnote::XEN_ELFNOTE_PHYS32_ENTRY;
 
 core::arch::global_asm!(
@@ -99,23 +100,100 @@ core::arch::global_asm!(
     note_type = const XEN_ELFNOTE_PHYS32_ENTRY,
 );
 
-/// A Xen hypercall: `vmcall` with the number in RAX and arguments in RDI, RSI, RDX, R10, R8.
-/// Xen may clobber the argument registers, so they are declared clobbered.
-pub fn hypercall(nr: u64, args: [u64; 5]) -> i64 {
-    let ret: u64;
-    // SAFETY: `vmcall` traps to the hypervisor, which reads registers and may read or write
-    // the guest memory the arguments point at (buffers owned by the caller); it returns here.
-    unsafe {
-        core::arch::asm!(
-            "vmcall",
-            inlateout("rax") nr => ret,
-            inlateout("rdi") args[0] => _,
-            inlateout("rsi") args[1] => _,
-            inlateout("rdx") args[2] => _,
-            inlateout("r10") args[3] => _,
-            inlateout("r8") args[4] => _,
-            options(nostack),
-        );
+/// Which hypercall instruction this CPU has: 0 = not asked yet, 1 = `vmcall` (Intel),
+/// 2 = `vmmcall` (AMD). Xen guests choose by CPUID vendor, as Linux does.
+static INSTRUCTION: AtomicU8 = AtomicU8::new(0);
+
+fn native_is_vmmcall() -> bool {
+    if INSTRUCTION.load(Ordering::Relaxed) == 0 {
+        let r = core::arch::x86_64::__cpuid(0);
+        let amd = [r.ebx, r.edx, r.ecx]
+            == [u32::from_le_bytes(*b"Auth"), u32::from_le_bytes(*b"enti"), u32::from_le_bytes(*b"cAMD")]
+            || [r.ebx, r.edx, r.ecx]
+                == [u32::from_le_bytes(*b"Hygo"), u32::from_le_bytes(*b"nGen"), u32::from_le_bytes(*b"uine")];
+        INSTRUCTION.store(if amd { 2 } else { 1 }, Ordering::Relaxed);
     }
-    ret as i64
+    INSTRUCTION.load(Ordering::Relaxed) == 2
+}
+
+/// A Xen hypercall: `vmcall` on Intel, `vmmcall` on AMD, with the number in RAX and arguments
+/// in RDI, RSI, RDX, R10, R8.
+pub fn hypercall(nr: u64, args: [u64; 5]) -> i64 {
+    if native_is_vmmcall() { vmmcall(nr, args) } else { vmcall(nr, args) }
+}
+
+/// What the other vendor's hypercall instruction did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Foreign {
+    /// It raised #UD (our handler skipped it).
+    InvalidOpcode,
+    /// It came back with this in RAX.
+    Returned(i64),
+}
+
+/// The hypercall instruction of the *other* vendor, for probing what the hypervisor makes of it.
+pub fn foreign_hypercall(nr: u64, args: [u64; 5]) -> Foreign {
+    install_ud_handler();
+    UD_SEEN.store(0, Ordering::SeqCst);
+    let r = if native_is_vmmcall() { vmcall(nr, args) } else { vmmcall(nr, args) };
+    if UD_SEEN.load(Ordering::SeqCst) != 0 { Foreign::InvalidOpcode } else { Foreign::Returned(r) }
+}
+
+// Xen may clobber the argument registers, so they are declared clobbered.
+macro_rules! hypercall_insn {
+    ($name:ident, $insn:literal) => {
+        fn $name(nr: u64, args: [u64; 5]) -> i64 {
+            let ret: u64;
+            // SAFETY: the instruction traps to the hypervisor, which reads registers and may
+            // read or write the guest memory the arguments point at (buffers owned by the
+            // caller) and returns here; or it raises #UD, which `guest_ud_handler` skips.
+            unsafe {
+                core::arch::asm!(
+                    $insn,
+                    inlateout("rax") nr => ret,
+                    inlateout("rdi") args[0] => _,
+                    inlateout("rsi") args[1] => _,
+                    inlateout("rdx") args[2] => _,
+                    inlateout("r10") args[3] => _,
+                    inlateout("r8") args[4] => _,
+                    options(nostack),
+                );
+            }
+            ret as i64
+        }
+    };
+}
+hypercall_insn!(vmcall, "vmcall");
+hypercall_insn!(vmmcall, "vmmcall");
+
+/// Set by the #UD handler.
+static UD_SEEN: AtomicU8 = AtomicU8::new(0);
+/// Our IDT: only vector 6 (#UD) is present; both hypercall instructions are 3 bytes long.
+static IDT: [AtomicU64; 14] = [const { AtomicU64::new(0) }; 14];
+
+core::arch::global_asm!(
+    ".text",
+    ".global guest_ud_handler",
+    "guest_ud_handler:",
+    "add qword ptr [rsp], 3",
+    "mov byte ptr [rip + {seen}], 1",
+    "iretq",
+    seen = sym UD_SEEN,
+);
+
+fn install_ud_handler() {
+    unsafe extern "C" {
+        fn guest_ud_handler();
+    }
+    let handler = guest_ud_handler as *const () as u64;
+    // A present 64-bit interrupt gate (type 0xE, DPL 0) with our code selector 0x08.
+    let low = (handler & 0xffff) | (0x08 << 16) | (0x8e << 40) | ((handler >> 16) & 0xffff) << 48;
+    IDT[12].store(low, Ordering::SeqCst);
+    IDT[13].store(handler >> 32, Ordering::SeqCst);
+    let mut pointer = [0u8; 10];
+    pointer[..2].copy_from_slice(&((core::mem::size_of_val(&IDT) - 1) as u16).to_le_bytes());
+    pointer[2..].copy_from_slice(&(IDT.as_ptr() as u64).to_le_bytes());
+    // SAFETY: the IDT is a static of 7 valid-or-absent gates; the only present one points at
+    // `guest_ud_handler`, which returns with IRETQ past a 3-byte instruction.
+    unsafe { core::arch::asm!("lidt [{}]", in(reg) pointer.as_ptr(), options(nostack, readonly)) };
 }
