@@ -14,8 +14,9 @@ use hypervisor::domain_build;
 use hypervisor::frames::FrameAllocator;
 use hypervisor::guest_dt::{self, GuestArch};
 use hypervisor::loader::{self, Placed};
-use hypervisor::vpl011::Vpl011;
+use hypervisor::page::{HostPage, PAGE_SIZE};
 use hypervisor::version::{HV_NAME, HV_VERSION, XEN_MAJOR, XEN_MINOR};
+use hypervisor::vpl011::Vpl011;
 use hypervisor::{hvlog, log, run};
 use linked_list_allocator::LockedHeap;
 
@@ -182,19 +183,26 @@ fn build_and_run(
             (cpu::GUEST_RAM_BASE + placed.entry_offset, 0)
         }
     };
-    let setup = GuestSetup {
-        ram_host,
-        ram_guest: cpu::GUEST_RAM_BASE,
-        ram_size,
-        entry,
-        boot_arg,
-        domain_id: id,
-        vcpu_id: 0,
-    };
+    let setup =
+        GuestSetup { ram_host, ram_guest: cpu::GUEST_RAM_BASE, ram_size, entry, boot_arg, domain_id: id, vcpu_id: 0 };
     hvlog!("d{}: entry {:#x}", id, setup.entry);
     let mut vcpu = cpu::Vcpu::new(&setup)?;
     let mut domain = Domain::new(id);
     domain.set_ram(setup.ram_guest, ram_size);
+    if guest_arch().is_some() {
+        // shared_info, grant frames and the PV console ring, from the hypervisor's free RAM.
+        let mut page = || {
+            let hpa = frames.alloc(PAGE_SIZE as u64, PAGE_SIZE as u64)?;
+            let data = cpu::phys_slice_mut(hpa, PAGE_SIZE as u64);
+            data.fill(0);
+            Some(HostPage { hpa, data })
+        };
+        if let Err(why) = domain.setup_xen_pages(&mut vcpu, guest_dt::GUEST_CONSOLE_RING, &mut page) {
+            // A guest that never maps them (the test guests, a backend without
+            // `map_host_page`) runs fine; Linux stops at its first memory_op then.
+            hvlog!("d{}: no Xen shared pages: {}", id, why);
+        }
+    }
     if cfg.vpl011 {
         domain.vpl011 = Some(Vpl011::new());
     }

@@ -38,6 +38,11 @@ pub const VPL011_SIZE: u64 = 0x1000;
 pub const GUEST_GNTTAB_BASE: u64 = 0x3800_0000;
 pub const GUEST_GNTTAB_SIZE: u64 = 0x0100_0000;
 
+/// Xen's "magic pages" region (GUEST_MAGIC_BASE); the PV console ring is its first page.
+/// Not in the tree: the guest finds the ring through `HVM_PARAM_CONSOLE_PFN`.
+pub const GUEST_MAGIC_BASE: u64 = 0x3900_0000;
+pub const GUEST_CONSOLE_RING: u64 = GUEST_MAGIC_BASE;
+
 /// Architected timer interrupts as INTIDs, in the order the timer binding lists them:
 /// secure physical, non-secure physical, virtual ([`VTIMER_PPI`]), hypervisor.
 pub const SEC_PTIMER_PPI: u32 = 29;

@@ -134,11 +134,8 @@ impl Vpl011 {
             CR => self.cr = v & 0xffff,
             IFLS => self.ifls = v & 0x3f,
             IMSC => self.imsc = v & INT_ALL,
-            ICR => {
-                if v & INT_TX != 0 {
-                    self.tx_raw = false;
-                }
-            }
+            // Only TX can be cleared: RX and RT follow the receive FIFO.
+            ICR if v & INT_TX != 0 => self.tx_raw = false,
             DMACR => self.dmacr = v & 0x7,
             _ => {}
         }

@@ -31,9 +31,11 @@ const QEMU_ARMV7: (&str, &str, &str) = ("qemu-system-arm", "virt,virtualization=
 pub const LINUX_DOMU_NAME: &str = "domU1";
 pub const LINUX_DOMU_MEMORY_MIB: u64 = 512;
 /// Its default command line. `ttyAMA0` is the vpl011, which needs nothing but MMIO exits;
-/// switch to `console=hvc0` once the PV console (event channels) is there. `earlycon` without
-/// options follows the tree's `stdout-path` (the vpl011), so early failures are visible too.
-pub const DEFAULT_LINUX_BOOTARGS: &str = "console=ttyAMA0 earlycon";
+/// switch to `console=hvc0` once the PV console (event channels) is there. The early console
+/// is the same vpl011 (`hypervisor::guest_dt::VPL011_BASE`), so early failures show too; it
+/// is named explicitly because a bare `earlycon` (from `stdout-path`) stays silent with
+/// Debian's 6.1 kernel under xhv (not investigated yet).
+pub const DEFAULT_LINUX_BOOTARGS: &str = "console=ttyAMA0 earlycon=pl011,mmio32,0x22000000";
 
 pub struct Boot<'a> {
     pub arch: Arch,

@@ -153,6 +153,9 @@ impl Scenario {
         for marker in &e.in_order {
             match rest.find(marker.as_str()) {
                 Some(i) => rest = &rest[i + marker.len()..],
+                None if out.status.is_none() => {
+                    return Err(format!("console never showed `{marker}` (in order); {}", out.summary()));
+                }
                 None => return Err(format!("console never showed `{marker}` (in order)")),
             }
         }
