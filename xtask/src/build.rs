@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The test guests of `qemu/guests/hello`, one binary per scenario.
-pub const GUESTS: [&str; 5] = ["hello", "enosys", "guest-fault", "vgic", "vendor-probe"];
+pub const GUESTS: [&str; 6] = ["hello", "enosys", "guest-fault", "vgic", "vendor-probe", "bad-hypercalls"];
 
 /// What a build produced for one architecture.
 pub struct Built {

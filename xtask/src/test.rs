@@ -83,6 +83,18 @@ fn scenarios() -> Vec<Scenario> {
             },
         });
         all.push(Scenario {
+            name: format!("bad-hypercalls-{}{suffix}", arch.name()),
+            arch,
+            guest: TestGuest::BuiltIn("bad-hypercalls"),
+            expect: Expect {
+                in_order: with_banner(&["(d1) PASS bad-hypercalls", "(d1) BAD-HYPERCALLS-DONE failures=0"]),
+                // One line per malformed call, plus the well-formed call at the end.
+                count: Some(("(d1) PASS bad-hypercalls".into(), 25)),
+                forbidden: vec!["PANIC", "FAIL"],
+                exit_zero: true,
+            },
+        });
+        all.push(Scenario {
             name: format!("enosys-{}{suffix}", arch.name()),
             arch,
             guest: TestGuest::BuiltIn("enosys"),
