@@ -30,12 +30,10 @@ const QEMU_ARMV7: (&str, &str, &str) = ("qemu-system-arm", "virt,virtualization=
 /// The Linux domU `cargo xtask run` boots on aarch64.
 pub const LINUX_DOMU_NAME: &str = "domU1";
 pub const LINUX_DOMU_MEMORY_MIB: u64 = 512;
-/// Its default command line. `ttyAMA0` is the vpl011, which needs nothing but MMIO exits;
-/// switch to `console=hvc0` once the PV console (event channels) is there. The early console
-/// is the same vpl011 (`hypervisor::guest_dt::VPL011_BASE`), so early failures show too; it
-/// is named explicitly because a bare `earlycon` (from `stdout-path`) stays silent with
-/// Debian's 6.1 kernel under xhv (not investigated yet).
-pub const DEFAULT_LINUX_BOOTARGS: &str = "console=ttyAMA0 earlycon=pl011,mmio32,0x22000000";
+/// Its default command line: the Xen PV console (`hvc0`, the ring the hypervisor drains).
+/// `console=ttyAMA0` uses the vpl011 instead; add `earlycon=pl011,mmio32,0x22000000` to see
+/// the earliest messages through it.
+pub const DEFAULT_LINUX_BOOTARGS: &str = "console=hvc0";
 
 pub struct Boot<'a> {
     pub arch: Arch,

@@ -40,9 +40,9 @@ enum Cmd {
         /// Skip the host tests (`cargo test`).
         #[arg(long)]
         no_host: bool,
-        /// Also boot Debian's Linux kernel as a Xen domU (downloads it the first time).
+        /// Skip the Linux boots (Debian's kernels are downloaded on first use).
         #[arg(long)]
-        linux: bool,
+        no_linux: bool,
     },
     /// Install what is missing: emulators, firmware, GRUB, Rust targets.
     Setup,
@@ -91,7 +91,7 @@ fn main() {
     let result = match cli.cmd {
         Cmd::Build { arch } => build_cmd(arch),
         Cmd::Run(args) => run_cmd(&args),
-        Cmd::Test { filter, no_host, linux } => test::run(filter.as_deref(), !no_host, linux),
+        Cmd::Test { filter, no_host, no_linux } => test::run(filter.as_deref(), !no_host, no_linux),
         Cmd::Setup => setup::run(),
         Cmd::Lint => build::lint(),
         Cmd::FetchLinux { arch } => images::linux_guest(arch).map(|g| {

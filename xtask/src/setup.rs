@@ -3,6 +3,8 @@
 //! Debian/Ubuntu hosts: QEMU 10 from bookworm-backports, Bochs, GRUB and ISO tools via apt
 //! (as root); Rust targets and components via rustup.
 
+use crate::arch::Arch;
+use crate::images;
 use anyhow::{Context, Result, bail};
 use std::path::Path;
 use std::process::Command;
@@ -31,6 +33,8 @@ const APT_PACKAGES: [&str; 10] = [
     "device-tree-compiler",
 ];
 const BACKPORTS_PACKAGES: [&str; 2] = ["qemu-system-arm", "qemu-system-x86"];
+/// Debian architectures whose guest kernels and busybox we download.
+const FOREIGN_ARCHES: [&str; 2] = ["arm64", "armhf"];
 
 pub fn run() -> Result<i32> {
     step(1, "Rust targets and components (rust-toolchain.toml)");
@@ -48,12 +52,36 @@ pub fn run() -> Result<i32> {
     if !still.is_empty() {
         bail!("still missing after setup: {}", still.join(", "));
     }
+    step(4, "guest kernels and initramfs from Debian's archive");
+    foreign_architectures()?;
+    for arch in [Arch::Aarch64, Arch::X86_64] {
+        let guest = images::linux_guest(arch)?;
+        println!("    {}: {}", arch.name(), guest.kernel.display());
+    }
     println!("setup complete");
     Ok(0)
 }
 
 fn step(n: u32, what: &str) {
-    println!("[{n}/3] {what}");
+    println!("[{n}/4] {what}");
+}
+
+/// ARM guest kernels are Debian's arm64/armhf packages: apt must know those architectures.
+fn foreign_architectures() -> Result<()> {
+    let have = Command::new("dpkg").arg("--print-foreign-architectures").output().context("running dpkg")?;
+    let have = String::from_utf8_lossy(&have.stdout).into_owned();
+    let missing: Vec<_> = FOREIGN_ARCHES.iter().filter(|a| !have.lines().any(|l| l.trim() == **a)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!("apt needs the {missing:?} architectures: run `sudo dpkg --add-architecture` for them and `sudo apt-get update`");
+    }
+    for a in missing {
+        run_cmd(Command::new("dpkg").args(["--add-architecture", a]))?;
+    }
+    apt_update();
+    Ok(())
 }
 
 fn rust_targets() -> Result<()> {
