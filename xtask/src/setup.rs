@@ -75,7 +75,9 @@ fn foreign_architectures() -> Result<()> {
         return Ok(());
     }
     if !is_root() {
-        bail!("apt needs the {missing:?} architectures: run `sudo dpkg --add-architecture` for them and `sudo apt-get update`");
+        bail!(
+            "apt needs the {missing:?} architectures: run `sudo dpkg --add-architecture` for them and `sudo apt-get update`"
+        );
     }
     for a in missing {
         run_cmd(Command::new("dpkg").args(["--add-architecture", a]))?;

@@ -65,10 +65,7 @@ fn linux_scenarios() -> Vec<Scenario> {
             expect: Expect { in_order, count: None, forbidden: vec!["PANIC", "Kernel panic", "BUG:"], exit_zero: true },
         }
     };
-    vec![
-        linux("linux-arm64-domu", "console=hvc0", 1),
-        linux("linux-arm64-domu-ttyAMA0", "console=ttyAMA0", 1),
-    ]
+    vec![linux("linux-arm64-domu", "console=hvc0", 1), linux("linux-arm64-domu-ttyAMA0", "console=ttyAMA0", 1)]
 }
 
 fn scenarios() -> Vec<Scenario> {

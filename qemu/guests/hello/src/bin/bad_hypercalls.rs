@@ -26,36 +26,96 @@ extern "C" fn guest_main() -> ! {
     };
 
     // Bad pointers.
-    expect("console_io write from an unmapped buffer", hc(nr::CONSOLE_IO, [console::CONSOLEIO_WRITE, 16, BAD]), errno::EFAULT);
-    expect("console_io write wrapping the address space", hc(nr::CONSOLE_IO, [console::CONSOLEIO_WRITE, 16, WRAP]), errno::EFAULT);
-    expect("xen_version extraversion to an unmapped buffer", hc(nr::XEN_VERSION, [version::XENVER_EXTRAVERSION, BAD, 0]), errno::EFAULT);
-    expect("sched_op shutdown reading an unmapped reason", hc(nr::SCHED_OP, [sched::SCHEDOP_SHUTDOWN, BAD, 0]), errno::EFAULT);
+    expect(
+        "console_io write from an unmapped buffer",
+        hc(nr::CONSOLE_IO, [console::CONSOLEIO_WRITE, 16, BAD]),
+        errno::EFAULT,
+    );
+    expect(
+        "console_io write wrapping the address space",
+        hc(nr::CONSOLE_IO, [console::CONSOLEIO_WRITE, 16, WRAP]),
+        errno::EFAULT,
+    );
+    expect(
+        "xen_version extraversion to an unmapped buffer",
+        hc(nr::XEN_VERSION, [version::XENVER_EXTRAVERSION, BAD, 0]),
+        errno::EFAULT,
+    );
+    expect(
+        "sched_op shutdown reading an unmapped reason",
+        hc(nr::SCHED_OP, [sched::SCHEDOP_SHUTDOWN, BAD, 0]),
+        errno::EFAULT,
+    );
     expect("hvm_op get_param into an unmapped struct", hc(nr::HVM_OP, [hvm::HVMOP_GET_PARAM, BAD, 0]), errno::EFAULT);
-    expect("event_channel_op send with an unmapped port", hc(nr::EVENT_CHANNEL_OP, [ev::EVTCHNOP_SEND, BAD, 0]), errno::EFAULT);
-    expect("memory_op add_to_physmap from an unmapped struct", hc(nr::MEMORY_OP, [memory::XENMEM_ADD_TO_PHYSMAP, WRAP, 0]), errno::EFAULT);
+    expect(
+        "event_channel_op send with an unmapped port",
+        hc(nr::EVENT_CHANNEL_OP, [ev::EVTCHNOP_SEND, BAD, 0]),
+        errno::EFAULT,
+    );
+    expect(
+        "memory_op add_to_physmap from an unmapped struct",
+        hc(nr::MEMORY_OP, [memory::XENMEM_ADD_TO_PHYSMAP, WRAP, 0]),
+        errno::EFAULT,
+    );
 
     // Out-of-range ports, indices, vCPUs and sub-operations.
     for port in [0u32, 4095, 1 << 17, u32::MAX] {
         let p = port;
-        expect("event_channel_op send on an unbound port", hc(nr::EVENT_CHANNEL_OP, [ev::EVTCHNOP_SEND, &p as *const u32 as u64, 0]), errno::EINVAL);
-        expect("event_channel_op close on an unbound port", hc(nr::EVENT_CHANNEL_OP, [ev::EVTCHNOP_CLOSE, &p as *const u32 as u64, 0]), errno::EINVAL);
+        expect(
+            "event_channel_op send on an unbound port",
+            hc(nr::EVENT_CHANNEL_OP, [ev::EVTCHNOP_SEND, &p as *const u32 as u64, 0]),
+            errno::EINVAL,
+        );
+        expect(
+            "event_channel_op close on an unbound port",
+            hc(nr::EVENT_CHANNEL_OP, [ev::EVTCHNOP_CLOSE, &p as *const u32 as u64, 0]),
+            errno::EINVAL,
+        );
     }
     let virq = [9999u32, 0, 0];
-    expect("bind_virq of a nonexistent VIRQ", hc(nr::EVENT_CHANNEL_OP, [ev::EVTCHNOP_BIND_VIRQ, virq.as_ptr() as u64, 0]), errno::EINVAL);
+    expect(
+        "bind_virq of a nonexistent VIRQ",
+        hc(nr::EVENT_CHANNEL_OP, [ev::EVTCHNOP_BIND_VIRQ, virq.as_ptr() as u64, 0]),
+        errno::EINVAL,
+    );
     let param = [DOMID_SELF as u64 | (u64::from(u32::MAX) << 32), 0u64];
-    expect("hvm_op get_param past the last index", hc(nr::HVM_OP, [hvm::HVMOP_GET_PARAM, param.as_ptr() as u64, 0]), errno::EINVAL);
+    expect(
+        "hvm_op get_param past the last index",
+        hc(nr::HVM_OP, [hvm::HVMOP_GET_PARAM, param.as_ptr() as u64, 0]),
+        errno::EINVAL,
+    );
     let foreign = [7u64 | (u64::from(hvm::HVM_PARAM_CONSOLE_PFN) << 32), 0u64];
-    expect("hvm_op get_param of another domain", hc(nr::HVM_OP, [hvm::HVMOP_GET_PARAM, foreign.as_ptr() as u64, 0]), errno::EPERM);
+    expect(
+        "hvm_op get_param of another domain",
+        hc(nr::HVM_OP, [hvm::HVMOP_GET_PARAM, foreign.as_ptr() as u64, 0]),
+        errno::EPERM,
+    );
     let info = [0u64; 2];
-    expect("vcpu_op on a vCPU that does not exist", hc(nr::VCPU_OP, [vcpu::VCPUOP_REGISTER_VCPU_INFO, 4096, info.as_ptr() as u64]), errno::ENOENT);
+    expect(
+        "vcpu_op on a vCPU that does not exist",
+        hc(nr::VCPU_OP, [vcpu::VCPUOP_REGISTER_VCPU_INFO, 4096, info.as_ptr() as u64]),
+        errno::ENOENT,
+    );
     expect("xen_version with an unknown command", hc(nr::XEN_VERSION, [0xdead, 0, 0]), errno::ENOSYS);
     expect("console_io with an unknown command", hc(nr::CONSOLE_IO, [77, 0, 0]), errno::EINVAL);
-    expect("sched_op remote_shutdown of another domain", hc(nr::SCHED_OP, [sched::SCHEDOP_REMOTE_SHUTDOWN, 0, 0]), errno::EPERM);
+    expect(
+        "sched_op remote_shutdown of another domain",
+        hc(nr::SCHED_OP, [sched::SCHEDOP_REMOTE_SHUTDOWN, 0, 0]),
+        errno::EPERM,
+    );
 
     // Absurd sizes.
     let query = [0u64; 2];
-    expect("grant_table_op query_size with count 2^40", hc(nr::GRANT_TABLE_OP, [gt::GNTTABOP_QUERY_SIZE, query.as_ptr() as u64, 1 << 40]), errno::EINVAL);
-    expect("console_io of 4 GiB from an unmapped buffer", hc(nr::CONSOLE_IO, [console::CONSOLEIO_WRITE, u64::MAX, BAD]), errno::EFAULT);
+    expect(
+        "grant_table_op query_size with count 2^40",
+        hc(nr::GRANT_TABLE_OP, [gt::GNTTABOP_QUERY_SIZE, query.as_ptr() as u64, 1 << 40]),
+        errno::EINVAL,
+    );
+    expect(
+        "console_io of 4 GiB from an unmapped buffer",
+        hc(nr::CONSOLE_IO, [console::CONSOLEIO_WRITE, u64::MAX, BAD]),
+        errno::EFAULT,
+    );
 
     // Still alive and answering.
     let v = hc(nr::XEN_VERSION, [version::XENVER_VERSION, 0, 0]);
