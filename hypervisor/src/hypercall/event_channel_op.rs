@@ -111,24 +111,13 @@ fn status(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, arg: u64) -> HcResult 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hypercall::testing::FakeVcpu;
-    use crate::page::{HostPage, vcpu_info};
-
-    fn domain(vcpu: &mut FakeVcpu) -> Domain {
-        let mut d = Domain::new(1);
-        let mut next = 0x10_0000u64;
-        d.setup_xen_pages(vcpu, 0x3900_0000, &mut || {
-            next += 0x1000;
-            Some(HostPage::on_heap(next))
-        })
-        .unwrap();
-        d
-    }
+    use crate::hypercall::testing::{FakeVcpu, domain_with_xen_pages};
+    use crate::page::vcpu_info;
 
     #[test]
     fn virq_binding_is_unique_and_validated() {
         let mut vcpu = FakeVcpu::new(64);
-        let mut d = domain(&mut vcpu);
+        let mut d = domain_with_xen_pages(&mut vcpu);
         args::put_u32(&mut vcpu.mem, 0, ev::VIRQ_TIMER);
         assert_eq!(handle(&mut d, &mut vcpu, ev::EVTCHNOP_BIND_VIRQ, 0), Ok(0));
         let port = args::u32_at(&vcpu.mem, 8);
@@ -143,7 +132,7 @@ mod tests {
     #[test]
     fn sending_on_an_ipi_port_raises_the_upcall() {
         let mut vcpu = FakeVcpu::new(64);
-        let mut d = domain(&mut vcpu);
+        let mut d = domain_with_xen_pages(&mut vcpu);
         assert_eq!(handle(&mut d, &mut vcpu, ev::EVTCHNOP_BIND_IPI, 0), Ok(0));
         let port = args::u32_at(&vcpu.mem, 4);
         args::put_u32(&mut vcpu.mem, 16, port);
@@ -156,7 +145,7 @@ mod tests {
     #[test]
     fn bad_ports_get_einval() {
         let mut vcpu = FakeVcpu::new(64);
-        let mut d = domain(&mut vcpu);
+        let mut d = domain_with_xen_pages(&mut vcpu);
         for cmd in [ev::EVTCHNOP_SEND, ev::EVTCHNOP_UNMASK, ev::EVTCHNOP_CLOSE] {
             for port in [0u32, 77, u32::MAX] {
                 args::put_u32(&mut vcpu.mem, 0, port);

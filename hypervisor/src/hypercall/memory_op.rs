@@ -50,8 +50,7 @@ fn add_to_physmap(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, arg: u64) -> H
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hypercall::testing::FakeVcpu;
-    use crate::page::HostPage;
+    use crate::hypercall::testing::{FakeVcpu, domain_with_xen_pages};
 
     fn request(space: u32, idx: u64, gpfn: u64) -> Vec<u8> {
         let mut b = vec![0u8; size_of::<XenAddToPhysmap>()];
@@ -62,21 +61,10 @@ mod tests {
         b
     }
 
-    fn domain_with_pages(vcpu: &mut FakeVcpu) -> Domain {
-        let mut d = Domain::new(1);
-        let mut next = 0x10_0000u64;
-        d.setup_xen_pages(vcpu, 0x3900_0000, &mut || {
-            next += 0x1000;
-            Some(HostPage::on_heap(next))
-        })
-        .unwrap();
-        d
-    }
-
     #[test]
     fn shared_info_and_grant_frames_map_at_the_guests_frame() {
         let mut vcpu = FakeVcpu::new(256);
-        let mut d = domain_with_pages(&mut vcpu);
+        let mut d = domain_with_xen_pages(&mut vcpu);
         vcpu.mem[..24].copy_from_slice(&request(mem::XENMAPSPACE_SHARED_INFO, 0, 0x41234));
         assert_eq!(add_to_physmap(&mut d, &mut vcpu, 0), Ok(0));
         let shared = d.xen.as_ref().unwrap().shared_info.hpa;
@@ -89,7 +77,7 @@ mod tests {
     #[test]
     fn bad_indices_spaces_and_domains_are_refused() {
         let mut vcpu = FakeVcpu::new(256);
-        let mut d = domain_with_pages(&mut vcpu);
+        let mut d = domain_with_xen_pages(&mut vcpu);
         for (space, idx, want) in [
             (mem::XENMAPSPACE_SHARED_INFO, 1, errno::EINVAL),
             (mem::XENMAPSPACE_GRANT_TABLE, GRANT_FRAMES as u64, errno::EINVAL),
