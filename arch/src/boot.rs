@@ -117,4 +117,6 @@ pub struct GuestSetup {
     pub boot_arg: u64,
     pub domain_id: u16,
     pub vcpu_id: u16,
+    /// vCPUs the domain has (the interrupt controller is sized for them); at least 1.
+    pub nr_vcpus: u16,
 }

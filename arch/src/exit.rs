@@ -44,8 +44,18 @@ pub enum Exit {
     PowerOff,
     /// The guest asked the platform to reset (PSCI SYSTEM_RESET, ...).
     Reset,
-    /// A physical interrupt or timer took the CPU out of the guest; nothing to decide.
+    /// A physical interrupt or timer took the CPU out of the guest: the core may run
+    /// something else if the vCPU's slice is over (see [`VirtualCpu::set_preemption_deadline`]).
     Preempted,
+    /// The guest waits for an event another vCPU will send (ARM WFE, a spin-wait hint): give
+    /// the CPU to someone else, then resume it. Unlike [`Exit::Halt`], no interrupt is needed.
+    Yield,
+    /// The guest asked to power on vCPU `target` of its domain (PSCI CPU_ON) at `entry`, with
+    /// `context` in its first argument register. The caller is answered with
+    /// [`VirtualCpu::complete_cpu_on`].
+    CpuOn { target: usize, entry: u64, context: u64 },
+    /// The vCPU powered itself off (PSCI CPU_OFF): it stays off until a CPU_ON names it.
+    CpuOff,
     /// The guest did something that cannot be completed.
     Fault(GuestFault),
     /// The guest accessed guest-physical memory that no RAM backs and no arch-internal
@@ -62,6 +72,19 @@ pub struct MmioAccess {
     pub size: u8,
     /// `Some(value)` for a write, `None` for a read.
     pub write: Option<u64>,
+}
+
+/// The answer to an [`Exit::CpuOn`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CpuOnResult {
+    /// The target was created and will run.
+    Started,
+    /// The target is already on.
+    AlreadyOn,
+    /// No vCPU of the domain has that identity.
+    NoSuchCpu,
+    /// The backend could not create it.
+    Failed,
 }
 
 /// A guest address could not be read or written (hypercalls answer `-EFAULT`).
@@ -103,4 +126,49 @@ pub trait VirtualCpu {
     fn raise_upcall(&mut self) {}
     /// Drive a device interrupt line (ARM: an SPI INTID) high or low.
     fn set_irq_line(&mut self, _intid: u32, _level: bool) {}
+
+    // Several vCPUs per CPU. A backend that runs one vCPU per domain keeps the defaults: a
+    // halted vCPU resumes at once, nothing preempts it, and CPU_ON creates nothing.
+
+    /// Answer the [`Exit::CpuOn`] this vCPU reported (PSCI: SUCCESS, ALREADY_ON, ...).
+    fn complete_cpu_on(&mut self, _result: CpuOnResult) {}
+    /// Create vCPU `index` of this vCPU's domain (sharing its memory and interrupt
+    /// controller), powered on at `entry` with `context` in its first argument register.
+    fn power_on_sibling(&mut self, _index: usize, _entry: u64, _context: u64) -> Option<Self>
+    where
+        Self: Sized,
+    {
+        None
+    }
+    /// A halted vCPU has an interrupt to take (so it should run again). Evaluated while
+    /// another vCPU may be loaded: it looks at this vCPU's saved state only.
+    fn interrupt_pending(&self) -> bool {
+        true
+    }
+    /// When this vCPU's own timer will make an interrupt pending (in the clock of the
+    /// platform's `now_ns`), if it is armed.
+    fn timer_deadline_ns(&self) -> Option<u64> {
+        None
+    }
+    /// Leave the guest with [`Exit::Preempted`] once the platform clock reaches
+    /// `deadline_ns` (`None`: no time limit), for the next `run()`.
+    fn set_preemption_deadline(&mut self, _deadline_ns: Option<u64>) {}
+
+    // Xen's x86 HVM/PVH interfaces that only the backend can carry out.
+
+    /// Deliver the event-channel upcall as interrupt `vector` (`HVM_PARAM_CALLBACK_IRQ` of
+    /// type vector); `None` stops vector delivery. Backends without it ignore the call.
+    fn set_upcall_vector(&mut self, _vector: Option<u8>) {}
+    /// Arm (`Some`, platform clock = Xen system time, in ns) or stop the Xen single-shot
+    /// timer (`VCPUOP_set_singleshot_timer`). Once due it counts as a pending interrupt,
+    /// [`VirtualCpu::timer_deadline_ns`] reports it, and `run()` returns [`Exit::Preempted`]
+    /// so the core can raise `VIRQ_TIMER` after [`VirtualCpu::take_expired_timer`]. `false`:
+    /// the backend has no such timer.
+    fn set_xen_timer(&mut self, _deadline_ns: Option<u64>) -> bool {
+        false
+    }
+    /// Whether the Xen single-shot timer expired since the last call (it is then disarmed).
+    fn take_expired_timer(&mut self) -> bool {
+        false
+    }
 }

@@ -13,8 +13,8 @@ use hypervisor::domain::{Domain, DomainEnd};
 use hypervisor::domain_build;
 use hypervisor::frames::FrameAllocator;
 use hypervisor::guest_dt::{self, GuestArch};
-use hypervisor::loader::{self, Placed};
 use hypervisor::page::{HostPage, PAGE_SIZE};
+use hypervisor::sched::RoundRobin;
 use hypervisor::version::{HV_NAME, HV_VERSION, XEN_MAJOR, XEN_MINOR};
 use hypervisor::vpl011::Vpl011;
 use hypervisor::{hvlog, log, run};
@@ -77,19 +77,52 @@ fn run_boot_domains(boot: &BootInfo) -> ExitStatus {
     reserved.extend(configs.iter().flat_map(modules).map(|m| Region { start: m.addr, size: m.size }));
     let mut frames = FrameAllocator::new(boot.ram(), &reserved);
     let mut failed = false;
+    let mut domains = Vec::new();
+    let mut run_loop = run::RunLoop::new(RoundRobin::new(SLICE_NS));
     for (i, cfg) in configs.iter().enumerate() {
         // Domain ids count from 1, as Xen's dom0less domUs do (this hypervisor has no dom0).
         let id = u16::try_from(i + 1).unwrap_or(u16::MAX);
-        match build_and_run(id, cfg, boot, &mut frames) {
-            Ok(DomainEnd::PoweredOff) => {}
-            Ok(DomainEnd::Crashed) => failed = true,
+        match build(id, cfg, boot, &mut frames) {
+            Ok((domain, vcpu0)) => {
+                run_loop.add_domain(domain.vcpus.len(), vcpu0);
+                domains.push(domain);
+            }
             Err(why) => {
                 hvlog!("d{}: {}: not built: {}", id, cfg.name, why);
                 failed = true;
             }
         }
     }
-    if failed { ExitStatus::Failure } else { ExitStatus::Success }
+    // Every vCPU of every domain shares the boot CPU.
+    let ends = run_loop.run(&mut domains, &mut BootCpu);
+    if failed || ends.contains(&DomainEnd::Crashed) { ExitStatus::Failure } else { ExitStatus::Success }
+}
+
+/// How long a vCPU runs before another runnable one gets the CPU.
+const SLICE_NS: u64 = 1_000_000;
+
+/// The boot CPU as the run loop's clock and idler.
+struct BootCpu;
+
+impl run::Host for BootCpu {
+    #[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
+    fn now_ns(&mut self) -> u64 {
+        cpu::now_ns()
+    }
+    #[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
+    fn idle(&mut self, deadline_ns: Option<u64>) {
+        cpu::idle_until(deadline_ns);
+    }
+    // No clock wired on these backends yet: a slice never ends, and as their vCPUs never
+    // sleep (a halt resumes at once) the CPU never idles; domains run one after the other.
+    #[cfg(not(any(target_arch = "aarch64", target_arch = "x86_64")))]
+    fn now_ns(&mut self) -> u64 {
+        0
+    }
+    #[cfg(not(any(target_arch = "aarch64", target_arch = "x86_64")))]
+    fn idle(&mut self, _deadline_ns: Option<u64>) {
+        core::hint::spin_loop();
+    }
 }
 
 /// The domains to build: from the device tree (dom0less nodes and guest-loader modules) on
@@ -103,18 +136,23 @@ fn boot_configs(boot: &BootInfo) -> Result<Vec<DomainConfig>, String> {
             Err(e) => Err(format!("boot configuration rejected: {e}")),
         };
     }
-    let configs: Vec<DomainConfig> = boot
-        .modules()
+    let mods = boot.modules();
+    let configs: Vec<DomainConfig> = mods
         .iter()
-        .filter(|m| m.kind == ModuleKind::Kernel)
         .enumerate()
-        .map(|(i, m)| DomainConfig {
+        .filter(|(_, m)| m.kind == ModuleKind::Kernel)
+        .enumerate()
+        .map(|(i, (at, m))| DomainConfig {
             name: format!("module{i}"),
             cpus: 1,
-            memory_kib: MULTIBOOT_DOMAIN_KIB,
+            memory_kib: multiboot_domain_kib(m),
             vpl011: false,
             kernel: Some(ModuleRef { addr: m.region.start, size: m.region.size }),
-            ramdisk: None,
+            // A ramdisk module right after a kernel is that kernel's.
+            ramdisk: mods
+                .get(at + 1)
+                .filter(|r| r.kind == ModuleKind::Ramdisk)
+                .map(|r| ModuleRef { addr: r.region.start, size: r.region.size }),
             dtb: None,
             bootargs: core::str::from_utf8(m.cmdline()).ok().filter(|s| !s.is_empty()).map(String::from),
         })
@@ -123,6 +161,15 @@ fn boot_configs(boot: &BootInfo) -> Result<Vec<DomainConfig>, String> {
         return Err("no guest kernel module was given: nothing to run".into());
     }
     Ok(configs)
+}
+
+/// x86 multiboot domains: Linux gets more RAM than the test guests.
+fn multiboot_domain_kib(m: &arch::boot::Module) -> u64 {
+    if cfg!(target_arch = "x86_64") && m.region.start != 0 {
+        hypervisor::pvh::memory_kib(cpu::phys_slice(m.region.start, m.region.size.min(4096)))
+    } else {
+        MULTIBOOT_DOMAIN_KIB
+    }
 }
 
 fn modules(cfg: &DomainConfig) -> impl Iterator<Item = ModuleRef> {
@@ -138,12 +185,13 @@ fn module_bytes(boot: &BootInfo, m: ModuleRef, what: &str) -> Result<&'static [u
     Ok(cpu::phys_slice(m.addr, m.size))
 }
 
-fn build_and_run(
+/// Build domain `id` from `cfg`: its RAM, image, Xen pages and vCPU 0.
+fn build(
     id: u16,
     cfg: &DomainConfig,
     boot: &BootInfo,
     frames: &mut FrameAllocator,
-) -> Result<DomainEnd, String> {
+) -> Result<(Domain, cpu::Vcpu), String> {
     let kernel_ref = cfg.kernel.ok_or("no kernel module")?;
     let kernel = module_bytes(boot, kernel_ref, "kernel")?;
     let initrd = cfg.ramdisk.map(|m| module_bytes(boot, m, "ramdisk")).transpose()?;
@@ -179,17 +227,33 @@ fn build_and_run(
             (layout.entry, layout.dtb)
         }
         None => {
-            let placed = load_kernel(kernel, ram)?;
-            (cpu::GUEST_RAM_BASE + placed.entry_offset, 0)
+            let cmdline = cfg.bootargs.as_deref().unwrap_or("");
+            let l = hypervisor::pvh::build(ram, kernel, initrd, cmdline, cfg.cpus).map_err(|e| e.to_string())?;
+            if let Some((start, end)) = l.initrd {
+                hvlog!("d{}: initrd at {:#x}-{:#x}", id, start, end);
+            }
+            hvlog!("d{}: PVH start info at {:#x}, kernel ends at {:#x}", id, l.start_info, l.kernel_end);
+            (cpu::GUEST_RAM_BASE + l.entry, l.start_info)
         }
     };
-    let setup =
-        GuestSetup { ram_host, ram_guest: cpu::GUEST_RAM_BASE, ram_size, entry, boot_arg, domain_id: id, vcpu_id: 0 };
+    let nr_vcpus = u16::try_from(cfg.cpus).map_err(|_| "too many vCPUs")?;
+    let setup = GuestSetup {
+        ram_host,
+        ram_guest: cpu::GUEST_RAM_BASE,
+        ram_size,
+        entry,
+        boot_arg,
+        domain_id: id,
+        vcpu_id: 0,
+        nr_vcpus,
+    };
     hvlog!("d{}: entry {:#x}", id, setup.entry);
     let mut vcpu = cpu::Vcpu::new(&setup)?;
-    let mut domain = Domain::new(id);
+    let mut domain = Domain::with_vcpus(id, usize::from(nr_vcpus));
     domain.set_ram(setup.ram_guest, ram_size);
-    if guest_arch().is_some() {
+    let console_ring =
+        if guest_arch().is_some() { guest_dt::GUEST_CONSOLE_RING } else { hypervisor::pvh::CONSOLE_RING_GPA };
+    {
         // shared_info, grant frames and the PV console ring, from the hypervisor's free RAM.
         let mut page = || {
             let hpa = frames.alloc(PAGE_SIZE as u64, PAGE_SIZE as u64)?;
@@ -197,16 +261,21 @@ fn build_and_run(
             data.fill(0);
             Some(HostPage { hpa, data })
         };
-        if let Err(why) = domain.setup_xen_pages(&mut vcpu, guest_dt::GUEST_CONSOLE_RING, &mut page) {
+        if let Err(why) = domain.setup_xen_pages(&mut vcpu, console_ring, &mut page) {
             // A guest that never maps them (the test guests, a backend without
             // `map_host_page`) runs fine; Linux stops at its first memory_op then.
             hvlog!("d{}: no Xen shared pages: {}", id, why);
+        }
+        // x86: Xen system time is the platform clock; the guest reads it through pvclock.
+        #[cfg(target_arch = "x86_64")]
+        if let Some(xen) = domain.xen.as_mut() {
+            hypervisor::pvh::init_time(&mut xen.shared_info, domain.vcpus.len(), cpu::tsc_hz(), cpu::tsc_zero());
         }
     }
     if cfg.vpl011 {
         domain.vpl011 = Some(Vpl011::new());
     }
-    Ok(run::run_vcpu(&mut domain, 0, &mut vcpu))
+    Ok((domain, vcpu))
 }
 
 /// The ARM guest flavour this build runs, `None` on x86.
@@ -216,15 +285,6 @@ fn guest_arch() -> Option<GuestArch> {
         "armv7" => Some(GuestArch::Arm32),
         _ => None,
     }
-}
-
-/// x86: a PVH ELF kernel (ARM kernels go through `domain_build`).
-fn load_kernel(image: &[u8], ram: &mut [u8]) -> Result<Placed, &'static str> {
-    loader::pvh_elf::load_pvh_elf(image, ram, cpu::GUEST_RAM_BASE).map_err(|e| match e {
-        loader::LoadError::UnknownFormat => "kernel image format not recognised",
-        loader::LoadError::TooLarge => "kernel image does not fit the domain's RAM",
-        loader::LoadError::Malformed => "kernel image is malformed",
-    })
 }
 
 #[panic_handler]

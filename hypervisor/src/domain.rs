@@ -63,13 +63,23 @@ pub struct Domain {
     pub max_gpfn: u64,
     /// The emulated PL011 at `guest_dt::VPL011_BASE`, for domains configured with `vpl011`.
     pub vpl011: Option<Vpl011>,
+    /// The vCPU whose exit is being handled (the run loop sets it): its upcall is raised
+    /// through the `VirtualCpu` at hand, a sibling's is left in `remote_upcalls`.
+    pub current_vcpu: usize,
+    /// Bit n: raise the upcall of vCPU n (not the current one); the run loop drains it.
+    pub remote_upcalls: u64,
 }
 
 impl Domain {
     /// A domain speaking the guest ABI native to the build target.
     pub fn new(id: u16) -> Self {
+        Self::with_vcpus(id, 1)
+    }
+
+    /// A domain of `nr_vcpus` vCPUs speaking the native guest ABI.
+    pub fn with_vcpus(id: u16, nr_vcpus: usize) -> Self {
         let abi = if cfg!(all(target_arch = "x86_64", target_os = "none")) { GuestAbi::X86Pvh } else { GuestAbi::Arm };
-        Self::with_abi(id, abi, 1)
+        Self::with_abi(id, abi, nr_vcpus)
     }
 
     pub fn with_abi(id: u16, abi: GuestAbi, nr_vcpus: usize) -> Self {
@@ -91,6 +101,8 @@ impl Domain {
             ram_pages: 0,
             max_gpfn: 0,
             vpl011: None,
+            current_vcpu: 0,
+            remote_upcalls: 0,
         }
     }
 
@@ -184,13 +196,21 @@ impl Domain {
         }
     }
 
-    /// Make `port` pending for the vCPU it is bound to and raise the upcall if needed. Only
-    /// the running vCPU can be interrupted for now (one vCPU per domain runs at a time).
+    /// Make `port` pending for the vCPU it is bound to and raise the upcall if needed (on
+    /// `vcpu` if it is that one, else through `remote_upcalls`).
     pub fn deliver(&mut self, vcpu: &mut dyn VirtualCpu, port: u32) {
         let abi = self.abi;
         let Some(xen) = self.xen.as_mut() else { return };
         if let Some(word) = evtchn::mark_pending(abi, &mut xen.shared_info, port) {
             self.notify(vcpu, port, word);
+        }
+    }
+
+    /// The hypervisor raises `virq` for the current vCPU (`VIRQ_TIMER` when its Xen timer
+    /// expires): the port bound to it becomes pending; unbound, the event is lost, as in Xen.
+    pub fn raise_virq(&mut self, vcpu: &mut dyn VirtualCpu, virq: u32) {
+        if let Some(port) = self.evtchn.virq_port(virq, self.current_vcpu as u32) {
+            self.deliver(vcpu, port);
         }
     }
 
@@ -219,7 +239,11 @@ impl Domain {
             VcpuInfoLoc::Nowhere => false,
         };
         if raise {
-            vcpu.raise_upcall();
+            if target == self.current_vcpu {
+                vcpu.raise_upcall();
+            } else if target < 64 {
+                self.remote_upcalls |= 1 << target;
+            }
         }
     }
 }

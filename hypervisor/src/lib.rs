@@ -7,6 +7,7 @@
 
 extern crate alloc;
 
+pub mod acpi;
 pub mod bootcfg;
 pub mod console;
 pub mod domain;
@@ -19,6 +20,7 @@ pub mod loader;
 pub mod log;
 pub mod page;
 pub mod pvconsole;
+pub mod pvh;
 pub mod run;
 pub mod sched;
 pub mod version;

@@ -1,46 +1,280 @@
-//! The run loop: enter a vCPU, decide on its exit, resume it.
+//! The run loop: pick a vCPU, enter it, decide on its exit, until every domain has ended.
 //!
-//! The core owns this loop; arch only enters the guest and decodes exits.
+//! The core owns this loop; arch only enters the guest and decodes exits. Every vCPU of every
+//! domain is multiplexed on the boot CPU: a [`Scheduler`] picks among the runnable ones and
+//! each runs until its slice ends (arch preempts it), it halts, yields or stops. A halted
+//! vCPU sleeps until an interrupt is pending for it (its timer, an SGI, an upcall); when
+//! every vCPU sleeps the CPU idles until the earliest timer. Time comes from the [`Host`],
+//! never from the scheduler.
 
 use crate::domain::{Domain, DomainEnd};
 use crate::hvlog;
 use crate::hypercall::{self, Outcome};
-use arch::exit::{Exit, FaultKind, GuestFault, VirtualCpu};
+use crate::sched::{Scheduler, VcpuRef};
+use alloc::vec::Vec;
+use arch::exit::{CpuOnResult, Exit, FaultKind, GuestFault, VirtualCpu};
 use guest_abi::sched;
 
-/// Run one vCPU of `domain` until the domain ends.
-pub fn run_vcpu<V: VirtualCpu>(domain: &mut Domain, vcpu_id: u16, vcpu: &mut V) -> DomainEnd {
-    let end = loop {
-        match vcpu.run() {
+/// What the run loop needs from the physical CPU it runs on.
+pub trait Host {
+    /// The platform clock, in nanoseconds.
+    fn now_ns(&mut self) -> u64;
+    /// Wait until `deadline_ns` (`None`: no deadline) or an interrupt; may return early.
+    fn idle(&mut self, deadline_ns: Option<u64>);
+}
+
+/// A vCPU's power and scheduling state, as the core sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Power {
+    /// Not created yet, or powered off: only a CPU_ON brings it back.
+    Off,
+    /// In the scheduler's hands.
+    Runnable,
+    /// Waiting for an interrupt (WFI/HLT, SCHEDOP_block).
+    Halted,
+}
+
+struct Slot<V> {
+    /// Index of its domain (in the `domains` given to [`RunLoop::run`]).
+    domain: usize,
+    /// Its index in that domain.
+    index: usize,
+    vcpu: Option<V>,
+    power: Power,
+}
+
+/// After an exit: keep running the vCPU, or go back to the scheduler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Next {
+    Continue,
+    Reschedule,
+}
+
+/// Every vCPU of the domains it was given, and the policy choosing among them.
+pub struct RunLoop<V, S> {
+    slots: Vec<Slot<V>>,
+    /// Slot of each domain's vCPU 0; its vCPU n is at `first[d] + n`.
+    first: Vec<usize>,
+    nr_vcpus: Vec<usize>,
+    ends: Vec<Option<DomainEnd>>,
+    sched: S,
+}
+
+impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
+    pub fn new(sched: S) -> Self {
+        Self { slots: Vec::new(), first: Vec::new(), nr_vcpus: Vec::new(), ends: Vec::new(), sched }
+    }
+
+    /// Add the next domain (its index is the number added before): `vcpu0` is runnable, its
+    /// other `nr_vcpus - 1` vCPUs are off until a CPU_ON names them.
+    pub fn add_domain(&mut self, nr_vcpus: usize, vcpu0: V) -> usize {
+        let domain = self.first.len();
+        self.first.push(self.slots.len());
+        self.nr_vcpus.push(nr_vcpus.max(1));
+        self.ends.push(None);
+        let mut vcpu0 = Some(vcpu0);
+        for index in 0..nr_vcpus.max(1) {
+            let vcpu = vcpu0.take();
+            let power = if vcpu.is_some() { Power::Runnable } else { Power::Off };
+            self.slots.push(Slot { domain, index, vcpu, power });
+        }
+        domain
+    }
+
+    /// vCPU `index` of domain `domain`, if it exists and is on.
+    pub fn vcpu(&self, domain: usize, index: usize) -> Option<&V> {
+        let slot = self.slot_of(domain, index)?;
+        self.slots[slot].vcpu.as_ref()
+    }
+
+    fn slot_of(&self, domain: usize, index: usize) -> Option<usize> {
+        (index < *self.nr_vcpus.get(domain)?).then(|| self.first[domain] + index)
+    }
+
+    /// Run until every domain has ended; `domains[d]` is the domain added `d`-th.
+    pub fn run(&mut self, domains: &mut [Domain], host: &mut impl Host) -> Vec<DomainEnd> {
+        assert_eq!(domains.len(), self.first.len(), "one Domain per added domain");
+        let now = host.now_ns();
+        for (i, slot) in self.slots.iter().enumerate() {
+            if slot.power == Power::Runnable {
+                self.sched.wake(i, now);
+            }
+        }
+        while self.ends.iter().any(Option::is_none) {
+            let now = host.now_ns();
+            self.wake_halted(now);
+            match self.sched.pick(now) {
+                Some(d) => self.run_slice(d.vcpu, now.saturating_add(d.slice_ns), domains, host),
+                None => host.idle(self.earliest_timer()),
+            }
+        }
+        self.ends.iter().map(|e| e.unwrap_or(DomainEnd::Crashed)).collect()
+    }
+
+    /// Run vCPU `i` until `slice_end` or until something takes it off the CPU.
+    fn run_slice(&mut self, i: VcpuRef, slice_end: u64, domains: &mut [Domain], host: &mut impl Host) {
+        loop {
+            // A sleeper's timer also ends the slice, so that it wakes on time.
+            let deadline = self.earliest_timer().map_or(slice_end, |t| t.min(slice_end));
+            let Some(mut vcpu) = self.slots[i].vcpu.take() else { return };
+            vcpu.set_preemption_deadline(Some(deadline));
+            let exit = vcpu.run();
+            let now = host.now_ns();
+            let next = self.decide(i, &mut vcpu, exit, domains, now);
+            let d = self.slots[i].domain;
+            if self.ends[d].is_some() {
+                return; // the domain ended: `vcpu` goes with it
+            }
+            self.slots[i].vcpu = Some(vcpu);
+            self.raise_remote_upcalls(d, &mut domains[d]);
+            let woke = self.wake_halted(now);
+            if next == Next::Reschedule || woke || now >= slice_end {
+                if self.slots[i].power == Power::Runnable {
+                    // To the back of the queue: whoever else can run goes first.
+                    self.sched.yield_now(i, now);
+                }
+                return;
+            }
+        }
+    }
+
+    /// Act on one exit of vCPU `i` (out of its slot while this runs).
+    fn decide(&mut self, i: VcpuRef, vcpu: &mut V, exit: Exit, domains: &mut [Domain], now: u64) -> Next {
+        let (d, index) = (self.slots[i].domain, self.slots[i].index);
+        let domain = &mut domains[d];
+        domain.current_vcpu = index;
+        match exit {
             Exit::Hypercall(call) => match hypercall::dispatch(domain, vcpu, call) {
                 Outcome::Return(v) => vcpu.set_hypercall_result(hypercall::result_register(v)),
-                // One vCPU per CPU for now: yielding or blocking resumes the guest at once.
-                Outcome::Yield | Outcome::Block => vcpu.set_hypercall_result(0),
-                Outcome::Shutdown(reason) => break shutdown_end(domain, reason),
+                Outcome::Yield => {
+                    vcpu.set_hypercall_result(0);
+                    return Next::Reschedule;
+                }
+                Outcome::Block => {
+                    vcpu.set_hypercall_result(0);
+                    return self.halt(i, vcpu, now);
+                }
+                Outcome::Shutdown(reason) => {
+                    let end = shutdown_end(domain, reason);
+                    self.end_domain(d, domain, end, now);
+                }
             },
-            Exit::Halt | Exit::Preempted => {}
+            Exit::Halt => return self.halt(i, vcpu, now),
+            Exit::Preempted => {
+                if vcpu.take_expired_timer() {
+                    domain.raise_virq(vcpu, guest_abi::event_channel::VIRQ_TIMER);
+                }
+            }
+            Exit::Yield => return Next::Reschedule,
             Exit::PowerOff => {
                 hvlog!("d{}: powered off", domain.id);
-                break DomainEnd::PoweredOff;
+                self.end_domain(d, domain, DomainEnd::PoweredOff, now);
             }
             Exit::Reset => {
                 hvlog!("d{}: asked for a reset; reboot is not supported, destroying it", domain.id);
-                break DomainEnd::PoweredOff;
+                self.end_domain(d, domain, DomainEnd::PoweredOff, now);
             }
             Exit::Fault(fault) => {
-                report_fault(domain, vcpu_id, &fault);
-                break DomainEnd::Crashed;
+                report_fault(domain, index, &fault);
+                self.end_domain(d, domain, DomainEnd::Crashed, now);
             }
             Exit::Mmio(access) => {
                 if let Err(fault) = domain.mmio(vcpu, access) {
-                    report_fault(domain, vcpu_id, &fault);
-                    break DomainEnd::Crashed;
+                    report_fault(domain, index, &fault);
+                    self.end_domain(d, domain, DomainEnd::Crashed, now);
                 }
             }
+            Exit::CpuOn { target, entry, context } => {
+                let result = self.cpu_on(d, vcpu, target, entry, context, now);
+                if result == CpuOnResult::Started {
+                    hvlog!("d{}v{}: powered on by v{} at {:#x}", domain.id, target, index, entry);
+                }
+                vcpu.complete_cpu_on(result);
+            }
+            Exit::CpuOff => {
+                self.slots[i].power = Power::Off;
+                self.sched.sleep(i, now);
+                let first = self.first[d];
+                let all_off = self.slots[first..first + self.nr_vcpus[d]].iter().all(|s| s.power == Power::Off);
+                if all_off {
+                    hvlog!("d{}: every vCPU is off", domain.id);
+                    self.end_domain(d, domain, DomainEnd::PoweredOff, now);
+                }
+                return Next::Reschedule;
+            }
         }
-    };
-    domain.console_flush();
-    end
+        Next::Continue
+    }
+
+    /// PSCI CPU_ON from a vCPU of domain `d` for its vCPU `target`.
+    fn cpu_on(&mut self, d: usize, caller: &mut V, target: usize, entry: u64, context: u64, now: u64) -> CpuOnResult {
+        let Some(t) = self.slot_of(d, target) else { return CpuOnResult::NoSuchCpu };
+        if self.slots[t].power != Power::Off {
+            return CpuOnResult::AlreadyOn;
+        }
+        let Some(vcpu) = caller.power_on_sibling(target, entry, context) else { return CpuOnResult::Failed };
+        self.slots[t].vcpu = Some(vcpu);
+        self.slots[t].power = Power::Runnable;
+        self.sched.wake(t, now);
+        CpuOnResult::Started
+    }
+
+    /// The vCPU waits for an interrupt: it sleeps unless one is already pending.
+    fn halt(&mut self, i: VcpuRef, vcpu: &V, now: u64) -> Next {
+        if vcpu.interrupt_pending() {
+            return Next::Continue;
+        }
+        self.slots[i].power = Power::Halted;
+        self.sched.sleep(i, now);
+        Next::Reschedule
+    }
+
+    /// Make halted vCPUs with a pending interrupt runnable; true if any woke.
+    fn wake_halted(&mut self, now: u64) -> bool {
+        let mut woke = false;
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            if slot.power == Power::Halted && slot.vcpu.as_ref().is_some_and(|v| v.interrupt_pending()) {
+                slot.power = Power::Runnable;
+                self.sched.wake(i, now);
+                woke = true;
+            }
+        }
+        woke
+    }
+
+    /// The earliest timer of a halted vCPU: when the CPU must look again.
+    fn earliest_timer(&self) -> Option<u64> {
+        self.slots
+            .iter()
+            .filter(|s| s.power == Power::Halted)
+            .filter_map(|s| s.vcpu.as_ref()?.timer_deadline_ns())
+            .min()
+    }
+
+    /// Raise the upcalls domain `d`'s event channels left for vCPUs other than the one whose
+    /// exit was handled (a vCPU that is off gets none: its `vcpu_info` keeps the event).
+    fn raise_remote_upcalls(&mut self, d: usize, domain: &mut Domain) {
+        let mut mask = core::mem::take(&mut domain.remote_upcalls);
+        while mask != 0 {
+            let n = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            if let Some(vcpu) = self.slot_of(d, n).and_then(|s| self.slots[s].vcpu.as_mut()) {
+                vcpu.raise_upcall();
+            }
+        }
+    }
+
+    /// Domain `d` is over: its vCPUs stop for good.
+    fn end_domain(&mut self, d: usize, domain: &mut Domain, end: DomainEnd, now: u64) {
+        let first = self.first[d];
+        for i in first..first + self.nr_vcpus[d] {
+            self.slots[i].power = Power::Off;
+            self.slots[i].vcpu = None;
+            self.sched.sleep(i, now);
+        }
+        domain.console_flush();
+        self.ends[d] = Some(end);
+    }
 }
 
 fn shutdown_end(domain: &Domain, reason: u32) -> DomainEnd {
@@ -54,7 +288,7 @@ fn shutdown_end(domain: &Domain, reason: u32) -> DomainEnd {
     end
 }
 
-fn report_fault(domain: &Domain, vcpu_id: u16, f: &GuestFault) {
+fn report_fault(domain: &Domain, vcpu_id: usize, f: &GuestFault) {
     let what = match f.kind {
         FaultKind::UnmappedGuestPhysical => "access outside its memory",
         FaultKind::UnhandledTrap => "unhandled trap",
@@ -75,22 +309,88 @@ fn report_fault(domain: &Domain, vcpu_id: u16, f: &GuestFault) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::page::HostPage;
+    use crate::sched::RoundRobin;
+    use alloc::collections::VecDeque;
+    use alloc::format;
+    use alloc::rc::Rc;
+    use alloc::string::String;
     use arch::exit::{BadGuestAddress, HypercallArgs};
-    use guest_abi::{errno, hypercall as nr};
+    use core::cell::{Cell, RefCell};
+    use guest_abi::{errno, event_channel as ev, hypercall as nr};
 
-    /// A vCPU that replays a script of exits and records the results it was given.
+    const SLICE: u64 = 1_000_000;
+
+    /// What the test vCPUs share: the clock and a log of what happened, in order.
+    #[derive(Clone, Default)]
+    struct World {
+        clock: Rc<Cell<u64>>,
+        log: Rc<RefCell<Vec<String>>>,
+    }
+
+    impl World {
+        fn note(&self, s: String) {
+            self.log.borrow_mut().push(s);
+        }
+        fn log(&self) -> Vec<String> {
+            self.log.borrow().clone()
+        }
+    }
+
+    impl Host for World {
+        fn now_ns(&mut self) -> u64 {
+            self.clock.get()
+        }
+        fn idle(&mut self, deadline_ns: Option<u64>) {
+            let until = deadline_ns.unwrap_or_else(|| panic!("idle with nothing to wake a vCPU: {:?}", self.log()));
+            self.note(format!("idle until {until}"));
+            self.clock.set(self.clock.get().max(until));
+        }
+    }
+
+    /// A vCPU that replays a script of exits (then powers off) and logs what it is told.
     struct Scripted {
-        exits: Vec<Exit>,
-        results: Vec<u64>,
+        id: usize,
+        world: World,
+        exits: VecDeque<Exit>,
         mem: Vec<u8>,
+        /// Its timer fires at this time.
+        timer: Option<u64>,
+        upcalls: usize,
+        deadline: Option<u64>,
+        /// The siblings CPU_ON creates (by their `id`).
+        siblings: Vec<Scripted>,
+    }
+
+    impl Scripted {
+        fn new(world: &World, id: usize, exits: Vec<Exit>) -> Self {
+            Scripted {
+                id,
+                world: world.clone(),
+                exits: exits.into(),
+                mem: vec![0; 64],
+                timer: None,
+                upcalls: 0,
+                deadline: None,
+                siblings: vec![],
+            }
+        }
     }
 
     impl VirtualCpu for Scripted {
         fn run(&mut self) -> Exit {
-            self.exits.remove(0)
+            let exit = self.exits.pop_front().unwrap_or(Exit::PowerOff);
+            let clock = &self.world.clock;
+            match exit {
+                // Preempted: the slice ran out.
+                Exit::Preempted => clock.set(self.deadline.expect("a slice deadline").max(clock.get())),
+                _ => clock.set(clock.get() + 1_000),
+            }
+            self.world.note(format!("v{} {:?}", self.id, exit));
+            exit
         }
         fn set_hypercall_result(&mut self, value: u64) {
-            self.results.push(value);
+            self.world.note(format!("v{} result {:#x}", self.id, value));
         }
         fn pc(&self) -> u64 {
             0x1000
@@ -107,46 +407,171 @@ mod tests {
             dst.copy_from_slice(buf);
             Ok(())
         }
+        fn map_host_page(&mut self, _gpa: u64, _hpa: u64) -> Result<(), BadGuestAddress> {
+            Ok(())
+        }
+        fn raise_upcall(&mut self) {
+            self.upcalls += 1;
+            self.world.note(format!("v{} upcall", self.id));
+        }
+        fn complete_cpu_on(&mut self, result: CpuOnResult) {
+            self.world.note(format!("v{} cpu_on {:?}", self.id, result));
+        }
+        fn power_on_sibling(&mut self, index: usize, entry: u64, context: u64) -> Option<Self> {
+            let pos = self.siblings.iter().position(|s| s.id == index)?;
+            self.world.note(format!("v{index} created at {entry:#x} with {context:#x}"));
+            Some(self.siblings.remove(pos))
+        }
+        fn interrupt_pending(&self) -> bool {
+            self.upcalls > 0 || self.timer.is_some_and(|t| self.world.clock.get() >= t)
+        }
+        fn timer_deadline_ns(&self) -> Option<u64> {
+            self.timer
+        }
+        fn set_preemption_deadline(&mut self, deadline_ns: Option<u64>) {
+            self.deadline = deadline_ns;
+        }
     }
 
     fn hc(nr: u64, args: [u64; 5]) -> Exit {
         Exit::Hypercall(HypercallArgs { nr, args })
     }
 
+    fn cpu_on(target: usize) -> Exit {
+        Exit::CpuOn { target, entry: 0x4008_0000, context: 0x77 }
+    }
+
+    /// Run one domain of `nr_vcpus` whose vCPU 0 is `vcpu0`.
+    fn run_domain(world: &World, dom: &mut Domain, vcpu0: Scripted) -> DomainEnd {
+        let mut rl = RunLoop::new(RoundRobin::new(SLICE));
+        rl.add_domain(dom.vcpus.len(), vcpu0);
+        rl.run(core::slice::from_mut(dom), &mut world.clone())[0]
+    }
+
+    fn sibling(world: &World, exits: Vec<Exit>, timer: Option<u64>) -> Scripted {
+        let mut v = Scripted::new(world, 1, exits);
+        v.timer = timer;
+        v
+    }
+
+    fn runs(log: &[String]) -> Vec<&str> {
+        log.iter().filter(|l| l.ends_with("Preempted")).map(|l| &l[..2]).collect()
+    }
+
     #[test]
     fn hello_sequence_ends_powered_off_with_results_delivered() {
-        let mut mem = vec![0u8; 64];
-        mem[0..3].copy_from_slice(b"hi\n");
-        mem[16..20].copy_from_slice(&sched::SHUTDOWN_POWEROFF.to_ne_bytes());
-        let mut vcpu = Scripted {
-            exits: vec![
+        let world = World::default();
+        let mut vcpu = Scripted::new(
+            &world,
+            0,
+            vec![
                 hc(nr::XEN_VERSION, [0; 5]),
                 hc(nr::CONSOLE_IO, [0, 3, 0, 0, 0]),
                 hc(nr::MMU_UPDATE, [0; 5]),
                 hc(nr::SCHED_OP, [sched::SCHEDOP_SHUTDOWN, 16, 0, 0, 0]),
             ],
-            results: vec![],
-            mem,
-        };
-        let mut dom = Domain::new(1);
-        assert_eq!(run_vcpu(&mut dom, 0, &mut vcpu), DomainEnd::PoweredOff);
-        assert_eq!(vcpu.results, vec![(4 << 16) | 17, 0, (-errno::ENOSYS) as u64]);
+        );
+        vcpu.mem[0..3].copy_from_slice(b"hi\n");
+        vcpu.mem[16..20].copy_from_slice(&sched::SHUTDOWN_POWEROFF.to_ne_bytes());
+        assert_eq!(run_domain(&world, &mut Domain::new(1), vcpu), DomainEnd::PoweredOff);
+        let results: Vec<String> = world.log().into_iter().filter(|l| l.contains("result")).collect();
+        let enosys = (-errno::ENOSYS) as u64;
+        assert_eq!(
+            results,
+            [format!("v0 result {:#x}", (4 << 16) | 17), "v0 result 0x0".into(), format!("v0 result {enosys:#x}")]
+        );
     }
 
     #[test]
     fn a_guest_fault_crashes_only_the_domain() {
+        let world = World::default();
         let fault = GuestFault { kind: FaultKind::UnmappedGuestPhysical, gpa: 0xdead_0000, pc: 0x1000, syndrome: 0 };
-        let mut vcpu = Scripted { exits: vec![Exit::Fault(fault)], results: vec![], mem: vec![] };
-        let mut dom = Domain::new(1);
-        assert_eq!(run_vcpu(&mut dom, 0, &mut vcpu), DomainEnd::Crashed);
+        let vcpu = Scripted::new(&world, 0, vec![Exit::Fault(fault)]);
+        assert_eq!(run_domain(&world, &mut Domain::new(1), vcpu), DomainEnd::Crashed);
     }
 
     #[test]
     fn crash_shutdown_reason_is_a_crash() {
-        let mut mem = vec![0u8; 8];
-        mem[0..4].copy_from_slice(&sched::SHUTDOWN_CRASH.to_ne_bytes());
-        let mut vcpu =
-            Scripted { exits: vec![hc(nr::SCHED_OP, [sched::SCHEDOP_SHUTDOWN, 0, 0, 0, 0])], results: vec![], mem };
-        assert_eq!(run_vcpu(&mut Domain::new(1), 0, &mut vcpu), DomainEnd::Crashed);
+        let world = World::default();
+        let mut vcpu = Scripted::new(&world, 0, vec![hc(nr::SCHED_OP, [sched::SCHEDOP_SHUTDOWN, 0, 0, 0, 0])]);
+        vcpu.mem[0..4].copy_from_slice(&sched::SHUTDOWN_CRASH.to_ne_bytes());
+        assert_eq!(run_domain(&world, &mut Domain::new(1), vcpu), DomainEnd::Crashed);
+    }
+
+    #[test]
+    fn cpu_on_creates_a_runnable_vcpu() {
+        let world = World::default();
+        let mut vcpu0 = Scripted::new(&world, 0, vec![cpu_on(1), Exit::Halt]);
+        vcpu0.siblings.push(sibling(&world, vec![Exit::PowerOff], None));
+        assert_eq!(run_domain(&world, &mut Domain::with_vcpus(1, 2), vcpu0), DomainEnd::PoweredOff);
+        assert_eq!(
+            world.log(),
+            [
+                "v0 CpuOn { target: 1, entry: 1074266112, context: 119 }",
+                "v1 created at 0x40080000 with 0x77",
+                "v0 cpu_on Started",
+                "v0 Halt",
+                "v1 PowerOff",
+            ]
+        );
+    }
+
+    #[test]
+    fn cpu_on_an_online_or_missing_vcpu_is_refused() {
+        let world = World::default();
+        let mut vcpu0 = Scripted::new(&world, 0, vec![cpu_on(1), cpu_on(1), cpu_on(0), cpu_on(2), Exit::PowerOff]);
+        vcpu0.siblings.push(sibling(&world, vec![Exit::Halt], None));
+        assert_eq!(run_domain(&world, &mut Domain::with_vcpus(1, 2), vcpu0), DomainEnd::PoweredOff);
+        let answers: Vec<String> = world.log().into_iter().filter(|l| l.contains("cpu_on")).collect();
+        assert_eq!(answers, ["v0 cpu_on Started", "v0 cpu_on AlreadyOn", "v0 cpu_on AlreadyOn", "v0 cpu_on NoSuchCpu"]);
+    }
+
+    #[test]
+    fn preempted_vcpus_take_turns() {
+        let world = World::default();
+        let mut vcpu0 = Scripted::new(&world, 0, vec![cpu_on(1), Exit::Preempted, Exit::Preempted, Exit::Preempted]);
+        vcpu0.siblings.push(sibling(&world, vec![Exit::Preempted, Exit::Preempted, Exit::Preempted, Exit::Halt], None));
+        let end = run_domain(&world, &mut Domain::with_vcpus(1, 2), vcpu0);
+        assert_eq!(end, DomainEnd::PoweredOff);
+        let log = world.log();
+        assert_eq!(runs(&log), ["v0", "v1", "v0", "v1", "v0", "v1"]);
+        // Each got a full slice: the clock advanced by one slice per turn.
+        assert!(world.clock.get() >= 6 * SLICE);
+    }
+
+    #[test]
+    fn a_halted_vcpu_sleeps_until_its_timer_then_runs_again() {
+        let world = World::default();
+        let mut vcpu0 = Scripted::new(&world, 0, vec![cpu_on(1), Exit::Halt]);
+        vcpu0.siblings.push(sibling(&world, vec![Exit::Halt, Exit::PowerOff], Some(50 * SLICE)));
+        assert_eq!(run_domain(&world, &mut Domain::with_vcpus(1, 2), vcpu0), DomainEnd::PoweredOff);
+        let log = world.log();
+        let tail: Vec<&str> = log.iter().skip(3).map(String::as_str).collect();
+        let idle = format!("idle until {}", 50 * SLICE);
+        assert_eq!(tail, ["v0 Halt", "v1 Halt", idle.as_str(), "v1 PowerOff"]);
+    }
+
+    #[test]
+    fn an_event_for_a_halted_sibling_wakes_it() {
+        let world = World::default();
+        // vCPU 1 binds an IPI port to vCPU 0, sends on it (the port the binding wrote at 4), halts.
+        let bind = hc(nr::EVENT_CHANNEL_OP, [ev::EVTCHNOP_BIND_IPI, 0, 0, 0, 0]);
+        let send = hc(nr::EVENT_CHANNEL_OP, [ev::EVTCHNOP_SEND, 4, 0, 0, 0]);
+        let mut vcpu0 = Scripted::new(&world, 0, vec![cpu_on(1), Exit::Halt, Exit::PowerOff]);
+        vcpu0.siblings.push(sibling(&world, vec![bind, send, Exit::Halt], None));
+        let mut dom = Domain::with_vcpus(1, 2);
+        let mut next = 0x10_0000u64;
+        dom.setup_xen_pages(&mut vcpu0, 0x3900_0000, &mut || {
+            next += 0x1000;
+            Some(HostPage::on_heap(next))
+        })
+        .unwrap();
+        let end = run_domain(&world, &mut dom, vcpu0);
+        assert_eq!(end, DomainEnd::PoweredOff);
+        let log = world.log();
+        let tail: Vec<&str> = log.iter().skip(3).map(String::as_str).collect();
+        assert_eq!(tail[0], "v0 Halt");
+        assert!(tail.contains(&"v0 upcall"), "{log:?}");
+        assert_eq!(tail.last(), Some(&"v0 PowerOff"), "{log:?}");
     }
 }

@@ -59,7 +59,7 @@ enum Cmd {
 pub struct RunArgs {
     #[arg(long, default_value = "aarch64")]
     pub arch: Arch,
-    /// Guest kernel to boot (default: Debian's on aarch64, the `hello` test guest elsewhere).
+    /// Guest kernel to boot (default: Debian's on aarch64 and x86_64, the `hello` test guest on ARMv7).
     #[arg(long)]
     pub kernel: Option<PathBuf>,
     /// Initial ramdisk for the guest (default on aarch64: the busybox initramfs).
@@ -119,13 +119,15 @@ fn build_cmd(arch: Option<Arch>) -> Result<i32> {
 
 fn run_cmd(args: &RunArgs) -> Result<i32> {
     let built = build::hypervisor_and_guests(args.arch)?;
+    let mut args = args.clone();
     let guest = match (&args.guest, &args.kernel) {
-        (None, _) if args.arch == Arch::Aarch64 => emulator::Guest::Dom0less(emulator::linux_domu(&built, args)?),
+        (None, _) if args.arch == Arch::Aarch64 => emulator::Guest::Dom0less(emulator::linux_domu(&built, &args)?),
+        (None, _) if args.arch == Arch::X86_64 => emulator::Guest::Loader { kernel: qemu_x86::linux_guest(&mut args)? },
         (Some(name), _) => emulator::Guest::Loader { kernel: built.guest(name)? },
         (None, Some(kernel)) => emulator::Guest::Loader { kernel: kernel.clone() },
         (None, None) => emulator::Guest::Loader { kernel: built.guest("hello")? },
     };
-    let run = emulator::Boot { arch: args.arch, built: &built, guest, args: args.clone() };
+    let run = emulator::Boot { arch: args.arch, built: &built, guest, args };
     let outcome = emulator::boot(&run, emulator::Echo::Stream)?;
     eprintln!("xtask: {}", outcome.summary());
     Ok(outcome.exit_code())

@@ -61,6 +61,26 @@ pub fn boot(run: &Boot, echo: Echo) -> Result<Outcome> {
     Ok(outcome)
 }
 
+/// Debian's cloud kernel as a PVH guest (console on the Xen PV console, quiet, no crypto
+/// self-tests: they take most of the boot under emulation).
+pub const DEFAULT_LINUX_APPEND: &str = "console=hvc0 quiet cryptomgr.notests";
+
+/// The default x86_64 guest: Debian's kernel and the busybox initramfs unless `--kernel` /
+/// `--initrd` name others, with [`DEFAULT_LINUX_APPEND`] unless `--append` is given.
+/// Fills `args` and returns the kernel.
+pub fn linux_guest(args: &mut crate::RunArgs) -> Result<std::path::PathBuf> {
+    let (kernel, initrd) = match (&args.kernel, &args.initrd) {
+        (Some(k), Some(i)) => (k.clone(), i.clone()),
+        (k, i) => {
+            let fetched = crate::images::linux_guest(Arch::X86_64)?;
+            (k.clone().unwrap_or(fetched.kernel), i.clone().unwrap_or(fetched.initrd))
+        }
+    };
+    args.initrd = Some(initrd);
+    args.append.get_or_insert_with(|| DEFAULT_LINUX_APPEND.to_string());
+    Ok(kernel)
+}
+
 /// KVM can run guests here: the device exists and the CPU shows its virtualization extension.
 fn kvm_usable() -> bool {
     let flags = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
@@ -78,7 +98,8 @@ fn command(iso: &Path, kvm: bool, smp: u32, icount: bool) -> Command {
     } else {
         cmd.args(["-accel", "tcg", "-cpu", "max"]);
     }
-    cmd.args(["-m", "512", "-nographic", "-no-reboot", "-serial", "stdio", "-monitor", "none"])
+    // A 512 MiB Linux domain besides the hypervisor and the boot modules.
+    cmd.args(["-m", "1G", "-nographic", "-no-reboot", "-serial", "stdio", "-monitor", "none"])
         .args(["-smp", &smp.max(1).to_string()])
         .args(["-device", DEBUG_EXIT, "-boot", "d"])
         .arg("-cdrom")

@@ -65,7 +65,33 @@ fn linux_scenarios() -> Vec<Scenario> {
             expect: Expect { in_order, count: None, forbidden: vec!["PANIC", "Kernel panic", "BUG:"], exit_zero: true },
         }
     };
-    vec![linux("linux-arm64-domu", "console=hvc0", 1), linux("linux-arm64-domu-ttyAMA0", "console=ttyAMA0", 1)]
+    let mut all = vec![
+        linux("linux-arm64-domu", "console=hvc0", 1),
+        linux("linux-arm64-domu-smp2", "console=hvc0", 2),
+        linux("linux-arm64-domu-ttyAMA0", "console=ttyAMA0", 1),
+    ];
+    // x86_64 PVH on QEMU's SVM: found Xen, took the PVH entry, event channels and grant
+    // tables up, init saw Xen, then ACPI S5 (the FADT's sleep control register) powered off.
+    let mut in_order = banner(Arch::X86_64);
+    in_order.extend(
+        [
+            "Hypervisor detected: Xen HVM",
+            "Booting kernel on Xen PVH",
+            "xen:events: Using 2-level ABI",
+            "xen:grant_table: Grant tables using version 1 layout",
+            "XHV-INIT-MARKER hypervisor=xen cpus=1 ",
+            "(XEN) d1: powered off",
+            "(XEN) stopping: all domains powered off",
+        ]
+        .map(String::from),
+    );
+    all.push(Scenario {
+        name: format!("linux-x86_64-pvh{}", crate::qemu_x86::SVM_SUFFIX),
+        arch: Arch::X86_64,
+        guest: TestGuest::Linux { append: "console=hvc0 cryptomgr.notests", smp: 1 },
+        expect: Expect { in_order, count: None, forbidden: vec!["PANIC", "Kernel panic", "BUG:"], exit_zero: true },
+    });
+    all
 }
 
 fn scenarios() -> Vec<Scenario> {
@@ -251,6 +277,11 @@ fn run_one(s: &Scenario, built: &Built, logs: &std::path::Path) -> Result<f64, S
         TestGuest::BuiltIn(name) => {
             args.guest = Some(name.into());
             Guest::Loader { kernel: built.guest(name).map_err(|e| format!("{e:#}"))? }
+        }
+        TestGuest::Linux { append, smp } if s.arch == Arch::X86_64 => {
+            args.append = Some(append.into());
+            args.smp = smp;
+            Guest::Loader { kernel: crate::qemu_x86::linux_guest(&mut args).map_err(|e| format!("{e:#}"))? }
         }
         TestGuest::Linux { append, smp } => {
             args.append = Some(append.into());

@@ -1,9 +1,10 @@
 //! The physical GICv3 as the hypervisor uses it at EL2, and the virtual CPU interface
 //! (ICH_*_EL2) through which the vGIC injects interrupts.
 //!
-//! The hypervisor itself takes only two interrupts, both PPIs of the boot CPU: the virtual
-//! timer's (the guest's CNTV, which fires while the guest runs) and the virtualization
-//! maintenance interrupt (list registers ran dry). It never unmasks IRQs at EL2: with
+//! The hypervisor itself takes only three interrupts, all PPIs of the boot CPU: the virtual
+//! timer's (the guest's CNTV, which fires while the guest runs), the virtualization
+//! maintenance interrupt (list registers ran dry) and the EL2 physical timer's (a vCPU's
+//! slice is over, or an idle wait ends). It never unmasks IRQs at EL2: with
 //! HCR_EL2.IMO set, a physical IRQ arriving while a guest runs exits to EL2, where it is
 //! acknowledged and completed synchronously.
 
@@ -20,6 +21,7 @@ static LR_COUNT: AtomicU32 = AtomicU32::new(0);
 static AP_REGS: AtomicU32 = AtomicU32::new(0);
 static VTIMER_INTID: AtomicU32 = AtomicU32::new(27);
 static MAINTENANCE_INTID: AtomicU32 = AtomicU32::new(25);
+static HYP_TIMER_INTID: AtomicU32 = AtomicU32::new(26);
 
 /// INTIDs from 1020 up are special (spurious, ...): nothing to complete.
 pub const SPURIOUS: u32 = 1020;
@@ -95,6 +97,7 @@ pub fn init_boot_cpu(p: &Platform) {
         return;
     };
     let vtimer = p.timer_intids.map(|t| t[2]).unwrap_or(27);
+    let hyp_timer = p.timer_intids.map(|t| t[3]).unwrap_or(26);
     let Some(rd) = find_redistributor(redist) else {
         early_log!("GICv3: no redistributor for this CPU: guests get no virtual interrupt controller");
         return;
@@ -104,7 +107,7 @@ pub fn init_boot_cpu(p: &Platform) {
         early_log!("GICv3: the redistributor at {:#x} does not wake up", rd);
         return;
     }
-    for intid in [vtimer, maintenance] {
+    for intid in [vtimer, maintenance, hyp_timer] {
         enable_ppi(rd, intid);
     }
     enable_cpu_interface();
@@ -114,6 +117,7 @@ pub fn init_boot_cpu(p: &Platform) {
     AP_REGS.store(1 << (pre_bits.saturating_sub(5)), Ordering::Relaxed);
     VTIMER_INTID.store(vtimer, Ordering::Relaxed);
     MAINTENANCE_INTID.store(maintenance, Ordering::Relaxed);
+    HYP_TIMER_INTID.store(hyp_timer, Ordering::Relaxed);
     READY.store(true, Ordering::Release);
     early_log!("GICv3: {} list registers, {} preemption bits; vtimer INTID {}", lr_count(), pre_bits, vtimer);
 }
@@ -191,6 +195,10 @@ pub fn vtimer_intid() -> u32 {
 
 pub fn maintenance_intid() -> u32 {
     MAINTENANCE_INTID.load(Ordering::Relaxed)
+}
+
+pub fn hyp_timer_intid() -> u32 {
+    HYP_TIMER_INTID.load(Ordering::Relaxed)
 }
 
 /// Acknowledge the highest-priority pending group-1 interrupt (≥ [`SPURIOUS`] if none).

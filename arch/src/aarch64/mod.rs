@@ -6,8 +6,10 @@
 //! - [`gic`]: the physical GICv3 at EL2 and the virtual CPU interface's registers;
 //! - [`mmu`]: EL2 identity map and cache maintenance;
 //! - [`smp`]: secondary CPUs via PSCI CPU_ON;
+//! - [`time`]: the platform clock in nanoseconds, idling until a deadline;
 //! - [`vectors`]: EL2 exception vectors, guest entry and exit;
-//! - [`vcpu`]: [`Vcpu`], stage-2, exit decoding, vGIC and virtual timer, guest memory access.
+//! - [`vcpu`]: [`Vcpu`] and the [`DomainSpace`] its domain's vCPUs share: stage-2, exit
+//!   decoding, vGIC and virtual timer, guest memory access.
 
 mod console;
 mod dt;
@@ -15,10 +17,12 @@ mod entry;
 mod gic;
 mod mmu;
 mod smp;
+mod time;
 mod vcpu;
 mod vectors;
 
-pub use vcpu::Vcpu;
+pub use time::{idle_until, now_ns};
+pub use vcpu::{DomainSpace, Vcpu};
 
 use crate::ExitStatus;
 use core::cell::UnsafeCell;

@@ -1,10 +1,11 @@
-//! One vCPU of a domain: its registers, its stage-2 tables, its virtual GIC, and the decoding
-//! of its exits.
+//! One vCPU of a domain: its registers, the domain's shared address space and virtual GIC
+//! ([`DomainSpace`]), and the decoding of its exits.
 //!
-//! One vCPU runs on the boot CPU at a time and nothing else uses EL1, so the guest's EL1
-//! system registers (its virtual timer included) simply stay in the hardware between runs;
-//! only the general-purpose and FP/SIMD registers (which the hypervisor's own code uses) are
-//! saved in [`Context`], and the virtual CPU interface's state around each entry.
+//! The core multiplexes every vCPU on the boot CPU. The general-purpose and FP/SIMD registers
+//! (which the hypervisor's own code uses) are switched around every entry in [`Context`]; the
+//! guest's EL1 system registers, its virtual timer included, are saved after every run and
+//! loaded again only when another vCPU ran in between ([`El1State`]). The EL2 physical timer
+//! (CNTHP) bounds a run to the slice the core gave it: it exits with [`Exit::Preempted`].
 //!
 //! Interrupts: the vGIC model ([`Vgic`]) is loaded into the list registers before every entry
 //! and read back after every exit. Physical IRQs that arrive while the guest runs are the
@@ -22,13 +23,16 @@ use crate::arm::stage2::{self, PAGE, Stage2Tables};
 use crate::arm::syndrome::{self, DataAccess, Syndrome, SysRegAccess, ec, sysreg};
 use crate::arm::vgic::{self, MAX_LRS, UPCALL_PPI, VTIMER_PPI, Vgic};
 use crate::boot::GuestSetup;
-use crate::exit::{BadGuestAddress, Exit, FaultKind, GuestFault, HypercallArgs, MmioAccess, VirtualCpu};
+use crate::exit::{BadGuestAddress, CpuOnResult, Exit, FaultKind, GuestFault, HypercallArgs, MmioAccess, VirtualCpu};
 use aarch64_cpu::asm::barrier::{self, isb};
 use aarch64_cpu::registers::{
     CNTHCTL_EL2, CNTPCT_EL0, CNTV_CTL_EL0, CNTVOFF_EL2, ELR_EL1, ESR_EL1, ESR_EL2, FAR_EL2, HCR_EL2, HPFAR_EL2,
-    ID_AA64MMFR0_EL1, PAR_EL1, Readable, SCTLR_EL1, SPSR_EL1, VBAR_EL1, VMPIDR_EL2, VTCR_EL2, VTTBR_EL2, Writeable,
+    ID_AA64MMFR0_EL1, PAR_EL1, Readable, SPSR_EL1, VBAR_EL1, VMPIDR_EL2, VTCR_EL2, VTTBR_EL2, Writeable,
 };
 use alloc::boxed::Box;
+use alloc::rc::Rc;
+use core::cell::RefCell;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 /// The Xen hypercall immediate: `hvc #0xEA1`.
 const XEN_HVC_IMM: u16 = 0xea1;
@@ -46,8 +50,62 @@ const MPIDR_RES1: u64 = 1 << 31;
 const CNTV_ENABLE: u64 = 1 << 0;
 const CNTV_IMASK: u64 = 1 << 1;
 const CNTV_ISTATUS: u64 = 1 << 2;
-/// Distinct unknown vGIC offsets reported on the console per vCPU (then silence).
+/// Distinct unknown vGIC offsets reported on the console per domain (then silence).
 const UNKNOWN_LOGGED: usize = 8;
+/// ESR_EL2.ISS bit 0 of a WFx trap: WFE rather than WFI.
+const WFX_IS_WFE: u64 = 1;
+/// CNTHP_CTL_EL2.ENABLE.
+const CNTHP_ENABLE: u64 = 1;
+
+/// Read or write a system register by name (for those `aarch64_cpu` lacks, and lists).
+macro_rules! mrs {
+    ($name:literal) => {{
+        let v: u64;
+        // SAFETY: reading an EL1/EL0 or EL2 timer system register at EL2 has no side effect.
+        unsafe { core::arch::asm!(concat!("mrs {}, ", $name), out(reg) v, options(nomem, nostack)) };
+        v
+    }};
+}
+macro_rules! msr {
+    ($name:literal, $value:expr) => {{
+        let v: u64 = $value;
+        // SAFETY: the register belongs to the guest's EL1/EL0 context or to the EL2 timer;
+        // the hypervisor at EL2 neither translates through nor takes exceptions with it.
+        unsafe { core::arch::asm!(concat!("msr ", $name, ", {}"), in(reg) v, options(nomem, nostack)) };
+    }};
+}
+
+/// The guest's EL1 (and EL0) system registers, its virtual timer included, for the vCPU that
+/// is not loaded on the CPU. The names are those the assembler knows.
+macro_rules! el1_state {
+    ($($field:ident = $name:literal),* $(,)?) => {
+        #[derive(Clone, Copy, Debug, Default)]
+        struct El1State {
+            $($field: u64,)*
+        }
+        impl El1State {
+            fn save(&mut self) {
+                $(self.$field = mrs!($name);)*
+            }
+            fn restore(&self) {
+                $(msr!($name, self.$field);)*
+            }
+        }
+    };
+}
+el1_state! {
+    sctlr = "sctlr_el1", cpacr = "cpacr_el1", ttbr0 = "ttbr0_el1", ttbr1 = "ttbr1_el1", tcr = "tcr_el1",
+    mair = "mair_el1", amair = "amair_el1", vbar = "vbar_el1", contextidr = "contextidr_el1",
+    esr = "esr_el1", far = "far_el1", afsr0 = "afsr0_el1", afsr1 = "afsr1_el1", par = "par_el1",
+    elr = "elr_el1", spsr = "spsr_el1", sp_el0 = "sp_el0", sp_el1 = "sp_el1", tpidr_el0 = "tpidr_el0",
+    tpidrro_el0 = "tpidrro_el0", tpidr_el1 = "tpidr_el1", cntkctl = "cntkctl_el1", csselr = "csselr_el1",
+    mdscr = "mdscr_el1", cntv_cval = "cntv_cval_el0", cntv_ctl = "cntv_ctl_el0",
+}
+
+/// The vCPU whose [`El1State`] the CPU's EL1 registers hold (0: none yet); each vCPU gets a
+/// fresh number, so a new vCPU never mistakes a dead one's state for its own.
+static EL1_OWNER: AtomicU64 = AtomicU64::new(0);
+static NEXT_VCPU_UID: AtomicU64 = AtomicU64::new(1);
 
 /// Guest registers plus the host state `enter_guest` keeps across a run. The layout is
 /// shared with the assembly in `vectors.rs` through `offset_of!`.
@@ -63,25 +121,60 @@ pub struct Context {
     pub fp: [u128; 32],
 }
 
-pub struct Vcpu {
-    ctx: Box<Context>,
+/// What the vCPUs of one domain share: its stage-2 tables and VMID, its virtual GIC (every
+/// vCPU's redistributor included), its virtual counter and which of its vCPUs are on.
+///
+/// Every vCPU runs on the boot CPU, so a plain `Rc<RefCell<..>>` serves; vCPUs on several
+/// physical CPUs would need a lock here (and a TLB-owner record per CPU).
+pub struct DomainSpace {
     tables: Box<Stage2Tables>,
+    /// The domain's RAM (the vCPU fields of the setup are vCPU 0's).
     setup: GuestSetup,
     vmid: u8,
     /// TLB entries of this VMID have been flushed since the tables were built.
     tlb_clean: bool,
-    /// The domain's virtual GIC (one vCPU per domain for now, so it lives here).
+    /// The vCPU of this domain that ran last on the CPU (the TLB may hold its translations).
+    last_ran: Option<usize>,
     vgic: Box<Vgic>,
+    /// The guest's virtual counter starts near 0: CNTVOFF = the physical count at creation,
+    /// the same for every vCPU of the domain.
+    cntvoff: u64,
+    /// vCPU n is on (created and not powered off).
+    online: [bool; vgic::MAX_VCPUS],
+    unknown_logged: [u64; UNKNOWN_LOGGED],
+    unknown_count: usize,
+}
+
+impl DomainSpace {
+    /// Say once per offset (for the first few) that the guest touched a register we lack.
+    fn log_unknown_vgic(&mut self, ipa: u64, write: bool) {
+        if self.unknown_logged.contains(&ipa) || self.unknown_count >= UNKNOWN_LOGGED {
+            return;
+        }
+        self.unknown_logged[self.unknown_count] = ipa;
+        self.unknown_count += 1;
+        let what = if write { "write to" } else { "read of" };
+        early_log!("d{}: vGIC: {} unmodelled register {:#x} ignored", self.setup.domain_id, what, ipa);
+    }
+}
+
+pub struct Vcpu {
+    ctx: Box<Context>,
+    space: Rc<RefCell<DomainSpace>>,
+    /// This vCPU's index in its domain (its redistributor, MPIDR Aff0).
+    id: usize,
+    /// Names this vCPU for [`EL1_OWNER`].
+    uid: u64,
+    /// The guest's EL1 registers as the last exit left them.
+    el1: El1State,
     /// This vCPU's virtual CPU interface state between runs.
     vif: VcpuInterface,
     /// List registers loaded for the current run.
     lrs_loaded: usize,
     /// The load reported by the last `Exit::Mmio`, waiting for `complete_mmio_read`.
     mmio_read: Option<DataAccess>,
-    /// The guest's virtual counter starts near 0: CNTVOFF = the physical count at creation.
-    cntvoff: u64,
-    unknown_logged: [u64; UNKNOWN_LOGGED],
-    unknown_count: usize,
+    /// Physical count at which the next run ends with `Exit::Preempted`.
+    preempt_at: Option<u64>,
 }
 
 impl Vcpu {
@@ -96,54 +189,96 @@ impl Vcpu {
         let mut tables = zeroed_box::<Stage2Tables>();
         stage2::map_guest_ram(&mut tables, setup.ram_guest, setup.ram_host, setup.ram_size)
             .map_err(|_| "guest RAM cannot be mapped at stage 2 (alignment or IPA range)")?;
-        let mut ctx = zeroed_box::<Context>();
-        ctx.x[0] = setup.boot_arg;
-        ctx.elr = setup.entry;
-        ctx.spsr = syndrome::SPSR_EL1H_MASKED;
         // The guest starts with its MMU off, i.e. non-cacheable: it must find the image the
         // core wrote through our caches in memory, and we must not keep lines over its RAM.
         clean_invalidate_dcache(setup.ram_host, setup.ram_size);
         // SAFETY: invalidating all instruction caches only drops cached state.
         unsafe { core::arch::asm!("ic ialluis", "dsb ish", "isb", options(nostack)) };
-        Ok(Vcpu {
-            ctx,
+        let nr_vcpus = usize::from(setup.nr_vcpus).clamp(1, vgic::MAX_VCPUS);
+        let space = DomainSpace {
             tables,
             setup: *setup,
             vmid,
             tlb_clean: false,
-            vgic: Box::new(Vgic::new(usize::from(setup.vcpu_id) + 1)),
+            last_ran: None,
+            vgic: Box::new(Vgic::new(nr_vcpus)),
+            cntvoff: CNTPCT_EL0.get(),
+            online: [false; vgic::MAX_VCPUS],
+            unknown_logged: [0; UNKNOWN_LOGGED],
+            unknown_count: 0,
+        };
+        let id = usize::from(setup.vcpu_id);
+        if id >= nr_vcpus {
+            return Err("vCPU id beyond the domain's vCPU count");
+        }
+        Ok(Vcpu::powered_on(Rc::new(RefCell::new(space)), id, setup.entry, setup.boot_arg))
+    }
+
+    /// vCPU `id` of the domain `space`, out of reset at `entry` with `x0` in x0: EL1h with
+    /// every exception masked, MMU and caches off, timer off.
+    fn powered_on(space: Rc<RefCell<DomainSpace>>, id: usize, entry: u64, x0: u64) -> Vcpu {
+        space.borrow_mut().online[id] = true;
+        let mut ctx = zeroed_box::<Context>();
+        ctx.x[0] = x0;
+        ctx.elr = entry;
+        ctx.spsr = syndrome::SPSR_EL1H_MASKED;
+        Vcpu {
+            ctx,
+            space,
+            id,
+            uid: NEXT_VCPU_UID.fetch_add(1, Ordering::Relaxed),
+            el1: El1State { sctlr: SCTLR_EL1_RESET, ..El1State::default() },
             vif: VcpuInterface::default(),
             lrs_loaded: 0,
             mmio_read: None,
-            cntvoff: CNTPCT_EL0.get(),
-            unknown_logged: [0; UNKNOWN_LOGGED],
-            unknown_count: 0,
-        })
+            preempt_at: None,
+        }
     }
 
     /// This vCPU's index in the vGIC (its redistributor).
     fn vgic_cpu(&self) -> usize {
-        usize::from(self.setup.vcpu_id)
+        self.id
     }
 
-    /// Load this vCPU's EL2 controls (stage-2, traps, virtual IDs) before entering it.
+    /// Load this vCPU's EL2 controls (stage-2, traps, virtual IDs) and, if another vCPU ran
+    /// since it last did, its EL1 state, before entering it.
     fn activate(&mut self) {
+        let mut space = self.space.borrow_mut();
         HCR_EL2.set(HCR_GUEST);
         VTCR_EL2.set(stage2::VTCR_EL2);
-        VTTBR_EL2.set(stage2::vttbr(self.tables.root_address(), self.vmid));
-        VMPIDR_EL2.set(MPIDR_RES1 | u64::from(self.setup.vcpu_id));
+        VTTBR_EL2.set(stage2::vttbr(space.tables.root_address(), space.vmid));
+        VMPIDR_EL2.set(MPIDR_RES1 | self.id as u64);
         CNTHCTL_EL2.set(CNTHCTL_EL1_PHYS);
-        CNTVOFF_EL2.set(self.cntvoff);
+        CNTVOFF_EL2.set(space.cntvoff);
         isb(barrier::SY);
-        if !self.tlb_clean {
-            // A fresh domain: its EL1 starts from reset (no timer left armed by the previous
-            // domain), and no stale translations of one with the same VMID may survive.
-            SCTLR_EL1.set(SCTLR_EL1_RESET);
-            CNTV_CTL_EL0.set(0);
+        if EL1_OWNER.swap(self.uid, Ordering::Relaxed) != self.uid {
+            self.el1.restore();
+            isb(barrier::SY);
+        }
+        if !space.tlb_clean {
+            // A fresh domain: no stale translations of one with the same VMID may survive.
             // SAFETY: invalidates stage-1+2 TLB entries of the current VMID only.
             unsafe { core::arch::asm!("dsb ishst", "tlbi vmalls12e1is", "dsb ish", "isb", options(nostack)) };
-            self.tlb_clean = true;
+            space.tlb_clean = true;
+        } else if space.last_ran != Some(self.id) {
+            // Another vCPU of this domain ran here: its stage-1 translations (same VMID, its
+            // own page tables and ASIDs) must not be mistaken for this one's.
+            // SAFETY: invalidates this CPU's stage-1+2 TLB entries of the current VMID only.
+            unsafe { core::arch::asm!("dsb nshst", "tlbi vmalls12e1", "dsb nsh", "isb", options(nostack)) };
         }
+        space.last_ran = Some(self.id);
+    }
+
+    /// Arm the EL2 physical timer for the end of this run's slice.
+    fn arm_preemption(&self) {
+        match self.preempt_at {
+            Some(count) => {
+                msr!("cnthp_cval_el2", count);
+                msr!("cnthp_ctl_el2", CNTHP_ENABLE);
+            }
+            None => msr!("cnthp_ctl_el2", 0),
+        }
+        isb(barrier::SY);
     }
 
     /// Decide on one exit; `None` means it was handled here and the guest resumes.
@@ -167,6 +302,10 @@ impl Vcpu {
             }
             ec::WFX => {
                 self.ctx.elr += esr.instruction_length();
+                if esr.0 & WFX_IS_WFE != 0 {
+                    // Spinning on a lock or flag another vCPU will release: let it run.
+                    return Some(Exit::Yield);
+                }
                 // A pending interrupt ends a WFI at once; else the core decides how to wait.
                 if self.interrupt_waiting() { None } else { Some(Exit::Halt) }
             }
@@ -186,7 +325,8 @@ impl Vcpu {
     }
 
     fn in_ram(&self, ipa: u64) -> bool {
-        ipa >= self.setup.ram_guest && ipa - self.setup.ram_guest < self.setup.ram_size
+        let setup = &self.space.borrow().setup;
+        ipa >= setup.ram_guest && ipa - setup.ram_guest < setup.ram_size
     }
 
     /// A physical interrupt while the guest ran: acknowledge, act, complete, resume.
@@ -202,7 +342,12 @@ impl Vcpu {
             // The guest's timer fired. Masking it drops the level-sensitive line; the guest's
             // handler reprograms CNTV_CTL_EL0, which unmasks it again.
             CNTV_CTL_EL0.set(CNTV_CTL_EL0.get() | CNTV_IMASK);
-            self.vgic.raise_private(self.vgic_cpu(), VTIMER_PPI);
+            self.space.borrow_mut().vgic.raise_private(self.vgic_cpu(), VTIMER_PPI);
+        } else if intid == gic::hyp_timer_intid() {
+            // The slice is over: stop the timer (dropping its level) and let the core decide.
+            msr!("cnthp_ctl_el2", 0);
+            gic::end_of_interrupt(intid);
+            return Some(Exit::Preempted);
         } else if intid != gic::maintenance_intid() {
             early_log!("unexpected physical interrupt {} while a guest ran", intid);
         }
@@ -217,7 +362,7 @@ impl Vcpu {
     fn interrupt_waiting(&self) -> bool {
         let ctl = CNTV_CTL_EL0.get();
         let timer_fired = ctl & (CNTV_ENABLE | CNTV_IMASK | CNTV_ISTATUS) == CNTV_ENABLE | CNTV_ISTATUS;
-        timer_fired || self.vgic.has_deliverable(self.vgic_cpu())
+        timer_fired || self.space.borrow().vgic.has_deliverable(self.vgic_cpu())
     }
 
     /// Load the list registers and the virtual CPU interface for the next entry.
@@ -226,7 +371,7 @@ impl Vcpu {
             return;
         }
         let count = gic::lr_count().min(MAX_LRS);
-        let plan = self.vgic.fill_lrs(self.vgic_cpu(), count);
+        let plan = self.space.borrow_mut().vgic.fill_lrs(self.vgic_cpu(), count);
         for n in 0..count {
             gic::write_lr(n, plan.values[n]);
         }
@@ -246,7 +391,7 @@ impl Vcpu {
             gic::write_lr(n, 0);
         }
         gic::save(&mut self.vif);
-        self.vgic.sync_lrs(self.vgic_cpu(), &values[..self.lrs_loaded]);
+        self.space.borrow_mut().vgic.sync_lrs(self.vgic_cpu(), &values[..self.lrs_loaded]);
         self.lrs_loaded = 0;
     }
 
@@ -255,9 +400,10 @@ impl Vcpu {
     fn handle_mmio(&mut self, ipa: u64, access: DataAccess, esr: Syndrome) -> Option<Exit> {
         let write = access.write.then(|| access.store_value(self.reg(access.reg)));
         self.ctx.elr += esr.instruction_length();
-        if let Some(out) = self.vgic.mmio(self.vgic_cpu(), ipa, access.size, write) {
+        let outcome = self.space.borrow_mut().vgic.mmio(self.vgic_cpu(), ipa, access.size, write);
+        if let Some(out) = outcome {
             if out.unknown {
-                self.log_unknown_vgic(ipa, write.is_some());
+                self.space.borrow_mut().log_unknown_vgic(ipa, write.is_some());
             }
             if !access.write {
                 self.set_reg(access.reg, access.load_value(out.value));
@@ -266,17 +412,6 @@ impl Vcpu {
         }
         self.mmio_read = (!access.write).then_some(access);
         Some(Exit::Mmio(MmioAccess { gpa: ipa, size: access.size, write }))
-    }
-
-    /// Say once per offset (for the first few) that the guest touched a register we lack.
-    fn log_unknown_vgic(&mut self, ipa: u64, write: bool) {
-        if self.unknown_logged.contains(&ipa) || self.unknown_count >= UNKNOWN_LOGGED {
-            return;
-        }
-        self.unknown_logged[self.unknown_count] = ipa;
-        self.unknown_count += 1;
-        let what = if write { "write to" } else { "read of" };
-        early_log!("d{}: vGIC: {} unmodelled register {:#x} ignored", self.setup.domain_id, what, ipa);
     }
 
     /// A trapped MSR/MRS: SGI generation goes to the vGIC; other GIC CPU-interface and ID
@@ -288,13 +423,18 @@ impl Vcpu {
         if !is_sgi && !harmless {
             return Some(self.fault(FaultKind::UnhandledTrap, 0, esr.0));
         }
+        self.ctx.elr += esr.instruction_length();
         if read {
             self.set_reg(rt, 0);
         } else if is_sgi {
             let value = self.reg(rt);
-            self.vgic.write_sgi1r(self.vgic_cpu(), value);
+            let mut space = self.space.borrow_mut();
+            space.vgic.write_sgi1r(self.vgic_cpu(), value);
+            if space.vgic.nr_vcpus() > 1 {
+                // A sibling may be asleep waiting for this: let the core look.
+                return Some(Exit::Preempted);
+            }
         }
-        self.ctx.elr += esr.instruction_length();
         None
     }
 
@@ -317,11 +457,12 @@ impl Vcpu {
         len: usize,
         mut f: impl FnMut(u64, usize, usize),
     ) -> Result<(), BadGuestAddress> {
+        let space = self.space.borrow();
         let mut done = 0;
         while done < len {
             let ipa = gpa.checked_add(done as u64).ok_or(BadGuestAddress(gpa))?;
             let chunk = (PAGE - (ipa % PAGE)).min((len - done) as u64);
-            let (pa, _) = self.tables.translate(ipa).ok_or(BadGuestAddress(ipa))?;
+            let (pa, _) = space.tables.translate(ipa).ok_or(BadGuestAddress(ipa))?;
             if !super::is_ram(pa, chunk) {
                 return Err(BadGuestAddress(ipa));
             }
@@ -347,14 +488,24 @@ impl Vcpu {
     }
 
     fn handle_psci(&mut self) -> Option<Exit> {
-        let vmpidr = MPIDR_RES1 | u64::from(self.setup.vcpu_id);
-        match psci::handle(self.ctx.x[0] as u32, self.ctx.x[1], vmpidr) {
-            psci::Action::Return(v) => {
+        let x = &self.ctx.x;
+        let action = {
+            let space = self.space.borrow();
+            let online = space.online;
+            psci::handle_smp(x[0] as u32, [x[1], x[2], x[3]], space.vgic.nr_vcpus(), |n| online[n])
+        };
+        match action {
+            psci::SmpAction::Plain(psci::Action::Return(v)) => {
                 self.ctx.x[0] = v as u64;
                 None
             }
-            psci::Action::PowerOff => Some(Exit::PowerOff),
-            psci::Action::Reset => Some(Exit::Reset),
+            psci::SmpAction::Plain(psci::Action::PowerOff) => Some(Exit::PowerOff),
+            psci::SmpAction::Plain(psci::Action::Reset) => Some(Exit::Reset),
+            psci::SmpAction::CpuOn { target, entry, context } => Some(Exit::CpuOn { target, entry, context }),
+            psci::SmpAction::CpuOff => {
+                self.space.borrow_mut().online[self.id] = false;
+                Some(Exit::CpuOff)
+            }
         }
     }
 
@@ -396,8 +547,9 @@ impl Vcpu {
             return None;
         }
         let pa = (par & 0x0000_ffff_ffff_f000) | (gva & 0xfff);
-        let offset = pa.checked_sub(self.setup.ram_host)?;
-        (offset < self.setup.ram_size).then_some(pa)
+        let setup = &self.space.borrow().setup;
+        let offset = pa.checked_sub(setup.ram_host)?;
+        (offset < setup.ram_size).then_some(pa)
     }
 
     /// Walk `[gva, gva + len)` page by page, calling `f(host_pa, buffer_offset, chunk_len)`.
@@ -423,17 +575,23 @@ impl Vcpu {
 impl VirtualCpu for Vcpu {
     fn run(&mut self) -> Exit {
         self.activate();
-        loop {
+        self.arm_preemption();
+        let exit = loop {
             self.load_interrupts();
             // SAFETY: `ctx` is a live, exclusively borrowed Context whose layout the assembly
-            // knows; its registers were set up by `new` or left by the last exit, and the
-            // EL2 controls for this guest were loaded by `activate`.
+            // knows; its registers were set up by `powered_on` or left by the last exit, and
+            // the EL2 controls for this guest were loaded by `activate`.
             let exit_kind = unsafe { enter_guest(&mut *self.ctx) };
             self.save_interrupts();
             if let Some(exit) = self.handle(exit_kind) {
-                return exit;
+                break exit;
             }
-        }
+        };
+        msr!("cnthp_ctl_el2", 0);
+        // Another vCPU may run next: keep what this one left in EL1 (still loaded: the core
+        // reaches guest memory through it while it handles this exit).
+        self.el1.save();
+        exit
     }
 
     fn set_hypercall_result(&mut self, value: u64) {
@@ -486,8 +644,9 @@ impl VirtualCpu for Vcpu {
         if vgic::claims(gpa) || !hpa.is_multiple_of(PAGE) || !super::is_ram(hpa, PAGE) {
             return Err(BadGuestAddress(gpa));
         }
-        self.tables.map_page(gpa, hpa).map_err(|_| BadGuestAddress(gpa))?;
-        VTTBR_EL2.set(stage2::vttbr(self.tables.root_address(), self.vmid));
+        let mut space = self.space.borrow_mut();
+        space.tables.map_page(gpa, hpa).map_err(|_| BadGuestAddress(gpa))?;
+        VTTBR_EL2.set(stage2::vttbr(space.tables.root_address(), space.vmid));
         isb(barrier::SY);
         // SAFETY: publishes the new descriptor to the table walker, then drops every cached
         // translation of this VMID (the one just loaded), the replaced page's included.
@@ -496,11 +655,50 @@ impl VirtualCpu for Vcpu {
     }
 
     fn raise_upcall(&mut self) {
-        self.vgic.raise_private(self.vgic_cpu(), UPCALL_PPI);
+        self.space.borrow_mut().vgic.raise_private(self.vgic_cpu(), UPCALL_PPI);
     }
 
     fn set_irq_line(&mut self, intid: u32, level: bool) {
-        self.vgic.set_spi_line(intid, level);
+        self.space.borrow_mut().vgic.set_spi_line(intid, level);
+    }
+
+    fn complete_cpu_on(&mut self, result: CpuOnResult) {
+        let value = match result {
+            CpuOnResult::Started => psci::SUCCESS,
+            CpuOnResult::AlreadyOn => psci::ALREADY_ON,
+            CpuOnResult::NoSuchCpu => psci::INVALID_PARAMETERS,
+            CpuOnResult::Failed => psci::INTERNAL_FAILURE,
+        };
+        self.ctx.x[0] = value as u64;
+    }
+
+    fn power_on_sibling(&mut self, index: usize, entry: u64, context: u64) -> Option<Vcpu> {
+        let nr_vcpus = self.space.borrow().vgic.nr_vcpus();
+        (index < nr_vcpus).then(|| Vcpu::powered_on(Rc::clone(&self.space), index, entry, context))
+    }
+
+    fn interrupt_pending(&self) -> bool {
+        let timer_due = self.timer_deadline_count().is_some_and(|due| CNTPCT_EL0.get() >= due);
+        timer_due || self.space.borrow().vgic.has_deliverable(self.vgic_cpu())
+    }
+
+    fn timer_deadline_ns(&self) -> Option<u64> {
+        self.timer_deadline_count().map(super::time::count_to_ns)
+    }
+
+    fn set_preemption_deadline(&mut self, deadline_ns: Option<u64>) {
+        self.preempt_at = deadline_ns.map(super::time::ns_to_count);
+    }
+}
+
+impl Vcpu {
+    /// The physical count at which this vCPU's saved virtual timer fires, if it can.
+    fn timer_deadline_count(&self) -> Option<u64> {
+        let ctl = self.el1.cntv_ctl;
+        if ctl & (CNTV_ENABLE | CNTV_IMASK) != CNTV_ENABLE {
+            return None;
+        }
+        self.el1.cntv_cval.checked_add(self.space.borrow().cntvoff)
     }
 }
 

@@ -137,6 +137,33 @@ fn next_table<M: TableMemory>(fmt: Format, mem: &mut M, table: u64, i: usize) ->
     Ok(entry & ADDR_MASK)
 }
 
+/// Map the 4 KiB page at `gpa` to `hpa`, replacing whatever maps it: a 2 MiB leaf covering
+/// it is first split into 512 4 KiB leaves with the same targets, missing tables are created.
+/// The caller flushes the TLB (the old translation may be cached).
+pub fn remap_4k<M: TableMemory>(fmt: Format, mem: &mut M, root: u64, gpa: u64, hpa: u64) -> Result<(), EptError> {
+    if !gpa.is_multiple_of(PAGE_4K) || !hpa.is_multiple_of(PAGE_4K) || gpa >= GPA_LIMIT {
+        return Err(EptError::BadRange);
+    }
+    let mut table = root;
+    for level in (2..=3).rev() {
+        table = next_table(fmt, mem, table, index(gpa, level))?;
+    }
+    // `table` is the PD: split a 2 MiB leaf there.
+    let i = index(gpa, 1);
+    let pde = mem.read(table, i);
+    if pde & fmt.present != 0 && pde & LARGE != 0 {
+        let pt = mem.alloc_table().ok_or(EptError::OutOfTables)?;
+        let base = pde & ADDR_MASK & !(PAGE_2M - 1);
+        for j in 0..512 {
+            mem.write(pt, j, (base + j as u64 * PAGE_4K) | fmt.leaf);
+        }
+        mem.write(table, i, (pt & ADDR_MASK) | fmt.table);
+    }
+    let pt = next_table(fmt, mem, table, i)?;
+    mem.write(pt, index(gpa, 0), (hpa & ADDR_MASK) | fmt.leaf);
+    Ok(())
+}
+
 /// Translate `gpa` through EPT tables as the CPU would; `None` when unmapped.
 pub fn translate<M: TableMemory>(mem: &M, root: u64, gpa: u64) -> Option<u64> {
     translate_with(EPT, mem, root, gpa)
@@ -326,6 +353,26 @@ mod tests {
         assert_ne!(e.leaves(eroot), n.leaves(nroot));
         assert_eq!(map_with(NPT, &mut n, nroot, 0x20_0000, 0, PAGE_4K), Err(EptError::Overlap));
         assert_eq!(ncr3(0x12_3fff), 0x12_3000);
+    }
+
+    #[test]
+    fn remap_4k_splits_a_2m_leaf_and_keeps_its_neighbours() {
+        for fmt in [EPT, NPT] {
+            let (mut t, root) = VecTables::new(16);
+            map_with(fmt, &mut t, root, 0, 0x0400_0000, 4 * MB).unwrap();
+            remap_4k(fmt, &mut t, root, 0x1000, 0x9999_0000).unwrap();
+            assert_eq!(translate_with(fmt, &t, root, 0x1234), Some(0x9999_0234));
+            assert_eq!(translate_with(fmt, &t, root, 0x0), Some(0x0400_0000));
+            assert_eq!(translate_with(fmt, &t, root, 0x2010), Some(0x0400_2010));
+            assert_eq!(translate_with(fmt, &t, root, 0x1f_ffff), Some(0x041f_ffff));
+            assert_eq!(translate_with(fmt, &t, root, 0x20_0000), Some(0x0420_0000));
+            // Again in the now-split range, and outside any mapping (tables are created).
+            remap_4k(fmt, &mut t, root, 0x3000, 0x8888_0000).unwrap();
+            assert_eq!(translate_with(fmt, &t, root, 0x3008), Some(0x8888_0008));
+            remap_4k(fmt, &mut t, root, 0xfeff_f000, 0x7777_0000).unwrap();
+            assert_eq!(translate_with(fmt, &t, root, 0xfeff_f100), Some(0x7777_0100));
+            assert_eq!(remap_4k(fmt, &mut t, root, 0x10, 0), Err(EptError::BadRange));
+        }
     }
 
     #[test]

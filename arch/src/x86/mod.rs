@@ -7,6 +7,7 @@
 pub mod ept;
 pub mod policy;
 pub mod svm;
+pub mod vlapic;
 pub mod vmcb;
 pub mod walk;
 

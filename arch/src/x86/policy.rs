@@ -10,7 +10,9 @@ use crate::exit::HypercallArgs;
 /// The Xen version guests read from CPUID 0x40000001 (mirrors the core's `version.rs`).
 pub const XEN_VERSION: u32 = (4 << 16) | 17;
 /// Highest Xen CPUID leaf we answer.
-pub const XEN_CPUID_MAX: u32 = 0x4000_0002;
+pub const XEN_CPUID_MAX: u32 = 0x4000_0004;
+/// Leaf 0x40000004 EAX: EBX holds the vCPU id (`XEN_HVM_CPUID_VCPU_ID_PRESENT`).
+pub const XEN_HVM_CPUID_VCPU_ID_PRESENT: u32 = 1 << 3;
 /// MSR through which a guest would ask for a hypercall page (announced in leaf 0x40000002).
 pub const XEN_HYPERCALL_MSR: u32 = 0x4000_0000;
 
@@ -59,6 +61,9 @@ pub fn cpuid(leaf: u32, sub: u32, vcpu_id: u16, host: impl FnOnce(u32, u32) -> [
     const LEAF1_ECX_VMX: u32 = 1 << 5;
     const LEAF1_ECX_HYPERVISOR: u32 = 1 << 31;
     const EXT1_ECX_SVM: u32 = 1 << 2;
+    const LEAF1_ECX_X2APIC: u32 = 1 << 21;
+    const LEAF1_ECX_HIDDEN: u32 = (1 << 3) | (1 << 15) | (1 << 24);
+    const LEAF6_ECX_APERFMPERF: u32 = 1 << 0;
     match leaf {
         0x4000_0000 => {
             let sig = b"XenVMMXenVMM";
@@ -67,16 +72,21 @@ pub fn cpuid(leaf: u32, sub: u32, vcpu_id: u16, host: impl FnOnce(u32, u32) -> [
         }
         0x4000_0001 => [XEN_VERSION, 0, 0, 0],
         0x4000_0002 => [1, XEN_HYPERCALL_MSR, 0, 0],
+        0x4000_0004 => [XEN_HVM_CPUID_VCPU_ID_PRESENT, vcpu_id as u32, 0, 0],
         0x4000_0003..=0x4000_00ff => [0; 4],
         // SVM's feature leaf describes an extension the guest cannot use.
         0x8000_000a => [0; 4],
         _ => {
             let [a, mut b, mut c, d] = host(leaf, sub);
             if leaf == 1 {
-                c = (c & !LEAF1_ECX_VMX) | LEAF1_ECX_HYPERVISOR;
+                // No MONITOR/MWAIT, PDCM or TSC-deadline timer (none is emulated); the
+                // x2APIC is (see `vlapic`).
+                c = (c & !(LEAF1_ECX_VMX | LEAF1_ECX_HIDDEN)) | LEAF1_ECX_HYPERVISOR | LEAF1_ECX_X2APIC;
                 b = (b & 0x00ff_ffff) | ((vcpu_id as u32) << 24);
             } else if leaf == 0x8000_0001 {
                 c &= !EXT1_ECX_SVM;
+            } else if leaf == 6 {
+                c &= !LEAF6_ECX_APERFMPERF;
             }
             [a, b, c, d]
         }
@@ -183,6 +193,130 @@ pub fn write_msr(index: u32, value: u64, efer: u64) -> Option<MsrWrite> {
     }
 }
 
+/// Port of the ACPI sleep control register the guest's FADT names (`hypervisor::acpi`):
+/// writing SLP_EN (bit 5) with sleep type 5 (S5) in bits 4:2 powers the domain off.
+pub const ACPI_SLEEP_CONTROL_PORT: u16 = 0x0600;
+const ACPI_SLP_EN: u64 = 1 << 5;
+const ACPI_SLP_TYP_S5: u64 = 5;
+
+/// What an `OUT` asks of the platform beyond the debug console.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PortAction {
+    None,
+    PowerOff,
+}
+
+/// `OUT` of `value` to `port`, with the ACPI sleep control register.
+pub fn port_out_action(debug: &mut DebugPort, port: u16, value: u64, emit: impl FnOnce(&str)) -> PortAction {
+    if port == ACPI_SLEEP_CONTROL_PORT {
+        let s5 = value & ACPI_SLP_EN != 0 && (value >> 2) & 7 == ACPI_SLP_TYP_S5;
+        return if s5 { PortAction::PowerOff } else { PortAction::None };
+    }
+    port_out(debug, port, value, emit);
+    PortAction::None
+}
+
+/// The hypercall page: slot `i` (32 bytes) is `mov eax, i; vmcall|vmmcall; ret`, the rest
+/// `int3`. `vmmcall` selects AMD's instruction.
+pub fn hypercall_page(vmmcall: bool) -> [u8; 4096] {
+    let mut page = [0xccu8; 4096];
+    let insn: [u8; 3] = if vmmcall { [0x0f, 0x01, 0xd9] } else { [0x0f, 0x01, 0xc1] };
+    for (i, slot) in page.chunks_exact_mut(32).enumerate() {
+        slot[0] = 0xb8;
+        slot[1..5].copy_from_slice(&(i as u32).to_le_bytes());
+        slot[5..8].copy_from_slice(&insn);
+        slot[8] = 0xc3;
+    }
+    page
+}
+
+/// MSRs whose reads answer with a constant and whose writes are accepted and dropped:
+/// IA32_PLATFORM_ID, the microcode patch level, MISC_ENABLE, MTRRcap (no variable or fixed
+/// ranges), PRED_CMD, FLUSH_CMD, AMD's HWCR.
+const QUIET_MSRS: [(u32, u64); 7] =
+    [(0x17, 0), (0x8b, 0), (0x1a0, 0), (0xfe, 0), (0x49, 0), (0x10b, 0), (0xc001_0015, 0)];
+const MSR_SPEC_CTRL: u32 = 0x48;
+const MSR_MTRR_DEF_TYPE: u32 = 0x2ff;
+const MSR_DEBUGCTL: u32 = 0x1d9;
+
+/// Per-vCPU MSR state the policy emulates (beyond what the VMCS/VMCB holds).
+#[derive(Clone, Debug)]
+pub struct GuestMsrs {
+    pub lapic: super::vlapic::VLapic,
+    spec_ctrl: u64,
+    /// MTRRs enabled, default type write-back.
+    mtrr_def_type: u64,
+    debugctl: u64,
+}
+
+impl GuestMsrs {
+    pub fn new(vcpu_id: u16) -> Self {
+        GuestMsrs { lapic: super::vlapic::VLapic::new(vcpu_id.into()), spec_ctrl: 0, mtrr_def_type: 0xc06, debugctl: 0 }
+    }
+}
+
+/// What a WRMSR through [`write_msr_state`] asks the backend to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MsrEffect {
+    /// Nothing beyond the state the policy keeps.
+    Done,
+    /// The guest's new EFER.
+    Efer(u64),
+    /// Write the hypercall page at this guest-physical address.
+    HypercallPage(u64),
+}
+
+/// RDMSR with the emulated MSRs; `None` for #GP.
+pub fn read_msr_state(m: &GuestMsrs, index: u32, efer: u64) -> Option<u64> {
+    use super::vlapic::{MSR_APIC_BASE, X2APIC_FIRST, X2APIC_LAST};
+    if let Some(&(_, v)) = QUIET_MSRS.iter().find(|(i, _)| *i == index) {
+        return Some(v);
+    }
+    match index {
+        MSR_APIC_BASE => Some(m.lapic.apic_base()),
+        X2APIC_FIRST..=X2APIC_LAST => m.lapic.read(index),
+        MSR_SPEC_CTRL => Some(m.spec_ctrl),
+        MSR_MTRR_DEF_TYPE => Some(m.mtrr_def_type),
+        MSR_DEBUGCTL => Some(m.debugctl),
+        _ => read_msr(index, efer),
+    }
+}
+
+/// WRMSR with the emulated MSRs; `None` for #GP.
+pub fn write_msr_state(m: &mut GuestMsrs, index: u32, value: u64, efer: u64) -> Option<MsrEffect> {
+    use super::vlapic::{MSR_APIC_BASE, X2APIC_FIRST, X2APIC_LAST};
+    if QUIET_MSRS.iter().any(|(i, _)| *i == index) {
+        return Some(MsrEffect::Done);
+    }
+    match index {
+        // The APIC stays enabled in x2APIC mode; writing that state back is fine.
+        MSR_APIC_BASE => (value == m.lapic.apic_base()).then_some(MsrEffect::Done),
+        X2APIC_FIRST..=X2APIC_LAST => m.lapic.write(index, value).then_some(MsrEffect::Done),
+        MSR_SPEC_CTRL => {
+            m.spec_ctrl = value;
+            Some(MsrEffect::Done)
+        }
+        MSR_MTRR_DEF_TYPE => {
+            m.mtrr_def_type = value & 0xcff;
+            Some(MsrEffect::Done)
+        }
+        MSR_DEBUGCTL => {
+            m.debugctl = value;
+            Some(MsrEffect::Done)
+        }
+        // Page index 0 only (leaf 0x40000002 announces one page).
+        XEN_HYPERCALL_MSR if value & 0xfff == 0 => Some(MsrEffect::HypercallPage(value)),
+        _ => match write_msr(index, value, efer)? {
+            MsrWrite::Efer(v) => Some(MsrEffect::Efer(v)),
+        },
+    }
+}
+
+/// A PAT value: every entry one of UC, WC, WT, WP, WB, UC- (0, 1, 4, 5, 6, 7).
+pub fn valid_pat(pat: u64) -> bool {
+    pat.to_le_bytes().iter().all(|&t| matches!(t, 0 | 1 | 4..=7))
+}
+
 /// EDX:EAX of a RDMSR result.
 pub fn set_msr_result(r: &mut Gprs, value: u64) {
     r.0[RAX] = value & 0xffff_ffff;
@@ -254,6 +388,51 @@ mod tests {
         }
         port_out(&mut d, 0x80, b'x' as u64, |l| lines.push(l.into()));
         assert_eq!(lines, ["hi?!"]);
+    }
+
+    #[test]
+    fn xen_leaf_4_gives_the_vcpu_id_and_leaf_1_the_x2apic() {
+        assert_eq!(cpuid(0x4000_0004, 0, 3, fake_host), [XEN_HVM_CPUID_VCPU_ID_PRESENT, 3, 0, 0]);
+        let c = cpuid(1, 0, 0, fake_host)[2];
+        assert_ne!(c & (1 << 21), 0);
+        assert_eq!(c & ((1 << 3) | (1 << 24)), 0, "no MWAIT, no TSC deadline");
+    }
+
+    #[test]
+    fn hypercall_page_slots_are_mov_call_ret() {
+        let p = hypercall_page(true);
+        assert_eq!(&p[0..9], &[0xb8, 0, 0, 0, 0, 0x0f, 0x01, 0xd9, 0xc3]);
+        assert_eq!(&p[29 * 32..29 * 32 + 9], &[0xb8, 29, 0, 0, 0, 0x0f, 0x01, 0xd9, 0xc3]);
+        assert_eq!(p[9], 0xcc);
+        assert_eq!(&hypercall_page(false)[32 + 5..32 + 8], &[0x0f, 0x01, 0xc1]);
+    }
+
+    #[test]
+    fn emulated_msrs_apic_base_x2apic_and_the_hypercall_page() {
+        let mut m = GuestMsrs::new(0);
+        assert_eq!(read_msr_state(&m, 0x1b, 0), Some(0xfee0_0d00));
+        assert_eq!(write_msr_state(&mut m, 0x1b, 0xfee0_0d00, 0), Some(MsrEffect::Done));
+        assert_eq!(write_msr_state(&mut m, 0x1b, 0xfee0_0900, 0), None, "leaving x2APIC mode");
+        assert_eq!(read_msr_state(&m, 0x803, 0), Some(0x50014));
+        assert_eq!(read_msr_state(&m, 0x1a0, 0), Some(0));
+        assert_eq!(read_msr_state(&m, 0x2ff, 0), Some(0xc06));
+        assert_eq!(
+            write_msr_state(&mut m, XEN_HYPERCALL_MSR, 0x1234_5000, 0),
+            Some(MsrEffect::HypercallPage(0x1234_5000))
+        );
+        assert_eq!(write_msr_state(&mut m, XEN_HYPERCALL_MSR, 0x1234_5001, 0), None);
+        assert_eq!(write_msr_state(&mut m, MSR_EFER, EFER_LME, 0), Some(MsrEffect::Efer(EFER_LME)));
+        assert_eq!(read_msr_state(&m, 0xc001_0114, 0), None, "VM_CR: #GP");
+        assert!(valid_pat(0x0007_0406_0007_0406));
+        assert!(!valid_pat(0x0007_0406_0007_0402));
+    }
+
+    #[test]
+    fn s5_on_the_sleep_control_port_powers_off() {
+        let mut d = DebugPort::default();
+        assert_eq!(port_out_action(&mut d, ACPI_SLEEP_CONTROL_PORT, 0x34, |_| {}), PortAction::PowerOff);
+        assert_eq!(port_out_action(&mut d, ACPI_SLEEP_CONTROL_PORT, 0x14, |_| {}), PortAction::None);
+        assert_eq!(port_out_action(&mut d, 0xe9, b'x' as u64, |_| {}), PortAction::None);
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //! VMCALL (Intel's hypercall) on AMD is not intercepted: the CPU raises #UD in the guest, as
 //! on hardware without VT-x. Guests pick VMMCALL from the CPUID vendor, as Linux does.
 
-use super::policy::{self, DebugPort, Gprs, MsrWrite, RAX, RCX, RSP, RamRange};
+use super::policy::{self, DebugPort, Gprs, GuestMsrs, MsrEffect, PortAction, RAX, RCX, RSP, RamRange};
 use super::vmcb::{Vmcb, attrib, event, exit, ioio};
 use crate::exit::{Exit, FaultKind, GuestFault};
 
@@ -47,6 +47,88 @@ pub struct ExitContext {
     /// The CPU fills NRIP (CPUID 0x8000000A EDX bit 3).
     pub nrip: bool,
     pub debug: DebugPort,
+    /// Emulated MSRs, the x2APIC among them.
+    pub msrs: GuestMsrs,
+    /// The guest asked for the hypercall page at this guest-physical address (the backend
+    /// writes it, then clears this).
+    pub hypercall_page: Option<u64>,
+    /// The Xen callback vector (`HVM_PARAM_CALLBACK_IRQ` of type vector).
+    pub upcall_vector: Option<u8>,
+    /// An upcall was raised and not yet delivered.
+    pub upcall_pending: bool,
+    /// What the V_IRQ set before the last VMRUN carries.
+    pub inflight: Option<Injected>,
+}
+
+/// The source of a virtual interrupt handed to the CPU through V_IRQ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Injected {
+    Upcall,
+    Lapic(u8),
+}
+
+impl ExitContext {
+    pub fn new(ram: RamRange, domain_id: u16, vcpu_id: u16, nrip: bool) -> Self {
+        ExitContext {
+            ram,
+            domain_id,
+            vcpu_id,
+            nrip,
+            debug: DebugPort::default(),
+            msrs: GuestMsrs::new(vcpu_id),
+            hypercall_page: None,
+            upcall_vector: None,
+            upcall_pending: false,
+            inflight: None,
+        }
+    }
+
+    /// An interrupt waits for the guest (deliverable once it enables interrupts).
+    pub fn interrupt_pending(&self) -> bool {
+        self.inflight.is_some()
+            || (self.upcall_pending && self.upcall_vector.is_some())
+            || self.msrs.lapic.next_vector().is_some()
+    }
+}
+
+/// Before VMRUN: hand the most urgent pending interrupt to the CPU as V_IRQ, which it
+/// delivers once the guest's IF and interrupt shadow allow. One at a time.
+pub fn inject_interrupts(vmcb: &mut Vmcb, ctx: &mut ExitContext) {
+    use super::vmcb::vintr;
+    if ctx.inflight.is_some() || vmcb.control.event_inj & event::VALID != 0 {
+        return;
+    }
+    let upcall = ctx.upcall_vector.filter(|_| ctx.upcall_pending);
+    let lapic = ctx.msrs.lapic.next_vector();
+    let pick = match (upcall, lapic) {
+        (Some(u), Some(l)) if l > u => Some(Injected::Lapic(l)),
+        (Some(_), _) => Some(Injected::Upcall),
+        (None, Some(l)) => Some(Injected::Lapic(l)),
+        (None, None) => None,
+    };
+    let Some(src) = pick else {
+        vmcb.control.v_intr &= !vintr::V_IRQ;
+        return;
+    };
+    let vector = match src {
+        Injected::Upcall => upcall.unwrap_or(0),
+        Injected::Lapic(v) => v,
+    };
+    raise_virtual_interrupt(vmcb, vector);
+    ctx.inflight = Some(src);
+}
+
+/// After #VMEXIT: a V_IRQ the CPU cleared was taken by the guest.
+pub fn note_delivery(vmcb: &Vmcb, ctx: &mut ExitContext) {
+    use super::vmcb::vintr;
+    if vmcb.control.v_intr & vintr::V_IRQ != 0 {
+        return;
+    }
+    match ctx.inflight.take() {
+        Some(Injected::Upcall) => ctx.upcall_pending = false,
+        Some(Injected::Lapic(v)) => ctx.msrs.lapic.accept(v),
+        None => {}
+    }
 }
 
 /// Before VMRUN: the registers the CPU takes from the VMCB rather than from our assembly.
@@ -151,25 +233,46 @@ fn io(vmcb: &mut Vmcb, regs: &mut Gprs, ctx: &mut ExitContext, p: &mut impl Plat
         regs.0[RAX] = policy::port_in(size, regs.0[RAX]);
     } else {
         let domain = ctx.domain_id;
-        policy::port_out(&mut ctx.debug, port, regs.0[RAX], |line| p.debug_line(domain, line));
+        let action = policy::port_out_action(&mut ctx.debug, port, regs.0[RAX], |line| p.debug_line(domain, line));
+        if action == PortAction::PowerOff {
+            set_rip(vmcb, vmcb.control.exit_info2);
+            return Some(Exit::PowerOff);
+        }
     }
     set_rip(vmcb, vmcb.control.exit_info2);
     None
 }
 
 /// RDMSR (EXITINFO1 = 0) / WRMSR (1) through the shared policy; #GP for what it refuses.
-fn msr(vmcb: &mut Vmcb, regs: &mut Gprs, ctx: &ExitContext) -> Option<Exit> {
+fn msr(vmcb: &mut Vmcb, regs: &mut Gprs, ctx: &mut ExitContext) -> Option<Exit> {
+    const MSR_PAT: u32 = 0x277;
     let index = regs.0[RCX] as u32;
     let efer = vmcb.save.efer & !EFER_SVME;
     let ok = if vmcb.control.exit_info1 == 0 {
-        policy::read_msr(index, efer).map(|v| policy::set_msr_result(regs, v)).is_some()
+        let value =
+            if index == MSR_PAT { Some(vmcb.save.g_pat) } else { policy::read_msr_state(&ctx.msrs, index, efer) };
+        value.map(|v| policy::set_msr_result(regs, v)).is_some()
     } else {
-        match policy::write_msr(index, policy::msr_value(regs), efer) {
-            Some(MsrWrite::Efer(v)) => {
-                vmcb.save.efer = v | EFER_SVME;
-                true
+        let value = policy::msr_value(regs);
+        if index == MSR_PAT {
+            let ok = policy::valid_pat(value);
+            if ok {
+                vmcb.save.g_pat = value;
             }
-            None => false,
+            ok
+        } else {
+            match policy::write_msr_state(&mut ctx.msrs, index, value, efer) {
+                Some(MsrEffect::Efer(v)) => {
+                    vmcb.save.efer = v | EFER_SVME;
+                    true
+                }
+                Some(MsrEffect::HypercallPage(gpa)) => {
+                    ctx.hypercall_page = Some(gpa);
+                    true
+                }
+                Some(MsrEffect::Done) => true,
+                None => false,
+            }
         }
     };
     if ok {
@@ -221,13 +324,7 @@ mod tests {
     }
 
     fn ctx() -> ExitContext {
-        ExitContext {
-            ram: RamRange { base: 0, size: 64 << 20 },
-            domain_id: 1,
-            vcpu_id: 0,
-            nrip: false,
-            debug: DebugPort::default(),
-        }
+        ExitContext::new(RamRange { base: 0, size: 64 << 20 }, 1, 0, false)
     }
 
     /// A VMCB as the CPU leaves it at #VMEXIT, written byte by byte at the APM's offsets (so
@@ -384,6 +481,65 @@ mod tests {
     }
 
     #[test]
+    fn upcall_and_lapic_vectors_go_through_v_irq_one_at_a_time() {
+        use crate::x86::vmcb::vintr;
+        let mut c = ctx();
+        let mut vmcb = Recorded::long_mode(0x60, 0, 0, 0).vmcb();
+        // Raised before the guest chose a vector: held back.
+        c.upcall_pending = true;
+        inject_interrupts(&mut vmcb, &mut c);
+        assert_eq!(vmcb.control.v_intr & vintr::V_IRQ, 0);
+        c.upcall_vector = Some(0xf3);
+        c.msrs.lapic.post(0xf6);
+        // The higher vector first: the LAPIC's 0xf6.
+        inject_interrupts(&mut vmcb, &mut c);
+        assert_eq!((vmcb.control.v_intr & vintr::V_IRQ, vmcb.control.v_intr_vector), (vintr::V_IRQ, 0xf6));
+        // Not yet taken: nothing changes.
+        note_delivery(&vmcb, &mut c);
+        inject_interrupts(&mut vmcb, &mut c);
+        assert_eq!(vmcb.control.v_intr_vector, 0xf6);
+        // Taken (the CPU cleared V_IRQ): in service; then the upcall.
+        vmcb.control.v_intr &= !vintr::V_IRQ;
+        note_delivery(&vmcb, &mut c);
+        assert_eq!(c.msrs.lapic.read(0x817), Some(1 << (0xf6 - 0xe0)));
+        inject_interrupts(&mut vmcb, &mut c);
+        assert_eq!(vmcb.control.v_intr_vector, 0xf3);
+        vmcb.control.v_intr &= !vintr::V_IRQ;
+        note_delivery(&vmcb, &mut c);
+        assert!(!c.upcall_pending);
+        assert!(!c.interrupt_pending());
+    }
+
+    #[test]
+    fn hypercall_page_msr_and_pat_and_apic_msrs() {
+        let mut regs = Gprs::default();
+        let mut c = ctx();
+        regs.0[RCX] = policy::XEN_HYPERCALL_MSR as u64;
+        regs.0[policy::RDX] = 0;
+        let rec = Recorded::long_mode(0x7c, 1, 0, 0x10_0000);
+        let (e, vmcb, _) = decode(&rec, 0x7000, &mut regs, &mut c);
+        assert_eq!((e, vmcb.save.rip, c.hypercall_page), (None, 0x10_0002, Some(0x7000)));
+        regs.0[RCX] = 0x277;
+        let rec = Recorded::long_mode(0x7c, 1, 0, 0x10_0000);
+        let (_, vmcb, _) = decode(&rec, 0x0007_0406, &mut regs, &mut c);
+        assert_eq!(vmcb.save.g_pat, 0x0007_0406);
+        regs.0[RCX] = 0x803;
+        let rec = Recorded::long_mode(0x7c, 0, 0, 0x10_0000);
+        let _ = decode(&rec, 0, &mut regs, &mut c);
+        assert_eq!(regs.0[RAX], 0x50014);
+    }
+
+    #[test]
+    fn acpi_s5_port_write_powers_off() {
+        let mut c = ctx();
+        let mut regs = Gprs::default();
+        let port = policy::ACPI_SLEEP_CONTROL_PORT as u64;
+        let rec = Recorded::long_mode(0x7b, (port << 16) | (1 << 4), 0x10_0002, 0x10_0000);
+        let (e, _, _) = decode(&rec, 0x34, &mut regs, &mut c);
+        assert_eq!(e, Some(Exit::PowerOff));
+    }
+
+    #[test]
     fn msr_efer_hides_svme_and_unknown_msrs_raise_gp() {
         let mut regs = Gprs::default();
         regs.0[RCX] = policy::MSR_EFER as u64;
@@ -395,8 +551,8 @@ mod tests {
         let rec = Recorded::protected_mode(0x7c, 1, 0, 0x10_0020);
         let (e, vmcb, _) = decode(&rec, policy::EFER_LME, &mut regs, &mut ctx());
         assert_eq!((e, vmcb.save.efer, vmcb.save.rip), (None, policy::EFER_LME | EFER_SVME, 0x10_0022));
-        // An MSR the policy does not know: #GP(0) injected, RIP unchanged.
-        regs.0[RCX] = 0x1b;
+        // An MSR the policy does not know (AMD's VM_CR): #GP(0) injected, RIP unchanged.
+        regs.0[RCX] = 0xc001_0114;
         let rec = Recorded::long_mode(0x7c, 0, 0, 0x10_0030);
         let (e, vmcb, _) = decode(&rec, 0, &mut regs, &mut ctx());
         assert_eq!((e, vmcb.save.rip), (None, 0x10_0030));

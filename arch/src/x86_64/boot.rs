@@ -139,6 +139,7 @@ extern "C" fn start64(magic: u32, info: u32) -> ! {
     let (privilege, features) =
         super::enable_virtualization().unwrap_or_else(|why| panic!("cannot enable hardware virtualization: {why}"));
     boot.privilege = privilege;
+    super::time::init();
     boot.features = features;
     unsafe extern "Rust" {
         fn hv_main(boot: &BootInfo) -> !;

@@ -25,7 +25,10 @@ pub fn read(addr: u64, boot: &mut BootInfo) -> Found {
     for module in mbi.module_tags() {
         let region = Region { start: module.start_address() as u64, size: module.module_size() as u64 };
         let cmdline = module.cmdline().unwrap_or("");
-        boot.add_module(region, ModuleKind::Kernel, cmdline.as_bytes());
+        // `module2 /boot/initrd initrd` (how xtask's GRUB config names it) is the ramdisk of
+        // the kernel module before it.
+        let kind = if cmdline == "initrd" { ModuleKind::Ramdisk } else { ModuleKind::Kernel };
+        boot.add_module(region, kind, cmdline.as_bytes());
     }
     Found { rsdp: rsdp_address(&mbi) }
 }

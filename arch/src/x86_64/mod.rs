@@ -17,9 +17,11 @@ mod mb2;
 mod serial;
 mod svm;
 mod tables;
+mod time;
 mod vcpu;
 mod vmx;
 
+pub use time::{idle_until, now_ns, tsc_hz, tsc_zero};
 pub use vcpu::Vcpu;
 
 use crate::ExitStatus;

@@ -63,4 +63,22 @@ impl VirtualCpu for Vcpu {
     fn set_irq_line(&mut self, intid: u32, level: bool) {
         each!(self, v => v.set_irq_line(intid, level))
     }
+    fn interrupt_pending(&self) -> bool {
+        each!(self, v => v.interrupt_pending())
+    }
+    fn timer_deadline_ns(&self) -> Option<u64> {
+        each!(self, v => v.timer_deadline_ns())
+    }
+    fn set_preemption_deadline(&mut self, deadline_ns: Option<u64>) {
+        each!(self, v => v.set_preemption_deadline(deadline_ns))
+    }
+    fn set_upcall_vector(&mut self, vector: Option<u8>) {
+        each!(self, v => v.set_upcall_vector(vector))
+    }
+    fn set_xen_timer(&mut self, deadline_ns: Option<u64>) -> bool {
+        each!(self, v => v.set_xen_timer(deadline_ns))
+    }
+    fn take_expired_timer(&mut self) -> bool {
+        each!(self, v => v.take_expired_timer())
+    }
 }

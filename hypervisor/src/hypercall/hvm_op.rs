@@ -30,7 +30,12 @@ fn param(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, set: bool, arg: u64) ->
         if index != hvm::HVM_PARAM_CALLBACK_IRQ {
             return Err(errno::EPERM);
         }
-        domain.params[index as usize] = args::u64_at(&b, offset_of!(XenHvmParam, value));
+        let value = args::u64_at(&b, offset_of!(XenHvmParam, value));
+        domain.params[index as usize] = value;
+        // x86: type "vector" delivers the upcall on an IDT vector of the guest's choosing.
+        let is_vector = (value & hvm::HVM_PARAM_CALLBACK_IRQ_TYPE_MASK) >> hvm::HVM_PARAM_CALLBACK_TYPE_SHIFT
+            == hvm::HVM_PARAM_CALLBACK_TYPE_VECTOR;
+        vcpu.set_upcall_vector(is_vector.then_some(value as u8));
         return Ok(0);
     }
     args::put_u64(&mut b, offset_of!(XenHvmParam, value), domain.params[index as usize]);
@@ -66,6 +71,10 @@ mod tests {
         put(&mut vcpu, 1, hvm::HVM_PARAM_CALLBACK_IRQ, 0xf3);
         assert_eq!(handle(&mut d, &mut vcpu, hvm::HVMOP_SET_PARAM, 0), Ok(0));
         assert_eq!(d.params[0], 0xf3);
+        assert_eq!(vcpu.upcall_vector, Some(None), "a GSI is no vector");
+        put(&mut vcpu, 1, hvm::HVM_PARAM_CALLBACK_IRQ, 0x0200_0000_0000_00f3);
+        assert_eq!(handle(&mut d, &mut vcpu, hvm::HVMOP_SET_PARAM, 0), Ok(0));
+        assert_eq!(vcpu.upcall_vector, Some(Some(0xf3)));
         put(&mut vcpu, 1, hvm::HVM_PARAM_CONSOLE_PFN, 5);
         assert_eq!(handle(&mut d, &mut vcpu, hvm::HVMOP_SET_PARAM, 0), Err(errno::EPERM));
         put(&mut vcpu, 2, hvm::HVM_PARAM_CALLBACK_IRQ, 5);

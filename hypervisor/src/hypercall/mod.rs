@@ -88,6 +88,18 @@ pub(crate) mod testing {
     //! A fake vCPU whose guest memory is a byte vector at guest address 0.
     use arch::exit::{BadGuestAddress, Exit, VirtualCpu};
 
+    /// A domain with its shared info page, grant frames and console ring on the heap.
+    pub fn domain_with_xen_pages(vcpu: &mut FakeVcpu) -> crate::domain::Domain {
+        let mut d = crate::domain::Domain::new(1);
+        let mut next = 0x10_0000u64;
+        d.setup_xen_pages(vcpu, 0x3900_0000, &mut || {
+            next += 0x1000;
+            Some(crate::page::HostPage::on_heap(next))
+        })
+        .unwrap();
+        d
+    }
+
     /// Guest virtual and guest physical addresses are the same here.
     pub struct FakeVcpu {
         pub mem: Vec<u8>,
@@ -95,11 +107,22 @@ pub(crate) mod testing {
         /// `(gpa, hpa)` pairs given to `map_host_page`.
         pub mapped: Vec<(u64, u64)>,
         pub upcalls: usize,
+        /// The last `set_upcall_vector` argument.
+        pub upcall_vector: Option<Option<u8>>,
+        /// The last `set_xen_timer` argument.
+        pub xen_timer: Option<Option<u64>>,
     }
 
     impl FakeVcpu {
         pub fn new(size: usize) -> Self {
-            Self { mem: vec![0; size], result: None, mapped: Vec::new(), upcalls: 0 }
+            Self {
+                mem: vec![0; size],
+                result: None,
+                mapped: Vec::new(),
+                upcalls: 0,
+                upcall_vector: None,
+                xen_timer: None,
+            }
         }
         fn range(&self, gva: u64, len: usize) -> Result<core::ops::Range<usize>, BadGuestAddress> {
             let start = usize::try_from(gva).map_err(|_| BadGuestAddress(gva))?;
@@ -143,6 +166,13 @@ pub(crate) mod testing {
         }
         fn raise_upcall(&mut self) {
             self.upcalls += 1;
+        }
+        fn set_upcall_vector(&mut self, vector: Option<u8>) {
+            self.upcall_vector = Some(vector);
+        }
+        fn set_xen_timer(&mut self, deadline_ns: Option<u64>) -> bool {
+            self.xen_timer = Some(deadline_ns);
+            true
         }
     }
 }

@@ -25,8 +25,21 @@ pub fn handle(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, cmd: u64, vcpu_id:
         v::VCPUOP_GET_RUNSTATE_INFO => args::write(vcpu, arg, &runstate_running()).map(|_| 0),
         // Only vCPU 0 runs until secondary vCPUs come up through PSCI / VCPUOP_up.
         v::VCPUOP_IS_UP => Ok(i64::from(id == 0)),
-        // No periodic or one-shot Xen timers are armed, so stopping them is a no-op success.
-        v::VCPUOP_STOP_PERIODIC_TIMER | v::VCPUOP_STOP_SINGLESHOT_TIMER => Ok(0),
+        // No periodic Xen timer is ever armed, so stopping it is a no-op success.
+        v::VCPUOP_STOP_PERIODIC_TIMER => Ok(0),
+        // The one-shot timer lives in the backend, which raises VIRQ_TIMER through the core.
+        v::VCPUOP_SET_SINGLESHOT_TIMER | v::VCPUOP_STOP_SINGLESHOT_TIMER if id != domain.current_vcpu => {
+            Err(errno::EINVAL)
+        }
+        v::VCPUOP_SET_SINGLESHOT_TIMER => {
+            let b = args::read::<{ size_of::<v::VcpuSetSingleshotTimer>() }>(vcpu, arg)?;
+            let deadline = args::u64_at(&b, offset_of!(v::VcpuSetSingleshotTimer, timeout_abs_ns));
+            if vcpu.set_xen_timer(Some(deadline)) { Ok(0) } else { Err(errno::ENOSYS) }
+        }
+        v::VCPUOP_STOP_SINGLESHOT_TIMER => {
+            vcpu.set_xen_timer(None);
+            Ok(0)
+        }
         _ => Err(errno::ENOSYS),
     }
 }
@@ -93,6 +106,19 @@ mod tests {
         assert_eq!(handle(&mut d, &mut vcpu, v::VCPUOP_REGISTER_VCPU_INFO, 0, 0), Err(errno::EINVAL));
         args::put_u64(&mut vcpu.mem, 0, u64::MAX);
         assert_eq!(handle(&mut d, &mut vcpu, v::VCPUOP_REGISTER_VCPU_INFO, 0, 0), Err(errno::EINVAL));
+    }
+
+    #[test]
+    fn singleshot_timer_goes_to_the_backend() {
+        let mut d = Domain::new(1);
+        let mut vcpu = FakeVcpu::new(0x100);
+        args::put_u64(&mut vcpu.mem, 0x10, 123_456_789);
+        assert_eq!(handle(&mut d, &mut vcpu, v::VCPUOP_SET_SINGLESHOT_TIMER, 0, 0x10), Ok(0));
+        assert_eq!(vcpu.xen_timer, Some(Some(123_456_789)));
+        assert_eq!(handle(&mut d, &mut vcpu, v::VCPUOP_STOP_SINGLESHOT_TIMER, 0, 0), Ok(0));
+        assert_eq!(vcpu.xen_timer, Some(None));
+        assert_eq!(handle(&mut d, &mut vcpu, v::VCPUOP_SET_SINGLESHOT_TIMER, 0, 0xfc), Err(errno::EFAULT));
+        assert_eq!(handle(&mut d, &mut vcpu, v::VCPUOP_SET_SINGLESHOT_TIMER, 1, 0x10), Err(errno::ENOENT));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! Loaders work on a byte slice that stands for guest RAM, so they are tested on the host.
 
 pub mod arm;
+pub mod bzimage;
 pub mod pvh_elf;
 
 /// A kernel placed in guest RAM.

@@ -84,8 +84,20 @@ static MSRPM: CpuArea<MSRPM_SIZE> = CpuArea(UnsafeCell::new([0xff; MSRPM_SIZE]))
 
 /// Guest-owned MSRs held in the VMCB and switched by VMLOAD/VMSAVE: FS/GS/kernel-GS base,
 /// STAR/LSTAR/CSTAR/SFMASK, SYSENTER_CS/ESP/EIP. Reading or writing them cannot reach the host.
-const PASSTHROUGH_MSRS: [u32; 10] =
-    [0xc000_0100, 0xc000_0101, 0xc000_0102, 0xc000_0081, 0xc000_0082, 0xc000_0083, 0xc000_0084, 0x174, 0x175, 0x176];
+/// TSC_AUX (RDTSCP's value) is the guest's too: the host never uses it.
+const PASSTHROUGH_MSRS: [u32; 11] = [
+    0xc000_0100,
+    0xc000_0101,
+    0xc000_0102,
+    0xc000_0081,
+    0xc000_0082,
+    0xc000_0083,
+    0xc000_0084,
+    0x174,
+    0x175,
+    0x176,
+    0xc000_0103,
+];
 
 pub fn host_vmsave_area() -> u64 {
     HOST_VMSAVE.addr()

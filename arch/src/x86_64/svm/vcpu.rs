@@ -9,8 +9,9 @@ use super::super::tables::{self, TablePages};
 use crate::boot::GuestSetup;
 use crate::exit::{BadGuestAddress, Exit, VirtualCpu};
 use crate::x86::ept;
-use crate::x86::policy::{self, DebugPort, Gprs, RAX, RBX, RamRange};
+use crate::x86::policy::{self, Gprs, RAX, RBX, RamRange};
 use crate::x86::svm::{self, EFER_SVME, ExitContext, Platform};
+use crate::x86::vmcb::vintr;
 use crate::x86::vmcb::{Segment, Vmcb, attrib, misc1, misc2, tlb};
 use crate::x86::walk::PagingMode;
 use core::sync::atomic::{AtomicU32, Ordering};
@@ -26,11 +27,19 @@ static NEXT_ASID: AtomicU32 = AtomicU32::new(1);
 
 pub struct Vcpu {
     vmcb: Box<Vmcb>,
-    /// Keeps the nested page tables alive as long as the VMCB points at them.
-    _npt: TablePages,
+    /// The nested page tables the VMCB points at (kept alive, and changed by
+    /// `map_host_page`).
+    npt: TablePages,
+    npt_root: u64,
     regs: Gprs,
     ram: GuestRam,
-    ctx: ExitContext,
+    /// Boxed: the vLAPIC and the debug-port buffer make it large.
+    ctx: Box<ExitContext>,
+    /// The Xen single-shot timer (platform ns), and whether it fired unreported.
+    xen_timer: Option<u64>,
+    timer_fired: bool,
+    /// When `run` must return [`Exit::Preempted`] (the run loop's slice).
+    preempt_at: Option<u64>,
 }
 
 unsafe extern "C" {
@@ -111,16 +120,19 @@ impl Vcpu {
         let (npt, root) = tables::second_level(ept::NPT, &ram)?;
         let mut vcpu = Vcpu {
             vmcb: Box::new(Vmcb::zeroed()),
-            _npt: npt,
+            npt,
+            npt_root: root,
             regs: Gprs::default(),
             ram,
-            ctx: ExitContext {
-                ram: RamRange { base: setup.ram_guest, size: setup.ram_size },
-                domain_id: setup.domain_id,
-                vcpu_id: setup.vcpu_id,
-                nrip: caps.nrip,
-                debug: DebugPort::default(),
-            },
+            ctx: Box::new(ExitContext::new(
+                RamRange { base: setup.ram_guest, size: setup.ram_size },
+                setup.domain_id,
+                setup.vcpu_id,
+                caps.nrip,
+            )),
+            xen_timer: None,
+            timer_fired: false,
+            preempt_at: None,
         };
         vcpu.setup_controls(ept::ncr3(root), caps.asids);
         vcpu.setup_guest(setup);
@@ -203,6 +215,10 @@ impl Platform for Bare {
 impl VirtualCpu for Vcpu {
     fn run(&mut self) -> Exit {
         loop {
+            if self.check_timer() {
+                return Exit::Preempted;
+            }
+            svm::inject_interrupts(&mut self.vmcb, &mut self.ctx);
             svm::before_run(&mut self.vmcb, &self.regs);
             let vmcb = &raw mut *self.vmcb;
             // SAFETY: the VMCB is page-aligned, identity mapped (physical = virtual) and fully
@@ -212,9 +228,17 @@ impl VirtualCpu for Vcpu {
             unsafe { xhv_svm_run(&mut self.regs, vmcb as u64, super::host_vmsave_area()) };
             // Later runs keep the TLB entries tagged with this vCPU's ASID.
             self.vmcb.control.tlb_control = tlb::NOTHING;
+            svm::note_delivery(&self.vmcb, &mut self.ctx);
             svm::after_exit(&mut self.vmcb, &mut self.regs);
-            if let Some(exit) = svm::handle_exit(&mut self.vmcb, &mut self.regs, &mut self.ctx, &mut Bare) {
-                return exit;
+            let exit = svm::handle_exit(&mut self.vmcb, &mut self.regs, &mut self.ctx, &mut Bare);
+            if let Some(gpa) = self.ctx.hypercall_page.take() {
+                // A page outside RAM is the guest's loss: its later calls fault there.
+                let _ = self.ram.write_phys(gpa, &policy::hypercall_page(true));
+            }
+            match exit {
+                Some(exit) => return exit,
+                None if self.preempt_at.is_some_and(|t| super::super::now_ns() >= t) => return Exit::Preempted,
+                None => {}
             }
         }
     }
@@ -241,5 +265,56 @@ impl VirtualCpu for Vcpu {
 
     fn write_guest_phys(&mut self, gpa: u64, buf: &[u8]) -> Result<(), BadGuestAddress> {
         self.ram.write_phys(gpa, buf)
+    }
+
+    fn map_host_page(&mut self, gpa: u64, hpa: u64) -> Result<(), BadGuestAddress> {
+        ept::remap_4k(ept::NPT, &mut self.npt, self.npt_root, gpa, hpa).map_err(|_| BadGuestAddress(gpa))?;
+        // The old translation may be cached under this ASID.
+        self.vmcb.control.tlb_control = tlb::FLUSH_ALL;
+        Ok(())
+    }
+
+    fn raise_upcall(&mut self) {
+        self.ctx.upcall_pending = true;
+    }
+
+    fn set_upcall_vector(&mut self, vector: Option<u8>) {
+        self.ctx.upcall_vector = vector;
+    }
+
+    fn interrupt_pending(&self) -> bool {
+        self.ctx.interrupt_pending()
+            || self.vmcb.control.v_intr & vintr::V_IRQ != 0
+            || self.timer_fired
+            || self.xen_timer.is_some_and(|t| super::super::now_ns() >= t)
+    }
+
+    fn timer_deadline_ns(&self) -> Option<u64> {
+        self.xen_timer
+    }
+
+    fn set_preemption_deadline(&mut self, deadline_ns: Option<u64>) {
+        self.preempt_at = deadline_ns;
+    }
+
+    fn set_xen_timer(&mut self, deadline_ns: Option<u64>) -> bool {
+        self.xen_timer = deadline_ns;
+        true
+    }
+
+    fn take_expired_timer(&mut self) -> bool {
+        self.check_timer();
+        core::mem::take(&mut self.timer_fired)
+    }
+}
+
+impl Vcpu {
+    /// Fire the Xen timer if it is due; true while a fired timer is unreported.
+    fn check_timer(&mut self) -> bool {
+        if self.xen_timer.is_some_and(|t| super::super::now_ns() >= t) {
+            self.xen_timer = None;
+            self.timer_fired = true;
+        }
+        self.timer_fired
     }
 }

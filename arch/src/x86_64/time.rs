@@ -1,0 +1,92 @@
+//! The platform clock: the TSC, calibrated once against PIT channel 2, in nanoseconds since
+//! calibration. Guests see the same clock as Xen system time through pvclock
+//! (`vcpu_time_info` with the calibrated frequency and the calibration's TSC value).
+
+use spin::Once;
+
+/// The PIT's input clock.
+const PIT_HZ: u64 = 1_193_182;
+/// Calibration window: 1/50 s.
+const CALIBRATE_DIVISOR: u64 = 50;
+
+struct Clock {
+    hz: u64,
+    /// TSC at nanosecond 0.
+    zero: u64,
+}
+
+static CLOCK: Once<Clock> = Once::new();
+
+pub fn rdtsc() -> u64 {
+    // SAFETY: RDTSC only reads the time-stamp counter.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+fn inb(port: u16) -> u8 {
+    // SAFETY: reads of the PIT/port-B registers have no effect on memory safety.
+    unsafe { x86_64::instructions::port::Port::new(port).read() }
+}
+
+/// Count TSC ticks over a PIT channel 2 one-shot of 1/50 s (speaker off, gate on).
+fn calibrate() -> Clock {
+    let latch = PIT_HZ / CALIBRATE_DIVISOR;
+    let b = inb(0x61);
+    super::outb(0x61, (b & !0x02) | 0x01);
+    // Channel 2, lobyte/hibyte, mode 0 (interrupt on terminal count), binary.
+    super::outb(0x43, 0xb0);
+    super::outb(0x42, latch as u8);
+    super::outb(0x42, (latch >> 8) as u8);
+    let start = rdtsc();
+    let mut spins = 0u64;
+    // OUT2 goes high at terminal count; give up after a generous number of polls.
+    while inb(0x61) & 0x20 == 0 && spins < 50_000_000 {
+        spins += 1;
+        core::hint::spin_loop();
+    }
+    let end = rdtsc();
+    let hz = if spins >= 50_000_000 { 1_000_000_000 } else { (end - start).max(1) * CALIBRATE_DIVISOR };
+    Clock { hz, zero: start }
+}
+
+fn clock() -> &'static Clock {
+    CLOCK.call_once(calibrate)
+}
+
+/// Calibrate now (at boot, before any guest runs).
+pub fn init() -> u64 {
+    clock().hz
+}
+
+/// TSC ticks per second.
+pub fn tsc_hz() -> u64 {
+    clock().hz
+}
+
+/// The TSC value at nanosecond 0 of [`now_ns`].
+pub fn tsc_zero() -> u64 {
+    clock().zero
+}
+
+/// The TSC value at `ns`.
+pub fn ns_to_tsc(ns: u64) -> u64 {
+    let c = clock();
+    c.zero.wrapping_add((u128::from(ns) * u128::from(c.hz) / 1_000_000_000) as u64)
+}
+
+/// Nanoseconds since calibration.
+pub fn now_ns() -> u64 {
+    let c = clock();
+    let ticks = rdtsc().wrapping_sub(c.zero);
+    u64::try_from(u128::from(ticks) * 1_000_000_000 / u128::from(c.hz)).unwrap_or(u64::MAX)
+}
+
+/// Wait until `deadline_ns` (`None`: return at once; no host interrupt source is armed
+/// yet). The caller re-checks what it waits for.
+pub fn idle_until(deadline_ns: Option<u64>) {
+    if let Some(deadline) = deadline_ns {
+        let end = ns_to_tsc(deadline);
+        while (rdtsc().wrapping_sub(end) as i64) < 0 {
+            core::hint::spin_loop();
+        }
+    }
+}
