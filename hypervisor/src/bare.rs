@@ -35,6 +35,7 @@ const DOMAIN_RAM_ALIGN: u64 = 2 << 20;
 #[unsafe(no_mangle)]
 pub fn hv_main(boot: &BootInfo) -> ! {
     log::set_sink(cpu::console_write);
+    hvlog!("TT hv_main {}", cpu::now_ns());
     init_heap();
     banner(boot);
     let status = run_boot_domains(boot);
@@ -211,8 +212,10 @@ fn build(
         ram_host,
         cpu::GUEST_RAM_BASE
     );
+    hvlog!("TT before fill {}", cpu::now_ns());
     let ram = cpu::phys_slice_mut(ram_host, ram_size);
     ram.fill(0);
+    hvlog!("TT after fill {}", cpu::now_ns());
     let (entry, boot_arg) = match guest_arch() {
         Some(arch) => {
             let layout = domain_build::build_arm(cfg, arch, cpu::GUEST_RAM_BASE, ram, kernel, initrd)
@@ -248,7 +251,9 @@ fn build(
         nr_vcpus,
     };
     hvlog!("d{}: entry {:#x}", id, setup.entry);
+    hvlog!("TT before vcpu {}", cpu::now_ns());
     let mut vcpu = cpu::Vcpu::new(&setup)?;
+    hvlog!("TT after vcpu {}", cpu::now_ns());
     let mut domain = Domain::with_vcpus(id, usize::from(nr_vcpus));
     domain.set_ram(setup.ram_guest, ram_size);
     let console_ring =
@@ -275,6 +280,7 @@ fn build(
     if cfg.vpl011 {
         domain.vpl011 = Some(Vpl011::new());
     }
+    hvlog!("TT built {}", cpu::now_ns());
     Ok((domain, vcpu))
 }
 

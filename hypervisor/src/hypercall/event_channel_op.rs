@@ -130,6 +130,23 @@ mod tests {
     }
 
     #[test]
+    fn an_expired_xen_timer_raises_the_bound_virq_only() {
+        let mut vcpu = FakeVcpu::new(64);
+        let mut d = domain_with_xen_pages(&mut vcpu);
+        // Unbound: the event is dropped, no upcall.
+        d.raise_virq(&mut vcpu, ev::VIRQ_TIMER);
+        assert_eq!(vcpu.upcalls, 0);
+        args::put_u32(&mut vcpu.mem, 0, ev::VIRQ_TIMER);
+        assert_eq!(handle(&mut d, &mut vcpu, ev::EVTCHNOP_BIND_VIRQ, 0), Ok(0));
+        let port = args::u32_at(&vcpu.mem, 8) as usize;
+        d.raise_virq(&mut vcpu, ev::VIRQ_TIMER);
+        assert_eq!(vcpu.upcalls, 1);
+        let shared = &d.xen.as_ref().unwrap().shared_info;
+        let pending = shared.u64_at(d.abi.evtchn_pending_offset() + 8 * (port / 64));
+        assert_ne!(pending & (1 << (port % 64)), 0);
+    }
+
+    #[test]
     fn sending_on_an_ipi_port_raises_the_upcall() {
         let mut vcpu = FakeVcpu::new(64);
         let mut d = domain_with_xen_pages(&mut vcpu);
