@@ -34,6 +34,17 @@ pub struct Layout {
     pub kernel_end: u64,
 }
 
+impl Layout {
+    /// Every guest-physical range `(start, end)` that [`build_arm`] may have written (kernel,
+    /// initrd, device tree); the rest of RAM is as the caller zeroed it. What a guest that
+    /// starts with its caches off needs written back from the hypervisor's caches.
+    pub fn written(&self) -> impl Iterator<Item = (u64, u64)> + use<> {
+        [Some((self.entry, self.kernel_end)), self.initrd, Some((self.dtb, self.dtb + self.dtb_size))]
+            .into_iter()
+            .flatten()
+    }
+}
+
 /// Why a domain could not be built. Each names what the configuration got wrong.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BuildError {
@@ -191,6 +202,19 @@ mod tests {
         assert_eq!(chosen.property("bootargs").unwrap().value(), b"console=ttyAMA0\0");
         assert!(fdt.find_node("/cpus/cpu@1").is_some());
         assert!(fdt.find_node("/sbsa-uart@22000000").is_some());
+        assert_only_written(&ram, &l);
+    }
+
+    /// Every byte the builder changed lies in `Layout::written()` (which the ARM backend
+    /// writes back from its caches for guests that start with theirs off).
+    fn assert_only_written(ram: &[u8], l: &Layout) {
+        let ranges: Vec<(u64, u64)> = l.written().collect();
+        for (i, &b) in ram.iter().enumerate() {
+            let gpa = BASE + i as u64;
+            if b != 0 {
+                assert!(ranges.iter().any(|&(s, e)| (s..e).contains(&gpa)), "byte at {gpa:#x} outside {ranges:x?}");
+            }
+        }
     }
 
     #[test]
@@ -250,5 +274,6 @@ mod tests {
         let fdt = Fdt::new(&ram[at..at + l.dtb_size as usize]).unwrap();
         let gic = fdt.find_node("/interrupt-controller@3001000").unwrap();
         assert_eq!(gic.property("compatible").unwrap().value(), b"arm,cortex-a15-gic\0");
+        assert_only_written(&ram, &l);
     }
 }

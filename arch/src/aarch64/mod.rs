@@ -4,7 +4,8 @@
 //! - [`entry`]: Image header, `_start`, the boot CPU's path to `hv_main`;
 //! - [`dt`]: RAM, console, GIC, timer, CPUs, PSCI and boot modules from the DTB;
 //! - [`gic`]: the physical GICv3 at EL2 and the virtual CPU interface's registers;
-//! - [`mmu`]: EL2 identity map and cache maintenance;
+//! - [`mmu`]: EL2 identity map and cache maintenance (zeroing guest RAM with DC ZVA);
+//! - [`mem`]: a faster `memcpy` than compiler-builtins' portable one;
 //! - [`smp`]: secondary CPUs via PSCI CPU_ON;
 //! - [`time`]: the platform clock in nanoseconds, idling until a deadline;
 //! - [`vectors`]: EL2 exception vectors, guest entry and exit;
@@ -15,6 +16,7 @@ mod console;
 mod dt;
 mod entry;
 mod gic;
+mod mem;
 mod mmu;
 mod smp;
 mod time;
@@ -79,6 +81,24 @@ pub fn phys_slice_mut(addr: u64, size: u64) -> &'static mut [u8] {
     // SAFETY: as `phys_slice`; exclusivity is the caller's: the core only asks for frames
     // it allocated (domain RAM) and holds no other reference to them.
     unsafe { core::slice::from_raw_parts_mut(addr as *mut u8, size as usize) }
+}
+
+/// Zero RAM the caller owns (a new domain's) and leave the zeros in memory, not in the
+/// caches: a guest that starts with its MMU off (non-cacheable) reads zeros too, never the
+/// frames' earlier contents. DC ZVA where the CPU allows it (DCZID_EL0), a few instructions
+/// per cache line. Panics unless the range is RAM.
+pub fn zero_phys(addr: u64, size: u64) {
+    assert!(is_ram(addr, size), "zero_phys({:#x}, {:#x}) is not RAM", addr, size);
+    mmu::zero_to_poc(addr, size);
+}
+
+/// Write back (to the point of coherency) and invalidate what the hypervisor wrote into
+/// `[addr, addr + size)` of a guest's RAM through its cacheable map, so that a guest
+/// starting with its MMU off finds it in memory. Needed only for the ranges written after
+/// [`zero_phys`] (the kernel, initrd and device tree a builder placed), not for the rest.
+pub fn flush_phys(addr: u64, size: u64) {
+    assert!(is_ram(addr, size), "flush_phys({:#x}, {:#x}) is not RAM", addr, size);
+    mmu::clean_invalidate_dcache(addr, size);
 }
 
 /// `[addr, addr + size)` lies inside one RAM range of the device tree.

@@ -178,6 +178,9 @@ pub struct Vcpu {
 }
 
 impl Vcpu {
+    /// vCPU 0 of a new domain over `setup.ram_host..+ram_size`. That RAM's contents must
+    /// already be in memory (point of coherency), as [`super::zero_phys`] and
+    /// [`super::flush_phys`] leave it: the guest starts with its MMU and caches off.
     pub fn new(setup: &GuestSetup) -> Result<Vcpu, &'static str> {
         if ID_AA64MMFR0_EL1.get() & 0xf < 2 {
             return Err("the CPU's physical address space is smaller than the 40-bit IPA space");
@@ -189,9 +192,14 @@ impl Vcpu {
         let mut tables = zeroed_box::<Stage2Tables>();
         stage2::map_guest_ram(&mut tables, setup.ram_guest, setup.ram_host, setup.ram_size)
             .map_err(|_| "guest RAM cannot be mapped at stage 2 (alignment or IPA range)")?;
-        // The guest starts with its MMU off, i.e. non-cacheable: it must find the image the
-        // core wrote through our caches in memory, and we must not keep lines over its RAM.
-        clean_invalidate_dcache(setup.ram_host, setup.ram_size);
+        // The guest starts with its MMU off, i.e. non-cacheable: it must find its RAM's
+        // contents in memory, not in our caches. The builder already saw to the data side,
+        // range by range (`zero_phys` leaves the zeroed RAM at the point of coherency,
+        // `flush_phys` the images it wrote over it); cleaning all of RAM here again would
+        // cost several instructions per cache line of it.
+        // The instruction side is still ours: an instruction cache may hold lines of these
+        // frames from an earlier owner (or of the bytes before the image was copied), which
+        // the guest's first fetches must not hit.
         // SAFETY: invalidating all instruction caches only drops cached state.
         unsafe { core::arch::asm!("ic ialluis", "dsb ish", "isb", options(nostack)) };
         let nr_vcpus = usize::from(setup.nr_vcpus).clamp(1, vgic::MAX_VCPUS);

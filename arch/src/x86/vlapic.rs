@@ -7,6 +7,12 @@
 //! The backend asks [`VLapic::next_vector`] for the interrupt to inject and reports delivery
 //! with [`VLapic::accept`]. The Xen callback vector does not pass through here (Xen delivers
 //! it without the local APIC's bookkeeping, and Linux does not EOI it).
+//!
+//! What an ICR write asks of *other* vCPUs (fixed IPIs, INIT, STARTUP) is decoded into an
+//! [`Ipi`] the backend takes with [`VLapic::take_ipi`]: fixed vectors travel through the
+//! domain's [`IpiMailbox`] into the target's APIC before it next runs; a STARTUP becomes the
+//! core's CPU_ON request (the target starts in real mode at `vector << 12`). APIC id n is
+//! vCPU n of the domain, as the MADT and CPUID say.
 
 /// The xAPIC MMIO base the APIC base MSR reports.
 pub const APIC_BASE_ADDR: u64 = 0xfee0_0000;
@@ -58,6 +64,104 @@ pub struct VLapic {
     icr: u64,
     irr: [u64; 4],
     isr: [u64; 4],
+    /// An ICR write's request for other APICs, until the backend takes it.
+    outbox: Option<Ipi>,
+}
+
+/// Most vCPUs a domain's APICs address (APIC ids 0..63: destination sets are `u64` masks).
+pub const MAX_APICS: usize = 64;
+
+/// What an ICR write asks for, destinations resolved to a set of APIC ids (bit n = id n).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ipi {
+    /// Fixed interrupt `vector` (16..=255).
+    Fixed { targets: u64, vector: u8 },
+    /// INIT (assert).
+    Init { targets: u64 },
+    /// STARTUP: start in real mode at `vector << 12`.
+    Startup { targets: u64, vector: u8 },
+}
+
+/// Decode an x2APIC ICR value written by APIC `own_id`: delivery mode (bits 10:8), level
+/// (14), trigger (15), shorthand (19:18), destination mode (11: logical) and the 32-bit
+/// destination (63:32). `None` for what nothing models (lowest priority counts as fixed).
+pub fn decode_icr(icr: u64, own_id: u32) -> Option<Ipi> {
+    const MODE_FIXED: u64 = 0;
+    const MODE_LOWEST: u64 = 1;
+    const MODE_INIT: u64 = 5;
+    const MODE_STARTUP: u64 = 6;
+    const LEVEL_ASSERT: u64 = 1 << 14;
+    const TRIGGER_LEVEL: u64 = 1 << 15;
+    const DEST_LOGICAL: u64 = 1 << 11;
+    let vector = icr as u8;
+    let mode = (icr >> 8) & 7;
+    let dest = (icr >> 32) as u32;
+    let own = 1u64.checked_shl(own_id).unwrap_or(0);
+    let all = u64::MAX;
+    let targets = match (icr >> 18) & 3 {
+        1 => own,
+        2 => all,
+        3 => all & !own,
+        // x2APIC logical: cluster in bits 31:16, one bit per APIC of the cluster in 15:0.
+        _ if icr & DEST_LOGICAL != 0 => {
+            let base = (dest >> 16) * 16;
+            (0..16).filter(|b| dest & (1 << b) != 0).fold(0u64, |m, b| m | 1u64.checked_shl(base + b).unwrap_or(0))
+        }
+        _ if dest == u32::MAX => all,
+        _ => 1u64.checked_shl(dest).unwrap_or(0),
+    };
+    if targets == 0 {
+        return None;
+    }
+    match mode {
+        MODE_FIXED | MODE_LOWEST if vector >= 16 => Some(Ipi::Fixed { targets, vector }),
+        // INIT level de-assert (trigger level, level 0) only synchronises arbitration ids.
+        MODE_INIT if icr & TRIGGER_LEVEL != 0 && icr & LEVEL_ASSERT == 0 => None,
+        MODE_INIT => Some(Ipi::Init { targets }),
+        MODE_STARTUP => Some(Ipi::Startup { targets, vector }),
+        _ => None,
+    }
+}
+
+/// Fixed IPIs in flight between the vCPUs of one domain: bit v of `pending[n]` is vector v
+/// for APIC n, moved into that APIC ([`IpiMailbox::deliver`]) before its vCPU next runs.
+#[derive(Clone, Debug)]
+pub struct IpiMailbox {
+    pending: [[u64; 4]; MAX_APICS],
+}
+
+impl Default for IpiMailbox {
+    fn default() -> Self {
+        IpiMailbox { pending: [[0; 4]; MAX_APICS] }
+    }
+}
+
+impl IpiMailbox {
+    /// `vector` for every APIC in `targets`.
+    pub fn post(&mut self, targets: u64, vector: u8) {
+        let mut t = targets;
+        while t != 0 {
+            let n = t.trailing_zeros() as usize;
+            t &= t - 1;
+            set(&mut self.pending[n], vector, true);
+        }
+    }
+
+    /// Something waits for APIC `id`.
+    pub fn has(&self, id: usize) -> bool {
+        self.pending.get(id).is_some_and(|p| p.iter().any(|&w| w != 0))
+    }
+
+    /// Move what waits for `lapic` into its IRR.
+    pub fn deliver(&mut self, lapic: &mut VLapic) {
+        let Some(p) = self.pending.get_mut(lapic.id as usize) else { return };
+        for v in 16..=255u8 {
+            if test(p, v) {
+                lapic.post(v);
+            }
+        }
+        *p = [0; 4];
+    }
 }
 
 fn lvt_slot(r: u32) -> Option<usize> {
@@ -101,6 +205,7 @@ impl VLapic {
             icr: 0,
             irr: [0; 4],
             isr: [0; 4],
+            outbox: None,
         }
     }
 
@@ -169,22 +274,33 @@ impl VLapic {
         true
     }
 
-    /// An ICR write: fixed interrupts that reach this APIC become pending; nothing else
-    /// exists to receive them (one vCPU), and NMI/INIT/SIPI are not modelled.
+    /// An ICR write: a fixed interrupt for this APIC becomes pending here; what concerns
+    /// other APICs waits in [`VLapic::take_ipi`]. NMI, SMI and the INIT level de-assert are
+    /// dropped (nothing models them), as is an INIT (a vCPU that is on stays on).
     fn ipi(&mut self, icr: u64) {
-        const FIXED: u64 = 0;
-        let vector = icr as u8;
-        let mode = (icr >> 8) & 7;
-        let shorthand = (icr >> 18) & 3;
-        let dest = (icr >> 32) as u32;
-        let to_self = match shorthand {
-            0 => dest == self.id || dest == u32::MAX,
-            1 | 2 => true,
-            _ => false,
-        };
-        if mode == FIXED && to_self {
-            self.post(vector);
+        let Some(ipi) = decode_icr(icr, self.id) else { return };
+        match ipi {
+            Ipi::Fixed { targets, vector } => {
+                if targets & self.own_bit() != 0 {
+                    self.post(vector);
+                }
+                let others = targets & !self.own_bit();
+                if others != 0 {
+                    self.outbox = Some(Ipi::Fixed { targets: others, vector });
+                }
+            }
+            Ipi::Startup { .. } => self.outbox = Some(ipi),
+            Ipi::Init { .. } => {}
         }
+    }
+
+    fn own_bit(&self) -> u64 {
+        1u64.checked_shl(self.id).unwrap_or(0)
+    }
+
+    /// What the last ICR write asks of other vCPUs, once.
+    pub fn take_ipi(&mut self) -> Option<Ipi> {
+        self.outbox.take()
     }
 
     /// Make `vector` pending (vectors 0-15 are illegal and dropped).
@@ -263,6 +379,7 @@ mod tests {
         assert!(a.write(0x830, (1u64 << 32) | 0x70)); // another APIC
         assert!(a.write(0x830, 0x80)); // APIC 0
         assert!(a.write(0x830, (4 << 8) | 0x90)); // NMI: not modelled
+        assert_eq!(a.take_ipi(), Some(Ipi::Fixed { targets: 2, vector: 0x70 }), "the last for others; NMI dropped");
         assert_eq!(a.next_vector(), Some(0x80));
         a.accept(0x80);
         assert!(a.write(0x80b, 0));
@@ -276,5 +393,55 @@ mod tests {
         assert_eq!(a.next_vector(), None);
         assert!(a.write(0x808, 0x20));
         assert_eq!(a.next_vector(), Some(0x30));
+    }
+
+    #[test]
+    fn icr_decoding_physical_logical_shorthands_and_modes() {
+        // Physical destination 1, fixed 0xfb.
+        assert_eq!(decode_icr((1 << 32) | 0xfb, 0), Some(Ipi::Fixed { targets: 0b10, vector: 0xfb }));
+        // x2APIC logical: cluster 0, bits 1 and 2 = APICs 1 and 2; cluster 1 bit 0 = APIC 16.
+        assert_eq!(decode_icr((0b110 << 32) | (1 << 11) | 0x40, 0), Some(Ipi::Fixed { targets: 0b110, vector: 0x40 }));
+        assert_eq!(
+            decode_icr((0x1_0001 << 32) | (1 << 11) | 0x40, 0),
+            Some(Ipi::Fixed { targets: 1 << 16, vector: 0x40 })
+        );
+        // All-but-self from APIC 1; broadcast id.
+        assert_eq!(decode_icr((3 << 18) | 0x50, 1), Some(Ipi::Fixed { targets: !0b10, vector: 0x50 }));
+        assert_eq!(decode_icr((0xffff_ffffu64 << 32) | 0x50, 1), Some(Ipi::Fixed { targets: u64::MAX, vector: 0x50 }));
+        // Linux's AP start: INIT assert (level), INIT de-assert, then two STARTUPs at 0x9a000.
+        assert_eq!(decode_icr((1 << 32) | (1 << 15) | (1 << 14) | (5 << 8), 0), Some(Ipi::Init { targets: 2 }));
+        assert_eq!(decode_icr((1 << 32) | (1 << 15) | (5 << 8), 0), None);
+        assert_eq!(decode_icr((1 << 32) | (6 << 8) | 0x9a, 0), Some(Ipi::Startup { targets: 2, vector: 0x9a }));
+        // Illegal vectors, NMI, SMI and destinations beyond 63 are nothing.
+        assert_eq!(decode_icr((1 << 32) | 0x0f, 0), None);
+        assert_eq!(decode_icr((1 << 32) | (4 << 8), 0), None);
+        assert_eq!(decode_icr((2 << 8) | (1 << 32), 0), None);
+        assert_eq!(decode_icr((64u64 << 32) | 0x40, 0), None);
+    }
+
+    #[test]
+    fn ipis_to_others_wait_in_the_outbox_and_travel_through_the_mailbox() {
+        let mut a0 = VLapic::new(0);
+        let mut a1 = VLapic::new(1);
+        let mut mail = IpiMailbox::default();
+        // To APIC 1 only: nothing here.
+        assert!(a0.write(0x830, (1 << 32) | 0xf7));
+        assert_eq!(a0.next_vector(), None);
+        let Some(Ipi::Fixed { targets, vector }) = a0.take_ipi() else { panic!("no IPI") };
+        assert_eq!(a0.take_ipi(), None, "taken once");
+        mail.post(targets, vector);
+        assert!(mail.has(1) && !mail.has(0));
+        mail.deliver(&mut a1);
+        assert!(!mail.has(1));
+        assert_eq!(a1.next_vector(), Some(0xf7));
+        // All including self: pending here at once, the rest for the others.
+        assert!(a0.write(0x830, (2 << 18) | 0xf8));
+        assert_eq!(a0.next_vector(), Some(0xf8));
+        assert_eq!(a0.take_ipi(), Some(Ipi::Fixed { targets: !1, vector: 0xf8 }));
+        // STARTUP goes out as such; INIT is dropped.
+        assert!(a0.write(0x830, (1 << 32) | (5 << 8) | (1 << 14)));
+        assert_eq!(a0.take_ipi(), None);
+        assert!(a0.write(0x830, (1 << 32) | (6 << 8) | 0x9a));
+        assert_eq!(a0.take_ipi(), Some(Ipi::Startup { targets: 2, vector: 0x9a }));
     }
 }

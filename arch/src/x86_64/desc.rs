@@ -1,5 +1,6 @@
 //! Descriptor tables of the hypervisor: a GDT with a TSS (VM exits need a host TR) and
-//! an IDT whose exception handlers report the fault and panic.
+//! an IDT whose exception handlers report the fault and panic; vectors 32 and up (external
+//! interrupts: the host APIC timer) go to [`super::hostapic`]'s stub.
 
 use core::cell::UnsafeCell;
 use core::mem::size_of;
@@ -28,7 +29,7 @@ struct Tss {
 struct Tables {
     gdt: [u64; 5],
     tss: Tss,
-    idt: [[u64; 2]; 32],
+    idt: [[u64; 2]; 256],
 }
 
 /// Written once by [`init`] on the boot CPU before anything reads it.
@@ -40,7 +41,7 @@ unsafe impl Sync for Shared {}
 static TABLES: Shared = Shared(UnsafeCell::new(Tables {
     gdt: [0, 0x00af_9a00_0000_ffff, 0x00cf_9200_0000_ffff, 0, 0],
     tss: Tss { reserved0: 0, rsp: [0; 3], reserved1: 0, ist: [0; 7], reserved2: 0, reserved3: 0, iomap_base: 104 },
-    idt: [[0; 2]; 32],
+    idt: [[0; 2]; 256],
 }));
 
 unsafe extern "C" {
@@ -63,12 +64,15 @@ pub fn init() {
     for (gate, &handler) in tables.idt.iter_mut().zip(stubs) {
         *gate = interrupt_gate(handler);
     }
+    for gate in &mut tables.idt[32..] {
+        *gate = interrupt_gate(super::hostapic::xhv_host_irq as *const () as u64);
+    }
     let gdt = DescriptorTablePointer {
         limit: (size_of::<[u64; 5]>() - 1) as u16,
         base: VirtAddr::new(tables.gdt.as_ptr() as u64),
     };
     let idt = DescriptorTablePointer {
-        limit: (size_of::<[[u64; 2]; 32]>() - 1) as u16,
+        limit: (size_of::<[[u64; 2]; 256]>() - 1) as u16,
         base: VirtAddr::new(tables.idt.as_ptr() as u64),
     };
     // SAFETY: both tables are static and valid; the code/data descriptors are the same as the

@@ -1,16 +1,23 @@
-//! One AMD-V vCPU: its VMCB, its domain's nested page tables, and VMRUN.
+//! One AMD-V vCPU: its VMCB, its domain's shared state (nested page tables, IPIs in flight:
+//! [`DomainSpace`]), and VMRUN.
 //!
 //! Exits are decided by [`crate::x86::svm::handle_exit`] (host-tested); this file only builds
-//! the VMCB and runs the guest.
+//! the VMCB and runs the guest. vCPU 0 starts in the PVH state; a sibling starts when vCPU 0
+//! sends it INIT/STARTUP through its x2APIC: the STARTUP leaves as [`Exit::CpuOn`], and the
+//! core's [`VirtualCpu::power_on_sibling`] creates it in real mode at `vector << 12`. A run
+//! ends at the core's deadline or the Xen timer's, whichever is first, through the host APIC
+//! timer ([`super::super::hostapic`]) and the INTR intercept.
 
 use super::super::alloc::boxed::Box;
 use super::super::guestmem::{GuestRam, Translation};
-use super::super::tables::{self, TablePages};
+use super::super::hostapic;
+use super::super::space::{DomainSpace, SharedSpace};
 use crate::boot::GuestSetup;
 use crate::exit::{BadGuestAddress, Exit, VirtualCpu};
 use crate::x86::ept;
 use crate::x86::policy::{self, Gprs, RAX, RBX, RamRange};
 use crate::x86::svm::{self, EFER_SVME, ExitContext, Platform};
+use crate::x86::vlapic::Ipi;
 use crate::x86::vmcb::vintr;
 use crate::x86::vmcb::{Segment, Vmcb, attrib, misc1, misc2, tlb};
 use crate::x86::walk::PagingMode;
@@ -20,6 +27,9 @@ use core::sync::atomic::{AtomicU32, Ordering};
 const DEFAULT_PAT: u64 = 0x0007_0406_0007_0406;
 const CR0_PE: u64 = 1 << 0;
 const CR0_ET: u64 = 1 << 4;
+/// Real-mode segment attributes (present, accessed; code readable, data writable).
+const REAL_CODE: u16 = 0x09b;
+const REAL_DATA: u16 = 0x093;
 
 /// ASID 0 is the host's; guests take 1, 2, ... and share once the CPU's supply runs out (each
 /// VMCB's first run flushes the whole TLB, so sharing stays correct).
@@ -27,10 +37,12 @@ static NEXT_ASID: AtomicU32 = AtomicU32::new(1);
 
 pub struct Vcpu {
     vmcb: Box<Vmcb>,
-    /// The nested page tables the VMCB points at (kept alive, and changed by
-    /// `map_host_page`).
-    npt: TablePages,
-    npt_root: u64,
+    /// The domain's nested page tables (the VMCB points at their root) and IPI mailbox.
+    space: SharedSpace,
+    /// This vCPU's index in its domain (its APIC id).
+    id: usize,
+    /// The tables' generation this vCPU's TLB has seen.
+    tlb_generation: u64,
     regs: Gprs,
     ram: GuestRam,
     /// Boxed: the vLAPIC and the debug-port buffer make it large.
@@ -51,7 +63,9 @@ unsafe extern "C" {
 // VMRUN keeps the host's RSP, RIP and RAX in the host save area and restores them at #VMEXIT;
 // every other register comes back holding the guest's value, so they are stored through the
 // `regs` pointer kept on the stack. GIF is clear from CLGI to STGI: nothing interrupts the
-// switch (the host also runs with IF = 0).
+// switch. The host runs with IF = 0 except here: IF = 1 at VMRUN lets a physical interrupt
+// (the host APIC timer) end the guest's run (INTR intercept; with V_INTR_MASKING the host's
+// IF decides), and STGI then takes it (the stub only signals EOI) before CLI.
 core::arch::global_asm!(
     ".text",
     ".global xhv_svm_run",
@@ -65,6 +79,7 @@ core::arch::global_asm!(
     "push rdi",
     "push rdx",
     "clgi",
+    "sti",
     "mov rax, rdx",
     "vmsave rax",
     "mov rax, rsi",
@@ -103,6 +118,8 @@ core::arch::global_asm!(
     "pop rax",
     "vmload rax",
     "stgi",
+    "nop",
+    "cli",
     "add rsp, 8",
     "pop r15",
     "pop r14",
@@ -114,20 +131,35 @@ core::arch::global_asm!(
 );
 
 impl Vcpu {
+    /// vCPU 0 of a new domain, in the PVH start state.
     pub fn new(setup: &GuestSetup) -> Result<Vcpu, &'static str> {
-        let caps = super::caps();
         let ram = GuestRam { host: setup.ram_host, guest: setup.ram_guest, size: setup.ram_size };
-        let (npt, root) = tables::second_level(ept::NPT, &ram)?;
+        let space = DomainSpace::new(ept::NPT, ram, setup.domain_id, setup.nr_vcpus.into())?;
+        // The preemption timer is needed from the first run on (calibrated once).
+        hostapic::available();
+        let mut vcpu = Vcpu::with_space(space, setup.vcpu_id.into());
+        vcpu.setup_guest(setup);
+        Ok(vcpu)
+    }
+
+    /// vCPU `id` of the domain `space` describes, its VMCB controls set, its state zero.
+    fn with_space(space: SharedSpace, id: usize) -> Vcpu {
+        let caps = super::caps();
+        let (ram, domain_id, root, generation) = {
+            let s = space.borrow();
+            (s.ram, s.domain_id, s.root, s.generation)
+        };
         let mut vcpu = Vcpu {
             vmcb: Box::new(Vmcb::zeroed()),
-            npt,
-            npt_root: root,
+            space,
+            id,
+            tlb_generation: generation,
             regs: Gprs::default(),
             ram,
             ctx: Box::new(ExitContext::new(
-                RamRange { base: setup.ram_guest, size: setup.ram_size },
-                setup.domain_id,
-                setup.vcpu_id,
+                RamRange { base: ram.guest, size: ram.size },
+                domain_id,
+                u16::try_from(id).unwrap_or(u16::MAX),
                 caps.nrip,
             )),
             xen_timer: None,
@@ -135,8 +167,35 @@ impl Vcpu {
             preempt_at: None,
         };
         vcpu.setup_controls(ept::ncr3(root), caps.asids);
-        vcpu.setup_guest(setup);
-        Ok(vcpu)
+        vcpu
+    }
+
+    /// A sibling the guest started with STARTUP: real mode at `entry` (`vector << 12`), as a
+    /// processor leaves its wait-for-SIPI state: CS = entry >> 4, IP = 0.
+    fn started_by_sipi(space: SharedSpace, id: usize, entry: u64) -> Vcpu {
+        let mut vcpu = Vcpu::with_space(space, id);
+        let s = &mut vcpu.vmcb.save;
+        let real = |selector: u16, base: u64, attrib| Segment { selector, attrib, limit: 0xffff, base };
+        s.cs = real((entry >> 4) as u16, entry & 0xf_ffff, REAL_CODE);
+        for seg in [&mut s.ds, &mut s.es, &mut s.ss, &mut s.fs, &mut s.gs] {
+            *seg = real(0, 0, REAL_DATA);
+        }
+        s.tr = Segment { selector: 0, attrib: attrib::TSS32_BUSY, limit: 0xffff, base: 0 };
+        s.ldtr = Segment { selector: 0, attrib: attrib::LDT, limit: 0xffff, base: 0 };
+        s.gdtr = Segment { selector: 0, attrib: 0, limit: 0xffff, base: 0 };
+        s.idtr = Segment { selector: 0, attrib: 0, limit: 0xffff, base: 0 };
+        s.cpl = 0;
+        s.efer = EFER_SVME;
+        s.cr0 = CR0_ET;
+        s.cr3 = 0;
+        s.cr4 = 0;
+        s.dr6 = 0xffff_0ff0;
+        s.dr7 = 0x400;
+        s.rflags = 0x2;
+        s.rip = 0;
+        s.rsp = 0;
+        s.g_pat = DEFAULT_PAT;
+        vcpu
     }
 
     fn setup_controls(&mut self, ncr3: u64, asids: u32) {
@@ -215,16 +274,23 @@ impl Platform for Bare {
 impl VirtualCpu for Vcpu {
     fn run(&mut self) -> Exit {
         loop {
-            if self.check_timer() {
+            if self.check_timer() || self.preempt_at.is_some_and(|t| super::super::now_ns() >= t) {
                 return Exit::Preempted;
             }
+            self.sync_with_domain();
             svm::inject_interrupts(&mut self.vmcb, &mut self.ctx);
             svm::before_run(&mut self.vmcb, &self.regs);
+            // The run ends at the first of the core's deadline and the Xen timer.
+            hostapic::arm(match (self.preempt_at, self.xen_timer) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            });
             let vmcb = &raw mut *self.vmcb;
             // SAFETY: the VMCB is page-aligned, identity mapped (physical = virtual) and fully
             // set up, with nested paging over this domain's RAM only; the host VMSAVE area is
             // ours; `regs` outlives the call; the assembly restores the callee-saved registers,
-            // the stack and the host's TR/FS/GS state.
+            // the stack and the host's TR/FS/GS state. The interrupt it may open the host to
+            // has a gate in the IDT (`hostapic`'s stub), and IF is clear again on return.
             unsafe { xhv_svm_run(&mut self.regs, vmcb as u64, super::host_vmsave_area()) };
             // Later runs keep the TLB entries tagged with this vCPU's ASID.
             self.vmcb.control.tlb_control = tlb::NOTHING;
@@ -234,6 +300,11 @@ impl VirtualCpu for Vcpu {
             if let Some(gpa) = self.ctx.hypercall_page.take() {
                 // A page outside RAM is the guest's loss: its later calls fault there.
                 let _ = self.ram.write_phys(gpa, &policy::hypercall_page(true));
+            }
+            if let Some(ipi) = self.ctx.msrs.lapic.take_ipi()
+                && let Some(exit) = self.send_ipi(ipi)
+            {
+                return exit;
             }
             match exit {
                 Some(exit) => return exit,
@@ -268,10 +339,8 @@ impl VirtualCpu for Vcpu {
     }
 
     fn map_host_page(&mut self, gpa: u64, hpa: u64) -> Result<(), BadGuestAddress> {
-        ept::remap_4k(ept::NPT, &mut self.npt, self.npt_root, gpa, hpa).map_err(|_| BadGuestAddress(gpa))?;
-        // The old translation may be cached under this ASID.
-        self.vmcb.control.tlb_control = tlb::FLUSH_ALL;
-        Ok(())
+        // Every vCPU of the domain flushes the old translation before it runs again.
+        self.space.borrow_mut().remap_4k(gpa, hpa).map_err(|_| BadGuestAddress(gpa))
     }
 
     fn raise_upcall(&mut self) {
@@ -282,8 +351,14 @@ impl VirtualCpu for Vcpu {
         self.ctx.upcall_vector = vector;
     }
 
+    fn power_on_sibling(&mut self, index: usize, entry: u64, _context: u64) -> Option<Vcpu> {
+        (index < self.space.borrow().nr_vcpus && index != self.id)
+            .then(|| Vcpu::started_by_sipi(self.space.clone(), index, entry))
+    }
+
     fn interrupt_pending(&self) -> bool {
         self.ctx.interrupt_pending()
+            || self.space.borrow().mailbox.has(self.id)
             || self.vmcb.control.v_intr & vintr::V_IRQ != 0
             || self.timer_fired
             || self.xen_timer.is_some_and(|t| super::super::now_ns() >= t)
@@ -309,6 +384,39 @@ impl VirtualCpu for Vcpu {
 }
 
 impl Vcpu {
+    /// Before entering the guest: take the IPIs other vCPUs sent, and flush the TLB if the
+    /// domain's tables changed since this vCPU last ran.
+    fn sync_with_domain(&mut self) {
+        let mut space = self.space.borrow_mut();
+        if space.mailbox.has(self.id) {
+            space.mailbox.deliver(&mut self.ctx.msrs.lapic);
+        }
+        if space.generation != self.tlb_generation {
+            self.tlb_generation = space.generation;
+            self.vmcb.control.tlb_control = tlb::FLUSH_ALL;
+        }
+    }
+
+    /// An ICR write for other vCPUs: fixed vectors go to their mailbox (and this vCPU yields,
+    /// so that a halted target wakes and runs); a STARTUP asks the core to power the (first)
+    /// target on in real mode at `vector << 12`.
+    fn send_ipi(&mut self, ipi: Ipi) -> Option<Exit> {
+        let mut space = self.space.borrow_mut();
+        let exists = space.apic_mask();
+        match ipi {
+            Ipi::Fixed { targets, vector } if targets & exists != 0 => {
+                space.mailbox.post(targets & exists, vector);
+                Some(Exit::Yield)
+            }
+            Ipi::Startup { targets, vector } if targets & exists != 0 => Some(Exit::CpuOn {
+                target: (targets & exists).trailing_zeros() as usize,
+                entry: u64::from(vector) << 12,
+                context: 0,
+            }),
+            _ => None,
+        }
+    }
+
     /// Fire the Xen timer if it is due; true while a fired timer is unreported.
     fn check_timer(&mut self) -> bool {
         if self.xen_timer.is_some_and(|t| super::super::now_ns() >= t) {

@@ -1,0 +1,319 @@
+//! Per-vCPU guest state both x86 backends keep beside their VMCS/VMCB, and the decisions on
+//! it that do not depend on the vendor: which interrupt to deliver next, what an intercepted
+//! CPUID, RDMSR/WRMSR or port access does, and when the Xen single-shot timer fires or the
+//! run loop's slice ends.
+//!
+//! Each backend decodes its own exit (VMCS exit qualification, VMCB EXITINFO), calls in here,
+//! then applies the result to its control structure (instruction length, event injection,
+//! EFER/PAT fields). Pure logic, tested on the host.
+
+use super::policy::{self, DebugPort, Gprs, GuestMsrs, MsrEffect, PortAction, RAX, RCX, RamRange};
+
+/// What the exit handlers need from the machine they run on.
+pub trait Platform {
+    /// The real CPU's CPUID registers [EAX, EBX, ECX, EDX].
+    fn host_cpuid(&self, leaf: u32, sub: u32) -> [u32; 4];
+    /// A complete line the guest wrote to the debug port.
+    fn debug_line(&mut self, domain_id: u16, line: &str);
+    /// A `(XEN)` diagnostic about this vCPU.
+    fn report(&mut self, args: core::fmt::Arguments);
+}
+
+/// Per-vCPU state the exit handler keeps besides the VMCS/VMCB and registers.
+#[derive(Clone, Debug)]
+pub struct ExitContext {
+    pub ram: RamRange,
+    pub domain_id: u16,
+    pub vcpu_id: u16,
+    /// SVM only: the CPU fills NRIP (CPUID 0x8000000A EDX bit 3). VT-x always reports the
+    /// length of the instruction that exited.
+    pub nrip: bool,
+    pub debug: DebugPort,
+    /// Emulated MSRs, the x2APIC among them.
+    pub msrs: GuestMsrs,
+    /// The guest asked for the hypercall page at this guest-physical address (the backend
+    /// writes it, then clears this).
+    pub hypercall_page: Option<u64>,
+    /// The Xen callback vector (`HVM_PARAM_CALLBACK_IRQ` of type vector).
+    pub upcall_vector: Option<u8>,
+    /// An upcall was raised and not yet delivered.
+    pub upcall_pending: bool,
+    /// An interrupt handed to the CPU whose delivery is not yet confirmed (SVM's V_IRQ).
+    pub inflight: Option<Injected>,
+}
+
+/// The source of a virtual interrupt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Injected {
+    Upcall,
+    Lapic(u8),
+}
+
+impl ExitContext {
+    pub fn new(ram: RamRange, domain_id: u16, vcpu_id: u16, nrip: bool) -> Self {
+        ExitContext {
+            ram,
+            domain_id,
+            vcpu_id,
+            nrip,
+            debug: DebugPort::default(),
+            msrs: GuestMsrs::new(vcpu_id),
+            hypercall_page: None,
+            upcall_vector: None,
+            upcall_pending: false,
+            inflight: None,
+        }
+    }
+
+    /// An interrupt waits for the guest (deliverable once it enables interrupts).
+    pub fn interrupt_pending(&self) -> bool {
+        self.inflight.is_some()
+            || (self.upcall_pending && self.upcall_vector.is_some())
+            || self.msrs.lapic.next_vector().is_some()
+    }
+
+    /// The most urgent interrupt to deliver and its vector: the higher vector of the upcall
+    /// and the local APIC's next one (an upcall raised before the guest chose a vector waits).
+    pub fn next_interrupt(&self) -> Option<(Injected, u8)> {
+        let upcall = self.upcall_vector.filter(|_| self.upcall_pending);
+        match (upcall, self.msrs.lapic.next_vector()) {
+            (Some(u), Some(l)) if l > u => Some((Injected::Lapic(l), l)),
+            (Some(u), _) => Some((Injected::Upcall, u)),
+            (None, Some(l)) => Some((Injected::Lapic(l), l)),
+            (None, None) => None,
+        }
+    }
+
+    /// The guest took the interrupt from `src`: the upcall is no longer pending, a local
+    /// APIC vector goes in service.
+    pub fn delivered(&mut self, src: Injected) {
+        match src {
+            Injected::Upcall => self.upcall_pending = false,
+            Injected::Lapic(v) => self.msrs.lapic.accept(v),
+        }
+    }
+}
+
+/// An intercepted CPUID: the shared policy's answer in EAX..EDX.
+pub fn cpuid(ctx: &ExitContext, regs: &mut Gprs, p: &impl Platform) {
+    let (leaf, sub) = (regs.0[RAX] as u32, regs.0[RCX] as u32);
+    let answer = policy::cpuid(leaf, sub, ctx.vcpu_id, |l, s| p.host_cpuid(l, s));
+    policy::set_cpuid_result(regs, answer);
+}
+
+/// An intercepted IN or OUT (not a string instruction) of `size` bytes at `port`: an IN
+/// fills RAX, an OUT may ask for power-off. The backend then steps over the instruction.
+pub fn port_io(
+    ctx: &mut ExitContext,
+    regs: &mut Gprs,
+    port: u16,
+    size: u8,
+    input: bool,
+    p: &mut impl Platform,
+) -> PortAction {
+    if input {
+        regs.0[RAX] = policy::port_in(size, regs.0[RAX]);
+        return PortAction::None;
+    }
+    let domain = ctx.domain_id;
+    policy::port_out_action(&mut ctx.debug, port, regs.0[RAX], |line| p.debug_line(domain, line))
+}
+
+/// What an intercepted RDMSR/WRMSR comes to, for the backend to carry out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MsrOutcome {
+    /// Done (a read's value is in EDX:EAX): step over the instruction.
+    Done,
+    /// Done, and the guest's EFER is now this.
+    Efer(u64),
+    /// Refused: inject #GP(0), the instruction does not retire.
+    Gp,
+}
+
+/// IA32_PAT: held by the CPU for the guest (VMCB g_pat, VMCS guest IA32_PAT).
+pub const MSR_PAT: u32 = 0x277;
+
+/// RDMSR (`write` false) or WRMSR of ECX through the MSR policy. `efer` is the EFER the
+/// guest believes in; `pat` the guest PAT the backend's control structure holds.
+pub fn msr(ctx: &mut ExitContext, regs: &mut Gprs, write: bool, efer: u64, pat: &mut u64) -> MsrOutcome {
+    let index = regs.0[RCX] as u32;
+    if !write {
+        let value = if index == MSR_PAT { Some(*pat) } else { policy::read_msr_state(&ctx.msrs, index, efer) };
+        return match value {
+            Some(v) => {
+                policy::set_msr_result(regs, v);
+                MsrOutcome::Done
+            }
+            None => MsrOutcome::Gp,
+        };
+    }
+    let value = policy::msr_value(regs);
+    if index == MSR_PAT {
+        if !policy::valid_pat(value) {
+            return MsrOutcome::Gp;
+        }
+        *pat = value;
+        return MsrOutcome::Done;
+    }
+    match policy::write_msr_state(&mut ctx.msrs, index, value, efer) {
+        Some(MsrEffect::Efer(v)) => MsrOutcome::Efer(v),
+        Some(MsrEffect::HypercallPage(gpa)) => {
+            ctx.hypercall_page = Some(gpa);
+            MsrOutcome::Done
+        }
+        Some(MsrEffect::Done) => MsrOutcome::Done,
+        None => MsrOutcome::Gp,
+    }
+}
+
+/// The vCPU's two deadlines, in the platform clock's nanoseconds: the Xen single-shot timer
+/// (`VCPUOP_set_singleshot_timer`) and the end of the run loop's slice.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Timers {
+    xen: Option<u64>,
+    /// The Xen timer fired and the core has not been told yet.
+    fired: bool,
+    preempt_at: Option<u64>,
+}
+
+impl Timers {
+    pub fn set_xen(&mut self, deadline_ns: Option<u64>) {
+        self.xen = deadline_ns;
+    }
+
+    pub fn xen_deadline(&self) -> Option<u64> {
+        self.xen
+    }
+
+    pub fn set_preemption(&mut self, deadline_ns: Option<u64>) {
+        self.preempt_at = deadline_ns;
+    }
+
+    /// Fire the Xen timer if it is due at `now`; true while a fired timer is unreported
+    /// (the backend then leaves the guest with `Exit::Preempted`).
+    pub fn poll(&mut self, now: u64) -> bool {
+        if self.xen.is_some_and(|t| now >= t) {
+            self.xen = None;
+            self.fired = true;
+        }
+        self.fired
+    }
+
+    /// Whether the Xen timer fired since the last call (it is then disarmed).
+    pub fn take_fired(&mut self, now: u64) -> bool {
+        self.poll(now);
+        core::mem::take(&mut self.fired)
+    }
+
+    /// The Xen timer has fired or is due: an interrupt for a halted vCPU.
+    pub fn pending(&self, now: u64) -> bool {
+        self.fired || self.xen.is_some_and(|t| now >= t)
+    }
+
+    /// The slice is over.
+    pub fn preempt_due(&self, now: u64) -> bool {
+        self.preempt_at.is_some_and(|t| now >= t)
+    }
+
+    /// When the backend must take the vCPU out of the guest at the latest.
+    pub fn next_deadline(&self) -> Option<u64> {
+        match (self.xen, self.preempt_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use crate::x86::policy::RDX;
+    use std::string::String;
+    use std::vec::Vec;
+
+    #[derive(Default)]
+    struct Lines(Vec<String>);
+
+    impl Platform for Lines {
+        fn host_cpuid(&self, _leaf: u32, _sub: u32) -> [u32; 4] {
+            [0; 4]
+        }
+        fn debug_line(&mut self, domain_id: u16, line: &str) {
+            self.0.push(std::format!("(d{domain_id}) {line}"));
+        }
+        fn report(&mut self, _args: core::fmt::Arguments) {}
+    }
+
+    fn ctx() -> ExitContext {
+        ExitContext::new(RamRange { base: 0, size: 64 << 20 }, 1, 0, false)
+    }
+
+    #[test]
+    fn the_higher_vector_goes_first_and_delivery_is_booked() {
+        let mut c = ctx();
+        c.upcall_pending = true;
+        assert_eq!(c.next_interrupt(), None, "no vector chosen yet");
+        c.upcall_vector = Some(0xf3);
+        c.msrs.lapic.post(0xf6);
+        assert_eq!(c.next_interrupt(), Some((Injected::Lapic(0xf6), 0xf6)));
+        c.delivered(Injected::Lapic(0xf6));
+        // The upcall bypasses the APIC: the in-service 0xf6 does not hold it back.
+        assert_eq!(c.next_interrupt(), Some((Injected::Upcall, 0xf3)));
+        c.delivered(Injected::Upcall);
+        assert_eq!(c.next_interrupt(), None);
+        assert!(!c.interrupt_pending());
+    }
+
+    #[test]
+    fn pat_is_the_backends_and_the_hypercall_page_is_recorded() {
+        let (mut c, mut regs, mut pat) = (ctx(), Gprs::default(), 0x0007_0406_0007_0406u64);
+        regs.0[RCX] = MSR_PAT as u64;
+        assert_eq!(msr(&mut c, &mut regs, false, 0, &mut pat), MsrOutcome::Done);
+        assert_eq!((regs.0[RAX], regs.0[RDX]), (0x0007_0406, 0x0007_0406));
+        regs.0[RAX] = 0x0001_0406;
+        regs.0[RDX] = 0;
+        assert_eq!(msr(&mut c, &mut regs, true, 0, &mut pat), MsrOutcome::Done);
+        assert_eq!(pat, 0x0001_0406);
+        regs.0[RAX] = 0x02;
+        assert_eq!(msr(&mut c, &mut regs, true, 0, &mut pat), MsrOutcome::Gp, "type 2 is reserved");
+        regs.0[RCX] = policy::XEN_HYPERCALL_MSR as u64;
+        regs.0[RAX] = 0x7000;
+        assert_eq!(msr(&mut c, &mut regs, true, 0, &mut pat), MsrOutcome::Done);
+        assert_eq!(c.hypercall_page, Some(0x7000));
+        regs.0[RCX] = policy::MSR_EFER as u64;
+        regs.0[RAX] = policy::EFER_LME;
+        assert_eq!(msr(&mut c, &mut regs, true, 0, &mut pat), MsrOutcome::Efer(policy::EFER_LME));
+    }
+
+    #[test]
+    fn ports_print_read_all_ones_and_power_off() {
+        let (mut c, mut regs, mut p) = (ctx(), Gprs::default(), Lines::default());
+        for b in b"hi\n" {
+            regs.0[RAX] = *b as u64;
+            assert_eq!(port_io(&mut c, &mut regs, policy::DEBUG_PORT, 1, false, &mut p), PortAction::None);
+        }
+        assert_eq!(p.0, ["(d1) hi"]);
+        regs.0[RAX] = 0x1234_0000;
+        port_io(&mut c, &mut regs, 0x71, 2, true, &mut p);
+        assert_eq!(regs.0[RAX], 0x1234_ffff);
+        regs.0[RAX] = (1 << 5) | (5 << 2);
+        let out = port_io(&mut c, &mut regs, policy::ACPI_SLEEP_CONTROL_PORT, 2, false, &mut p);
+        assert_eq!(out, PortAction::PowerOff);
+    }
+
+    #[test]
+    fn the_xen_timer_fires_once_and_deadlines_combine() {
+        let mut t = Timers::default();
+        assert_eq!(t.next_deadline(), None);
+        t.set_xen(Some(100));
+        t.set_preemption(Some(50));
+        assert_eq!(t.next_deadline(), Some(50));
+        assert!(!t.poll(60) && t.preempt_due(60) && !t.pending(60));
+        assert!(t.pending(100));
+        assert!(t.poll(100));
+        assert_eq!((t.xen_deadline(), t.next_deadline()), (None, Some(50)));
+        assert!(t.take_fired(101));
+        assert!(!t.take_fired(102) && !t.pending(102));
+    }
+}

@@ -1,0 +1,147 @@
+//! The boot CPU's own local APIC timer, through the xAPIC MMIO page: the interrupt that takes
+//! a vCPU out of the guest when its slice or its Xen timer is over (SVM: an INTR intercept).
+//!
+//! MMIO, never the x2APIC MSRs: under QEMU's `-icount` an RDMSR/WRMSR of the timer is not
+//! treated as I/O and aborts QEMU ("Bad icount read"), while MMIO is. The timer counts at a
+//! rate calibrated once against the TSC (itself calibrated against the PIT, [`super::time`]).
+//!
+//! The hypervisor runs with interrupts off; only around VMRUN (GIF clear, then set again after
+//! #VMEXIT) is IF set, so the interrupt that ended the guest's run is taken by
+//! [`xhv_host_irq`], which only signals EOI, right after the exit.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+use spin::Once;
+use x86_64::registers::model_specific::Msr;
+
+/// The vector of the host timer (the first above the exceptions; the legacy PICs are masked).
+pub const TIMER_VECTOR: u8 = 0x20;
+/// Spurious-interrupt vector (its low nibble must be all ones on old APICs).
+pub const SPURIOUS_VECTOR: u8 = 0xff;
+
+const MSR_APIC_BASE: u32 = 0x1b;
+const APIC_BASE_EN: u64 = 1 << 11;
+const APIC_BASE_EXTD: u64 = 1 << 10;
+
+mod reg {
+    pub const EOI: u64 = 0xb0;
+    pub const SVR: u64 = 0xf0;
+    pub const LVT_TIMER: u64 = 0x320;
+    pub const TIMER_INITIAL: u64 = 0x380;
+    pub const TIMER_CURRENT: u64 = 0x390;
+    pub const TIMER_DIVIDE: u64 = 0x3e0;
+}
+
+/// Divide configuration 0b1011: divide by 1.
+const DIVIDE_BY_1: u32 = 0xb;
+/// Calibration window: 1 ms of TSC time.
+const CALIBRATE_NS: u64 = 1_000_000;
+
+/// Address of the EOI register, for the interrupt stub.
+#[unsafe(no_mangle)]
+static XHV_HOST_APIC_EOI: AtomicU64 = AtomicU64::new(0);
+
+struct Timer {
+    base: u64,
+    /// Timer ticks per second.
+    hz: u64,
+}
+
+static TIMER: Once<Option<Timer>> = Once::new();
+/// The deadline the timer is armed for (`u64::MAX`: stopped).
+static ARMED: AtomicU64 = AtomicU64::new(u64::MAX);
+
+fn read(base: u64, r: u64) -> u32 {
+    // SAFETY: `base` is the enabled xAPIC page (checked in `init`), inside the boot identity
+    // map; APIC registers are 32-bit, 16-byte aligned and reading them has no side effect.
+    unsafe { core::ptr::read_volatile((base + r) as *const u32) }
+}
+
+fn write(base: u64, r: u64, value: u32) {
+    // SAFETY: as in `read`; the registers written (SVR, LVT timer, divide, counts, EOI) only
+    // configure this CPU's own interrupt delivery, for vectors the IDT handles.
+    unsafe { core::ptr::write_volatile((base + r) as *mut u32, value) }
+}
+
+/// Enable the APIC (xAPIC mode), route its timer to [`TIMER_VECTOR`] one-shot, calibrate it.
+/// `None` when the APIC is off or in x2APIC mode (no MMIO page): vCPUs then run until they
+/// exit by themselves.
+fn init() -> Option<Timer> {
+    // SAFETY: IA32_APIC_BASE exists on every x86_64 CPU; reading it has no effect.
+    let apic_base = unsafe { Msr::new(MSR_APIC_BASE).read() };
+    if apic_base & APIC_BASE_EN == 0 || apic_base & APIC_BASE_EXTD != 0 {
+        super::report(format_args!("host APIC not in xAPIC mode ({apic_base:#x}): no preemption timer"));
+        return None;
+    }
+    let base = apic_base & 0x000f_ffff_ffff_f000;
+    if base.checked_add(0x1000).is_none_or(|end| end > super::IDENTITY_MAPPED) {
+        return None;
+    }
+    XHV_HOST_APIC_EOI.store(base + reg::EOI, Ordering::Relaxed);
+    write(base, reg::SVR, 0x100 | SPURIOUS_VECTOR as u32);
+    write(base, reg::TIMER_DIVIDE, DIVIDE_BY_1);
+    // One-shot, masked while calibrating.
+    write(base, reg::LVT_TIMER, (1 << 16) | TIMER_VECTOR as u32);
+    write(base, reg::TIMER_INITIAL, u32::MAX);
+    let start = super::time::rdtsc();
+    let end = start.wrapping_add(super::time::tsc_hz() / (1_000_000_000 / CALIBRATE_NS));
+    while (super::time::rdtsc().wrapping_sub(end) as i64) < 0 {
+        core::hint::spin_loop();
+    }
+    let elapsed = super::time::rdtsc().wrapping_sub(start);
+    let ticks = u64::from(u32::MAX - read(base, reg::TIMER_CURRENT));
+    write(base, reg::TIMER_INITIAL, 0);
+    let tsc_hz = super::time::tsc_hz();
+    let hz = (u128::from(ticks) * u128::from(tsc_hz) / u128::from(elapsed.max(1))) as u64;
+    write(base, reg::LVT_TIMER, TIMER_VECTOR as u32);
+    Some(Timer { base, hz: hz.max(1) })
+}
+
+fn timer() -> Option<&'static Timer> {
+    TIMER.call_once(init).as_ref()
+}
+
+/// Prepare the timer (once; calibration takes 1 ms). Whether the CPU has one.
+pub fn available() -> bool {
+    timer().is_some()
+}
+
+/// Have the timer interrupt at `deadline_ns` of [`super::now_ns`] (`None`: stop it). A
+/// deadline already past fires at once.
+pub fn arm(deadline_ns: Option<u64>) {
+    let Some(t) = timer() else { return };
+    let want = deadline_ns.unwrap_or(u64::MAX);
+    let now = super::now_ns();
+    // Re-arming the same future deadline is a no-op; a past one may have fired already.
+    if ARMED.load(Ordering::Relaxed) == want && want > now {
+        return;
+    }
+    ARMED.store(want, Ordering::Relaxed);
+    let count = match deadline_ns {
+        None => 0,
+        Some(d) => {
+            let ticks = u128::from(d.saturating_sub(now)) * u128::from(t.hz) / 1_000_000_000;
+            u32::try_from(ticks).unwrap_or(u32::MAX).max(1)
+        }
+    };
+    write(t.base, reg::TIMER_INITIAL, count);
+}
+
+// Any external interrupt the host takes (the timer; a spurious one writes a harmless EOI).
+core::arch::global_asm!(
+    ".text",
+    ".global xhv_host_irq",
+    "xhv_host_irq:",
+    "push rax",
+    "mov rax, [rip + XHV_HOST_APIC_EOI]",
+    "test rax, rax",
+    "jz 2f",
+    "mov dword ptr [rax], 0",
+    "2:",
+    "pop rax",
+    "iretq",
+);
+
+unsafe extern "C" {
+    /// The entry of every vector from 32 up (see above).
+    pub fn xhv_host_irq();
+}

@@ -1,0 +1,58 @@
+//! What the vCPUs of one x86 domain share, whichever the backend: the second-level tables
+//! (NPT or EPT) over its RAM, the IPIs in flight between their local APICs, and enough of
+//! the domain's identity to create a sibling vCPU (INIT/SIPI → the core's CPU_ON).
+//!
+//! Every vCPU runs on the boot CPU, so a plain `Rc<RefCell<..>>` serves; vCPUs on several
+//! physical CPUs would need a lock here and a TLB shootdown on [`DomainSpace::remap_4k`].
+
+use super::alloc::rc::Rc;
+use super::guestmem::GuestRam;
+use super::tables::{self, TablePages};
+use crate::x86::ept::{self, Format};
+use crate::x86::vlapic::{IpiMailbox, MAX_APICS};
+use core::cell::RefCell;
+
+pub struct DomainSpace {
+    pub fmt: Format,
+    pub tables: TablePages,
+    pub root: u64,
+    pub ram: GuestRam,
+    pub domain_id: u16,
+    /// vCPUs the domain was given (APIC ids `0..nr_vcpus`).
+    pub nr_vcpus: usize,
+    pub mailbox: IpiMailbox,
+    /// Bumped by every change to the tables: a vCPU that last ran with an older value
+    /// flushes its TLB before it enters the guest again.
+    pub generation: u64,
+}
+
+pub type SharedSpace = Rc<RefCell<DomainSpace>>;
+
+impl DomainSpace {
+    /// Tables in `fmt` mapping `ram`, for a domain of `nr_vcpus` vCPUs.
+    pub fn new(fmt: Format, ram: GuestRam, domain_id: u16, nr_vcpus: usize) -> Result<SharedSpace, &'static str> {
+        let (tables, root) = tables::second_level(fmt, &ram)?;
+        Ok(Rc::new(RefCell::new(DomainSpace {
+            fmt,
+            tables,
+            root,
+            ram,
+            domain_id,
+            nr_vcpus: nr_vcpus.clamp(1, MAX_APICS),
+            mailbox: IpiMailbox::default(),
+            generation: 0,
+        })))
+    }
+
+    /// APIC ids that exist in this domain, as a destination mask.
+    pub fn apic_mask(&self) -> u64 {
+        if self.nr_vcpus >= 64 { u64::MAX } else { (1u64 << self.nr_vcpus) - 1 }
+    }
+
+    /// Map host page `hpa` at `gpa` for every vCPU of the domain.
+    pub fn remap_4k(&mut self, gpa: u64, hpa: u64) -> Result<(), ept::EptError> {
+        ept::remap_4k(self.fmt, &mut self.tables, self.root, gpa, hpa)?;
+        self.generation += 1;
+        Ok(())
+    }
+}
