@@ -144,7 +144,7 @@ fn boot_configs(boot: &BootInfo) -> Result<Vec<DomainConfig>, String> {
         .enumerate()
         .map(|(i, (at, m))| DomainConfig {
             name: format!("module{i}"),
-            cpus: 1,
+            cpus: multiboot_domain_cpus(boot),
             memory_kib: multiboot_domain_kib(m),
             vpl011: false,
             kernel: Some(ModuleRef { addr: m.region.start, size: m.region.size }),
@@ -161,6 +161,17 @@ fn boot_configs(boot: &BootInfo) -> Result<Vec<DomainConfig>, String> {
         return Err("no guest kernel module was given: nothing to run".into());
     }
     Ok(configs)
+}
+
+/// x86 multiboot domains: one vCPU per CPU of the machine (QEMU's `-smp`), as many as the
+/// backend can start.
+#[cfg(target_arch = "x86_64")]
+fn multiboot_domain_cpus(boot: &BootInfo) -> u32 {
+    u32::try_from(boot.cpu_count.clamp(1, cpu::max_vcpus())).unwrap_or(1)
+}
+#[cfg(not(target_arch = "x86_64"))]
+fn multiboot_domain_cpus(_boot: &BootInfo) -> u32 {
+    1
 }
 
 /// x86 multiboot domains: Linux gets more RAM than the test guests.

@@ -30,7 +30,8 @@ pub enum Emulator {
 
 /// The isa-debug-exit device the hypervisor writes its status to (see `exit_emulator`).
 const DEBUG_EXIT: &str = "isa-debug-exit,iobase=0xf4,iosize=0x04";
-/// Test scenarios with this suffix run on QEMU's SVM; other x86 ones on Bochs' VT-x.
+/// Test scenarios with this suffix (or this infix before a variant, `-svm-smp2`) run on
+/// QEMU's SVM; other x86 ones on Bochs' VT-x.
 pub const SVM_SUFFIX: &str = "-svm";
 
 /// Whether `run` goes to QEMU: x86_64 with `--emulator qemu` or no choice (QEMU is the default).
@@ -40,7 +41,8 @@ pub fn wants_qemu(run: &Boot) -> bool {
 
 /// The emulator a test scenario's name asks for.
 pub fn emulator_for_scenario(name: &str) -> Emulator {
-    if name.ends_with(SVM_SUFFIX) { Emulator::QemuTcg } else { Emulator::Bochs }
+    let variant = name.contains(&format!("{SVM_SUFFIX}-"));
+    if name.ends_with(SVM_SUFFIX) || variant { Emulator::QemuTcg } else { Emulator::Bochs }
 }
 
 /// Boot the GRUB ISO under QEMU and follow COM1 on stdio.
@@ -139,5 +141,6 @@ mod tests {
     fn scenario_names_pick_the_emulator() {
         assert_eq!(emulator_for_scenario("hello-x86_64-svm"), Emulator::QemuTcg);
         assert_eq!(emulator_for_scenario("hello-x86_64"), Emulator::Bochs);
+        assert_eq!(emulator_for_scenario("linux-x86_64-pvh-svm-smp2"), Emulator::QemuTcg);
     }
 }

@@ -5,6 +5,7 @@
 //! exits on bare metal and in `cargo test`.
 
 pub mod ept;
+pub mod guest;
 pub mod policy;
 pub mod svm;
 pub mod vlapic;

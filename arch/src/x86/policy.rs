@@ -62,8 +62,10 @@ pub fn cpuid(leaf: u32, sub: u32, vcpu_id: u16, host: impl FnOnce(u32, u32) -> [
     const LEAF1_ECX_HYPERVISOR: u32 = 1 << 31;
     const EXT1_ECX_SVM: u32 = 1 << 2;
     const LEAF1_ECX_X2APIC: u32 = 1 << 21;
-    const LEAF1_ECX_HIDDEN: u32 = (1 << 3) | (1 << 15) | (1 << 24);
-    const LEAF6_ECX_APERFMPERF: u32 = 1 << 0;
+    const LEAF1_ECX_HIDDEN: u32 = (1 << 3) | (1 << 8) | (1 << 15) | (1 << 24);
+    /// ACPI thermal monitor and clock control, TM: their MSRs are not emulated.
+    const LEAF1_EDX_HIDDEN: u32 = (1 << 22) | (1 << 29);
+    const LEAF6_EAX_ARAT: u32 = 1 << 2;
     match leaf {
         0x4000_0000 => {
             let sig = b"XenVMMXenVMM";
@@ -77,16 +79,19 @@ pub fn cpuid(leaf: u32, sub: u32, vcpu_id: u16, host: impl FnOnce(u32, u32) -> [
         // SVM's feature leaf describes an extension the guest cannot use.
         0x8000_000a => [0; 4],
         _ => {
-            let [a, mut b, mut c, d] = host(leaf, sub);
+            let [mut a, mut b, mut c, mut d] = host(leaf, sub);
             if leaf == 1 {
-                // No MONITOR/MWAIT, PDCM or TSC-deadline timer (none is emulated); the
-                // x2APIC is (see `vlapic`).
+                // No MONITOR/MWAIT, TM2, PDCM, TSC-deadline timer or thermal monitor (none is
+                // emulated); the x2APIC is (see `vlapic`).
                 c = (c & !(LEAF1_ECX_VMX | LEAF1_ECX_HIDDEN)) | LEAF1_ECX_HYPERVISOR | LEAF1_ECX_X2APIC;
+                d &= !LEAF1_EDX_HIDDEN;
                 b = (b & 0x00ff_ffff) | ((vcpu_id as u32) << 24);
             } else if leaf == 0x8000_0001 {
                 c &= !EXT1_ECX_SVM;
             } else if leaf == 6 {
-                c &= !LEAF6_ECX_APERFMPERF;
+                // Thermal and power management (sensors, HWP, APERF/MPERF, energy-performance
+                // bias) has no emulated MSRs: only the always-running APIC timer remains.
+                (a, b, c, d) = (a & LEAF6_EAX_ARAT, 0, 0, 0);
             }
             [a, b, c, d]
         }
@@ -230,11 +235,28 @@ pub fn hypercall_page(vmmcall: bool) -> [u8; 4096] {
     page
 }
 
+/// MSRs the guest reads and writes without an exit, each vCPU with its own values (the
+/// backend switches them): FS/GS/kernel-GS base, STAR/LSTAR/CSTAR/SFMASK, SYSENTER_CS/ESP/EIP,
+/// and TSC_AUX (RDTSCP's value). The hypervisor never uses them itself.
+pub const GUEST_OWNED_MSRS: [u32; 11] = [
+    0xc000_0100,
+    0xc000_0101,
+    0xc000_0102,
+    0xc000_0081,
+    0xc000_0082,
+    0xc000_0083,
+    0xc000_0084,
+    0x174,
+    0x175,
+    0x176,
+    0xc000_0103,
+];
+
 /// MSRs whose reads answer with a constant and whose writes are accepted and dropped:
 /// IA32_PLATFORM_ID, the microcode patch level, MISC_ENABLE, MTRRcap (no variable or fixed
-/// ranges), PRED_CMD, FLUSH_CMD, AMD's HWCR.
-const QUIET_MSRS: [(u32, u64); 7] =
-    [(0x17, 0), (0x8b, 0), (0x1a0, 0), (0xfe, 0), (0x49, 0), (0x10b, 0), (0xc001_0015, 0)];
+/// ranges), PRED_CMD, FLUSH_CMD, AMD's HWCR, TSC_ADJUST (the TSC is never adjusted).
+const QUIET_MSRS: [(u32, u64); 8] =
+    [(0x17, 0), (0x8b, 0), (0x1a0, 0), (0xfe, 0), (0x49, 0), (0x10b, 0), (0xc001_0015, 0), (0x3b, 0)];
 const MSR_SPEC_CTRL: u32 = 0x48;
 const MSR_MTRR_DEF_TYPE: u32 = 0x2ff;
 const MSR_DEBUGCTL: u32 = 0x1d9;
@@ -357,6 +379,17 @@ mod tests {
         assert_eq!(sig[0], XEN_CPUID_MAX);
         assert_eq!(cpuid(0x4000_0001, 0, 0, fake_host)[0], XEN_VERSION);
         assert_eq!(cpuid(7, 0, 0, fake_host), [7, 2, 3, 4]);
+    }
+
+    #[test]
+    fn cpuid_hides_thermal_and_power_management() {
+        // Leaf 1 EDX: ACPI (22) and TM (29) gone, the rest kept; ECX: TM2 (8) gone.
+        let l1 = cpuid(1, 0, 0, fake_host);
+        assert_eq!(l1[3], 0x0f8b_fbff & !((1 << 22) | (1 << 29)));
+        assert_eq!(l1[2] & (1 << 8), 0);
+        // Leaf 6: only ARAT (EAX bit 2) survives.
+        assert_eq!(cpuid(6, 0, 0, |_, _| [0x77, 2, 0x9, 4]), [0x4, 0, 0, 0]);
+        assert_eq!(read_msr_state(&GuestMsrs::new(0), 0x3b, 0), Some(0));
     }
 
     #[test]

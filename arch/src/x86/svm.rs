@@ -12,7 +12,9 @@
 //! VMCALL (Intel's hypercall) on AMD is not intercepted: the CPU raises #UD in the guest, as
 //! on hardware without VT-x. Guests pick VMMCALL from the CPUID vendor, as Linux does.
 
-use super::policy::{self, DebugPort, Gprs, GuestMsrs, MsrEffect, PortAction, RAX, RCX, RSP, RamRange};
+use super::guest::{self, MsrOutcome};
+pub use super::guest::{ExitContext, Injected, Platform};
+use super::policy::{self, Gprs, PortAction, RAX, RSP};
 use super::vmcb::{Vmcb, attrib, event, exit, ioio};
 use crate::exit::{Exit, FaultKind, GuestFault};
 
@@ -28,69 +30,6 @@ const LEN_MSR: u64 = 2;
 const UD: u8 = 6;
 const GP: u8 = 13;
 
-/// What the exit handler needs from the machine it runs on.
-pub trait Platform {
-    /// The real CPU's CPUID registers [EAX, EBX, ECX, EDX].
-    fn host_cpuid(&self, leaf: u32, sub: u32) -> [u32; 4];
-    /// A complete line the guest wrote to the debug port.
-    fn debug_line(&mut self, domain_id: u16, line: &str);
-    /// A `(XEN)` diagnostic about this vCPU.
-    fn report(&mut self, args: core::fmt::Arguments);
-}
-
-/// Per-vCPU state the exit handler keeps besides the VMCB and registers.
-#[derive(Clone, Debug)]
-pub struct ExitContext {
-    pub ram: RamRange,
-    pub domain_id: u16,
-    pub vcpu_id: u16,
-    /// The CPU fills NRIP (CPUID 0x8000000A EDX bit 3).
-    pub nrip: bool,
-    pub debug: DebugPort,
-    /// Emulated MSRs, the x2APIC among them.
-    pub msrs: GuestMsrs,
-    /// The guest asked for the hypercall page at this guest-physical address (the backend
-    /// writes it, then clears this).
-    pub hypercall_page: Option<u64>,
-    /// The Xen callback vector (`HVM_PARAM_CALLBACK_IRQ` of type vector).
-    pub upcall_vector: Option<u8>,
-    /// An upcall was raised and not yet delivered.
-    pub upcall_pending: bool,
-    /// What the V_IRQ set before the last VMRUN carries.
-    pub inflight: Option<Injected>,
-}
-
-/// The source of a virtual interrupt handed to the CPU through V_IRQ.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Injected {
-    Upcall,
-    Lapic(u8),
-}
-
-impl ExitContext {
-    pub fn new(ram: RamRange, domain_id: u16, vcpu_id: u16, nrip: bool) -> Self {
-        ExitContext {
-            ram,
-            domain_id,
-            vcpu_id,
-            nrip,
-            debug: DebugPort::default(),
-            msrs: GuestMsrs::new(vcpu_id),
-            hypercall_page: None,
-            upcall_vector: None,
-            upcall_pending: false,
-            inflight: None,
-        }
-    }
-
-    /// An interrupt waits for the guest (deliverable once it enables interrupts).
-    pub fn interrupt_pending(&self) -> bool {
-        self.inflight.is_some()
-            || (self.upcall_pending && self.upcall_vector.is_some())
-            || self.msrs.lapic.next_vector().is_some()
-    }
-}
-
 /// Before VMRUN: hand the most urgent pending interrupt to the CPU as V_IRQ, which it
 /// delivers once the guest's IF and interrupt shadow allow. One at a time.
 pub fn inject_interrupts(vmcb: &mut Vmcb, ctx: &mut ExitContext) {
@@ -98,21 +37,9 @@ pub fn inject_interrupts(vmcb: &mut Vmcb, ctx: &mut ExitContext) {
     if ctx.inflight.is_some() || vmcb.control.event_inj & event::VALID != 0 {
         return;
     }
-    let upcall = ctx.upcall_vector.filter(|_| ctx.upcall_pending);
-    let lapic = ctx.msrs.lapic.next_vector();
-    let pick = match (upcall, lapic) {
-        (Some(u), Some(l)) if l > u => Some(Injected::Lapic(l)),
-        (Some(_), _) => Some(Injected::Upcall),
-        (None, Some(l)) => Some(Injected::Lapic(l)),
-        (None, None) => None,
-    };
-    let Some(src) = pick else {
+    let Some((src, vector)) = ctx.next_interrupt() else {
         vmcb.control.v_intr &= !vintr::V_IRQ;
         return;
-    };
-    let vector = match src {
-        Injected::Upcall => upcall.unwrap_or(0),
-        Injected::Lapic(v) => v,
     };
     raise_virtual_interrupt(vmcb, vector);
     ctx.inflight = Some(src);
@@ -124,10 +51,8 @@ pub fn note_delivery(vmcb: &Vmcb, ctx: &mut ExitContext) {
     if vmcb.control.v_intr & vintr::V_IRQ != 0 {
         return;
     }
-    match ctx.inflight.take() {
-        Some(Injected::Upcall) => ctx.upcall_pending = false,
-        Some(Injected::Lapic(v)) => ctx.msrs.lapic.accept(v),
-        None => {}
+    if let Some(src) = ctx.inflight.take() {
+        ctx.delivered(src);
     }
 }
 
@@ -164,9 +89,7 @@ pub fn handle_exit(vmcb: &mut Vmcb, regs: &mut Gprs, ctx: &mut ExitContext, p: &
         // Host NMIs and INITs: nothing of ours sends them yet; the guest goes on.
         exit::NMI | exit::INIT => None,
         exit::CPUID => {
-            let (leaf, sub) = (regs.0[RAX] as u32, regs.0[RCX] as u32);
-            let answer = policy::cpuid(leaf, sub, ctx.vcpu_id, |l, s| p.host_cpuid(l, s));
-            policy::set_cpuid_result(regs, answer);
+            guest::cpuid(ctx, regs, p);
             advance(vmcb, ctx, LEN_CPUID);
             None
         }
@@ -229,56 +152,21 @@ fn io(vmcb: &mut Vmcb, regs: &mut Gprs, ctx: &mut ExitContext, p: &mut impl Plat
     }
     let size = ((info >> ioio::SIZE_SHIFT) & 7) as u8;
     let port = (info >> ioio::PORT_SHIFT) as u16;
-    if info & ioio::IN != 0 {
-        regs.0[RAX] = policy::port_in(size, regs.0[RAX]);
-    } else {
-        let domain = ctx.domain_id;
-        let action = policy::port_out_action(&mut ctx.debug, port, regs.0[RAX], |line| p.debug_line(domain, line));
-        if action == PortAction::PowerOff {
-            set_rip(vmcb, vmcb.control.exit_info2);
-            return Some(Exit::PowerOff);
-        }
-    }
+    let action = guest::port_io(ctx, regs, port, size, info & ioio::IN != 0, p);
     set_rip(vmcb, vmcb.control.exit_info2);
-    None
+    (action == PortAction::PowerOff).then_some(Exit::PowerOff)
 }
 
 /// RDMSR (EXITINFO1 = 0) / WRMSR (1) through the shared policy; #GP for what it refuses.
 fn msr(vmcb: &mut Vmcb, regs: &mut Gprs, ctx: &mut ExitContext) -> Option<Exit> {
-    const MSR_PAT: u32 = 0x277;
-    let index = regs.0[RCX] as u32;
     let efer = vmcb.save.efer & !EFER_SVME;
-    let ok = if vmcb.control.exit_info1 == 0 {
-        let value =
-            if index == MSR_PAT { Some(vmcb.save.g_pat) } else { policy::read_msr_state(&ctx.msrs, index, efer) };
-        value.map(|v| policy::set_msr_result(regs, v)).is_some()
-    } else {
-        let value = policy::msr_value(regs);
-        if index == MSR_PAT {
-            let ok = policy::valid_pat(value);
-            if ok {
-                vmcb.save.g_pat = value;
-            }
-            ok
-        } else {
-            match policy::write_msr_state(&mut ctx.msrs, index, value, efer) {
-                Some(MsrEffect::Efer(v)) => {
-                    vmcb.save.efer = v | EFER_SVME;
-                    true
-                }
-                Some(MsrEffect::HypercallPage(gpa)) => {
-                    ctx.hypercall_page = Some(gpa);
-                    true
-                }
-                Some(MsrEffect::Done) => true,
-                None => false,
-            }
+    match guest::msr(ctx, regs, vmcb.control.exit_info1 != 0, efer, &mut vmcb.save.g_pat) {
+        MsrOutcome::Done => advance(vmcb, ctx, LEN_MSR),
+        MsrOutcome::Efer(v) => {
+            vmcb.save.efer = v | EFER_SVME;
+            advance(vmcb, ctx, LEN_MSR);
         }
-    };
-    if ok {
-        advance(vmcb, ctx, LEN_MSR);
-    } else {
-        inject(vmcb, event::exception(GP, Some(0)));
+        MsrOutcome::Gp => inject(vmcb, event::exception(GP, Some(0))),
     }
     None
 }
@@ -295,7 +183,7 @@ mod tests {
     extern crate std;
     use super::*;
     use crate::exit::HypercallArgs;
-    use crate::x86::policy::{R8, R10, RBX, RDI, RDX, RSI};
+    use crate::x86::policy::{R8, R10, RBX, RCX, RDI, RDX, RSI, RamRange};
     use std::boxed::Box;
     use std::format;
     use std::string::String;

@@ -123,6 +123,45 @@ pub fn decode_icr(icr: u64, own_id: u32) -> Option<Ipi> {
     }
 }
 
+/// Where an [`Ipi`] from an ICR write goes, for a domain whose APIC ids are `exists`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// Fixed `vector` into the mailbox of every APIC in `targets`.
+    Post { targets: u64, vector: u8 },
+    /// Power vCPU `target` on in real mode at `entry` (the core's CPU_ON).
+    Start { target: usize, entry: u64 },
+    /// Nothing (no such APIC, or nothing modelled: INIT).
+    Nowhere,
+}
+
+/// Route `ipi` among the APICs in `exists`. A STARTUP for several APICs starts the lowest
+/// (Linux names one at a time); its vector is the 4 KiB page the processor starts in.
+pub fn route(ipi: Ipi, exists: u64) -> Route {
+    match ipi {
+        Ipi::Fixed { targets, vector } if targets & exists != 0 => Route::Post { targets: targets & exists, vector },
+        Ipi::Startup { targets, vector } if targets & exists != 0 => {
+            Route::Start { target: (targets & exists).trailing_zeros() as usize, entry: u64::from(vector) << 12 }
+        }
+        _ => Route::Nowhere,
+    }
+}
+
+/// The real-mode state a STARTUP leaves a processor in: executing at `entry` (below 1 MiB,
+/// page aligned) as CS = entry >> 4 with CS.base = entry and IP = 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RealModeEntry {
+    pub cs_selector: u16,
+    pub cs_base: u64,
+    pub ip: u64,
+}
+
+impl RealModeEntry {
+    pub fn at(entry: u64) -> Self {
+        let entry = entry & 0xf_f000;
+        RealModeEntry { cs_selector: (entry >> 4) as u16, cs_base: entry, ip: 0 }
+    }
+}
+
 /// Fixed IPIs in flight between the vCPUs of one domain: bit v of `pending[n]` is vector v
 /// for APIC n, moved into that APIC ([`IpiMailbox::deliver`]) before its vCPU next runs.
 #[derive(Clone, Debug)]
@@ -443,5 +482,19 @@ mod tests {
         assert_eq!(a0.take_ipi(), None);
         assert!(a0.write(0x830, (1 << 32) | (6 << 8) | 0x9a));
         assert_eq!(a0.take_ipi(), Some(Ipi::Startup { targets: 2, vector: 0x9a }));
+    }
+
+    #[test]
+    fn ipis_route_to_existing_apics_and_startup_to_real_mode() {
+        let two = 0b11;
+        assert_eq!(route(Ipi::Fixed { targets: !1, vector: 0xf0 }, two), Route::Post { targets: 0b10, vector: 0xf0 });
+        assert_eq!(route(Ipi::Fixed { targets: 0b100, vector: 0xf0 }, two), Route::Nowhere);
+        assert_eq!(route(Ipi::Init { targets: 0b10 }, two), Route::Nowhere);
+        let start = route(Ipi::Startup { targets: 0b10, vector: 0x99 }, two);
+        assert_eq!(start, Route::Start { target: 1, entry: 0x99000 });
+        assert_eq!(route(Ipi::Startup { targets: 0b100, vector: 0x99 }, two), Route::Nowhere);
+        // The state the started vCPU enters: 9900:0000.
+        assert_eq!(RealModeEntry::at(0x99000), RealModeEntry { cs_selector: 0x9900, cs_base: 0x99000, ip: 0 });
+        assert_eq!(RealModeEntry::at(0xff000).cs_selector, 0xff00);
     }
 }

@@ -57,6 +57,15 @@ fn enable_virtualization() -> Result<(&'static str, &'static str), &'static str>
     result
 }
 
+/// vCPUs one domain may have on the enabled backend: SVM starts siblings (INIT/STARTUP
+/// through the vLAPIC, [`crate::x86::vlapic`]); VT-x does not yet.
+pub fn max_vcpus() -> usize {
+    match backend() {
+        Backend::Svm => crate::x86::vlapic::MAX_APICS,
+        Backend::Vmx => 1,
+    }
+}
+
 pub const ARCH_NAME: &str = "x86_64";
 /// PVH guests see their RAM from guest-physical 0.
 pub const GUEST_RAM_BASE: u64 = 0;

@@ -21,6 +21,9 @@ pub struct DomainSpace {
     /// vCPUs the domain was given (APIC ids `0..nr_vcpus`).
     pub nr_vcpus: usize,
     pub mailbox: IpiMailbox,
+    /// The Xen callback vector (`HVM_PARAM_CALLBACK_IRQ`): a domain-wide parameter that every
+    /// vCPU, those started later included, delivers its upcall as.
+    pub upcall_vector: Option<u8>,
     /// Bumped by every change to the tables: a vCPU that last ran with an older value
     /// flushes its TLB before it enters the guest again.
     pub generation: u64,
@@ -40,6 +43,7 @@ impl DomainSpace {
             domain_id,
             nr_vcpus: nr_vcpus.clamp(1, MAX_APICS),
             mailbox: IpiMailbox::default(),
+            upcall_vector: None,
             generation: 0,
         })))
     }

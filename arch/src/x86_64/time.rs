@@ -1,6 +1,8 @@
 //! The platform clock: the TSC, calibrated once against PIT channel 2, in nanoseconds since
-//! calibration. Guests see the same clock as Xen system time through pvclock
-//! (`vcpu_time_info` with the calibrated frequency and the calibration's TSC value).
+//! power-on (the TSC counts from 0 at reset). Guests see the same clock as Xen system time
+//! through pvclock (`vcpu_time_info` with the calibrated frequency and TSC 0 as time 0).
+//! Under QEMU's `-icount` the TSC and the PIT both follow the virtual clock, so this is the
+//! exact guest-virtual time since power-on (1 GHz: one instruction per nanosecond).
 
 use spin::Once;
 
@@ -11,7 +13,7 @@ const CALIBRATE_DIVISOR: u64 = 50;
 
 struct Clock {
     hz: u64,
-    /// TSC at nanosecond 0.
+    /// TSC at nanosecond 0: power-on.
     zero: u64,
 }
 
@@ -44,8 +46,9 @@ fn calibrate() -> Clock {
         core::hint::spin_loop();
     }
     let end = rdtsc();
-    let hz = if spins >= 50_000_000 { 1_000_000_000 } else { (end - start).max(1) * CALIBRATE_DIVISOR };
-    Clock { hz, zero: start }
+    // The window is exactly `latch` PIT ticks (slightly under 1/50 s).
+    let hz = if spins >= 50_000_000 { 1_000_000_000 } else { (end - start).max(1) * PIT_HZ / latch };
+    Clock { hz, zero: 0 }
 }
 
 fn clock() -> &'static Clock {
@@ -73,7 +76,7 @@ pub fn ns_to_tsc(ns: u64) -> u64 {
     c.zero.wrapping_add((u128::from(ns) * u128::from(c.hz) / 1_000_000_000) as u64)
 }
 
-/// Nanoseconds since calibration.
+/// Nanoseconds since power-on.
 pub fn now_ns() -> u64 {
     let c = clock();
     let ticks = rdtsc().wrapping_sub(c.zero);

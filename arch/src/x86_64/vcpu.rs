@@ -2,7 +2,7 @@
 
 use super::{svm, vmx};
 use crate::boot::GuestSetup;
-use crate::exit::{BadGuestAddress, Exit, VirtualCpu};
+use crate::exit::{BadGuestAddress, CpuOnResult, Exit, VirtualCpu};
 use crate::x86::Backend;
 
 pub enum Vcpu {
@@ -63,6 +63,15 @@ impl VirtualCpu for Vcpu {
     fn set_irq_line(&mut self, intid: u32, level: bool) {
         each!(self, v => v.set_irq_line(intid, level))
     }
+    fn complete_cpu_on(&mut self, result: CpuOnResult) {
+        each!(self, v => v.complete_cpu_on(result))
+    }
+    fn power_on_sibling(&mut self, index: usize, entry: u64, context: u64) -> Option<Self> {
+        match self {
+            Vcpu::Vmx(v) => v.power_on_sibling(index, entry, context).map(Vcpu::Vmx),
+            Vcpu::Svm(v) => v.power_on_sibling(index, entry, context).map(Vcpu::Svm),
+        }
+    }
     fn interrupt_pending(&self) -> bool {
         each!(self, v => v.interrupt_pending())
     }
@@ -80,5 +89,21 @@ impl VirtualCpu for Vcpu {
     }
     fn take_expired_timer(&mut self) -> bool {
         each!(self, v => v.take_expired_timer())
+    }
+}
+
+/// The exit handlers' view of the bare machine, for both backends.
+pub(super) struct Bare;
+
+impl crate::x86::guest::Platform for Bare {
+    fn host_cpuid(&self, leaf: u32, sub: u32) -> [u32; 4] {
+        let r = core::arch::x86_64::__cpuid_count(leaf, sub);
+        [r.eax, r.ebx, r.ecx, r.edx]
+    }
+    fn debug_line(&mut self, domain_id: u16, line: &str) {
+        super::console_line(format_args!("(d{domain_id}) {line}"));
+    }
+    fn report(&mut self, args: core::fmt::Arguments) {
+        super::report(args);
     }
 }

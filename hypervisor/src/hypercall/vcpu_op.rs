@@ -63,7 +63,12 @@ fn register_vcpu_info(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, id: usize,
     args::put_u64(&mut info, vcpu_info::PENDING_SEL, u64::MAX);
     vcpu.write_guest_phys(gpa, &info[..size]).map_err(|_| errno::EINVAL)?;
     domain.vcpus[id].info = VcpuInfoLoc::Guest(gpa);
-    vcpu.raise_upcall();
+    // x86 Linux registers a secondary vCPU's area from the vCPU bringing it up.
+    if id == domain.current_vcpu {
+        vcpu.raise_upcall();
+    } else if id < 64 {
+        domain.remote_upcalls |= 1 << id;
+    }
     Ok(0)
 }
 
@@ -92,6 +97,17 @@ mod tests {
         assert_eq!(vcpu.upcalls, 1);
         // Once only, like Xen.
         assert_eq!(handle(&mut d, &mut vcpu, v::VCPUOP_REGISTER_VCPU_INFO, 0, 0), Err(errno::EINVAL));
+    }
+
+    #[test]
+    fn a_siblings_vcpu_info_registered_by_another_vcpu_raises_its_upcall() {
+        let mut d = Domain::with_vcpus(1, 2);
+        let mut vcpu = FakeVcpu::new(0x3000);
+        args::put_u64(&mut vcpu.mem, 0, 2);
+        args::put_u32(&mut vcpu.mem, 8, 0x80);
+        assert_eq!(handle(&mut d, &mut vcpu, v::VCPUOP_REGISTER_VCPU_INFO, 1, 0), Ok(0));
+        assert_eq!(d.vcpus[1].info, VcpuInfoLoc::Guest(0x2080));
+        assert_eq!((vcpu.upcalls, d.remote_upcalls), (0, 0b10));
     }
 
     #[test]

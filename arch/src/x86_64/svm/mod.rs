@@ -82,23 +82,6 @@ static IOPM: CpuArea<IOPM_SIZE> = CpuArea(UnsafeCell::new([0xff; IOPM_SIZE]));
 /// MSR permission map: everything intercepted but the MSRs VMLOAD/VMSAVE switch anyway.
 static MSRPM: CpuArea<MSRPM_SIZE> = CpuArea(UnsafeCell::new([0xff; MSRPM_SIZE]));
 
-/// Guest-owned MSRs held in the VMCB and switched by VMLOAD/VMSAVE: FS/GS/kernel-GS base,
-/// STAR/LSTAR/CSTAR/SFMASK, SYSENTER_CS/ESP/EIP. Reading or writing them cannot reach the host.
-/// TSC_AUX (RDTSCP's value) is the guest's too: the host never uses it.
-const PASSTHROUGH_MSRS: [u32; 11] = [
-    0xc000_0100,
-    0xc000_0101,
-    0xc000_0102,
-    0xc000_0081,
-    0xc000_0082,
-    0xc000_0083,
-    0xc000_0084,
-    0x174,
-    0x175,
-    0x176,
-    0xc000_0103,
-];
-
 pub fn host_vmsave_area() -> u64 {
     HOST_VMSAVE.addr()
 }
@@ -126,7 +109,9 @@ pub fn enable() -> Result<&'static Caps, &'static str> {
     }
     // SAFETY: see `CpuArea`: the boot CPU runs alone, before any VMRUN.
     let msrpm = unsafe { &mut *MSRPM.0.get() };
-    PASSTHROUGH_MSRS.iter().for_each(|&m| msrpm_allow(msrpm, m));
+    // Guest-owned MSRs the VMCB holds and VMLOAD/VMSAVE switch: reading or writing them
+    // cannot reach the host.
+    crate::x86::policy::GUEST_OWNED_MSRS.iter().for_each(|&m| msrpm_allow(msrpm, m));
     let mut efer = Msr::new(msr::EFER);
     // SAFETY: setting EFER.SVME only enables the SVM instructions; the host save area is a
     // page-aligned, identity-mapped page the CPU owns from now on.

@@ -12,12 +12,13 @@ use super::super::alloc::boxed::Box;
 use super::super::guestmem::{GuestRam, Translation};
 use super::super::hostapic;
 use super::super::space::{DomainSpace, SharedSpace};
+use super::super::vcpu::Bare;
 use crate::boot::GuestSetup;
 use crate::exit::{BadGuestAddress, Exit, VirtualCpu};
 use crate::x86::ept;
 use crate::x86::policy::{self, Gprs, RAX, RBX, RamRange};
-use crate::x86::svm::{self, EFER_SVME, ExitContext, Platform};
-use crate::x86::vlapic::Ipi;
+use crate::x86::svm::{self, EFER_SVME, ExitContext};
+use crate::x86::vlapic::{Ipi, RealModeEntry, Route, route};
 use crate::x86::vmcb::vintr;
 use crate::x86::vmcb::{Segment, Vmcb, attrib, misc1, misc2, tlb};
 use crate::x86::walk::PagingMode;
@@ -145,9 +146,9 @@ impl Vcpu {
     /// vCPU `id` of the domain `space` describes, its VMCB controls set, its state zero.
     fn with_space(space: SharedSpace, id: usize) -> Vcpu {
         let caps = super::caps();
-        let (ram, domain_id, root, generation) = {
+        let (ram, domain_id, root, generation, upcall_vector) = {
             let s = space.borrow();
-            (s.ram, s.domain_id, s.root, s.generation)
+            (s.ram, s.domain_id, s.root, s.generation, s.upcall_vector)
         };
         let mut vcpu = Vcpu {
             vmcb: Box::new(Vmcb::zeroed()),
@@ -166,6 +167,7 @@ impl Vcpu {
             timer_fired: false,
             preempt_at: None,
         };
+        vcpu.ctx.upcall_vector = upcall_vector;
         vcpu.setup_controls(ept::ncr3(root), caps.asids);
         vcpu
     }
@@ -176,7 +178,8 @@ impl Vcpu {
         let mut vcpu = Vcpu::with_space(space, id);
         let s = &mut vcpu.vmcb.save;
         let real = |selector: u16, base: u64, attrib| Segment { selector, attrib, limit: 0xffff, base };
-        s.cs = real((entry >> 4) as u16, entry & 0xf_ffff, REAL_CODE);
+        let start = RealModeEntry::at(entry);
+        s.cs = real(start.cs_selector, start.cs_base, REAL_CODE);
         for seg in [&mut s.ds, &mut s.es, &mut s.ss, &mut s.fs, &mut s.gs] {
             *seg = real(0, 0, REAL_DATA);
         }
@@ -192,9 +195,14 @@ impl Vcpu {
         s.dr6 = 0xffff_0ff0;
         s.dr7 = 0x400;
         s.rflags = 0x2;
-        s.rip = 0;
+        s.rip = start.ip;
         s.rsp = 0;
         s.g_pat = DEFAULT_PAT;
+        // Events may already wait in its `vcpu_info` (Linux registers it, flagging everything,
+        // from the vCPU that starts this one, and sends events while it is still off): Xen
+        // keeps a vCPU's upcall pending until it runs, so it takes one once it enables
+        // interrupts, and scans.
+        vcpu.ctx.upcall_pending = true;
         vcpu
     }
 
@@ -252,22 +260,6 @@ impl Vcpu {
     fn translation(&self) -> Translation {
         let s = &self.vmcb.save;
         Translation { mode: PagingMode::from_registers(s.cr0, s.cr4, s.efer), cr3: s.cr3 }
-    }
-}
-
-/// The exit handler's view of the bare machine.
-struct Bare;
-
-impl Platform for Bare {
-    fn host_cpuid(&self, leaf: u32, sub: u32) -> [u32; 4] {
-        let r = core::arch::x86_64::__cpuid_count(leaf, sub);
-        [r.eax, r.ebx, r.ecx, r.edx]
-    }
-    fn debug_line(&mut self, domain_id: u16, line: &str) {
-        super::super::console_line(format_args!("(d{domain_id}) {line}"));
-    }
-    fn report(&mut self, args: core::fmt::Arguments) {
-        super::super::report(args);
     }
 }
 
@@ -348,6 +340,7 @@ impl VirtualCpu for Vcpu {
     }
 
     fn set_upcall_vector(&mut self, vector: Option<u8>) {
+        self.space.borrow_mut().upcall_vector = vector;
         self.ctx.upcall_vector = vector;
     }
 
@@ -388,6 +381,7 @@ impl Vcpu {
     /// domain's tables changed since this vCPU last ran.
     fn sync_with_domain(&mut self) {
         let mut space = self.space.borrow_mut();
+        self.ctx.upcall_vector = space.upcall_vector;
         if space.mailbox.has(self.id) {
             space.mailbox.deliver(&mut self.ctx.msrs.lapic);
         }
@@ -402,18 +396,13 @@ impl Vcpu {
     /// target on in real mode at `vector << 12`.
     fn send_ipi(&mut self, ipi: Ipi) -> Option<Exit> {
         let mut space = self.space.borrow_mut();
-        let exists = space.apic_mask();
-        match ipi {
-            Ipi::Fixed { targets, vector } if targets & exists != 0 => {
-                space.mailbox.post(targets & exists, vector);
+        match route(ipi, space.apic_mask()) {
+            Route::Post { targets, vector } => {
+                space.mailbox.post(targets, vector);
                 Some(Exit::Yield)
             }
-            Ipi::Startup { targets, vector } if targets & exists != 0 => Some(Exit::CpuOn {
-                target: (targets & exists).trailing_zeros() as usize,
-                entry: u64::from(vector) << 12,
-                context: 0,
-            }),
-            _ => None,
+            Route::Start { target, entry } => Some(Exit::CpuOn { target, entry, context: 0 }),
+            Route::Nowhere => None,
         }
     }
 

@@ -1,5 +1,6 @@
-//! Intel VT-x: entering VMX root operation, reading what the CPU's VT-x offers, and the
-//! VMCS-based vCPU ([`vcpu`]).
+//! Intel VT-x: entering VMX root operation, reading what the CPU's VT-x offers, the MSR
+//! bitmap shared by every VMCS (the guest-owned MSRs pass through), XCR0 for the guests, and
+//! the VMCS-based vCPU ([`vcpu`]).
 
 pub mod vcpu;
 
@@ -25,6 +26,8 @@ pub mod msr {
     pub const TRUE_PROCBASED_CTLS: u32 = 0x48e;
     pub const TRUE_EXIT_CTLS: u32 = 0x48f;
     pub const TRUE_ENTRY_CTLS: u32 = 0x490;
+    pub const VMX_MISC: u32 = 0x485;
+    pub const PAT: u32 = 0x277;
     pub const EFER: u32 = 0xc000_0080;
     pub const FS_BASE: u32 = 0xc000_0100;
     pub const GS_BASE: u32 = 0xc000_0101;
@@ -35,6 +38,10 @@ pub mod ctls2 {
     pub const EPT: u32 = 1 << 1;
     pub const VPID: u32 = 1 << 5;
     pub const UNRESTRICTED_GUEST: u32 = 1 << 7;
+    /// Instructions a guest may only run with these on (else #UD): offered when the CPU can.
+    pub const RDTSCP: u32 = 1 << 3;
+    pub const INVPCID: u32 = 1 << 12;
+    pub const XSAVES: u32 = 1 << 20;
 }
 
 /// IA32_VMX_EPT_VPID_CAP bits used here.
@@ -42,6 +49,7 @@ mod ept_cap {
     pub const WALK_4: u64 = 1 << 6;
     pub const WB: u64 = 1 << 14;
     pub const INVEPT: u64 = 1 << 20;
+    pub const INVEPT_SINGLE: u64 = 1 << 25;
     pub const INVEPT_ALL: u64 = 1 << 26;
 }
 
@@ -63,6 +71,8 @@ pub struct Caps {
     pub cr0_fixed1: u64,
     pub cr4_fixed0: u64,
     pub cr4_fixed1: u64,
+    /// IA32_VMX_MISC: bits 4:0 give the preemption timer's rate (TSC >> rate).
+    pub misc: u64,
 }
 
 impl Caps {
@@ -82,6 +92,7 @@ impl Caps {
             cr0_fixed1: rdmsr(msr::CR0_FIXED1),
             cr4_fixed0: rdmsr(msr::CR4_FIXED0),
             cr4_fixed1: rdmsr(msr::CR4_FIXED1),
+            misc: rdmsr(msr::VMX_MISC),
         }
     }
 
@@ -96,6 +107,15 @@ impl Caps {
 
     pub fn invept_all(&self) -> bool {
         self.ept_vpid & (ept_cap::INVEPT | ept_cap::INVEPT_ALL) == ept_cap::INVEPT | ept_cap::INVEPT_ALL
+    }
+
+    pub fn invept_single(&self) -> bool {
+        self.ept_vpid & (ept_cap::INVEPT | ept_cap::INVEPT_SINGLE) == ept_cap::INVEPT | ept_cap::INVEPT_SINGLE
+    }
+
+    /// The preemption timer's rate: it counts down once every 2^rate TSC ticks.
+    pub fn preemption_timer_rate(&self) -> u32 {
+        (self.misc & 0x1f) as u32
     }
 
     /// The banner line: which of the features we rely on are offered.
@@ -123,6 +143,12 @@ impl Caps {
         }
         Ok(want | must)
     }
+
+    /// The bits of `want` a control field may have set (optional features).
+    pub fn allowed(&self, want: u32, msr: u32, true_msr: u32) -> u32 {
+        let cap = rdmsr(if self.true_ctls && true_msr != 0 { true_msr } else { msr });
+        want & (cap >> 32) as u32
+    }
 }
 
 static CAPS: Once<Caps> = Once::new();
@@ -137,6 +163,56 @@ struct Page(UnsafeCell<[u8; 4096]>);
 // SAFETY: written once by `enable` before VMXON, then owned by the CPU.
 unsafe impl Sync for Page {}
 static VMXON_REGION: Page = Page(UnsafeCell::new([0; 4096]));
+/// The MSR bitmap every VMCS points at: a set bit makes the RDMSR (first 2 KiB) or WRMSR
+/// (last 2 KiB) of that MSR exit; MSRs 0..0x1fff, then 0xc0000000..0xc0001fff.
+static MSR_BITMAP: Page = Page(UnsafeCell::new([0xff; 4096]));
+
+/// Let the guest read and write `index` without a VM exit.
+fn msr_bitmap_allow(bitmap: &mut [u8; 4096], index: u32) {
+    let (base, bit) = match index {
+        0..=0x1fff => (0, index),
+        0xc000_0000..=0xc000_1fff => (1024, index - 0xc000_0000),
+        _ => return,
+    };
+    for half in [0, 2048] {
+        bitmap[half + base + (bit / 8) as usize] &= !(1 << (bit % 8));
+    }
+}
+
+/// Physical address of the MSR bitmap (the image is identity mapped).
+pub fn msr_bitmap() -> u64 {
+    MSR_BITMAP.0.get() as u64
+}
+
+/// MSRs the guest owns that the VMCS does not switch (FS/GS base and SYSENTER are guest-state
+/// fields): each vCPU's values are loaded at VM entry and stored at VM exit. The hypervisor
+/// itself never uses SYSCALL, SWAPGS or RDTSCP, so it needs no values of its own in them.
+pub const SWITCHED_MSRS: [u32; 6] = [0xc000_0102, 0xc000_0081, 0xc000_0082, 0xc000_0083, 0xc000_0084, 0xc000_0103];
+/// IA32_TSC_AUX exists only with RDTSCP.
+pub const MSR_TSC_AUX: u32 = 0xc000_0103;
+
+/// CPUID.1:ECX.XSAVE.
+pub fn has_xsave() -> bool {
+    core::arch::x86_64::__cpuid(1).ecx & (1 << 26) != 0
+}
+
+/// CR4.OSXSAVE on the host, so that it can load each guest's XCR0 (XSETBV always exits).
+fn enable_xsave() {
+    if has_xsave() {
+        // SAFETY: the CPU supports XSAVE (checked above); CR4.OSXSAVE only enables
+        // XGETBV/XSETBV/XSAVE*, which the hypervisor uses for the guests' XCR0 alone.
+        unsafe { Cr4::write_raw(Cr4::read_raw() | (1 << 18)) };
+    }
+}
+
+/// Load XCR0 (the CPU keeps the guest's across VM exits; this host does not use it).
+pub fn xsetbv(value: u64) {
+    // SAFETY: CR4.OSXSAVE is set (`enable_xsave`); callers pass an XCR0 the CPU supports
+    // (validated against CPUID leaf 0xD), which only changes which state XSAVE covers.
+    unsafe {
+        core::arch::asm!("xsetbv", in("ecx") 0u32, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nostack));
+    }
+}
 
 /// Check support, enable VMX in CR4/IA32_FEATURE_CONTROL and execute VMXON.
 pub fn enable() -> Result<&'static Caps, &'static str> {
@@ -151,6 +227,10 @@ pub fn enable() -> Result<&'static Caps, &'static str> {
         return Err("no secondary processor-based controls (no EPT)");
     }
     set_fixed_bits(caps);
+    enable_xsave();
+    // SAFETY: the boot CPU alone, before any VM entry: nothing reads the bitmap yet.
+    let bitmap = unsafe { &mut *MSR_BITMAP.0.get() };
+    crate::x86::policy::GUEST_OWNED_MSRS.iter().for_each(|&m| msr_bitmap_allow(bitmap, m));
     let region = VMXON_REGION.0.get();
     // SAFETY: the region is ours alone until VMXON hands it to the CPU.
     unsafe { (&mut *region)[..4].copy_from_slice(&caps.revision.to_le_bytes()) };

@@ -1,38 +1,57 @@
-//! One vCPU: its VMCS, its domain's EPT, entering the guest and decoding VM exits.
+//! One VT-x vCPU: its VMCS, its domain's EPT ([`DomainSpace`]), entering the guest and
+//! decoding VM exits.
+//!
+//! What an exit *means* is the shared x86 logic ([`crate::x86::guest`], [`crate::x86::policy`]):
+//! this file decodes the VMCS (exit reason, qualification, instruction length) and applies
+//! the answer to it. Interrupts (the Xen upcall, the x2APIC's vectors) are injected through
+//! the VM-entry interruption-information field when the guest can take them, else an
+//! interrupt-window exit waits for that moment. The VMX-preemption timer ends a run at the
+//! earlier of the core's deadline and the Xen single-shot timer.
 
 use super::super::alloc::boxed::Box;
 use super::super::desc::{CODE_SELECTOR, DATA_SELECTOR, TSS_SELECTOR};
 use super::super::guestmem::{GuestRam, Translation};
-use super::super::tables::{self, Page, TablePages};
+use super::super::space::{DomainSpace, SharedSpace};
+use super::super::tables::Page;
+use super::super::time;
+use super::super::vcpu::Bare;
 use super::{ctls2, msr};
 use crate::boot::GuestSetup;
 use crate::exit::{BadGuestAddress, Exit, FaultKind, GuestFault, VirtualCpu};
 use crate::x86::ept;
-use crate::x86::policy::{self, DebugPort, Gprs, MsrWrite, RAX, RBX, RCX, RSP};
+use crate::x86::guest::{self, ExitContext, MsrOutcome, Timers};
+use crate::x86::policy::{self, Gprs, PortAction, RAX, RBX, RCX, RSP, RamRange};
 use crate::x86::walk::PagingMode;
-use ::x86::vmx::vmcs::{control, guest, host, ro};
+use ::x86::vmx::vmcs::{control, guest as gs, host, ro};
 use core::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 
 mod bits {
     pub const CR0_PE: u64 = 1 << 0;
     pub const CR0_ET: u64 = 1 << 4;
     pub const CR0_PG: u64 = 1 << 31;
+    pub const RFLAGS_IF: u64 = 1 << 9;
     pub use crate::x86::policy::{EFER_LMA, EFER_LME};
     // Pin-based controls.
     pub const PIN_EXT_INTR: u32 = 1 << 0;
     pub const PIN_NMI: u32 = 1 << 3;
+    pub const PIN_PREEMPTION_TIMER: u32 = 1 << 6;
     // Primary processor-based controls.
+    pub const PROC_INTR_WINDOW: u32 = 1 << 2;
     pub const PROC_HLT: u32 = 1 << 7;
     pub const PROC_CR8_LOAD: u32 = 1 << 19;
     pub const PROC_CR8_STORE: u32 = 1 << 20;
     pub const PROC_IO: u32 = 1 << 24;
+    pub const PROC_MSR_BITMAP: u32 = 1 << 28;
     pub const PROC_SECONDARY: u32 = 1 << 31;
     // VM-exit controls.
     pub const EXIT_HOST_64: u32 = 1 << 9;
+    pub const EXIT_SAVE_PAT: u32 = 1 << 18;
+    pub const EXIT_LOAD_PAT: u32 = 1 << 19;
     pub const EXIT_SAVE_EFER: u32 = 1 << 20;
     pub const EXIT_LOAD_EFER: u32 = 1 << 21;
     // VM-entry controls.
     pub const ENTRY_IA32E: u32 = 1 << 9;
+    pub const ENTRY_LOAD_PAT: u32 = 1 << 14;
     pub const ENTRY_LOAD_EFER: u32 = 1 << 15;
     // Segment access rights as the VMCS stores them.
     pub const AR_CODE32: u64 = 0xc09b;
@@ -40,6 +59,11 @@ mod bits {
     pub const AR_TSS32_BUSY: u64 = 0x8b;
     pub const AR_UNUSABLE: u64 = 1 << 16;
     pub const AR_LONG: u64 = 1 << 13;
+    // Interruption information (VM entry, VM exit, IDT vectoring).
+    pub const EVENT_VALID: u64 = 1 << 31;
+    pub const EVENT_HAS_ERROR_CODE: u64 = 1 << 11;
+    pub const EVENT_EXTERNAL: u64 = 0 << 8;
+    pub const EVENT_HW_EXCEPTION: u64 = 3 << 8;
 }
 use bits::*;
 
@@ -48,32 +72,62 @@ mod reason {
     pub const EXCEPTION_NMI: u32 = 0;
     pub const EXTERNAL_INTERRUPT: u32 = 1;
     pub const TRIPLE_FAULT: u32 = 2;
+    pub const INIT: u32 = 3;
+    pub const INTERRUPT_WINDOW: u32 = 7;
     pub const CPUID: u32 = 10;
     pub const HLT: u32 = 12;
     pub const VMCALL: u32 = 18;
+    /// VMCLEAR .. VMXON.
+    pub const VMX_INSNS: core::ops::RangeInclusive<u32> = 19..=27;
     pub const CR_ACCESS: u32 = 28;
     pub const IO: u32 = 30;
     pub const RDMSR: u32 = 31;
     pub const WRMSR: u32 = 32;
     pub const EPT_VIOLATION: u32 = 48;
+    pub const INVEPT: u32 = 50;
+    pub const PREEMPTION_TIMER: u32 = 52;
+    pub const INVVPID: u32 = 53;
+    pub const XSETBV: u32 = 55;
+    pub const VMFUNC: u32 = 59;
 }
+
+const UD: u8 = 6;
+const GP: u8 = 13;
+/// The power-on PAT: WB, WT, UC-, UC, repeated.
+const DEFAULT_PAT: u64 = 0x0007_0406_0007_0406;
+/// XCR0 at reset: x87 state only.
+const RESET_XCR0: u64 = 1;
 
 /// Physical address of the VMCS this CPU has current (0: none).
 static CURRENT_VMCS: AtomicU64 = AtomicU64::new(0);
 static NEXT_VPID: AtomicU16 = AtomicU16::new(1);
+/// The XCR0 the CPU holds (a guest's: the host does not use XSAVE state).
+static CURRENT_XCR0: AtomicU64 = AtomicU64::new(RESET_XCR0);
 
 pub struct Vcpu {
     vmcs: Box<Page>,
-    /// Keeps the EPT tables alive as long as the VMCS points at them.
-    _ept: TablePages,
+    /// The domain's EPT (the VMCS points at its root) and IPI mailbox.
+    space: SharedSpace,
+    /// This vCPU's index in its domain (its APIC id).
+    id: usize,
+    eptp: u64,
+    /// The tables' generation this vCPU's cached translations have seen.
+    ept_generation: u64,
     regs: Gprs,
     launched: bool,
     ram: GuestRam,
-    domain_id: u16,
-    vcpu_id: u16,
     entry_ctls: u32,
+    primary_ctls: u32,
     cr8: u64,
-    e9: DebugPort,
+    /// Boxed: the vLAPIC and the debug-port buffer make it large.
+    ctx: Box<ExitContext>,
+    timers: Timers,
+    /// The preemption timer's rate (it counts TSC >> rate), if the CPU has one.
+    preemption_rate: Option<u32>,
+    /// The guest's values of [`super::SWITCHED_MSRS`]: the VM-entry MSR-load and VM-exit
+    /// MSR-store area (16-byte entries: index, reserved, value).
+    msr_area: Box<Page>,
+    xcr0: u64,
 }
 
 // --- VMCS access -------------------------------------------------------------------------
@@ -184,36 +238,50 @@ core::arch::global_asm!(
 // --- construction ----------------------------------------------------------------------
 
 impl Vcpu {
+    /// vCPU 0 of a new domain, in the PVH start state.
     pub fn new(setup: &GuestSetup) -> Result<Vcpu, &'static str> {
         let caps = super::caps();
         if !caps.ept_usable() || !caps.has(ctls2::UNRESTRICTED_GUEST) {
             return Err("this CPU's VT-x lacks EPT or unrestricted guest");
         }
         let ram = GuestRam { host: setup.ram_host, guest: setup.ram_guest, size: setup.ram_size };
-        let (tables, root) = tables::second_level(ept::EPT, &ram)?;
-        let vmcs = Page::new();
+        let space = DomainSpace::new(ept::EPT, ram, setup.domain_id, setup.nr_vcpus.into())?;
+        let (root, generation) = {
+            let s = space.borrow();
+            (s.root, s.generation)
+        };
         let mut vcpu = Vcpu {
-            vmcs,
-            _ept: tables,
+            vmcs: Page::new(),
+            space,
+            id: setup.vcpu_id.into(),
+            eptp: ept::eptp(root),
+            ept_generation: generation,
             regs: Gprs::default(),
             launched: false,
             ram,
-            domain_id: setup.domain_id,
-            vcpu_id: setup.vcpu_id,
             entry_ctls: 0,
+            primary_ctls: 0,
             cr8: 0,
-            e9: DebugPort::default(),
+            ctx: Box::new(ExitContext::new(
+                RamRange { base: ram.guest, size: ram.size },
+                setup.domain_id,
+                setup.vcpu_id,
+                false,
+            )),
+            timers: Timers::default(),
+            preemption_rate: None,
+            msr_area: Page::new(),
+            xcr0: RESET_XCR0,
         };
         vcpu.vmcs.0[0] = caps.revision as u64;
         // SAFETY: a fresh, 4 KiB-aligned, identity-mapped VMCS region with the revision id.
         unsafe { ::x86::bits64::vmx::vmclear(vcpu.vmcs.addr()) }.map_err(|_| "VMCLEAR failed")?;
         vcpu.make_current();
-        vcpu.setup_controls(ept::eptp(root))?;
+        vcpu.setup_controls()?;
         vcpu.setup_host()?;
         vcpu.setup_guest(setup)?;
-        if caps.invept_all() {
-            invept_all(ept::eptp(root));
-        }
+        // Translations of an earlier user of this EPTP's tables may be cached.
+        invept(vcpu.eptp);
         Ok(vcpu)
     }
 
@@ -225,32 +293,51 @@ impl Vcpu {
         }
     }
 
-    fn setup_controls(&mut self, eptp: u64) -> Result<(), &'static str> {
+    fn setup_controls(&mut self) -> Result<(), &'static str> {
         let caps = super::caps();
         let vpid = caps.has(ctls2::VPID);
-        let pin = caps.control(PIN_EXT_INTR | PIN_NMI, msr::PINBASED_CTLS, msr::TRUE_PINBASED_CTLS)?;
-        let primary = PROC_HLT | PROC_IO | PROC_CR8_LOAD | PROC_CR8_STORE | PROC_SECONDARY;
-        let primary = caps.control(primary, msr::PROCBASED_CTLS, msr::TRUE_PROCBASED_CTLS)?;
-        let secondary = ctls2::EPT | ctls2::UNRESTRICTED_GUEST | if vpid { ctls2::VPID } else { 0 };
+        let timer = caps.allowed(PIN_PREEMPTION_TIMER, msr::PINBASED_CTLS, msr::TRUE_PINBASED_CTLS);
+        self.preemption_rate = (timer != 0).then(|| caps.preemption_timer_rate());
+        let pin = caps.control(PIN_EXT_INTR | PIN_NMI | timer, msr::PINBASED_CTLS, msr::TRUE_PINBASED_CTLS)?;
+        let primary = PROC_HLT | PROC_IO | PROC_CR8_LOAD | PROC_CR8_STORE | PROC_MSR_BITMAP | PROC_SECONDARY;
+        self.primary_ctls = caps.control(primary, msr::PROCBASED_CTLS, msr::TRUE_PROCBASED_CTLS)?;
+        // Instructions the guest's CPUID may offer that raise #UD unless enabled here.
+        let offered = caps.allowed(ctls2::RDTSCP | ctls2::INVPCID | ctls2::XSAVES, msr::PROCBASED_CTLS2, 0);
+        let secondary = ctls2::EPT | ctls2::UNRESTRICTED_GUEST | offered | if vpid { ctls2::VPID } else { 0 };
         let secondary = caps.control(secondary, msr::PROCBASED_CTLS2, 0)?;
-        let exit = EXIT_HOST_64 | EXIT_SAVE_EFER | EXIT_LOAD_EFER;
+        let exit = EXIT_HOST_64 | EXIT_SAVE_PAT | EXIT_LOAD_PAT | EXIT_SAVE_EFER | EXIT_LOAD_EFER;
         let exit = caps.control(exit, msr::EXIT_CTLS, msr::TRUE_EXIT_CTLS)?;
-        self.entry_ctls = caps.control(ENTRY_LOAD_EFER, msr::ENTRY_CTLS, msr::TRUE_ENTRY_CTLS)?;
+        self.entry_ctls = caps.control(ENTRY_LOAD_PAT | ENTRY_LOAD_EFER, msr::ENTRY_CTLS, msr::TRUE_ENTRY_CTLS)?;
         vmwrite(control::PINBASED_EXEC_CONTROLS, pin as u64)?;
-        vmwrite(control::PRIMARY_PROCBASED_EXEC_CONTROLS, primary as u64)?;
+        vmwrite(control::PRIMARY_PROCBASED_EXEC_CONTROLS, self.primary_ctls as u64)?;
         vmwrite(control::SECONDARY_PROCBASED_EXEC_CONTROLS, secondary as u64)?;
         vmwrite(control::VMEXIT_CONTROLS, exit as u64)?;
         vmwrite(control::VMENTRY_CONTROLS, self.entry_ctls as u64)?;
         vmwrite(control::EXCEPTION_BITMAP, 0)?;
         vmwrite(control::CR3_TARGET_COUNT, 0)?;
-        vmwrite(control::EPTP_FULL, eptp)?;
+        vmwrite(control::EPTP_FULL, self.eptp)?;
+        vmwrite(control::MSR_BITMAPS_ADDR_FULL, super::msr_bitmap())?;
+        // The guest's own syscall MSRs: loaded at entry, stored back at exit, same area.
+        let rdtscp = offered & ctls2::RDTSCP != 0;
+        let mut n = 0;
+        for &index in super::SWITCHED_MSRS.iter().filter(|&&m| m != super::MSR_TSC_AUX || rdtscp) {
+            self.msr_area.0[2 * n] = index as u64;
+            self.msr_area.0[2 * n + 1] = 0;
+            n += 1;
+        }
+        vmwrite(control::VMENTRY_MSR_LOAD_ADDR_FULL, self.msr_area.addr())?;
+        vmwrite(control::VMENTRY_MSR_LOAD_COUNT, n as u64)?;
+        vmwrite(control::VMEXIT_MSR_STORE_ADDR_FULL, self.msr_area.addr())?;
+        vmwrite(control::VMEXIT_MSR_STORE_COUNT, n as u64)?;
+        vmwrite(control::VMEXIT_MSR_LOAD_COUNT, 0)?;
         if vpid {
             // VPID 0 belongs to VMX root; skip it should the counter ever wrap.
             let vpid = NEXT_VPID.fetch_add(1, Ordering::Relaxed).max(1);
             vmwrite(control::VPID, vpid as u64)?;
         }
-        // CR0/CR4 bits VMX pins (NE; VMXE) are owned by us: the guest sees the shadow and
-        // may write what it likes there without a VM exit as long as it does not change them.
+        // CR0/CR4 bits VMX requires are owned by us (guest/host mask); the guest reads the
+        // shadow, and may write what it likes there without a VM exit as long as it does
+        // not change them.
         vmwrite(control::CR0_GUEST_HOST_MASK, cr0_owned())?;
         vmwrite(control::CR4_GUEST_HOST_MASK, caps.cr4_fixed0)?;
         Ok(())
@@ -276,6 +363,7 @@ impl Vcpu {
         vmwrite(host::IA32_SYSENTER_ESP, 0)?;
         vmwrite(host::IA32_SYSENTER_EIP, 0)?;
         vmwrite(host::IA32_EFER_FULL, super::rdmsr(msr::EFER))?;
+        vmwrite(host::IA32_PAT_FULL, super::rdmsr(msr::PAT))?;
         vmwrite(host::RIP, xhv_vmx_exit as *const () as u64)?;
         Ok(())
     }
@@ -284,15 +372,15 @@ impl Vcpu {
     fn setup_guest(&mut self, setup: &GuestSetup) -> Result<(), &'static str> {
         let caps = super::caps();
         let cr0_visible = CR0_PE | CR0_ET;
-        vmwrite(guest::CR0, (cr0_visible | cr0_owned()) & caps.cr0_fixed1)?;
+        vmwrite(gs::CR0, (cr0_visible | cr0_owned()) & caps.cr0_fixed1)?;
         vmwrite(control::CR0_READ_SHADOW, cr0_visible)?;
-        vmwrite(guest::CR4, caps.cr4_fixed0 & caps.cr4_fixed1)?;
+        vmwrite(gs::CR4, caps.cr4_fixed0 & caps.cr4_fixed1)?;
         vmwrite(control::CR4_READ_SHADOW, 0)?;
-        vmwrite(guest::CR3, 0)?;
-        vmwrite(guest::DR7, 0x400)?;
-        vmwrite(guest::RIP, setup.entry)?;
-        vmwrite(guest::RSP, 0)?;
-        vmwrite(guest::RFLAGS, 0x2)?;
+        vmwrite(gs::CR3, 0)?;
+        vmwrite(gs::DR7, 0x400)?;
+        vmwrite(gs::RIP, setup.entry)?;
+        vmwrite(gs::RSP, 0)?;
+        vmwrite(gs::RFLAGS, 0x2)?;
         self.regs.0[RBX] = setup.boot_arg;
         let flat = |sel, base, limit, ar, value: u64, access: u64| -> Result<(), &'static str> {
             vmwrite(sel, value)?;
@@ -300,37 +388,38 @@ impl Vcpu {
             vmwrite(limit, 0xffff_ffff)?;
             vmwrite(ar, access)
         };
-        flat(guest::CS_SELECTOR, guest::CS_BASE, guest::CS_LIMIT, guest::CS_ACCESS_RIGHTS, 0x08, AR_CODE32)?;
+        flat(gs::CS_SELECTOR, gs::CS_BASE, gs::CS_LIMIT, gs::CS_ACCESS_RIGHTS, 0x08, AR_CODE32)?;
         for (sel, base, limit, ar) in [
-            (guest::DS_SELECTOR, guest::DS_BASE, guest::DS_LIMIT, guest::DS_ACCESS_RIGHTS),
-            (guest::ES_SELECTOR, guest::ES_BASE, guest::ES_LIMIT, guest::ES_ACCESS_RIGHTS),
-            (guest::SS_SELECTOR, guest::SS_BASE, guest::SS_LIMIT, guest::SS_ACCESS_RIGHTS),
-            (guest::FS_SELECTOR, guest::FS_BASE, guest::FS_LIMIT, guest::FS_ACCESS_RIGHTS),
-            (guest::GS_SELECTOR, guest::GS_BASE, guest::GS_LIMIT, guest::GS_ACCESS_RIGHTS),
+            (gs::DS_SELECTOR, gs::DS_BASE, gs::DS_LIMIT, gs::DS_ACCESS_RIGHTS),
+            (gs::ES_SELECTOR, gs::ES_BASE, gs::ES_LIMIT, gs::ES_ACCESS_RIGHTS),
+            (gs::SS_SELECTOR, gs::SS_BASE, gs::SS_LIMIT, gs::SS_ACCESS_RIGHTS),
+            (gs::FS_SELECTOR, gs::FS_BASE, gs::FS_LIMIT, gs::FS_ACCESS_RIGHTS),
+            (gs::GS_SELECTOR, gs::GS_BASE, gs::GS_LIMIT, gs::GS_ACCESS_RIGHTS),
         ] {
             flat(sel, base, limit, ar, 0x10, AR_DATA32)?;
         }
-        vmwrite(guest::LDTR_SELECTOR, 0)?;
-        vmwrite(guest::LDTR_BASE, 0)?;
-        vmwrite(guest::LDTR_LIMIT, 0)?;
-        vmwrite(guest::LDTR_ACCESS_RIGHTS, AR_UNUSABLE)?;
-        vmwrite(guest::TR_SELECTOR, 0)?;
-        vmwrite(guest::TR_BASE, 0)?;
-        vmwrite(guest::TR_LIMIT, 0x67)?;
-        vmwrite(guest::TR_ACCESS_RIGHTS, AR_TSS32_BUSY)?;
-        for (base, limit) in [(guest::GDTR_BASE, guest::GDTR_LIMIT), (guest::IDTR_BASE, guest::IDTR_LIMIT)] {
+        vmwrite(gs::LDTR_SELECTOR, 0)?;
+        vmwrite(gs::LDTR_BASE, 0)?;
+        vmwrite(gs::LDTR_LIMIT, 0)?;
+        vmwrite(gs::LDTR_ACCESS_RIGHTS, AR_UNUSABLE)?;
+        vmwrite(gs::TR_SELECTOR, 0)?;
+        vmwrite(gs::TR_BASE, 0)?;
+        vmwrite(gs::TR_LIMIT, 0x67)?;
+        vmwrite(gs::TR_ACCESS_RIGHTS, AR_TSS32_BUSY)?;
+        for (base, limit) in [(gs::GDTR_BASE, gs::GDTR_LIMIT), (gs::IDTR_BASE, gs::IDTR_LIMIT)] {
             vmwrite(base, 0)?;
             vmwrite(limit, 0)?;
         }
-        vmwrite(guest::IA32_EFER_FULL, 0)?;
-        vmwrite(guest::IA32_DEBUGCTL_FULL, 0)?;
-        vmwrite(guest::IA32_SYSENTER_CS, 0)?;
-        vmwrite(guest::IA32_SYSENTER_ESP, 0)?;
-        vmwrite(guest::IA32_SYSENTER_EIP, 0)?;
-        vmwrite(guest::INTERRUPTIBILITY_STATE, 0)?;
-        vmwrite(guest::ACTIVITY_STATE, 0)?;
-        vmwrite(guest::PENDING_DBG_EXCEPTIONS, 0)?;
-        vmwrite(guest::LINK_PTR_FULL, u64::MAX)?;
+        vmwrite(gs::IA32_EFER_FULL, 0)?;
+        vmwrite(gs::IA32_PAT_FULL, DEFAULT_PAT)?;
+        vmwrite(gs::IA32_DEBUGCTL_FULL, 0)?;
+        vmwrite(gs::IA32_SYSENTER_CS, 0)?;
+        vmwrite(gs::IA32_SYSENTER_ESP, 0)?;
+        vmwrite(gs::IA32_SYSENTER_EIP, 0)?;
+        vmwrite(gs::INTERRUPTIBILITY_STATE, 0)?;
+        vmwrite(gs::ACTIVITY_STATE, 0)?;
+        vmwrite(gs::PENDING_DBG_EXCEPTIONS, 0)?;
+        vmwrite(gs::LINK_PTR_FULL, u64::MAX)?;
         Ok(())
     }
 }
@@ -341,12 +430,22 @@ fn cr0_owned() -> u64 {
     super::caps().cr0_fixed0 & !(CR0_PE | CR0_PG)
 }
 
-fn invept_all(eptp: u64) {
+/// Drop cached translations through the EPT at `eptp`: single-context INVEPT, or all
+/// contexts where only that is offered.
+fn invept(eptp: u64) {
+    let caps = super::caps();
+    let kind: u64 = if caps.invept_single() {
+        1
+    } else if caps.invept_all() {
+        2
+    } else {
+        return;
+    };
     let descriptor: [u64; 2] = [eptp, 0];
-    // SAFETY: INVEPT type 2 (all contexts) only drops cached EPT translations; the CPU
-    // advertised it (checked by the caller); the descriptor is a valid 16-byte buffer.
+    // SAFETY: INVEPT only drops cached EPT translations; the CPU advertised this type
+    // (checked above); the descriptor is a valid 16-byte buffer.
     unsafe {
-        core::arch::asm!("invept {t}, [{d}]", t = in(reg) 2u64, d = in(reg) descriptor.as_ptr(), options(nostack));
+        core::arch::asm!("invept {t}, [{d}]", t = in(reg) kind, d = in(reg) descriptor.as_ptr(), options(nostack));
     }
 }
 
@@ -354,7 +453,7 @@ impl Drop for Vcpu {
     fn drop(&mut self) {
         let addr = self.vmcs.addr();
         // SAFETY: our VMCS; after VMCLEAR the CPU holds no cached state of it, so its memory
-        // (and the EPT tables, freed with `self`) can be reused.
+        // (and the MSR area) can be reused.
         let _ = unsafe { ::x86::bits64::vmx::vmclear(addr) };
         let _ = CURRENT_VMCS.compare_exchange(addr, 0, Ordering::Relaxed, Ordering::Relaxed);
     }
@@ -369,15 +468,33 @@ impl VirtualCpu for Vcpu {
     fn run(&mut self) -> Exit {
         self.make_current();
         loop {
-            // SAFETY: the VMCS is current and fully set up; `regs` outlives the call; the
-            // assembly restores every callee-saved register and the stack.
+            let now = time::now_ns();
+            if self.timers.poll(now) || self.timers.preempt_due(now) {
+                return Exit::Preempted;
+            }
+            self.sync_with_domain();
+            self.inject_interrupts();
+            self.arm_preemption_timer();
+            if self.xcr0 != CURRENT_XCR0.load(Ordering::Relaxed) {
+                super::xsetbv(self.xcr0);
+                CURRENT_XCR0.store(self.xcr0, Ordering::Relaxed);
+            }
+            // SAFETY: the VMCS is current and fully set up, with EPT over this domain's RAM
+            // only; `regs` outlives the call; the assembly restores every callee-saved
+            // register and the stack.
             let status = unsafe { xhv_vmx_enter(&mut self.regs, self.launched as u64) };
             if status != 0 {
                 return self.entry_failed(status);
             }
             self.launched = true;
             self.sync_long_mode();
-            if let Some(exit) = self.handle_exit() {
+            self.requeue_interrupted_event();
+            let exit = self.handle_exit();
+            if let Some(gpa) = self.ctx.hypercall_page.take() {
+                // A page outside RAM is the guest's loss: its later calls fault there.
+                let _ = self.ram.write_phys(gpa, &policy::hypercall_page(false));
+            }
+            if let Some(exit) = exit {
                 return exit;
             }
         }
@@ -389,7 +506,7 @@ impl VirtualCpu for Vcpu {
 
     fn pc(&self) -> u64 {
         self.make_current();
-        vmread(guest::RIP)
+        vmread(gs::RIP)
     }
 
     fn copy_from_guest(&mut self, gva: u64, buf: &mut [u8]) -> Result<(), BadGuestAddress> {
@@ -401,23 +518,128 @@ impl VirtualCpu for Vcpu {
         let tr = self.translation();
         self.ram.copy_to(tr, gva, buf)
     }
+
+    fn read_guest_phys(&mut self, gpa: u64, buf: &mut [u8]) -> Result<(), BadGuestAddress> {
+        self.ram.read_phys(gpa, buf)
+    }
+
+    fn write_guest_phys(&mut self, gpa: u64, buf: &[u8]) -> Result<(), BadGuestAddress> {
+        self.ram.write_phys(gpa, buf)
+    }
+
+    fn map_host_page(&mut self, gpa: u64, hpa: u64) -> Result<(), BadGuestAddress> {
+        // Every vCPU of the domain drops the old translation before it runs again.
+        self.space.borrow_mut().remap_4k(gpa, hpa).map_err(|_| BadGuestAddress(gpa))
+    }
+
+    fn raise_upcall(&mut self) {
+        self.ctx.upcall_pending = true;
+    }
+
+    fn set_upcall_vector(&mut self, vector: Option<u8>) {
+        self.ctx.upcall_vector = vector;
+    }
+
+    fn interrupt_pending(&self) -> bool {
+        self.ctx.interrupt_pending() || self.space.borrow().mailbox.has(self.id) || self.timers.pending(time::now_ns())
+    }
+
+    fn timer_deadline_ns(&self) -> Option<u64> {
+        self.timers.xen_deadline()
+    }
+
+    fn set_preemption_deadline(&mut self, deadline_ns: Option<u64>) {
+        self.timers.set_preemption(deadline_ns);
+    }
+
+    fn set_xen_timer(&mut self, deadline_ns: Option<u64>) -> bool {
+        self.timers.set_xen(deadline_ns);
+        true
+    }
+
+    fn take_expired_timer(&mut self) -> bool {
+        self.timers.take_fired(time::now_ns())
+    }
 }
 
 impl Vcpu {
     fn translation(&self) -> Translation {
         self.make_current();
-        let mode = PagingMode::from_registers(vmread(guest::CR0), vmread(guest::CR4), vmread(guest::IA32_EFER_FULL));
-        Translation { mode, cr3: vmread(guest::CR3) }
+        let mode = PagingMode::from_registers(vmread(gs::CR0), vmread(gs::CR4), vmread(gs::IA32_EFER_FULL));
+        Translation { mode, cr3: vmread(gs::CR3) }
     }
 
     fn in_long_mode(&self) -> bool {
-        vmread(guest::CS_ACCESS_RIGHTS) & AR_LONG != 0
+        vmread(gs::CS_ACCESS_RIGHTS) & AR_LONG != 0
+    }
+
+    /// Before entering the guest: take the IPIs other vCPUs sent, and drop cached
+    /// translations if the domain's EPT changed since this vCPU last ran.
+    fn sync_with_domain(&mut self) {
+        let mut space = self.space.borrow_mut();
+        if space.mailbox.has(self.id) {
+            space.mailbox.deliver(&mut self.ctx.msrs.lapic);
+        }
+        if space.generation != self.ept_generation {
+            self.ept_generation = space.generation;
+            invept(self.eptp);
+        }
+    }
+
+    /// Hand the most urgent pending interrupt to the guest if it can take one now (IF set,
+    /// no STI/MOV SS shadow, no other event queued for this entry); otherwise ask for an
+    /// interrupt-window exit at the first moment it can.
+    fn inject_interrupts(&mut self) {
+        let mut window = false;
+        if let Some((src, vector)) = self.ctx.next_interrupt() {
+            let queued = vmread(control::VMENTRY_INTERRUPTION_INFO_FIELD) & EVENT_VALID != 0;
+            let open = vmread(gs::RFLAGS) & RFLAGS_IF != 0 && vmread(gs::INTERRUPTIBILITY_STATE) & 3 == 0;
+            if !queued && open {
+                set(control::VMENTRY_INTERRUPTION_INFO_FIELD, EVENT_VALID | EVENT_EXTERNAL | vector as u64);
+                self.ctx.delivered(src);
+                window = self.ctx.next_interrupt().is_some();
+            } else {
+                window = true;
+            }
+        }
+        let want = if window { self.primary_ctls | PROC_INTR_WINDOW } else { self.primary_ctls & !PROC_INTR_WINDOW };
+        if want != self.primary_ctls {
+            self.primary_ctls = want;
+            set(control::PRIMARY_PROCBASED_EXEC_CONTROLS, want as u64);
+        }
+    }
+
+    /// Leave the guest at the earlier of the core's deadline and the Xen timer.
+    fn arm_preemption_timer(&self) {
+        let Some(rate) = self.preemption_rate else { return };
+        let ticks = match self.timers.next_deadline() {
+            Some(deadline) => (time::ns_to_tsc(deadline).wrapping_sub(time::rdtsc()) as i64).max(0) as u64 >> rate,
+            None => u64::MAX,
+        };
+        set(gs::VMX_PREEMPTION_TIMER_VALUE, ticks.min(u32::MAX as u64));
+    }
+
+    /// An event whose delivery the exit cut short (an EPT violation while the guest's IDT
+    /// or stack was reached, say) is delivered again at the next entry.
+    fn requeue_interrupted_event(&mut self) {
+        let info = vmread(ro::IDT_VECTORING_INFO);
+        if info & EVENT_VALID == 0 {
+            return;
+        }
+        set(control::VMENTRY_INTERRUPTION_INFO_FIELD, info & (EVENT_VALID | 0xfff));
+        if info & EVENT_HAS_ERROR_CODE != 0 {
+            set(control::VMENTRY_EXCEPTION_ERR_CODE, vmread(ro::IDT_VECTORING_ERR_CODE));
+        }
+        // Software interrupts and exceptions (types 4-6) are re-executed with their length.
+        if matches!((info >> 8) & 7, 4..=6) {
+            set(control::VMENTRY_INSTRUCTION_LEN, vmread(ro::VMEXIT_INSTRUCTION_LEN));
+        }
     }
 
     /// The guest entered or left long mode by itself (CR0.PG with EFER.LME): the next VM
     /// entry must agree, through the "IA-32e mode guest" control, with the EFER.LMA it saved.
     fn sync_long_mode(&mut self) {
-        let lma = vmread(guest::IA32_EFER_FULL) & EFER_LMA != 0;
+        let lma = vmread(gs::IA32_EFER_FULL) & EFER_LMA != 0;
         let want = if lma { self.entry_ctls | ENTRY_IA32E } else { self.entry_ctls & !ENTRY_IA32E };
         if want != self.entry_ctls {
             self.entry_ctls = want;
@@ -429,8 +651,8 @@ impl Vcpu {
         let error = if status == 2 { vmread(ro::VM_INSTRUCTION_ERROR) } else { 0 };
         super::super::report(format_args!(
             "d{}v{}: VM entry failed: {} (VM-instruction error {})",
-            self.domain_id,
-            self.vcpu_id,
+            self.ctx.domain_id,
+            self.id,
             if status == 2 { "VMfailValid" } else { "VMfailInvalid" },
             error
         ));
@@ -438,7 +660,7 @@ impl Vcpu {
     }
 
     fn fault(&self, kind: FaultKind, gpa: u64, syndrome: u64) -> Exit {
-        Exit::Fault(GuestFault { kind, gpa, pc: vmread(guest::RIP), syndrome })
+        Exit::Fault(GuestFault { kind, gpa, pc: vmread(gs::RIP), syndrome })
     }
 
     fn handle_exit(&mut self) -> Handled {
@@ -448,21 +670,31 @@ impl Vcpu {
             // VM entry failed on guest state (33), MSR loading (34) or a machine check (41).
             super::super::report(format_args!(
                 "d{}v{}: VM entry failed: exit reason {} qualification {:#x}",
-                self.domain_id,
-                self.vcpu_id,
+                self.ctx.domain_id,
+                self.id,
                 full & 0xffff,
                 qual
             ));
             return Some(self.fault(FaultKind::FatalState, 0, full as u64));
         }
         match full & 0xffff {
-            reason::EXTERNAL_INTERRUPT => Some(Exit::Preempted),
+            reason::EXTERNAL_INTERRUPT => {
+                // Still pending in the host's APIC (not acknowledged at exit): let the host's
+                // IDT stub take it (it only signals EOI), then go back to the core.
+                // SAFETY: every vector from 32 up has a gate (`desc::init`) whose handler
+                // only writes the APIC's EOI register; IF is clear again right after.
+                unsafe { core::arch::asm!("sti", "nop", "cli", options(nostack)) };
+                Some(Exit::Preempted)
+            }
             // A host NMI (type 2, vector 2) arrived while the guest ran: nothing of ours
             // uses NMIs yet, so it is dropped and the guest resumed.
             reason::EXCEPTION_NMI if vmread(ro::VMEXIT_INTERRUPTION_INFO) & 0x7ff == 0x202 => None,
             reason::TRIPLE_FAULT => Some(self.fault(FaultKind::FatalState, 0, reason::TRIPLE_FAULT as u64)),
+            // INIT from the host's side: nothing sends one; the guest goes on. The interrupt
+            // window and the preemption timer only bring us back to inject or to check time.
+            reason::INIT | reason::INTERRUPT_WINDOW | reason::PREEMPTION_TIMER => None,
             reason::CPUID => {
-                self.cpuid();
+                guest::cpuid(&self.ctx, &mut self.regs, &Bare);
                 self.skip_instruction();
                 None
             }
@@ -473,13 +705,20 @@ impl Vcpu {
             reason::VMCALL => self.vmcall(),
             reason::CR_ACCESS => self.cr_access(qual),
             reason::IO => self.io(qual),
-            reason::RDMSR => self.rdmsr(),
-            reason::WRMSR => self.wrmsr(),
+            reason::RDMSR => self.msr(false),
+            reason::WRMSR => self.msr(true),
+            reason::XSETBV => self.xsetbv(),
             reason::EPT_VIOLATION => {
                 let gpa = vmread(ro::GUEST_PHYSICAL_ADDR_FULL);
                 let kind =
                     if self.ram.contains(gpa) { FaultKind::UnhandledTrap } else { FaultKind::UnmappedGuestPhysical };
                 Some(self.fault(kind, gpa, qual))
+            }
+            // VMX is hidden from the guest (CPUID): its instructions are #UD, as on a CPU
+            // without it.
+            r if reason::VMX_INSNS.contains(&r) || matches!(r, reason::INVEPT | reason::INVVPID | reason::VMFUNC) => {
+                self.inject_exception(UD, None);
+                None
             }
             other => Some(self.fault(FaultKind::UnhandledTrap, 0, other as u64)),
         }
@@ -487,30 +726,35 @@ impl Vcpu {
 
     /// Step over the instruction that exited; it no longer blocks interrupts.
     fn skip_instruction(&mut self) {
-        let rip = vmread(guest::RIP) + vmread(ro::VMEXIT_INSTRUCTION_LEN);
-        set(guest::RIP, if self.in_long_mode() { rip } else { rip & 0xffff_ffff });
-        let blocking = vmread(guest::INTERRUPTIBILITY_STATE);
+        let rip = vmread(gs::RIP) + vmread(ro::VMEXIT_INSTRUCTION_LEN);
+        set(gs::RIP, if self.in_long_mode() { rip } else { rip & 0xffff_ffff });
+        let blocking = vmread(gs::INTERRUPTIBILITY_STATE);
         if blocking & 3 != 0 {
-            set(guest::INTERRUPTIBILITY_STATE, blocking & !3);
+            set(gs::INTERRUPTIBILITY_STATE, blocking & !3);
         }
     }
 
-    /// Deliver #GP(0) at the current instruction on the next entry.
-    fn inject_gp(&mut self) {
-        const VALID: u64 = 1 << 31;
-        const HW_EXCEPTION: u64 = 3 << 8;
-        const HAS_ERROR_CODE: u64 = 1 << 11;
-        set(control::VMENTRY_INTERRUPTION_INFO_FIELD, VALID | HAS_ERROR_CODE | HW_EXCEPTION | 13);
-        set(control::VMENTRY_EXCEPTION_ERR_CODE, 0);
+    /// Deliver hardware exception `vector` at the current instruction on the next entry.
+    fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {
+        let mut info = EVENT_VALID | EVENT_HW_EXCEPTION | vector as u64;
+        if let Some(code) = error_code {
+            info |= EVENT_HAS_ERROR_CODE;
+            set(control::VMENTRY_EXCEPTION_ERR_CODE, code as u64);
+        }
+        set(control::VMENTRY_INTERRUPTION_INFO_FIELD, info);
+    }
+
+    fn cpl(&self) -> u8 {
+        ((vmread(gs::SS_ACCESS_RIGHTS) >> 5) & 3) as u8
     }
 
     fn reg(&self, n: usize) -> u64 {
-        if n == RSP { vmread(guest::RSP) } else { self.regs.0[n] }
+        if n == RSP { vmread(gs::RSP) } else { self.regs.0[n] }
     }
 
     fn set_reg(&mut self, n: usize, value: u64) {
         if n == RSP {
-            set(guest::RSP, value);
+            set(gs::RSP, value);
         } else {
             self.regs.0[n] = value;
         }
@@ -519,19 +763,8 @@ impl Vcpu {
     /// VMCALL: the shared hypercall ABI (user space gets -EPERM without an exit).
     fn vmcall(&mut self) -> Handled {
         self.skip_instruction();
-        let cpl = ((vmread(guest::SS_ACCESS_RIGHTS) >> 5) & 3) as u8;
-        let long_mode = self.in_long_mode();
+        let (cpl, long_mode) = (self.cpl(), self.in_long_mode());
         policy::hypercall(&mut self.regs, cpl, long_mode).map(Exit::Hypercall)
-    }
-
-    /// CPUID: the shared policy over the host's answers.
-    fn cpuid(&mut self) {
-        let (leaf, sub) = (self.regs.0[RAX] as u32, self.regs.0[RCX] as u32);
-        let answer = policy::cpuid(leaf, sub, self.vcpu_id, |l, s| {
-            let r = core::arch::x86_64::__cpuid_count(l, s);
-            [r.eax, r.ebx, r.ecx, r.edx]
-        });
-        policy::set_cpuid_result(&mut self.regs, answer);
     }
 
     /// MOV to CR0/CR4 that touched a bit we own, and CR8 (kept virtual, not the host TPR).
@@ -545,7 +778,7 @@ impl Vcpu {
             (0, 4) => {
                 let v = self.reg(gpr);
                 set(control::CR4_READ_SHADOW, v);
-                set(guest::CR4, (v | caps.cr4_fixed0) & caps.cr4_fixed1);
+                set(gs::CR4, (v | caps.cr4_fixed0) & caps.cr4_fixed1);
             }
             (0, 8) => self.cr8 = self.reg(gpr) & 0xf,
             (1, 8) => self.set_reg(gpr, self.cr8),
@@ -557,60 +790,71 @@ impl Vcpu {
 
     fn write_cr0(&mut self, v: u64) {
         let caps = super::caps();
-        let old = vmread(guest::CR0);
+        let old = vmread(gs::CR0);
         set(control::CR0_READ_SHADOW, v);
-        set(guest::CR0, (v | cr0_owned()) & caps.cr0_fixed1);
+        set(gs::CR0, (v | cr0_owned()) & caps.cr0_fixed1);
         // Paging switched by a write we emulate: do what the CPU would to EFER.LMA.
         if (old ^ v) & CR0_PG != 0 {
-            let efer = vmread(guest::IA32_EFER_FULL);
+            let efer = vmread(gs::IA32_EFER_FULL);
             let lma = v & CR0_PG != 0 && efer & EFER_LME != 0;
-            set(guest::IA32_EFER_FULL, if lma { efer | EFER_LMA } else { efer & !EFER_LMA });
+            set(gs::IA32_EFER_FULL, if lma { efer | EFER_LMA } else { efer & !EFER_LMA });
             self.sync_long_mode();
         }
     }
 
-    /// Port I/O: 0xE9 is a debug console; nothing else exists (reads all ones).
+    /// IN/OUT: the qualification has size, direction and port; the shared policy decides.
     fn io(&mut self, qual: u64) -> Handled {
-        let size = (qual & 7) + 1;
+        let size = ((qual & 7) + 1) as u8;
         let input = qual & 8 != 0;
         let string = qual & 16 != 0;
         let port = (qual >> 16) as u16;
         if string {
             return Some(self.fault(FaultKind::UnhandledTrap, 0, reason::IO as u64 | qual << 16));
         }
-        if input {
-            self.regs.0[RAX] = policy::port_in(size as u8, self.regs.0[RAX]);
-        } else {
-            let domain = self.domain_id;
-            policy::port_out(&mut self.e9, port, self.regs.0[RAX], |line| {
-                super::super::console_line(format_args!("(d{domain}) {line}"))
-            });
-        }
+        let action = guest::port_io(&mut self.ctx, &mut self.regs, port, size, input, &mut Bare);
         self.skip_instruction();
-        None
+        (action == PortAction::PowerOff).then_some(Exit::PowerOff)
     }
 
-    /// RDMSR/WRMSR through the shared policy; #GP for what it refuses.
-    fn rdmsr(&mut self) -> Handled {
-        let efer = vmread(guest::IA32_EFER_FULL);
-        match policy::read_msr(self.regs.0[RCX] as u32, efer) {
-            Some(v) => {
-                policy::set_msr_result(&mut self.regs, v);
+    /// RDMSR/WRMSR through the shared policy (PAT in the VMCS); #GP for what it refuses.
+    fn msr(&mut self, write: bool) -> Handled {
+        let efer = vmread(gs::IA32_EFER_FULL);
+        let mut pat = vmread(gs::IA32_PAT_FULL);
+        match guest::msr(&mut self.ctx, &mut self.regs, write, efer, &mut pat) {
+            MsrOutcome::Done => self.skip_instruction(),
+            MsrOutcome::Efer(v) => {
+                set(gs::IA32_EFER_FULL, v);
                 self.skip_instruction();
             }
-            None => self.inject_gp(),
+            MsrOutcome::Gp => self.inject_exception(GP, Some(0)),
+        }
+        if write {
+            set(gs::IA32_PAT_FULL, pat);
         }
         None
     }
 
-    fn wrmsr(&mut self) -> Handled {
-        let efer = vmread(guest::IA32_EFER_FULL);
-        match policy::write_msr(self.regs.0[RCX] as u32, policy::msr_value(&self.regs), efer) {
-            Some(MsrWrite::Efer(v)) => {
-                set(guest::IA32_EFER_FULL, v);
-                self.skip_instruction();
-            }
-            None => self.inject_gp(),
+    /// XSETBV (always an exit): a valid XCR0 becomes this vCPU's, loaded before each entry.
+    fn xsetbv(&mut self) -> Handled {
+        const X87: u64 = 1 << 0;
+        const SSE: u64 = 1 << 1;
+        const AVX: u64 = 1 << 2;
+        const AVX512: u64 = 0b111 << 5;
+        let value = policy::msr_value(&self.regs);
+        let leaf_d = core::arch::x86_64::__cpuid_count(0xd, 0);
+        let supported = leaf_d.eax as u64 | (leaf_d.edx as u64) << 32;
+        let valid = self.regs.0[RCX] as u32 == 0
+            && self.cpl() == 0
+            && super::has_xsave()
+            && value & X87 != 0
+            && value & !supported == 0
+            && (value & AVX == 0 || value & SSE != 0)
+            && (value & AVX512 == 0 || (value & AVX512 == AVX512 && value & AVX != 0));
+        if valid {
+            self.xcr0 = value;
+            self.skip_instruction();
+        } else {
+            self.inject_exception(GP, Some(0));
         }
         None
     }
