@@ -305,12 +305,12 @@ fn build(
 /// Zero a new domain's RAM, so that nothing of the frames' earlier owners (another domain,
 /// the hypervisor, the bootloader) is left where the builder puts nothing. On aarch64 this
 /// is DC ZVA, with the zeros written back to memory for a guest that starts with its caches
-/// off. Plain stores elsewhere: x86 caches are coherent with every observer (ARMv7 does no
-/// cache maintenance for its guests yet, which real hardware would need).
+/// off; on x86 `rep stosq` (caches are coherent with every observer there). ARMv7 uses plain
+/// stores and does no cache maintenance for its guests yet, which real hardware would need.
 fn zero_domain_ram(hpa: u64, len: u64) {
-    #[cfg(target_arch = "aarch64")]
+    #[cfg(not(target_arch = "arm"))]
     cpu::zero_phys(hpa, len);
-    #[cfg(not(target_arch = "aarch64"))]
+    #[cfg(target_arch = "arm")]
     cpu::phys_slice_mut(hpa, len).fill(0);
 }
 

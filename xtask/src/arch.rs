@@ -13,6 +13,12 @@ pub enum Arch {
 impl Arch {
     pub const ALL: [Arch; 3] = [Arch::Aarch64, Arch::Armv7, Arch::X86_64];
 
+    /// What `cargo xtask run` boots by default: the host's own architecture, so the main
+    /// command on an x86 machine boots an x86 PVH guest (aarch64 on any other host).
+    pub fn host() -> Arch {
+        if cfg!(target_arch = "x86_64") { Arch::X86_64 } else { Arch::Aarch64 }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Arch::Aarch64 => "aarch64",

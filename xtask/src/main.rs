@@ -48,7 +48,7 @@ enum Cmd {
     Setup,
     /// Fetch Debian's kernel and build the busybox initramfs for an architecture; print their paths.
     FetchLinux {
-        #[arg(long, default_value = "aarch64")]
+        #[arg(long, value_enum, default_value_t = Arch::host())]
         arch: Arch,
     },
     /// `cargo fmt --check`, then clippy (warnings denied) on the host and on every bare target.
@@ -57,7 +57,8 @@ enum Cmd {
 
 #[derive(clap::Args, Clone)]
 pub struct RunArgs {
-    #[arg(long, default_value = "aarch64")]
+    /// Default: the host's own architecture (aarch64 on other hosts).
+    #[arg(long, value_enum, default_value_t = Arch::host())]
     pub arch: Arch,
     /// Guest kernel to boot (default: Debian's on aarch64 and x86_64, the `hello` test guest on ARMv7).
     #[arg(long)]

@@ -126,6 +126,30 @@ pub fn phys_slice_mut(addr: u64, size: u64) -> &'static mut [u8] {
     unsafe { core::slice::from_raw_parts_mut(addr as *mut u8, size as usize) }
 }
 
+/// Zero physical memory with `rep stosq`: one instruction for the whole range, where a
+/// byte loop costs hundreds of millions of emulated instructions for a Linux domain's RAM.
+/// x86 caches are coherent with every observer, so nothing needs writing back.
+pub fn zero_phys(addr: u64, size: u64) {
+    let bytes = phys_slice_mut(addr, size);
+    let (head, words, tail) = {
+        // SAFETY: every bit pattern is a valid u64; align_to_mut only reinterprets the middle.
+        unsafe { bytes.align_to_mut::<u64>() }
+    };
+    head.fill(0);
+    tail.fill(0);
+    // SAFETY: `rep stosq` stores RCX quadwords of RAX at RDI upwards (DF is clear in Rust
+    // code), which is exactly the `words` slice we hold exclusively.
+    unsafe {
+        core::arch::asm!(
+            "rep stosq",
+            inout("rcx") words.len() => _,
+            inout("rdi") words.as_mut_ptr() => _,
+            in("rax") 0u64,
+            options(nostack, preserves_flags)
+        );
+    }
+}
+
 fn check_mapped(addr: u64, size: u64) {
     let end = addr.checked_add(size);
     assert!(addr != 0 && end.is_some_and(|e| e <= IDENTITY_MAPPED), "physical range {addr:#x}+{size:#x} not mapped");
