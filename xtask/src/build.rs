@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The test guests of `qemu/guests/hello`, one binary per scenario.
-pub const GUESTS: [&str; 6] = ["hello", "enosys", "guest-fault", "vgic", "vendor-probe", "bad-hypercalls"];
+pub const GUESTS: [&str; 7] = ["hello", "enosys", "guest-fault", "vgic", "vendor-probe", "bad-hypercalls", "hypercall-page"];
 
 /// What a build produced for one architecture.
 pub struct Built {

@@ -221,6 +221,28 @@ fn scenarios() -> Vec<Scenario> {
             guest: TestGuest::BuiltIn("vendor-probe"),
             expect: Expect { in_order, count: None, forbidden: vec!["PANIC", "FAIL"], exit_zero: true },
         });
+        // A PVH ELF kernel that makes its hypercalls through the hypercall page, as Linux does,
+        // down to its shutdown.
+        let mut in_order = banner(Arch::X86_64);
+        in_order.extend(
+            [
+                "(d1) (written through the hypercall page)",
+                "(d1) HYPERCALL-PAGE-DONE",
+                "(XEN) d1: shutdown requested, reason 0 (poweroff)",
+            ]
+            .map(String::from),
+        );
+        all.push(Scenario {
+            name: format!("pvh-elf-hypercall-page{suffix}"),
+            arch: Arch::X86_64,
+            guest: TestGuest::BuiltIn("hypercall-page"),
+            expect: Expect {
+                in_order,
+                count: Some(("(d1) PASS hypercall-page".into(), 4)),
+                forbidden: vec!["PANIC", "FAIL"],
+                exit_zero: true,
+            },
+        });
     }
     all
 }

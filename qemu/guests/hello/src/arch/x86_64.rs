@@ -197,3 +197,45 @@ fn install_ud_handler() {
     // `guest_ud_handler`, which returns with IRETQ past a 3-byte instruction.
     unsafe { core::arch::asm!("lidt [{}]", in(reg) pointer.as_ptr(), options(nostack, readonly)) };
 }
+
+/// Ask the hypervisor to fill `page` (4 KiB aligned, identity-mapped, executable) with its
+/// hypercall stubs: Xen's CPUID leaves name the MSR, writing the page's address to it does it.
+/// Returns the MSR used, or `None` when no Xen signature is found.
+pub fn install_hypercall_page(page: u64) -> Option<u32> {
+    let base = (0x4000_0000u32..0x4001_0000).step_by(0x100).find(|&leaf| {
+        let r = core::arch::x86_64::__cpuid(leaf);
+        [r.ebx, r.ecx, r.edx]
+            == [u32::from_le_bytes(*b"XenV"), u32::from_le_bytes(*b"MMXe"), u32::from_le_bytes(*b"nVMM")]
+            && r.eax >= leaf + 2
+    })?;
+    let msr = core::arch::x86_64::__cpuid(base + 2).ebx;
+    // SAFETY: WRMSR of the MSR the hypervisor advertised for exactly this purpose; it writes
+    // 4 KiB of stubs into `page`, which the caller reserved for it.
+    unsafe {
+        core::arch::asm!("wrmsr", in("ecx") msr, in("eax") page as u32, in("edx") (page >> 32) as u32, options(nostack));
+    }
+    Some(msr)
+}
+
+/// A hypercall through the page: `call page + nr * 32`, arguments as for [`hypercall`].
+pub fn page_hypercall(page: u64, nr: u64, args: [u64; 5]) -> i64 {
+    let ret: u64;
+    let stub = page + nr * 32;
+    // SAFETY: the stub was written by the hypervisor (`install_hypercall_page`): it loads the
+    // number, traps to the hypervisor and returns; registers are declared as above.
+    unsafe {
+        core::arch::asm!(
+            "call {stub}",
+            stub = in(reg) stub,
+            inlateout("rax") nr => ret,
+            inlateout("rdi") args[0] => _,
+            inlateout("rsi") args[1] => _,
+            inlateout("rdx") args[2] => _,
+            inlateout("r10") args[3] => _,
+            inlateout("r8") args[4] => _,
+            out("rcx") _,
+            out("r11") _,
+        );
+    }
+    ret as i64
+}
