@@ -224,36 +224,7 @@ fn build(
         cpu::GUEST_RAM_BASE
     );
     zero_domain_ram(ram_host, ram_size);
-    let ram = cpu::phys_slice_mut(ram_host, ram_size);
-    let (entry, boot_arg) = match guest_arch() {
-        Some(arch) => {
-            let layout = domain_build::build_arm(cfg, arch, cpu::GUEST_RAM_BASE, ram, kernel, initrd)
-                .map_err(|e| e.to_string())?;
-            // What the builder wrote over the zeroes sits in our caches: the guest starts
-            // with its MMU off (non-cacheable) and must find it in memory.
-            #[cfg(target_arch = "aarch64")]
-            for (start, end) in layout.written() {
-                cpu::flush_phys(ram_host + (start - cpu::GUEST_RAM_BASE), end - start);
-            }
-            if let Some((start, end)) = layout.initrd {
-                hvlog!("d{}: initrd at {:#x}-{:#x}", id, start, end);
-            }
-            hvlog!("d{}: device tree at {:#x} ({} bytes), {} vCPU(s)", id, layout.dtb, layout.dtb_size, cfg.cpus);
-            if cfg.vpl011 {
-                hvlog!("d{}: vpl011 at {:#x}, SPI {}", id, guest_dt::VPL011_BASE, guest_dt::VPL011_SPI);
-            }
-            (layout.entry, layout.dtb)
-        }
-        None => {
-            let cmdline = cfg.bootargs.as_deref().unwrap_or("");
-            let l = hypervisor::pvh::build(ram, kernel, initrd, cmdline, cfg.cpus).map_err(|e| e.to_string())?;
-            if let Some((start, end)) = l.initrd {
-                hvlog!("d{}: initrd at {:#x}-{:#x}", id, start, end);
-            }
-            hvlog!("d{}: PVH start info at {:#x}, kernel ends at {:#x}", id, l.start_info, l.kernel_end);
-            (cpu::GUEST_RAM_BASE + l.entry, l.start_info)
-        }
-    };
+    let (entry, boot_arg) = place_image(id, cfg, ram_host, ram_size, kernel, initrd)?;
     let nr_vcpus = u16::try_from(cfg.cpus).map_err(|_| "too many vCPUs")?;
     let setup = GuestSetup {
         ram_host,
@@ -269,28 +240,7 @@ fn build(
     let mut vcpu = cpu::Vcpu::new(&setup)?;
     let mut domain = Domain::with_vcpus(id, usize::from(nr_vcpus));
     domain.set_ram(setup.ram_guest, ram_size);
-    let console_ring =
-        if guest_arch().is_some() { guest_dt::GUEST_CONSOLE_RING } else { hypervisor::pvh::CONSOLE_RING_GPA };
-    {
-        // shared_info, grant frames and the PV console ring, from the hypervisor's free RAM.
-        let mut page = || {
-            let hpa = frames.alloc(PAGE_SIZE as u64, PAGE_SIZE as u64)?;
-            // Zeroed in memory too: the guest may map it and read it with its MMU off.
-            zero_domain_ram(hpa, PAGE_SIZE as u64);
-            let data = cpu::phys_slice_mut(hpa, PAGE_SIZE as u64);
-            Some(HostPage { hpa, data })
-        };
-        if let Err(why) = domain.setup_xen_pages(&mut vcpu, console_ring, &mut page) {
-            // A guest that never maps them (the test guests, a backend without
-            // `map_host_page`) runs fine; Linux stops at its first memory_op then.
-            hvlog!("d{}: no Xen shared pages: {}", id, why);
-        }
-        // x86: Xen system time is the platform clock; the guest reads it through pvclock.
-        #[cfg(target_arch = "x86_64")]
-        if let Some(xen) = domain.xen.as_mut() {
-            hypervisor::pvh::init_time(&mut xen.shared_info, domain.vcpus.len(), cpu::tsc_hz(), cpu::tsc_zero());
-        }
-    }
+    attach_xen_pages(&mut domain, &mut vcpu, frames);
     if cfg.vpl011 {
         domain.vpl011 = Some(Vpl011::new());
     }
@@ -300,6 +250,67 @@ fn build(
         hvlog!("d{}: built in {}.{:03} ms", id, took_us / 1000, took_us % 1000);
     }
     Ok((domain, vcpu))
+}
+
+/// Put kernel, initrd and boot data (device tree on ARM, PVH start info and ACPI on x86) into
+/// the domain's zeroed RAM. Returns the guest-physical entry point and boot argument.
+fn place_image(
+    id: u16,
+    cfg: &DomainConfig,
+    ram_host: u64,
+    ram_size: u64,
+    kernel: &[u8],
+    initrd: Option<&[u8]>,
+) -> Result<(u64, u64), String> {
+    let ram = cpu::phys_slice_mut(ram_host, ram_size);
+    let Some(arch) = guest_arch() else {
+        let cmdline = cfg.bootargs.as_deref().unwrap_or("");
+        let l = hypervisor::pvh::build(ram, kernel, initrd, cmdline, cfg.cpus).map_err(|e| e.to_string())?;
+        if let Some((start, end)) = l.initrd {
+            hvlog!("d{}: initrd at {:#x}-{:#x}", id, start, end);
+        }
+        hvlog!("d{}: PVH start info at {:#x}, kernel ends at {:#x}", id, l.start_info, l.kernel_end);
+        return Ok((cpu::GUEST_RAM_BASE + l.entry, l.start_info));
+    };
+    let layout =
+        domain_build::build_arm(cfg, arch, cpu::GUEST_RAM_BASE, ram, kernel, initrd).map_err(|e| e.to_string())?;
+    // What the builder wrote over the zeroes sits in our caches: the guest starts with its
+    // MMU off (non-cacheable) and must find it in memory.
+    #[cfg(target_arch = "aarch64")]
+    for (start, end) in layout.written() {
+        cpu::flush_phys(ram_host + (start - cpu::GUEST_RAM_BASE), end - start);
+    }
+    if let Some((start, end)) = layout.initrd {
+        hvlog!("d{}: initrd at {:#x}-{:#x}", id, start, end);
+    }
+    hvlog!("d{}: device tree at {:#x} ({} bytes), {} vCPU(s)", id, layout.dtb, layout.dtb_size, cfg.cpus);
+    if cfg.vpl011 {
+        hvlog!("d{}: vpl011 at {:#x}, SPI {}", id, guest_dt::VPL011_BASE, guest_dt::VPL011_SPI);
+    }
+    Ok((layout.entry, layout.dtb))
+}
+
+/// shared_info, grant frames and the PV console ring, from the hypervisor's free RAM.
+fn attach_xen_pages(domain: &mut Domain, vcpu: &mut cpu::Vcpu, frames: &mut FrameAllocator) {
+    let console_ring =
+        if guest_arch().is_some() { guest_dt::GUEST_CONSOLE_RING } else { hypervisor::pvh::CONSOLE_RING_GPA };
+    let mut page = || {
+        let hpa = frames.alloc(PAGE_SIZE as u64, PAGE_SIZE as u64)?;
+        // Zeroed in memory too: the guest may map it and read it with its MMU off.
+        zero_domain_ram(hpa, PAGE_SIZE as u64);
+        let data = cpu::phys_slice_mut(hpa, PAGE_SIZE as u64);
+        Some(HostPage { hpa, data })
+    };
+    if let Err(why) = domain.setup_xen_pages(vcpu, console_ring, &mut page) {
+        // A guest that never maps them (the test guests, a backend without `map_host_page`)
+        // runs fine; Linux stops at its first memory_op then.
+        hvlog!("d{}: no Xen shared pages: {}", domain.id, why);
+    }
+    // x86: Xen system time is the platform clock; the guest reads it through pvclock.
+    #[cfg(target_arch = "x86_64")]
+    if let Some(xen) = domain.xen.as_mut() {
+        hypervisor::pvh::init_time(&mut xen.shared_info, domain.vcpus.len(), cpu::tsc_hz(), cpu::tsc_zero());
+    }
 }
 
 /// Zero a new domain's RAM, so that nothing of the frames' earlier owners (another domain,
