@@ -5,6 +5,7 @@
 
 use crate::RunArgs;
 use crate::arch::Arch;
+use crate::bootcfg_file::{self, ConfigDomain};
 use crate::bootdt::{self, DomainSpec, Module};
 use crate::build::{Built, workspace_root};
 use crate::images;
@@ -68,33 +69,71 @@ pub fn linux_domu(built: &Built, args: &RunArgs) -> Result<Dom0less> {
             (k.clone().unwrap_or(fetched.kernel), i.clone().unwrap_or(fetched.initrd))
         }
     };
-    let host = dump_dtb(args.arch, args.smp, &built.out_dir.join("qemu-virt.dtb"))?;
-    let kernel_size = file_size(&kernel)?;
-    let initrd_addr = (ARM_KERNEL_ADDR + kernel_size).next_multiple_of(MODULE_ALIGN);
-    let domain = DomainSpec {
+    let domain = ConfigDomain {
         name: LINUX_DOMU_NAME.to_string(),
         cpus: args.smp,
         memory_kib: LINUX_DOMU_MEMORY_MIB << 10,
         vpl011: true,
-        kernel: Module { addr: ARM_KERNEL_ADDR, size: kernel_size },
+        kernel,
         bootargs: Some(args.append.clone().unwrap_or_else(|| DEFAULT_LINUX_BOOTARGS.to_string())),
-        ramdisk: Some(Module { addr: initrd_addr, size: file_size(&initrd)? }),
+        ramdisk: Some(initrd),
     };
-    let dtb = bootdt::with_domains(&host, std::slice::from_ref(&domain))?;
+    dom0less(built, args, &[domain])
+}
+
+/// Prepare the domains a hand-written dom0less configuration (`--config F.dts`) describes.
+pub fn configured_domus(built: &Built, args: &RunArgs, config: &Path) -> Result<Dom0less> {
+    ensure!(args.arch == Arch::Aarch64, "boot configurations are only wired up for aarch64 so far");
+    dom0less(built, args, &bootcfg_file::load(config)?)
+}
+
+/// Place every domain's images one after another above QEMU's own DTB, describe them with
+/// dom0less nodes in the machine's DTB, and write that next to the build output.
+fn dom0less(built: &Built, args: &RunArgs, domains: &[ConfigDomain]) -> Result<Dom0less> {
+    let cpus = domains.iter().map(|d| d.cpus).max().unwrap_or(1).max(args.smp);
+    let host = dump_dtb(args.arch, cpus, &built.out_dir.join("qemu-virt.dtb"))?;
+    let mut next = ARM_KERNEL_ADDR;
+    let mut images = Vec::new();
+    let mut place = |file: &Path| -> Result<Module> {
+        let m = Module { addr: next, size: file_size(file)? };
+        images.push((file.to_path_buf(), next));
+        next = (next + m.size).next_multiple_of(MODULE_ALIGN);
+        Ok(m)
+    };
+    let mut specs = Vec::new();
+    for d in domains {
+        let kernel = place(&d.kernel)?;
+        let ramdisk = d.ramdisk.as_deref().map(&mut place).transpose()?;
+        eprintln!(
+            "xtask: {}: {} vCPU(s), {} MiB{}, kernel {} at {:#x}{}, bootargs \"{}\"",
+            d.name,
+            d.cpus,
+            d.memory_kib >> 10,
+            if d.vpl011 { ", vpl011" } else { "" },
+            d.kernel.display(),
+            kernel.addr,
+            d.ramdisk
+                .as_deref()
+                .zip(ramdisk)
+                .map(|(p, m)| format!(", initrd {} at {:#x}", p.display(), m.addr))
+                .unwrap_or_default(),
+            d.bootargs.as_deref().unwrap_or("")
+        );
+        specs.push(DomainSpec {
+            name: d.name.clone(),
+            cpus: d.cpus,
+            memory_kib: d.memory_kib,
+            vpl011: d.vpl011,
+            kernel,
+            bootargs: d.bootargs.clone(),
+            ramdisk,
+        });
+    }
+    let dtb = bootdt::with_domains(&host, &specs)?;
     let path = built.out_dir.join("boot.dtb");
     std::fs::write(&path, dtb).with_context(|| format!("writing {}", path.display()))?;
-    eprintln!(
-        "xtask: {}: {} vCPU(s), {} MiB, vpl011, kernel {} at {ARM_KERNEL_ADDR:#x}, initrd {} at {initrd_addr:#x}, \
-         bootargs \"{}\" -> {}",
-        domain.name,
-        domain.cpus,
-        LINUX_DOMU_MEMORY_MIB,
-        kernel.display(),
-        initrd.display(),
-        domain.bootargs.as_deref().unwrap_or(""),
-        path.display()
-    );
-    Ok(Dom0less { dtb: path, images: vec![(kernel, ARM_KERNEL_ADDR), (initrd, initrd_addr)] })
+    eprintln!("xtask: boot device tree -> {}", path.display());
+    Ok(Dom0less { dtb: path, images })
 }
 
 /// The DTB QEMU builds for the machine `cargo xtask run` boots (`-machine ...,dumpdtb=`).

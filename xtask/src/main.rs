@@ -1,6 +1,7 @@
 //! `cargo xtask`: build, boot and test the hypervisor under QEMU and Bochs.
 
 mod arch;
+mod bootcfg_file;
 mod bootdt;
 mod build;
 mod emulator;
@@ -66,6 +67,11 @@ pub struct RunArgs {
     /// Initial ramdisk for the guest (default on aarch64: the busybox initramfs).
     #[arg(long)]
     pub initrd: Option<PathBuf>,
+    /// A dom0less boot configuration (`.dts` or `.dtb`): `/chosen` nodes with
+    /// `compatible = "xen,domain"` whose modules name their images with `xen,uefi-binary`
+    /// (aarch64). Replaces the default domain; see qemu/configs/.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// Guest kernel command line.
     #[arg(long)]
     pub append: Option<String>,
@@ -122,6 +128,9 @@ fn run_cmd(args: &RunArgs) -> Result<i32> {
     let built = build::hypervisor_and_guests(args.arch)?;
     let mut args = args.clone();
     let guest = match (&args.guest, &args.kernel) {
+        _ if args.config.is_some() => {
+            emulator::Guest::Dom0less(emulator::configured_domus(&built, &args, args.config.as_deref().unwrap())?)
+        }
         (None, _) if args.arch == Arch::Aarch64 => emulator::Guest::Dom0less(emulator::linux_domu(&built, &args)?),
         (None, _) if args.arch == Arch::X86_64 => emulator::Guest::Loader { kernel: qemu_x86::linux_guest(&mut args)? },
         (Some(name), _) => emulator::Guest::Loader { kernel: built.guest(name)? },

@@ -37,6 +37,9 @@ enum TestGuest {
     /// Debian's kernel and the busybox initramfs as a dom0less domU with this command line
     /// and this many vCPUs.
     Linux { append: &'static str, smp: u32 },
+    /// A hand-written dom0less configuration from qemu/configs/, with Debian's kernel and the
+    /// busybox initramfs standing in for the images it names.
+    Config(&'static str),
 }
 
 /// Lines every boot prints before the guest runs: the banner.
@@ -70,6 +73,23 @@ fn linux_scenarios() -> Vec<Scenario> {
         linux("linux-arm64-domu-smp2", "console=hvc0", 2),
         linux("linux-arm64-domu-ttyAMA0", "console=ttyAMA0", 1),
     ];
+    // Two domUs from a configuration written as Xen users write them, sharing one CPU: both
+    // reach init and power off.
+    let mut in_order = banner(arch);
+    in_order.extend(
+        ["(XEN) d1: domU1: ", "(XEN) d2: domU2: ", "(XEN) stopping: all domains powered off"].map(String::from),
+    );
+    all.push(Scenario {
+        name: "linux-arm64-two-domus".into(),
+        arch,
+        guest: TestGuest::Config("two-domus.dts"),
+        expect: Expect {
+            in_order,
+            count: Some(("XHV-INIT-MARKER hypervisor=xen cpus=1 ".into(), 2)),
+            forbidden: vec!["PANIC", "Kernel panic", "BUG:"],
+            exit_zero: true,
+        },
+    });
     // x86_64 PVH on QEMU's SVM: found Xen, took the PVH entry, event channels and grant
     // tables up, init saw Xen, then ACPI S5 (the FADT's sleep control register) powered off.
     let mut in_order = banner(Arch::X86_64);
@@ -327,6 +347,7 @@ fn run_one(s: &Scenario, built: &Built, logs: &std::path::Path) -> Result<f64, S
         kernel: None,
         initrd: None,
         append: None,
+        config: None,
         smp: 1,
         icount: false,
         guest: None,
@@ -348,6 +369,10 @@ fn run_one(s: &Scenario, built: &Built, logs: &std::path::Path) -> Result<f64, S
             args.smp = smp;
             Guest::Dom0less(emulator::linux_domu(built, &args).map_err(|e| format!("{e:#}"))?)
         }
+        TestGuest::Config(file) => {
+            let config = config_with_images(file, built).map_err(|e| format!("{e:#}"))?;
+            Guest::Dom0less(emulator::configured_domus(built, &args, &config).map_err(|e| format!("{e:#}"))?)
+        }
     };
     let boot = Boot { arch: s.arch, built, guest, args };
     let out = emulator::boot(&boot, Echo::Quiet).map_err(|e| format!("{e:#}"))?;
@@ -355,6 +380,22 @@ fn run_one(s: &Scenario, built: &Built, logs: &std::path::Path) -> Result<f64, S
     let _ = std::fs::write(&log, &out.console);
     s.judge(&out).map_err(|why| format!("{why} (console: {})", log.display()))?;
     Ok(out.elapsed.as_secs_f64())
+}
+
+/// Copy `qemu/configs/<file>` next to links named as its modules' images (`Image`,
+/// `initramfs.cpio.gz`) that point at Debian's kernel and the test initramfs.
+fn config_with_images(file: &str, built: &Built) -> Result<std::path::PathBuf> {
+    let guest = crate::images::linux_guest(built.arch)?;
+    let dir = built.out_dir.join("config");
+    std::fs::create_dir_all(&dir)?;
+    for (name, target) in [("Image", &guest.kernel), ("initramfs.cpio.gz", &guest.initrd)] {
+        let link = dir.join(name);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(target, &link)?;
+    }
+    let config = dir.join(file);
+    std::fs::copy(workspace_root().join("qemu/configs").join(file), &config)?;
+    Ok(config)
 }
 
 /// `cargo test` over the workspace's host-side crates.
