@@ -289,26 +289,12 @@ mod tests {
         e
     }
 
-    #[repr(C, align(8))]
-    struct Ram([u8; 32 * MIB]);
-
-    trait NewZeroed {
-        /// A zeroed RAM image straight on the heap (too big for the stack).
-        fn new_zeroed_slice_free() -> Self;
-    }
-    impl NewZeroed for Box<Ram> {
-        fn new_zeroed_slice_free() -> Self {
-            // SAFETY: `Ram` is plain bytes, valid when zeroed.
-            unsafe { Box::<Ram>::new_zeroed().assume_init() }
-        }
-    }
-
     #[test]
     fn start_info_memmap_cmdline_initrd_and_acpi_are_where_linux_looks() {
-        let mut r = <Box<Ram> as NewZeroed>::new_zeroed_slice_free();
+        let mut r = vec![0u8; 32 * MIB];
         let initrd = vec![0xa5u8; 3 * MIB + 7];
-        let l = build(&mut r.0, &elf_kernel(), Some(&initrd), "console=hvc0 quiet", 1).unwrap();
-        let ram = &r.0[..];
+        let l = build(&mut r, &elf_kernel(), Some(&initrd), "console=hvc0 quiet", 1).unwrap();
+        let ram = &r[..];
         assert_eq!(l.entry, 0x100_0040);
         assert_eq!(l.start_info, INFO_BASE);
         assert_eq!(ram[0x100_0000], 0x90);
@@ -343,10 +329,10 @@ mod tests {
 
     #[test]
     fn kernel_and_initrd_must_fit() {
-        let mut r = <Box<Ram> as NewZeroed>::new_zeroed_slice_free();
+        let mut r = vec![0u8; 32 * MIB];
         let initrd = vec![1u8; 16 * MIB];
-        assert_eq!(build(&mut r.0, &elf_kernel(), Some(&initrd), "", 1), Err(PvhError::NoRoom));
-        assert_eq!(build(&mut r.0, &[0u8; 64], None, "", 1), Err(PvhError::Kernel(LoadError::UnknownFormat)));
+        assert_eq!(build(&mut r, &elf_kernel(), Some(&initrd), "", 1), Err(PvhError::NoRoom));
+        assert_eq!(build(&mut r, &[0u8; 64], None, "", 1), Err(PvhError::Kernel(LoadError::UnknownFormat)));
     }
 
     #[test]
@@ -383,11 +369,11 @@ mod tests {
         img[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
         img[0x24c..0x250].copy_from_slice(&(payload.len() as u32).to_le_bytes());
         img.extend_from_slice(&payload);
-        let mut r = <Box<Ram> as NewZeroed>::new_zeroed_slice_free();
-        let l = build(&mut r.0, &img, None, "x", 1).unwrap();
+        let mut r = vec![0u8; 32 * MIB];
+        let l = build(&mut r, &img, None, "x", 1).unwrap();
         assert_eq!(l.entry, 0x100_0040);
-        assert_eq!(r.0[0x100_0000], 0x90);
+        assert_eq!(r[0x100_0000], 0x90);
         // The scratch copy at the top of RAM is gone.
-        assert!(r.0[16 * MIB + 0x1000..].iter().all(|&b| b == 0));
+        assert!(r[16 * MIB + 0x1000..].iter().all(|&b| b == 0));
     }
 }
