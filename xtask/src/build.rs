@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The test guests of `qemu/guests/hello`, one binary per scenario.
-pub const GUESTS: [&str; 7] =
-    ["hello", "enosys", "guest-fault", "vgic", "vendor-probe", "bad-hypercalls", "hypercall-page"];
+pub const GUESTS: [&str; 8] =
+    ["hello", "enosys", "guest-fault", "vgic", "vendor-probe", "bad-hypercalls", "hypercall-page", "bench"];
 
 /// What a build produced for one architecture.
 pub struct Built {

@@ -1,6 +1,7 @@
 //! `cargo xtask`: build, boot and test the hypervisor under QEMU and Bochs.
 
 mod arch;
+mod bench;
 mod bootcfg_file;
 mod bootdt;
 mod build;
@@ -54,6 +55,16 @@ enum Cmd {
     },
     /// `cargo fmt --check`, then clippy (warnings denied) on the host and on every bare target.
     Lint,
+    /// Time hypercall, event channel and vGIC round trips in the `bench` guest under QEMU icount
+    /// (smp 1), compare with real Xen's figures and write target/xtask/bench.json.
+    Bench {
+        /// aarch64 (the default: ns = guest instructions, with Xen references) or x86_64 (TSC cycles).
+        #[arg(long)]
+        arch: Option<Arch>,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
 }
 
 #[derive(clap::Args, Clone)]
@@ -101,6 +112,7 @@ fn main() {
         Cmd::Test { filter, no_host, no_linux } => test::run(filter.as_deref(), !no_host, no_linux),
         Cmd::Setup => setup::run(),
         Cmd::Lint => build::lint(),
+        Cmd::Bench { arch, timeout } => bench::run(arch, timeout),
         Cmd::FetchLinux { arch } => images::linux_guest(arch).map(|g| {
             println!("kernel: {}\ninitrd: {}", g.kernel.display(), g.initrd.display());
             0

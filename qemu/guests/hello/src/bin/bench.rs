@@ -1,0 +1,127 @@
+//! Bench: times N round trips of the hypervisor's cheapest paths and prints one
+//! `BENCH <name> <unit>=<value>` line each, which `cargo xtask bench` reads.
+//!
+//! AArch64: the virtual counter (CNTVCT_EL0 / CNTFRQ_EL0) around each loop, reported as
+//! `ns_per_op` (under QEMU `-icount shift=0` one ns is one guest instruction). x86_64: the
+//! TSC, reported as `cycles_per_op` (the guest does not know the TSC's frequency); the vGIC
+//! figure is ARM only. ARMv7 says it is skipped.
+#![cfg_attr(target_os = "none", no_std, no_main)]
+
+#[cfg(not(target_os = "none"))]
+fn main() {}
+
+/// Round trips per figure.
+#[cfg(all(target_os = "none", any(target_arch = "aarch64", target_arch = "x86_64")))]
+const N: u64 = 10_000;
+
+#[cfg(all(target_os = "none", target_arch = "arm"))]
+#[unsafe(no_mangle)]
+extern "C" fn guest_main() -> ! {
+    hello_guest::println!("BENCH-SKIPPED (aarch64 and x86_64 only)");
+    hello_guest::shutdown(guest_abi::sched::SHUTDOWN_POWEROFF)
+}
+
+#[cfg(all(target_os = "none", any(target_arch = "aarch64", target_arch = "x86_64")))]
+#[unsafe(no_mangle)]
+extern "C" fn guest_main() -> ! {
+    use guest_abi::event_channel::{self as ev, EvtchnBindIpi, EvtchnSend};
+    use guest_abi::{hypercall as nr, sched, version};
+    use hello_guest::{hypercall, println, shutdown, xen_version};
+
+    // Warm up, and make sure the calls work before timing them.
+    let v = xen_version(version::XENVER_VERSION, 0);
+    if v <= 0 {
+        println!("FAIL bench: xen_version returned {}", v);
+        shutdown(sched::SHUTDOWN_CRASH);
+    }
+    time::report("xen_version", || {
+        xen_version(version::XENVER_VERSION, 0);
+    });
+    time::report("sched_yield", || {
+        hypercall(nr::SCHED_OP, [sched::SCHEDOP_YIELD, 0, 0, 0, 0]);
+    });
+
+    // Loopback: an IPI port bound to our own vCPU 0; sending on it notifies ourselves. The
+    // upcall may be raised, but interrupts stay masked (DAIF / RFLAGS.IF), so it is never taken.
+    let mut bind = EvtchnBindIpi { vcpu: 0, port: 0 };
+    let rc = hypercall(nr::EVENT_CHANNEL_OP, [ev::EVTCHNOP_BIND_IPI, &raw mut bind as u64, 0, 0, 0]);
+    // SAFETY: the hypervisor wrote the port into `bind` behind the compiler's back.
+    let port = unsafe { (&raw const bind.port).read_volatile() };
+    let send = EvtchnSend { port };
+    let arg = &raw const send as u64;
+    let rc2 = if rc == 0 { hypercall(nr::EVENT_CHANNEL_OP, [ev::EVTCHNOP_SEND, arg, 0, 0, 0]) } else { rc };
+    if rc == 0 && rc2 == 0 {
+        time::report("evtchn_send", || {
+            hypercall(nr::EVENT_CHANNEL_OP, [ev::EVTCHNOP_SEND, arg, 0, 0, 0]);
+        });
+    } else {
+        println!("FAIL bench: loopback port: bind_ipi {} send {}", rc, rc2);
+    }
+
+    #[cfg(target_arch = "aarch64")]
+    time::report("gicd_typer_read", || {
+        // SAFETY: GICD_TYPER of the guest's vGICv3 distributor (Xen's layout: GICD at
+        // 0x0300_1000); the hypervisor emulates the read.
+        unsafe { ((0x0300_1000 + 0x4) as *const u32).read_volatile() };
+    });
+
+    println!("BENCH-DONE");
+    shutdown(sched::SHUTDOWN_POWEROFF)
+}
+
+#[cfg(all(target_os = "none", target_arch = "aarch64"))]
+mod time {
+    use hello_guest::println;
+
+    fn counter() -> u64 {
+        let v: u64;
+        // SAFETY: reads the virtual counter, which EL1 may always read; the ISB keeps it in order.
+        unsafe { core::arch::asm!("isb", "mrs {}, cntvct_el0", out(reg) v, options(nostack)) };
+        v
+    }
+
+    fn frequency() -> u64 {
+        let v: u64;
+        // SAFETY: reads the counter's frequency.
+        unsafe { core::arch::asm!("mrs {}, cntfrq_el0", out(reg) v, options(nostack)) };
+        v
+    }
+
+    /// Run `op` N times between two counter reads; print ns per op with one decimal.
+    pub fn report(name: &str, mut op: impl FnMut()) {
+        let start = counter();
+        for _ in 0..super::N {
+            op();
+        }
+        let ticks = counter() - start;
+        let freq = frequency().max(1);
+        let tenths = u128::from(ticks) * 10_000_000_000 / (u128::from(freq) * u128::from(super::N));
+        println!(
+            "BENCH {} ns_per_op={}.{} ticks={} cntfrq={} n={}",
+            name,
+            tenths / 10,
+            tenths % 10,
+            ticks,
+            freq,
+            super::N
+        );
+    }
+}
+
+#[cfg(all(target_os = "none", target_arch = "x86_64"))]
+mod time {
+    use hello_guest::println;
+
+    /// Run `op` N times between two TSC reads; print TSC cycles per op with one decimal.
+    pub fn report(name: &str, mut op: impl FnMut()) {
+        // SAFETY: RDTSC is unprivileged and always present on x86_64.
+        let start = unsafe { core::arch::x86_64::_rdtsc() };
+        for _ in 0..super::N {
+            op();
+        }
+        // SAFETY: as above.
+        let cycles = unsafe { core::arch::x86_64::_rdtsc() } - start;
+        let tenths = cycles * 10 / super::N;
+        println!("BENCH {} cycles_per_op={}.{} cycles={} n={}", name, tenths / 10, tenths % 10, cycles, super::N);
+    }
+}
