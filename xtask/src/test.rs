@@ -149,6 +149,29 @@ fn linux_scenarios() -> Vec<Scenario> {
         guest: TestGuest::Linux { append: crate::qemu_x86::DEFAULT_LINUX_APPEND, smp: 1 },
         expect: Expect { in_order, count: None, forbidden: vec!["PANIC", "Kernel panic", "BUG:"], exit_zero: true },
     });
+    // Two vCPUs on VT-x: vCPU 0 starts vCPU 1 with INIT/STARTUP (unrestricted guest runs the
+    // real-mode trampoline), init counts both.
+    let mut in_order = banner(Arch::X86_64);
+    in_order.extend(
+        [
+            "(XEN) d1v1: powered on by v0 at ",
+            "XHV-INIT-MARKER hypervisor=xen cpus=2 ",
+            "(XEN) d1: powered off",
+            "(XEN) stopping: all domains powered off",
+        ]
+        .map(String::from),
+    );
+    all.push(Scenario {
+        name: "linux-x86_64-pvh-smp2".into(),
+        arch: Arch::X86_64,
+        guest: TestGuest::Linux { append: crate::qemu_x86::DEFAULT_LINUX_APPEND, smp: 2 },
+        expect: Expect {
+            in_order,
+            count: None,
+            forbidden: vec!["PANIC", "Kernel panic", "BUG:", "failed to wakeup"],
+            exit_zero: true,
+        },
+    });
     all
 }
 

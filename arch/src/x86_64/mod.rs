@@ -57,13 +57,10 @@ fn enable_virtualization() -> Result<(&'static str, &'static str), &'static str>
     result
 }
 
-/// vCPUs one domain may have on the enabled backend: SVM starts siblings (INIT/STARTUP
-/// through the vLAPIC, [`crate::x86::vlapic`]); VT-x does not yet.
+/// vCPUs one domain may have: both backends start siblings (INIT/STARTUP through the
+/// vLAPIC, [`crate::x86::vlapic`]; the domain's shared state in [`space`]).
 pub fn max_vcpus() -> usize {
-    match backend() {
-        Backend::Svm => crate::x86::vlapic::MAX_APICS,
-        Backend::Vmx => 1,
-    }
+    crate::x86::vlapic::MAX_APICS
 }
 
 pub const ARCH_NAME: &str = "x86_64";

@@ -8,8 +8,9 @@
 use super::alloc::rc::Rc;
 use super::guestmem::GuestRam;
 use super::tables::{self, TablePages};
+use crate::exit::Exit;
 use crate::x86::ept::{self, Format};
-use crate::x86::vlapic::{IpiMailbox, MAX_APICS};
+use crate::x86::vlapic::{Ipi, IpiMailbox, MAX_APICS, Route, VLapic, route};
 use core::cell::RefCell;
 
 pub struct DomainSpace {
@@ -58,5 +59,37 @@ impl DomainSpace {
         ept::remap_4k(self.fmt, &mut self.tables, self.root, gpa, hpa)?;
         self.generation += 1;
         Ok(())
+    }
+
+    /// Before vCPU `id` enters the guest: take the IPIs other vCPUs sent it into `lapic` and
+    /// the domain's callback vector into `upcall_vector`; true if the tables changed since
+    /// `seen` (then updated), so that its TLB must be flushed first.
+    pub fn sync_vcpu(&mut self, id: usize, lapic: &mut VLapic, upcall_vector: &mut Option<u8>, seen: &mut u64) -> bool {
+        *upcall_vector = self.upcall_vector;
+        if self.mailbox.has(id) {
+            self.mailbox.deliver(lapic);
+        }
+        let stale = self.generation != *seen;
+        *seen = self.generation;
+        stale
+    }
+
+    /// An ICR write for other vCPUs: fixed vectors go to their mailbox (and the sender
+    /// yields, so that a halted target wakes and runs); a STARTUP asks the core to power the
+    /// (first) target on in real mode at `vector << 12`.
+    pub fn send_ipi(&mut self, ipi: Ipi) -> Option<Exit> {
+        match route(ipi, self.apic_mask()) {
+            Route::Post { targets, vector } => {
+                self.mailbox.post(targets, vector);
+                Some(Exit::Yield)
+            }
+            Route::Start { target, entry } => Some(Exit::CpuOn { target, entry, context: 0 }),
+            Route::Nowhere => None,
+        }
+    }
+
+    /// Whether `index` names a sibling vCPU `from` may power on.
+    pub fn is_sibling(&self, from: usize, index: usize) -> bool {
+        index < self.nr_vcpus && index != from
     }
 }

@@ -18,7 +18,7 @@ use crate::exit::{BadGuestAddress, Exit, VirtualCpu};
 use crate::x86::ept;
 use crate::x86::policy::{self, Gprs, RAX, RBX, RamRange};
 use crate::x86::svm::{self, EFER_SVME, ExitContext};
-use crate::x86::vlapic::{Ipi, RealModeEntry, Route, route};
+use crate::x86::vlapic::RealModeEntry;
 use crate::x86::vmcb::vintr;
 use crate::x86::vmcb::{Segment, Vmcb, attrib, misc1, misc2, tlb};
 use crate::x86::walk::PagingMode;
@@ -294,7 +294,7 @@ impl VirtualCpu for Vcpu {
                 let _ = self.ram.write_phys(gpa, &policy::hypercall_page(true));
             }
             if let Some(ipi) = self.ctx.msrs.lapic.take_ipi()
-                && let Some(exit) = self.send_ipi(ipi)
+                && let Some(exit) = self.space.borrow_mut().send_ipi(ipi)
             {
                 return exit;
             }
@@ -345,8 +345,7 @@ impl VirtualCpu for Vcpu {
     }
 
     fn power_on_sibling(&mut self, index: usize, entry: u64, _context: u64) -> Option<Vcpu> {
-        (index < self.space.borrow().nr_vcpus && index != self.id)
-            .then(|| Vcpu::started_by_sipi(self.space.clone(), index, entry))
+        self.space.borrow().is_sibling(self.id, index).then(|| Vcpu::started_by_sipi(self.space.clone(), index, entry))
     }
 
     fn interrupt_pending(&self) -> bool {
@@ -380,29 +379,15 @@ impl Vcpu {
     /// Before entering the guest: take the IPIs other vCPUs sent, and flush the TLB if the
     /// domain's tables changed since this vCPU last ran.
     fn sync_with_domain(&mut self) {
-        let mut space = self.space.borrow_mut();
-        self.ctx.upcall_vector = space.upcall_vector;
-        if space.mailbox.has(self.id) {
-            space.mailbox.deliver(&mut self.ctx.msrs.lapic);
-        }
-        if space.generation != self.tlb_generation {
-            self.tlb_generation = space.generation;
+        let ctx = &mut *self.ctx;
+        let stale = self.space.borrow_mut().sync_vcpu(
+            self.id,
+            &mut ctx.msrs.lapic,
+            &mut ctx.upcall_vector,
+            &mut self.tlb_generation,
+        );
+        if stale {
             self.vmcb.control.tlb_control = tlb::FLUSH_ALL;
-        }
-    }
-
-    /// An ICR write for other vCPUs: fixed vectors go to their mailbox (and this vCPU yields,
-    /// so that a halted target wakes and runs); a STARTUP asks the core to power the (first)
-    /// target on in real mode at `vector << 12`.
-    fn send_ipi(&mut self, ipi: Ipi) -> Option<Exit> {
-        let mut space = self.space.borrow_mut();
-        match route(ipi, space.apic_mask()) {
-            Route::Post { targets, vector } => {
-                space.mailbox.post(targets, vector);
-                Some(Exit::Yield)
-            }
-            Route::Start { target, entry } => Some(Exit::CpuOn { target, entry, context: 0 }),
-            Route::Nowhere => None,
         }
     }
 

@@ -6,7 +6,10 @@
 //! the answer to it. Interrupts (the Xen upcall, the x2APIC's vectors) are injected through
 //! the VM-entry interruption-information field when the guest can take them, else an
 //! interrupt-window exit waits for that moment. The VMX-preemption timer ends a run at the
-//! earlier of the core's deadline and the Xen single-shot timer.
+//! earlier of the core's deadline and the Xen single-shot timer. Siblings start as on SVM:
+//! a STARTUP through the x2APIC leaves as [`Exit::CpuOn`], and
+//! [`VirtualCpu::power_on_sibling`] gives the new vCPU its own VMCS (and VPID) over the same
+//! [`DomainSpace`], in real mode at `vector << 12` (unrestricted guest).
 
 use super::super::alloc::boxed::Box;
 use super::super::desc::{CODE_SELECTOR, DATA_SELECTOR, TSS_SELECTOR};
@@ -21,6 +24,7 @@ use crate::exit::{BadGuestAddress, Exit, FaultKind, GuestFault, VirtualCpu};
 use crate::x86::ept;
 use crate::x86::guest::{self, ExitContext, MsrOutcome, Timers};
 use crate::x86::policy::{self, Gprs, PortAction, RAX, RBX, RCX, RSP, RamRange};
+use crate::x86::vlapic::RealModeEntry;
 use crate::x86::walk::PagingMode;
 use ::x86::vmx::vmcs::{control, guest as gs, host, ro};
 use core::sync::atomic::{AtomicU16, AtomicU64, Ordering};
@@ -56,6 +60,9 @@ mod bits {
     // Segment access rights as the VMCS stores them.
     pub const AR_CODE32: u64 = 0xc09b;
     pub const AR_DATA32: u64 = 0xc093;
+    /// Real mode: 16-bit, byte granular (code readable, data writable; both accessed).
+    pub const AR_REAL_CODE: u64 = 0x9b;
+    pub const AR_REAL_DATA: u64 = 0x93;
     pub const AR_TSS32_BUSY: u64 = 0x8b;
     pub const AR_UNUSABLE: u64 = 1 << 16;
     pub const AR_LONG: u64 = 1 << 13;
@@ -246,14 +253,25 @@ impl Vcpu {
         }
         let ram = GuestRam { host: setup.ram_host, guest: setup.ram_guest, size: setup.ram_size };
         let space = DomainSpace::new(ept::EPT, ram, setup.domain_id, setup.nr_vcpus.into())?;
-        let (root, generation) = {
+        let mut vcpu = Vcpu::with_space(space, setup.vcpu_id.into())?;
+        vcpu.setup_guest(setup)?;
+        // Translations of an earlier user of this EPTP's tables may be cached.
+        invept(vcpu.eptp);
+        Ok(vcpu)
+    }
+
+    /// vCPU `id` of the domain `space` describes: its VMCS made current, with the controls
+    /// and host state set; the guest state is the caller's to fill in.
+    fn with_space(space: SharedSpace, id: usize) -> Result<Vcpu, &'static str> {
+        let caps = super::caps();
+        let (ram, domain_id, root, generation, upcall_vector) = {
             let s = space.borrow();
-            (s.root, s.generation)
+            (s.ram, s.domain_id, s.root, s.generation, s.upcall_vector)
         };
         let mut vcpu = Vcpu {
             vmcs: Page::new(),
             space,
-            id: setup.vcpu_id.into(),
+            id,
             eptp: ept::eptp(root),
             ept_generation: generation,
             regs: Gprs::default(),
@@ -264,8 +282,8 @@ impl Vcpu {
             cr8: 0,
             ctx: Box::new(ExitContext::new(
                 RamRange { base: ram.guest, size: ram.size },
-                setup.domain_id,
-                setup.vcpu_id,
+                domain_id,
+                u16::try_from(id).unwrap_or(u16::MAX),
                 false,
             )),
             timers: Timers::default(),
@@ -273,15 +291,49 @@ impl Vcpu {
             msr_area: Page::new(),
             xcr0: RESET_XCR0,
         };
+        vcpu.ctx.upcall_vector = upcall_vector;
         vcpu.vmcs.0[0] = caps.revision as u64;
         // SAFETY: a fresh, 4 KiB-aligned, identity-mapped VMCS region with the revision id.
         unsafe { ::x86::bits64::vmx::vmclear(vcpu.vmcs.addr()) }.map_err(|_| "VMCLEAR failed")?;
         vcpu.make_current();
         vcpu.setup_controls()?;
         vcpu.setup_host()?;
-        vcpu.setup_guest(setup)?;
-        // Translations of an earlier user of this EPTP's tables may be cached.
-        invept(vcpu.eptp);
+        Ok(vcpu)
+    }
+
+    /// A sibling the guest started with STARTUP: real mode at `entry` (`vector << 12`), as a
+    /// processor leaves its wait-for-SIPI state (CS = entry >> 4, IP = 0); unrestricted
+    /// guest runs it as it is.
+    fn started_by_sipi(space: SharedSpace, id: usize, entry: u64) -> Result<Vcpu, &'static str> {
+        let mut vcpu = Vcpu::with_space(space, id)?;
+        let start = RealModeEntry::at(entry);
+        vcpu.setup_common_state(CR0_ET, start.ip)?;
+        let real = |sel, base, limit, ar, selector: u16, seg_base: u64, access: u64| -> Result<(), &'static str> {
+            vmwrite(sel, selector as u64)?;
+            vmwrite(base, seg_base)?;
+            vmwrite(limit, 0xffff)?;
+            vmwrite(ar, access)
+        };
+        real(
+            gs::CS_SELECTOR,
+            gs::CS_BASE,
+            gs::CS_LIMIT,
+            gs::CS_ACCESS_RIGHTS,
+            start.cs_selector,
+            start.cs_base,
+            AR_REAL_CODE,
+        )?;
+        for (sel, base, limit, ar) in DATA_SEGMENTS {
+            real(sel, base, limit, ar, 0, 0, AR_REAL_DATA)?;
+        }
+        vmwrite(gs::TR_LIMIT, 0xffff)?;
+        for (base, limit) in [(gs::GDTR_BASE, gs::GDTR_LIMIT), (gs::IDTR_BASE, gs::IDTR_LIMIT)] {
+            vmwrite(limit, 0xffff)?;
+            vmwrite(base, 0)?;
+        }
+        // Events may already wait in its `vcpu_info` (registered, and sent to, while it was
+        // still off): Xen keeps a vCPU's upcall pending until it runs.
+        vcpu.ctx.upcall_pending = true;
         Ok(vcpu)
     }
 
@@ -370,17 +422,7 @@ impl Vcpu {
 
     /// The Xen PVH start state: 32-bit flat protected mode, paging off, EBX = start info.
     fn setup_guest(&mut self, setup: &GuestSetup) -> Result<(), &'static str> {
-        let caps = super::caps();
-        let cr0_visible = CR0_PE | CR0_ET;
-        vmwrite(gs::CR0, (cr0_visible | cr0_owned()) & caps.cr0_fixed1)?;
-        vmwrite(control::CR0_READ_SHADOW, cr0_visible)?;
-        vmwrite(gs::CR4, caps.cr4_fixed0 & caps.cr4_fixed1)?;
-        vmwrite(control::CR4_READ_SHADOW, 0)?;
-        vmwrite(gs::CR3, 0)?;
-        vmwrite(gs::DR7, 0x400)?;
-        vmwrite(gs::RIP, setup.entry)?;
-        vmwrite(gs::RSP, 0)?;
-        vmwrite(gs::RFLAGS, 0x2)?;
+        self.setup_common_state(CR0_PE | CR0_ET, setup.entry)?;
         self.regs.0[RBX] = setup.boot_arg;
         let flat = |sel, base, limit, ar, value: u64, access: u64| -> Result<(), &'static str> {
             vmwrite(sel, value)?;
@@ -389,15 +431,25 @@ impl Vcpu {
             vmwrite(ar, access)
         };
         flat(gs::CS_SELECTOR, gs::CS_BASE, gs::CS_LIMIT, gs::CS_ACCESS_RIGHTS, 0x08, AR_CODE32)?;
-        for (sel, base, limit, ar) in [
-            (gs::DS_SELECTOR, gs::DS_BASE, gs::DS_LIMIT, gs::DS_ACCESS_RIGHTS),
-            (gs::ES_SELECTOR, gs::ES_BASE, gs::ES_LIMIT, gs::ES_ACCESS_RIGHTS),
-            (gs::SS_SELECTOR, gs::SS_BASE, gs::SS_LIMIT, gs::SS_ACCESS_RIGHTS),
-            (gs::FS_SELECTOR, gs::FS_BASE, gs::FS_LIMIT, gs::FS_ACCESS_RIGHTS),
-            (gs::GS_SELECTOR, gs::GS_BASE, gs::GS_LIMIT, gs::GS_ACCESS_RIGHTS),
-        ] {
+        for (sel, base, limit, ar) in DATA_SEGMENTS {
             flat(sel, base, limit, ar, 0x10, AR_DATA32)?;
         }
+        Ok(())
+    }
+
+    /// Guest state both start states share: `cr0` as the guest sees it, RIP = `rip`, paging
+    /// and long mode off, an unusable LDT, a busy TSS and empty descriptor tables at 0.
+    fn setup_common_state(&mut self, cr0_visible: u64, rip: u64) -> Result<(), &'static str> {
+        let caps = super::caps();
+        vmwrite(gs::CR0, (cr0_visible | cr0_owned()) & caps.cr0_fixed1)?;
+        vmwrite(control::CR0_READ_SHADOW, cr0_visible)?;
+        vmwrite(gs::CR4, caps.cr4_fixed0 & caps.cr4_fixed1)?;
+        vmwrite(control::CR4_READ_SHADOW, 0)?;
+        vmwrite(gs::CR3, 0)?;
+        vmwrite(gs::DR7, 0x400)?;
+        vmwrite(gs::RIP, rip)?;
+        vmwrite(gs::RSP, 0)?;
+        vmwrite(gs::RFLAGS, 0x2)?;
         vmwrite(gs::LDTR_SELECTOR, 0)?;
         vmwrite(gs::LDTR_BASE, 0)?;
         vmwrite(gs::LDTR_LIMIT, 0)?;
@@ -423,6 +475,15 @@ impl Vcpu {
         Ok(())
     }
 }
+
+/// DS, ES, SS, FS and GS: (selector, base, limit, access rights) fields.
+const DATA_SEGMENTS: [(u32, u32, u32, u32); 5] = [
+    (gs::DS_SELECTOR, gs::DS_BASE, gs::DS_LIMIT, gs::DS_ACCESS_RIGHTS),
+    (gs::ES_SELECTOR, gs::ES_BASE, gs::ES_LIMIT, gs::ES_ACCESS_RIGHTS),
+    (gs::SS_SELECTOR, gs::SS_BASE, gs::SS_LIMIT, gs::SS_ACCESS_RIGHTS),
+    (gs::FS_SELECTOR, gs::FS_BASE, gs::FS_LIMIT, gs::FS_ACCESS_RIGHTS),
+    (gs::GS_SELECTOR, gs::GS_BASE, gs::GS_LIMIT, gs::GS_ACCESS_RIGHTS),
+];
 
 /// CR0 bits VMX requires set that the guest may think are clear (PE/PG are the guest's own
 /// under unrestricted guest).
@@ -494,6 +555,11 @@ impl VirtualCpu for Vcpu {
                 // A page outside RAM is the guest's loss: its later calls fault there.
                 let _ = self.ram.write_phys(gpa, &policy::hypercall_page(false));
             }
+            if let Some(ipi) = self.ctx.msrs.lapic.take_ipi()
+                && let Some(exit) = self.space.borrow_mut().send_ipi(ipi)
+            {
+                return exit;
+            }
             if let Some(exit) = exit {
                 return exit;
             }
@@ -501,6 +567,7 @@ impl VirtualCpu for Vcpu {
     }
 
     fn set_hypercall_result(&mut self, value: u64) {
+        self.make_current();
         self.regs.0[RAX] = policy::hypercall_result(value, self.in_long_mode());
     }
 
@@ -537,7 +604,24 @@ impl VirtualCpu for Vcpu {
     }
 
     fn set_upcall_vector(&mut self, vector: Option<u8>) {
+        self.space.borrow_mut().upcall_vector = vector;
         self.ctx.upcall_vector = vector;
+    }
+
+    fn power_on_sibling(&mut self, index: usize, entry: u64, _context: u64) -> Option<Vcpu> {
+        if !self.space.borrow().is_sibling(self.id, index) {
+            return None;
+        }
+        let sibling = Vcpu::started_by_sipi(self.space.clone(), index, entry);
+        // Creating it made its VMCS current: this vCPU's VMCS is reloaded on its next use.
+        self.make_current();
+        match sibling {
+            Ok(v) => Some(v),
+            Err(e) => {
+                super::super::report(format_args!("d{}v{index}: cannot start: {e}", self.ctx.domain_id));
+                None
+            }
+        }
     }
 
     fn interrupt_pending(&self) -> bool {
@@ -576,12 +660,14 @@ impl Vcpu {
     /// Before entering the guest: take the IPIs other vCPUs sent, and drop cached
     /// translations if the domain's EPT changed since this vCPU last ran.
     fn sync_with_domain(&mut self) {
-        let mut space = self.space.borrow_mut();
-        if space.mailbox.has(self.id) {
-            space.mailbox.deliver(&mut self.ctx.msrs.lapic);
-        }
-        if space.generation != self.ept_generation {
-            self.ept_generation = space.generation;
+        let ctx = &mut *self.ctx;
+        let stale = self.space.borrow_mut().sync_vcpu(
+            self.id,
+            &mut ctx.msrs.lapic,
+            &mut ctx.upcall_vector,
+            &mut self.ept_generation,
+        );
+        if stale {
             invept(self.eptp);
         }
     }
