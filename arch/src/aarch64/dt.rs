@@ -106,7 +106,7 @@ fn find_reserved(fdt: &Fdt, boot: &mut BootInfo) {
     for r in fdt.memory_reservations() {
         boot.add_reserved(Region { start: r.address() as u64, size: r.size() as u64 });
     }
-    if let Some(node) = fdt.find_node("/reserved-memory") {
+    if let Some(node) = crate::arm::dtpath::node(fdt, "/reserved-memory") {
         for child in node.children() {
             for r in regs(fdt, &child) {
                 boot.add_reserved(r);
@@ -119,9 +119,9 @@ fn find_reserved(fdt: &Fdt, boot: &mut BootInfo) {
 /// is a PL011; else the first enabled PL011.
 fn find_uart(fdt: &Fdt) -> Option<u64> {
     const PL011: [&str; 2] = ["arm,pl011", "arm,sbsa-uart"];
-    let chosen = fdt.find_node("/chosen");
+    let chosen = crate::arm::dtpath::node(fdt, "/chosen");
     let path = chosen.and_then(|c| prop_str(&c, "stdout-path")).map(|s| s.split(':').next().unwrap_or(s));
-    let stdout = path.and_then(|p| fdt.find_node(p)).filter(|n| is_compatible(n, &PL011));
+    let stdout = path.and_then(|p| crate::arm::dtpath::node(fdt, p)).filter(|n| is_compatible(n, &PL011));
     let node = stdout.or_else(|| fdt.all_nodes().find(|n| is_compatible(n, &PL011) && is_enabled(n)))?;
     regs(fdt, &node).next().map(|r| r.start)
 }
@@ -174,7 +174,7 @@ fn find_psci(fdt: &Fdt) -> Option<Conduit> {
 }
 
 fn find_cpus(fdt: &Fdt, p: &mut Platform) {
-    let Some(cpus) = fdt.find_node("/cpus") else {
+    let Some(cpus) = crate::arm::dtpath::node(fdt, "/cpus") else {
         p.cpu_count = 1; // the one running this
         return;
     };
@@ -191,7 +191,7 @@ fn find_cpus(fdt: &Fdt, p: &mut Platform) {
 
 /// `/chosen/module@...` nodes (Xen's multiboot bindings, as QEMU's guest-loader writes them).
 fn find_modules(fdt: &Fdt, boot: &mut BootInfo) {
-    let Some(chosen) = fdt.find_node("/chosen") else {
+    let Some(chosen) = crate::arm::dtpath::node(fdt, "/chosen") else {
         return;
     };
     for node in chosen.children() {

@@ -2,6 +2,8 @@
 //! it builds and is unit-tested on any host: long-descriptor tables, stage-2, PSCI,
 //! exception syndromes, the virtual GICv3.
 
+#[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
+pub mod dtpath;
 pub mod lpae;
 pub mod psci;
 pub mod stage2;

@@ -121,7 +121,7 @@ fn reserve_firmware_regions(dt: &Fdt, boot: &mut BootInfo) {
 }
 
 fn count_cpus(dt: &Fdt) -> usize {
-    let Some(cpus) = dt.find_node("/cpus") else {
+    let Some(cpus) = crate::arm::dtpath::node(dt, "/cpus") else {
         return 1;
     };
     let is_cpu = |n: &FdtNode| n.property("device_type").and_then(|p| p.as_str()) == Some("cpu");
@@ -130,7 +130,7 @@ fn count_cpus(dt: &Fdt) -> usize {
 
 /// `/chosen/module@..` nodes (Xen's multiboot binding, which QEMU's `guest-loader` writes).
 fn add_modules(dt: &Fdt, root_cells: Cells, boot: &mut BootInfo) {
-    let Some(chosen) = dt.find_node("/chosen") else {
+    let Some(chosen) = crate::arm::dtpath::node(dt, "/chosen") else {
         return;
     };
     let cells = child_cells(chosen, root_cells);
@@ -174,7 +174,7 @@ fn gic_of(node: FdtNode, cells: Cells) -> Option<(GicVersion, u64)> {
 
 /// The PL011 `/chosen/stdout-path` names (a path or an alias, `:options` ignored).
 fn stdout_uart(dt: &Fdt) -> Option<u64> {
-    let chosen = dt.find_node("/chosen")?;
+    let chosen = crate::arm::dtpath::node(dt, "/chosen")?;
     let path = chosen.property("stdout-path").and_then(|p| p.as_str())?;
     let path = path.split(':').next().unwrap_or(path);
     let path = if path.starts_with('/') { path } else { dt.aliases()?.resolve(path)? };
