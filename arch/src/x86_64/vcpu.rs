@@ -48,17 +48,20 @@ impl VirtualCpu for Vcpu {
     fn complete_mmio_read(&mut self, value: u64) {
         each!(self, v => v.complete_mmio_read(value))
     }
+    // What both backends do alike lives here once, on their shared parts: guest RAM, the
+    // domain's page tables and the exit context.
     fn read_guest_phys(&mut self, gpa: u64, buf: &mut [u8]) -> Result<(), BadGuestAddress> {
-        each!(self, v => v.read_guest_phys(gpa, buf))
+        each!(self, v => v.ram.read_phys(gpa, buf))
     }
     fn write_guest_phys(&mut self, gpa: u64, buf: &[u8]) -> Result<(), BadGuestAddress> {
-        each!(self, v => v.write_guest_phys(gpa, buf))
+        each!(self, v => v.ram.write_phys(gpa, buf))
     }
     fn map_host_page(&mut self, gpa: u64, hpa: u64) -> Result<(), BadGuestAddress> {
-        each!(self, v => v.map_host_page(gpa, hpa))
+        // Every vCPU of the domain drops the old translation before it runs again.
+        each!(self, v => v.space.borrow_mut().remap_4k(gpa, hpa).map_err(|_| BadGuestAddress(gpa)))
     }
     fn raise_upcall(&mut self) {
-        each!(self, v => v.raise_upcall())
+        each!(self, v => v.ctx.upcall_pending = true)
     }
     fn set_irq_line(&mut self, intid: u32, level: bool) {
         each!(self, v => v.set_irq_line(intid, level))
@@ -82,7 +85,11 @@ impl VirtualCpu for Vcpu {
         each!(self, v => v.set_preemption_deadline(deadline_ns))
     }
     fn set_upcall_vector(&mut self, vector: Option<u8>) {
-        each!(self, v => v.set_upcall_vector(vector))
+        // Domain-wide (a vCPU started later takes it from the shared space) and this vCPU's.
+        each!(self, v => {
+            v.space.borrow_mut().upcall_vector = vector;
+            v.ctx.upcall_vector = vector;
+        })
     }
     fn set_xen_timer(&mut self, deadline_ns: Option<u64>) -> bool {
         each!(self, v => v.set_xen_timer(deadline_ns))

@@ -39,15 +39,15 @@ static NEXT_ASID: AtomicU32 = AtomicU32::new(1);
 pub struct Vcpu {
     vmcb: Box<Vmcb>,
     /// The domain's nested page tables (the VMCB points at their root) and IPI mailbox.
-    space: SharedSpace,
+    pub(in crate::x86_64) space: SharedSpace,
     /// This vCPU's index in its domain (its APIC id).
     id: usize,
     /// The tables' generation this vCPU's TLB has seen.
     tlb_generation: u64,
     regs: Gprs,
-    ram: GuestRam,
+    pub(in crate::x86_64) ram: GuestRam,
     /// Boxed: the vLAPIC and the debug-port buffer make it large.
-    ctx: Box<ExitContext>,
+    pub(in crate::x86_64) ctx: Box<ExitContext>,
     /// The Xen single-shot timer (platform ns), and whether it fired unreported.
     xen_timer: Option<u64>,
     timer_fired: bool,
@@ -320,28 +320,6 @@ impl VirtualCpu for Vcpu {
 
     fn copy_to_guest(&mut self, gva: u64, buf: &[u8]) -> Result<(), BadGuestAddress> {
         self.ram.copy_to(self.translation(), gva, buf)
-    }
-
-    fn read_guest_phys(&mut self, gpa: u64, buf: &mut [u8]) -> Result<(), BadGuestAddress> {
-        self.ram.read_phys(gpa, buf)
-    }
-
-    fn write_guest_phys(&mut self, gpa: u64, buf: &[u8]) -> Result<(), BadGuestAddress> {
-        self.ram.write_phys(gpa, buf)
-    }
-
-    fn map_host_page(&mut self, gpa: u64, hpa: u64) -> Result<(), BadGuestAddress> {
-        // Every vCPU of the domain flushes the old translation before it runs again.
-        self.space.borrow_mut().remap_4k(gpa, hpa).map_err(|_| BadGuestAddress(gpa))
-    }
-
-    fn raise_upcall(&mut self) {
-        self.ctx.upcall_pending = true;
-    }
-
-    fn set_upcall_vector(&mut self, vector: Option<u8>) {
-        self.space.borrow_mut().upcall_vector = vector;
-        self.ctx.upcall_vector = vector;
     }
 
     fn power_on_sibling(&mut self, index: usize, entry: u64, _context: u64) -> Option<Vcpu> {

@@ -114,7 +114,7 @@ static CURRENT_XCR0: AtomicU64 = AtomicU64::new(RESET_XCR0);
 pub struct Vcpu {
     vmcs: Box<Page>,
     /// The domain's EPT (the VMCS points at its root) and IPI mailbox.
-    space: SharedSpace,
+    pub(in crate::x86_64) space: SharedSpace,
     /// This vCPU's index in its domain (its APIC id).
     id: usize,
     eptp: u64,
@@ -122,12 +122,12 @@ pub struct Vcpu {
     ept_generation: u64,
     regs: Gprs,
     launched: bool,
-    ram: GuestRam,
+    pub(in crate::x86_64) ram: GuestRam,
     entry_ctls: u32,
     primary_ctls: u32,
     cr8: u64,
     /// Boxed: the vLAPIC and the debug-port buffer make it large.
-    ctx: Box<ExitContext>,
+    pub(in crate::x86_64) ctx: Box<ExitContext>,
     timers: Timers,
     /// The preemption timer's rate (it counts TSC >> rate), if the CPU has one.
     preemption_rate: Option<u32>,
@@ -584,28 +584,6 @@ impl VirtualCpu for Vcpu {
     fn copy_to_guest(&mut self, gva: u64, buf: &[u8]) -> Result<(), BadGuestAddress> {
         let tr = self.translation();
         self.ram.copy_to(tr, gva, buf)
-    }
-
-    fn read_guest_phys(&mut self, gpa: u64, buf: &mut [u8]) -> Result<(), BadGuestAddress> {
-        self.ram.read_phys(gpa, buf)
-    }
-
-    fn write_guest_phys(&mut self, gpa: u64, buf: &[u8]) -> Result<(), BadGuestAddress> {
-        self.ram.write_phys(gpa, buf)
-    }
-
-    fn map_host_page(&mut self, gpa: u64, hpa: u64) -> Result<(), BadGuestAddress> {
-        // Every vCPU of the domain drops the old translation before it runs again.
-        self.space.borrow_mut().remap_4k(gpa, hpa).map_err(|_| BadGuestAddress(gpa))
-    }
-
-    fn raise_upcall(&mut self) {
-        self.ctx.upcall_pending = true;
-    }
-
-    fn set_upcall_vector(&mut self, vector: Option<u8>) {
-        self.space.borrow_mut().upcall_vector = vector;
-        self.ctx.upcall_vector = vector;
     }
 
     fn power_on_sibling(&mut self, index: usize, entry: u64, _context: u64) -> Option<Vcpu> {
