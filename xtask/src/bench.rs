@@ -35,6 +35,8 @@ pub fn run(arch: Option<Arch>, timeout: u64) -> Result<i32> {
         bail!("the bench guest measures aarch64 and x86_64 only");
     }
     let command = format!("cargo xtask bench --arch {}", arch.name());
+    let mut needs = crate::prereq::Needs::default();
+    crate::prereq::ensure(needs.boot(arch, crate::prereq::X86Emulator::Qemu))?;
     let built = build::hypervisor_and_guests(arch)?;
     let args = RunArgs {
         arch,

@@ -6,8 +6,17 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The test guests of `qemu/guests/hello`, one binary per scenario.
-pub const GUESTS: [&str; 8] =
-    ["hello", "enosys", "guest-fault", "vgic", "vendor-probe", "bad-hypercalls", "hypercall-page", "bench"];
+pub const GUESTS: [&str; 9] = [
+    "hello",
+    "enosys",
+    "guest-fault",
+    "vgic",
+    "vendor-probe",
+    "bad-hypercalls",
+    "hypercall-page",
+    "bench",
+    "simd-isolation",
+];
 
 /// What a build produced for one architecture.
 pub struct Built {
@@ -16,6 +25,9 @@ pub struct Built {
     pub hypervisor: PathBuf,
     /// Where the guests and other per-arch artefacts are.
     pub out_dir: PathBuf,
+    /// This process's own directory for what one boot writes (ISO, DTBs, serial log), so that
+    /// concurrent runs and tests in one checkout never share a file.
+    pub run_dir: PathBuf,
 }
 
 impl Built {
@@ -52,6 +64,7 @@ pub fn hypervisor_and_guests(arch: Arch) -> Result<Built> {
         arch,
         hypervisor: out_dir.join(if arch.flat_binary() { "hypervisor.bin" } else { "hypervisor.elf" }),
         out_dir,
+        run_dir: run_dir(arch)?,
     };
     export(arch, &elf_dir.join("hypervisor"), &built.hypervisor)?;
     for g in GUESTS {
@@ -74,18 +87,45 @@ fn cargo_build(arch: Arch, what: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// ARM images become flat binaries; x86 ELF files are copied as they are.
+/// ARM images become flat binaries; x86 ELF files are copied as they are. The result replaces
+/// `out` in one step: a concurrent run that is reading the old image keeps reading it whole.
 fn export(arch: Arch, elf: &Path, out: &Path) -> Result<()> {
-    if !arch.flat_binary() {
-        std::fs::copy(elf, out).with_context(|| format!("copying {}", elf.display()))?;
-        return Ok(());
+    let tmp = out.with_extension(format!("tmp.{}", std::process::id()));
+    if arch.flat_binary() {
+        let status = Command::new(objcopy()?)
+            .args(["-O", "binary"])
+            .arg(elf)
+            .arg(&tmp)
+            .status()
+            .context("running llvm-objcopy")?;
+        if !status.success() {
+            bail!("llvm-objcopy failed on {}", elf.display());
+        }
+    } else {
+        std::fs::copy(elf, &tmp).with_context(|| format!("copying {}", elf.display()))?;
     }
-    let status =
-        Command::new(objcopy()?).args(["-O", "binary"]).arg(elf).arg(out).status().context("running llvm-objcopy")?;
-    if !status.success() {
-        bail!("llvm-objcopy failed on {}", elf.display());
+    std::fs::rename(&tmp, out).with_context(|| format!("replacing {}", out.display()))
+}
+
+/// `target/xtask/runs/<pid>/<arch>`, created on first use. Directories of processes that
+/// have ended are removed then, so they do not pile up (the test logs stay in
+/// `target/xtask/logs`).
+pub fn run_dir(arch: Arch) -> Result<PathBuf> {
+    let runs = target_dir().join("xtask/runs");
+    let mine = runs.join(std::process::id().to_string());
+    if !mine.exists()
+        && let Ok(entries) = std::fs::read_dir(&runs)
+    {
+        for e in entries.filter_map(|e| e.ok()) {
+            let pid = e.file_name().to_string_lossy().into_owned();
+            if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(&pid).exists() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
     }
-    Ok(())
+    let dir = mine.join(arch.name());
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
 }
 
 /// The `llvm-objcopy` that ships with the pinned toolchain's `llvm-tools` component.

@@ -91,7 +91,7 @@ pub fn configured_domus(built: &Built, args: &RunArgs, config: &Path) -> Result<
 /// dom0less nodes in the machine's DTB, and write that next to the build output.
 fn dom0less(built: &Built, args: &RunArgs, domains: &[ConfigDomain]) -> Result<Dom0less> {
     let cpus = domains.iter().map(|d| d.cpus).max().unwrap_or(1).max(args.smp);
-    let host = dump_dtb(args.arch, cpus, &built.out_dir.join("qemu-virt.dtb"))?;
+    let host = dump_dtb(args.arch, cpus, &built.run_dir.join("qemu-virt.dtb"))?;
     let mut next = ARM_KERNEL_ADDR;
     let mut images = Vec::new();
     let mut place = |file: &Path| -> Result<Module> {
@@ -130,7 +130,7 @@ fn dom0less(built: &Built, args: &RunArgs, domains: &[ConfigDomain]) -> Result<D
         });
     }
     let dtb = bootdt::with_domains(&host, &specs)?;
-    let path = built.out_dir.join("boot.dtb");
+    let path = built.run_dir.join("boot.dtb");
     std::fs::write(&path, dtb).with_context(|| format!("writing {}", path.display()))?;
     eprintln!("xtask: boot device tree -> {}", path.display());
     Ok(Dom0less { dtb: path, images })
@@ -253,8 +253,8 @@ fn bochs(run: &Boot, echo: Echo) -> Result<Outcome> {
     let Guest::Loader { kernel } = &run.guest else {
         bail!("dom0less boot configurations are not wired up for x86_64 yet");
     };
-    let out = &run.built.out_dir;
-    let iso = grub_iso(run, kernel, out)?;
+    let out = &run.built.run_dir;
+    let iso = grub_iso(run, kernel, out, echo)?;
     let serial = out.join("serial.log");
     let _ = std::fs::remove_file(&serial);
     std::fs::write(&serial, b"")?;
@@ -282,7 +282,8 @@ fn bochs(run: &Boot, echo: Echo) -> Result<Outcome> {
 }
 
 /// A GRUB multiboot2 ISO with the hypervisor and the guest kernel (and initrd) as modules.
-pub(crate) fn grub_iso(run: &Boot, kernel: &Path, out: &Path) -> Result<PathBuf> {
+pub(crate) fn grub_iso(run: &Boot, kernel: &Path, out: &Path, echo: Echo) -> Result<PathBuf> {
+    let start = Instant::now();
     let root = out.join("iso");
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(root.join("boot/grub"))?;
@@ -301,6 +302,10 @@ pub(crate) fn grub_iso(run: &Boot, kernel: &Path, out: &Path) -> Result<PathBuf>
     let res = Command::new("grub-mkrescue").arg("-o").arg(&iso).arg(&root).output().context("running grub-mkrescue")?;
     if !res.status.success() {
         bail!("grub-mkrescue failed:\n{}", String::from_utf8_lossy(&res.stderr));
+    }
+    if echo == Echo::Stream {
+        let mib = std::fs::metadata(&iso).map(|m| m.len() as f64 / 1048576.0).unwrap_or(0.0);
+        eprintln!("xtask: GRUB ISO ({mib:.1} MiB) -> {} in {:.1} s", iso.display(), start.elapsed().as_secs_f64());
     }
     Ok(iso)
 }
@@ -390,7 +395,8 @@ pub(crate) fn watch(mut child: Child, mut source: Source, echo: Echo, timeout: D
 pub(crate) fn announce(cmd: &Command, echo: Echo) {
     if echo == Echo::Stream {
         let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
-        eprintln!("xtask: {} {}", cmd.get_program().to_string_lossy(), args.join(" "));
+        eprintln!("xtask: starting {} {}", cmd.get_program().to_string_lossy(), args.join(" "));
+        eprintln!("xtask: the console follows (the hypervisor's lines carry (XEN), a guest's (dN))");
     }
 }
 

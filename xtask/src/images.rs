@@ -51,6 +51,11 @@ fn packages(arch: Arch) -> Packages {
     }
 }
 
+/// The metapackage naming `arch`'s guest kernel (apt must know it before anything is fetched).
+pub fn kernel_metapackage(arch: Arch) -> &'static str {
+    packages(arch).kernel_meta
+}
+
 /// Where unpacked packages and built initramfs images live between runs.
 pub fn cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("XHV_CACHE") {
@@ -64,10 +69,13 @@ pub fn cache_dir() -> PathBuf {
 }
 
 /// Fetch (once) and return Debian's kernel and our busybox initramfs for `arch`.
+/// Concurrent runs share the cache: the first to get here downloads and builds, the others
+/// wait for it (and say so).
 pub fn linux_guest(arch: Arch) -> Result<LinuxGuest> {
     let pk = packages(arch);
     let dir = cache_dir().join(arch.name());
     std::fs::create_dir_all(&dir)?;
+    let _lock = lock(&dir.join(".lock"))?;
     let kernel_pkg = current_kernel_package(&pk)?;
     let kernel_root = unpacked(&dir, &kernel_pkg)?;
     let kernel = find_in(&kernel_root.join("boot"), pk.kernel_file)?;
@@ -75,6 +83,22 @@ pub fn linux_guest(arch: Arch) -> Result<LinuxGuest> {
     let initrd = dir.join("initramfs.cpio.gz");
     build_initramfs(&busybox_root.join("bin/busybox"), &initrd)?;
     Ok(LinuxGuest { kernel, initrd })
+}
+
+/// An exclusive lock on `path`, held until the file is dropped.
+fn lock(path: &Path) -> Result<std::fs::File> {
+    let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    if file.try_lock().is_err() {
+        eprintln!("xtask: waiting for another xtask to finish with {}", path.parent().unwrap_or(path).display());
+        file.lock().with_context(|| format!("locking {}", path.display()))?;
+    }
+    Ok(file)
+}
+
+/// The download size apt's index gives for `package`, for the progress line.
+fn download_size(package: &str) -> Option<u64> {
+    let out = Command::new("apt-cache").args(["show", "--no-all-versions", package]).output().ok()?;
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| l.strip_prefix("Size: ")?.trim().parse().ok())
 }
 
 /// The versioned kernel package the archive's metapackage points at today.
@@ -104,7 +128,8 @@ fn unpacked(dir: &Path, package: &str) -> Result<PathBuf> {
     }
     let downloads = dir.join("debs");
     std::fs::create_dir_all(&downloads)?;
-    eprintln!("xtask: downloading {package} from Debian's archive");
+    let size = download_size(package).map(|b| format!(" ({:.1} MiB)", b as f64 / 1048576.0)).unwrap_or_default();
+    eprintln!("xtask: downloading {package}{size} from Debian's archive into {}", dir.display());
     let st = Command::new("apt-get")
         .current_dir(&downloads)
         .args(["download", package])
@@ -150,7 +175,19 @@ fn build_initramfs(busybox: &Path, out: &Path) -> Result<()> {
     cpio.entry("init", 0o100755, 0, &init);
     let mut gz = GzEncoder::new(Vec::new(), Compression::default());
     gz.write_all(&cpio.finish())?;
-    std::fs::write(out, gz.finish()?)?;
+    let image = gz.finish()?;
+    // A run that started earlier may be reading the previous image: replace it in one step.
+    if std::fs::read(out).is_ok_and(|old| old == image) {
+        return Ok(());
+    }
+    eprintln!(
+        "xtask: initramfs ({:.1} MiB, busybox + qemu/initramfs/init) -> {}",
+        image.len() as f64 / 1048576.0,
+        out.display()
+    );
+    let tmp = out.with_extension(format!("tmp.{}", std::process::id()));
+    std::fs::write(&tmp, image)?;
+    std::fs::rename(&tmp, out)?;
     Ok(())
 }
 

@@ -7,6 +7,7 @@ mod bootdt;
 mod build;
 mod emulator;
 mod images;
+mod prereq;
 mod qemu_x86;
 mod setup;
 mod test;
@@ -128,6 +129,7 @@ fn main() {
 }
 
 fn build_cmd(arch: Option<Arch>) -> Result<i32> {
+    prereq::ensure(&prereq::Needs::default())?;
     let arches = arch.map(|a| vec![a]).unwrap_or_else(|| Arch::ALL.to_vec());
     for a in arches {
         let out = build::hypervisor_and_guests(a)?;
@@ -136,7 +138,22 @@ fn build_cmd(arch: Option<Arch>) -> Result<i32> {
     Ok(0)
 }
 
+/// What `cargo xtask run` with these options will use from the host.
+fn run_needs(args: &RunArgs) -> prereq::Needs {
+    let mut needs = prereq::Needs::default();
+    needs.boot(args.arch, prereq::X86Emulator::of(args.emulator));
+    let default_linux = args.guest.is_none() && args.config.is_none() && args.arch != Arch::Armv7;
+    if default_linux && (args.kernel.is_none() || args.initrd.is_none()) {
+        needs.linux(args.arch);
+    }
+    if args.config.is_some() {
+        needs.dtc();
+    }
+    needs
+}
+
 fn run_cmd(args: &RunArgs) -> Result<i32> {
+    prereq::ensure(&run_needs(args))?;
     let built = build::hypervisor_and_guests(args.arch)?;
     let mut args = args.clone();
     let guest = match (&args.guest, &args.kernel) {

@@ -50,7 +50,7 @@ pub fn boot(run: &Boot, echo: Echo) -> Result<Outcome> {
     let Guest::Loader { kernel } = &run.guest else {
         bail!("dom0less boot configurations are not wired up for x86_64 yet");
     };
-    let iso = emulator::grub_iso(run, kernel, &run.built.out_dir)?;
+    let iso = emulator::grub_iso(run, kernel, &run.built.run_dir, echo)?;
     let kvm = run.args.emulator != Some(Emulator::QemuTcg) && kvm_usable();
     let mut cmd = command(&iso, kvm, run.args.smp, run.args.icount);
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
