@@ -47,7 +47,8 @@ enum Cmd {
         #[arg(long)]
         no_linux: bool,
     },
-    /// Install what is missing: emulators, firmware, GRUB, Rust targets.
+    /// Install everything at once: every emulator, firmware, GRUB, Rust targets, guest kernels
+    /// (`run` and `test` install what they themselves need, so this is optional).
     Setup,
     /// Fetch Debian's kernel and build the busybox initramfs for an architecture; print their paths.
     FetchLinux {
@@ -112,7 +113,7 @@ fn main() {
         Cmd::Run(args) => run_cmd(&args),
         Cmd::Test { filter, no_host, no_linux } => test::run(filter.as_deref(), !no_host, no_linux),
         Cmd::Setup => setup::run(),
-        Cmd::Lint => build::lint(),
+        Cmd::Lint => prereq::ensure(&prereq::Needs::default()).and_then(|()| build::lint()),
         Cmd::Bench { arch, timeout } => bench::run(arch, timeout),
         Cmd::FetchLinux { arch } => images::linux_guest(arch).map(|g| {
             println!("kernel: {}\ninitrd: {}", g.kernel.display(), g.initrd.display());
