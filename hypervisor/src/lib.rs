@@ -13,6 +13,7 @@ pub mod console;
 pub mod domain;
 pub mod domain_build;
 pub mod evtchn;
+pub mod evtchn_fifo;
 pub mod frames;
 pub mod guest_dt;
 pub mod hypercall;

@@ -1,0 +1,240 @@
+//! FIFO event channels: the port ABI that replaces the 2-level bitmaps with per-port event
+//! words linked into per-vCPU priority queues (Xen 4.4+, Linux `events_fifo.c`).
+//!
+//! The guest owns the memory: an event array (pages of 1024 32-bit words, added one page at a
+//! time with `EVTCHNOP_expand_array`) and one control block per vCPU (`EVTCHNOP_init_control`:
+//! a READY bitmap and the HEAD port of each of the 16 priority queues). An event word holds
+//! PENDING, MASKED, LINKED and BUSY flags and a 17-bit LINK to the next port of its queue.
+//! The hypervisor keeps only each queue's TAIL and, per port, its priority and the queue it
+//! was last linked on.
+//!
+//! The guest consumes while we link (on another CPU), so every change to a word is a
+//! compare-and-exchange, and we respect what the guest may do to a LINKED word: set or clear
+//! MASKED, clear PENDING, clear LINKED with LINK. To link after a tail, the tail must still be
+//! LINKED; while we retry we set BUSY, which holds off the guest's unmask, so the exchange
+//! succeeds within a few tries. READY is set only when a port becomes a queue's new HEAD, and
+//! the upcall is raised only when that bit was clear, so the guest never follows a stale HEAD.
+//!
+//! This module is the policy over an abstract [`FifoMemory`]; where the pages are and how they
+//! are mapped is the caller's business.
+
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU32, Ordering::SeqCst};
+use guest_abi::errno;
+use guest_abi::event_channel::{
+    EVTCHN_FIFO_BUSY, EVTCHN_FIFO_LINK_MASK, EVTCHN_FIFO_LINKED, EVTCHN_FIFO_MASKED, EVTCHN_FIFO_MAX_QUEUES,
+    EVTCHN_FIFO_NR_CHANNELS, EVTCHN_FIFO_PENDING, EVTCHN_FIFO_PRIORITY_DEFAULT, EVTCHN_FIFO_PRIORITY_MIN,
+    EvtchnFifoControlBlock,
+};
+
+/// Event words in one 4 KiB page of the event array.
+pub const WORDS_PER_PAGE: u32 = 1024;
+/// Pages the event array can grow to: enough for every port a LINK can name.
+pub const MAX_PAGES: u32 = EVTCHN_FIFO_NR_CHANNELS / WORDS_PER_PAGE;
+
+pub const PENDING: u32 = 1 << EVTCHN_FIFO_PENDING;
+pub const MASKED: u32 = 1 << EVTCHN_FIFO_MASKED;
+pub const LINKED: u32 = 1 << EVTCHN_FIFO_LINKED;
+pub const BUSY: u32 = 1 << EVTCHN_FIFO_BUSY;
+
+/// A vCPU's control block as both sides touch it: atomically, in guest memory.
+#[repr(C)]
+pub struct ControlBlock {
+    pub ready: AtomicU32,
+    pub reserved: AtomicU32,
+    pub head: [AtomicU32; EVTCHN_FIFO_MAX_QUEUES],
+}
+
+const _: () = assert!(size_of::<ControlBlock>() == size_of::<EvtchnFifoControlBlock>());
+
+/// The guest memory the FIFO ABI lives in.
+pub trait FifoMemory {
+    /// The event word of `port`, if the array page holding it has been added.
+    fn event_word(&self, port: u32) -> Option<&AtomicU32>;
+    /// `vcpu`'s control block, once `init_control` registered it.
+    fn control_block(&self, vcpu: u32) -> Option<&ControlBlock>;
+}
+
+/// One queue: a vCPU and a priority.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct QueueId {
+    vcpu: u32,
+    priority: u8,
+}
+
+/// What the hypervisor remembers of a port.
+#[derive(Clone, Copy, Debug)]
+struct PortState {
+    priority: u8,
+    /// The queue the port was last linked on: if it is still that queue's tail when it is
+    /// linked elsewhere, that tail is stale.
+    last: QueueId,
+    /// Raised before the array page holding it was added: linked when the page arrives.
+    deferred: bool,
+}
+
+const FRESH_PORT: PortState = PortState {
+    priority: EVTCHN_FIFO_PRIORITY_DEFAULT as u8,
+    last: QueueId { vcpu: 0, priority: EVTCHN_FIFO_PRIORITY_DEFAULT as u8 },
+    deferred: false,
+};
+
+/// A domain's FIFO bookkeeping: queue tails, per-port priorities, the array's size.
+pub struct Fifo {
+    /// Tail port of each queue of each vCPU; 0 when the queue is empty (port 0 is never bound).
+    tails: Vec<[u32; EVTCHN_FIFO_MAX_QUEUES]>,
+    /// Indexed by port; grows as ports are used, never beyond the array's ports.
+    ports: Vec<PortState>,
+    pages: u32,
+}
+
+impl Fifo {
+    pub fn new(nr_vcpus: usize) -> Self {
+        Self { tails: alloc::vec![[0; EVTCHN_FIFO_MAX_QUEUES]; nr_vcpus], ports: Vec::new(), pages: 0 }
+    }
+
+    /// Ports the event array covers so far.
+    pub fn nr_ports(&self) -> u32 {
+        self.pages * WORDS_PER_PAGE
+    }
+
+    /// The event array grew by one page (the caller has mapped it): returns the ports raised
+    /// before it existed, which the caller raises again on their vCPUs.
+    pub fn page_added(&mut self) -> Result<Vec<u32>, i64> {
+        if self.pages >= MAX_PAGES {
+            return Err(errno::ENOSPC);
+        }
+        let range = self.nr_ports()..self.nr_ports() + WORDS_PER_PAGE;
+        self.pages += 1;
+        let deferred = range.filter(|&p| self.ports.get(p as usize).is_some_and(|s| s.deferred)).collect::<Vec<_>>();
+        for &p in &deferred {
+            self.ports[p as usize].deferred = false;
+        }
+        Ok(deferred)
+    }
+
+    fn state(&mut self, port: u32) -> &mut PortState {
+        let i = port as usize;
+        if i >= self.ports.len() {
+            self.ports.resize(i + 1, FRESH_PORT);
+        }
+        &mut self.ports[i]
+    }
+
+    /// A port was (re)bound: it starts at the default priority, nothing deferred.
+    pub fn bound(&mut self, port: u32) {
+        if port < EVTCHN_FIFO_NR_CHANNELS {
+            let last = self.state(port).last;
+            *self.state(port) = PortState { last, ..FRESH_PORT };
+        }
+    }
+
+    /// Future events of `port` go to queue `priority`; one already linked stays where it is.
+    pub fn set_priority(&mut self, port: u32, priority: u32) -> Result<(), i64> {
+        if priority > EVTCHN_FIFO_PRIORITY_MIN || port >= EVTCHN_FIFO_NR_CHANNELS {
+            return Err(errno::EINVAL);
+        }
+        self.state(port).priority = priority as u8;
+        Ok(())
+    }
+
+    pub fn priority(&self, port: u32) -> u32 {
+        self.ports.get(port as usize).map_or(EVTCHN_FIFO_PRIORITY_DEFAULT, |s| u32::from(s.priority))
+    }
+
+    /// Raise `port` for `vcpu`: set PENDING and, if it is unmasked and not on a queue yet,
+    /// link it at the tail of its priority's queue. Returns true when the caller must mark
+    /// events pending on `vcpu` (set `evtchn_upcall_pending`, raise the upcall).
+    pub fn set_pending(&mut self, mem: &impl FifoMemory, port: u32, vcpu: u32) -> bool {
+        let Some(word) = mem.event_word(port) else {
+            if port < EVTCHN_FIFO_NR_CHANNELS {
+                self.state(port).deferred = true;
+            }
+            return false;
+        };
+        word.fetch_or(PENDING, SeqCst);
+        let Some(cb) = mem.control_block(vcpu) else {
+            // The guest may not unmask before its control block exists: nothing to link.
+            return false;
+        };
+        if vcpu as usize >= self.tails.len() || word.load(SeqCst) & MASKED != 0 {
+            return false;
+        }
+        if word.fetch_or(LINKED, SeqCst) & LINKED != 0 {
+            return false;
+        }
+        let q = QueueId { vcpu, priority: self.state(port).priority };
+        let last = self.state(port).last;
+        if let Some(tails) = self.tails.get_mut(last.vcpu as usize)
+            && tails[last.priority as usize] == port
+        {
+            tails[last.priority as usize] = 0;
+        }
+        self.state(port).last = q;
+        let tail = self.tails[q.vcpu as usize][q.priority as usize];
+        let linked_after_tail = tail != 0 && mem.event_word(tail).is_some_and(|t| set_link(t, port));
+        self.tails[q.vcpu as usize][q.priority as usize] = port;
+        if linked_after_tail {
+            return false;
+        }
+        cb.head[q.priority as usize].store(port, SeqCst);
+        let bit = 1 << q.priority;
+        cb.ready.fetch_or(bit, SeqCst) & bit == 0
+    }
+
+    /// `EVTCHNOP_unmask`: clear MASKED and link the port if it is pending meanwhile.
+    pub fn unmask(&mut self, mem: &impl FifoMemory, port: u32, vcpu: u32) -> bool {
+        let Some(word) = mem.event_word(port) else { return false };
+        word.fetch_and(!MASKED, SeqCst);
+        word.load(SeqCst) & PENDING != 0 && self.set_pending(mem, port, vcpu)
+    }
+
+    /// The guest will skip a consumed port that is no longer pending: no unlinking needed.
+    pub fn clear_pending(&self, mem: &impl FifoMemory, port: u32) {
+        if let Some(word) = mem.event_word(port) {
+            word.fetch_and(!PENDING, SeqCst);
+        }
+    }
+
+    pub fn is_pending(&self, mem: &impl FifoMemory, port: u32) -> bool {
+        mem.event_word(port).is_some_and(|w| w.load(SeqCst) & PENDING != 0)
+    }
+
+    /// A port without an array word yet counts as masked: nothing can be delivered through it.
+    pub fn is_masked(&self, mem: &impl FifoMemory, port: u32) -> bool {
+        mem.event_word(port).is_none_or(|w| w.load(SeqCst) & MASKED != 0)
+    }
+}
+
+/// Point `tail`'s LINK at `port` if `tail` is still LINKED (still on its queue). False when
+/// the guest has consumed it meanwhile: `port` then starts the queue afresh.
+fn set_link(tail: &AtomicU32, port: u32) -> bool {
+    let link = |w: u32| (w & !(BUSY | EVTCHN_FIFO_LINK_MASK)) | port;
+    let mut seen = tail.load(SeqCst);
+    if seen & LINKED == 0 {
+        return false;
+    }
+    if tail.compare_exchange(seen, link(seen), SeqCst, SeqCst).is_ok() {
+        return true;
+    }
+    // The guest is changing the word. BUSY holds off its unmask, leaving it only the
+    // transitions listed above, so a few more tries are enough.
+    tail.fetch_or(BUSY, SeqCst);
+    for _ in 0..4 {
+        seen = tail.load(SeqCst);
+        if seen & LINKED == 0 {
+            tail.fetch_and(!BUSY, SeqCst);
+            return false;
+        }
+        if tail.compare_exchange(seen, link(seen), SeqCst, SeqCst).is_ok() {
+            return true;
+        }
+    }
+    // Still changing: treat the tail as consumed and let the port start the queue; the guest
+    // skips whatever it finds not LINKED.
+    tail.fetch_and(!BUSY, SeqCst);
+    false
+}
+
+#[cfg(test)]
+mod tests;
