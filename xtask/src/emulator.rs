@@ -83,7 +83,7 @@ pub fn linux_domu(built: &Built, args: &RunArgs) -> Result<Dom0less> {
 
 /// Prepare the domains a hand-written dom0less configuration (`--config F.dts`) describes.
 pub fn configured_domus(built: &Built, args: &RunArgs, config: &Path) -> Result<Dom0less> {
-    ensure!(args.arch == Arch::Aarch64, "boot configurations are only wired up for aarch64 so far");
+    ensure!(matches!(args.arch, Arch::Aarch64 | Arch::Armv7), "boot configurations are only wired up for ARM so far");
     dom0less(built, args, &bootcfg_file::load(config)?)
 }
 

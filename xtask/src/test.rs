@@ -40,6 +40,11 @@ enum TestGuest {
     /// A hand-written dom0less configuration from qemu/configs/, with Debian's kernel and the
     /// busybox initramfs standing in for the images it names.
     Config(&'static str),
+    /// A configuration from qemu/configs/ whose modules name a built-in test guest (by its
+    /// name, e.g. `simd-isolation`): one or more domains, each with its own vCPU count.
+    GuestConfig { file: &'static str, guest: &'static str },
+    /// A built-in test guest on a machine with this many CPUs (x86: one vCPU per CPU).
+    BuiltInSmp(&'static str, u32),
 }
 
 /// Lines every boot prints before the guest runs: the banner.
@@ -298,6 +303,69 @@ fn scenarios() -> Vec<Scenario> {
             },
         });
     }
+    all.extend(simd_isolation_scenarios());
+    all
+}
+
+/// The `simd-isolation` guest: every vCPU's vector registers survive preemption, yields and
+/// blocking waits while another vCPU (of its domain, or another domain) fills its own.
+/// Passes on the guest's own markers: every round checked, zero wrong registers.
+fn simd_isolation_scenarios() -> Vec<Scenario> {
+    /// Rounds each vCPU of the guest runs (`ROUNDS` in simd_isolation.rs).
+    const ROUNDS: usize = 16;
+    // `clock`: the backend preempts a spinning vCPU and ends blocking waits on a timer.
+    let smp2 = |name: String, arch: Arch, guest: TestGuest, clock: bool| {
+        let mut in_order = banner(arch);
+        in_order.extend(["(XEN) d1v1: powered on by v0", "(d1) simd-isolation: vCPU 1 started"].map(String::from));
+        in_order.push("(d1) PASS simd-isolation-switched".into());
+        if clock {
+            in_order
+                .extend(["(d1) PASS simd-isolation-preempted", "(d1) PASS simd-isolation-blocked"].map(String::from));
+        }
+        in_order.push(format!("(d1) SIMD-ISOLATION-DONE failures=0 checks={} vcpus=2 ", 2 * ROUNDS));
+        in_order.push("(XEN) d1: shutdown requested, reason 0 (poweroff)".into());
+        Scenario {
+            name,
+            arch,
+            guest,
+            expect: Expect {
+                in_order,
+                count: Some(("(d1) PASS simd-isolation v".into(), 2 * ROUNDS)),
+                forbidden: vec!["PANIC", "FAIL"],
+                exit_zero: true,
+            },
+        }
+    };
+    let config = TestGuest::GuestConfig { file: "simd-isolation-smp2.dts", guest: "simd-isolation" };
+    let mut all = vec![
+        smp2("simd-isolation-aarch64".into(), Arch::Aarch64, config, true),
+        // No clock on ARMv7 yet: its vCPUs switch on yields only, and no timer can end a
+        // blocking wait.
+        smp2("simd-isolation-armv7".into(), Arch::Armv7, config, false),
+    ];
+    for suffix in ["", crate::qemu_x86::SVM_SUFFIX] {
+        let name = format!("simd-isolation-x86_64{suffix}");
+        all.push(smp2(name, Arch::X86_64, TestGuest::BuiltInSmp("simd-isolation", 2), true));
+    }
+    // Two single-vCPU domains on one CPU: each counts all its rounds with no wrong register.
+    let two = TestGuest::GuestConfig { file: "simd-isolation-two-domains.dts", guest: "simd-isolation" };
+    for arch in [Arch::Aarch64, Arch::Armv7] {
+        let mut in_order = banner(arch);
+        in_order.extend(
+            ["(XEN) d1: domU1: ", "(XEN) d2: domU2: ", "(XEN) stopping: all domains powered off"].map(String::from),
+        );
+        all.push(Scenario {
+            name: format!("simd-isolation-two-domains-{}", arch.name()),
+            arch,
+            guest: two,
+            expect: Expect {
+                in_order,
+                count: Some((format!("SIMD-ISOLATION-DONE failures=0 checks={ROUNDS} vcpus=1 "), 2)),
+                forbidden: vec!["PANIC", "FAIL"],
+                exit_zero: true,
+            },
+        });
+    }
     all
 }
 
@@ -424,6 +492,16 @@ fn run_one(s: &Scenario, built: &Built, logs: &std::path::Path) -> Result<f64, S
             let config = config_with_images(file, built).map_err(|e| format!("{e:#}"))?;
             Guest::Dom0less(emulator::configured_domus(built, &args, &config).map_err(|e| format!("{e:#}"))?)
         }
+        TestGuest::GuestConfig { file, guest } => {
+            let config = config_with_guest(file, guest, built).map_err(|e| format!("{e:#}"))?;
+            args.smp = 2;
+            Guest::Dom0less(emulator::configured_domus(built, &args, &config).map_err(|e| format!("{e:#}"))?)
+        }
+        TestGuest::BuiltInSmp(name, smp) => {
+            args.guest = Some(name.into());
+            args.smp = smp;
+            Guest::Loader { kernel: built.guest(name).map_err(|e| format!("{e:#}"))? }
+        }
     };
     let boot = Boot { arch: s.arch, built, guest, args };
     let out = emulator::boot(&boot, Echo::Quiet).map_err(|e| format!("{e:#}"))?;
@@ -444,6 +522,18 @@ fn config_with_images(file: &str, built: &Built) -> Result<std::path::PathBuf> {
         let _ = std::fs::remove_file(&link);
         std::os::unix::fs::symlink(target, &link)?;
     }
+    let config = dir.join(file);
+    std::fs::copy(workspace_root().join("qemu/configs").join(file), &config)?;
+    Ok(config)
+}
+
+/// Copy `qemu/configs/<file>` next to a link named `guest` to that built-in test guest.
+fn config_with_guest(file: &str, guest: &str, built: &Built) -> Result<std::path::PathBuf> {
+    let dir = built.run_dir.join("config");
+    std::fs::create_dir_all(&dir)?;
+    let link = dir.join(guest);
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(built.guest(guest)?, &link)?;
     let config = dir.join(file);
     std::fs::copy(workspace_root().join("qemu/configs").join(file), &config)?;
     Ok(config)

@@ -1,6 +1,6 @@
 //! Logic the ARM backends (aarch64 and ARMv7) share, free of registers and instructions so
 //! it builds and is unit-tested on any host: long-descriptor tables, stage-2, PSCI,
-//! exception syndromes, the virtual GICv3.
+//! exception syndromes, the virtual GICv3, the ARMv7 VFP switch.
 
 #[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
 pub mod dtpath;
@@ -8,4 +8,5 @@ pub mod lpae;
 pub mod psci;
 pub mod stage2;
 pub mod syndrome;
+pub mod vfp;
 pub mod vgic;

@@ -4,6 +4,7 @@
 //!   device tree ([`dt`]), the HYP stage-1 MMU ([`mmu`]) and the call into the core.
 //! - [`vectors`]: the HYP vector table and the world switch to and from a guest.
 //! - [`vcpu`]: [`Vcpu`], its LPAE stage-2 tables and the decoding of HYP traps.
+//! - [`vfp`]: each vCPU's VFP/Advanced SIMD registers, switched when the vCPU on the CPU changes.
 //! - [`console`] (PL011) and [`semihosting`] (ending QEMU with a status).
 
 mod console;
@@ -14,6 +15,7 @@ mod start;
 mod sysreg;
 mod vcpu;
 mod vectors;
+mod vfp;
 
 use crate::ExitStatus;
 

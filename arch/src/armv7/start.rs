@@ -6,7 +6,7 @@
 
 use super::console::{self, Console};
 use super::dt::{self, GicVersion, Platform};
-use super::{mmu, sysreg, vectors};
+use super::{mmu, sysreg, vectors, vfp};
 use crate::ExitStatus;
 use crate::boot::{BootInfo, Region};
 use core::fmt::Write;
@@ -59,6 +59,7 @@ extern "C" fn boot_main(dtb: usize) -> ! {
     start_console(platform.uart);
     require_hyp_mode();
     vectors::install();
+    vfp::init();
     boot.features = features(platform);
     if boot.ram_count == 0 {
         console::console_write(b"xhv: no memory in the device tree (r2); assuming QEMU virt's\n");

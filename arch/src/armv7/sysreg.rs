@@ -71,6 +71,7 @@ cp15!(w /** Virtualization multiprocessor ID: the MPIDR a guest reads. */ write_
 cp15!(r /** Hyp system control: MMU, caches, alignment checks of HYP mode. */ hsctlr = "4", "c1", "c0", "0");
 cp15!(w /** See [`hsctlr`]. */ write_hsctlr = "4", "c1", "c0", "0");
 cp15!(w /** Hyp configuration: what the guest traps on, stage-2 on/off. */ write_hcr = "4", "c1", "c1", "0");
+cp15!(w /** Hyp coprocessor trap register: which coprocessors (cp10/cp11: VFP) trap to HYP. */ write_hcptr = "4", "c1", "c1", "2");
 cp15!(w /** The guest's (Non-secure) system control register, reached from HYP. */ write_sctlr = "0", "c1", "c0", "0");
 cp15!(w /** Hyp translation control (HYP stage-1 is always LPAE). */ write_htcr = "4", "c2", "c0", "2");
 cp15!(w /** Virtualization translation control (stage-2). */ write_vtcr = "4", "c2", "c1", "2");

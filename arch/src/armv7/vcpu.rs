@@ -1,16 +1,23 @@
-//! One vCPU of a domain: LPAE stage-2 over its RAM, the HYP trap configuration, and the
-//! decoding of what brought it back to the hypervisor.
+//! One vCPU of a domain: LPAE stage-2 over its RAM (shared by the domain's vCPUs), the HYP
+//! trap configuration, and the decoding of what brought it back to the hypervisor.
+//!
+//! Siblings come up through PSCI CPU_ON; every vCPU runs on the boot CPU, so what they
+//! share is a plain `Rc<DomainSpace>`.
 
 extern crate alloc;
 
 use super::sysreg;
 use super::vectors::{EXIT_FIQ, EXIT_IRQ, EXIT_TRAP, GuestRegs, armv7_enter_guest};
-use crate::arm::psci::{self, Action};
+use super::vfp::GuestVfp;
+use crate::arm::psci::{self, Action, SmpAction};
 use crate::arm::stage2::{self, Stage2Tables};
 use crate::arm::syndrome::{Syndrome, ec, fault_ipa};
 use crate::boot::GuestSetup;
-use crate::exit::{BadGuestAddress, Exit, FaultKind, GuestFault, HypercallArgs, VirtualCpu};
+use crate::exit::{BadGuestAddress, CpuOnResult, Exit, FaultKind, GuestFault, HypercallArgs, VirtualCpu};
 use alloc::boxed::Box;
+use alloc::rc::Rc;
+use alloc::vec::Vec;
+use core::cell::RefCell;
 
 /// The immediate Xen's ARM hypercalls use (`hvc #0xEA1`); PSCI uses `hvc #0`.
 const XEN_HVC_IMM: u16 = 0xea1;
@@ -43,15 +50,27 @@ const PAR_F: u64 = 1 << 0;
 const PAR_LPAE: u64 = 1 << 11;
 const PAGE: u64 = 0x1000;
 
+/// What the vCPUs of one domain share.
+struct DomainSpace {
+    /// Stage-2 tables; VTTBR points into them, so they live as long as any vCPU.
+    _stage2: Box<Stage2Tables>,
+    /// vCPU n is on (created and not powered off).
+    online: RefCell<Vec<bool>>,
+}
+
 pub struct Vcpu {
     regs: GuestRegs,
-    /// Stage-2 tables; VTTBR points into them, so they live as long as the vCPU.
-    _stage2: Box<Stage2Tables>,
+    space: Rc<DomainSpace>,
     vttbr: u64,
     vmpidr: u32,
+    /// The domain's RAM (the vCPU fields of the setup are vCPU 0's).
     ram: GuestSetup,
+    /// This vCPU's index in its domain (MPIDR Aff0).
+    id: usize,
     /// The guest's CP15 state still has to be put in its reset state.
     fresh: bool,
+    /// d0-d31, FPSCR, FPEXC: on the CPU while this vCPU runs, here otherwise.
+    vfp: GuestVfp,
 }
 
 impl Vcpu {
@@ -70,8 +89,15 @@ impl Vcpu {
         // Linux's ARM boot protocol: r0 = 0, r1 = machine type (~0: "use the DT"), r2 = DT.
         regs.r[1] = u32::MAX;
         regs.r[2] = setup.boot_arg as u32;
-        let vmpidr = VMPIDR_BASE | u32::from(setup.vcpu_id & 0xff);
-        Ok(Vcpu { regs, _stage2: tables, vttbr, vmpidr, ram: *setup, fresh: true })
+        let mut online = alloc::vec![false; usize::from(setup.nr_vcpus.max(1))];
+        online[0] = true;
+        let space = Rc::new(DomainSpace { _stage2: tables, online: RefCell::new(online) });
+        Ok(Vcpu::with_regs(space, vttbr, *setup, 0, regs))
+    }
+
+    fn with_regs(space: Rc<DomainSpace>, vttbr: u64, ram: GuestSetup, id: usize, regs: GuestRegs) -> Vcpu {
+        let vmpidr = VMPIDR_BASE | (id as u32 & 0xff);
+        Vcpu { regs, space, vttbr, vmpidr, ram, id, fresh: true, vfp: GuestVfp::new() }
     }
 
     /// Make this vCPU's stage-2 and trap configuration the CPU's.
@@ -118,13 +144,23 @@ impl Vcpu {
     }
 
     fn psci(&mut self) -> Option<Exit> {
-        match psci::handle(self.regs.r[0], u64::from(self.regs.r[1]), u64::from(self.vmpidr)) {
-            Action::Return(v) => {
+        let r = &self.regs.r;
+        let action = {
+            let online = self.space.online.borrow();
+            psci::handle_smp(r[0], [r[1], r[2], r[3]].map(u64::from), online.len(), |n| online[n])
+        };
+        match action {
+            SmpAction::Plain(Action::Return(v)) => {
                 self.regs.r[0] = v as u32;
                 None
             }
-            Action::PowerOff => Some(Exit::PowerOff),
-            Action::Reset => Some(Exit::Reset),
+            SmpAction::Plain(Action::PowerOff) => Some(Exit::PowerOff),
+            SmpAction::Plain(Action::Reset) => Some(Exit::Reset),
+            SmpAction::CpuOn { target, entry, context } => Some(Exit::CpuOn { target, entry, context }),
+            SmpAction::CpuOff => {
+                self.space.online.borrow_mut()[self.id] = false;
+                Some(Exit::CpuOff)
+            }
         }
     }
 
@@ -206,6 +242,7 @@ impl VirtualCpu for Vcpu {
     fn run(&mut self) -> Exit {
         loop {
             self.activate();
+            self.vfp.load();
             // SAFETY: `regs` is a valid GuestRegs for the duration of the call; the world
             // switch saves and restores the host's callee-saved registers and stack, and the
             // guest runs under stage-2 translation confined to this domain's RAM, with every
@@ -236,5 +273,25 @@ impl VirtualCpu for Vcpu {
         self.copy_pages(gva, buf.len(), true, |pa, at, n| {
             super::phys_slice_mut(pa, n as u64).copy_from_slice(&buf[at..at + n]);
         })
+    }
+
+    fn complete_cpu_on(&mut self, result: CpuOnResult) {
+        let value = match result {
+            CpuOnResult::Started => psci::SUCCESS,
+            CpuOnResult::AlreadyOn => psci::ALREADY_ON,
+            CpuOnResult::NoSuchCpu => psci::INVALID_PARAMETERS,
+            CpuOnResult::Failed => psci::INTERNAL_FAILURE,
+        };
+        self.regs.r[0] = value as u32;
+    }
+
+    /// vCPU `index` starts like vCPU 0 (SVC mode, masked, MMU off) at `entry` with `context`
+    /// in r0, over the same stage-2 tables and VMID.
+    fn power_on_sibling(&mut self, index: usize, entry: u64, context: u64) -> Option<Vcpu> {
+        let pc = u32::try_from(entry).ok()?;
+        self.space.online.borrow_mut().get_mut(index).map(|on| *on = true)?;
+        let mut regs = GuestRegs { pc, cpsr: CPSR_SVC_MASKED, ..GuestRegs::default() };
+        regs.r[0] = context as u32;
+        Some(Vcpu::with_regs(Rc::clone(&self.space), self.vttbr, self.ram, index, regs))
     }
 }

@@ -113,3 +113,73 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
     println!("FAIL guest panic: {}", info.message());
     shutdown(sched::SHUTDOWN_CRASH)
 }
+
+/// The arch-neutral half of the `simd-isolation` guest's register work; the per-arch half
+/// (which registers, the `asm!` that fills and reads them) is `arch::simd`, re-exported here.
+pub mod simd {
+    #[cfg(target_os = "none")]
+    pub use crate::arch::simd::*;
+
+    /// Every vector and FP control register of this arch as 64-bit words.
+    #[cfg(target_os = "none")]
+    pub type Regs = [u64; crate::arch::simd::WORDS];
+
+    /// What happens between filling the registers and reading them back.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Event {
+        /// Count down this many loop iterations (long enough for the hypervisor to preempt).
+        Spin(u32),
+        /// Hypercall `nr` with these first two arguments (yield, block).
+        Hypercall { nr: u64, args: [u64; 2] },
+        /// WFI / HLT: wait for an interrupt.
+        WaitForInterrupt,
+    }
+
+    impl Event {
+        /// How the `asm!` blocks take it: (mode, count or hypercall number, arg0, arg1) with
+        /// mode 0 = spin, 1 = hypercall, 2 = wait for interrupt.
+        pub fn encode(self) -> (u64, u64, u64, u64) {
+            match self {
+                Event::Spin(n) => (0, u64::from(n.max(1)), 0, 0),
+                Event::Hypercall { nr, args } => (1, nr, args[0], args[1]),
+                Event::WaitForInterrupt => (2, 0, 0, 0),
+            }
+        }
+    }
+
+    /// Fill `words` with a pattern that depends on `seed` and on each word's position
+    /// (splitmix64), so two seeds never agree on a register in practice.
+    pub fn fill(seed: u64, words: &mut [u64]) {
+        let mut state = seed;
+        for w in words {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            *w = z ^ (z >> 31);
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn patterns_differ_by_seed_and_position() {
+            let (mut a, mut b) = ([0u64; 66], [0u64; 66]);
+            fill(1, &mut a);
+            fill(2, &mut b);
+            assert!(a.iter().zip(&b).all(|(x, y)| x != y));
+            let mut sorted = a;
+            sorted.sort_unstable();
+            assert!(sorted.windows(2).all(|w| w[0] != w[1]));
+        }
+
+        #[test]
+        fn events_encode_as_the_asm_expects() {
+            assert_eq!(Event::Spin(0).encode(), (0, 1, 0, 0));
+            assert_eq!(Event::Hypercall { nr: 29, args: [1, 0] }.encode(), (1, 29, 1, 0));
+            assert_eq!(Event::WaitForInterrupt.encode(), (2, 0, 0, 0));
+        }
+    }
+}

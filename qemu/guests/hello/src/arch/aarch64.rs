@@ -61,3 +61,170 @@ pub fn hypercall(nr: u64, args: [u64; 5]) -> i64 {
     }
     result as i64
 }
+
+/// Vector registers for the `simd-isolation` guest: q0-q31, FPCR and FPSR, filled, kept
+/// across one event (a spin, a hypercall, a WFI) and read back, all inside one `asm!` block
+/// so that no compiled code (which may use these registers itself) runs in between.
+pub mod simd {
+    use crate::simd::{Event, Regs};
+
+    /// q0-q31 as 64 words (low half first), then FPCR, then FPSR.
+    pub const WORDS: usize = 66;
+    const FPCR: usize = 64;
+    const FPSR: usize = 65;
+    /// FPCR bits a guest may set without changing how code traps: AHP, DN, FZ, RMode.
+    const FPCR_MASK: u64 = 0x07c0_0000;
+    /// FPSR cumulative flags: QC, IDC, IXC, UFC, OFC, DZC, IOC.
+    const FPSR_MASK: u64 = 0x0800_009f;
+
+    /// What this vCPU has: FP/SIMD is already on (the entry code set CPACR_EL1.FPEN).
+    pub fn enable() -> &'static str {
+        "q0-q31, fpcr, fpsr"
+    }
+
+    /// The register the `i`th word belongs to.
+    pub fn name(i: usize, out: &mut dyn core::fmt::Write) -> core::fmt::Result {
+        match i {
+            FPCR => write!(out, "fpcr"),
+            FPSR => write!(out, "fpsr"),
+            _ => write!(out, "q{}.{}", i / 2, if i.is_multiple_of(2) { "lo" } else { "hi" }),
+        }
+    }
+
+    /// Keep the control words to bits that hold what is written.
+    pub fn sanitize(r: &mut Regs) {
+        r[FPCR] &= FPCR_MASK;
+        r[FPSR] &= FPSR_MASK;
+    }
+
+    /// Load `input`, go through `event`, store what the registers hold into `out`.
+    /// `heartbeat` is written on every spin iteration (so another vCPU can see this one run).
+    pub fn roundtrip(input: &Regs, event: Event, heartbeat: &core::sync::atomic::AtomicU32, out: &mut Regs) {
+        let (mode, count_or_nr, a0, a1) = event.encode();
+        // SAFETY: the block reads `input` and writes `out` (both WORDS long) and the
+        // heartbeat word; it clobbers the vector registers (declared) and puts FPCR back as
+        // it found it. The hypercall and WFI trap to the hypervisor, which preserves every
+        // register but x0 (declared) and returns here.
+        unsafe {
+            core::arch::asm!(
+                "mrs {saved}, fpcr",
+                "ldp q0, q1, [{inp}, #0]", "ldp q2, q3, [{inp}, #32]",
+                "ldp q4, q5, [{inp}, #64]", "ldp q6, q7, [{inp}, #96]",
+                "ldp q8, q9, [{inp}, #128]", "ldp q10, q11, [{inp}, #160]",
+                "ldp q12, q13, [{inp}, #192]", "ldp q14, q15, [{inp}, #224]",
+                "ldp q16, q17, [{inp}, #256]", "ldp q18, q19, [{inp}, #288]",
+                "ldp q20, q21, [{inp}, #320]", "ldp q22, q23, [{inp}, #352]",
+                "ldp q24, q25, [{inp}, #384]", "ldp q26, q27, [{inp}, #416]",
+                "ldp q28, q29, [{inp}, #448]", "ldp q30, q31, [{inp}, #480]",
+                "ldr {t}, [{inp}, #512]", "msr fpcr, {t}",
+                "ldr {t}, [{inp}, #520]", "msr fpsr, {t}",
+                "cbnz {mode}, 2f",
+                "1: str w16, [{hb}]",
+                "subs x16, x16, #1",
+                "b.ne 1b",
+                "b 4f",
+                "2: cmp {mode}, #1",
+                "b.ne 3f",
+                "hvc #0xea1",
+                "b 4f",
+                "3: wfi",
+                "4: stp q0, q1, [{out}, #0]", "stp q2, q3, [{out}, #32]",
+                "stp q4, q5, [{out}, #64]", "stp q6, q7, [{out}, #96]",
+                "stp q8, q9, [{out}, #128]", "stp q10, q11, [{out}, #160]",
+                "stp q12, q13, [{out}, #192]", "stp q14, q15, [{out}, #224]",
+                "stp q16, q17, [{out}, #256]", "stp q18, q19, [{out}, #288]",
+                "stp q20, q21, [{out}, #320]", "stp q22, q23, [{out}, #352]",
+                "stp q24, q25, [{out}, #384]", "stp q26, q27, [{out}, #416]",
+                "stp q28, q29, [{out}, #448]", "stp q30, q31, [{out}, #480]",
+                "mrs {t}, fpcr", "str {t}, [{out}, #512]",
+                "mrs {t}, fpsr", "str {t}, [{out}, #520]",
+                "msr fpcr, {saved}",
+                inp = in(reg) input.as_ptr(),
+                out = in(reg) out.as_mut_ptr(),
+                hb = in(reg) heartbeat.as_ptr(),
+                mode = in(reg) mode,
+                t = out(reg) _,
+                saved = out(reg) _,
+                inout("x16") count_or_nr => _,
+                inout("x0") a0 => _,
+                in("x1") a1,
+                out("v0") _, out("v1") _, out("v2") _, out("v3") _, out("v4") _, out("v5") _,
+                out("v6") _, out("v7") _, out("v8") _, out("v9") _, out("v10") _, out("v11") _,
+                out("v12") _, out("v13") _, out("v14") _, out("v15") _, out("v16") _, out("v17") _,
+                out("v18") _, out("v19") _, out("v20") _, out("v21") _, out("v22") _, out("v23") _,
+                out("v24") _, out("v25") _, out("v26") _, out("v27") _, out("v28") _, out("v29") _,
+                out("v30") _, out("v31") _,
+                options(nostack),
+            );
+        }
+    }
+
+    /// Arm the EL1 virtual timer to fire in `micros` µs (a WFI or SCHEDOP_block then sleeps
+    /// until it is due); the interrupt stays masked at PSTATE, only the wake-up matters.
+    pub fn arm_wakeup(_vcpu: usize, micros: u64) -> bool {
+        let (now, freq): (u64, u64);
+        // SAFETY: reading the virtual counter and its frequency has no side effect.
+        unsafe {
+            core::arch::asm!("isb", "mrs {}, cntvct_el0", "mrs {}, cntfrq_el0", out(reg) now, out(reg) freq,
+                options(nostack, nomem))
+        };
+        let due = now + freq * micros / 1_000_000;
+        // SAFETY: the EL1 virtual timer is this guest's own; enabling it without unmasking
+        // IRQs at PSTATE only makes an interrupt pending.
+        unsafe {
+            core::arch::asm!("msr cntv_cval_el0, {}", "msr cntv_ctl_el0, {}", "isb", in(reg) due, in(reg) 1u64, options(nostack, nomem))
+        };
+        true
+    }
+
+    /// Stop the timer [`arm_wakeup`] armed; true if it had fired (ISTATUS).
+    pub fn disarm_wakeup(_vcpu: usize) -> bool {
+        let ctl: u64;
+        // SAFETY: as in `arm_wakeup`: the guest's own timer.
+        unsafe {
+            core::arch::asm!("mrs {}, cntv_ctl_el0", "msr cntv_ctl_el0, xzr", "isb", out(reg) ctl, options(nostack, nomem))
+        };
+        ctl & 4 != 0
+    }
+
+    /// PSCI CPU_ON (SMC64 calling convention through `hvc #0`) for vCPU `mpidr`, entering
+    /// [`secondary_start`] with `stack_top` in x0; the stack's top two words hold the Rust
+    /// entry and its argument. Returns the PSCI status.
+    pub fn start_vcpu(mpidr: u64, stack_top: usize) -> i64 {
+        const CPU_ON_64: u64 = 0xc400_0003;
+        let result: i64;
+        // SAFETY: a PSCI call: the hypervisor creates the vCPU and returns a status in x0;
+        // x1-x3 may be clobbered by the SMC calling convention (declared).
+        unsafe {
+            core::arch::asm!(
+                "hvc #0",
+                inout("x0") CPU_ON_64 => result,
+                inout("x1") mpidr => _,
+                inout("x2") secondary_start as *const () as u64 => _,
+                inout("x3") stack_top as u64 => _,
+                options(nostack),
+            )
+        };
+        result
+    }
+
+    unsafe extern "C" {
+        fn secondary_start();
+    }
+
+    core::arch::global_asm!(
+        r#"
+        .text
+        .global secondary_start
+    secondary_start:                 // x0 = stack top; [sp] = entry, [sp, #8] = its argument
+        mov     x1, #(3 << 20)          // CPACR_EL1.FPEN, as on the boot vCPU
+        msr     cpacr_el1, x1
+        isb
+        sub     sp, x0, #16
+        ldp     x1, x0, [sp]
+        blr     x1
+    1:  wfi
+        b       1b
+        "#
+    );
+}

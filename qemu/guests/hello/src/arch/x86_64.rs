@@ -24,6 +24,8 @@ core::arch::global_asm!(
     "pvh_start:",
     "cli",
     "cld",
+    // PVH: %ebx holds the hvm_start_info address; guest_main may take it as its argument.
+    "mov edi, ebx",
     "mov esp, offset guest_stack_top",
     // PML4[0] → PDPT; PDPT[0..4] → 4 PDs; 2048 2 MiB pages cover 0..4 GiB.
     "mov eax, offset guest_pdpt",
@@ -81,6 +83,7 @@ core::arch::global_asm!(
     "",
     ".section .rodata.boot, \"a\"",
     ".balign 8",
+    ".global guest_gdt_ptr",
     "guest_gdt:",
     ".quad 0",
     ".quad 0x00af9a000000ffff",
@@ -91,6 +94,7 @@ core::arch::global_asm!(
     "",
     ".section .bss.boot, \"aw\", @nobits",
     ".balign 4096",
+    ".global guest_pml4",
     "guest_pml4: .skip 4096",
     "guest_pdpt: .skip 4096",
     "guest_pd: .skip 4096 * 4",
@@ -238,4 +242,404 @@ pub fn page_hypercall(page: u64, nr: u64, args: [u64; 5]) -> i64 {
         );
     }
     ret as i64
+}
+
+/// Vector registers for the `simd-isolation` guest: xmm0-xmm15, the upper halves of
+/// ymm0-ymm15 where AVX is offered (the guest turns on OSXSAVE and XCR0 itself), the x87
+/// control word and MXCSR; filled, kept across one event (a spin, a hypercall, a HLT) and read
+/// back inside one `asm!` block. The guest is built soft-float: compiled code never uses them.
+pub mod simd {
+    use crate::simd::{Event, Regs};
+    use core::sync::atomic::{AtomicBool, Ordering};
+
+    /// xmm0-xmm15 (32 words, low half first), ymm0-ymm15 upper halves (32), FCW, MXCSR.
+    pub const WORDS: usize = 66;
+    const YMM_HI: usize = 32;
+    const FCW: usize = 64;
+    const MXCSR: usize = 65;
+    /// FCW: every exception masked (and reserved bit 6, which reads as set), precision and
+    /// rounding control from the pattern.
+    const FCW_FIXED: u64 = 0x007f;
+    const FCW_VARIES: u64 = 0x0f00;
+    /// MXCSR: every exception masked; flags, DAZ, rounding and FZ from the pattern.
+    const MXCSR_FIXED: u64 = 0x1f80;
+    const MXCSR_VARIES: u64 = 0xe07f;
+
+    const CR0_MP: u64 = 1 << 1;
+    const CR0_EM: u64 = 1 << 2;
+    const CR4_OSFXSR: u64 = 1 << 9;
+    const CR4_OSXMMEXCPT: u64 = 1 << 10;
+    const CR4_OSXSAVE: u64 = 1 << 18;
+    /// XCR0: x87, SSE and AVX state enabled.
+    const XCR0_AVX: u64 = 0b111;
+
+    /// AVX is on for this guest (every vCPU finds the same CPUID).
+    static AVX: AtomicBool = AtomicBool::new(false);
+
+    /// SSE on (CR0.EM off, CR4.OSFXSR); AVX too if CPUID offers XSAVE and AVX and XCR0 may
+    /// hold its state. Returns the registers checked.
+    pub fn enable() -> &'static str {
+        let leaf1 = core::arch::x86_64::__cpuid(1);
+        let avx = leaf1.ecx & (1 << 26) != 0
+            && leaf1.ecx & (1 << 28) != 0
+            && u64::from(core::arch::x86_64::__cpuid_count(0xd, 0).eax) & XCR0_AVX == XCR0_AVX;
+        let cr4_on = CR4_OSFXSR | CR4_OSXMMEXCPT | if avx { CR4_OSXSAVE } else { 0 };
+        // SAFETY: this vCPU's own control registers: FP/SSE on, as every x86_64 OS does;
+        // nothing the compiled (soft-float) code relies on changes.
+        unsafe {
+            core::arch::asm!(
+                "mov {t}, cr0", "and {t}, {em}", "or {t}, {mp}", "mov cr0, {t}",
+                "mov {t}, cr4", "or {t}, {on}", "mov cr4, {t}",
+                "fninit",
+                t = out(reg) _, em = in(reg) !CR0_EM, mp = in(reg) CR0_MP, on = in(reg) cr4_on,
+                options(nostack),
+            )
+        };
+        if avx {
+            // SAFETY: XSETBV with a value CPUID leaf 0xD says XCR0 supports, OSXSAVE set.
+            unsafe {
+                core::arch::asm!("xsetbv", in("ecx") 0, in("eax") XCR0_AVX as u32, in("edx") 0, options(nostack))
+            };
+        }
+        AVX.store(avx, Ordering::Relaxed);
+        if avx { "xmm0-xmm15, ymm0-ymm15 upper halves, fcw, mxcsr" } else { "xmm0-xmm15, fcw, mxcsr (no AVX)" }
+    }
+
+    /// The register the `i`th word belongs to.
+    pub fn name(i: usize, out: &mut dyn core::fmt::Write) -> core::fmt::Result {
+        let half = |i: usize| if i.is_multiple_of(2) { "lo" } else { "hi" };
+        match i {
+            FCW => write!(out, "fcw"),
+            MXCSR => write!(out, "mxcsr"),
+            YMM_HI.. => write!(out, "ymm{}.upper.{}", (i - YMM_HI) / 2, half(i)),
+            _ => write!(out, "xmm{}.{}", i / 2, half(i)),
+        }
+    }
+
+    /// Control words to values that cannot fault; no upper halves without AVX.
+    pub fn sanitize(r: &mut Regs) {
+        r[FCW] = FCW_FIXED | (r[FCW] & FCW_VARIES);
+        r[MXCSR] = MXCSR_FIXED | (r[MXCSR] & MXCSR_VARIES);
+        if !AVX.load(Ordering::Relaxed) {
+            r[YMM_HI..FCW].fill(0);
+        }
+    }
+
+    /// Load `input`, go through `event`, store what the registers hold into `out`.
+    /// `heartbeat` is written on every spin iteration (so another vCPU can see this one run).
+    pub fn roundtrip(input: &Regs, event: Event, heartbeat: &core::sync::atomic::AtomicU32, out: &mut Regs) {
+        let (mut mode, count_or_nr, a0, a1) = event.encode();
+        if mode == 1 && super::native_is_vmmcall() {
+            mode = 3;
+        }
+        let avx = u64::from(AVX.load(Ordering::Relaxed));
+        out.fill(0);
+        // SAFETY: the block reads `input` and writes `out` (both WORDS long) and the heartbeat
+        // word; the vector registers, FCW and MXCSR it sets are never used by this soft-float
+        // code. The hypercall and HLT trap to the hypervisor, which returns here with RAX
+        // (and possibly the argument registers, declared) changed.
+        unsafe {
+            core::arch::asm!(
+                "movdqu xmm0, [{inp} + 0]",
+                "movdqu xmm1, [{inp} + 16]",
+                "movdqu xmm2, [{inp} + 32]",
+                "movdqu xmm3, [{inp} + 48]",
+                "movdqu xmm4, [{inp} + 64]",
+                "movdqu xmm5, [{inp} + 80]",
+                "movdqu xmm6, [{inp} + 96]",
+                "movdqu xmm7, [{inp} + 112]",
+                "movdqu xmm8, [{inp} + 128]",
+                "movdqu xmm9, [{inp} + 144]",
+                "movdqu xmm10, [{inp} + 160]",
+                "movdqu xmm11, [{inp} + 176]",
+                "movdqu xmm12, [{inp} + 192]",
+                "movdqu xmm13, [{inp} + 208]",
+                "movdqu xmm14, [{inp} + 224]",
+                "movdqu xmm15, [{inp} + 240]",
+                "test {avx}, {avx}",
+                "jz 5f",
+                "vinsertf128 ymm0, ymm0, [{inp} + 256], 1",
+                "vinsertf128 ymm1, ymm1, [{inp} + 272], 1",
+                "vinsertf128 ymm2, ymm2, [{inp} + 288], 1",
+                "vinsertf128 ymm3, ymm3, [{inp} + 304], 1",
+                "vinsertf128 ymm4, ymm4, [{inp} + 320], 1",
+                "vinsertf128 ymm5, ymm5, [{inp} + 336], 1",
+                "vinsertf128 ymm6, ymm6, [{inp} + 352], 1",
+                "vinsertf128 ymm7, ymm7, [{inp} + 368], 1",
+                "vinsertf128 ymm8, ymm8, [{inp} + 384], 1",
+                "vinsertf128 ymm9, ymm9, [{inp} + 400], 1",
+                "vinsertf128 ymm10, ymm10, [{inp} + 416], 1",
+                "vinsertf128 ymm11, ymm11, [{inp} + 432], 1",
+                "vinsertf128 ymm12, ymm12, [{inp} + 448], 1",
+                "vinsertf128 ymm13, ymm13, [{inp} + 464], 1",
+                "vinsertf128 ymm14, ymm14, [{inp} + 480], 1",
+                "vinsertf128 ymm15, ymm15, [{inp} + 496], 1",
+                "5:",
+                "fldcw [{inp} + 512]",
+                "ldmxcsr [{inp} + 520]",
+                "test {mode}, {mode}",
+                "jnz 2f",
+                "8: mov dword ptr [{hb}], eax",
+                "dec rax",
+                "jnz 8b",
+                "jmp 4f",
+                "2: cmp {mode}, 1",
+                "jne 3f",
+                "vmcall",
+                "jmp 4f",
+                "3: cmp {mode}, 3",
+                "jne 6f",
+                "vmmcall",
+                "jmp 4f",
+                "6: hlt",
+                "4:",
+                "movdqu [{out} + 0], xmm0",
+                "movdqu [{out} + 16], xmm1",
+                "movdqu [{out} + 32], xmm2",
+                "movdqu [{out} + 48], xmm3",
+                "movdqu [{out} + 64], xmm4",
+                "movdqu [{out} + 80], xmm5",
+                "movdqu [{out} + 96], xmm6",
+                "movdqu [{out} + 112], xmm7",
+                "movdqu [{out} + 128], xmm8",
+                "movdqu [{out} + 144], xmm9",
+                "movdqu [{out} + 160], xmm10",
+                "movdqu [{out} + 176], xmm11",
+                "movdqu [{out} + 192], xmm12",
+                "movdqu [{out} + 208], xmm13",
+                "movdqu [{out} + 224], xmm14",
+                "movdqu [{out} + 240], xmm15",
+                "test {avx}, {avx}",
+                "jz 7f",
+                "vextractf128 [{out} + 256], ymm0, 1",
+                "vextractf128 [{out} + 272], ymm1, 1",
+                "vextractf128 [{out} + 288], ymm2, 1",
+                "vextractf128 [{out} + 304], ymm3, 1",
+                "vextractf128 [{out} + 320], ymm4, 1",
+                "vextractf128 [{out} + 336], ymm5, 1",
+                "vextractf128 [{out} + 352], ymm6, 1",
+                "vextractf128 [{out} + 368], ymm7, 1",
+                "vextractf128 [{out} + 384], ymm8, 1",
+                "vextractf128 [{out} + 400], ymm9, 1",
+                "vextractf128 [{out} + 416], ymm10, 1",
+                "vextractf128 [{out} + 432], ymm11, 1",
+                "vextractf128 [{out} + 448], ymm12, 1",
+                "vextractf128 [{out} + 464], ymm13, 1",
+                "vextractf128 [{out} + 480], ymm14, 1",
+                "vextractf128 [{out} + 496], ymm15, 1",
+                "7:",
+                "fnstcw [{out} + 512]",
+                "stmxcsr [{out} + 520]",
+                inp = in(reg) input.as_ptr(),
+                out = in(reg) out.as_mut_ptr(),
+                hb = in(reg) heartbeat.as_ptr(),
+                mode = in(reg) mode,
+                avx = in(reg) avx,
+                inlateout("rax") count_or_nr => _,
+                inlateout("rdi") a0 => _,
+                inlateout("rsi") a1 => _,
+                inlateout("rdx") 0u64 => _,
+                inlateout("r10") 0u64 => _,
+                inlateout("r8") 0u64 => _,
+                options(nostack),
+            );
+        }
+    }
+
+    /// The shared info page, for Xen system time (pvclock in `vcpu_info[0].time`).
+    #[repr(C, align(4096))]
+    struct Page([u8; 4096]);
+    static mut SHARED_INFO: Page = Page([0; 4096]);
+    /// The shared info page is mapped over [`SHARED_INFO`]: 0 = not yet tried, 1 = yes, 2 = no.
+    static MAPPED: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
+    /// Each vCPU's armed single-shot timer (Xen system time, ns).
+    static DEADLINE: [core::sync::atomic::AtomicU64; 2] =
+        [core::sync::atomic::AtomicU64::new(0), core::sync::atomic::AtomicU64::new(0)];
+
+    fn map_shared_info() -> bool {
+        use guest_abi::{hypercall as nr, memory, xen};
+        if MAPPED.load(Ordering::Acquire) == 0 {
+            let map = memory::XenAddToPhysmap {
+                domid: xen::DOMID_SELF,
+                space: memory::XENMAPSPACE_SHARED_INFO,
+                gpfn: (&raw const SHARED_INFO) as u64 >> 12,
+                ..Default::default()
+            };
+            let r = crate::hypercall(nr::MEMORY_OP, [memory::XENMEM_ADD_TO_PHYSMAP, &raw const map as u64, 0, 0, 0]);
+            MAPPED.store(if r == 0 { 1 } else { 2 }, Ordering::Release);
+        }
+        MAPPED.load(Ordering::Acquire) == 1
+    }
+
+    /// Xen system time from `vcpu_info[0].time` (every vCPU's says the same here).
+    fn system_time_ns() -> Option<u64> {
+        use core::mem::offset_of;
+        use guest_abi::shared_info::{VcpuTimeInfo, x86};
+        if !map_shared_info() {
+            return None;
+        }
+        let base = offset_of!(x86::SharedInfo, vcpu_info) + offset_of!(x86::VcpuInfo, time);
+        let page = (&raw const SHARED_INFO).cast::<u8>();
+        // SAFETY: offsets inside the 4 KiB page the hypervisor maps there; volatile reads, as
+        // the hypervisor may update it, with the version protocol around them.
+        let read = |at: usize, len: usize| unsafe {
+            let mut v = 0u64;
+            for i in (0..len).rev() {
+                v = (v << 8) | u64::from(page.add(base + at + i).read_volatile());
+            }
+            v
+        };
+        loop {
+            let version = read(offset_of!(VcpuTimeInfo, version), 4);
+            let stamp = read(offset_of!(VcpuTimeInfo, tsc_timestamp), 8);
+            let system = read(offset_of!(VcpuTimeInfo, system_time), 8);
+            let mul = read(offset_of!(VcpuTimeInfo, tsc_to_system_mul), 4);
+            let shift = read(offset_of!(VcpuTimeInfo, tsc_shift), 1) as u8 as i8;
+            // SAFETY: RDTSC only reads the time-stamp counter.
+            let tsc = unsafe { core::arch::x86_64::_rdtsc() };
+            if version & 1 == 0 && version == read(offset_of!(VcpuTimeInfo, version), 4) {
+                let delta = tsc.wrapping_sub(stamp);
+                let delta = if shift >= 0 { delta << shift } else { delta >> -shift };
+                return Some(system + ((u128::from(delta) * u128::from(mul)) >> 32) as u64);
+            }
+        }
+    }
+
+    fn singleshot(vcpu: usize, deadline: Option<u64>) -> bool {
+        use guest_abi::{hypercall as nr, vcpu as v};
+        let t = v::VcpuSetSingleshotTimer { timeout_abs_ns: deadline.unwrap_or(0), ..Default::default() };
+        let cmd = if deadline.is_some() { v::VCPUOP_SET_SINGLESHOT_TIMER } else { v::VCPUOP_STOP_SINGLESHOT_TIMER };
+        crate::hypercall(nr::VCPU_OP, [cmd, vcpu as u64, &raw const t as u64, 0, 0]) == 0
+    }
+
+    /// Arm vCPU `vcpu`'s Xen single-shot timer `micros` µs ahead (a HLT or SCHEDOP_block
+    /// then sleeps until it is due). False when there is no system time or no timer.
+    pub fn arm_wakeup(vcpu: usize, micros: u64) -> bool {
+        let Some(now) = system_time_ns() else { return false };
+        let deadline = now + micros * 1000;
+        DEADLINE[vcpu].store(deadline, Ordering::Relaxed);
+        singleshot(vcpu, Some(deadline))
+    }
+
+    /// Stop the timer [`arm_wakeup`] armed; true if it was due by now.
+    pub fn disarm_wakeup(vcpu: usize) -> bool {
+        singleshot(vcpu, None);
+        system_time_ns().is_some_and(|now| now >= DEADLINE[vcpu].load(Ordering::Relaxed))
+    }
+
+    /// Where vCPU 1's real-mode trampoline is copied (a page below 1 MiB, in guest RAM).
+    const TRAMPOLINE: usize = 0x8000;
+    /// x2APIC interrupt command register; INIT (assert) and STARTUP delivery modes.
+    const MSR_X2APIC_ICR: u32 = 0x830;
+    const ICR_INIT: u64 = (5 << 8) | (1 << 14);
+    const ICR_STARTUP: u64 = (6 << 8) | (1 << 14);
+
+    /// vCPU 1's stack top, read by `ap_start32` (the top two words hold entry and argument).
+    #[unsafe(no_mangle)]
+    static mut AP_STACK_TOP: u64 = 0;
+
+    unsafe extern "C" {
+        static ap_trampoline: u8;
+        static ap_trampoline_end: u8;
+    }
+
+    /// Start vCPU `apic_id` as Linux does: INIT, then STARTUP at a real-mode trampoline that
+    /// enters long mode over the boot vCPU's page tables and calls the entry on `stack_top`.
+    /// Returns 0 once sent (whether it starts shows later).
+    pub fn start_vcpu(apic_id: u64, stack_top: usize) -> i64 {
+        let start = (&raw const ap_trampoline) as usize;
+        let len = (&raw const ap_trampoline_end) as usize - start;
+        // SAFETY: the trampoline is position-dependent code assembled for TRAMPOLINE, a page
+        // of guest RAM (identity-mapped) nothing else uses; vCPU 1 reads AP_STACK_TOP only
+        // after the STARTUP below.
+        unsafe {
+            core::ptr::copy_nonoverlapping(start as *const u8, TRAMPOLINE as *mut u8, len);
+            (&raw mut AP_STACK_TOP).write_volatile(stack_top as u64);
+        }
+        let vector = (TRAMPOLINE >> 12) as u64;
+        for icr in [ICR_INIT, ICR_STARTUP | vector] {
+            let value = (apic_id << 32) | icr;
+            // SAFETY: a write of the x2APIC ICR (the guest's APIC is in x2APIC mode): it
+            // sends INIT / STARTUP to vCPU `apic_id` and changes nothing of ours.
+            unsafe {
+                core::arch::asm!("wrmsr", in("ecx") MSR_X2APIC_ICR, in("eax") value as u32,
+                    in("edx") (value >> 32) as u32, options(nostack))
+            };
+        }
+        0
+    }
+
+    core::arch::global_asm!(
+        ".section .text.ap, \"ax\"",
+        ".code16",
+        ".global ap_trampoline",
+        "ap_trampoline:",
+        "cli",
+        "mov ax, cs",
+        "mov ds, ax",
+        // lgdt [ap_gdtr - ap_trampoline] (DS = CS: offsets within the copy)
+        ".byte 0x0f, 0x01, 0x16",
+        ".word ap_gdtr - ap_trampoline",
+        "mov eax, cr0",
+        "or eax, 1",
+        "mov cr0, eax",
+        // ljmp 0x08:(TRAMPOLINE + ap_pm32 - ap_trampoline), 16-bit form
+        ".byte 0xea",
+        ".word {tramp} + ap_pm32 - ap_trampoline",
+        ".word 0x08",
+        ".code32",
+        "ap_pm32:",
+        "mov ax, 0x10",
+        "mov ds, ax",
+        "mov es, ax",
+        "mov ss, ax",
+        "mov eax, offset ap_start32",
+        "jmp eax",
+        ".balign 8",
+        "ap_gdt:",
+        ".quad 0",
+        ".quad 0x00cf9a000000ffff",
+        ".quad 0x00cf92000000ffff",
+        "ap_gdtr:",
+        ".short 23",
+        ".long {tramp} + ap_gdt - ap_trampoline",
+        ".global ap_trampoline_end",
+        "ap_trampoline_end:",
+        "",
+        // Protected mode, flat segments, paging off: as `pvh_start`, into long mode over the
+        // page tables the boot vCPU built.
+        "ap_start32:",
+        "mov eax, cr4",
+        "or eax, 0x20",
+        "mov cr4, eax",
+        "mov eax, offset guest_pml4",
+        "mov cr3, eax",
+        "mov ecx, 0xC0000080",
+        "rdmsr",
+        "or eax, 0x100",
+        "wrmsr",
+        "mov eax, cr0",
+        "or eax, 0x80000001",
+        "mov cr0, eax",
+        "lgdt [guest_gdt_ptr]",
+        "push 0x08",
+        "mov eax, offset ap_long",
+        "push eax",
+        "retf",
+        ".code64",
+        "ap_long:",
+        "mov ax, 0x10",
+        "mov ds, ax",
+        "mov es, ax",
+        "mov ss, ax",
+        "mov rsp, qword ptr [AP_STACK_TOP]",
+        "sub rsp, 16",
+        "mov rax, [rsp]",
+        "mov rdi, [rsp + 8]",
+        "call rax",
+        "2: hlt",
+        "jmp 2b",
+        ".text",
+        tramp = const TRAMPOLINE,
+    );
 }
