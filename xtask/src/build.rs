@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The test guests of `qemu/guests/hello`, one binary per scenario.
-pub const GUESTS: [&str; 9] = [
+pub const GUESTS: [&str; 10] = [
     "hello",
     "enosys",
     "guest-fault",
@@ -16,6 +16,7 @@ pub const GUESTS: [&str; 9] = [
     "hypercall-page",
     "bench",
     "simd-isolation",
+    "fuzz",
 ];
 
 /// What a build produced for one architecture.

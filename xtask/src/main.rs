@@ -6,6 +6,7 @@ mod bootcfg_file;
 mod bootdt;
 mod build;
 mod emulator;
+mod fuzz;
 mod images;
 mod prereq;
 mod qemu_x86;
@@ -57,6 +58,9 @@ enum Cmd {
     },
     /// `cargo fmt --check`, then clippy (warnings denied) on the host and on every bare target.
     Lint,
+    /// A hypercall fuzzing campaign: the `fuzz` guest makes `--calls` random hypercalls from
+    /// `--seed`; passes when it reports its canaries intact and nothing panicked.
+    Fuzz(fuzz::FuzzArgs),
     /// Time hypercall, event channel and vGIC round trips in the `bench` guest under QEMU icount
     /// (smp 1), compare with real Xen's figures and write target/xtask/bench.json.
     Bench {
@@ -115,6 +119,11 @@ fn main() {
         Cmd::Setup => setup::run(),
         Cmd::Lint => prereq::ensure(&prereq::Needs::default()).and_then(|()| build::lint()),
         Cmd::Bench { arch, timeout } => bench::run(arch, timeout),
+        Cmd::Fuzz(args) => {
+            let mut needs = prereq::Needs::default();
+            needs.boot(args.arch, prereq::X86Emulator::of(args.emulator));
+            prereq::ensure(&needs).and_then(|()| fuzz::run(&args))
+        }
         Cmd::FetchLinux { arch } => images::linux_guest(arch).map(|g| {
             println!("kernel: {}\ninitrd: {}", g.kernel.display(), g.initrd.display());
             0

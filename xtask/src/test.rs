@@ -45,7 +45,14 @@ enum TestGuest {
     GuestConfig { file: &'static str, guest: &'static str },
     /// A built-in test guest on a machine with this many CPUs (x86: one vCPU per CPU).
     BuiltInSmp(&'static str, u32),
+    /// The `fuzz` guest's campaign of this many calls (seed [`FUZZ_SEED`]), alone or beside
+    /// a canary holder (crate::fuzz::TWO_DOMAIN_CONFIG).
+    Fuzz { calls: u64, two_domains: bool },
 }
+
+/// Hypercalls per fuzz scenario, and the seed: sized to a minute or two on each emulator.
+const FUZZ_CALLS: u64 = 100_000;
+const FUZZ_SEED: u64 = 1;
 
 /// Lines every boot prints before the guest runs: the banner.
 fn banner(arch: Arch) -> Vec<String> {
@@ -228,6 +235,22 @@ fn scenarios() -> Vec<Scenario> {
                 exit_zero: true,
             },
         });
+        // Random hypercalls with hostile arguments: each answered, none fatal, canaries intact.
+        all.push(Scenario {
+            name: format!("fuzz-{}{suffix}", arch.name()),
+            arch,
+            guest: TestGuest::Fuzz { calls: FUZZ_CALLS, two_domains: false },
+            expect: Expect {
+                in_order: with_banner(&[
+                    &format!("(d1) FUZZ seed={FUZZ_SEED} calls={FUZZ_CALLS}"),
+                    &format!("(d1) FUZZ-DONE calls={FUZZ_CALLS} canary=intact"),
+                    "(XEN) d1: shutdown requested, reason 0 (poweroff)",
+                ]),
+                count: None,
+                forbidden: vec!["PANIC", "FUZZ-FAIL", "guest fault"],
+                exit_zero: true,
+            },
+        });
         all.push(Scenario {
             name: format!("enosys-{}{suffix}", arch.name()),
             arch,
@@ -269,6 +292,24 @@ fn scenarios() -> Vec<Scenario> {
         arch: Arch::Aarch64,
         guest: TestGuest::BuiltIn("vgic"),
         expect: Expect { in_order: vgic_order, count: None, forbidden: vec!["PANIC", "FAIL"], exit_zero: true },
+    });
+    // The fuzzer beside a second domain whose canary page must survive the campaign.
+    let mut fuzz_order = banner(Arch::Aarch64);
+    fuzz_order.extend([
+        format!("(d1) FUZZ-DONE calls={FUZZ_CALLS} canary=intact"),
+        "(d2) FUZZ-HOLD-DONE yields=".into(),
+        "(XEN) stopping: all domains powered off".into(),
+    ]);
+    all.push(Scenario {
+        name: "fuzz-aarch64-two-domains".into(),
+        arch: Arch::Aarch64,
+        guest: TestGuest::Fuzz { calls: FUZZ_CALLS, two_domains: true },
+        expect: Expect {
+            in_order: fuzz_order,
+            count: Some(("canary=intact".into(), 2)),
+            forbidden: vec!["PANIC", "FUZZ-FAIL", "guest fault"],
+            exit_zero: true,
+        },
     });
     // The other x86 vendor's hypercall instruction: #UD or a hypercall, never a hypervisor fault.
     for suffix in ["", crate::qemu_x86::SVM_SUFFIX] {
@@ -372,7 +413,7 @@ fn simd_isolation_scenarios() -> Vec<Scenario> {
 impl Scenario {
     fn timeout_secs(&self) -> u64 {
         match (self.guest, self.arch) {
-            (TestGuest::Linux { .. }, _) | (_, Arch::X86_64) => 300,
+            (TestGuest::Linux { .. } | TestGuest::Fuzz { .. }, _) | (_, Arch::X86_64) => 300,
             _ => 60,
         }
     }
@@ -487,6 +528,10 @@ fn run_one(s: &Scenario, built: &Built, logs: &std::path::Path) -> Result<f64, S
             args.append = Some(append.into());
             args.smp = smp;
             Guest::Dom0less(emulator::linux_domu(built, &args).map_err(|e| format!("{e:#}"))?)
+        }
+        TestGuest::Fuzz { calls, two_domains } => {
+            args.append = Some(crate::fuzz::guest_args(FUZZ_SEED, calls, None));
+            crate::fuzz::guest(built, &mut args, two_domains).map_err(|e| format!("{e:#}"))?
         }
         TestGuest::Config(file) => {
             let config = config_with_images(file, built).map_err(|e| format!("{e:#}"))?;
