@@ -13,7 +13,9 @@ use hypervisor::domain::{Domain, DomainEnd};
 use hypervisor::domain_build;
 use hypervisor::frames::FrameAllocator;
 use hypervisor::guest_dt::{self, GuestArch};
-use hypervisor::page::{HostPage, PAGE_SIZE};
+use core::sync::atomic::AtomicU32;
+use hypervisor::page::{GuestRam, HostPage, PAGE_SIZE};
+use zerocopy::FromBytes;
 use hypervisor::sched::RoundRobin;
 use hypervisor::version::{HV_NAME, HV_VERSION, XEN_MAJOR, XEN_MINOR};
 use hypervisor::vpl011::Vpl011;
@@ -240,6 +242,7 @@ fn build(
     let mut vcpu = cpu::Vcpu::new(&setup)?;
     let mut domain = Domain::with_vcpus(id, usize::from(nr_vcpus));
     domain.set_ram(setup.ram_guest, ram_size);
+    domain.ram = Some(GuestRam { base: setup.ram_guest, words: ram_words(ram_host, ram_size) });
     attach_xen_pages(&mut domain, &mut vcpu, frames);
     if cfg.vpl011 {
         domain.vpl011 = Some(Vpl011::new());
@@ -250,6 +253,16 @@ fn build(
         hvlog!("d{}: built in {}.{:03} ms", id, took_us / 1000, took_us % 1000);
     }
     Ok((domain, vcpu))
+}
+
+/// The domain's RAM as atomic words: the guest and the hypervisor both update its FIFO event
+/// pages, so the hypervisor never holds plain references into it.
+fn ram_words(ram_host: u64, ram_size: u64) -> &'static [AtomicU32] {
+    let bytes: &'static mut [u8] = cpu::phys_slice_mut(ram_host, ram_size);
+    match <[AtomicU32]>::mut_from_bytes(bytes) {
+        Ok(words) => words,
+        Err(_) => panic!("domain RAM at {ram_host:#x} is not word-aligned"),
+    }
 }
 
 /// Put kernel, initrd and boot data (device tree on ARM, PVH start info and ACPI on x86) into

@@ -3,9 +3,10 @@
 
 use crate::console::GuestConsole;
 use crate::evtchn::{self, Binding, EventChannels, InPage, VcpuInfoAccess};
+use crate::evtchn_fifo::{Fifo, FifoPages};
 use crate::guest_dt;
 use crate::log;
-use crate::page::{GuestAbi, HostPage, PAGE_SIZE};
+use crate::page::{GuestAbi, GuestRam, HostPage, PAGE_SIZE};
 use crate::pvconsole;
 use crate::vpl011::Vpl011;
 use alloc::vec::Vec;
@@ -68,6 +69,16 @@ pub struct Domain {
     pub current_vcpu: usize,
     /// Bit n: raise the upcall of vCPU n (not the current one); the run loop drains it.
     pub remote_upcalls: u64,
+    /// The domain's RAM for atomic access (FIFO event pages), where the builder provides it.
+    pub ram: Option<GuestRam>,
+    /// The FIFO port ABI, once the guest asked for it (`EVTCHNOP_init_control`).
+    pub fifo: Option<FifoEvents>,
+}
+
+/// FIFO event channels of a domain: the policy and the guest pages it works on.
+pub struct FifoEvents {
+    pub state: Fifo,
+    pub pages: FifoPages,
 }
 
 impl Domain {
@@ -103,6 +114,8 @@ impl Domain {
             vpl011: None,
             current_vcpu: 0,
             remote_upcalls: 0,
+            ram: None,
+            fifo: None,
         }
     }
 
@@ -199,6 +212,13 @@ impl Domain {
     /// Make `port` pending for the vCPU it is bound to and raise the upcall if needed (on
     /// `vcpu` if it is that one, else through `remote_upcalls`).
     pub fn deliver(&mut self, vcpu: &mut dyn VirtualCpu, port: u32) {
+        if let Some(fifo) = self.fifo.as_mut() {
+            let target = self.evtchn.port(port).map_or(0, |p| p.vcpu);
+            if fifo.state.set_pending(&fifo.pages, port, target) {
+                self.mark_events_pending(vcpu, target as usize);
+            }
+            return;
+        }
         let abi = self.abi;
         let Some(xen) = self.xen.as_mut() else { return };
         if let Some(word) = evtchn::mark_pending(abi, &mut xen.shared_info, port) {
@@ -216,7 +236,13 @@ impl Domain {
 
     /// `EVTCHNOP_unmask`: clear the mask bit and tell the vCPU if the port is pending.
     pub fn unmask(&mut self, vcpu: &mut dyn VirtualCpu, port: u32) -> Result<(), i64> {
-        self.evtchn.port(port).ok_or(guest_abi::errno::EINVAL)?;
+        let target = self.evtchn.port(port).ok_or(guest_abi::errno::EINVAL)?.vcpu;
+        if let Some(fifo) = self.fifo.as_mut() {
+            if fifo.state.unmask(&fifo.pages, port, target) {
+                self.mark_events_pending(vcpu, target as usize);
+            }
+            return Ok(());
+        }
         let abi = self.abi;
         let xen = self.xen.as_mut().ok_or(guest_abi::errno::EINVAL)?;
         if let Some(word) = evtchn::clear_mask(abi, &mut xen.shared_info, port) {
@@ -228,14 +254,28 @@ impl Domain {
     /// Flag `word` in the `vcpu_info` of the vCPU `port` is bound to; raise its upcall.
     fn notify(&mut self, vcpu: &mut dyn VirtualCpu, port: u32, word: usize) {
         let target = self.evtchn.port(port).map_or(0, |p| p.vcpu as usize);
+        self.with_vcpu_info(vcpu, target, |info| evtchn::notify_word(info, word));
+    }
+
+    /// FIFO: set `target`'s `evtchn_upcall_pending` and raise its upcall if it was clear (the
+    /// queues say which events; there is no selector word).
+    fn mark_events_pending(&mut self, vcpu: &mut dyn VirtualCpu, target: usize) {
+        self.with_vcpu_info(vcpu, target, evtchn::mark_upcall);
+    }
+
+    /// Run `update` on `target`'s `vcpu_info` wherever it lives; raise the upcall if it says so.
+    fn with_vcpu_info(
+        &mut self,
+        vcpu: &mut dyn VirtualCpu,
+        target: usize,
+        update: impl FnOnce(&mut dyn VcpuInfoAccess) -> bool,
+    ) {
         let loc = self.vcpus.get(target).map_or(VcpuInfoLoc::Nowhere, |v| v.info);
         let size = self.abi.vcpu_info_size();
         let Some(xen) = self.xen.as_mut() else { return };
         let raise = match loc {
-            VcpuInfoLoc::Shared(slot) => {
-                evtchn::notify_word(&mut InPage { page: &mut xen.shared_info, base: slot * size }, word)
-            }
-            VcpuInfoLoc::Guest(gpa) => evtchn::notify_word(&mut GuestPhysInfo { vcpu, gpa }, word),
+            VcpuInfoLoc::Shared(slot) => update(&mut InPage { page: &mut xen.shared_info, base: slot * size }),
+            VcpuInfoLoc::Guest(gpa) => update(&mut GuestPhysInfo { vcpu, gpa }),
             VcpuInfoLoc::Nowhere => false,
         };
         if raise {

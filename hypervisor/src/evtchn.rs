@@ -38,6 +38,8 @@ const FREE: Port = Port { binding: Binding::Free, vcpu: 0 };
 
 pub struct EventChannels {
     ports: Vec<Port>,
+    /// Ports the domain's port ABI can name: [`MAX_PORTS_2L`], or 2^17 once it uses FIFO.
+    limit: u32,
 }
 
 impl Default for EventChannels {
@@ -49,7 +51,7 @@ impl Default for EventChannels {
 impl EventChannels {
     pub fn new() -> Self {
         // Port 0 is never valid.
-        Self { ports: alloc::vec![Port { binding: Binding::Hypervisor, vcpu: 0 }] }
+        Self { ports: alloc::vec![Port { binding: Binding::Hypervisor, vcpu: 0 }], limit: MAX_PORTS_2L }
     }
 
     pub fn port(&self, port: u32) -> Option<&Port> {
@@ -63,11 +65,21 @@ impl EventChannels {
             self.ports[i + 1] = new;
             return Ok(i as u32 + 1);
         }
-        if self.ports.len() as u32 >= MAX_PORTS_2L {
+        if self.ports.len() as u32 >= self.limit {
             return Err(errno::ENOSPC);
         }
         self.ports.push(new);
         Ok(self.ports.len() as u32 - 1)
+    }
+
+    /// The port ABI changed (FIFO names more ports than the 2-level bitmaps).
+    pub fn set_limit(&mut self, ports: u32) {
+        self.limit = ports;
+    }
+
+    /// Ports in use, by number: `(port, binding)`.
+    pub fn bound(&self) -> impl Iterator<Item = (u32, &Port)> {
+        self.ports.iter().enumerate().skip(1).filter(|(_, p)| p.binding != Binding::Free).map(|(i, p)| (i as u32, p))
     }
 
     pub fn close(&mut self, port: u32) -> Result<(), i64> {
@@ -143,6 +155,14 @@ pub fn clear_mask(abi: GuestAbi, shared: &mut HostPage, port: u32) -> Option<usi
 pub fn notify_word(vcpu: &mut dyn VcpuInfoAccess, word: usize) -> bool {
     let sel = vcpu.read_u64(vcpu_info::PENDING_SEL);
     vcpu.write_u64(vcpu_info::PENDING_SEL, sel | (1 << word));
+    let was = vcpu.read_byte(vcpu_info::UPCALL_PENDING);
+    vcpu.write_byte(vcpu_info::UPCALL_PENDING, 1);
+    was == 0
+}
+
+/// Set a vCPU's upcall flag alone (the FIFO ABI has no selector). True when it went from 0
+/// to 1: the caller raises the upcall interrupt.
+pub fn mark_upcall(vcpu: &mut dyn VcpuInfoAccess) -> bool {
     let was = vcpu.read_byte(vcpu_info::UPCALL_PENDING);
     vcpu.write_byte(vcpu_info::UPCALL_PENDING, 1);
     was == 0

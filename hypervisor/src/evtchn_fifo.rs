@@ -37,22 +37,49 @@ pub const MASKED: u32 = 1 << EVTCHN_FIFO_MASKED;
 pub const LINKED: u32 = 1 << EVTCHN_FIFO_LINKED;
 pub const BUSY: u32 = 1 << EVTCHN_FIFO_BUSY;
 
-/// A vCPU's control block as both sides touch it: atomically, in guest memory.
-#[repr(C)]
-pub struct ControlBlock {
-    pub ready: AtomicU32,
-    pub reserved: AtomicU32,
-    pub head: [AtomicU32; EVTCHN_FIFO_MAX_QUEUES],
-}
+/// Words in a control block: READY, a reserved word, then the HEAD of each queue.
+pub const CONTROL_WORDS: usize = size_of::<EvtchnFifoControlBlock>() / 4;
 
-const _: () = assert!(size_of::<ControlBlock>() == size_of::<EvtchnFifoControlBlock>());
+/// A vCPU's control block as both sides touch it: word by word, atomically, in guest memory.
+#[derive(Clone, Copy)]
+pub struct ControlBlock<'a>(&'a [AtomicU32]);
+
+impl<'a> ControlBlock<'a> {
+    /// The block at the start of `words`, if they hold one.
+    pub fn new(words: &'a [AtomicU32]) -> Option<Self> {
+        words.get(..CONTROL_WORDS).map(ControlBlock)
+    }
+    pub fn ready(&self) -> &'a AtomicU32 {
+        &self.0[0]
+    }
+    pub fn head(&self, priority: usize) -> &'a AtomicU32 {
+        &self.0[2 + priority]
+    }
+}
 
 /// The guest memory the FIFO ABI lives in.
 pub trait FifoMemory {
     /// The event word of `port`, if the array page holding it has been added.
     fn event_word(&self, port: u32) -> Option<&AtomicU32>;
     /// `vcpu`'s control block, once `init_control` registered it.
-    fn control_block(&self, vcpu: u32) -> Option<&ControlBlock>;
+    fn control_block(&self, vcpu: u32) -> Option<ControlBlock<'_>>;
+}
+
+/// The guest pages a domain gave for FIFO events, as the hypervisor holds them.
+pub struct FifoPages {
+    /// The event array, one page of [`WORDS_PER_PAGE`] words per `expand_array`.
+    pub array: Vec<&'static [AtomicU32]>,
+    /// Each vCPU's control block (its words from the offset the guest gave).
+    pub blocks: Vec<Option<&'static [AtomicU32]>>,
+}
+
+impl FifoMemory for FifoPages {
+    fn event_word(&self, port: u32) -> Option<&AtomicU32> {
+        self.array.get((port / WORDS_PER_PAGE) as usize)?.get((port % WORDS_PER_PAGE) as usize)
+    }
+    fn control_block(&self, vcpu: u32) -> Option<ControlBlock<'_>> {
+        ControlBlock::new(self.blocks.get(vcpu as usize).copied().flatten()?)
+    }
 }
 
 /// One queue: a vCPU and a priority.
@@ -121,6 +148,14 @@ impl Fifo {
         &mut self.ports[i]
     }
 
+    /// `port` was pending before FIFO took over (in the 2-level bitmap): link it once its
+    /// array page exists.
+    pub fn defer(&mut self, port: u32) {
+        if port < EVTCHN_FIFO_NR_CHANNELS {
+            self.state(port).deferred = true;
+        }
+    }
+
     /// A port was (re)bound: it starts at the default priority, nothing deferred.
     pub fn bound(&mut self, port: u32) {
         if port < EVTCHN_FIFO_NR_CHANNELS {
@@ -177,9 +212,9 @@ impl Fifo {
         if linked_after_tail {
             return false;
         }
-        cb.head[q.priority as usize].store(port, SeqCst);
+        cb.head(q.priority as usize).store(port, SeqCst);
         let bit = 1 << q.priority;
-        cb.ready.fetch_or(bit, SeqCst) & bit == 0
+        cb.ready().fetch_or(bit, SeqCst) & bit == 0
     }
 
     /// `EVTCHNOP_unmask`: clear MASKED and link the port if it is pending meanwhile.

@@ -96,3 +96,21 @@ impl GuestAbi {
         }
     }
 }
+
+/// A domain's RAM as 32-bit words the hypervisor updates atomically while the guest runs on
+/// (FIFO event words and control blocks live in guest pages). The guest is another agent on
+/// the same memory: only atomic accesses, never plain references to its bytes.
+pub struct GuestRam {
+    /// Guest-physical address of `words[0]`.
+    pub base: u64,
+    pub words: &'static [core::sync::atomic::AtomicU32],
+}
+
+impl GuestRam {
+    /// The page of guest frame `gfn`, if it is the domain's RAM.
+    pub fn page(&self, gfn: u64) -> Option<&'static [core::sync::atomic::AtomicU32]> {
+        let offset = gfn.checked_mul(PAGE_SIZE as u64)?.checked_sub(self.base)?;
+        let first = usize::try_from(offset / 4).ok()?;
+        self.words.get(first..first.checked_add(PAGE_SIZE / 4)?)
+    }
+}

@@ -69,7 +69,7 @@ fn linux_scenarios() -> Vec<Scenario> {
         in_order.extend([
             "Xen 4.17 support found".to_string(),
             "xen:grant_table: Grant tables using version 1 layout".into(),
-            "xen:events: Using 2-level ABI".into(),
+            "xen:events: Using FIFO-based ABI".into(),
             format!("XHV-INIT-MARKER hypervisor=xen cpus={smp} "),
             "(XEN) stopping: all domains powered off".into(),
         ]);
@@ -109,7 +109,7 @@ fn linux_scenarios() -> Vec<Scenario> {
         [
             "Hypervisor detected: Xen HVM",
             "Booting kernel on Xen PVH",
-            "xen:events: Using 2-level ABI",
+            "xen:events: Using FIFO-based ABI",
             "xen:grant_table: Grant tables using version 1 layout",
             "XHV-INIT-MARKER hypervisor=xen cpus=1 ",
             "(XEN) d1: powered off",

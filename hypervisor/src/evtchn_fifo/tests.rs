@@ -7,26 +7,23 @@ use alloc::collections::VecDeque;
 use proptest::prelude::*;
 use std::collections::BTreeSet;
 
-/// Guest memory on the host: array pages as they are added, one control block per vCPU.
-struct Mem {
-    pages: Vec<Box<[AtomicU32]>>,
-    blocks: Vec<Option<Box<ControlBlock>>>,
+/// Guest memory on the host: leaked pages standing in for the guest's.
+type Mem = FifoPages;
+
+fn words(n: u32) -> &'static [AtomicU32] {
+    Box::leak((0..n).map(|_| AtomicU32::new(0)).collect())
 }
 
-impl Mem {
+impl FifoPages {
     fn new(nr_vcpus: usize) -> Self {
-        Self { pages: Vec::new(), blocks: (0..nr_vcpus).map(|_| None).collect() }
+        Self { array: Vec::new(), blocks: alloc::vec![None; nr_vcpus] }
     }
 
     /// The guest registers every vCPU's control block and adds `pages` array pages.
     fn ready(fifo: &mut Fifo, nr_vcpus: usize, pages: u32) -> Self {
         let mut mem = Mem::new(nr_vcpus);
         for v in 0..nr_vcpus {
-            mem.blocks[v] = Some(Box::new(ControlBlock {
-                ready: AtomicU32::new(0),
-                reserved: AtomicU32::new(0),
-                head: Default::default(),
-            }));
+            mem.blocks[v] = Some(words(CONTROL_WORDS as u32));
         }
         for _ in 0..pages {
             mem.add_page(fifo);
@@ -35,7 +32,7 @@ impl Mem {
     }
 
     fn add_page(&mut self, fifo: &mut Fifo) -> Vec<u32> {
-        self.pages.push((0..WORDS_PER_PAGE).map(|_| AtomicU32::new(0)).collect());
+        self.array.push(words(WORDS_PER_PAGE));
         fifo.page_added().unwrap()
     }
 
@@ -43,17 +40,8 @@ impl Mem {
         self.event_word(port).unwrap().load(SeqCst)
     }
 
-    fn cb(&self, vcpu: u32) -> &ControlBlock {
+    fn cb(&self, vcpu: u32) -> ControlBlock<'_> {
         self.control_block(vcpu).unwrap()
-    }
-}
-
-impl FifoMemory for Mem {
-    fn event_word(&self, port: u32) -> Option<&AtomicU32> {
-        self.pages.get((port / WORDS_PER_PAGE) as usize).map(|p| &p[(port % WORDS_PER_PAGE) as usize])
-    }
-    fn control_block(&self, vcpu: u32) -> Option<&ControlBlock> {
-        self.blocks.get(vcpu as usize)?.as_deref()
     }
 }
 
@@ -70,13 +58,13 @@ impl Consumer {
     /// The next port off the highest-priority non-empty queue, and whether it was delivered.
     fn consume_one(&mut self, mem: &Mem, vcpu: u32) -> Option<(u32, bool)> {
         let cb = mem.cb(vcpu);
-        self.ready |= cb.ready.swap(0, SeqCst);
+        self.ready |= cb.ready().swap(0, SeqCst);
         if self.ready == 0 {
             return None;
         }
         let q = self.ready.trailing_zeros() as usize;
         let port = match self.head[q] {
-            0 => cb.head[q].load(SeqCst),
+            0 => cb.head(q).load(SeqCst),
             h => h,
         };
         let word = mem.event_word(port).expect("queued port has a word");
@@ -120,8 +108,8 @@ fn first_event_becomes_head_sets_ready_and_asks_for_the_upcall() {
     let mem = Mem::ready(&mut fifo, 1, 1);
     assert!(fifo.set_pending(&mem, 5, 0));
     let q = EVTCHN_FIFO_PRIORITY_DEFAULT as usize;
-    assert_eq!(mem.cb(0).head[q].load(SeqCst), 5);
-    assert_eq!(mem.cb(0).ready.load(SeqCst), 1 << q);
+    assert_eq!(mem.cb(0).head(q).load(SeqCst), 5);
+    assert_eq!(mem.cb(0).ready().load(SeqCst), 1 << q);
     assert_eq!(mem.word(5), PENDING | LINKED);
     // A second event joins the queue behind it: no new upcall, LINK points on.
     assert!(!fifo.set_pending(&mem, 9, 0));
@@ -153,7 +141,7 @@ fn masked_ports_stay_pending_off_queue_until_unmasked() {
     assert!(!fifo.set_pending(&mem, 7, 0));
     assert_eq!(mem.word(7), PENDING | MASKED);
     assert!(fifo.is_pending(&mem, 7) && fifo.is_masked(&mem, 7));
-    assert_eq!(mem.cb(0).ready.load(SeqCst), 0);
+    assert_eq!(mem.cb(0).ready().load(SeqCst), 0);
     assert!(fifo.unmask(&mem, 7, 0), "pending on unmask: linked and signalled");
     assert_eq!(Consumer::default().drain(&mem, 0), [7]);
     assert!(!fifo.unmask(&mem, 7, 0), "not pending: nothing to signal");
@@ -379,7 +367,7 @@ proptest! {
                 prop_assert_eq!(w & LINKED != 0, model.linked.contains(&p), "linked {}", p);
             }
             for v in 0..VCPUS {
-                let visible = consumers[v as usize].ready | mem.cb(v).ready.load(SeqCst);
+                let visible = consumers[v as usize].ready | mem.cb(v).ready().load(SeqCst);
                 for (q, queue) in model.queues[v as usize].iter().enumerate() {
                     prop_assert!(queue.is_empty() || visible & (1 << q) != 0, "queue {} of vCPU {} hidden", q, v);
                 }

@@ -1,8 +1,9 @@
-//! `event_channel_op`: binding, signalling and masking ports (2-level ABI; FIFO comes later,
-//! so `EVTCHNOP_init_control` fails and Linux keeps the 2-level ABI).
+//! `event_channel_op`: binding, signalling and masking ports; the FIFO sub-operations are in
+//! `event_fifo_op`, the port ABIs in `crate::evtchn` (2-level) and `crate::evtchn_fifo`.
 
 use super::HcResult;
 use super::args::{self, is_self};
+use super::event_fifo_op;
 use crate::domain::Domain;
 use crate::evtchn::Binding;
 use arch::exit::VirtualCpu;
@@ -30,7 +31,12 @@ pub fn handle(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, cmd: u64, arg: u64
         }
         ev::EVTCHNOP_CLOSE => {
             let port = port_arg(vcpu, arg)?;
-            domain.evtchn.close(port).map(|_| 0)
+            domain.evtchn.close(port)?;
+            // The next binding of this port starts at the default priority.
+            if let Some(fifo) = domain.fifo.as_mut() {
+                fifo.state.bound(port);
+            }
+            Ok(0)
         }
         ev::EVTCHNOP_BIND_VIRQ => bind_virq(domain, vcpu, arg),
         ev::EVTCHNOP_BIND_IPI => {
@@ -47,6 +53,9 @@ pub fn handle(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, cmd: u64, arg: u64
             domain.evtchn.bind_vcpu(args::u32_at(&b, 0), target).map(|_| 0)
         }
         ev::EVTCHNOP_STATUS => status(domain, vcpu, arg),
+        ev::EVTCHNOP_INIT_CONTROL => event_fifo_op::init_control(domain, vcpu, arg),
+        ev::EVTCHNOP_EXPAND_ARRAY => event_fifo_op::expand_array(domain, vcpu, arg),
+        ev::EVTCHNOP_SET_PRIORITY => event_fifo_op::set_priority(domain, vcpu, arg),
         _ => Err(errno::ENOSYS),
     }
 }
@@ -169,7 +178,7 @@ mod tests {
                 assert_eq!(handle(&mut d, &mut vcpu, cmd, 0), Err(errno::EINVAL), "cmd {cmd} port {port}");
             }
         }
-        assert_eq!(handle(&mut d, &mut vcpu, ev::EVTCHNOP_INIT_CONTROL, 0), Err(errno::ENOSYS));
+        assert_eq!(handle(&mut d, &mut vcpu, ev::EVTCHNOP_INIT_CONTROL, 0), Err(errno::EINVAL), "no RAM window");
         assert_eq!(handle(&mut d, &mut vcpu, ev::EVTCHNOP_SEND, 62), Err(errno::EFAULT));
     }
 }

@@ -6,6 +6,7 @@
 mod args;
 mod console_io;
 mod event_channel_op;
+mod event_fifo_op;
 mod grant_table_op;
 mod hvm_op;
 mod memory_op;
