@@ -28,7 +28,7 @@ pub fn init_control(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, arg: u64) ->
     if target >= domain.vcpus.len() {
         return Err(errno::ENOENT);
     }
-    if offset > PAGE_SIZE - CONTROL_WORDS * 4 || offset % 8 != 0 {
+    if offset > PAGE_SIZE - CONTROL_WORDS * 4 || !offset.is_multiple_of(8) {
         return Err(errno::EINVAL);
     }
     let page = domain.ram.as_ref().and_then(|ram| ram.page(gfn)).ok_or(errno::EINVAL)?;
