@@ -622,6 +622,9 @@ pub mod simd {
         "or eax, 0x80000001",
         "mov cr0, eax",
         "lgdt [guest_gdt_ptr]",
+        // A stack for the far return, below the two words the entry reads.
+        "mov esp, dword ptr [AP_STACK_TOP]",
+        "sub esp, 16",
         "push 0x08",
         "mov eax, offset ap_long",
         "push eax",
