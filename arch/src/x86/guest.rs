@@ -8,6 +8,7 @@
 //! EFER/PAT fields). Pure logic, tested on the host.
 
 use super::policy::{self, DebugPort, Gprs, GuestMsrs, MsrEffect, PortAction, RAX, RCX, RamRange};
+use super::xstate::{self, GuestView, Layout};
 
 /// What the exit handlers need from the machine they run on.
 pub trait Platform {
@@ -17,6 +18,10 @@ pub trait Platform {
     fn debug_line(&mut self, domain_id: u16, line: &str);
     /// A `(XEN)` diagnostic about this vCPU.
     fn report(&mut self, args: core::fmt::Arguments);
+    /// The vector state guests are offered (the bare machine reads it once at boot).
+    fn xstate(&self) -> Layout {
+        Layout::from_cpuid(|leaf, sub| self.host_cpuid(leaf, sub))
+    }
 }
 
 /// Per-vCPU state the exit handler keeps besides the VMCS/VMCB and registers.
@@ -40,6 +45,8 @@ pub struct ExitContext {
     pub upcall_pending: bool,
     /// An interrupt handed to the CPU whose delivery is not yet confirmed (SVM's V_IRQ).
     pub inflight: Option<Injected>,
+    /// The guest's XCR0 (it writes it with XSETBV, which always exits); loaded while it runs.
+    pub xcr0: u64,
 }
 
 /// The source of a virtual interrupt.
@@ -62,6 +69,7 @@ impl ExitContext {
             upcall_vector: None,
             upcall_pending: false,
             inflight: None,
+            xcr0: xstate::RESET_XCR0,
         }
     }
 
@@ -94,11 +102,38 @@ impl ExitContext {
     }
 }
 
-/// An intercepted CPUID: the shared policy's answer in EAX..EDX.
-pub fn cpuid(ctx: &ExitContext, regs: &mut Gprs, p: &impl Platform) {
+/// An intercepted CPUID: the shared policy's answer in EAX..EDX. `cr4` is the guest's own
+/// (OSXSAVE and OSPKE reflect it).
+pub fn cpuid(ctx: &ExitContext, regs: &mut Gprs, cr4: u64, p: &impl Platform) {
     let (leaf, sub) = (regs.0[RAX] as u32, regs.0[RCX] as u32);
-    let answer = policy::cpuid(leaf, sub, ctx.vcpu_id, |l, s| p.host_cpuid(l, s));
+    let fpu = (&p.xstate(), GuestView { xcr0: ctx.xcr0, cr4 });
+    let answer = policy::cpuid(leaf, sub, ctx.vcpu_id, fpu, |l, s| p.host_cpuid(l, s));
     policy::set_cpuid_result(regs, answer);
+}
+
+/// What an intercepted XSETBV comes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XsetbvOutcome {
+    /// XCR0 is the guest's new value (`ctx.xcr0`): step over the instruction.
+    Done,
+    /// CR4.OSXSAVE is clear: #UD.
+    Ud,
+    /// Not CPL 0, not XCR0, or a value the SDM or our offer refuses: #GP(0).
+    Gp,
+}
+
+/// XSETBV of EDX:EAX into XCR(ECX) at privilege `cpl` with guest CR4 `cr4`.
+pub fn xsetbv(ctx: &mut ExitContext, regs: &Gprs, cpl: u8, cr4: u64, p: &impl Platform) -> XsetbvOutcome {
+    const CR4_OSXSAVE: u64 = 1 << 18;
+    if cr4 & CR4_OSXSAVE == 0 {
+        return XsetbvOutcome::Ud;
+    }
+    let value = policy::msr_value(regs);
+    if cpl != 0 || regs.0[RCX] as u32 != 0 || !p.xstate().xcr0_valid(value) {
+        return XsetbvOutcome::Gp;
+    }
+    ctx.xcr0 = value;
+    XsetbvOutcome::Done
 }
 
 /// An intercepted IN or OUT (not a string instruction) of `size` bytes at `port`: an IN
@@ -228,7 +263,7 @@ impl Timers {
 mod tests {
     extern crate std;
     use super::*;
-    use crate::x86::policy::RDX;
+    use crate::x86::policy::{RBX, RDX};
     use std::string::String;
     use std::vec::Vec;
 
@@ -300,6 +335,50 @@ mod tests {
         regs.0[RAX] = (1 << 5) | (5 << 2);
         let out = port_io(&mut c, &mut regs, policy::ACPI_SLEEP_CONTROL_PORT, 2, false, &mut p);
         assert_eq!(out, PortAction::PowerOff);
+    }
+
+    /// A host with XSAVE offering x87, SSE and AVX.
+    struct AvxHost;
+
+    impl Platform for AvxHost {
+        fn host_cpuid(&self, leaf: u32, sub: u32) -> [u32; 4] {
+            match (leaf, sub) {
+                (0, _) => [0xd, 0, 0, 0],
+                (1, _) => [0, 0, (1 << 26) | (1 << 28), 0],
+                (0xd, 0) => [0x7, 0x240, 0x340, 0],
+                (0xd, 2) => [256, 576, 0, 0],
+                _ => [0; 4],
+            }
+        }
+        fn debug_line(&mut self, _domain_id: u16, _line: &str) {}
+        fn report(&mut self, _args: core::fmt::Arguments) {}
+    }
+
+    #[test]
+    fn xsetbv_sets_the_vcpus_xcr0_and_cpuid_follows_it() {
+        const OSXSAVE: u64 = 1 << 18;
+        let (mut c, mut regs) = (ctx(), Gprs::default());
+        assert_eq!(c.xcr0, 1, "reset: x87 only");
+        regs.0[RAX] = 0x7;
+        assert_eq!(xsetbv(&mut c, &regs, 0, 0, &AvxHost), XsetbvOutcome::Ud, "CR4.OSXSAVE clear");
+        assert_eq!(xsetbv(&mut c, &regs, 3, OSXSAVE, &AvxHost), XsetbvOutcome::Gp, "user space");
+        regs.0[RCX] = 1;
+        assert_eq!(xsetbv(&mut c, &regs, 0, OSXSAVE, &AvxHost), XsetbvOutcome::Gp, "XCR1");
+        regs.0[RCX] = 0;
+        regs.0[RAX] = 0xe7;
+        assert_eq!(xsetbv(&mut c, &regs, 0, OSXSAVE, &AvxHost), XsetbvOutcome::Gp, "AVX-512 not offered");
+        assert_eq!(c.xcr0, 1);
+        regs.0[RAX] = 0x7;
+        assert_eq!(xsetbv(&mut c, &regs, 0, OSXSAVE, &AvxHost), XsetbvOutcome::Done);
+        assert_eq!(c.xcr0, 0x7);
+        // CPUID.(0xD,0).EBX is the area size for the XCR0 just set; leaf 1 shows OSXSAVE.
+        regs.0[RAX] = 0xd;
+        regs.0[RCX] = 0;
+        cpuid(&c, &mut regs, OSXSAVE, &AvxHost);
+        assert_eq!((regs.0[RAX], regs.0[RBX], regs.0[RCX]), (0x7, 0x340, 0x340));
+        regs.0[RAX] = 1;
+        cpuid(&c, &mut regs, OSXSAVE, &AvxHost);
+        assert_ne!(regs.0[RCX] & (1 << 27), 0);
     }
 
     #[test]

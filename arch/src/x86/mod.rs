@@ -11,6 +11,7 @@ pub mod svm;
 pub mod vlapic;
 pub mod vmcb;
 pub mod walk;
+pub mod xstate;
 
 /// Which hardware virtualization the hypervisor drives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

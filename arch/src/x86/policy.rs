@@ -56,8 +56,16 @@ impl RamRange {
 
 /// The CPUID answer for `leaf`/`sub`: `host` gives the real CPU's registers [EAX, EBX, ECX, EDX].
 /// Virtualization extensions are hidden (we do not nest), "hypervisor present" is set, the
-/// initial APIC id is the vCPU's, and leaves 0x40000000.. describe Xen.
-pub fn cpuid(leaf: u32, sub: u32, vcpu_id: u16, host: impl FnOnce(u32, u32) -> [u32; 4]) -> [u32; 4] {
+/// initial APIC id is the vCPU's, and leaves 0x40000000.. describe Xen. Vector state
+/// (XSAVE, AVX.., leaf 0xD) is offered only as far as the vCPU switch carries it: see
+/// [`super::xstate::Layout::cpuid`].
+pub fn cpuid(
+    leaf: u32,
+    sub: u32,
+    vcpu_id: u16,
+    fpu: (&super::xstate::Layout, super::xstate::GuestView),
+    host: impl FnOnce(u32, u32) -> [u32; 4],
+) -> [u32; 4] {
     const LEAF1_ECX_VMX: u32 = 1 << 5;
     const LEAF1_ECX_HYPERVISOR: u32 = 1 << 31;
     const EXT1_ECX_SVM: u32 = 1 << 2;
@@ -93,7 +101,8 @@ pub fn cpuid(leaf: u32, sub: u32, vcpu_id: u16, host: impl FnOnce(u32, u32) -> [
                 // bias) has no emulated MSRs: only the always-running APIC timer remains.
                 (a, b, c, d) = (a & LEAF6_EAX_ARAT, 0, 0, 0);
             }
-            [a, b, c, d]
+            let (layout, guest) = fpu;
+            layout.cpuid(leaf, sub, [a, b, c, d], guest)
         }
     }
 }
@@ -357,6 +366,12 @@ mod tests {
     use std::string::String;
     use std::vec::Vec;
 
+    /// The policy's answer on `host`, for a vCPU in its reset state.
+    fn cpuid(leaf: u32, sub: u32, vcpu_id: u16, host: fn(u32, u32) -> [u32; 4]) -> [u32; 4] {
+        let layout = super::super::xstate::Layout::from_cpuid(host);
+        super::cpuid(leaf, sub, vcpu_id, (&layout, Default::default()), host)
+    }
+
     fn fake_host(leaf: u32, _sub: u32) -> [u32; 4] {
         match leaf {
             1 => [0x806f8, 0x0a00_0800, 0x7ffa_3223, 0x0f8b_fbff],
@@ -378,7 +393,9 @@ mod tests {
         assert_eq!(&bytes, b"XenVMMXenVMM");
         assert_eq!(sig[0], XEN_CPUID_MAX);
         assert_eq!(cpuid(0x4000_0001, 0, 0, fake_host)[0], XEN_VERSION);
-        assert_eq!(cpuid(7, 0, 0, fake_host), [7, 2, 3, 4]);
+        // Leaf 7 passes through, but for AVX512_VBMI (ECX bit 1) and AVX512_4VNNIW (EDX
+        // bit 2): this host offers no AVX-512 state (`xstate`).
+        assert_eq!(cpuid(7, 0, 0, fake_host), [7, 2, 1, 0]);
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //! VMCALL (Intel's hypercall) on AMD is not intercepted: the CPU raises #UD in the guest, as
 //! on hardware without VT-x. Guests pick VMMCALL from the CPUID vendor, as Linux does.
 
-use super::guest::{self, MsrOutcome};
+use super::guest::{self, MsrOutcome, XsetbvOutcome};
 pub use super::guest::{ExitContext, Injected, Platform};
 use super::policy::{self, Gprs, PortAction, RAX, RSP};
 use super::vmcb::{Vmcb, attrib, event, exit, ioio};
@@ -26,6 +26,7 @@ const LEN_CPUID: u64 = 2;
 const LEN_HLT: u64 = 1;
 const LEN_VMMCALL: u64 = 3;
 const LEN_MSR: u64 = 2;
+const LEN_XSETBV: u64 = 3;
 
 const UD: u8 = 6;
 const GP: u8 = 13;
@@ -89,7 +90,7 @@ pub fn handle_exit(vmcb: &mut Vmcb, regs: &mut Gprs, ctx: &mut ExitContext, p: &
         // Host NMIs and INITs: nothing of ours sends them yet; the guest goes on.
         exit::NMI | exit::INIT => None,
         exit::CPUID => {
-            guest::cpuid(ctx, regs, p);
+            guest::cpuid(ctx, regs, vmcb.save.cr4, p);
             advance(vmcb, ctx, LEN_CPUID);
             None
         }
@@ -100,6 +101,14 @@ pub fn handle_exit(vmcb: &mut Vmcb, regs: &mut Gprs, ctx: &mut ExitContext, p: &
         exit::VMMCALL => {
             advance(vmcb, ctx, LEN_VMMCALL);
             policy::hypercall(regs, vmcb.save.cpl, in_long_mode(vmcb)).map(Exit::Hypercall)
+        }
+        exit::XSETBV => {
+            match guest::xsetbv(ctx, regs, vmcb.save.cpl, vmcb.save.cr4, p) {
+                XsetbvOutcome::Done => advance(vmcb, ctx, LEN_XSETBV),
+                XsetbvOutcome::Ud => inject(vmcb, event::exception(UD, None)),
+                XsetbvOutcome::Gp => inject(vmcb, event::exception(GP, Some(0))),
+            }
+            None
         }
         exit::IOIO => io(vmcb, regs, ctx, p),
         exit::MSR => msr(vmcb, regs, ctx),
@@ -196,10 +205,12 @@ mod tests {
     }
 
     impl Platform for Recorder {
-        fn host_cpuid(&self, leaf: u32, _sub: u32) -> [u32; 4] {
+        fn host_cpuid(&self, leaf: u32, sub: u32) -> [u32; 4] {
             match leaf {
                 0 => [0x10, u32::from_le_bytes(*b"Auth"), u32::from_le_bytes(*b"cAMD"), u32::from_le_bytes(*b"enti")],
-                1 => [0x00a0_0f11, 0x0000_0800, 0x8000_0021, 0x0789_3bfd],
+                // XSAVE (ECX bit 26) with x87 and SSE state.
+                1 => [0x00a0_0f11, 0x0000_0800, 0x8400_0021, 0x0789_3bfd],
+                0xd if sub == 0 => [0x3, 0x240, 0x240, 0],
                 _ => [0; 4],
             }
         }
@@ -323,6 +334,23 @@ mod tests {
         let mut vmcb = vmcb;
         before_run(&mut vmcb, &regs);
         assert_eq!(vmcb.save.rax, 0x00a0_0f11);
+    }
+
+    #[test]
+    fn xsetbv_sets_the_vcpus_xcr0_or_raises_the_sdms_exception() {
+        const OSXSAVE: u64 = 1 << 18;
+        let mut rec = Recorded::long_mode(exit::XSETBV, 0, 0, 0x10_0200);
+        let (mut c, mut regs) = (ctx(), Gprs::default());
+        // CR4.OSXSAVE clear: #UD, the instruction does not retire.
+        let (e, vmcb, _) = decode(&rec, 0x3, &mut regs, &mut c);
+        assert_eq!((e, vmcb.save.rip, vmcb.control.event_inj), (None, 0x10_0200, event::exception(UD, None)));
+        rec.put(0x548, OSXSAVE);
+        let (_, vmcb, _) = decode(&rec, 0x7, &mut regs, &mut c);
+        assert_eq!(vmcb.control.event_inj, event::exception(GP, Some(0)), "AVX is not offered by this host");
+        assert_eq!(c.xcr0, 1);
+        let (e, vmcb, _) = decode(&rec, 0x3, &mut regs, &mut c);
+        assert_eq!((e, vmcb.save.rip, vmcb.control.event_inj), (None, 0x10_0203, 0));
+        assert_eq!(c.xcr0, 0x3);
     }
 
     #[test]

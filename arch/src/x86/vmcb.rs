@@ -256,6 +256,8 @@ pub mod misc2 {
     pub const STGI: u32 = 1 << 4;
     pub const CLGI: u32 = 1 << 5;
     pub const SKINIT: u32 = 1 << 6;
+    /// XSETBV: the guest's XCR0 is validated and kept per vCPU (VMRUN does not switch it).
+    pub const XSETBV: u32 = 1 << 13;
 }
 
 /// TLB_CONTROL values.
@@ -318,6 +320,7 @@ pub mod exit {
     pub const STGI: u64 = 0x84;
     pub const CLGI: u64 = 0x85;
     pub const SKINIT: u64 = 0x86;
+    pub const XSETBV: u64 = 0x8d;
     pub const NPF: u64 = 0x400;
     /// VMRUN refused the guest state.
     pub const INVALID: u64 = u64::MAX;

@@ -22,6 +22,7 @@ mod tables;
 mod time;
 mod vcpu;
 mod vmx;
+mod xstate;
 
 pub use time::{idle_until, now_ns, tsc_hz, tsc_zero};
 pub use vcpu::Vcpu;
@@ -49,6 +50,7 @@ fn enable_virtualization() -> Result<(&'static str, &'static str), &'static str>
     let vmx = cpuid.get_feature_info().is_some_and(|f| f.has_vmx());
     let chosen =
         crate::x86::choose_backend(&name, vmx, svm::cpu_has_svm()).ok_or("CPUID reports neither VMX nor SVM")?;
+    xstate::init();
     let result = match chosen {
         Backend::Vmx => vmx::enable().map(|caps| ("VMX root", caps.features())),
         Backend::Svm => svm::enable().map(|caps| ("SVM host", svm::features(caps))),

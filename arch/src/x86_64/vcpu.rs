@@ -113,4 +113,7 @@ impl crate::x86::guest::Platform for Bare {
     fn report(&mut self, args: core::fmt::Arguments) {
         super::report(args);
     }
+    fn xstate(&self) -> crate::x86::xstate::Layout {
+        *super::xstate::layout()
+    }
 }

@@ -13,6 +13,7 @@ use super::super::guestmem::{GuestRam, Translation};
 use super::super::hostapic;
 use super::super::space::{DomainSpace, SharedSpace};
 use super::super::vcpu::Bare;
+use super::super::xstate::GuestFpu;
 use crate::boot::GuestSetup;
 use crate::exit::{BadGuestAddress, Exit, VirtualCpu};
 use crate::x86::ept;
@@ -53,6 +54,8 @@ pub struct Vcpu {
     timer_fired: bool,
     /// When `run` must return [`Exit::Preempted`] (the run loop's slice).
     preempt_at: Option<u64>,
+    /// x87/SSE/AVX state while another vCPU runs (XCR0 is `ctx.xcr0`).
+    fpu: GuestFpu,
 }
 
 unsafe extern "C" {
@@ -166,6 +169,7 @@ impl Vcpu {
             xen_timer: None,
             timer_fired: false,
             preempt_at: None,
+            fpu: GuestFpu::new(),
         };
         vcpu.ctx.upcall_vector = upcall_vector;
         vcpu.setup_controls(ept::ncr3(root), caps.asids);
@@ -218,8 +222,14 @@ impl Vcpu {
             | misc1::IOIO_PROT
             | misc1::MSR_PROT
             | misc1::SHUTDOWN;
-        c.intercept_misc2 =
-            misc2::VMRUN | misc2::VMMCALL | misc2::VMLOAD | misc2::VMSAVE | misc2::STGI | misc2::CLGI | misc2::SKINIT;
+        c.intercept_misc2 = misc2::VMRUN
+            | misc2::VMMCALL
+            | misc2::VMLOAD
+            | misc2::VMSAVE
+            | misc2::STGI
+            | misc2::CLGI
+            | misc2::SKINIT
+            | misc2::XSETBV;
         c.iopm_base_pa = super::iopm();
         c.msrpm_base_pa = super::msrpm();
         let asid = NEXT_ASID.fetch_add(1, Ordering::Relaxed);
@@ -277,6 +287,7 @@ impl VirtualCpu for Vcpu {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             });
+            self.fpu.enter(self.ctx.xcr0);
             let vmcb = &raw mut *self.vmcb;
             // SAFETY: the VMCB is page-aligned, identity mapped (physical = virtual) and fully
             // set up, with nested paging over this domain's RAM only; the host VMSAVE area is

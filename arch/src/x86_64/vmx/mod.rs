@@ -1,6 +1,6 @@
 //! Intel VT-x: entering VMX root operation, reading what the CPU's VT-x offers, the MSR
-//! bitmap shared by every VMCS (the guest-owned MSRs pass through), XCR0 for the guests, and
-//! the VMCS-based vCPU ([`vcpu`]).
+//! bitmap shared by every VMCS (the guest-owned MSRs pass through), and the VMCS-based vCPU
+//! ([`vcpu`]). Guest vector state and XCR0 are switched by `x86_64::xstate`.
 
 pub mod vcpu;
 
@@ -41,7 +41,7 @@ pub mod ctls2 {
     /// Instructions a guest may only run with these on (else #UD): offered when the CPU can.
     pub const RDTSCP: u32 = 1 << 3;
     pub const INVPCID: u32 = 1 << 12;
-    pub const XSAVES: u32 = 1 << 20;
+    // "Enable XSAVES/XRSTORS" (bit 20) stays off: no supervisor state is offered.
 }
 
 /// IA32_VMX_EPT_VPID_CAP bits used here.
@@ -191,29 +191,6 @@ pub const SWITCHED_MSRS: [u32; 6] = [0xc000_0102, 0xc000_0081, 0xc000_0082, 0xc0
 /// IA32_TSC_AUX exists only with RDTSCP.
 pub const MSR_TSC_AUX: u32 = 0xc000_0103;
 
-/// CPUID.1:ECX.XSAVE.
-pub fn has_xsave() -> bool {
-    core::arch::x86_64::__cpuid(1).ecx & (1 << 26) != 0
-}
-
-/// CR4.OSXSAVE on the host, so that it can load each guest's XCR0 (XSETBV always exits).
-fn enable_xsave() {
-    if has_xsave() {
-        // SAFETY: the CPU supports XSAVE (checked above); CR4.OSXSAVE only enables
-        // XGETBV/XSETBV/XSAVE*, which the hypervisor uses for the guests' XCR0 alone.
-        unsafe { Cr4::write_raw(Cr4::read_raw() | (1 << 18)) };
-    }
-}
-
-/// Load XCR0 (the CPU keeps the guest's across VM exits; this host does not use it).
-pub fn xsetbv(value: u64) {
-    // SAFETY: CR4.OSXSAVE is set (`enable_xsave`); callers pass an XCR0 the CPU supports
-    // (validated against CPUID leaf 0xD), which only changes which state XSAVE covers.
-    unsafe {
-        core::arch::asm!("xsetbv", in("ecx") 0u32, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nostack));
-    }
-}
-
 /// Check support, enable VMX in CR4/IA32_FEATURE_CONTROL and execute VMXON.
 pub fn enable() -> Result<&'static Caps, &'static str> {
     let cpuid = raw_cpuid::CpuId::new();
@@ -227,7 +204,6 @@ pub fn enable() -> Result<&'static Caps, &'static str> {
         return Err("no secondary processor-based controls (no EPT)");
     }
     set_fixed_bits(caps);
-    enable_xsave();
     // SAFETY: the boot CPU alone, before any VM entry: nothing reads the bitmap yet.
     let bitmap = unsafe { &mut *MSR_BITMAP.0.get() };
     crate::x86::policy::GUEST_OWNED_MSRS.iter().for_each(|&m| msr_bitmap_allow(bitmap, m));

@@ -18,12 +18,13 @@ use super::super::space::{DomainSpace, SharedSpace};
 use super::super::tables::Page;
 use super::super::time;
 use super::super::vcpu::Bare;
+use super::super::xstate::GuestFpu;
 use super::{ctls2, msr};
 use crate::boot::GuestSetup;
 use crate::exit::{BadGuestAddress, Exit, FaultKind, GuestFault, VirtualCpu};
 use crate::x86::ept;
-use crate::x86::guest::{self, ExitContext, MsrOutcome, Timers};
-use crate::x86::policy::{self, Gprs, PortAction, RAX, RBX, RCX, RSP, RamRange};
+use crate::x86::guest::{self, ExitContext, MsrOutcome, Timers, XsetbvOutcome};
+use crate::x86::policy::{self, Gprs, PortAction, RAX, RBX, RSP, RamRange};
 use crate::x86::vlapic::RealModeEntry;
 use crate::x86::walk::PagingMode;
 use ::x86::vmx::vmcs::{control, guest as gs, host, ro};
@@ -102,14 +103,10 @@ const UD: u8 = 6;
 const GP: u8 = 13;
 /// The power-on PAT: WB, WT, UC-, UC, repeated.
 const DEFAULT_PAT: u64 = 0x0007_0406_0007_0406;
-/// XCR0 at reset: x87 state only.
-const RESET_XCR0: u64 = 1;
 
 /// Physical address of the VMCS this CPU has current (0: none).
 static CURRENT_VMCS: AtomicU64 = AtomicU64::new(0);
 static NEXT_VPID: AtomicU16 = AtomicU16::new(1);
-/// The XCR0 the CPU holds (a guest's: the host does not use XSAVE state).
-static CURRENT_XCR0: AtomicU64 = AtomicU64::new(RESET_XCR0);
 
 pub struct Vcpu {
     vmcs: Box<Page>,
@@ -134,7 +131,8 @@ pub struct Vcpu {
     /// The guest's values of [`super::SWITCHED_MSRS`]: the VM-entry MSR-load and VM-exit
     /// MSR-store area (16-byte entries: index, reserved, value).
     msr_area: Box<Page>,
-    xcr0: u64,
+    /// x87/SSE/AVX state while another vCPU runs (XCR0 is `ctx.xcr0`).
+    fpu: GuestFpu,
 }
 
 // --- VMCS access -------------------------------------------------------------------------
@@ -289,7 +287,7 @@ impl Vcpu {
             timers: Timers::default(),
             preemption_rate: None,
             msr_area: Page::new(),
-            xcr0: RESET_XCR0,
+            fpu: GuestFpu::new(),
         };
         vcpu.ctx.upcall_vector = upcall_vector;
         vcpu.vmcs.0[0] = caps.revision as u64;
@@ -353,8 +351,9 @@ impl Vcpu {
         let pin = caps.control(PIN_EXT_INTR | PIN_NMI | timer, msr::PINBASED_CTLS, msr::TRUE_PINBASED_CTLS)?;
         let primary = PROC_HLT | PROC_IO | PROC_CR8_LOAD | PROC_CR8_STORE | PROC_MSR_BITMAP | PROC_SECONDARY;
         self.primary_ctls = caps.control(primary, msr::PROCBASED_CTLS, msr::TRUE_PROCBASED_CTLS)?;
-        // Instructions the guest's CPUID may offer that raise #UD unless enabled here.
-        let offered = caps.allowed(ctls2::RDTSCP | ctls2::INVPCID | ctls2::XSAVES, msr::PROCBASED_CTLS2, 0);
+        // Instructions the guest's CPUID may offer that raise #UD unless enabled here. Not
+        // XSAVES: supervisor state is not offered (`x86::xstate`), so it stays #UD.
+        let offered = caps.allowed(ctls2::RDTSCP | ctls2::INVPCID, msr::PROCBASED_CTLS2, 0);
         let secondary = ctls2::EPT | ctls2::UNRESTRICTED_GUEST | offered | if vpid { ctls2::VPID } else { 0 };
         let secondary = caps.control(secondary, msr::PROCBASED_CTLS2, 0)?;
         let exit = EXIT_HOST_64 | EXIT_SAVE_PAT | EXIT_LOAD_PAT | EXIT_SAVE_EFER | EXIT_LOAD_EFER;
@@ -536,10 +535,7 @@ impl VirtualCpu for Vcpu {
             self.sync_with_domain();
             self.inject_interrupts();
             self.arm_preemption_timer();
-            if self.xcr0 != CURRENT_XCR0.load(Ordering::Relaxed) {
-                super::xsetbv(self.xcr0);
-                CURRENT_XCR0.store(self.xcr0, Ordering::Relaxed);
-            }
+            self.fpu.enter(self.ctx.xcr0);
             // SAFETY: the VMCS is current and fully set up, with EPT over this domain's RAM
             // only; `regs` outlives the call; the assembly restores every callee-saved
             // register and the stack.
@@ -758,7 +754,7 @@ impl Vcpu {
             // window and the preemption timer only bring us back to inject or to check time.
             reason::INIT | reason::INTERRUPT_WINDOW | reason::PREEMPTION_TIMER => None,
             reason::CPUID => {
-                guest::cpuid(&self.ctx, &mut self.regs, &Bare);
+                guest::cpuid(&self.ctx, &mut self.regs, vmread(gs::CR4), &Bare);
                 self.skip_instruction();
                 None
             }
@@ -900,25 +896,11 @@ impl Vcpu {
 
     /// XSETBV (always an exit): a valid XCR0 becomes this vCPU's, loaded before each entry.
     fn xsetbv(&mut self) -> Handled {
-        const X87: u64 = 1 << 0;
-        const SSE: u64 = 1 << 1;
-        const AVX: u64 = 1 << 2;
-        const AVX512: u64 = 0b111 << 5;
-        let value = policy::msr_value(&self.regs);
-        let leaf_d = core::arch::x86_64::__cpuid_count(0xd, 0);
-        let supported = leaf_d.eax as u64 | (leaf_d.edx as u64) << 32;
-        let valid = self.regs.0[RCX] as u32 == 0
-            && self.cpl() == 0
-            && super::has_xsave()
-            && value & X87 != 0
-            && value & !supported == 0
-            && (value & AVX == 0 || value & SSE != 0)
-            && (value & AVX512 == 0 || (value & AVX512 == AVX512 && value & AVX != 0));
-        if valid {
-            self.xcr0 = value;
-            self.skip_instruction();
-        } else {
-            self.inject_exception(GP, Some(0));
+        let cpl = self.cpl();
+        match guest::xsetbv(&mut self.ctx, &self.regs, cpl, vmread(gs::CR4), &Bare) {
+            XsetbvOutcome::Done => self.skip_instruction(),
+            XsetbvOutcome::Ud => self.inject_exception(UD, None),
+            XsetbvOutcome::Gp => self.inject_exception(GP, Some(0)),
         }
         None
     }

@@ -1,0 +1,196 @@
+//! Guest x87/SSE/AVX state on the bare machine, for both backends: one save area per vCPU,
+//! switched only when the boot CPU goes from one vCPU to another. What is offered and switched,
+//! the area's size and its reset image are [`crate::x86::xstate`]'s (host-tested).
+//!
+//! The hypervisor never touches these registers itself: it is built for
+//! `x86_64-unknown-none`, whose target spec is soft-float (`"features": "-mmx,-sse,-sse2,..,
+//! -avx,-avx2,+soft-float"`, `"rustc-abi": "softfloat"`), so compiled code uses
+//! general-purpose registers only; the only vector-state instructions in the binary are this
+//! module's (`objdump -d` of the x86_64 hypervisor: FXSAVE64/XSAVE64/XSAVEOPT64 and
+//! FXRSTOR64/XRSTOR64, no xmm/ymm/zmm or x87 operand anywhere). So between two runs of one
+//! vCPU the registers still hold its state, and an exit that returns to the same vCPU costs
+//! nothing here.
+//!
+//! Neither VMX nor SVM switches XCR0, so it is loaded here too: the guest's own value while
+//! it runs, the whole offered mask around a save/restore (so every offered component is
+//! carried, whatever the guest has enabled at that moment).
+
+use super::alloc::alloc::{Layout as AllocLayout, alloc_zeroed, dealloc, handle_alloc_error};
+use crate::x86::xstate::{Layout, RESET_XCR0};
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use spin::Once;
+use x86_64::registers::control::{Cr0, Cr4};
+
+static LAYOUT: Once<Layout> = Once::new();
+
+/// The area of the vCPU whose state the registers hold now; 0 for nobody's (at boot, or after
+/// that vCPU was dropped). One such record per physical CPU: only the boot CPU runs vCPUs.
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+/// The XCR0 the CPU holds.
+static CURRENT_XCR0: AtomicU64 = AtomicU64::new(RESET_XCR0);
+
+/// XSAVE requires its area 64-byte aligned (FXSAVE 16).
+const AREA_ALIGN: usize = 64;
+
+/// What guests are offered on this CPU (read at boot by [`init`]).
+pub fn layout() -> &'static Layout {
+    LAYOUT.call_once(|| Layout::from_cpuid(host_cpuid))
+}
+
+fn host_cpuid(leaf: u32, sub: u32) -> [u32; 4] {
+    let r = core::arch::x86_64::__cpuid_count(leaf, sub);
+    [r.eax, r.ebx, r.ecx, r.edx]
+}
+
+/// Make the vector state instructions usable on the boot CPU, before any vCPU exists: CR0.EM
+/// and CR0.TS clear (else FXSAVE/XSAVE fault), CR0.MP and CR4.OSFXSR/OSXMMEXCPT set (SSE
+/// state in FXSAVE's image), CR4.OSXSAVE when the switch uses XSAVE. The host's CR0/CR4 are
+/// what both backends restore at every exit.
+pub fn init() {
+    const CR0_MP: u64 = 1 << 1;
+    const CR0_EM: u64 = 1 << 2;
+    const CR0_TS: u64 = 1 << 3;
+    const CR4_OSFXSR: u64 = 1 << 9;
+    const CR4_OSXMMEXCPT: u64 = 1 << 10;
+    const CR4_OSXSAVE: u64 = 1 << 18;
+    let layout = layout();
+    let cr4_xsave = if layout.uses_xsave() { CR4_OSXSAVE } else { 0 };
+    // SAFETY: enabling FPU/SSE/XSAVE instructions changes no memory mapping or privilege;
+    // the hypervisor's own code uses none of them (soft-float target, see the module doc).
+    unsafe {
+        Cr0::write_raw((Cr0::read_raw() & !(CR0_EM | CR0_TS)) | CR0_MP);
+        Cr4::write_raw(Cr4::read_raw() | CR4_OSFXSR | CR4_OSXMMEXCPT | cr4_xsave);
+    }
+    if layout.uses_xsave() {
+        CURRENT_XCR0.store(!RESET_XCR0, Ordering::Relaxed);
+        set_xcr0(RESET_XCR0);
+    }
+}
+
+/// Load XCR0 if the CPU does not hold `value` already.
+fn set_xcr0(value: u64) {
+    if CURRENT_XCR0.swap(value, Ordering::Relaxed) != value {
+        // SAFETY: CR4.OSXSAVE is set (`init`); `value` is the offered mask or a guest value
+        // XSETBV's policy accepted (`Layout::xcr0_valid`), both within what the CPU supports.
+        // XCR0 only selects which state XSAVE-family instructions and the guest may use.
+        unsafe {
+            core::arch::asm!("xsetbv", in("ecx") 0u32, in("eax") value as u32, in("edx") (value >> 32) as u32,
+                options(nostack, preserves_flags));
+        }
+    }
+}
+
+/// One vCPU's x87/SSE/AVX/... state while it is not in the registers.
+pub struct GuestFpu {
+    /// Heap, [`AREA_ALIGN`]-aligned, `layout().area_size()` bytes (rounded up to the
+    /// alignment). Held as a raw pointer: the CPU writes it (XSAVE) when another vCPU is
+    /// about to run, reached through [`LIVE`], never through a Rust reference.
+    area: NonNull<u8>,
+}
+
+impl GuestFpu {
+    /// The reset state (FCW 0x37F, MXCSR 0x1F80, every XSAVE component in its initial state).
+    pub fn new() -> GuestFpu {
+        let layout = layout();
+        let alloc = area_alloc_layout(layout);
+        // SAFETY: the size is at least 512 bytes (never zero).
+        let ptr = unsafe { alloc_zeroed(alloc) };
+        let area = NonNull::new(ptr).unwrap_or_else(|| handle_alloc_error(alloc));
+        // SAFETY: a fresh allocation of `alloc.size()` bytes that nothing else refers to.
+        layout.reset_image(unsafe { core::slice::from_raw_parts_mut(ptr, alloc.size()) });
+        GuestFpu { area }
+    }
+
+    fn addr(&self) -> usize {
+        self.area.as_ptr() as usize
+    }
+
+    /// Right before entering the guest: this vCPU's vector state in the registers (saving
+    /// the state of the vCPU that ran last into its own area first) and its XCR0 loaded.
+    /// Free when this vCPU was also the last to run.
+    pub fn enter(&mut self, guest_xcr0: u64) {
+        let layout = layout();
+        let me = self.addr();
+        let live = LIVE.load(Ordering::Relaxed);
+        if live != me {
+            if layout.uses_xsave() {
+                set_xcr0(layout.offered);
+            }
+            if live != 0 {
+                // SAFETY: `live` is the area of a vCPU that still exists (a vCPU's drop
+                // clears LIVE if it holds its area), sized and aligned for this layout, and
+                // no reference to it is live (only this module reaches it, by address).
+                unsafe { save(live as *mut u8, layout) };
+            }
+            // SAFETY: our own area, holding the reset image or what `save` wrote.
+            unsafe { restore(self.area.as_ptr(), layout) };
+            LIVE.store(me, Ordering::Relaxed);
+        }
+        if layout.uses_xsave() {
+            set_xcr0(guest_xcr0);
+        }
+    }
+}
+
+impl Default for GuestFpu {
+    fn default() -> Self {
+        GuestFpu::new()
+    }
+}
+
+impl Drop for GuestFpu {
+    fn drop(&mut self) {
+        // The registers may still hold this vCPU's state: nobody owns it now, and the next
+        // vCPU to run overwrites all of it without saving it anywhere.
+        let _ = LIVE.compare_exchange(self.addr(), 0, Ordering::Relaxed, Ordering::Relaxed);
+        // SAFETY: allocated in `new` with this layout, and no longer reachable through LIVE.
+        unsafe { dealloc(self.area.as_ptr(), area_alloc_layout(layout())) };
+    }
+}
+
+fn area_alloc_layout(layout: &Layout) -> AllocLayout {
+    AllocLayout::from_size_align(layout.area_size().next_multiple_of(AREA_ALIGN), AREA_ALIGN)
+        .expect("XSAVE area size fits a Layout")
+}
+
+/// Write the registers' state into `area`: XSAVEOPT (skips what is unchanged since the XRSTOR
+/// from this same area, or still in its initial state) or XSAVE with every component XCR0
+/// enables, FXSAVE without XSAVE. 64-bit forms: FIP/FDP are saved as 64-bit offsets.
+///
+/// # Safety
+/// `area` is a live, exclusively reachable area of `layout.area_size()` bytes, 64-byte
+/// aligned; XCR0 is `layout.offered` when XSAVE is used.
+unsafe fn save(area: *mut u8, layout: &Layout) {
+    // SAFETY: per this function's contract; the instructions write only the area (the
+    // requested-feature mask is XCR0, whose components all fit in `area_size`).
+    unsafe {
+        if !layout.uses_xsave() {
+            core::arch::asm!("fxsave64 [{}]", in(reg) area, options(nostack, preserves_flags));
+        } else if layout.has_xsaveopt() {
+            core::arch::asm!("xsaveopt64 [{}]", in(reg) area, in("eax") u32::MAX, in("edx") u32::MAX,
+                options(nostack, preserves_flags));
+        } else {
+            core::arch::asm!("xsave64 [{}]", in(reg) area, in("eax") u32::MAX, in("edx") u32::MAX,
+                options(nostack, preserves_flags));
+        }
+    }
+}
+
+/// Load the registers from `area` (XRSTOR: components whose XSTATE_BV bit is clear get their
+/// initial state; FXRSTOR without XSAVE).
+///
+/// # Safety
+/// As for [`save`]; the area holds the reset image or what [`save`] wrote under the same
+/// XCR0 (so its header is valid for XRSTOR and MXCSR has no reserved bits set).
+unsafe fn restore(area: *const u8, layout: &Layout) {
+    // SAFETY: per this function's contract; the instructions only read the area.
+    unsafe {
+        if layout.uses_xsave() {
+            core::arch::asm!("xrstor64 [{}]", in(reg) area, in("eax") u32::MAX, in("edx") u32::MAX,
+                options(nostack, preserves_flags, readonly));
+        } else {
+            core::arch::asm!("fxrstor64 [{}]", in(reg) area, options(nostack, preserves_flags, readonly));
+        }
+    }
+}
