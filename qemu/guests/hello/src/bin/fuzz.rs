@@ -32,8 +32,6 @@ mod guest {
     use crate::bootargs::{self, Cmdline};
     use crate::calls::{Call, Fuzzer};
     use crate::layout::{Arena, CANARY_SIZE, SCRATCH_SIZE};
-    #[cfg(not(target_arch = "aarch64"))]
-    use guest_abi::vcpu;
     use guest_abi::{errno, hypercall as nr, sched, version};
     use hello_guest::{hypercall, println, shutdown};
 
@@ -244,7 +242,7 @@ mod guest {
         // SAFETY: only the address is taken.
         let scratch = unsafe { (&raw mut (*arena()).scratch) } as u64;
         let mut fuzzer = Fuzzer::new(seed, scratch);
-        enable_timer_ppi();
+        prepare_wakeups();
         let code = code_checksum();
         // A canary in this frame: the hypervisor must leave our stack alone too.
         let stack_canary = [0x57ac_c0de_5eed_0000u64 ^ seed; 32];
@@ -254,7 +252,8 @@ mod guest {
         for i in 0..calls {
             let call = fuzzer.next_call();
             if i >= trace_from {
-                println!("FUZZ-CALL {} nr={:#x} args={:#x?}", i, call.nr, call.args);
+                let a = call.args;
+                println!("FUZZ-CALL {} nr={:#x} args={:#x} {:#x} {:#x} {:#x} {:#x}", i, call.nr, a[0], a[1], a[2], a[3], a[4]);
             }
             let ret = issue(&call);
             stats.record(i, &call, ret);
@@ -313,7 +312,7 @@ mod guest {
 
     /// aarch64: the EL1 virtual timer, due in about 120 µs. The hypervisor wakes a blocked
     /// vCPU for an interrupt it could deliver, so the timer's PPI is enabled in our vGIC (see
-    /// [`enable_timer_ppi`]); our IRQs stay masked, so it is only ever seen, never taken.
+    /// [`prepare_wakeups`]); our IRQs stay masked, so it is only ever seen, never taken.
     #[cfg(target_arch = "aarch64")]
     fn arm_wakeup() {
         // SAFETY: the EL1 virtual timer is ours to program; IRQs are masked at EL1.
@@ -354,7 +353,7 @@ mod guest {
     /// Xen's guest GICv3: distributor with group 1 on, the virtual timer's PPI enabled at our
     /// redistributor, our CPU interface on. PSTATE.I stays set: nothing is ever taken.
     #[cfg(target_arch = "aarch64")]
-    fn enable_timer_ppi() {
+    fn prepare_wakeups() {
         const GICD: usize = 0x0300_1000;
         const GICR: usize = 0x0302_0000;
         const GICR_SGI: usize = GICR + 0x1_0000;
@@ -381,26 +380,30 @@ mod guest {
         }
     }
 
-    #[cfg(not(target_arch = "aarch64"))]
-    fn enable_timer_ppi() {}
+    #[cfg(target_arch = "arm")]
+    fn prepare_wakeups() {}
 
-    /// x86: Xen's single-shot timer with a deadline already past, so the block returns.
+    /// x86: a self-IPI left pending for good (IF stays clear, so it is never taken) is an
+    /// interrupt the hypervisor sees waiting: SCHEDOP_block returns at once. (Xen's
+    /// single-shot timer does not do: its VIRQ is raised before the block and lost unbound.)
     #[cfg(target_arch = "x86_64")]
-    fn arm_wakeup() {
-        let timer = vcpu::VcpuSetSingleshotTimer { timeout_abs_ns: 1, flags: 0 };
-        hypercall(nr::VCPU_OP, [vcpu::VCPUOP_SET_SINGLESHOT_TIMER, 0, &raw const timer as u64, 0, 0]);
+    fn prepare_wakeups() {
+        const X2APIC_SELF_IPI: u32 = 0x83f;
+        const VECTOR: u32 = 0xf0;
+        // SAFETY: our own (emulated) local APIC; interrupts are disabled, so the vector is
+        // only ever pending.
+        unsafe { core::arch::asm!("wrmsr", in("ecx") X2APIC_SELF_IPI, in("eax") VECTOR, in("edx") 0, options(nostack)) };
     }
 
     #[cfg(target_arch = "x86_64")]
-    fn disarm_wakeup() {
-        hypercall(nr::VCPU_OP, [vcpu::VCPUOP_STOP_SINGLESHOT_TIMER, 0, 0, 0, 0]);
-    }
+    fn arm_wakeup() {}
+
+    #[cfg(target_arch = "x86_64")]
+    fn disarm_wakeup() {}
 
     /// ARMv7: the hypervisor resumes a blocked vCPU at once (it has no clock to sleep on).
     #[cfg(target_arch = "arm")]
-    fn arm_wakeup() {
-        let _ = vcpu::VCPUOP_SET_SINGLESHOT_TIMER;
-    }
+    fn arm_wakeup() {}
 
     #[cfg(target_arch = "arm")]
     fn disarm_wakeup() {}
