@@ -11,7 +11,44 @@ use crate::pvconsole;
 use crate::vpl011::Vpl011;
 use alloc::vec::Vec;
 use arch::exit::{FaultKind, GuestFault, MmioAccess, VirtualCpu};
+use core::sync::atomic::Ordering::SeqCst;
 use guest_abi::hvm;
+
+/// The domains other than the caller's, for the calls that reach across (interdomain
+/// event channels).
+pub trait Peers {
+    fn peer(&mut self, id: u16) -> Option<&mut Domain>;
+}
+
+/// No other domain (host tests, a domain alone).
+pub struct NoPeers;
+
+impl Peers for NoPeers {
+    fn peer(&mut self, _id: u16) -> Option<&mut Domain> {
+        None
+    }
+}
+
+/// Every domain but one, split around it so that it and its peers are borrowed at once.
+pub struct Others<'a> {
+    before: &'a mut [Domain],
+    after: &'a mut [Domain],
+}
+
+impl<'a> Others<'a> {
+    /// `domains[current]` and the rest.
+    pub fn split(domains: &'a mut [Domain], current: usize) -> (&'a mut Domain, Others<'a>) {
+        let (before, rest) = domains.split_at_mut(current);
+        let (this, after) = rest.split_first_mut().expect("current domain in range");
+        (this, Others { before, after })
+    }
+}
+
+impl Peers for Others<'_> {
+    fn peer(&mut self, id: u16) -> Option<&mut Domain> {
+        self.before.iter_mut().chain(self.after.iter_mut()).find(|d| d.id == id)
+    }
+}
 
 /// How a domain's life ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -187,15 +224,40 @@ impl Domain {
     }
 
     /// The guest signalled `port` (EVTCHNOP_send).
-    pub fn send(&mut self, vcpu: &mut dyn VirtualCpu, port: u32) -> Result<(), i64> {
+    pub fn send(&mut self, vcpu: &mut dyn VirtualCpu, peers: &mut dyn Peers, port: u32) -> Result<(), i64> {
         let p = *self.evtchn.port(port).ok_or(guest_abi::errno::EINVAL)?;
         match p.binding {
             Binding::Hypervisor => self.console_backend(vcpu, port),
             // Xen lets a domain send on its own IPI ports (and loop back VIRQs it owns).
             Binding::Ipi | Binding::Virq(_) => self.deliver(vcpu, port),
+            Binding::Interdomain { remote_dom, remote_port } if remote_dom == self.id => {
+                self.deliver(vcpu, remote_port)
+            }
+            Binding::Interdomain { remote_dom, remote_port } => {
+                if let Some(peer) = peers.peer(remote_dom) {
+                    peer.deliver_from_peer(remote_port);
+                }
+            }
             Binding::Unbound { .. } | Binding::Free => {}
         }
         Ok(())
+    }
+
+    /// The domain is going away: the far ends of its interdomain channels become unbound
+    /// ports waiting for it, as in Xen, so their owners see `EVTCHNSTAT_unbound`.
+    pub fn disconnect_peers(&mut self, peers: &mut dyn Peers) {
+        let me = self.id;
+        for (port, p) in self.evtchn.bound() {
+            let Binding::Interdomain { remote_dom, remote_port } = p.binding else { continue };
+            let Some(peer) = peers.peer(remote_dom).filter(|_| remote_dom != me) else { continue };
+            let still_ours = peer
+                .evtchn
+                .port(remote_port)
+                .is_some_and(|r| r.binding == Binding::Interdomain { remote_dom: me, remote_port: port });
+            if still_ours {
+                let _ = peer.evtchn.rebind(remote_port, Binding::Unbound { remote_dom: me });
+            }
+        }
     }
 
     /// The PV console backend: take what the guest wrote, then tell it the ring has room.
@@ -210,19 +272,30 @@ impl Domain {
     }
 
     /// Make `port` pending for the vCPU it is bound to and raise the upcall if needed (on
-    /// `vcpu` if it is that one, else through `remote_upcalls`).
+    /// `vcpu`, the one whose exit is being handled, if it is that one, else through
+    /// `remote_upcalls`).
     pub fn deliver(&mut self, vcpu: &mut dyn VirtualCpu, port: u32) {
+        self.set_pending(Some(vcpu), port);
+    }
+
+    /// An event from another domain (the far end of an interdomain channel): none of this
+    /// domain's vCPUs is at hand, so every upcall goes through `remote_upcalls`.
+    pub fn deliver_from_peer(&mut self, port: u32) {
+        self.set_pending(None, port);
+    }
+
+    fn set_pending(&mut self, current: Option<&mut dyn VirtualCpu>, port: u32) {
+        let target = self.evtchn.port(port).map_or(0, |p| p.vcpu as usize);
         if let Some(fifo) = self.fifo.as_mut() {
-            let target = self.evtchn.port(port).map_or(0, |p| p.vcpu);
-            if fifo.state.set_pending(&fifo.pages, port, target) {
-                self.mark_events_pending(vcpu, target as usize);
+            if fifo.state.set_pending(&fifo.pages, port, target as u32) {
+                self.with_vcpu_info(current, target, evtchn::mark_upcall);
             }
             return;
         }
         let abi = self.abi;
         let Some(xen) = self.xen.as_mut() else { return };
         if let Some(word) = evtchn::mark_pending(abi, &mut xen.shared_info, port) {
-            self.notify(vcpu, port, word);
+            self.with_vcpu_info(current, target, |info| evtchn::notify_word(info, word));
         }
     }
 
@@ -239,50 +312,77 @@ impl Domain {
         let target = self.evtchn.port(port).ok_or(guest_abi::errno::EINVAL)?.vcpu;
         if let Some(fifo) = self.fifo.as_mut() {
             if fifo.state.unmask(&fifo.pages, port, target) {
-                self.mark_events_pending(vcpu, target as usize);
+                self.with_vcpu_info(Some(vcpu), target as usize, evtchn::mark_upcall);
             }
             return Ok(());
         }
         let abi = self.abi;
         let xen = self.xen.as_mut().ok_or(guest_abi::errno::EINVAL)?;
         if let Some(word) = evtchn::clear_mask(abi, &mut xen.shared_info, port) {
-            self.notify(vcpu, port, word);
+            self.with_vcpu_info(Some(vcpu), target as usize, |info| evtchn::notify_word(info, word));
         }
         Ok(())
     }
 
-    /// Flag `word` in the `vcpu_info` of the vCPU `port` is bound to; raise its upcall.
-    fn notify(&mut self, vcpu: &mut dyn VirtualCpu, port: u32, word: usize) {
-        let target = self.evtchn.port(port).map_or(0, |p| p.vcpu as usize);
-        self.with_vcpu_info(vcpu, target, |info| evtchn::notify_word(info, word));
-    }
-
-    /// FIFO: set `target`'s `evtchn_upcall_pending` and raise its upcall if it was clear (the
-    /// queues say which events; there is no selector word).
-    fn mark_events_pending(&mut self, vcpu: &mut dyn VirtualCpu, target: usize) {
-        self.with_vcpu_info(vcpu, target, evtchn::mark_upcall);
-    }
-
-    /// Run `update` on `target`'s `vcpu_info` wherever it lives; raise the upcall if it says so.
+    /// Run `update` on `target`'s `vcpu_info` wherever it lives; raise the upcall if it says
+    /// so: directly when `target` is the vCPU at hand, else through `remote_upcalls`.
     fn with_vcpu_info(
         &mut self,
-        vcpu: &mut dyn VirtualCpu,
+        current: Option<&mut dyn VirtualCpu>,
         target: usize,
         update: impl FnOnce(&mut dyn VcpuInfoAccess) -> bool,
     ) {
         let loc = self.vcpus.get(target).map_or(VcpuInfoLoc::Nowhere, |v| v.info);
         let size = self.abi.vcpu_info_size();
         let Some(xen) = self.xen.as_mut() else { return };
-        let raise = match loc {
-            VcpuInfoLoc::Shared(slot) => update(&mut InPage { page: &mut xen.shared_info, base: slot * size }),
-            VcpuInfoLoc::Guest(gpa) => update(&mut GuestPhysInfo { vcpu, gpa }),
-            VcpuInfoLoc::Nowhere => false,
+        let mut current = current.filter(|_| target == self.current_vcpu);
+        let raise = match (loc, &self.ram, current.as_deref_mut()) {
+            (VcpuInfoLoc::Shared(slot), _, _) => update(&mut InPage { page: &mut xen.shared_info, base: slot * size }),
+            (VcpuInfoLoc::Guest(gpa), Some(ram), _) => update(&mut RamInfo { ram, gpa }),
+            (VcpuInfoLoc::Guest(gpa), None, Some(vcpu)) => update(&mut GuestPhysInfo { vcpu, gpa }),
+            (VcpuInfoLoc::Guest(_), None, None) | (VcpuInfoLoc::Nowhere, _, _) => false,
         };
         if raise {
-            if target == self.current_vcpu {
-                vcpu.raise_upcall();
-            } else if target < 64 {
-                self.remote_upcalls |= 1 << target;
+            match current {
+                Some(vcpu) => vcpu.raise_upcall(),
+                None if target < 64 => self.remote_upcalls |= 1 << target,
+                None => {}
+            }
+        }
+    }
+}
+
+/// A `vcpu_info` in the domain's RAM, updated atomically word by word: the guest may be
+/// changing its other bytes meanwhile (on another CPU).
+struct RamInfo<'a> {
+    ram: &'a GuestRam,
+    gpa: u64,
+}
+
+impl RamInfo<'_> {
+    fn word(&self, off: usize) -> Option<(&core::sync::atomic::AtomicU32, u32)> {
+        let at = self.gpa + off as u64;
+        Some((self.ram.word(at & !3)?, (at & 3) as u32 * 8))
+    }
+}
+
+impl VcpuInfoAccess for RamInfo<'_> {
+    fn read_byte(&mut self, off: usize) -> u8 {
+        self.word(off).map_or(0, |(w, shift)| (w.load(SeqCst) >> shift) as u8)
+    }
+    fn write_byte(&mut self, off: usize, v: u8) {
+        if let Some((w, shift)) = self.word(off) {
+            let _ = w.fetch_update(SeqCst, SeqCst, |old| Some(old & !(0xff << shift) | u32::from(v) << shift));
+        }
+    }
+    fn read_u64(&mut self, off: usize) -> u64 {
+        let half = |o| self.word(o).map_or(0, |(w, _)| u64::from(w.load(SeqCst)));
+        half(off) | half(off + 4) << 32
+    }
+    fn write_u64(&mut self, off: usize, v: u64) {
+        for (o, part) in [(off, v as u32), (off + 4, (v >> 32) as u32)] {
+            if let Some((w, _)) = self.word(o) {
+                w.store(part, SeqCst);
             }
         }
     }

@@ -25,6 +25,11 @@ pub enum Binding {
     Ipi,
     /// The hypervisor is the other end (PV console backend).
     Hypervisor,
+    /// Connected to `remote_port` of domain `remote_dom` (possibly this domain itself).
+    Interdomain {
+        remote_dom: u16,
+        remote_port: u32,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,6 +90,13 @@ impl EventChannels {
     pub fn close(&mut self, port: u32) -> Result<(), i64> {
         self.port(port).ok_or(errno::EINVAL)?;
         self.ports[port as usize] = FREE;
+        Ok(())
+    }
+
+    /// Rebind a port in use (an interdomain channel connecting or its peer going away).
+    pub fn rebind(&mut self, port: u32, binding: Binding) -> Result<(), i64> {
+        self.port(port).ok_or(errno::EINVAL)?;
+        self.ports[port as usize].binding = binding;
         Ok(())
     }
 

@@ -107,6 +107,12 @@ pub struct GuestRam {
 }
 
 impl GuestRam {
+    /// The aligned word holding guest-physical byte `gpa`, if it is the domain's RAM.
+    pub fn word(&self, gpa: u64) -> Option<&'static core::sync::atomic::AtomicU32> {
+        let index = usize::try_from(gpa.checked_sub(self.base)? / 4).ok()?;
+        self.words.get(index)
+    }
+
     /// The page of guest frame `gfn`, if it is the domain's RAM.
     pub fn page(&self, gfn: u64) -> Option<&'static [core::sync::atomic::AtomicU32]> {
         let offset = gfn.checked_mul(PAGE_SIZE as u64)?.checked_sub(self.base)?;

@@ -7,7 +7,7 @@
 //! every vCPU sleeps the CPU idles until the earliest timer. Time comes from the [`Host`],
 //! never from the scheduler.
 
-use crate::domain::{Domain, DomainEnd};
+use crate::domain::{Domain, DomainEnd, Others};
 use crate::hvlog;
 use crate::hypercall::{self, Outcome};
 use crate::sched::{Scheduler, VcpuRef};
@@ -122,11 +122,19 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
             let now = host.now_ns();
             let next = self.decide(i, &mut vcpu, exit, domains, now);
             let d = self.slots[i].domain;
+            // Events may have reached this domain's other vCPUs, or other domains.
+            for (dd, dom) in domains.iter_mut().enumerate() {
+                if dom.remote_upcalls != 0 {
+                    self.raise_remote_upcalls(dd, dom);
+                }
+            }
             if self.ends[d].is_some() {
-                return; // the domain ended: `vcpu` goes with it
+                // The domain ended: `vcpu` goes with it, its channels' far ends wait again.
+                let (domain, mut peers) = Others::split(domains, d);
+                domain.disconnect_peers(&mut peers);
+                return;
             }
             self.slots[i].vcpu = Some(vcpu);
-            self.raise_remote_upcalls(d, &mut domains[d]);
             let woke = self.wake_halted(now);
             if next == Next::Reschedule || woke || now >= slice_end {
                 if self.slots[i].power == Power::Runnable {
@@ -141,10 +149,10 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
     /// Act on one exit of vCPU `i` (out of its slot while this runs).
     fn decide(&mut self, i: VcpuRef, vcpu: &mut V, exit: Exit, domains: &mut [Domain], now: u64) -> Next {
         let (d, index) = (self.slots[i].domain, self.slots[i].index);
-        let domain = &mut domains[d];
+        let (domain, mut peers) = Others::split(domains, d);
         domain.current_vcpu = index;
         match exit {
-            Exit::Hypercall(call) => match hypercall::dispatch(domain, vcpu, call) {
+            Exit::Hypercall(call) => match hypercall::dispatch_with(domain, &mut peers, vcpu, call) {
                 Outcome::Return(v) => vcpu.set_hypercall_result(hypercall::result_register(v)),
                 Outcome::Yield => {
                     vcpu.set_hypercall_result(0);

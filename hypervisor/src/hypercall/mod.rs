@@ -14,7 +14,7 @@ mod sched_op;
 mod vcpu_op;
 mod xen_version;
 
-use crate::domain::Domain;
+use crate::domain::{Domain, NoPeers, Peers};
 use arch::exit::{HypercallArgs, VirtualCpu};
 use guest_abi::{errno, hypercall as nr};
 
@@ -48,8 +48,19 @@ impl From<HcResult> for Outcome {
     }
 }
 
-/// Handle one hypercall from `vcpu` of `domain`.
+/// Handle one hypercall from `vcpu` of `domain`, a domain alone.
 pub fn dispatch(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, call: HypercallArgs) -> Outcome {
+    dispatch_with(domain, &mut NoPeers, vcpu, call)
+}
+
+/// Handle one hypercall from `vcpu` of `domain`; `peers` are the other domains, for the calls
+/// that reach them.
+pub fn dispatch_with(
+    domain: &mut Domain,
+    peers: &mut dyn Peers,
+    vcpu: &mut dyn VirtualCpu,
+    call: HypercallArgs,
+) -> Outcome {
     let [a0, a1, a2, ..] = call.args;
     match call.nr {
         nr::XEN_VERSION => xen_version::handle(domain, vcpu, a0, a1).into(),
@@ -58,7 +69,7 @@ pub fn dispatch(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, call: HypercallA
         nr::MEMORY_OP => memory_op::handle(domain, vcpu, a0, a1).into(),
         nr::HVM_OP => hvm_op::handle(domain, vcpu, a0, a1).into(),
         nr::VCPU_OP => vcpu_op::handle(domain, vcpu, a0, a1, a2).into(),
-        nr::EVENT_CHANNEL_OP => event_channel_op::handle(domain, vcpu, a0, a1).into(),
+        nr::EVENT_CHANNEL_OP => event_channel_op::handle_with(domain, peers, vcpu, a0, a1).into(),
         nr::GRANT_TABLE_OP => grant_table_op::handle(domain, vcpu, a0, a1, a2).into(),
         nr::VM_ASSIST => vm_assist(domain, a0, a1).into(),
         _ => err(errno::ENOSYS),
