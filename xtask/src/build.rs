@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The test guests of `qemu/guests/hello`, one binary per scenario.
-pub const GUESTS: [&str; 10] = [
+pub const GUESTS: [&str; 11] = [
     "hello",
     "enosys",
     "guest-fault",
@@ -17,6 +17,7 @@ pub const GUESTS: [&str; 10] = [
     "bench",
     "simd-isolation",
     "fuzz",
+    "evtchn-pingpong",
 ];
 
 /// What a build produced for one architecture.
