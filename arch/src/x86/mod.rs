@@ -6,6 +6,7 @@
 
 pub mod ept;
 pub mod guest;
+pub mod hidden;
 pub mod policy;
 pub mod svm;
 pub mod vlapic;

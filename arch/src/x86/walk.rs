@@ -55,15 +55,24 @@ impl<F: FnMut(u64, usize) -> Option<u64>> EntryReader for F {
     }
 }
 
-/// Translate `gva`; `None` if a table is not present or cannot be read.
+/// Translate `gva`; `None` if a table is not present or cannot be read, or if `gva` is no
+/// address in this mode: above 4 GiB for a 32-bit guest, non-canonical in 4-level paging.
+/// (Dropping the high bits instead aliased a hypercall pointer of 2^52 onto address 0.)
 pub fn translate(mode: PagingMode, cr3: u64, gva: u64, mem: &mut impl EntryReader) -> Option<u64> {
+    let narrow = u32::try_from(gva).ok().map(u64::from);
     match mode {
-        PagingMode::Off => Some(gva & 0xffff_ffff),
-        PagingMode::Bits32 { pse } => walk32(cr3, gva & 0xffff_ffff, pse, mem),
-        PagingMode::Pae => walk_pae(cr3, gva & 0xffff_ffff, mem),
+        PagingMode::Off => narrow,
+        PagingMode::Bits32 { pse } => walk32(cr3, narrow?, pse, mem),
+        PagingMode::Pae => walk_pae(cr3, narrow?, mem),
+        PagingMode::Level4 if !is_canonical_48(gva) => None,
         PagingMode::Level4 => walk_long(cr3 & ADDR_MASK, gva, 3, mem),
         PagingMode::Level5 => None,
     }
+}
+
+/// Bits 63:47 all equal, as 4-level paging requires of a linear address.
+fn is_canonical_48(gva: u64) -> bool {
+    ((gva as i64) << 16 >> 16) as u64 == gva
 }
 
 fn walk32(cr3: u64, gva: u64, pse: bool, mem: &mut impl EntryReader) -> Option<u64> {
@@ -209,6 +218,28 @@ mod tests {
         let nopse = PagingMode::Bits32 { pse: false };
         assert_eq!(translate(nopse, 0x1000, 0x0081_2345, &mut r), None);
         assert_eq!(translate(pse, 0x1000, 0x0000_0123, &mut r), None);
+    }
+
+    #[test]
+    fn addresses_outside_the_mode_never_alias_low_memory() {
+        // Every table maps address 0, so only the address checks can refuse.
+        let mut m = Mem(vec![0; 0x10000]);
+        m.put64(0x1000, 0x2000 | 3);
+        m.put64(0x1000 + 511 * 8, 0x2000 | 3);
+        m.put64(0x2000, 0x3000 | 3);
+        m.put64(0x2000 + 511 * 8, 0x3000 | 3);
+        m.put64(0x3000, LARGE | 3);
+        m.put64(0x3000 + 511 * 8, LARGE | 3);
+        m.put32(0x5000, 0x83);
+        let mut r = m.reader();
+        assert_eq!(translate(PagingMode::Level4, 0x1000, 0x10, &mut r), Some(0x10));
+        assert_eq!(translate(PagingMode::Level4, 0x1000, 1 << 52, &mut r), None, "the fuzzer's 2^52");
+        assert_eq!(translate(PagingMode::Level4, 0x1000, 1 << 47, &mut r), None);
+        assert_eq!(translate(PagingMode::Level4, 0x1000, 0x8000_0000_0000_0010, &mut r), None);
+        assert!(translate(PagingMode::Level4, 0x1000, 0xffff_ffff_ffe0_0010, &mut r).is_some(), "canonical high half");
+        assert_eq!(translate(PagingMode::Off, 0, 0x1_0000_0010, &mut r), None);
+        assert_eq!(translate(PagingMode::Bits32 { pse: true }, 0x5000, 0x1_0000_0010, &mut r), None);
+        assert_eq!(translate(PagingMode::Bits32 { pse: true }, 0x5000, 0x10, &mut r), Some(0x10));
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! Reaching guest memory by guest-virtual address, for hypercall arguments.
 //!
 //! Each page is translated through the guest's own page tables ([`crate::x86::walk`]) and
-//! must land inside the domain's RAM; the copy then goes through the host identity map.
+//! must land inside the domain's RAM, on a frame no hypervisor page covers ([`HiddenFrames`]);
+//! the copy then goes through the host identity map.
 
 use crate::exit::BadGuestAddress;
+use crate::x86::hidden::HiddenFrames;
 use crate::x86::walk::{self, PagingMode};
 
 const PAGE: u64 = 4096;
@@ -28,15 +30,16 @@ impl GuestRam {
         gpa.checked_sub(self.guest).is_some_and(|off| off < self.size)
     }
 
-    /// Host address of `[gpa, gpa + len)` if all of it is domain RAM.
-    fn host_range(&self, gpa: u64, len: u64) -> Option<u64> {
+    /// Host address of `[gpa, gpa + len)` if all of it is domain RAM the guest sees there.
+    fn host_range(&self, gpa: u64, len: u64, hidden: &HiddenFrames) -> Option<u64> {
         let off = gpa.checked_sub(self.guest)?;
-        (off.checked_add(len)? <= self.size).then_some(self.host + off)
+        let inside = off.checked_add(len)? <= self.size && !hidden.hides(gpa, len);
+        inside.then_some(self.host + off)
     }
 
     /// A page-table entry of `width` bytes at `gpa`, only from domain RAM.
-    fn read_entry(&self, gpa: u64, width: usize) -> Option<u64> {
-        let host = self.host_range(gpa, width as u64)?;
+    fn read_entry(&self, gpa: u64, width: usize, hidden: &HiddenFrames) -> Option<u64> {
+        let host = self.host_range(gpa, width as u64, hidden)?;
         let bytes = super::phys_slice(host, width as u64);
         let mut v = [0u8; 8];
         v[..width].copy_from_slice(bytes);
@@ -49,15 +52,16 @@ impl GuestRam {
         tr: Translation,
         gva: u64,
         len: usize,
+        hidden: &HiddenFrames,
         mut f: impl FnMut(u64, usize, usize),
     ) -> Result<(), BadGuestAddress> {
         let mut done = 0usize;
         while done < len {
             let va = gva.checked_add(done as u64).ok_or(BadGuestAddress(gva))?;
             let chunk = ((PAGE - va % PAGE) as usize).min(len - done);
-            let mut reader = |gpa: u64, width: usize| self.read_entry(gpa, width);
+            let mut reader = |gpa: u64, width: usize| self.read_entry(gpa, width, hidden);
             let gpa = walk::translate(tr.mode, tr.cr3, va, &mut reader).ok_or(BadGuestAddress(va))?;
-            let host = self.host_range(gpa, chunk as u64).ok_or(BadGuestAddress(va))?;
+            let host = self.host_range(gpa, chunk as u64, hidden).ok_or(BadGuestAddress(va))?;
             f(host, done, chunk);
             done += chunk;
         }
@@ -65,33 +69,39 @@ impl GuestRam {
     }
 
     /// Copy from guest-physical `[gpa, gpa + len)`, RAM only.
-    pub fn read_phys(&self, gpa: u64, buf: &mut [u8]) -> Result<(), BadGuestAddress> {
-        let host = self.host_range(gpa, buf.len() as u64).ok_or(BadGuestAddress(gpa))?;
+    pub fn read_phys(&self, gpa: u64, buf: &mut [u8], hidden: &HiddenFrames) -> Result<(), BadGuestAddress> {
+        let host = self.host_range(gpa, buf.len() as u64, hidden).ok_or(BadGuestAddress(gpa))?;
         buf.copy_from_slice(super::phys_slice(host, buf.len() as u64));
         Ok(())
     }
 
     /// Copy to guest-physical `[gpa, gpa + len)`, RAM only.
-    pub fn write_phys(&self, gpa: u64, buf: &[u8]) -> Result<(), BadGuestAddress> {
-        let host = self.host_range(gpa, buf.len() as u64).ok_or(BadGuestAddress(gpa))?;
+    pub fn write_phys(&self, gpa: u64, buf: &[u8], hidden: &HiddenFrames) -> Result<(), BadGuestAddress> {
+        let host = self.host_range(gpa, buf.len() as u64, hidden).ok_or(BadGuestAddress(gpa))?;
         // SAFETY: as in `copy_to`: the range is this domain's RAM, identity mapped, with no
         // live Rust slice over it while the vCPU is stopped; `buf` is hypervisor memory.
         unsafe { core::ptr::copy_nonoverlapping(buf.as_ptr(), host as *mut u8, buf.len()) };
         Ok(())
     }
 
-    pub fn copy_from(&self, tr: Translation, gva: u64, buf: &mut [u8]) -> Result<(), BadGuestAddress> {
+    pub fn copy_from(
+        &self,
+        tr: Translation,
+        gva: u64,
+        buf: &mut [u8],
+        hidden: &HiddenFrames,
+    ) -> Result<(), BadGuestAddress> {
         // Translate everything first so a bad page leaves `buf` untouched by later pages too.
-        self.for_each_chunk(tr, gva, buf.len(), |_, _, _| {})?;
-        self.for_each_chunk(tr, gva, buf.len(), |host, at, n| {
+        self.for_each_chunk(tr, gva, buf.len(), hidden, |_, _, _| {})?;
+        self.for_each_chunk(tr, gva, buf.len(), hidden, |host, at, n| {
             buf[at..at + n].copy_from_slice(super::phys_slice(host, n as u64));
         })
     }
 
-    pub fn copy_to(&self, tr: Translation, gva: u64, buf: &[u8]) -> Result<(), BadGuestAddress> {
+    pub fn copy_to(&self, tr: Translation, gva: u64, buf: &[u8], hidden: &HiddenFrames) -> Result<(), BadGuestAddress> {
         // All-or-nothing: never leave a half-written structure in the guest.
-        self.for_each_chunk(tr, gva, buf.len(), |_, _, _| {})?;
-        self.for_each_chunk(tr, gva, buf.len(), |host, at, n| {
+        self.for_each_chunk(tr, gva, buf.len(), hidden, |_, _, _| {})?;
+        self.for_each_chunk(tr, gva, buf.len(), hidden, |host, at, n| {
             let dst = host as *mut u8;
             // SAFETY: `host..host + n` lies inside this domain's RAM (checked by
             // `host_range`), identity mapped and not referenced by any live Rust slice while

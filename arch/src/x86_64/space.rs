@@ -10,6 +10,7 @@ use super::guestmem::GuestRam;
 use super::tables::{self, TablePages};
 use crate::exit::Exit;
 use crate::x86::ept::{self, Format};
+use crate::x86::hidden::HiddenFrames;
 use crate::x86::vlapic::{Ipi, IpiMailbox, MAX_APICS, Route, VLapic, route};
 use core::cell::RefCell;
 
@@ -28,6 +29,8 @@ pub struct DomainSpace {
     /// Bumped by every change to the tables: a vCPU that last ran with an older value
     /// flushes its TLB before it enters the guest again.
     pub generation: u64,
+    /// RAM frames a hypervisor page covers now: copies must not reach beneath them.
+    pub hidden: HiddenFrames,
 }
 
 pub type SharedSpace = Rc<RefCell<DomainSpace>>;
@@ -46,6 +49,7 @@ impl DomainSpace {
             mailbox: IpiMailbox::default(),
             upcall_vector: None,
             generation: 0,
+            hidden: HiddenFrames::default(),
         })))
     }
 
@@ -56,7 +60,15 @@ impl DomainSpace {
 
     /// Map host page `hpa` at `gpa` for every vCPU of the domain.
     pub fn remap_4k(&mut self, gpa: u64, hpa: u64) -> Result<(), ept::EptError> {
+        // Over RAM the guest loses that page: the hypervisor's copies must not see it either.
+        let over_ram = self.ram.contains(gpa);
+        if over_ram && self.hidden.is_full() && !self.hidden.hides(gpa, 1) {
+            return Err(ept::EptError::OutOfTables);
+        }
         ept::remap_4k(self.fmt, &mut self.tables, self.root, gpa, hpa)?;
+        if over_ram {
+            self.hidden.hide(gpa);
+        }
         self.generation += 1;
         Ok(())
     }

@@ -51,10 +51,10 @@ impl VirtualCpu for Vcpu {
     // What both backends do alike lives here once, on their shared parts: guest RAM, the
     // domain's page tables and the exit context.
     fn read_guest_phys(&mut self, gpa: u64, buf: &mut [u8]) -> Result<(), BadGuestAddress> {
-        each!(self, v => v.ram.read_phys(gpa, buf))
+        each!(self, v => v.ram.read_phys(gpa, buf, &v.space.borrow().hidden))
     }
     fn write_guest_phys(&mut self, gpa: u64, buf: &[u8]) -> Result<(), BadGuestAddress> {
-        each!(self, v => v.ram.write_phys(gpa, buf))
+        each!(self, v => v.ram.write_phys(gpa, buf, &v.space.borrow().hidden))
     }
     fn map_host_page(&mut self, gpa: u64, hpa: u64) -> Result<(), BadGuestAddress> {
         // Every vCPU of the domain drops the old translation before it runs again.

@@ -549,7 +549,7 @@ impl VirtualCpu for Vcpu {
             let exit = self.handle_exit();
             if let Some(gpa) = self.ctx.hypercall_page.take() {
                 // A page outside RAM is the guest's loss: its later calls fault there.
-                let _ = self.ram.write_phys(gpa, &policy::hypercall_page(false));
+                let _ = self.ram.write_phys(gpa, &policy::hypercall_page(false), &self.space.borrow().hidden);
             }
             if let Some(ipi) = self.ctx.msrs.lapic.take_ipi()
                 && let Some(exit) = self.space.borrow_mut().send_ipi(ipi)
@@ -574,12 +574,12 @@ impl VirtualCpu for Vcpu {
 
     fn copy_from_guest(&mut self, gva: u64, buf: &mut [u8]) -> Result<(), BadGuestAddress> {
         let tr = self.translation();
-        self.ram.copy_from(tr, gva, buf)
+        self.ram.copy_from(tr, gva, buf, &self.space.borrow().hidden)
     }
 
     fn copy_to_guest(&mut self, gva: u64, buf: &[u8]) -> Result<(), BadGuestAddress> {
         let tr = self.translation();
-        self.ram.copy_to(tr, gva, buf)
+        self.ram.copy_to(tr, gva, buf, &self.space.borrow().hidden)
     }
 
     fn power_on_sibling(&mut self, index: usize, entry: u64, _context: u64) -> Option<Vcpu> {
