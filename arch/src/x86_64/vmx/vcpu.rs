@@ -123,6 +123,8 @@ pub struct Vcpu {
     entry_ctls: u32,
     primary_ctls: u32,
     cr8: u64,
+    /// The guest's CR2 (the last page-fault address), which the VMCS does not hold.
+    cr2: u64,
     /// Boxed: the vLAPIC and the debug-port buffer make it large.
     pub(in crate::x86_64) ctx: Box<ExitContext>,
     timers: Timers,
@@ -278,6 +280,7 @@ impl Vcpu {
             entry_ctls: 0,
             primary_ctls: 0,
             cr8: 0,
+            cr2: 0,
             ctx: Box::new(ExitContext::new(
                 RamRange { base: ram.guest, size: ram.size },
                 domain_id,
@@ -484,6 +487,18 @@ const DATA_SEGMENTS: [(u32, u32, u32, u32); 5] = [
     (gs::GS_SELECTOR, gs::GS_BASE, gs::GS_LIMIT, gs::GS_ACCESS_RIGHTS),
 ];
 
+/// Put the guest's CR2 in the register if another vCPU's is there: VM entry and exit leave CR2
+/// alone, so without this a page fault's address could reach another vCPU's #PF handler
+/// (read after an exit that switched vCPUs) and a process would fault at the wrong address.
+/// SVM keeps CR2 in the VMCB instead.
+fn load_guest_cr2(cr2: u64) {
+    if x86_64::registers::control::Cr2::read_raw() != cr2 {
+        // SAFETY: CR2 is only read by page-fault handlers; the hypervisor has none that
+        // returns (its own page faults are fatal), so this affects the guest alone.
+        unsafe { core::arch::asm!("mov cr2, {}", in(reg) cr2, options(nostack, preserves_flags)) };
+    }
+}
+
 /// CR0 bits VMX requires set that the guest may think are clear (PE/PG are the guest's own
 /// under unrestricted guest).
 fn cr0_owned() -> u64 {
@@ -536,6 +551,7 @@ impl VirtualCpu for Vcpu {
             self.inject_interrupts();
             self.arm_preemption_timer();
             self.fpu.enter(self.ctx.xcr0);
+            load_guest_cr2(self.cr2);
             // SAFETY: the VMCS is current and fully set up, with EPT over this domain's RAM
             // only; `regs` outlives the call; the assembly restores every callee-saved
             // register and the stack.
@@ -543,6 +559,8 @@ impl VirtualCpu for Vcpu {
             if status != 0 {
                 return self.entry_failed(status);
             }
+            // The hypervisor takes no page faults: CR2 is still what the guest left.
+            self.cr2 = x86_64::registers::control::Cr2::read_raw();
             self.launched = true;
             self.sync_long_mode();
             self.requeue_interrupted_event();
