@@ -7,6 +7,8 @@ mod args;
 mod console_io;
 mod event_channel_op;
 mod event_fifo_op;
+#[cfg(test)]
+mod fuzz_tests;
 mod grant_table_op;
 mod hvm_op;
 mod memory_op;
