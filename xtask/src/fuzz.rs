@@ -126,7 +126,11 @@ pub fn run(a: &FuzzArgs) -> Result<i32> {
     let boot = Boot { arch: a.arch, built: &built, guest, args };
     let out = emulator::boot(&boot, Echo::Stream)?;
     let secs = out.elapsed.as_secs_f64();
-    let log = built.run_dir.join("fuzz.log");
+    // Kept after the run (the run directory is not): one file per campaign.
+    let dir = build::target_dir().join("xtask/fuzz");
+    std::fs::create_dir_all(&dir)?;
+    let emulator = a.emulator.map(|e| format!("-{e:?}").to_lowercase()).unwrap_or_default();
+    let log = dir.join(format!("{}{emulator}-seed{}-calls{}.log", a.arch.name(), a.seed, a.calls));
     let _ = std::fs::write(&log, &out.console);
     match verdict(&out, a.calls, a.two_domains) {
         Ok(()) => {
