@@ -4,14 +4,17 @@
 //!   device tree ([`dt`]), the HYP stage-1 MMU ([`mmu`]) and the call into the core.
 //! - [`vectors`]: the HYP vector table and the world switch to and from a guest.
 //! - [`vcpu`]: [`Vcpu`], its LPAE stage-2 tables and the decoding of HYP traps.
-//! - [`vfp`]: each vCPU's VFP/Advanced SIMD registers, switched when the vCPU on the CPU changes.
+//! - [`vfp`] and [`cp15`]: each vCPU's VFP/Advanced SIMD registers and CP15 context, moved
+//!   only when the vCPU on the CPU changes ([`switched`]).
 //! - [`console`] (PL011) and [`semihosting`] (ending QEMU with a status).
 
 mod console;
+mod cp15;
 mod dt;
 mod mmu;
 mod semihosting;
 mod start;
+mod switched;
 mod sysreg;
 mod vcpu;
 mod vectors;

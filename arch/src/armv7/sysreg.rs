@@ -89,6 +89,54 @@ cp15!(w /** Hyp memory attribute indirection 1 (attributes 4..7). */ write_hmair
 cp15!(w /** Hyp vector base address. */ write_hvbar = "4", "c12", "c0", "0");
 
 cp15_64!(r /** Physical address register: result of the last address translation. */ par = "0", "c7");
+// The guest's (Non-secure PL1&0) context, reached from HYP mode: read and written only when
+// the vCPU on the CPU changes (`cp15.rs`).
+cp15!(r /** See [`write_sctlr`]. */ sctlr = "0", "c1", "c0", "0");
+cp15!(r /** Coprocessor access control: which of cp10/cp11 (VFP) PL0/PL1 may use. */ cpacr = "0", "c1", "c0", "2");
+cp15!(w /** See [`cpacr`]. */ write_cpacr = "0", "c1", "c0", "2");
+cp15!(r /** Translation table base control. */ ttbcr = "0", "c2", "c0", "2");
+cp15!(w /** See [`ttbcr`]. */ write_ttbcr = "0", "c2", "c0", "2");
+cp15!(r /** Domain access control. */ dacr = "0", "c3", "c0", "0");
+cp15!(w /** See [`dacr`]. */ write_dacr = "0", "c3", "c0", "0");
+cp15!(r /** Data fault status. */ dfsr = "0", "c5", "c0", "0");
+cp15!(w /** See [`dfsr`]. */ write_dfsr = "0", "c5", "c0", "0");
+cp15!(r /** Instruction fault status. */ ifsr = "0", "c5", "c0", "1");
+cp15!(w /** See [`ifsr`]. */ write_ifsr = "0", "c5", "c0", "1");
+cp15!(r /** Auxiliary data fault status. */ adfsr = "0", "c5", "c1", "0");
+cp15!(w /** See [`adfsr`]. */ write_adfsr = "0", "c5", "c1", "0");
+cp15!(r /** Auxiliary instruction fault status. */ aifsr = "0", "c5", "c1", "1");
+cp15!(w /** See [`aifsr`]. */ write_aifsr = "0", "c5", "c1", "1");
+cp15!(r /** Data fault address. */ dfar = "0", "c6", "c0", "0");
+cp15!(w /** See [`dfar`]. */ write_dfar = "0", "c6", "c0", "0");
+cp15!(r /** Instruction fault address. */ ifar = "0", "c6", "c0", "2");
+cp15!(w /** See [`ifar`]. */ write_ifar = "0", "c6", "c0", "2");
+cp15!(r /** Primary region remap / MAIR0. */ mair0 = "0", "c10", "c2", "0");
+cp15!(w /** See [`mair0`]. */ write_mair0 = "0", "c10", "c2", "0");
+cp15!(r /** Normal memory remap / MAIR1. */ mair1 = "0", "c10", "c2", "1");
+cp15!(w /** See [`mair1`]. */ write_mair1 = "0", "c10", "c2", "1");
+cp15!(r /** Auxiliary memory attribute indirection 0. */ amair0 = "0", "c10", "c3", "0");
+cp15!(w /** See [`amair0`]. */ write_amair0 = "0", "c10", "c3", "0");
+cp15!(r /** Auxiliary memory attribute indirection 1. */ amair1 = "0", "c10", "c3", "1");
+cp15!(w /** See [`amair1`]. */ write_amair1 = "0", "c10", "c3", "1");
+cp15!(r /** The guest's exception vector base. */ vbar = "0", "c12", "c0", "0");
+cp15!(w /** See [`vbar`]. */ write_vbar = "0", "c12", "c0", "0");
+cp15!(r /** Context ID (ASID in short-descriptor mode). */ contextidr = "0", "c13", "c0", "1");
+cp15!(w /** See [`contextidr`]. */ write_contextidr = "0", "c13", "c0", "1");
+cp15!(r /** User read/write thread ID. */ tpidrurw = "0", "c13", "c0", "2");
+cp15!(w /** See [`tpidrurw`]. */ write_tpidrurw = "0", "c13", "c0", "2");
+cp15!(r /** User read-only thread ID. */ tpidruro = "0", "c13", "c0", "3");
+cp15!(w /** See [`tpidruro`]. */ write_tpidruro = "0", "c13", "c0", "3");
+cp15!(r /** PL1-only thread ID. */ tpidrprw = "0", "c13", "c0", "4");
+cp15!(w /** See [`tpidrprw`]. */ write_tpidrprw = "0", "c13", "c0", "4");
+cp15!(r /** Cache size selection. */ csselr = "2", "c0", "c0", "0");
+cp15!(w /** See [`csselr`]. */ write_csselr = "2", "c0", "c0", "0");
+cp15!(r /** Timer PL1 control: PL0 access to the counters and timers. */ cntkctl = "0", "c14", "c1", "0");
+cp15!(w /** See [`cntkctl`]. */ write_cntkctl = "0", "c14", "c1", "0");
+cp15_64!(r /** Translation table base 0. */ ttbr0 = "0", "c2");
+cp15_64!(w /** See [`ttbr0`]. */ write_ttbr0 = "0", "c2");
+cp15_64!(r /** Translation table base 1. */ ttbr1 = "1", "c2");
+cp15_64!(w /** See [`ttbr1`]. */ write_ttbr1 = "1", "c2");
+cp15_64!(w /** See [`par`]. */ write_par = "0", "c7");
 cp15_64!(w /** Hyp translation table base (HYP stage-1). */ write_httbr = "4", "c2");
 cp15_64!(w /** Virtualization translation table base: stage-2 table and VMID. */ write_vttbr = "6", "c2");
 

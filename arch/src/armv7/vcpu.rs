@@ -6,9 +6,10 @@
 
 extern crate alloc;
 
+use super::cp15::{self, GuestCp15};
 use super::sysreg;
 use super::vectors::{EXIT_FIQ, EXIT_IRQ, EXIT_TRAP, GuestRegs, armv7_enter_guest};
-use super::vfp::GuestVfp;
+use super::vfp::{self, GuestVfp};
 use crate::arm::psci::{self, Action, SmpAction};
 use crate::arm::stage2::{self, Stage2Tables};
 use crate::arm::syndrome::{Syndrome, ec, fault_ipa};
@@ -39,9 +40,6 @@ const HCR_TSC: u32 = 1 << 19;
 /// How a guest starts: SVC mode, ARM state, little-endian, asynchronous aborts, IRQ and
 /// FIQ masked.
 const CPSR_SVC_MASKED: u32 = 0x1d3;
-/// The guest's SCTLR at start: MMU, caches and alignment checks off, reserved-one bits set
-/// (bits 4, 5, 11, 16, 18, 22, 23 of the ARMv7 SCTLR).
-const SCTLR_GUEST_RESET: u32 = 0x00c5_0830;
 /// VMPIDR: bit 31 is reserved-one; uniprocessor system, Aff0 = vCPU id.
 const VMPIDR_BASE: u32 = 1 << 31;
 
@@ -67,9 +65,9 @@ pub struct Vcpu {
     ram: GuestSetup,
     /// This vCPU's index in its domain (MPIDR Aff0).
     id: usize,
-    /// The guest's CP15 state still has to be put in its reset state.
-    fresh: bool,
-    /// d0-d31, FPSCR, FPEXC: on the CPU while this vCPU runs, here otherwise.
+    /// Its CP15 context (MMU, vectors, CPACR, ...) and its d0-d31, FPSCR, FPEXC: on the CPU
+    /// while this vCPU runs, here otherwise.
+    cp15: GuestCp15,
     vfp: GuestVfp,
 }
 
@@ -97,22 +95,18 @@ impl Vcpu {
 
     fn with_regs(space: Rc<DomainSpace>, vttbr: u64, ram: GuestSetup, id: usize, regs: GuestRegs) -> Vcpu {
         let vmpidr = VMPIDR_BASE | (id as u32 & 0xff);
-        Vcpu { regs, space, vttbr, vmpidr, ram, id, fresh: true, vfp: GuestVfp::new() }
+        Vcpu { regs, space, vttbr, vmpidr, ram, id, cp15: cp15::reset(), vfp: vfp::reset() }
     }
 
-    /// Make this vCPU's stage-2 and trap configuration the CPU's.
+    /// Make this vCPU's stage-2, trap configuration and CP15 context the CPU's.
     fn activate(&mut self) {
         sysreg::write_vtcr(stage2::VTCR_V7);
         sysreg::write_vttbr(self.vttbr);
         sysreg::write_vpidr(sysreg::midr());
         sysreg::write_vmpidr(self.vmpidr);
         sysreg::write_hcr(HCR_GUEST);
-        if self.fresh {
-            // A previous domain may have left its MMU on; a new guest starts with it off.
-            sysreg::write_sctlr(SCTLR_GUEST_RESET);
-            self.fresh = false;
-        }
         sysreg::isb();
+        self.cp15.load();
     }
 
     /// What to do about the exception that ended the last run; `None` resumes the guest.
@@ -228,14 +222,18 @@ fn zeroed_stage2() -> Box<Stage2Tables> {
 }
 
 /// Run the address translation operation for a guest PL1 read or write and return PAR.
+/// The guest's own PAR (its last ATS result) is put back afterwards.
 fn translate(va: u32, write: bool) -> u64 {
+    let guest_par = sysreg::par();
     if write {
         sysreg::ats12nsopw(va);
     } else {
         sysreg::ats12nsopr(va);
     }
     sysreg::isb();
-    sysreg::par()
+    let result = sysreg::par();
+    sysreg::write_par(guest_par);
+    result
 }
 
 impl VirtualCpu for Vcpu {

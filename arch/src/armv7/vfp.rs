@@ -2,9 +2,7 @@
 //!
 //! The hypervisor is built soft-float (armv7a-none-eabi) and never touches these registers,
 //! so after a guest exit the CPU still holds that guest's values. They are moved only when
-//! another vCPU is about to run ([`GuestVfp::load`]): the CPU's registers go into the state
-//! of the vCPU that owned them, and the entering vCPU's are loaded. An exit that returns to
-//! the same vCPU costs nothing.
+//! another vCPU is about to run ([`super::switched`]). Their layout is [`VfpState`].
 //!
 //! HCPTR traps neither cp10/cp11 nor Advanced SIMD ([`init`]), so a guest uses them directly,
 //! and HYP mode may move them. HYP needs FPEXC.EN to do that; the guest's own FPEXC, EN
@@ -12,12 +10,9 @@
 //! as it was. FPEXC.EX and the FPINST registers are left out: VFPv4 on Cortex-A15/A7 has
 //! no trapped floating-point exceptions, so EX stays 0.
 
-extern crate alloc;
-
+use super::switched::{OnCpu, Switched};
 use super::sysreg;
-use crate::arm::vfp::{Residency, Switch, has_d32};
-use alloc::boxed::Box;
-use core::ptr::NonNull;
+use crate::arm::vfp::{Residency, has_d32};
 use core::sync::atomic::{AtomicBool, Ordering};
 
 /// HCPTR for every guest: no coprocessor, Advanced SIMD or trace access traps to HYP.
@@ -26,7 +21,7 @@ const HCPTR_NO_TRAPS: u32 = 0;
 /// The register file of one vCPU while it is not on the CPU. The assembly below depends on
 /// this layout: d0-d31 at 0, FPSCR at 256, FPEXC at 260.
 #[repr(C, align(8))]
-struct VfpState {
+pub struct VfpState {
     d: [u64; 32],
     fpscr: u32,
     fpexc: u32,
@@ -35,8 +30,7 @@ struct VfpState {
 const _: () = assert!(core::mem::offset_of!(VfpState, fpscr) == 256);
 const _: () = assert!(core::mem::offset_of!(VfpState, fpexc) == 260);
 
-/// Whose registers the CPU holds, by the address of that vCPU's [`VfpState`]. Every vCPU
-/// runs on the boot CPU; with several physical CPUs this becomes one per CPU.
+/// Whose VFP registers the CPU holds.
 static RESIDENT: spin::Mutex<Residency<usize>> = spin::Mutex::new(Residency::new());
 /// d16-d31 exist (MVFR0), read once at boot.
 static D32: AtomicBool = AtomicBool::new(false);
@@ -103,54 +97,31 @@ fn mvfr0() -> u32 {
     v
 }
 
-/// One vCPU's VFP registers. The state lives at a fixed heap address (the vCPU itself
-/// moves), which names it in [`RESIDENT`] and which another vCPU's [`GuestVfp::load`] saves
-/// into while this one is off the CPU.
-pub struct GuestVfp {
-    state: NonNull<VfpState>,
+/// One vCPU's VFP registers, on the CPU while it runs.
+pub type GuestVfp = Switched<VfpState>;
+
+/// Registers as after reset: all zero, FPEXC.EN clear (the guest turns VFP on itself).
+pub fn reset() -> GuestVfp {
+    Switched::new(VfpState { d: [0; 32], fpscr: 0, fpexc: 0 })
 }
 
-impl GuestVfp {
-    /// Registers as after reset: all zero, FPEXC.EN clear (the guest turns VFP on itself).
-    pub fn new() -> Self {
-        let state = Box::new(VfpState { d: [0; 32], fpscr: 0, fpexc: 0 });
-        GuestVfp { state: NonNull::from(Box::leak(state)) }
+impl OnCpu for VfpState {
+    fn resident() -> &'static spin::Mutex<Residency<usize>> {
+        &RESIDENT
     }
 
-    /// Make the CPU's VFP registers this vCPU's, saving those of the vCPU that held them.
-    pub fn load(&mut self) {
-        let switch = RESIDENT.lock().enter(self.key());
-        let Switch::Load { save } = switch else { return };
-        let d32 = u32::from(D32.load(Ordering::Relaxed));
-        if let Some(holder) = save {
-            // SAFETY: `holder` is the state of a live vCPU (a dropped one leaves RESIDENT in
-            // `drop`), not this one's (Residency never asks to save into the entering vCPU),
-            // and no reference to it exists while its vCPU is off the CPU. HCPTR does not
-            // trap cp10/cp11 (`init`); the routine sets FPEXC.EN before it moves registers.
-            unsafe { armv7_vfp_save(holder as *mut VfpState, d32) };
-        }
-        // SAFETY: our own state, valid and aligned; as above for the instructions. The
-        // registers it overwrites belong to nobody now: they were just saved, or were the
-        // boot state, or a dropped vCPU's.
-        unsafe { armv7_vfp_restore(self.state.as_ptr(), d32) };
+    unsafe fn save(state: *mut Self) {
+        // SAFETY: the caller passes a valid state nobody else refers to; HCPTR does not trap
+        // cp10/cp11 (`init`) and the routine sets FPEXC.EN before it moves registers.
+        unsafe { armv7_vfp_save(state, d32()) }
     }
 
-    fn key(&self) -> usize {
-        self.state.as_ptr() as usize
+    unsafe fn restore(state: *const Self) {
+        // SAFETY: as for `save`; the routine ends by writing the guest's own FPEXC.
+        unsafe { armv7_vfp_restore(state, d32()) }
     }
 }
 
-impl Default for GuestVfp {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Drop for GuestVfp {
-    fn drop(&mut self) {
-        // Nobody may save into this state once it is freed.
-        RESIDENT.lock().forget(self.key());
-        // SAFETY: `state` came from `Box::leak` in `new` and is freed only here.
-        drop(unsafe { Box::from_raw(self.state.as_ptr()) });
-    }
+fn d32() -> u32 {
+    u32::from(D32.load(Ordering::Relaxed))
 }

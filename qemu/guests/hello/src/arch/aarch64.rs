@@ -77,8 +77,39 @@ pub mod simd {
     /// FPSR cumulative flags: QC, IDC, IXC, UFC, OFC, DZC, IOC.
     const FPSR_MASK: u64 = 0x0800_009f;
 
-    /// What this vCPU has: FP/SIMD is already on (the entry code set CPACR_EL1.FPEN).
-    pub fn enable() -> &'static str {
+    /// Xen's guest GICv3 layout: distributor, and one redistributor (RD and SGI frames) per
+    /// vCPU.
+    const GICD: u64 = 0x0300_1000;
+    const GICR: u64 = 0x0302_0000;
+    const GICR_STRIDE: u64 = 0x2_0000;
+    const GICR_SGI_FRAME: u64 = 0x1_0000;
+    const VTIMER_PPI: u64 = 27;
+
+    /// FP/SIMD is already on (the entry code set CPACR_EL1.FPEN). A blocking wait ends on the
+    /// virtual timer's interrupt, so it is enabled in the GIC for this vCPU: WFI wakes on an
+    /// interrupt the GIC signals, even while PSTATE.I keeps it from being taken.
+    pub fn enable(vcpu: usize) -> &'static str {
+        let gicr = GICR + vcpu as u64 * GICR_STRIDE;
+        let sgi = gicr + GICR_SGI_FRAME;
+        // SAFETY: vGIC registers of this domain (the hypervisor emulates each access):
+        // distributor on (ARE, group 1), this redistributor awake, PPI 27 enabled.
+        unsafe {
+            (GICD as *mut u32).write_volatile((1 << 4) | (1 << 1) | 1);
+            ((gicr + 0x14) as *mut u32).write_volatile(0);
+            ((sgi + 0x400 + VTIMER_PPI) as *mut u8).write_volatile(0xa0);
+            ((sgi + 0x100) as *mut u32).write_volatile(1 << VTIMER_PPI);
+        }
+        // SAFETY: this vCPU's own GIC CPU interface: system registers on, every priority
+        // let through, group 1 on. IRQs stay masked at PSTATE: nothing is taken.
+        unsafe {
+            core::arch::asm!(
+                "mrs {t}, icc_sre_el1", "orr {t}, {t}, #1", "msr icc_sre_el1, {t}", "isb",
+                "mov {t}, #0xff", "msr icc_pmr_el1, {t}",
+                "mov {t}, #1", "msr icc_igrpen1_el1, {t}", "isb",
+                t = out(reg) _,
+                options(nostack, nomem),
+            )
+        };
         "q0-q31, fpcr, fpsr"
     }
 
@@ -92,7 +123,7 @@ pub mod simd {
     }
 
     /// Keep the control words to bits that hold what is written.
-    pub fn sanitize(r: &mut Regs) {
+    pub fn sanitize(_vcpu: usize, r: &mut Regs) {
         r[FPCR] &= FPCR_MASK;
         r[FPSR] &= FPSR_MASK;
     }
@@ -177,13 +208,25 @@ pub mod simd {
         true
     }
 
-    /// Stop the timer [`arm_wakeup`] armed; true if it had fired (ISTATUS).
+    /// Stop the timer [`arm_wakeup`] armed and complete its interrupt if the GIC raised it,
+    /// so the next wait sleeps again; true if the timer had fired (ISTATUS).
     pub fn disarm_wakeup(_vcpu: usize) -> bool {
         let ctl: u64;
         // SAFETY: as in `arm_wakeup`: the guest's own timer.
         unsafe {
             core::arch::asm!("mrs {}, cntv_ctl_el0", "msr cntv_ctl_el0, xzr", "isb", out(reg) ctl, options(nostack, nomem))
         };
+        loop {
+            let intid: u64;
+            // SAFETY: acknowledging a pending group-1 interrupt at this vCPU's own CPU
+            // interface (1023: none) and completing it; no handler is involved.
+            unsafe { core::arch::asm!("mrs {}, icc_iar1_el1", out(reg) intid, options(nostack, nomem)) };
+            if intid >= 1020 {
+                break;
+            }
+            // SAFETY: as above: ends the interrupt just acknowledged.
+            unsafe { core::arch::asm!("msr icc_eoir1_el1, {}", "isb", in(reg) intid, options(nostack, nomem)) };
+        }
         ctl & 4 != 0
     }
 

@@ -60,36 +60,44 @@ pub fn hypercall(nr: u64, args: [u64; 5]) -> i64 {
 pub mod simd {
     use crate::simd::{Event, Regs};
 
-    /// d0-d31, then FPSCR, then FPEXC (read back only: it must still say enabled).
-    pub const WORDS: usize = 34;
+    /// d0-d31, then FPSCR, then FPEXC and CPACR (read back only: VFP must still be enabled,
+    /// with the access this vCPU granted itself).
+    pub const WORDS: usize = 35;
     const FPSCR: usize = 32;
     const FPEXC: usize = 33;
+    const CPACR: usize = 34;
     /// FPSCR bits that hold what is written: N Z C V, QC, AHP, DN, FZ, RMode and the
     /// cumulative exception flags (Len and Stride stay 0, trap enables are RAZ on VFPv4).
     const FPSCR_MASK: u64 = 0xffc0_009f;
     /// FPEXC.EN.
     const FPEXC_EN: u64 = 1 << 30;
 
-    /// Turn VFP/Advanced SIMD on for this vCPU the way Linux does: CPACR grants PL0/PL1
-    /// access to cp10 and cp11, then FPEXC.EN.
-    pub fn enable() -> &'static str {
+    /// CPACR access to cp10 and cp11 per vCPU: full (PL0 and PL1) on vCPU 0, PL1 only on the
+    /// others. Both let this PL1 code use VFP; they differ so that a CPACR that is not
+    /// switched with its vCPU shows.
+    fn cpacr_for(vcpu: usize) -> u32 {
+        if vcpu == 0 { 0xf << 20 } else { 0x5 << 20 }
+    }
+
+    /// Turn VFP/Advanced SIMD on for this vCPU the way Linux does: CPACR grants access to
+    /// cp10 and cp11, then FPEXC.EN.
+    pub fn enable(vcpu: usize) -> &'static str {
         // SAFETY: CPACR and FPEXC belong to this vCPU's PL1; enabling the FP unit changes no
         // memory and no register the compiled (soft-float) code relies on.
         unsafe {
             core::arch::asm!(
                 ".fpu neon",
-                "mrc p15, 0, {t}, c1, c0, 2",
-                "orr {t}, {t}, #(0xf << 20)",
-                "mcr p15, 0, {t}, c1, c0, 2",
+                "mcr p15, 0, {cpacr}, c1, c0, 2",
                 "isb",
                 "mov {t}, #(1 << 30)",
                 "vmsr fpexc, {t}",
                 "isb",
                 t = out(reg) _,
+                cpacr = in(reg) cpacr_for(vcpu),
                 options(nostack),
             )
         };
-        "d0-d31, fpscr (fpexc.en)"
+        "d0-d31, fpscr (fpexc.en, cpacr)"
     }
 
     /// The register the `i`th word belongs to.
@@ -97,14 +105,17 @@ pub mod simd {
         match i {
             FPSCR => write!(out, "fpscr"),
             FPEXC => write!(out, "fpexc"),
+            CPACR => write!(out, "cpacr"),
             _ => write!(out, "d{i}"),
         }
     }
 
-    /// Keep FPSCR to bits that hold what is written; FPEXC must read back as enabled.
-    pub fn sanitize(r: &mut Regs) {
+    /// Keep FPSCR to bits that hold what is written; FPEXC and CPACR must read back as
+    /// vCPU `vcpu` set them.
+    pub fn sanitize(vcpu: usize, r: &mut Regs) {
         r[FPSCR] &= FPSCR_MASK;
         r[FPEXC] = FPEXC_EN;
+        r[CPACR] = u64::from(cpacr_for(vcpu));
     }
 
     /// Load `input`, go through `event`, store what the registers hold into `out`.
@@ -142,9 +153,12 @@ pub mod simd {
                 "str {t}, [{out}, #256]",
                 "vmrs {t}, fpexc",
                 "str {t}, [{out}, #264]",
+                "mrc p15, 0, {t}, c1, c0, 2",
+                "str {t}, [{out}, #272]",
                 "mov {t}, #0",
                 "str {t}, [{out}, #260]",
                 "str {t}, [{out}, #268]",
+                "str {t}, [{out}, #276]",
                 inp = in(reg) input.as_ptr(),
                 out = in(reg) out.as_mut_ptr(),
                 hb = in(reg) heartbeat.as_ptr(),

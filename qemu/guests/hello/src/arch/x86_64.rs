@@ -278,7 +278,7 @@ pub mod simd {
 
     /// SSE on (CR0.EM off, CR4.OSFXSR); AVX too if CPUID offers XSAVE and AVX and XCR0 may
     /// hold its state. Returns the registers checked.
-    pub fn enable() -> &'static str {
+    pub fn enable(_vcpu: usize) -> &'static str {
         let leaf1 = core::arch::x86_64::__cpuid(1);
         let avx = leaf1.ecx & (1 << 26) != 0
             && leaf1.ecx & (1 << 28) != 0
@@ -317,7 +317,7 @@ pub mod simd {
     }
 
     /// Control words to values that cannot fault; no upper halves without AVX.
-    pub fn sanitize(r: &mut Regs) {
+    pub fn sanitize(_vcpu: usize, r: &mut Regs) {
         r[FCW] = FCW_FIXED | (r[FCW] & FCW_VARIES);
         r[MXCSR] = MXCSR_FIXED | (r[MXCSR] & MXCSR_VARIES);
         if !AVX.load(Ordering::Relaxed) {
@@ -383,7 +383,19 @@ pub mod simd {
                 "dec rax",
                 "jnz 8b",
                 "jmp 4f",
-                "2: cmp {mode}, 1",
+                // A wait whose timer is already due would never end (its expiry was taken while
+                // this vCPU was off the CPU): skip it. Only a preemption in the next few
+                // instructions can still lose the wake-up.
+                "2: test {due}, {due}",
+                "jz 9f",
+                "rdtsc",
+                "shl rdx, 32",
+                "or rax, rdx",
+                "cmp rax, {due}",
+                "jae 4f",
+                "9: mov rax, {nr}",
+                "xor edx, edx",
+                "cmp {mode}, 1",
                 "jne 3f",
                 "vmcall",
                 "jmp 4f",
@@ -434,6 +446,8 @@ pub mod simd {
                 out = in(reg) out.as_mut_ptr(),
                 hb = in(reg) heartbeat.as_ptr(),
                 mode = in(reg) mode,
+                nr = in(reg) count_or_nr,
+                due = in(reg) armed_tsc(mode),
                 avx = in(reg) avx,
                 inlateout("rax") count_or_nr => _,
                 inlateout("rdi") a0 => _,
@@ -452,9 +466,38 @@ pub mod simd {
     static mut SHARED_INFO: Page = Page([0; 4096]);
     /// The shared info page is mapped over [`SHARED_INFO`]: 0 = not yet tried, 1 = yes, 2 = no.
     static MAPPED: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
-    /// Each vCPU's armed single-shot timer (Xen system time, ns).
+    /// Each vCPU's armed single-shot timer (Xen system time, ns), and the TSC value at which
+    /// it is due (0: none armed).
     static DEADLINE: [core::sync::atomic::AtomicU64; 2] =
         [core::sync::atomic::AtomicU64::new(0), core::sync::atomic::AtomicU64::new(0)];
+    static DEADLINE_TSC: [core::sync::atomic::AtomicU64; 2] =
+        [core::sync::atomic::AtomicU64::new(0), core::sync::atomic::AtomicU64::new(0)];
+
+    /// The TSC value at which this vCPU's armed timer is due, for a wait (`mode` 0, a spin,
+    /// needs none); this vCPU is the one CPUID leaf 1 names (its initial APIC ID).
+    fn armed_tsc(mode: u64) -> u64 {
+        if mode == 0 {
+            return 0;
+        }
+        let apic_id = (core::arch::x86_64::__cpuid(1).ebx >> 24) as usize;
+        DEADLINE_TSC.get(apic_id).map_or(0, |d| d.load(Ordering::Relaxed))
+    }
+
+    /// TSC ticks in `ns` nanoseconds, inverting the pvclock scale of `vcpu_info[0].time`.
+    fn ns_to_tsc(ns: u64) -> u64 {
+        use core::mem::offset_of;
+        use guest_abi::shared_info::{VcpuTimeInfo, x86};
+        let base = offset_of!(x86::SharedInfo, vcpu_info) + offset_of!(x86::VcpuInfo, time);
+        let page = (&raw const SHARED_INFO).cast::<u8>();
+        // SAFETY: inside the mapped shared info page (the caller mapped it); volatile reads.
+        let (mul, shift) = unsafe {
+            let at = base + offset_of!(VcpuTimeInfo, tsc_to_system_mul);
+            let mul = (page.add(at) as *const u32).read_volatile();
+            (mul, page.add(base + offset_of!(VcpuTimeInfo, tsc_shift)).read_volatile() as i8)
+        };
+        let ticks = ((u128::from(ns) << 32) / u128::from(mul.max(1))) as u64;
+        if shift >= 0 { ticks >> shift } else { ticks << -shift }
+    }
 
     fn map_shared_info() -> bool {
         use guest_abi::{hypercall as nr, memory, xen};
@@ -518,11 +561,15 @@ pub mod simd {
         let Some(now) = system_time_ns() else { return false };
         let deadline = now + micros * 1000;
         DEADLINE[vcpu].store(deadline, Ordering::Relaxed);
+        // SAFETY: RDTSC only reads the time-stamp counter.
+        let tsc = unsafe { core::arch::x86_64::_rdtsc() };
+        DEADLINE_TSC[vcpu].store(tsc + ns_to_tsc(micros * 1000), Ordering::Relaxed);
         singleshot(vcpu, Some(deadline))
     }
 
     /// Stop the timer [`arm_wakeup`] armed; true if it was due by now.
     pub fn disarm_wakeup(vcpu: usize) -> bool {
+        DEADLINE_TSC[vcpu].store(0, Ordering::Relaxed);
         singleshot(vcpu, None);
         system_time_ns().is_some_and(|now| now >= DEADLINE[vcpu].load(Ordering::Relaxed))
     }

@@ -108,7 +108,7 @@ mod guest {
     static mut SECONDARY_STACK: Stack = Stack([0; STACK]);
 
     pub fn main() -> ! {
-        let regs = simd::enable();
+        let regs = simd::enable(0);
         let seed = domain_seed();
         println!("simd-isolation: checking {regs}; domain seed {seed:#x}");
         let sibling = start_sibling(seed);
@@ -158,7 +158,7 @@ mod guest {
 
     extern "C" fn secondary_main(seed: usize) -> ! {
         STATS[1].started.store(1, Ordering::Release);
-        simd::enable();
+        simd::enable(1);
         exercise(1, seed as u64);
         loop {
             sched_op(sched::SCHEDOP_YIELD);
@@ -174,7 +174,7 @@ mod guest {
         let me = &STATS[v];
         let mut pattern: Regs = [0; simd::WORDS];
         simd::fill(seed ^ ((v as u64 + 1) << 56), &mut pattern);
-        simd::sanitize(&mut pattern);
+        simd::sanitize(v, &mut pattern);
         for round in 0..ROUNDS {
             let kind = Kind::of(round);
             let others = others_progress(v);
