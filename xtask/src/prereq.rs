@@ -20,6 +20,8 @@ use std::time::Instant;
 struct Req {
     check: Check,
     package: &'static str,
+    /// What it is for, for the line that says what is installed.
+    why: &'static str,
     /// QEMU comes from bookworm-backports (10.x): the machine's qemu-utils is from there, and
     /// bookworm's own qemu-system 7.2 conflicts with it.
     backports: bool,
@@ -48,30 +50,36 @@ impl Check {
     }
 }
 
-const fn apt(check: Check, package: &'static str) -> Req {
-    Req { check, package, backports: false }
+const fn apt(check: Check, package: &'static str, why: &'static str) -> Req {
+    Req { check, package, why, backports: false }
 }
 
-const fn backports(check: Check, package: &'static str) -> Req {
-    Req { check, package, backports: true }
+const fn backports(check: Check, package: &'static str, why: &'static str) -> Req {
+    Req { check, package, why, backports: true }
 }
 
-const DTC: Req = apt(Check::Bin("dtc"), "device-tree-compiler");
-const QEMU_AARCH64: Req = backports(Check::Bin("qemu-system-aarch64"), "qemu-system-arm");
-const QEMU_ARM: Req = backports(Check::Bin("qemu-system-arm"), "qemu-system-arm");
-const QEMU_X86: Req = backports(Check::Bin("qemu-system-x86_64"), "qemu-system-x86");
+const FOR_DT: &str = "dtc for boot device trees";
+const FOR_ARM: &str = "QEMU for the ARM guests";
+const FOR_X86: &str = "QEMU for x86 (AMD-V)";
+const FOR_ISO: &str = "GRUB and its ISO tools for x86 boot images";
+const FOR_BOCHS: &str = "Bochs for x86 (VT-x)";
+
+const DTC: Req = apt(Check::Bin("dtc"), "device-tree-compiler", FOR_DT);
+const QEMU_AARCH64: Req = backports(Check::Bin("qemu-system-aarch64"), "qemu-system-arm", FOR_ARM);
+const QEMU_ARM: Req = backports(Check::Bin("qemu-system-arm"), "qemu-system-arm", FOR_ARM);
+const QEMU_X86: Req = backports(Check::Bin("qemu-system-x86_64"), "qemu-system-x86", FOR_X86);
 /// What turns the hypervisor and its modules into a bootable multiboot2 ISO.
 const GRUB_ISO: [Req; 4] = [
-    apt(Check::Bin("grub-mkrescue"), "grub-common"),
-    apt(Check::Path("/usr/lib/grub/i386-pc/multiboot2.mod"), "grub-pc-bin"),
-    apt(Check::Bin("xorriso"), "xorriso"),
-    apt(Check::Bin("mformat"), "mtools"),
+    apt(Check::Bin("grub-mkrescue"), "grub-common", FOR_ISO),
+    apt(Check::Path("/usr/lib/grub/i386-pc/multiboot2.mod"), "grub-pc-bin", FOR_ISO),
+    apt(Check::Bin("xorriso"), "xorriso", FOR_ISO),
+    apt(Check::Bin("mformat"), "mtools", FOR_ISO),
 ];
 /// Bochs with the BIOS images `qemu/x86/bochsrc` names.
 const BOCHS: [Req; 3] = [
-    apt(Check::Bin("bochs"), "bochs"),
-    apt(Check::Path("/usr/share/bochs/BIOS-bochs-latest"), "bochsbios"),
-    apt(Check::Path("/usr/share/vgabios/vgabios.bin"), "vgabios"),
+    apt(Check::Bin("bochs"), "bochs", FOR_BOCHS),
+    apt(Check::Path("/usr/share/bochs/BIOS-bochs-latest"), "bochsbios", FOR_BOCHS),
+    apt(Check::Path("/usr/share/vgabios/vgabios.bin"), "vgabios", FOR_BOCHS),
 ];
 
 /// Debian architectures whose guest kernels and busybox the ARM guests use.
@@ -185,7 +193,7 @@ pub fn ensure(needs: &Needs) -> Result<()> {
     if missing.is_empty() && arches.is_empty() && !need_lists {
         return Ok(());
     }
-    let why = purpose(needs, &missing, &arches);
+    let why = purpose(&missing, &arches, need_lists);
     let sudo = privilege(&missing, &arches)?;
     let start = Instant::now();
     for a in &arches {
@@ -194,7 +202,8 @@ pub fn ensure(needs: &Needs) -> Result<()> {
     }
     let use_backports = missing.iter().any(|r| r.backports) && add_backports(&sudo)?;
     apt_update(&sudo);
-    install(&sudo, &missing, use_backports, &why)?;
+    install(&sudo, &missing, use_backports, &why)
+        .with_context(|| format!("installing failed: run `{}` by hand", manual_command(&missing, &arches)))?;
     let still: Vec<&str> = missing.iter().filter(|r| !r.check.present()).map(|r| r.check.name()).collect();
     if !still.is_empty() {
         bail!("still missing after installing: {}", still.join(", "));
@@ -203,36 +212,29 @@ pub fn ensure(needs: &Needs) -> Result<()> {
     Ok(())
 }
 
-/// One line on why: which emulators and guests the missing pieces serve.
-fn purpose(needs: &Needs, missing: &[Req], arches: &[&str]) -> String {
-    let mut what: Vec<String> = Vec::new();
-    for arch in &needs.arches {
-        match arch {
-            Arch::X86_64 => {
-                for e in &needs.x86 {
-                    what.push(format!("x86_64 under {}", if *e == X86Emulator::Qemu { "QEMU" } else { "Bochs" }));
-                }
-            }
-            a => what.push(format!("{} under QEMU", a.name())),
+/// One line on why: what the missing pieces are for.
+fn purpose(missing: &[Req], arches: &[&str], need_lists: bool) -> String {
+    let mut why: Vec<&str> = Vec::new();
+    for r in missing {
+        if !why.contains(&r.why) {
+            why.push(r.why);
         }
     }
-    let mut s = format!("to boot {}", if what.is_empty() { "the guests".into() } else { what.join(", ") });
-    if !arches.is_empty() || !needs.linux.is_empty() {
-        s += " and fetch Debian's guest kernels";
+    if !arches.is_empty() || need_lists {
+        why.push("apt's lists of Debian's guest kernels");
     }
-    if missing.is_empty() && arches.is_empty() {
-        s += "; apt's package lists do not name them yet";
-    }
-    s
+    why.join("; ")
 }
 
 /// How we may run apt: as ourselves (root) or through sudo.
-struct Sudo(Option<&'static [&'static str]>);
+struct Sudo {
+    prefix: Option<&'static [&'static str]>,
+}
 
 impl Sudo {
     fn run(&self, cmd: &mut Command) -> Result<()> {
         let program = cmd.get_program().to_string_lossy().into_owned();
-        let status = match self.0 {
+        let status = match self.prefix {
             None => cmd.status(),
             Some(prefix) => {
                 let mut wrapped = Command::new(prefix[0]);
@@ -265,20 +267,28 @@ fn privilege(missing: &[Req], arches: &[&str]) -> Result<Sudo> {
         );
     }
     if is_root() {
-        return Ok(Sudo(None));
+        return Ok(Sudo { prefix: None });
     }
+    let as_root = format!("installing packages needs root: as root (or with sudo), run `{manual}`");
     if !on_path("sudo") {
-        bail!("installing packages needs root and there is no sudo: as root, run `{manual}`");
+        bail!("{as_root}");
     }
-    let ci = std::env::var_os("CI").is_some();
-    if ci || !std::io::stdin().is_terminal() {
+    // Without a terminal (or under CI) sudo must not ask; with one it may ask once, here,
+    // before anything else runs, so that a refusal stops us at once with the command.
+    let interactive = std::env::var_os("CI").is_none() && std::io::stdin().is_terminal();
+    if !interactive {
         let ok = Command::new("sudo").args(["-n", "true"]).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
         if !ok {
-            bail!("installing packages needs root and sudo wants a password: run `{manual}`");
+            bail!("{as_root} (sudo cannot run without asking for a password here)");
         }
-        return Ok(Sudo(Some(&["sudo", "-n"])));
+        return Ok(Sudo { prefix: Some(&["sudo", "-n"]) });
     }
-    Ok(Sudo(Some(&["sudo"])))
+    eprintln!("xtask: installing what is missing needs root: asking sudo");
+    if !Command::new("sudo").arg("-v").status().is_ok_and(|s| s.success()) {
+        bail!("{as_root}");
+    }
+    // The credentials sudo just cached serve the calls that follow without asking again.
+    Ok(Sudo { prefix: Some(&["sudo", "-n"]) })
 }
 
 /// The command a user runs by hand for what we could not install.
@@ -302,7 +312,7 @@ fn install(sudo: &Sudo, missing: &[Req], use_backports: bool, why: &str) -> Resu
             continue;
         }
         let list: Vec<&str> = pkgs.into_iter().collect();
-        let via = if sudo.0.is_some() { "with sudo apt-get" } else { "with apt-get" };
+        let via = if sudo.prefix.is_some() { "with sudo apt-get" } else { "with apt-get" };
         let from = target.map(|t| format!(" from {t}")).unwrap_or_default();
         eprintln!("xtask: installing {}{from} {via} ({why})", list.join(" "));
         let mut cmd = Command::new("apt-get");
