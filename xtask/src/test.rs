@@ -418,7 +418,8 @@ fn evtchn_scenarios() -> Vec<Scenario> {
     let mut all = Vec::new();
     // ARMv7 cannot map Xen pages into a guest yet (no shared info): these wait for it.
     let two = TestGuest::GuestConfig { file: "evtchn-pingpong.dts", guest: "evtchn-pingpong" };
-    for arch in [Arch::Aarch64] {
+    {
+        let arch = Arch::Aarch64;
         let mut in_order = banner(arch);
         in_order.extend(
             [
