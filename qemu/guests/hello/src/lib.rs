@@ -133,16 +133,20 @@ pub mod simd {
         Hypercall { nr: u64, args: [u64; 2] },
         /// WFI / HLT: wait for an interrupt.
         WaitForInterrupt,
+        /// A hypercall with the FP unit turned off for its duration (ARMv7 FPEXC.EN, aarch64
+        /// CPACR_EL1.FPEN), as an OS leaves it between a task's uses; where `FP_OFF` is set.
+        HypercallFpOff { nr: u64, args: [u64; 2] },
     }
 
     impl Event {
         /// How the `asm!` blocks take it: (mode, count or hypercall number, arg0, arg1) with
-        /// mode 0 = spin, 1 = hypercall, 2 = wait for interrupt.
+        /// mode 0 = spin, 1 = hypercall, 2 = wait for interrupt, 4 = hypercall with FP off.
         pub fn encode(self) -> (u64, u64, u64, u64) {
             match self {
                 Event::Spin(n) => (0, u64::from(n.max(1)), 0, 0),
                 Event::Hypercall { nr, args } => (1, nr, args[0], args[1]),
                 Event::WaitForInterrupt => (2, 0, 0, 0),
+                Event::HypercallFpOff { nr, args } => (4, nr, args[0], args[1]),
             }
         }
     }
@@ -180,6 +184,7 @@ pub mod simd {
             assert_eq!(Event::Spin(0).encode(), (0, 1, 0, 0));
             assert_eq!(Event::Hypercall { nr: 29, args: [1, 0] }.encode(), (1, 29, 1, 0));
             assert_eq!(Event::WaitForInterrupt.encode(), (2, 0, 0, 0));
+            assert_eq!(Event::HypercallFpOff { nr: 29, args: [0, 0] }.encode(), (4, 29, 0, 0));
         }
     }
 }

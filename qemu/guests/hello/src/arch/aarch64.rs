@@ -128,6 +128,9 @@ pub mod simd {
         r[FPSR] &= FPSR_MASK;
     }
 
+    /// The FP unit can be turned off around a hypercall ([`Event::HypercallFpOff`]).
+    pub const FP_OFF: bool = true;
+
     /// Load `input`, go through `event`, store what the registers hold into `out`.
     /// `heartbeat` is written on every spin iteration (so another vCPU can see this one run).
     pub fn roundtrip(input: &Regs, event: Event, heartbeat: &core::sync::atomic::AtomicU32, out: &mut Regs) {
@@ -155,8 +158,22 @@ pub mod simd {
                 "b.ne 1b",
                 "b 4f",
                 "2: cmp {mode}, #1",
-                "b.ne 3f",
+                "b.ne 5f",
                 "hvc #0xea1",
+                "b 4f",
+                // The hypercall with FP/SIMD off at EL1 (CPACR_EL1.FPEN = 0): the registers
+                // must survive it all the same.
+                "5: cmp {mode}, #4",
+                "b.ne 3f",
+                "mrs {t}, cpacr_el1",
+                "bic {t}, {t}, #(3 << 20)",
+                "msr cpacr_el1, {t}",
+                "isb",
+                "hvc #0xea1",
+                "mrs {t}, cpacr_el1",
+                "orr {t}, {t}, #(3 << 20)",
+                "msr cpacr_el1, {t}",
+                "isb",
                 "b 4f",
                 "3: wfi",
                 "4: stp q0, q1, [{out}, #0]", "stp q2, q3, [{out}, #32]",

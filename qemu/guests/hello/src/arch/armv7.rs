@@ -61,7 +61,8 @@ pub mod simd {
     use crate::simd::{Event, Regs};
 
     /// d0-d31, then FPSCR, then FPEXC and CPACR (read back only: VFP must still be enabled,
-    /// with the access this vCPU granted itself).
+    /// with the access this vCPU granted itself; after [`Event::HypercallFpOff`] the FPEXC
+    /// word holds the FPEXC found after the call with EN inverted, so it must read as EN).
     pub const WORDS: usize = 35;
     const FPSCR: usize = 32;
     const FPEXC: usize = 33;
@@ -118,6 +119,9 @@ pub mod simd {
         r[CPACR] = u64::from(cpacr_for(vcpu));
     }
 
+    /// The FP unit can be turned off around a hypercall ([`Event::HypercallFpOff`]).
+    pub const FP_OFF: bool = true;
+
     /// Load `input`, go through `event`, store what the registers hold into `out`.
     /// `heartbeat` is written on every spin iteration (so another vCPU can see this one run).
     pub fn roundtrip(input: &Regs, event: Event, heartbeat: &core::sync::atomic::AtomicU32, out: &mut Regs) {
@@ -142,8 +146,22 @@ pub mod simd {
                 "bne 1b",
                 "b 4f",
                 "2: cmp {mode}, #1",
-                "bne 3f",
+                "bne 5f",
                 "hvc #0xea1",
+                "b 4f",
+                // The hypercall with VFP off (FPEXC.EN clear, as Linux leaves it between
+                // uses): the registers must survive, and EN must come back clear.
+                "5: cmp {mode}, #4",
+                "bne 3f",
+                "vmrs {t}, fpexc",
+                "bic {t}, {t}, #(1 << 30)",
+                "vmsr fpexc, {t}",
+                "isb",
+                "hvc #0xea1",
+                "vmrs {f}, fpexc",
+                "orr {t}, {f}, #(1 << 30)",
+                "vmsr fpexc, {t}",
+                "isb",
                 "b 4f",
                 "3: wfi",
                 "4: vstmia {out}, {{d0-d15}}",
@@ -152,6 +170,8 @@ pub mod simd {
                 "vmrs {t}, fpscr",
                 "str {t}, [{out}, #256]",
                 "vmrs {t}, fpexc",
+                "cmp {mode}, #4",
+                "eoreq {t}, {f}, #(1 << 30)", // VFP-off event: EN as found, inverted
                 "str {t}, [{out}, #264]",
                 "mrc p15, 0, {t}, c1, c0, 2",
                 "str {t}, [{out}, #272]",
@@ -164,6 +184,7 @@ pub mod simd {
                 hb = in(reg) heartbeat.as_ptr(),
                 mode = in(reg) mode as u32,
                 t = out(reg) _,
+                f = out(reg) _,
                 inout("r12") count_or_nr as u32 => _,
                 inout("r0") a0 as u32 => _,
                 in("r1") a1 as u32,

@@ -325,10 +325,16 @@ pub mod simd {
         }
     }
 
+    /// No FP-off hypercall variant on x86 (CR0.TS would need one more scratch register).
+    pub const FP_OFF: bool = false;
+
     /// Load `input`, go through `event`, store what the registers hold into `out`.
     /// `heartbeat` is written on every spin iteration (so another vCPU can see this one run).
     pub fn roundtrip(input: &Regs, event: Event, heartbeat: &core::sync::atomic::AtomicU32, out: &mut Regs) {
         let (mut mode, count_or_nr, a0, a1) = event.encode();
+        if mode == 4 {
+            mode = 1; // no FP-off variant here (`FP_OFF`)
+        }
         if mode == 1 && super::native_is_vmmcall() {
             mode = 3;
         }

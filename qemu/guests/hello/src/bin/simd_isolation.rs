@@ -3,7 +3,8 @@
 //! Each vCPU fills every vector and FP control register it has with a pattern of its own
 //! (seeded by its domain's size and its vCPU number), then goes through events that give the
 //! CPU to someone else: long spins (timer preemption), `SCHEDOP_yield`, and blocking waits
-//! (WFI or `SCHEDOP_block` with a timer armed, where the backend has a timer). After each it
+//! (WFI or `SCHEDOP_block` with a timer armed, where the backend has a timer), and on ARM
+//! yields with the FP unit turned off (FPEXC.EN / CPACR_EL1.FPEN clear). After each it
 //! reads every register back and compares. vCPU 1 is started with the arch's CPU_ON where
 //! the domain has a second vCPU; several domains running this guest side by side check the
 //! same across domains.
@@ -48,11 +49,12 @@ mod guest {
         Yield,
         Wfi,
         Block,
+        YieldFpOff,
     }
 
     impl Kind {
         fn of(round: u32) -> Kind {
-            [Kind::Spin, Kind::Yield, Kind::Wfi, Kind::Block][round as usize % 4]
+            [Kind::Spin, Kind::Yield, Kind::Wfi, Kind::Block, Kind::YieldFpOff][round as usize % 5]
         }
         fn name(self) -> &'static str {
             match self {
@@ -60,6 +62,7 @@ mod guest {
                 Kind::Yield => "yield",
                 Kind::Wfi => "wfi",
                 Kind::Block => "block",
+                Kind::YieldFpOff => "yield with the FP unit off",
             }
         }
     }
@@ -206,6 +209,10 @@ mod guest {
         match kind {
             Kind::Spin => Event::Spin(SPIN),
             Kind::Yield => hypercall(sched::SCHEDOP_YIELD),
+            Kind::YieldFpOff if simd::FP_OFF => {
+                Event::HypercallFpOff { nr: nr::SCHED_OP, args: [sched::SCHEDOP_YIELD, 0] }
+            }
+            Kind::YieldFpOff => hypercall(sched::SCHEDOP_YIELD),
             Kind::Wfi if simd::arm_wakeup(v, WAIT_US) => Event::WaitForInterrupt,
             Kind::Block if simd::arm_wakeup(v, WAIT_US) => hypercall(sched::SCHEDOP_BLOCK),
             // No timer on this backend: nothing would end the wait.
@@ -218,6 +225,7 @@ mod guest {
             (Kind::Wfi | Kind::Block, Event::Hypercall { args: [sched::SCHEDOP_YIELD, _], .. }) => {
                 "yield (no timer for a blocking wait)"
             }
+            (Kind::YieldFpOff, Event::Hypercall { .. }) => "yield",
             _ => kind.name(),
         }
     }
