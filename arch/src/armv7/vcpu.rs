@@ -40,7 +40,7 @@ const HCR_TSC: u32 = 1 << 19;
 /// How a guest starts: SVC mode, ARM state, little-endian, asynchronous aborts, IRQ and
 /// FIQ masked.
 const CPSR_SVC_MASKED: u32 = 0x1d3;
-/// VMPIDR: bit 31 is reserved-one; uniprocessor system, Aff0 = vCPU id.
+/// VMPIDR: bit 31 is reserved-one; U (bit 30) clear: one of several CPUs; Aff0 = vCPU id.
 const VMPIDR_BASE: u32 = 1 << 31;
 
 /// PAR bits: the translation failed (F) / the result is in the 64-bit LPAE format.
