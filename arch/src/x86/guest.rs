@@ -124,8 +124,7 @@ pub enum XsetbvOutcome {
 
 /// XSETBV of EDX:EAX into XCR(ECX) at privilege `cpl` with guest CR4 `cr4`.
 pub fn xsetbv(ctx: &mut ExitContext, regs: &Gprs, cpl: u8, cr4: u64, p: &impl Platform) -> XsetbvOutcome {
-    const CR4_OSXSAVE: u64 = 1 << 18;
-    if cr4 & CR4_OSXSAVE == 0 {
+    if cr4 & xstate::CR4_OSXSAVE == 0 {
         return XsetbvOutcome::Ud;
     }
     let value = policy::msr_value(regs);

@@ -37,7 +37,8 @@ const COMPONENTS: usize = 10;
 /// CPUID leaf 1 ECX: XSAVE supported; OS enabled it (CR4.OSXSAVE).
 const LEAF1_ECX_XSAVE: u32 = 1 << 26;
 const LEAF1_ECX_OSXSAVE: u32 = 1 << 27;
-const CR4_OSXSAVE: u64 = 1 << 18;
+/// CR4 bits the answers reflect: XSAVE enabled by the OS, protection keys enabled.
+pub const CR4_OSXSAVE: u64 = 1 << 18;
 const CR4_PKE: u64 = 1 << 22;
 /// CPUID.(0xD,1).EAX: XSAVEOPT, XSAVEC, XGETBV with ECX = 1, XSAVES, XFD.
 const XSAVEOPT: u32 = 1 << 0;
