@@ -243,25 +243,28 @@ mod guest {
         let scratch = unsafe { (&raw mut (*arena()).scratch) } as u64;
         let mut fuzzer = Fuzzer::new(seed, scratch);
         prepare_wakeups();
+        let mut failed = !spray_physmap(&fuzzer);
         let code = code_checksum();
         // A canary in this frame: the hypervisor must leave our stack alone too.
         let stack_canary = [0x57ac_c0de_5eed_0000u64 ^ seed; 32];
         let mut stats = Stats { ok: 0, by_errno: [0; 128], bad: 0 };
         let progress_every = (calls / 8).max(1);
-        let mut failed = false;
         for i in 0..calls {
             let call = fuzzer.next_call();
             if i >= trace_from {
                 let a = call.args;
-                println!("FUZZ-CALL {} nr={:#x} args={:#x} {:#x} {:#x} {:#x} {:#x}", i, call.nr, a[0], a[1], a[2], a[3], a[4]);
+                println!(
+                    "FUZZ-CALL {} nr={:#x} args={:#x} {:#x} {:#x} {:#x} {:#x}",
+                    i, call.nr, a[0], a[1], a[2], a[3], a[4]
+                );
             }
             let ret = issue(&call);
             stats.record(i, &call, ret);
-            if (i + 1) % CHECK_EVERY == 0 && !memory_intact(i + 1, code) {
+            if (i + 1).is_multiple_of(CHECK_EVERY) && !memory_intact(i + 1, code) {
                 failed = true;
                 break;
             }
-            if (i + 1) % progress_every == 0 && i + 1 < calls {
+            if (i + 1).is_multiple_of(progress_every) && i + 1 < calls {
                 println!("FUZZ progress {}/{}", i + 1, calls);
             }
         }
@@ -283,6 +286,29 @@ mod guest {
         }
         println!("FUZZ-DONE calls={} canary=intact", calls);
         shutdown(sched::SHUTDOWN_POWEROFF)
+    }
+
+    /// Far-apart places the shared info page is mapped at before the random calls.
+    const SPRAY: u64 = 2048;
+
+    /// Map the shared info page at [`SPRAY`] frames a gigabyte apart, above our RAM: each
+    /// may cost the hypervisor page tables, and running out must be an errno, not a panic
+    /// (x86 once exhausted its heap this way). True if every answer was 0 or a Xen errno.
+    fn spray_physmap(fuzzer: &Fuzzer) -> bool {
+        let (mut mapped, mut refused, mut bad) = (0u64, 0u64, 0u64);
+        for i in 0..SPRAY {
+            // Frame (i + 2) GiB: clear of ARM's RAM at 1 GiB and of x86's below 64 MiB.
+            match fuzzer.map_shared_info_at((i + 2) << 18) {
+                0 => mapped += 1,
+                r if r < 0 && is_xen_errno(-r) => refused += 1,
+                _ => bad += 1,
+            }
+        }
+        println!("FUZZ-SPRAY mapped={} refused={} bad={}", mapped, refused, bad);
+        if bad != 0 {
+            println!("FUZZ-FAIL add_to_physmap spray: {} answers were no Xen errno", bad);
+        }
+        bad == 0
     }
 
     /// Canaries and code as they were; says what is not.
@@ -392,7 +418,9 @@ mod guest {
         const VECTOR: u32 = 0xf0;
         // SAFETY: our own (emulated) local APIC; interrupts are disabled, so the vector is
         // only ever pending.
-        unsafe { core::arch::asm!("wrmsr", in("ecx") X2APIC_SELF_IPI, in("eax") VECTOR, in("edx") 0, options(nostack)) };
+        unsafe {
+            core::arch::asm!("wrmsr", in("ecx") X2APIC_SELF_IPI, in("eax") VECTOR, in("edx") 0, options(nostack))
+        };
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -421,7 +449,7 @@ mod guest {
             // Another domain's slice is a millisecond; a yield with nobody to yield to is
             // a few microseconds.
             alone = if now_ticks().wrapping_sub(before) < ticks_per_ms() / 8 { alone + 1 } else { 0 };
-            if yields % 64 == 0 && damaged_canary().is_some() {
+            if yields.is_multiple_of(64) && damaged_canary().is_some() {
                 break;
             }
         }

@@ -62,6 +62,7 @@ pub fn parse_number(s: &[u8]) -> Option<u64> {
     })
 }
 
+#[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
 /// A big-endian u32 of the device tree blob at byte offset `off`.
 ///
 /// # Safety
@@ -75,11 +76,17 @@ unsafe fn be32(base: usize, off: usize) -> u32 {
     u32::from_be_bytes(b)
 }
 
+#[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
 const FDT_MAGIC: u32 = 0xd00d_feed;
+#[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
 const FDT_BEGIN_NODE: u32 = 1;
+#[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
 const FDT_END_NODE: u32 = 2;
+#[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
 const FDT_PROP: u32 = 3;
+#[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
 const FDT_NOP: u32 = 4;
+#[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
 /// Blobs larger than this are not believed.
 const FDT_MAX: usize = 1 << 20;
 
@@ -143,6 +150,7 @@ pub unsafe fn from_device_tree(dtb: usize) -> Cmdline {
     Cmdline::empty()
 }
 
+#[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
 /// # Safety
 /// `addr..addr + n` must be readable.
 unsafe fn bytes_equal(addr: usize, n: usize, want: &[u8]) -> bool {

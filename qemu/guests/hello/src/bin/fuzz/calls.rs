@@ -116,17 +116,18 @@ impl Fuzzer {
         addr >= lo && addr.checked_add(len).is_some_and(|end| end <= hi)
     }
 
-    /// A pointer into scratch with room for `len` bytes and the largest output after it.
+    /// A pointer into scratch (past the mapping page) with room for `len` bytes and the
+    /// largest output after it.
     fn scratch_ptr(&mut self, len: usize) -> u64 {
-        let room = (SCRATCH_SIZE - MAX_OUTPUT - len) as u64;
-        let off = self.rng.below(room);
+        let room = (SCRATCH_SIZE - PAGE - MAX_OUTPUT - len) as u64;
+        let off = PAGE as u64 + self.rng.below(room);
         let off = if self.rng.below(4) == 0 { off } else { off & !7 };
         self.scratch + off
     }
 
     /// A pointer a few bytes before the end of a scratch page, so a structure straddles it.
     fn straddling_ptr(&mut self) -> u64 {
-        let page = self.rng.below(SCRATCH_PAGES as u64 - 1);
+        let page = 1 + self.rng.below(SCRATCH_PAGES as u64 - 2);
         self.scratch + (page + 1) * PAGE as u64 - 1 - self.rng.below(16)
     }
 
@@ -135,8 +136,10 @@ impl Fuzzer {
         self.in_scratch(addr, 1) || (addr >= layout::JUNK_ZONE.0 && addr < layout::JUNK_ZONE.1)
     }
 
+    /// A frame of ours a hypervisor page may be mapped over: the first scratch page, kept
+    /// for that (the others stay RAM for the structures), or the `vcpu_info` page.
     fn scratch_frame(&mut self) -> u64 {
-        (self.scratch >> 12) + self.rng.below(SCRATCH_PAGES as u64)
+        if self.rng.below(4) == 0 { self.vcpu_info_frame() } else { self.scratch >> 12 }
     }
 
     /// The page a `VCPUOP_register_vcpu_info` may move `vcpu_info` to: the last scratch page.
@@ -236,9 +239,14 @@ impl Fuzzer {
         p
     }
 
-    /// A sub-operation: mostly one of the first `n`, sometimes any value.
-    fn cmd(&mut self, n: u64) -> u64 {
-        if self.rng.below(8) == 0 { self.value() } else { self.rng.below(n) }
+    /// A sub-operation: half the time one the hypervisor implements (`known`), else mostly
+    /// one of the first `n`, sometimes any value.
+    fn cmd(&mut self, n: u64, known: &[u64]) -> u64 {
+        match self.rng.below(16) {
+            0..=7 if !known.is_empty() => self.rng.pick(known),
+            0..=13 => self.rng.below(n),
+            _ => self.value(),
+        }
     }
 
     fn domid(&mut self) -> u16 {
@@ -257,6 +265,18 @@ impl Fuzzer {
         }
     }
 
+    /// `add_to_physmap(shared_info)` at `gpfn`, the request built at the start of scratch's
+    /// second page; returns the hypercall's result.
+    pub fn map_shared_info_at(&self, gpfn: u64) -> i64 {
+        let p = self.scratch + PAGE as u64;
+        self.put16(p, 0, xen::DOMID_SELF);
+        self.put16(p, 2, 0);
+        self.put32(p, 4, mem::XENMAPSPACE_SHARED_INFO);
+        self.put64(p, 8, 0);
+        self.put64(p, 16, gpfn);
+        hello_guest::hypercall(nr::MEMORY_OP, [mem::XENMEM_ADD_TO_PHYSMAP, p & REG_MASK, 0, 0, 0])
+    }
+
     /// The next random call, guarded.
     pub fn next_call(&mut self) -> Call {
         let nr = self.pick_nr();
@@ -266,16 +286,16 @@ impl Fuzzer {
         }
         match nr & REG_MASK {
             nr::XEN_VERSION => {
-                a[0] = self.cmd(16);
+                a[0] = self.cmd(16, &[]);
                 a[1] = self.pointer(1024);
             }
             nr::CONSOLE_IO => {
-                a[0] = self.cmd(3);
+                a[0] = self.cmd(3, &[console::CONSOLEIO_WRITE, console::CONSOLEIO_READ]);
                 a[1] = self.small_or_any(64);
                 a[2] = self.pointer(64);
             }
             nr::SCHED_OP => {
-                a[0] = self.cmd(9);
+                a[0] = self.cmd(9, &[]);
                 a[1] = self.structure(3);
             }
             nr::MEMORY_OP => self.memory_op(&mut a),
@@ -283,16 +303,17 @@ impl Fuzzer {
             nr::VCPU_OP => self.vcpu_op(&mut a),
             nr::EVENT_CHANNEL_OP => self.event_channel_op(&mut a),
             nr::GRANT_TABLE_OP => {
-                a[0] = self.cmd(gt::GNTTABOP_CACHE_FLUSH + 1);
+                let known = [gt::GNTTABOP_QUERY_SIZE, gt::GNTTABOP_SET_VERSION, gt::GNTTABOP_GET_VERSION];
+                a[0] = self.cmd(gt::GNTTABOP_CACHE_FLUSH + 1, &known);
                 a[1] = self.grant_structure();
                 a[2] = self.rng.pick(&[0, 1, 1, 1, 2, 16, 0xffff_ffff, 1 << 40]);
             }
             nr::VM_ASSIST => {
-                a[0] = self.cmd(3);
+                a[0] = self.cmd(3, &[]);
                 a[1] = self.small_or_any(34);
             }
             _ => {
-                a[0] = self.cmd(32);
+                a[0] = self.cmd(32, &[]);
                 a[1] = self.structure(8);
                 a[2] = self.small_or_any(8);
             }
@@ -303,7 +324,8 @@ impl Fuzzer {
     }
 
     fn memory_op(&mut self, a: &mut [u64; 5]) {
-        let cmd = self.cmd(29);
+        let known = [mem::XENMEM_ADD_TO_PHYSMAP, mem::XENMEM_CURRENT_RESERVATION, mem::XENMEM_MAXIMUM_GPFN];
+        let cmd = self.cmd(29, &known);
         // Now and then a continuation (start extent) in the high bits.
         a[0] = if self.rng.below(8) == 0 { cmd | (self.rng.below(1 << 20) << 6) } else { cmd };
         let p = self.structure(6);
@@ -316,12 +338,18 @@ impl Fuzzer {
                     2 => (mem::XENMAPSPACE_GRANT_TABLE, mem::XENMAPIDX_GRANT_TABLE_STATUS | self.rng.below(4)),
                     _ => (self.small_or_any(8) as u32, self.value()),
                 };
-                let gpfn = match self.rng.below(3) {
+                let gpfn = match self.rng.below(4) {
                     0 => self.scratch_frame(),
                     1 => self.outside_frame(),
+                    // Anywhere a 48-bit guest-physical space has room: each new place may
+                    // cost the hypervisor page-table memory.
+                    2 => {
+                        let frame = self.rng.below(1 << 36);
+                        self.sanitize(frame)
+                    }
                     _ => self.value(),
                 };
-                let domid = self.domid();
+                let domid = if self.rng.below(4) == 0 { self.domid() } else { xen::DOMID_SELF };
                 self.put16(p, 0, domid);
                 self.put32(p, 4, space);
                 self.put64(p, 8, idx);
@@ -336,7 +364,7 @@ impl Fuzzer {
     }
 
     fn hvm_op(&mut self, a: &mut [u64; 5]) {
-        a[0] = self.cmd(4);
+        a[0] = self.cmd(4, &[hvm::HVMOP_GET_PARAM, hvm::HVMOP_SET_PARAM]);
         let p = self.structure(2);
         a[1] = p;
         let domid = self.domid();
@@ -346,7 +374,15 @@ impl Fuzzer {
     }
 
     fn vcpu_op(&mut self, a: &mut [u64; 5]) {
-        let cmd = self.cmd(16);
+        let known = [
+            vcpu::VCPUOP_REGISTER_VCPU_INFO,
+            vcpu::VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA,
+            vcpu::VCPUOP_GET_RUNSTATE_INFO,
+            vcpu::VCPUOP_IS_UP,
+            vcpu::VCPUOP_SET_SINGLESHOT_TIMER,
+            vcpu::VCPUOP_STOP_SINGLESHOT_TIMER,
+        ];
+        let cmd = self.cmd(16, &known);
         a[0] = cmd;
         a[1] = self.rng.pick(&[0, 0, 0, 0, 1, 2, 63, 64, 0xffff_ffff, u64::MAX]);
         let p = self.structure(4);
@@ -370,7 +406,17 @@ impl Fuzzer {
     }
 
     fn event_channel_op(&mut self, a: &mut [u64; 5]) {
-        let cmd = self.cmd(15);
+        let known = [
+            ev::EVTCHNOP_SEND,
+            ev::EVTCHNOP_UNMASK,
+            ev::EVTCHNOP_CLOSE,
+            ev::EVTCHNOP_BIND_VIRQ,
+            ev::EVTCHNOP_BIND_IPI,
+            ev::EVTCHNOP_BIND_VCPU,
+            ev::EVTCHNOP_ALLOC_UNBOUND,
+            ev::EVTCHNOP_STATUS,
+        ];
+        let cmd = self.cmd(15, &known);
         a[0] = cmd;
         let p = self.structure(3);
         a[1] = p;
