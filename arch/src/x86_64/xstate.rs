@@ -16,7 +16,7 @@
 //! carried, whatever the guest has enabled at that moment).
 
 use super::alloc::alloc::{Layout as AllocLayout, alloc_zeroed, dealloc, handle_alloc_error};
-use crate::x86::xstate::{Layout, RESET_XCR0};
+use crate::x86::xstate::{CR4_OSXSAVE, Layout, RESET_XCR0};
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use spin::Once;
@@ -53,7 +53,6 @@ pub fn init() {
     const CR0_TS: u64 = 1 << 3;
     const CR4_OSFXSR: u64 = 1 << 9;
     const CR4_OSXMMEXCPT: u64 = 1 << 10;
-    const CR4_OSXSAVE: u64 = 1 << 18;
     let layout = layout();
     let cr4_xsave = if layout.uses_xsave() { CR4_OSXSAVE } else { 0 };
     // SAFETY: enabling FPU/SSE/XSAVE instructions changes no memory mapping or privilege;
@@ -157,6 +156,12 @@ fn area_alloc_layout(layout: &Layout) -> AllocLayout {
 /// Write the registers' state into `area`: XSAVEOPT (skips what is unchanged since the XRSTOR
 /// from this same area, or still in its initial state) or XSAVE with every component XCR0
 /// enables, FXSAVE without XSAVE. 64-bit forms: FIP/FDP are saved as 64-bit offsets.
+///
+/// XSAVEOPT's "unchanged" is the CPU's record of the last XRSTOR: on Intel its linear address,
+/// CPL and VMX root/non-root, so only the hypervisor's own XRSTOR from this area matches (the
+/// guest's XRSTORs run in non-root). AMD documents no guest/host distinction: a guest XRSTOR
+/// from a guest-linear address equal to this area's could at worst leave this vCPU's older
+/// values in its own area, never another vCPU's (their areas lie at other addresses).
 ///
 /// # Safety
 /// `area` is a live, exclusively reachable area of `layout.area_size()` bytes, 64-byte
