@@ -136,10 +136,11 @@ fn valid_vcpu(domain: &Domain, id: u32) -> Result<u32, i64> {
 fn bind_virq(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, arg: u64) -> HcResult {
     let mut b = args::read::<{ size_of::<EvtchnBindVirq>() }>(vcpu, arg)?;
     let virq = args::u32_at(&b, offset_of!(EvtchnBindVirq, virq));
-    let target = valid_vcpu(domain, args::u32_at(&b, offset_of!(EvtchnBindVirq, vcpu)))?;
+    // Xen's order: a bad VIRQ is -EINVAL whatever the vCPU.
     if virq >= NR_VIRQS {
         return Err(errno::EINVAL);
     }
+    let target = valid_vcpu(domain, args::u32_at(&b, offset_of!(EvtchnBindVirq, vcpu)))?;
     if domain.evtchn.virq_port(virq, target).is_some() {
         return Err(errno::EEXIST);
     }
@@ -207,6 +208,8 @@ mod tests {
         args::put_u32(&mut vcpu.mem, 0, NR_VIRQS);
         assert_eq!(handle(&mut d, &mut vcpu, ev::EVTCHNOP_BIND_VIRQ, 0), Err(errno::EINVAL));
         args::put_u32(&mut vcpu.mem, 4, 9);
+        assert_eq!(handle(&mut d, &mut vcpu, ev::EVTCHNOP_BIND_VIRQ, 0), Err(errno::EINVAL), "the VIRQ first");
+        args::put_u32(&mut vcpu.mem, 0, ev::VIRQ_DEBUG);
         assert_eq!(handle(&mut d, &mut vcpu, ev::EVTCHNOP_BIND_VIRQ, 0), Err(errno::ENOENT));
     }
 
