@@ -95,6 +95,8 @@ fn run_boot_domains(boot: &BootInfo) -> ExitStatus {
             }
         }
     }
+    let ids: Vec<u16> = domains.iter().map(|d| d.id).collect();
+    domains.iter_mut().for_each(|d| d.known_domains.clone_from(&ids));
     // Every vCPU of every domain shares the boot CPU.
     let ends = run_loop.run(&mut domains, &mut BootCpu);
     if failed || ends.contains(&DomainEnd::Crashed) { ExitStatus::Failure } else { ExitStatus::Success }

@@ -106,6 +106,9 @@ pub struct Domain {
     pub current_vcpu: usize,
     /// Bit n: raise the upcall of vCPU n (not the current one); the run loop drains it.
     pub remote_upcalls: u64,
+    /// Ids of every domain that exists, this one included: naming another is -EPERM for a
+    /// domU, naming none is -ESRCH, as Xen answers.
+    pub known_domains: Vec<u16>,
     /// The domain's RAM for atomic access (FIFO event pages), where the builder provides it.
     pub ram: Option<GuestRam>,
     /// The FIFO port ABI, once the guest asked for it (`EVTCHNOP_init_control`).
@@ -151,6 +154,7 @@ impl Domain {
             vpl011: None,
             current_vcpu: 0,
             remote_upcalls: 0,
+            known_domains: alloc::vec![id],
             ram: None,
             fifo: None,
         }

@@ -38,3 +38,15 @@ pub fn put_u64(b: &mut [u8], off: usize, v: u64) {
 pub fn is_self(domain_id: u16, domid: u16) -> bool {
     domid == guest_abi::xen::DOMID_SELF || domid == domain_id
 }
+
+/// Accept `domid` if it names the caller; else Xen's answer: `-ESRCH` when no such domain
+/// exists (reserved ids included), `-EPERM` when it is another domain.
+pub fn own_domain(domain: &crate::domain::Domain, domid: u16) -> Result<(), i64> {
+    if is_self(domain.id, domid) {
+        Ok(())
+    } else if domain.known_domains.contains(&domid) {
+        Err(errno::EPERM)
+    } else {
+        Err(errno::ESRCH)
+    }
+}

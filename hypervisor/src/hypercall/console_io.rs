@@ -15,7 +15,7 @@ pub fn handle(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, cmd: u64, count: u
         console::CONSOLEIO_WRITE => write(domain, vcpu, count, buf),
         // Input comes with the PV console; nothing to read yet.
         console::CONSOLEIO_READ => Ok(0),
-        _ => Err(errno::EINVAL),
+        _ => Err(errno::ENOSYS),
     }
 }
 
@@ -57,9 +57,9 @@ mod tests {
     }
 
     #[test]
-    fn unknown_subcommand_is_einval() {
+    fn unknown_subcommand_is_enosys_as_in_xen() {
         let mut dom = Domain::new(2);
         let mut vcpu = FakeVcpu::new(64);
-        assert_eq!(handle(&mut dom, &mut vcpu, 7, 0, 0), Err(errno::EINVAL));
+        assert_eq!(handle(&mut dom, &mut vcpu, 7, 0, 0), Err(errno::ENOSYS));
     }
 }

@@ -2,7 +2,7 @@
 //! `event_fifo_op`, the port ABIs in `crate::evtchn` (2-level) and `crate::evtchn_fifo`.
 
 use super::HcResult;
-use super::args::{self, is_self};
+use super::args;
 use super::event_fifo_op;
 #[cfg(test)]
 use crate::domain::NoPeers;
@@ -151,9 +151,7 @@ fn bind_virq(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, arg: u64) -> HcResu
 
 fn alloc_unbound(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, arg: u64) -> HcResult {
     let mut b = args::read::<{ size_of::<EvtchnAllocUnbound>() }>(vcpu, arg)?;
-    if !is_self(domain.id, args::u16_at(&b, offset_of!(EvtchnAllocUnbound, dom))) {
-        return Err(errno::EPERM);
-    }
+    args::own_domain(domain, args::u16_at(&b, offset_of!(EvtchnAllocUnbound, dom)))?;
     let remote_dom = match args::u16_at(&b, offset_of!(EvtchnAllocUnbound, remote_dom)) {
         guest_abi::xen::DOMID_SELF => domain.id,
         id => id,
@@ -165,9 +163,7 @@ fn alloc_unbound(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, arg: u64) -> Hc
 
 fn status(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, arg: u64) -> HcResult {
     let mut b = args::read::<{ size_of::<EvtchnStatus>() }>(vcpu, arg)?;
-    if !is_self(domain.id, args::u16_at(&b, offset_of!(EvtchnStatus, dom))) {
-        return Err(errno::EPERM);
-    }
+    args::own_domain(domain, args::u16_at(&b, offset_of!(EvtchnStatus, dom)))?;
     let port = args::u32_at(&b, offset_of!(EvtchnStatus, port));
     let (state, target, u) = match domain.evtchn.port(port) {
         None => (EVTCHNSTAT_CLOSED, 0, [0, 0]),

@@ -2,7 +2,7 @@
 //! copying grants between domains come with interdomain support.
 
 use super::HcResult;
-use super::args::{self, is_self};
+use super::args;
 use crate::domain::{Domain, GRANT_FRAMES};
 use arch::exit::VirtualCpu;
 use core::mem::offset_of;
@@ -23,9 +23,7 @@ pub fn handle(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, cmd: u64, uop: u64
         }
         gt::GNTTABOP_GET_VERSION => {
             let mut b = args::read::<{ size_of::<GnttabGetVersion>() }>(vcpu, uop)?;
-            if !is_self(domain.id, args::u16_at(&b, offset_of!(GnttabGetVersion, dom))) {
-                return Err(errno::EPERM);
-            }
+            args::own_domain(domain, args::u16_at(&b, offset_of!(GnttabGetVersion, dom)))?;
             args::put_u32(&mut b, offset_of!(GnttabGetVersion, version), 1);
             args::write(vcpu, uop, &b).map(|_| 0)
         }
@@ -35,12 +33,15 @@ pub fn handle(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, cmd: u64, uop: u64
 
 fn query_size(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, uop: u64) -> HcResult {
     let mut b = args::read::<{ size_of::<GnttabQuerySize>() }>(vcpu, uop)?;
-    let status = if is_self(domain.id, args::u16_at(&b, offset_of!(GnttabQuerySize, dom))) {
-        args::put_u32(&mut b, offset_of!(GnttabQuerySize, nr_frames), GRANT_FRAMES as u32);
-        args::put_u32(&mut b, offset_of!(GnttabQuerySize, max_nr_frames), GRANT_FRAMES as u32);
-        gt::GNTST_OKAY
-    } else {
-        gt::GNTST_GENERAL_ERROR
+    // Xen reports a foreign domain in the status: missing, or not ours to ask about.
+    let status = match args::own_domain(domain, args::u16_at(&b, offset_of!(GnttabQuerySize, dom))) {
+        Ok(()) => {
+            args::put_u32(&mut b, offset_of!(GnttabQuerySize, nr_frames), GRANT_FRAMES as u32);
+            args::put_u32(&mut b, offset_of!(GnttabQuerySize, max_nr_frames), GRANT_FRAMES as u32);
+            gt::GNTST_OKAY
+        }
+        Err(errno::ESRCH) => gt::GNTST_BAD_DOMAIN,
+        Err(_) => gt::GNTST_PERMISSION_DENIED,
     };
     let off = offset_of!(GnttabQuerySize, status);
     b[off..off + 2].copy_from_slice(&status.to_ne_bytes());
@@ -61,9 +62,13 @@ mod tests {
         assert_eq!(args::u32_at(&vcpu.mem, 4), GRANT_FRAMES as u32);
         assert_eq!(args::u32_at(&vcpu.mem, 8), GRANT_FRAMES as u32);
         assert_eq!(i16::from_ne_bytes([vcpu.mem[12], vcpu.mem[13]]), gt::GNTST_OKAY);
-        vcpu.mem[0..2].copy_from_slice(&9u16.to_ne_bytes());
-        assert_eq!(handle(&mut d, &mut vcpu, gt::GNTTABOP_QUERY_SIZE, 0, 1), Ok(0));
-        assert_eq!(i16::from_ne_bytes([vcpu.mem[12], vcpu.mem[13]]), gt::GNTST_GENERAL_ERROR);
+        // As Xen says it: a domain that does not exist, then one that is not ours.
+        d.known_domains = vec![1, 2];
+        for (dom, status) in [(9u16, gt::GNTST_BAD_DOMAIN), (2, gt::GNTST_PERMISSION_DENIED)] {
+            vcpu.mem[0..2].copy_from_slice(&dom.to_ne_bytes());
+            assert_eq!(handle(&mut d, &mut vcpu, gt::GNTTABOP_QUERY_SIZE, 0, 1), Ok(0));
+            assert_eq!(i16::from_ne_bytes([vcpu.mem[12], vcpu.mem[13]]), status, "dom {dom}");
+        }
     }
 
     #[test]

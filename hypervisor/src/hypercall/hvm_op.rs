@@ -1,7 +1,7 @@
 //! `hvm_op`: HVM parameters (where the PV console is, how upcalls are delivered).
 
 use super::HcResult;
-use super::args::{self, is_self};
+use super::args;
 use crate::domain::Domain;
 use arch::exit::VirtualCpu;
 use core::mem::{offset_of, size_of};
@@ -18,9 +18,7 @@ pub fn handle(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, op: u64, arg: u64)
 fn param(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, set: bool, arg: u64) -> HcResult {
     const SIZE: usize = size_of::<XenHvmParam>();
     let mut b = args::read::<SIZE>(vcpu, arg)?;
-    if !is_self(domain.id, args::u16_at(&b, offset_of!(XenHvmParam, domid))) {
-        return Err(errno::EPERM);
-    }
+    args::own_domain(domain, args::u16_at(&b, offset_of!(XenHvmParam, domid)))?;
     let index = args::u32_at(&b, offset_of!(XenHvmParam, index));
     if index >= hvm::HVM_NR_PARAMS {
         return Err(errno::EINVAL);
@@ -77,8 +75,12 @@ mod tests {
         assert_eq!(vcpu.upcall_vector, Some(Some(0xf3)));
         put(&mut vcpu, 1, hvm::HVM_PARAM_CONSOLE_PFN, 5);
         assert_eq!(handle(&mut d, &mut vcpu, hvm::HVMOP_SET_PARAM, 0), Err(errno::EPERM));
+        // Another domain: -EPERM if it exists, -ESRCH if not (real Xen's answers).
+        d.known_domains = vec![1, 2];
         put(&mut vcpu, 2, hvm::HVM_PARAM_CALLBACK_IRQ, 5);
         assert_eq!(handle(&mut d, &mut vcpu, hvm::HVMOP_GET_PARAM, 0), Err(errno::EPERM));
+        put(&mut vcpu, 7, hvm::HVM_PARAM_CALLBACK_IRQ, 5);
+        assert_eq!(handle(&mut d, &mut vcpu, hvm::HVMOP_GET_PARAM, 0), Err(errno::ESRCH));
         put(&mut vcpu, 1, hvm::HVM_NR_PARAMS, 5);
         assert_eq!(handle(&mut d, &mut vcpu, hvm::HVMOP_GET_PARAM, 0), Err(errno::EINVAL));
         assert_eq!(handle(&mut d, &mut vcpu, hvm::HVMOP_GET_PARAM, 12), Err(errno::EFAULT));

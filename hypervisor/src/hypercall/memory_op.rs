@@ -1,7 +1,7 @@
 //! `memory_op`: the guest's view of its physical memory and the frames it maps into it.
 
 use super::HcResult;
-use super::args::{self, is_self};
+use super::args;
 use crate::domain::{Domain, GRANT_FRAMES};
 use arch::exit::VirtualCpu;
 use core::mem::{offset_of, size_of};
@@ -14,14 +14,14 @@ const MEMOP_CMD_MASK: u64 = (1 << 6) - 1;
 pub fn handle(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, cmd: u64, arg: u64) -> HcResult {
     match cmd & MEMOP_CMD_MASK {
         mem::XENMEM_ADD_TO_PHYSMAP => add_to_physmap(domain, vcpu, arg),
-        mem::XENMEM_CURRENT_RESERVATION | mem::XENMEM_MAXIMUM_RESERVATION => {
+        // Each takes a pointer to the domain id it asks about.
+        mem::XENMEM_CURRENT_RESERVATION | mem::XENMEM_MAXIMUM_RESERVATION | mem::XENMEM_MAXIMUM_GPFN => {
             let domid = args::read::<2>(vcpu, arg)?;
-            if !is_self(domain.id, u16::from_ne_bytes(domid)) {
-                return Err(errno::EPERM);
-            }
-            Ok(domain.ram_pages as i64)
+            args::own_domain(domain, u16::from_ne_bytes(domid))?;
+            let pages =
+                if cmd & MEMOP_CMD_MASK == mem::XENMEM_MAXIMUM_GPFN { domain.max_gpfn } else { domain.ram_pages };
+            Ok(pages as i64)
         }
-        mem::XENMEM_MAXIMUM_GPFN => Ok(domain.max_gpfn as i64),
         _ => Err(errno::ENOSYS),
     }
 }
@@ -29,9 +29,7 @@ pub fn handle(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, cmd: u64, arg: u64
 /// Map the shared info page or a grant-table frame at a guest frame of its choosing.
 fn add_to_physmap(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, arg: u64) -> HcResult {
     let b = args::read::<{ size_of::<XenAddToPhysmap>() }>(vcpu, arg)?;
-    if !is_self(domain.id, args::u16_at(&b, offset_of!(XenAddToPhysmap, domid))) {
-        return Err(errno::EPERM);
-    }
+    args::own_domain(domain, args::u16_at(&b, offset_of!(XenAddToPhysmap, domid)))?;
     let idx = args::u64_at(&b, offset_of!(XenAddToPhysmap, idx));
     let gpfn = args::u64_at(&b, offset_of!(XenAddToPhysmap, gpfn));
     let gpa = gpfn.checked_mul(4096).ok_or(errno::EINVAL)?;
@@ -87,10 +85,26 @@ mod tests {
             vcpu.mem[..24].copy_from_slice(&request(space, idx, 0x38000));
             assert_eq!(add_to_physmap(&mut d, &mut vcpu, 0), Err(want), "space {space} idx {idx}");
         }
-        let mut other = request(mem::XENMAPSPACE_SHARED_INFO, 0, 0x38000);
-        other[0..2].copy_from_slice(&7u16.to_ne_bytes());
-        vcpu.mem[..24].copy_from_slice(&other);
-        assert_eq!(add_to_physmap(&mut d, &mut vcpu, 0), Err(errno::EPERM));
+        d.known_domains = vec![1, 2];
+        for (dom, want) in [(7u16, errno::ESRCH), (2, errno::EPERM)] {
+            let mut other = request(mem::XENMAPSPACE_SHARED_INFO, 0, 0x38000);
+            other[0..2].copy_from_slice(&dom.to_ne_bytes());
+            vcpu.mem[..24].copy_from_slice(&other);
+            assert_eq!(add_to_physmap(&mut d, &mut vcpu, 0), Err(want), "dom {dom}");
+        }
         assert_eq!(add_to_physmap(&mut d, &mut vcpu, 250), Err(errno::EFAULT));
+    }
+
+    #[test]
+    fn maximum_gpfn_reads_the_domain_it_asks_about() {
+        let mut d = Domain::new(1);
+        d.set_ram(0x4000_0000, 0x10_0000);
+        let mut vcpu = FakeVcpu::new(16);
+        vcpu.mem[0..2].copy_from_slice(&guest_abi::xen::DOMID_SELF.to_ne_bytes());
+        assert_eq!(handle(&mut d, &mut vcpu, mem::XENMEM_MAXIMUM_GPFN, 0), Ok(0x400ff));
+        assert_eq!(handle(&mut d, &mut vcpu, mem::XENMEM_CURRENT_RESERVATION, 0), Ok(0x100));
+        assert_eq!(handle(&mut d, &mut vcpu, mem::XENMEM_MAXIMUM_GPFN, 15), Err(errno::EFAULT));
+        vcpu.mem[0..2].copy_from_slice(&5u16.to_ne_bytes());
+        assert_eq!(handle(&mut d, &mut vcpu, mem::XENMEM_MAXIMUM_GPFN, 0), Err(errno::ESRCH));
     }
 }

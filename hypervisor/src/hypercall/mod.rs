@@ -67,7 +67,7 @@ pub fn dispatch_with(
     match call.nr {
         nr::XEN_VERSION => xen_version::handle(domain, vcpu, a0, a1).into(),
         nr::CONSOLE_IO => console_io::handle(domain, vcpu, a0, a1, a2).into(),
-        nr::SCHED_OP => sched_op::handle(vcpu, a0, a1),
+        nr::SCHED_OP => sched_op::handle(domain, vcpu, a0, a1),
         nr::MEMORY_OP => memory_op::handle(domain, vcpu, a0, a1).into(),
         nr::HVM_OP => hvm_op::handle(domain, vcpu, a0, a1).into(),
         nr::VCPU_OP => vcpu_op::handle(domain, vcpu, a0, a1, a2).into(),

@@ -86,9 +86,9 @@ extern "C" fn guest_main() -> ! {
     );
     let foreign = [7u64 | (u64::from(hvm::HVM_PARAM_CONSOLE_PFN) << 32), 0u64];
     expect(
-        "hvm_op get_param of another domain",
+        "hvm_op get_param of a domain that does not exist",
         hc(nr::HVM_OP, [hvm::HVMOP_GET_PARAM, foreign.as_ptr() as u64, 0]),
-        errno::EPERM,
+        errno::ESRCH,
     );
     let info = [0u64; 2];
     expect(
@@ -97,11 +97,12 @@ extern "C" fn guest_main() -> ! {
         errno::ENOENT,
     );
     expect("xen_version with an unknown command", hc(nr::XEN_VERSION, [0xdead, 0, 0]), errno::ENOSYS);
-    expect("console_io with an unknown command", hc(nr::CONSOLE_IO, [77, 0, 0]), errno::EINVAL);
+    expect("console_io with an unknown command", hc(nr::CONSOLE_IO, [77, 0, 0]), errno::ENOSYS);
+    let remote = sched::SchedRemoteShutdown { domain_id: 7, reason: sched::SHUTDOWN_POWEROFF, ..Default::default() };
     expect(
-        "sched_op remote_shutdown of another domain",
-        hc(nr::SCHED_OP, [sched::SCHEDOP_REMOTE_SHUTDOWN, 0, 0]),
-        errno::EPERM,
+        "sched_op remote_shutdown of a domain that does not exist",
+        hc(nr::SCHED_OP, [sched::SCHEDOP_REMOTE_SHUTDOWN, &raw const remote as u64, 0]),
+        errno::ESRCH,
     );
 
     // Absurd sizes.
