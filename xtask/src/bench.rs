@@ -50,6 +50,7 @@ pub fn run(arch: Option<Arch>, timeout: u64) -> Result<i32> {
         timeout,
         // x86: QEMU's TCG (deterministic under icount), never KVM.
         emulator: Some(crate::qemu_x86::Emulator::QemuTcg),
+        hypervisor: crate::xen::Hypervisor::Xhv,
     };
     let guest = Guest::Loader { kernel: built.guest("bench")? };
     let boot = Boot { arch, built: &built, guest, args };

@@ -9,6 +9,7 @@ use crate::bootcfg_file::{self, ConfigDomain};
 use crate::bootdt::{self, DomainSpec, Module};
 use crate::build::{Built, workspace_root};
 use crate::images;
+use crate::xen::{self, Hypervisor};
 use anyhow::{Context, Result, bail, ensure};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -53,6 +54,8 @@ pub enum Guest {
 
 pub struct Dom0less {
     pub dtb: PathBuf,
+    /// How many domains the DTB describes.
+    pub domains: usize,
     /// Each image and the physical address the DTB says it is at.
     pub images: Vec<(PathBuf, u64)>,
 }
@@ -129,11 +132,29 @@ fn dom0less(built: &Built, args: &RunArgs, domains: &[ConfigDomain]) -> Result<D
             ramdisk,
         });
     }
-    let dtb = bootdt::with_domains(&host, &specs)?;
+    let mut dtb = bootdt::with_domains(&host, &specs)?;
+    if args.hypervisor == Hypervisor::Xen {
+        dtb = xen::adapt_dtb(&dtb)?;
+    }
     let path = built.run_dir.join("boot.dtb");
     std::fs::write(&path, dtb).with_context(|| format!("writing {}", path.display()))?;
     eprintln!("xtask: boot device tree -> {}", path.display());
-    Ok(Dom0less { dtb: path, images })
+    Ok(Dom0less { dtb: path, domains: specs.len(), images })
+}
+
+/// One domain running `kernel` (a built-in test guest), for a hypervisor that boots domUs
+/// from a boot device tree only (real Xen).
+pub fn single_domu(built: &Built, args: &RunArgs, kernel: &Path) -> Result<Dom0less> {
+    let domain = ConfigDomain {
+        name: "domU1".into(),
+        cpus: args.smp.max(1),
+        memory_kib: 64 << 10,
+        vpl011: false,
+        kernel: kernel.to_path_buf(),
+        bootargs: args.append.clone(),
+        ramdisk: args.initrd.clone(),
+    };
+    dom0less(built, args, &[domain])
 }
 
 /// The DTB QEMU builds for the machine `cargo xtask run` boots (`-machine ...,dumpdtb=`).
@@ -177,12 +198,20 @@ pub struct Outcome {
     pub status: Option<i32>,
     /// The [`HOPELESS`] line that made us stop the emulator early.
     pub stopped_on: Option<&'static str>,
+    /// We stopped the emulator because the guests had finished (Xen idles after them).
+    pub finished: bool,
     pub console: String,
     pub elapsed: Duration,
 }
 
 impl Outcome {
     pub fn summary(&self) -> String {
+        if self.finished {
+            let secs = self.elapsed.as_secs_f64();
+            return format!(
+                "the guests finished; emulator stopped after {secs:.1} s (the hypervisor idles after them)"
+            );
+        }
         match (self.status, self.stopped_on) {
             (None, Some(line)) => {
                 format!(
@@ -197,26 +226,40 @@ impl Outcome {
 
     /// What `cargo xtask run` exits with: the emulator's status, 124 on timeout.
     pub fn exit_code(&self) -> i32 {
-        self.status.unwrap_or(124)
+        match self.status {
+            Some(code) => code,
+            None if self.finished => 0,
+            None => 124,
+        }
     }
 }
 
 pub fn boot(run: &Boot, echo: Echo) -> Result<Outcome> {
+    boot_until(run, echo, &|_| false)
+}
+
+/// Boot, and also stop the emulator once `done` holds for the console (a hypervisor that idles
+/// after its guests end, as Xen does, never exits by itself).
+pub fn boot_until(run: &Boot, echo: Echo, done: &dyn Fn(&str) -> bool) -> Result<Outcome> {
     match run.arch {
-        Arch::Aarch64 | Arch::Armv7 => qemu_arm(run, echo),
+        Arch::Aarch64 | Arch::Armv7 => qemu_arm(run, echo, done),
         Arch::X86_64 if crate::qemu_x86::wants_qemu(run) => crate::qemu_x86::boot(run, echo),
         Arch::X86_64 => bochs(run, echo),
     }
 }
 
-fn qemu_arm(run: &Boot, echo: Echo) -> Result<Outcome> {
+fn qemu_arm(run: &Boot, echo: Echo, done: &dyn Fn(&str) -> bool) -> Result<Outcome> {
     let a = &run.args;
     let (binary, machine, cpu) = qemu_machine(run.arch)?;
+    let hypervisor = match a.hypervisor {
+        Hypervisor::Xhv => run.built.hypervisor.clone(),
+        Hypervisor::Xen => xen::image()?,
+    };
     let mut cmd = Command::new(binary);
     cmd.args(["-machine", machine, "-cpu", cpu, "-m", MACHINE_RAM, "-nographic", "-no-reboot", "-semihosting"])
         .args(["-smp", &a.smp.to_string()])
         .arg("-kernel")
-        .arg(&run.built.hypervisor);
+        .arg(&hypervisor);
     match &run.guest {
         Guest::Loader { kernel } => {
             let mut loader = format!("guest-loader,addr={ARM_KERNEL_ADDR:#x},kernel={}", qemu_opt(kernel)?);
@@ -243,7 +286,13 @@ fn qemu_arm(run: &Boot, echo: Echo) -> Result<Outcome> {
     announce(&cmd, echo);
     let mut child = cmd.spawn().with_context(|| format!("starting {binary} (run `cargo xtask setup`?)"))?;
     let stdout = child.stdout.take().unwrap();
-    watch(child, Source::Pipe(pipe_reader(stdout)), echo, Duration::from_secs(a.timeout))
+    let domains = match &run.guest {
+        Guest::Dom0less(d) => d.domains,
+        Guest::Loader { .. } => 1,
+    };
+    let on_xen = a.hypervisor == Hypervisor::Xen;
+    let finished = |console: &str| done(console) || (on_xen && xen::ended(console) >= domains);
+    watch_until(child, Source::Pipe(pipe_reader(stdout)), echo, Duration::from_secs(a.timeout), &finished)
 }
 
 fn bochs(run: &Boot, echo: Echo) -> Result<Outcome> {
@@ -349,8 +398,20 @@ pub(crate) fn pipe_reader(mut r: impl Read + Send + 'static) -> mpsc::Receiver<V
 }
 
 /// Follow the console until the emulator exits or the timeout passes.
-pub(crate) fn watch(mut child: Child, mut source: Source, echo: Echo, timeout: Duration) -> Result<Outcome> {
+pub(crate) fn watch(child: Child, source: Source, echo: Echo, timeout: Duration) -> Result<Outcome> {
+    watch_until(child, source, echo, timeout, &|_| false)
+}
+
+/// [`watch`], and stop the emulator a moment after `done` holds for the console.
+pub(crate) fn watch_until(
+    mut child: Child,
+    mut source: Source,
+    echo: Echo,
+    timeout: Duration,
+    done: &dyn Fn(&str) -> bool,
+) -> Result<Outcome> {
     let start = Instant::now();
+    let mut finished: Option<Instant> = None;
     let mut console = Vec::new();
     let mut hopeless: Option<(&'static str, Instant)> = None;
     let take = |bytes: Vec<u8>, console: &mut Vec<u8>| {
@@ -372,8 +433,12 @@ pub(crate) fn watch(mut child: Child, mut source: Source, echo: Echo, timeout: D
             let text = String::from_utf8_lossy(tail);
             hopeless = HOPELESS.iter().find(|h| text.contains(*h)).map(|h| (*h, Instant::now()));
         }
+        if finished.is_none() && done(&String::from_utf8_lossy(&console)) {
+            finished = Some(Instant::now());
+        }
         let given_up = hopeless.is_some_and(|(_, at)| at.elapsed() > HOPELESS_GRACE);
-        if given_up || start.elapsed() > timeout {
+        let over = finished.is_some_and(|at| at.elapsed() > HOPELESS_GRACE);
+        if given_up || over || start.elapsed() > timeout {
             let _ = child.kill();
             let _ = child.wait();
             break None;
@@ -387,6 +452,7 @@ pub(crate) fn watch(mut child: Child, mut source: Source, echo: Echo, timeout: D
     Ok(Outcome {
         status,
         stopped_on,
+        finished: status.is_none() && finished.is_some(),
         console: String::from_utf8_lossy(&console).into_owned(),
         elapsed: start.elapsed(),
     })

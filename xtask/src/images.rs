@@ -5,7 +5,7 @@
 
 use crate::arch::Arch;
 use crate::build::workspace_root;
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use flate2::{Compression, write::GzEncoder};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -83,6 +83,16 @@ pub fn linux_guest(arch: Arch) -> Result<LinuxGuest> {
     let initrd = dir.join("initramfs.cpio.gz");
     build_initramfs(&busybox_root.join("bin/busybox"), &initrd)?;
     Ok(LinuxGuest { kernel, initrd })
+}
+
+/// A file inside a Debian package for `arch` (fetched and unpacked once into the cache).
+pub fn package_file(arch: Arch, package: &str, file: &str) -> Result<PathBuf> {
+    let dir = cache_dir().join(arch.name());
+    std::fs::create_dir_all(&dir)?;
+    let _lock = lock(&dir.join(".lock"))?;
+    let path = unpacked(&dir, package)?.join(file);
+    ensure!(path.exists(), "{package} has no {file}");
+    Ok(path)
 }
 
 /// An exclusive lock on `path`, held until the file is dropped.

@@ -12,6 +12,7 @@ mod prereq;
 mod qemu_x86;
 mod setup;
 mod test;
+mod xen;
 
 use anyhow::Result;
 use arch::Arch;
@@ -47,6 +48,10 @@ enum Cmd {
         /// Skip the Linux boots (Debian's kernels are downloaded on first use).
         #[arg(long)]
         no_linux: bool,
+        /// Run the aarch64 scenarios on real Xen 4.17 instead (the guests' own verdicts; the
+        /// lines only our hypervisor prints are not asked for).
+        #[arg(long, value_enum, default_value_t)]
+        hypervisor: xen::Hypervisor,
     },
     /// Install everything at once: every emulator, firmware, GRUB, Rust targets, guest kernels
     /// (`run` and `test` install what they themselves need, so this is optional).
@@ -108,6 +113,10 @@ pub struct RunArgs {
     /// x86_64 only: QEMU (AMD-V under TCG `-cpu max`, the default) or Bochs (VT-x).
     #[arg(long, value_enum)]
     pub emulator: Option<qemu_x86::Emulator>,
+    /// Boot the same guests on real Xen 4.17 (Debian's arm64 build) instead of ours, from the
+    /// same boot device tree, to compare (aarch64 only).
+    #[arg(long, value_enum, default_value_t)]
+    pub hypervisor: xen::Hypervisor,
 }
 
 fn main() {
@@ -115,7 +124,9 @@ fn main() {
     let result = match cli.cmd {
         Cmd::Build { arch } => build_cmd(arch),
         Cmd::Run(args) => run_cmd(&args),
-        Cmd::Test { filter, no_host, no_linux } => test::run(filter.as_deref(), !no_host, no_linux),
+        Cmd::Test { filter, no_host, no_linux, hypervisor } => {
+            test::run(filter.as_deref(), !no_host, no_linux, hypervisor)
+        }
         Cmd::Setup => setup::run(),
         Cmd::Lint => prereq::ensure(&prereq::Needs::default()).and_then(|()| build::lint()),
         Cmd::Bench { arch, timeout } => bench::run(arch, timeout),
@@ -153,7 +164,9 @@ fn run_needs(args: &RunArgs) -> prereq::Needs {
     let mut needs = prereq::Needs::default();
     needs.boot(args.arch, prereq::X86Emulator::of(args.emulator));
     let default_linux = args.guest.is_none() && args.config.is_none() && args.arch != Arch::Armv7;
-    if default_linux && (args.kernel.is_none() || args.initrd.is_none()) {
+    // Real Xen comes from Debian's arm64 archive, as the guest kernels do.
+    let xen = args.hypervisor == xen::Hypervisor::Xen;
+    if xen || (default_linux && (args.kernel.is_none() || args.initrd.is_none())) {
         needs.linux(args.arch);
     }
     if args.config.is_some() {
@@ -164,12 +177,19 @@ fn run_needs(args: &RunArgs) -> prereq::Needs {
 
 fn run_cmd(args: &RunArgs) -> Result<i32> {
     prereq::ensure(&run_needs(args))?;
+    let on_xen = args.hypervisor == xen::Hypervisor::Xen;
+    anyhow::ensure!(!on_xen || args.arch == Arch::Aarch64, "--hypervisor xen boots aarch64 only");
     let built = build::hypervisor_and_guests(args.arch)?;
     let mut args = args.clone();
     let guest = match (&args.guest, &args.kernel) {
         _ if args.config.is_some() => {
             emulator::Guest::Dom0less(emulator::configured_domus(&built, &args, args.config.as_deref().unwrap())?)
         }
+        // Xen boots domUs from a boot device tree only: a single guest becomes one.
+        (Some(name), _) if on_xen => {
+            emulator::Guest::Dom0less(emulator::single_domu(&built, &args, &built.guest(name)?)?)
+        }
+
         (None, _) if args.arch == Arch::Aarch64 => emulator::Guest::Dom0less(emulator::linux_domu(&built, &args)?),
         (None, _) if args.arch == Arch::X86_64 => emulator::Guest::Loader { kernel: qemu_x86::linux_guest(&mut args)? },
         (Some(name), _) => emulator::Guest::Loader { kernel: built.guest(name)? },

@@ -7,6 +7,7 @@ use crate::RunArgs;
 use crate::arch::Arch;
 use crate::build::{self, Built, target_dir, workspace_root};
 use crate::emulator::{self, Boot, Echo, Guest, Outcome};
+use crate::xen::Hypervisor;
 use anyhow::Result;
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -463,6 +464,31 @@ fn evtchn_scenarios() -> Vec<Scenario> {
 }
 
 impl Scenario {
+    /// The same scenario judged on real Xen: on what the guests print, not on the lines only
+    /// our hypervisor writes (`(XEN) ...`), and on Xen's silence after they end.
+    fn for_xen(mut self) -> Scenario {
+        let ours = |m: &str| m.starts_with("(XEN)");
+        self.expect.in_order.retain(|m| !ours(m));
+        if self.expect.count.as_ref().is_some_and(|(m, _)| ours(m)) {
+            self.expect.count = None;
+        }
+        self.expect.forbidden.retain(|f| *f != "PANIC");
+        self.name = format!("{} (on Xen)", self.name);
+        self
+    }
+
+    /// Every guest line the scenario asks for is on the console (in order, and counted).
+    fn guests_done(&self, console: &str) -> bool {
+        let mut rest = console;
+        for marker in &self.expect.in_order {
+            match rest.find(marker.as_str()) {
+                Some(i) => rest = &rest[i + marker.len()..],
+                None => return false,
+            }
+        }
+        self.expect.count.as_ref().is_none_or(|(m, n)| console.matches(m.as_str()).count() >= *n)
+    }
+
     fn timeout_secs(&self) -> u64 {
         match (self.guest, self.arch) {
             // /init's SIMD workload: ~15 s of guest time on Bochs, minutes of wall time when
@@ -497,6 +523,8 @@ impl Scenario {
             return Err(format!("console shows `{}`", line.trim()));
         }
         match (out.status, e.exit_zero) {
+            // Stopped once the guests had shown everything (real Xen idles after them).
+            (None, _) if out.finished => Ok(()),
             (None, _) => Err(out.summary()),
             (Some(0), true) | (Some(1..), false) => Ok(()),
             (Some(c), true) => Err(format!("emulator exited {c}, expected 0")),
@@ -506,7 +534,8 @@ impl Scenario {
 }
 
 /// `skip_linux` leaves out the Linux boots (they need Debian's kernels, fetched on first use).
-pub fn run(filter: Option<&str>, host: bool, skip_linux: bool) -> Result<i32> {
+/// `hypervisor`: ours, or real Xen for the aarch64 scenarios (checked on what the guests print).
+pub fn run(filter: Option<&str>, host: bool, skip_linux: bool, hypervisor: Hypervisor) -> Result<i32> {
     let mut passed = 0;
     let mut failed = 0;
     let mut tally = |ok: bool| if ok { passed += 1 } else { failed += 1 };
@@ -514,8 +543,18 @@ pub fn run(filter: Option<&str>, host: bool, skip_linux: bool) -> Result<i32> {
     if !skip_linux {
         all.extend(linux_scenarios());
     }
-    let chosen: Vec<Scenario> = all.into_iter().filter(|s| filter.is_none_or(|f| s.name.contains(f))).collect();
-    crate::prereq::ensure(&needs(&chosen, host))?;
+    let on_xen = hypervisor == Hypervisor::Xen;
+    let chosen: Vec<Scenario> = all
+        .into_iter()
+        .filter(|s| filter.is_none_or(|f| s.name.contains(f)))
+        .filter(|s| !on_xen || s.arch == Arch::Aarch64)
+        .map(|s| if on_xen { s.for_xen() } else { s })
+        .collect();
+    let mut needs = needs(&chosen, host);
+    if on_xen {
+        needs.linux(Arch::Aarch64);
+    }
+    crate::prereq::ensure(&needs)?;
     if host {
         tally(host_tests());
     }
@@ -527,7 +566,7 @@ pub fn run(filter: Option<&str>, host: bool, skip_linux: bool) -> Result<i32> {
             .entry(s.arch.name())
             .or_insert_with(|| build::hypervisor_and_guests(s.arch).map_err(|e| format!("{e:#}")));
         let result = match b {
-            Ok(b) => run_one(s, b, &logs),
+            Ok(b) => run_one(s, b, &logs, hypervisor),
             Err(e) => Err(format!("build failed: {e}")),
         };
         match &result {
@@ -556,8 +595,9 @@ fn needs(chosen: &[Scenario], host: bool) -> crate::prereq::Needs {
     needs
 }
 
-fn run_one(s: &Scenario, built: &Built, logs: &std::path::Path) -> Result<f64, String> {
+fn run_one(s: &Scenario, built: &Built, logs: &std::path::Path, hypervisor: Hypervisor) -> Result<f64, String> {
     let mut args = RunArgs {
+        hypervisor,
         arch: s.arch,
         kernel: None,
         initrd: None,
@@ -603,9 +643,19 @@ fn run_one(s: &Scenario, built: &Built, logs: &std::path::Path) -> Result<f64, S
             Guest::Loader { kernel: built.guest(name).map_err(|e| format!("{e:#}"))? }
         }
     };
+    // Real Xen boots domUs from a boot device tree only: a single guest becomes one.
+    let guest = match guest {
+        Guest::Loader { kernel } if hypervisor == Hypervisor::Xen => {
+            Guest::Dom0less(emulator::single_domu(built, &args, &kernel).map_err(|e| format!("{e:#}"))?)
+        }
+        other => other,
+    };
     let boot = Boot { arch: s.arch, built, guest, args };
-    let out = emulator::boot(&boot, Echo::Quiet).map_err(|e| format!("{e:#}"))?;
-    let log = logs.join(format!("{}.log", s.name));
+    // Xen idles once its domains are over: stop when the guests have shown all they must.
+    let done = |console: &str| hypervisor == Hypervisor::Xen && s.guests_done(console);
+    let out = emulator::boot_until(&boot, Echo::Quiet, &done).map_err(|e| format!("{e:#}"))?;
+    let prefix = if hypervisor == Hypervisor::Xen { "xen-" } else { "" };
+    let log = logs.join(format!("{prefix}{}.log", s.name));
     let _ = std::fs::write(&log, &out.console);
     s.judge(&out).map_err(|why| format!("{why} (console: {})", log.display()))?;
     Ok(out.elapsed.as_secs_f64())
