@@ -8,24 +8,25 @@ use alloc::vec::Vec;
 use arch::ExitStatus;
 use arch::boot::{BootInfo, GuestSetup, ModuleKind, Region};
 use arch::cpu;
+use core::sync::atomic::AtomicU32;
 use hypervisor::bootcfg::{self, BootCfgError, DomainConfig, ModuleRef};
 use hypervisor::domain::{Domain, DomainEnd};
 use hypervisor::domain_build;
 use hypervisor::frames::FrameAllocator;
 use hypervisor::guest_dt::{self, GuestArch};
-use core::sync::atomic::AtomicU32;
 use hypervisor::page::{GuestRam, HostPage, PAGE_SIZE};
-use zerocopy::FromBytes;
 use hypervisor::sched::RoundRobin;
 use hypervisor::version::{HV_NAME, HV_VERSION, XEN_MAJOR, XEN_MINOR};
 use hypervisor::vpl011::Vpl011;
 use hypervisor::{hvlog, log, run};
 use linked_list_allocator::LockedHeap;
+use zerocopy::FromBytes;
 
 #[global_allocator]
 static HEAP: LockedHeap = LockedHeap::empty();
 
-const HEAP_SIZE: usize = 4 << 20;
+/// Domains' event-channel tables live here: one with all 2^17 FIFO ports takes ~3 MiB.
+const HEAP_SIZE: usize = 16 << 20;
 /// RAM of the domain made of guest-loader modules (ARM), whose configuration names no size.
 const LOADER_DOMAIN_KIB: u64 = 256 << 10;
 /// RAM of each multiboot-module domain (x86), which has no configuration yet.

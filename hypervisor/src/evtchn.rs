@@ -5,6 +5,7 @@
 //! bit logic; the caller hands it the pages and raises the upcall it asks for.
 
 use crate::page::{GuestAbi, HostPage, vcpu_info};
+use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use guest_abi::errno;
 
@@ -43,6 +44,11 @@ const FREE: Port = Port { binding: Binding::Free, vcpu: 0 };
 
 pub struct EventChannels {
     ports: Vec<Port>,
+    /// Every port below this is in use: allocation searches from here (2^17 FIFO ports are
+    /// allocated one by one, and must not cost a scan each).
+    free_from: usize,
+    /// The port of each bound `(virq, vcpu)`, looked up on every timer tick.
+    virqs: BTreeMap<(u32, u32), u32>,
     /// Ports the domain's port ABI can name: [`MAX_PORTS_2L`], or 2^17 once it uses FIFO.
     limit: u32,
 }
@@ -56,7 +62,12 @@ impl Default for EventChannels {
 impl EventChannels {
     pub fn new() -> Self {
         // Port 0 is never valid.
-        Self { ports: alloc::vec![Port { binding: Binding::Hypervisor, vcpu: 0 }], limit: MAX_PORTS_2L }
+        Self {
+            ports: alloc::vec![Port { binding: Binding::Hypervisor, vcpu: 0 }],
+            free_from: 1,
+            virqs: BTreeMap::new(),
+            limit: MAX_PORTS_2L,
+        }
     }
 
     pub fn port(&self, port: u32) -> Option<&Port> {
@@ -66,15 +77,25 @@ impl EventChannels {
     /// Bind the lowest free port.
     pub fn allocate(&mut self, binding: Binding, vcpu: u32) -> Result<u32, i64> {
         let new = Port { binding, vcpu };
-        if let Some(i) = self.ports.iter().skip(1).position(|p| p.binding == Binding::Free) {
-            self.ports[i + 1] = new;
-            return Ok(i as u32 + 1);
+        let start = self.free_from.max(1);
+        let port = match self.ports.iter().skip(start).position(|p| p.binding == Binding::Free) {
+            Some(i) => {
+                self.ports[start + i] = new;
+                start + i
+            }
+            None if self.ports.len() as u32 >= self.limit => return Err(errno::ENOSPC),
+            None => {
+                // Guests grow this table: running out of hypervisor memory is their error.
+                self.ports.try_reserve(1).map_err(|_| errno::ENOMEM)?;
+                self.ports.push(new);
+                self.ports.len() - 1
+            }
+        };
+        self.free_from = port + 1;
+        if let Binding::Virq(virq) = binding {
+            self.virqs.insert((virq, vcpu), port as u32);
         }
-        if self.ports.len() as u32 >= self.limit {
-            return Err(errno::ENOSPC);
-        }
-        self.ports.push(new);
-        Ok(self.ports.len() as u32 - 1)
+        Ok(port as u32)
     }
 
     /// The port ABI changed (FIFO names more ports than the 2-level bitmaps).
@@ -88,27 +109,39 @@ impl EventChannels {
     }
 
     pub fn close(&mut self, port: u32) -> Result<(), i64> {
-        self.port(port).ok_or(errno::EINVAL)?;
+        let old = *self.port(port).ok_or(errno::EINVAL)?;
+        if let Binding::Virq(virq) = old.binding {
+            self.virqs.remove(&(virq, old.vcpu));
+        }
         self.ports[port as usize] = FREE;
+        self.free_from = self.free_from.min(port as usize);
         Ok(())
     }
 
-    /// Rebind a port in use (an interdomain channel connecting or its peer going away).
+    /// Rebind a port in use (an interdomain channel connecting or its peer going away; never
+    /// to or from a VIRQ).
     pub fn rebind(&mut self, port: u32, binding: Binding) -> Result<(), i64> {
-        self.port(port).ok_or(errno::EINVAL)?;
+        let old = self.port(port).ok_or(errno::EINVAL)?;
+        if matches!(old.binding, Binding::Virq(_)) || matches!(binding, Binding::Virq(_) | Binding::Free) {
+            return Err(errno::EINVAL);
+        }
         self.ports[port as usize].binding = binding;
         Ok(())
     }
 
     pub fn bind_vcpu(&mut self, port: u32, vcpu: u32) -> Result<(), i64> {
-        self.port(port).ok_or(errno::EINVAL)?;
+        let old = *self.port(port).ok_or(errno::EINVAL)?;
+        if let Binding::Virq(virq) = old.binding {
+            self.virqs.remove(&(virq, old.vcpu));
+            self.virqs.insert((virq, vcpu), port);
+        }
         self.ports[port as usize].vcpu = vcpu;
         Ok(())
     }
 
     /// The port bound to `virq` on `vcpu`, if any.
     pub fn virq_port(&self, virq: u32, vcpu: u32) -> Option<u32> {
-        self.ports.iter().position(|p| p.binding == Binding::Virq(virq) && p.vcpu == vcpu).map(|i| i as u32)
+        self.virqs.get(&(virq, vcpu)).copied()
     }
 }
 
@@ -198,6 +231,32 @@ mod tests {
         assert_eq!(ev.close(0), Err(errno::EINVAL));
         assert_eq!(ev.close(99), Err(errno::EINVAL));
         assert_eq!(ev.virq_port(0, 0), Some(2));
+    }
+
+    #[test]
+    fn the_lowest_free_port_is_found_again_after_closes() {
+        let mut ev = EventChannels::new();
+        ev.set_limit(1 << 17);
+        for want in 1..1000 {
+            assert_eq!(ev.allocate(Binding::Ipi, 0), Ok(want));
+        }
+        ev.close(500).unwrap();
+        ev.close(20).unwrap();
+        assert_eq!(ev.allocate(Binding::Ipi, 0), Ok(20));
+        assert_eq!(ev.allocate(Binding::Ipi, 0), Ok(500));
+        assert_eq!(ev.allocate(Binding::Ipi, 0), Ok(1000));
+    }
+
+    #[test]
+    fn virq_ports_follow_binds_moves_and_closes() {
+        let mut ev = EventChannels::new();
+        let p = ev.allocate(Binding::Virq(3), 1).unwrap();
+        assert_eq!(ev.virq_port(3, 1), Some(p));
+        ev.bind_vcpu(p, 0).unwrap();
+        assert_eq!((ev.virq_port(3, 1), ev.virq_port(3, 0)), (None, Some(p)));
+        assert_eq!(ev.rebind(p, Binding::Ipi), Err(errno::EINVAL), "a VIRQ port stays one");
+        ev.close(p).unwrap();
+        assert_eq!(ev.virq_port(3, 0), None);
     }
 
     #[test]

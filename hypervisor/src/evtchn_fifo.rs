@@ -18,6 +18,7 @@
 //! This module is the policy over an abstract [`FifoMemory`]; where the pages are and how they
 //! are mapped is the caller's business.
 
+use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, Ordering::SeqCst};
 use guest_abi::errno;
@@ -85,106 +86,123 @@ impl FifoMemory for FifoPages {
 /// One queue: a vCPU and a priority.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct QueueId {
-    vcpu: u32,
+    vcpu: u16,
     priority: u8,
 }
 
-/// What the hypervisor remembers of a port.
+/// What the hypervisor remembers of a port (6 bytes: a domain with all 2^17 ports pays
+/// 768 KiB for it).
 #[derive(Clone, Copy, Debug)]
 struct PortState {
     priority: u8,
+    /// Raised before the array page holding it was added: linked when the page arrives.
+    deferred: bool,
     /// The queue the port was last linked on: if it is still that queue's tail when it is
     /// linked elsewhere, that tail is stale.
     last: QueueId,
-    /// Raised before the array page holding it was added: linked when the page arrives.
-    deferred: bool,
 }
 
 const FRESH_PORT: PortState = PortState {
     priority: EVTCHN_FIFO_PRIORITY_DEFAULT as u8,
-    last: QueueId { vcpu: 0, priority: EVTCHN_FIFO_PRIORITY_DEFAULT as u8 },
     deferred: false,
+    last: QueueId { vcpu: 0, priority: EVTCHN_FIFO_PRIORITY_DEFAULT as u8 },
 };
 
 /// A domain's FIFO bookkeeping: queue tails, per-port priorities, the array's size.
 pub struct Fifo {
     /// Tail port of each queue of each vCPU; 0 when the queue is empty (port 0 is never bound).
     tails: Vec<[u32; EVTCHN_FIFO_MAX_QUEUES]>,
-    /// Indexed by port; grows as ports are used, never beyond the array's ports.
+    /// One entry per port the array covers, reserved page by page as the guest adds them,
+    /// so that nothing allocates on the paths that raise events.
     ports: Vec<PortState>,
-    pages: u32,
+    /// Ports beyond the array that were given a priority or raised: moved in with their page.
+    early: BTreeMap<u32, PortState>,
 }
 
 impl Fifo {
     pub fn new(nr_vcpus: usize) -> Self {
-        Self { tails: alloc::vec![[0; EVTCHN_FIFO_MAX_QUEUES]; nr_vcpus], ports: Vec::new(), pages: 0 }
+        Self {
+            tails: alloc::vec![[0; EVTCHN_FIFO_MAX_QUEUES]; nr_vcpus.min(usize::from(u16::MAX))],
+            ports: Vec::new(),
+            early: BTreeMap::new(),
+        }
     }
 
     /// Ports the event array covers so far.
     pub fn nr_ports(&self) -> u32 {
-        self.pages * WORDS_PER_PAGE
+        self.ports.len() as u32
     }
 
-    /// The event array grew by one page (the caller has mapped it): returns the ports raised
-    /// before it existed, which the caller raises again on their vCPUs.
+    /// The event array grew by one page (the caller maps it once this succeeds): returns the
+    /// ports raised before it existed, which the caller raises again on their vCPUs. `-ENOMEM`
+    /// when the hypervisor cannot hold the page's bookkeeping.
     pub fn page_added(&mut self) -> Result<Vec<u32>, i64> {
-        if self.pages >= MAX_PAGES {
+        if self.nr_ports() >= EVTCHN_FIFO_NR_CHANNELS {
             return Err(errno::ENOSPC);
         }
         let range = self.nr_ports()..self.nr_ports() + WORDS_PER_PAGE;
-        self.pages += 1;
-        let deferred = range.filter(|&p| self.ports.get(p as usize).is_some_and(|s| s.deferred)).collect::<Vec<_>>();
-        for &p in &deferred {
-            self.ports[p as usize].deferred = false;
+        let moved: Vec<u32> = self.early.range(range.clone()).map(|(&p, _)| p).collect();
+        let mut deferred = Vec::new();
+        deferred.try_reserve_exact(moved.len()).map_err(|_| errno::ENOMEM)?;
+        self.ports.try_reserve_exact(WORDS_PER_PAGE as usize).map_err(|_| errno::ENOMEM)?;
+        self.ports.resize(range.end as usize, FRESH_PORT);
+        for p in moved {
+            if let Some(mut st) = self.early.remove(&p) {
+                if core::mem::take(&mut st.deferred) {
+                    deferred.push(p);
+                }
+                self.ports[p as usize] = st;
+            }
         }
         Ok(deferred)
     }
 
-    fn state(&mut self, port: u32) -> &mut PortState {
-        let i = port as usize;
-        if i >= self.ports.len() {
-            self.ports.resize(i + 1, FRESH_PORT);
+    /// The bookkeeping of `port`, kept aside for a port beyond the array.
+    fn state(&mut self, port: u32) -> Option<&mut PortState> {
+        if port >= EVTCHN_FIFO_NR_CHANNELS {
+            return None;
         }
-        &mut self.ports[i]
+        match self.ports.get_mut(port as usize) {
+            Some(st) => Some(st),
+            None => Some(self.early.entry(port).or_insert(FRESH_PORT)),
+        }
     }
 
     /// `port` was pending before FIFO took over (in the 2-level bitmap): link it once its
     /// array page exists.
     pub fn defer(&mut self, port: u32) {
-        if port < EVTCHN_FIFO_NR_CHANNELS {
-            self.state(port).deferred = true;
+        if let Some(st) = self.state(port) {
+            st.deferred = true;
         }
     }
 
     /// A port was (re)bound: it starts at the default priority, nothing deferred.
     pub fn bound(&mut self, port: u32) {
-        if port < EVTCHN_FIFO_NR_CHANNELS {
-            let last = self.state(port).last;
-            *self.state(port) = PortState { last, ..FRESH_PORT };
+        if let Some(st) = self.state(port) {
+            *st = PortState { last: st.last, ..FRESH_PORT };
         }
     }
 
     /// Future events of `port` go to queue `priority`; one already linked stays where it is.
     pub fn set_priority(&mut self, port: u32, priority: u32) -> Result<(), i64> {
-        if priority > EVTCHN_FIFO_PRIORITY_MIN || port >= EVTCHN_FIFO_NR_CHANNELS {
+        if priority > EVTCHN_FIFO_PRIORITY_MIN {
             return Err(errno::EINVAL);
         }
-        self.state(port).priority = priority as u8;
+        self.state(port).ok_or(errno::EINVAL)?.priority = priority as u8;
         Ok(())
     }
 
     pub fn priority(&self, port: u32) -> u32 {
-        self.ports.get(port as usize).map_or(EVTCHN_FIFO_PRIORITY_DEFAULT, |s| u32::from(s.priority))
+        let st = self.ports.get(port as usize).or_else(|| self.early.get(&port));
+        st.map_or(EVTCHN_FIFO_PRIORITY_DEFAULT, |s| u32::from(s.priority))
     }
 
     /// Raise `port` for `vcpu`: set PENDING and, if it is unmasked and not on a queue yet,
     /// link it at the tail of its priority's queue. Returns true when the caller must mark
     /// events pending on `vcpu` (set `evtchn_upcall_pending`, raise the upcall).
     pub fn set_pending(&mut self, mem: &impl FifoMemory, port: u32, vcpu: u32) -> bool {
-        let Some(word) = mem.event_word(port) else {
-            if port < EVTCHN_FIFO_NR_CHANNELS {
-                self.state(port).deferred = true;
-            }
+        let Some(word) = mem.event_word(port).filter(|_| port < self.nr_ports()) else {
+            self.defer(port);
             return false;
         };
         word.fetch_or(PENDING, SeqCst);
@@ -198,14 +216,14 @@ impl Fifo {
         if word.fetch_or(LINKED, SeqCst) & LINKED != 0 {
             return false;
         }
-        let q = QueueId { vcpu, priority: self.state(port).priority };
-        let last = self.state(port).last;
-        if let Some(tails) = self.tails.get_mut(last.vcpu as usize)
+        let st = &mut self.ports[port as usize];
+        let q = QueueId { vcpu: vcpu as u16, priority: st.priority };
+        let last = core::mem::replace(&mut st.last, q);
+        if let Some(tails) = self.tails.get_mut(usize::from(last.vcpu))
             && tails[last.priority as usize] == port
         {
             tails[last.priority as usize] = 0;
         }
-        self.state(port).last = q;
         let tail = self.tails[q.vcpu as usize][q.priority as usize];
         let linked_after_tail = tail != 0 && mem.event_word(tail).is_some_and(|t| set_link(t, port));
         self.tails[q.vcpu as usize][q.priority as usize] = port;

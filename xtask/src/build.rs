@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The test guests of `qemu/guests/hello`, one binary per scenario.
-pub const GUESTS: [&str; 11] = [
+pub const GUESTS: [&str; 12] = [
     "hello",
     "enosys",
     "guest-fault",
@@ -18,6 +18,7 @@ pub const GUESTS: [&str; 11] = [
     "simd-isolation",
     "fuzz",
     "evtchn-pingpong",
+    "evtchn-limits",
 ];
 
 /// What a build produced for one architecture.

@@ -70,6 +70,7 @@ pub fn expand_array(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, arg: u64) ->
     let gfn = args::u64_at(&b, offset_of!(EvtchnExpandArray, array_gfn));
     let page = domain.ram.as_ref().and_then(|ram| ram.page(gfn)).ok_or(errno::EINVAL)?;
     let fifo = domain.fifo.as_mut().ok_or(errno::EINVAL)?;
+    fifo.pages.array.try_reserve(1).map_err(|_| errno::ENOMEM)?;
     let deferred = fifo.state.page_added()?;
     fifo.pages.array.push(page);
     for port in deferred {

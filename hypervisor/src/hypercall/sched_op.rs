@@ -49,7 +49,10 @@ mod tests {
     fn shutdown_reads_the_reason_from_guest_memory() {
         let mut vcpu = FakeVcpu::new(16);
         vcpu.mem[4..8].copy_from_slice(&sched::SHUTDOWN_CRASH.to_ne_bytes());
-        assert_eq!(handle(&Domain::new(1), &mut vcpu, sched::SCHEDOP_SHUTDOWN, 4), Outcome::Shutdown(sched::SHUTDOWN_CRASH));
+        assert_eq!(
+            handle(&Domain::new(1), &mut vcpu, sched::SCHEDOP_SHUTDOWN, 4),
+            Outcome::Shutdown(sched::SHUTDOWN_CRASH)
+        );
     }
 
     #[test]
