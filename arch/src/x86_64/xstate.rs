@@ -98,6 +98,8 @@ impl GuestFpu {
         let area = NonNull::new(ptr).unwrap_or_else(|| handle_alloc_error(alloc));
         // SAFETY: a fresh allocation of `alloc.size()` bytes that nothing else refers to.
         layout.reset_image(unsafe { core::slice::from_raw_parts_mut(ptr, alloc.size()) });
+        // SAFETY: the debug slots lie inside the same fresh allocation, 8-byte aligned.
+        unsafe { debug_slots(ptr, layout).cast::<[u64; DEBUG_REGS]>().write(DEBUG_RESET) };
         GuestFpu { area }
     }
 
@@ -121,9 +123,13 @@ impl GuestFpu {
                 // clears LIVE if it holds its area), sized and aligned for this layout, and
                 // no reference to it is live (only this module reaches it, by address).
                 unsafe { save(live as *mut u8, layout) };
+                // SAFETY: as above; the debug slots follow the XSAVE area in that allocation.
+                unsafe { save_debug(debug_slots(live as *mut u8, layout)) };
             }
             // SAFETY: our own area, holding the reset image or what `save` wrote.
             unsafe { restore(self.area.as_ptr(), layout) };
+            // SAFETY: our own debug slots, holding the reset values or what `save_debug` wrote.
+            unsafe { restore_debug(debug_slots(self.area.as_ptr(), layout)) };
             LIVE.store(me, Ordering::Relaxed);
         }
         if layout.uses_xsave() {
@@ -149,8 +155,51 @@ impl Drop for GuestFpu {
 }
 
 fn area_alloc_layout(layout: &Layout) -> AllocLayout {
-    AllocLayout::from_size_align(layout.area_size().next_multiple_of(AREA_ALIGN), AREA_ALIGN)
-        .expect("XSAVE area size fits a Layout")
+    let size = layout.area_size().next_multiple_of(AREA_ALIGN) + DEBUG_REGS * 8;
+    AllocLayout::from_size_align(size, AREA_ALIGN).expect("XSAVE area size fits a Layout")
+}
+
+/// The debug registers no VMCS or VMCB field holds, switched with the vector state: DR0-DR3
+/// (breakpoint addresses, on both backends) and DR6 (VT-x; AMD-V also keeps it in the VMCB,
+/// where switching it too is harmless). A guest writes them without an exit, so without this
+/// one vCPU would find another's breakpoint addresses.
+const DEBUG_REGS: usize = 5;
+/// DR0-DR3 clear, DR6 at its architectural reset value.
+const DEBUG_RESET: [u64; DEBUG_REGS] = [0, 0, 0, 0, 0xffff_0ff0];
+
+/// Where a vCPU's debug registers are kept: right after its XSAVE area.
+fn debug_slots(area: *mut u8, layout: &Layout) -> *mut u64 {
+    area.wrapping_add(layout.area_size().next_multiple_of(AREA_ALIGN)).cast()
+}
+
+/// # Safety
+/// `slots` points at a live vCPU's [`DEBUG_REGS`] slots that nothing else reaches.
+unsafe fn save_debug(slots: *mut u64) {
+    let (d0, d1, d2, d3, d6): (u64, u64, u64, u64, u64);
+    // SAFETY: reading debug registers at CPL0 has no side effect.
+    unsafe {
+        core::arch::asm!(
+            "mov {0}, dr0", "mov {1}, dr1", "mov {2}, dr2", "mov {3}, dr3", "mov {4}, dr6",
+            out(reg) d0, out(reg) d1, out(reg) d2, out(reg) d3, out(reg) d6, options(nostack, nomem),
+        )
+    };
+    // SAFETY: per this function's contract.
+    unsafe { slots.cast::<[u64; DEBUG_REGS]>().write([d0, d1, d2, d3, d6]) };
+}
+
+/// # Safety
+/// As for [`save_debug`]; the slots hold the reset values or what it wrote.
+unsafe fn restore_debug(slots: *const u64) {
+    // SAFETY: per this function's contract.
+    let [d0, d1, d2, d3, d6] = unsafe { slots.cast::<[u64; DEBUG_REGS]>().read() };
+    // SAFETY: breakpoint addresses and DR6 status bits the guest wrote (or reset values); the
+    // hypervisor runs with DR7 clear, so no breakpoint fires in it.
+    unsafe {
+        core::arch::asm!(
+            "mov dr0, {0}", "mov dr1, {1}", "mov dr2, {2}", "mov dr3, {3}", "mov dr6, {4}",
+            in(reg) d0, in(reg) d1, in(reg) d2, in(reg) d3, in(reg) d6, options(nostack, nomem),
+        )
+    };
 }
 
 /// Write the registers' state into `area`: XSAVEOPT (skips what is unchanged since the XRSTOR

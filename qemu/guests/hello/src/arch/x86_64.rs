@@ -252,11 +252,16 @@ pub mod simd {
     use crate::simd::{Event, Regs};
     use core::sync::atomic::{AtomicBool, Ordering};
 
-    /// xmm0-xmm15 (32 words, low half first), ymm0-ymm15 upper halves (32), FCW, MXCSR.
-    pub const WORDS: usize = 66;
+    /// xmm0-xmm15 (32 words, low half first), ymm0-ymm15 upper halves (32), FCW, MXCSR, then
+    /// the debug address registers DR0-DR3 (no VMCS or VMCB field holds them).
+    pub const WORDS: usize = 70;
     const YMM_HI: usize = 32;
     const FCW: usize = 64;
     const MXCSR: usize = 65;
+    const DR0: usize = 66;
+    /// Breakpoint addresses stay canonical (lower half) and 16-byte aligned; DR7 leaves them
+    /// disabled, so they never fire.
+    const DR_ADDRESS: u64 = 0x0000_7fff_ffff_fff0;
     /// FCW: every exception masked (and reserved bit 6, which reads as set), precision and
     /// rounding control from the pattern.
     const FCW_FIXED: u64 = 0x007f;
@@ -302,7 +307,11 @@ pub mod simd {
             };
         }
         AVX.store(avx, Ordering::Relaxed);
-        if avx { "xmm0-xmm15, ymm0-ymm15 upper halves, fcw, mxcsr" } else { "xmm0-xmm15, fcw, mxcsr (no AVX)" }
+        if avx {
+            "xmm0-xmm15, ymm0-ymm15 upper halves, fcw, mxcsr, dr0-dr3"
+        } else {
+            "xmm0-xmm15, fcw, mxcsr (no AVX), dr0-dr3"
+        }
     }
 
     /// The register the `i`th word belongs to.
@@ -311,6 +320,7 @@ pub mod simd {
         match i {
             FCW => write!(out, "fcw"),
             MXCSR => write!(out, "mxcsr"),
+            DR0.. => write!(out, "dr{}", i - DR0),
             YMM_HI.. => write!(out, "ymm{}.upper.{}", (i - YMM_HI) / 2, half(i)),
             _ => write!(out, "xmm{}.{}", i / 2, half(i)),
         }
@@ -320,6 +330,9 @@ pub mod simd {
     pub fn sanitize(_vcpu: usize, r: &mut Regs) {
         r[FCW] = FCW_FIXED | (r[FCW] & FCW_VARIES);
         r[MXCSR] = MXCSR_FIXED | (r[MXCSR] & MXCSR_VARIES);
+        for dr in &mut r[DR0..DR0 + 4] {
+            *dr &= DR_ADDRESS;
+        }
         if !AVX.load(Ordering::Relaxed) {
             r[YMM_HI..FCW].fill(0);
         }
@@ -340,6 +353,15 @@ pub mod simd {
         }
         let avx = u64::from(AVX.load(Ordering::Relaxed));
         out.fill(0);
+        let dr = &input[DR0..DR0 + 4];
+        // SAFETY: this vCPU's own debug address registers; DR7 keeps every breakpoint
+        // disabled, so the (canonical) addresses never fire.
+        unsafe {
+            core::arch::asm!(
+                "mov dr0, {0}", "mov dr1, {1}", "mov dr2, {2}", "mov dr3, {3}",
+                in(reg) dr[0], in(reg) dr[1], in(reg) dr[2], in(reg) dr[3], options(nostack, nomem),
+            )
+        };
         // SAFETY: the block reads `input` and writes `out` (both WORDS long) and the heartbeat
         // word; the vector registers, FCW and MXCSR it sets are never used by this soft-float
         // code. The hypercall and HLT trap to the hypervisor, which returns here with RAX
@@ -464,6 +486,15 @@ pub mod simd {
                 options(nostack),
             );
         }
+        let (d0, d1, d2, d3): (u64, u64, u64, u64);
+        // SAFETY: reading this vCPU's debug registers changes nothing.
+        unsafe {
+            core::arch::asm!(
+                "mov {0}, dr0", "mov {1}, dr1", "mov {2}, dr2", "mov {3}, dr3",
+                out(reg) d0, out(reg) d1, out(reg) d2, out(reg) d3, options(nostack, nomem),
+            )
+        };
+        out[DR0..DR0 + 4].copy_from_slice(&[d0, d1, d2, d3]);
     }
 
     /// The shared info page, for Xen system time (pvclock in `vcpu_info[0].time`).
