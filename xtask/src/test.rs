@@ -417,10 +417,8 @@ fn simd_isolation_scenarios() -> Vec<Scenario> {
 fn evtchn_scenarios() -> Vec<Scenario> {
     let done = |role: &str| format!("EVTCHN-PINGPONG-DONE {role} rounds=1000");
     let mut all = Vec::new();
-    // ARMv7 cannot map Xen pages into a guest yet (no shared info): these wait for it.
     let two = TestGuest::GuestConfig { file: "evtchn-pingpong.dts", guest: "evtchn-pingpong" };
-    {
-        let arch = Arch::Aarch64;
+    for arch in [Arch::Aarch64, Arch::Armv7] {
         let mut in_order = banner(arch);
         in_order.extend(
             [
@@ -442,7 +440,8 @@ fn evtchn_scenarios() -> Vec<Scenario> {
             },
         });
     }
-    let targets = [(Arch::Aarch64, ""), (Arch::X86_64, ""), (Arch::X86_64, crate::qemu_x86::SVM_SUFFIX)];
+    let targets =
+        [(Arch::Aarch64, ""), (Arch::Armv7, ""), (Arch::X86_64, ""), (Arch::X86_64, crate::qemu_x86::SVM_SUFFIX)];
     // The 2-level ABI stops at port 4095; FIFO binds and delivers on port 2^17 - 1.
     for (arch, suffix) in targets {
         let mut in_order = banner(arch);

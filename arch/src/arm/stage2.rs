@@ -66,6 +66,38 @@ impl Stage2Tables {
             .then_some(((entry & ADDR_MASK) | (ipa % PAGE), entry & !ADDR_MASK & !PAGE_TYPE))
     }
 
+    /// Walk guest-physical `[ipa, ipa + len)` like the MMU, in pieces that never cross a
+    /// page, for copies the hypervisor makes on a guest's behalf: `f(host_pa, offset, n)` for
+    /// each piece. Every piece must translate and satisfy `allowed(host_pa, n)` (the domain's
+    /// own RAM: a hypervisor page mapped over RAM is then refused, and so is the RAM beneath
+    /// it, which the guest no longer sees) before `f` sees any, so a refused copy touches
+    /// nothing. `Err` carries the first IPA refused.
+    pub fn for_each_host_piece(
+        &self,
+        ipa: u64,
+        len: usize,
+        allowed: impl Fn(u64, usize) -> bool,
+        mut f: impl FnMut(u64, usize, usize),
+    ) -> Result<(), u64> {
+        let piece = |done: usize| -> Result<(u64, usize), u64> {
+            let at = ipa.checked_add(done as u64).ok_or(ipa)?;
+            let n = ((PAGE - at % PAGE) as usize).min(len - done);
+            let (pa, _) = self.translate(at).ok_or(at)?;
+            if allowed(pa, n) { Ok((pa, n)) } else { Err(at) }
+        };
+        let mut done = 0;
+        while done < len {
+            done += piece(done)?.1;
+        }
+        done = 0;
+        while done < len {
+            let (pa, n) = piece(done)?;
+            f(pa, done, n);
+            done += n;
+        }
+        Ok(())
+    }
+
     /// Map the 4 KiB page at `ipa` onto host page `pa` (read/write, never executed),
     /// replacing any page mapped there. Inside a 2 MiB RAM block the block is first split
     /// into pages (Linux puts shared_info in a page of its own RAM).
@@ -149,6 +181,8 @@ mod tests {
     extern crate std;
     use super::*;
     use std::boxed::Box;
+    use std::vec;
+    use std::vec::Vec;
 
     const MIB: u64 = 1 << 20;
 
@@ -229,6 +263,50 @@ mod tests {
         t.map_page(0x4020_5000, 0x4a00_1000).unwrap();
         assert_eq!(t.translate(0x4020_5000), Some((0x4a00_1000, attrs::S2_SHARED_PAGE)));
         assert_eq!(t.translate(0x4020_3000), Some((0x4a00_0000, attrs::S2_SHARED_PAGE)));
+    }
+
+    /// The pieces `for_each_host_piece` hands out, or the IPA it refused.
+    fn pieces(t: &Stage2Tables, ipa: u64, len: usize, ram: (u64, u64)) -> Result<Vec<(u64, usize, usize)>, u64> {
+        let mut out = Vec::new();
+        let in_ram = |pa: u64, n: usize| pa >= ram.0 && pa + n as u64 <= ram.0 + ram.1;
+        t.for_each_host_piece(ipa, len, in_ram, |pa, off, n| out.push((pa, off, n))).map(|()| out)
+    }
+
+    #[test]
+    fn guest_physical_copies_walk_ram_page_by_page() {
+        let mut t = Box::new(Stage2Tables::new());
+        let ram = (0x4800_0000, 64 * MIB);
+        map_guest_ram(&mut t, 0x4000_0000, ram.0, ram.1).unwrap();
+        assert_eq!(pieces(&t, 0x4000_0010, 8, ram), Ok(vec![(0x4800_0010, 0, 8)]));
+        // Across a page end, and across a 2 MiB block end.
+        assert_eq!(pieces(&t, 0x4000_0ffc, 8, ram), Ok(vec![(0x4800_0ffc, 0, 4), (0x4800_1000, 4, 4)]));
+        assert_eq!(pieces(&t, 0x401f_fff8, 16, ram), Ok(vec![(0x481f_fff8, 0, 8), (0x4820_0000, 8, 8)]));
+        assert_eq!(pieces(&t, 0x4000_0000, 0, ram), Ok(vec![]));
+        // Outside RAM, running off its end, wrapping the address space.
+        assert_eq!(pieces(&t, 0x3fff_fff8, 16, ram), Err(0x3fff_fff8));
+        assert_eq!(pieces(&t, 0x43ff_fffc, 8, ram), Err(0x4400_0000));
+        assert_eq!(pieces(&t, u64::MAX - 3, 8, ram), Err(u64::MAX - 3));
+    }
+
+    #[test]
+    fn a_hypervisor_page_over_ram_hides_the_ram_beneath_from_copies() {
+        let mut t = Box::new(Stage2Tables::new());
+        let ram = (0x4800_0000, 64 * MIB);
+        map_guest_ram(&mut t, 0x4000_0000, ram.0, ram.1).unwrap();
+        // shared_info over guest page 0x4020_3000, from a frame outside the domain's RAM.
+        t.map_page(0x4020_3000, 0x4c00_0000).unwrap();
+        assert_eq!(pieces(&t, 0x4020_3000, 8, ram), Err(0x4020_3000));
+        assert_eq!(pieces(&t, 0x4020_3ff8, 8, ram), Err(0x4020_3ff8));
+        // A copy that only straddles into it is refused whole: nothing of it is done.
+        assert_eq!(pieces(&t, 0x4020_2ffc, 8, ram), Err(0x4020_3000));
+        // Its neighbours in the split block are RAM as before.
+        assert_eq!(pieces(&t, 0x4020_2ff8, 8, ram), Ok(vec![(0x4820_2ff8, 0, 8)]));
+        assert_eq!(pieces(&t, 0x4020_4000, 8, ram), Ok(vec![(0x4820_4000, 0, 8)]));
+        // A page outside RAM is refused too: the walk finds it, `allowed` does not.
+        t.map_page(0x3800_0000, 0x4c00_1000).unwrap();
+        assert_eq!(pieces(&t, 0x3800_0000, 8, ram), Err(0x3800_0000));
+        let anywhere = |_: u64, _: usize| true;
+        assert_eq!(t.for_each_host_piece(0x3800_0008, 8, anywhere, |pa, _, _| assert_eq!(pa, 0x4c00_1008)), Ok(()));
     }
 
     #[test]

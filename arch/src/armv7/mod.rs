@@ -21,6 +21,7 @@ mod vectors;
 mod vfp;
 
 use crate::ExitStatus;
+use crate::boot::{MAX_REGIONS, Region};
 
 pub use console::console_write;
 pub use vcpu::Vcpu;
@@ -33,6 +34,27 @@ pub const GUEST_RAM_BASE: u64 = 0x4000_0000;
 /// End QEMU (`-semihosting`) with a success or failure exit code.
 pub fn exit_emulator(status: ExitStatus) -> ! {
     semihosting::exit(status == ExitStatus::Success)
+}
+
+/// Host RAM as the device tree describes it (the part below 4 GiB), recorded once at boot.
+static HOST_RAM: spin::Mutex<([Region; MAX_REGIONS], usize)> =
+    spin::Mutex::new(([Region { start: 0, size: 0 }; MAX_REGIONS], 0));
+
+/// Remember the host's RAM ranges, for [`is_ram`]. Called once, at boot.
+fn record_ram(ram: &[Region]) {
+    let mut recorded = HOST_RAM.lock();
+    let count = ram.len().min(MAX_REGIONS);
+    recorded.0[..count].copy_from_slice(&ram[..count]);
+    recorded.1 = count;
+}
+
+/// `[addr, addr + size)` lies inside one RAM range of the device tree.
+fn is_ram(addr: u64, size: u64) -> bool {
+    let Some(end) = addr.checked_add(size) else {
+        return false;
+    };
+    let recorded = HOST_RAM.lock();
+    recorded.0[..recorded.1].iter().any(|r| r.start <= addr && r.start.checked_add(r.size).is_some_and(|e| end <= e))
 }
 
 /// The physical range `addr..addr + size` as a 32-bit host range, if it is one.

@@ -69,6 +69,7 @@ extern "C" fn boot_main(dtb: usize) -> ! {
     boot.dtb = tree_region;
     reserve_boot_regions(&mut boot, tree_region);
     keep_below_4g(&mut boot);
+    super::record_ram(boot.ram());
     mmu::enable(boot.ram());
     // SAFETY: `hv_main` is the core's entry point, defined with this exact signature in the
     // hypervisor binary; the CPU is in HYP mode with vectors, stack and console ready.

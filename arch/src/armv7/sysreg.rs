@@ -84,6 +84,8 @@ cp15!(w /** Translate a guest PL1 write: Non-secure PL1&0 stage 1, then stage 2.
 cp15!(w /** Invalidate the whole instruction cache to the point of unification. */ iciallu = "0", "c7", "c5", "0");
 cp15!(w /** Invalidate all HYP-regime TLB entries. */ tlbiallh = "4", "c8", "c7", "0");
 cp15!(w /** Invalidate all Non-secure non-HYP TLB entries, every VMID. */ tlbiallnsnh = "4", "c8", "c7", "4");
+cp15!(w /** Invalidate all TLB entries, Inner Shareable. From HYP mode: every stage-1 and stage-2
+    entry of the current VMID (VTTBR's), as KVM's ARMv7 port relies on for stage-2 changes. */ tlbiallis = "0", "c8", "c3", "0");
 cp15!(w /** Hyp memory attribute indirection 0 (attributes 0..3). */ write_hmair0 = "4", "c10", "c2", "0");
 cp15!(w /** Hyp memory attribute indirection 1 (attributes 4..7). */ write_hmair1 = "4", "c10", "c2", "1");
 cp15!(w /** Hyp vector base address. */ write_hvbar = "4", "c12", "c0", "0");

@@ -13,6 +13,7 @@ use super::vfp::{self, GuestVfp};
 use crate::arm::psci::{self, Action, SmpAction};
 use crate::arm::stage2::{self, Stage2Tables};
 use crate::arm::syndrome::{Syndrome, ec, fault_ipa};
+use crate::arm::vgic;
 use crate::boot::GuestSetup;
 use crate::exit::{BadGuestAddress, CpuOnResult, Exit, FaultKind, GuestFault, HypercallArgs, VirtualCpu};
 use alloc::boxed::Box;
@@ -50,8 +51,9 @@ const PAGE: u64 = 0x1000;
 
 /// What the vCPUs of one domain share.
 struct DomainSpace {
-    /// Stage-2 tables; VTTBR points into them, so they live as long as any vCPU.
-    _stage2: Box<Stage2Tables>,
+    /// Stage-2 tables; VTTBR points into them, so they live as long as any vCPU. Changed
+    /// only by [`VirtualCpu::map_host_page`], for every vCPU of the domain at once.
+    stage2: RefCell<Box<Stage2Tables>>,
     /// vCPU n is on (created and not powered off).
     online: RefCell<Vec<bool>>,
 }
@@ -89,7 +91,7 @@ impl Vcpu {
         regs.r[2] = setup.boot_arg as u32;
         let mut online = alloc::vec![false; usize::from(setup.nr_vcpus.max(1))];
         online[0] = true;
-        let space = Rc::new(DomainSpace { _stage2: tables, online: RefCell::new(online) });
+        let space = Rc::new(DomainSpace { stage2: RefCell::new(tables), online: RefCell::new(online) });
         Ok(Vcpu::with_regs(space, vttbr, *setup, 0, regs))
     }
 
@@ -187,6 +189,17 @@ impl Vcpu {
         (pa >= ram.ram_host && pa - ram.ram_host < ram.ram_size).then_some(pa)
     }
 
+    /// Walk guest-physical `[gpa, gpa + len)` through the domain's stage 2, calling
+    /// `f(host_pa, offset, n)` per piece. Only the domain's own RAM is reached: a hypervisor
+    /// page `map_host_page` put over a RAM page fails the whole copy, so neither it nor the
+    /// RAM beneath it (which the guest no longer sees) is touched; as copies through guest
+    /// virtual addresses, which land on it outside the domain's RAM.
+    fn copy_guest_phys(&self, gpa: u64, len: usize, f: impl FnMut(u64, usize, usize)) -> Result<(), BadGuestAddress> {
+        let ram = &self.ram;
+        let in_ram = |pa: u64, n: usize| pa >= ram.ram_host && pa - ram.ram_host + n as u64 <= ram.ram_size;
+        self.space.stage2.borrow().for_each_host_piece(gpa, len, in_ram, f).map_err(BadGuestAddress)
+    }
+
     /// Copy between guest virtual memory and `len` bytes, one guest page at a time.
     fn copy_pages(
         &mut self,
@@ -271,6 +284,42 @@ impl VirtualCpu for Vcpu {
         self.copy_pages(gva, buf.len(), true, |pa, at, n| {
             super::phys_slice_mut(pa, n as u64).copy_from_slice(&buf[at..at + n]);
         })
+    }
+
+    fn read_guest_phys(&mut self, gpa: u64, buf: &mut [u8]) -> Result<(), BadGuestAddress> {
+        self.copy_guest_phys(gpa, buf.len(), |pa, at, n| {
+            buf[at..at + n].copy_from_slice(super::phys_slice(pa, n as u64));
+        })
+    }
+
+    fn write_guest_phys(&mut self, gpa: u64, buf: &[u8]) -> Result<(), BadGuestAddress> {
+        self.copy_guest_phys(gpa, buf.len(), |pa, at, n| {
+            super::phys_slice_mut(pa, n as u64).copy_from_slice(&buf[at..at + n]);
+        })
+    }
+
+    /// Map host page `hpa` at `gpa` in the domain's stage 2 (over RAM: replacing that page,
+    /// its 2 MiB block split), then drop every cached translation of the domain's VMID.
+    fn map_host_page(&mut self, gpa: u64, hpa: u64) -> Result<(), BadGuestAddress> {
+        // Anywhere but the guest's GIC distributor (the range `arm::vgic` owns, refused as on
+        // aarch64), and only a page of host RAM. Over guest RAM it replaces that page, as
+        // Xen's add_to_physmap does.
+        if vgic::claims(gpa) || !hpa.is_multiple_of(PAGE) || !super::is_ram(hpa, PAGE) {
+            return Err(BadGuestAddress(gpa));
+        }
+        self.space.stage2.borrow_mut().map_page(gpa, hpa).map_err(|_| BadGuestAddress(gpa))?;
+        // ARMv7 has no by-IPA invalidation (TLBIIPAS2 is ARMv8's): with this domain's VTTBR
+        // loaded, TLBIALLIS from HYP drops every stage-1 and stage-2 entry of its VMID, the
+        // replaced block's and page's included. The DSB before it publishes the descriptor
+        // to the table walker; the DSB and ISB after it complete the invalidation before the
+        // guest (or an ATS of a copy) translates again.
+        sysreg::dsb();
+        sysreg::write_vttbr(self.vttbr);
+        sysreg::isb();
+        sysreg::tlbiallis(0);
+        sysreg::dsb();
+        sysreg::isb();
+        Ok(())
     }
 
     fn complete_cpu_on(&mut self, result: CpuOnResult) {
