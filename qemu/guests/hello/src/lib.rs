@@ -27,6 +27,9 @@ use guest_abi::{console, hypercall as nr, sched};
 /// An address no domain of ours has memory at (stage-2/EPT leave it unmapped).
 pub const UNMAPPED_ADDRESS: u64 = 0x8000_0000;
 
+#[cfg(target_os = "none")]
+pub mod fifo;
+
 /// `console_io(CONSOLEIO_write)`.
 #[cfg(target_os = "none")]
 pub fn console_write(bytes: &[u8]) {

@@ -58,6 +58,9 @@ extern "C" fn guest_main() -> ! {
         println!("FAIL bench: loopback port: bind_ipi {} send {}", rc, rc2);
     }
 
+    interdomain();
+    fifo();
+
     #[cfg(target_arch = "aarch64")]
     time::report("gicd_typer_read", || {
         // SAFETY: GICD_TYPER of the guest's vGICv3 distributor (Xen's layout: GICD at
@@ -67,6 +70,78 @@ extern "C" fn guest_main() -> ! {
 
     println!("BENCH-DONE");
     shutdown(sched::SHUTDOWN_POWEROFF)
+}
+
+/// `EVTCHNOP_send` on one end of an interdomain channel whose other end is this domain's
+/// too (loopback through `bind_interdomain`): the interdomain delivery path.
+#[cfg(all(target_os = "none", any(target_arch = "aarch64", target_arch = "x86_64")))]
+fn interdomain() {
+    use guest_abi::event_channel::{self as ev, EvtchnBindInterdomain, EvtchnSend};
+    use guest_abi::{hypercall as nr, xen::DOMID_SELF};
+    use hello_guest::{fifo, hypercall, println};
+    let Ok(remote_port) = fifo::alloc_unbound() else {
+        println!("FAIL bench: alloc_unbound");
+        return;
+    };
+    let mut bind = EvtchnBindInterdomain { remote_dom: DOMID_SELF, _pad0: 0, remote_port, local_port: 0 };
+    let rc = hypercall(nr::EVENT_CHANNEL_OP, [ev::EVTCHNOP_BIND_INTERDOMAIN, &raw mut bind as u64, 0, 0, 0]);
+    // SAFETY: the hypervisor wrote the port into `bind` behind the compiler's back.
+    let port = unsafe { (&raw const bind.local_port).read_volatile() };
+    if rc != 0 {
+        println!("FAIL bench: bind_interdomain {}", rc);
+        return;
+    }
+    let send = EvtchnSend { port };
+    time::report("evtchn_send_interdomain", || {
+        hypercall(nr::EVENT_CHANNEL_OP, [ev::EVTCHNOP_SEND, &raw const send as u64, 0, 0, 0]);
+    });
+}
+
+/// FIFO events: send on an IPI port and consume it from the queue, with 10, 1000 and
+/// 100 000 ports bound: the cost must not grow with the number of ports.
+#[cfg(all(target_os = "none", any(target_arch = "aarch64", target_arch = "x86_64")))]
+fn fifo() {
+    use guest_abi::event_channel::{self as ev, EvtchnBindIpi, EvtchnSend};
+    use guest_abi::hypercall as nr;
+    use hello_guest::{fifo, hypercall, println};
+    let (rc, _) = fifo::init_control();
+    if rc != 0 {
+        println!("FAIL bench: FIFO init_control {}", rc);
+        return;
+    }
+    let mut consumer = fifo::Consumer::default();
+    for (name, ports) in
+        [("fifo_send_consume_10", 10), ("fifo_send_consume_1000", 1000), ("fifo_send_consume_100000", 100_000)]
+    {
+        fifo::expand_to(ports + 2);
+        let mut last = 0u32;
+        while (last as usize) + 1 < ports {
+            match fifo::alloc_unbound() {
+                Ok(p) => last = p,
+                Err(e) => {
+                    println!("FAIL bench: {} ports: refused at {}: {}", ports, last, e);
+                    return;
+                }
+            }
+        }
+        let mut bind = EvtchnBindIpi { vcpu: 0, port: 0 };
+        hypercall(nr::EVENT_CHANNEL_OP, [ev::EVTCHNOP_BIND_IPI, &raw mut bind as u64, 0, 0, 0]);
+        // SAFETY: the hypervisor wrote the port into `bind` behind the compiler's back.
+        let port = unsafe { (&raw const bind.port).read_volatile() };
+        let send = EvtchnSend { port };
+        // Events raised before the switch (the console's, the channel above) come first.
+        while consumer.next().is_some() {}
+        let mut lost = 0;
+        time::report(name, || {
+            hypercall(nr::EVENT_CHANNEL_OP, [ev::EVTCHNOP_SEND, &raw const send as u64, 0, 0, 0]);
+            if consumer.next() != Some(port) {
+                lost += 1;
+            }
+        });
+        if lost != 0 {
+            println!("FAIL bench: {}: {} events not consumed from the queue", name, lost);
+        }
+    }
 }
 
 #[cfg(all(target_os = "none", target_arch = "aarch64"))]

@@ -12,39 +12,19 @@ fn main() {}
 
 #[cfg(target_os = "none")]
 mod guest {
-    use core::sync::atomic::{AtomicU32, Ordering::SeqCst};
     use guest_abi::event_channel::{
         self as ev, EVTCHN_FIFO_LINK_BITS, EVTCHN_FIFO_NR_CHANNELS, EVTCHN_FIFO_PENDING, EVTCHN_FIFO_PRIORITY_DEFAULT,
-        EvtchnAllocUnbound, EvtchnBindIpi, EvtchnClose, EvtchnExpandArray, EvtchnInitControl, EvtchnSend,
+        EvtchnBindIpi, EvtchnClose, EvtchnSend,
     };
-    use guest_abi::xen::DOMID_SELF;
     use guest_abi::{errno, hypercall as nr, sched};
+    use hello_guest::fifo::{self, ARRAY_PAGES, alloc_unbound};
     use hello_guest::{check, hypercall, println, shutdown};
 
     /// Ports of the 2-level ABI for a 64-bit guest.
     const PORTS_2L: u32 = 64 * 64;
-    /// Event words per page, and pages for every FIFO port.
-    const WORDS_PER_PAGE: usize = 1024;
-    const ARRAY_PAGES: usize = EVTCHN_FIFO_NR_CHANNELS as usize / WORDS_PER_PAGE;
-
-    #[repr(C, align(4096))]
-    struct Pages<const N: usize>([[AtomicU32; WORDS_PER_PAGE]; N]);
-
-    /// The event array and the control block: the guest's own memory, shared with the
-    /// hypervisor word by word.
-    static ARRAY: Pages<ARRAY_PAGES> = Pages([const { [const { AtomicU32::new(0) }; WORDS_PER_PAGE] }; ARRAY_PAGES]);
-    static CONTROL: Pages<1> = Pages([const { [const { AtomicU32::new(0) }; WORDS_PER_PAGE] }; 1]);
 
     fn evtchn_op<T>(cmd: u64, arg: &mut T) -> i64 {
         hypercall(nr::EVENT_CHANNEL_OP, [cmd, arg as *mut T as u64, 0, 0, 0])
-    }
-
-    fn alloc_unbound() -> Result<u32, i64> {
-        let mut a = EvtchnAllocUnbound { dom: DOMID_SELF, remote_dom: DOMID_SELF, port: 0 };
-        match evtchn_op(ev::EVTCHNOP_ALLOC_UNBOUND, &mut a) {
-            0 => Ok(a.port),
-            e => Err(e),
-        }
     }
 
     /// Allocate until refused: the last port given and the refusal.
@@ -71,32 +51,15 @@ mod guest {
         }
     }
 
-    fn page_frame<T>(page: &T) -> u64 {
-        page as *const T as u64 >> 12
-    }
-
     /// Switch to FIFO with every array page in place.
     fn init_fifo() -> bool {
-        let mut init = EvtchnInitControl {
-            control_gfn: page_frame(&CONTROL.0[0]),
-            offset: 0,
-            vcpu: 0,
-            link_bits: 0,
-            _pad: [0; 7],
-        };
-        let r = evtchn_op(ev::EVTCHNOP_INIT_CONTROL, &mut init);
+        let (r, link_bits) = fifo::init_control();
         check(
             "evtchn-limits init_control",
-            r == 0 && u32::from(init.link_bits) == EVTCHN_FIFO_LINK_BITS,
-            format_args!("returned {} with link_bits {}", r, init.link_bits),
+            r == 0 && u32::from(link_bits) == EVTCHN_FIFO_LINK_BITS,
+            format_args!("returned {} with link_bits {}", r, link_bits),
         );
-        let mut added = 0;
-        for page in &ARRAY.0 {
-            let mut expand = EvtchnExpandArray { array_gfn: page_frame(page) };
-            if evtchn_op(ev::EVTCHNOP_EXPAND_ARRAY, &mut expand) == 0 {
-                added += 1;
-            }
-        }
+        let added = fifo::expand_to(EVTCHN_FIFO_NR_CHANNELS as usize);
         check("evtchn-limits expand_array", added == ARRAY_PAGES, format_args!("{} of {} pages", added, ARRAY_PAGES));
         r == 0 && added == ARRAY_PAGES
     }
@@ -125,13 +88,13 @@ mod guest {
         );
         evtchn_op(ev::EVTCHNOP_SEND, &mut EvtchnSend { port: ipi.port });
         let q = EVTCHN_FIFO_PRIORITY_DEFAULT as usize;
-        let ready = CONTROL.0[0][0].load(SeqCst);
-        let head = CONTROL.0[0][2 + q].load(SeqCst);
-        let word = ARRAY.0[top as usize / WORDS_PER_PAGE][top as usize % WORDS_PER_PAGE].load(SeqCst);
+        let (ready, head) = (fifo::ready(), fifo::head(q));
+        let word = fifo::word(top).load(core::sync::atomic::Ordering::SeqCst);
+        let taken = fifo::Consumer::default().next();
         check(
             "evtchn-limits fifo-receive",
-            ready & (1 << q) != 0 && head == top && word & (1 << EVTCHN_FIFO_PENDING) != 0,
-            format_args!("ready {:#x} head {} word {:#x}", ready, head, word),
+            ready & (1 << q) != 0 && head == top && word & (1 << EVTCHN_FIFO_PENDING) != 0 && taken == Some(top),
+            format_args!("ready {:#x} head {} word {:#x} consumed {:?}", ready, head, word, taken),
         );
         println!("EVTCHN-LIMITS-DONE last={}", head);
     }
