@@ -88,10 +88,12 @@ pub struct Consumer {
     head: [u32; 16],
 }
 
-impl Consumer {
+impl Iterator for Consumer {
+    type Item = u32;
+
     /// Take the next event off the highest-priority ready queue: its port if it was pending
     /// (and is now cleared), `None` when every queue is empty.
-    pub fn next(&mut self) -> Option<u32> {
+    fn next(&mut self) -> Option<u32> {
         loop {
             self.ready |= CONTROL.0[0][0].swap(0, SeqCst);
             if self.ready == 0 {
