@@ -5,6 +5,8 @@
 //! `event_channel_op(cmd, &arg)`; ports are `evtchn_port_t` (u32) and domains `domid_t`
 //! (u16).
 
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
 /// Argument: [`EvtchnBindInterdomain`].
 pub const EVTCHNOP_BIND_INTERDOMAIN: u64 = 0;
 /// Argument: [`EvtchnBindVirq`].
@@ -114,7 +116,7 @@ pub const EVTCHN_FIFO_NR_CHANNELS: u32 = 1 << EVTCHN_FIFO_LINK_BITS;
 
 /// `struct evtchn_alloc_unbound`: allocate a port that `remote_dom` may bind to.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct EvtchnAllocUnbound {
     /// In: the allocating domain (usually `DOMID_SELF`).
     pub dom: u16,
@@ -126,7 +128,7 @@ pub struct EvtchnAllocUnbound {
 
 /// `struct evtchn_bind_interdomain`: connect to a remote domain's unbound port.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct EvtchnBindInterdomain {
     pub remote_dom: u16,
     /// Implicit C padding.
@@ -138,7 +140,7 @@ pub struct EvtchnBindInterdomain {
 
 /// `struct evtchn_bind_virq`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct EvtchnBindVirq {
     /// `VIRQ_*`.
     pub virq: u32,
@@ -150,7 +152,7 @@ pub struct EvtchnBindVirq {
 
 /// `struct evtchn_bind_pirq`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct EvtchnBindPirq {
     pub pirq: u32,
     /// `BIND_PIRQ__*`.
@@ -161,7 +163,7 @@ pub struct EvtchnBindPirq {
 
 /// `struct evtchn_bind_ipi`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct EvtchnBindIpi {
     pub vcpu: u32,
     /// Out: the new port.
@@ -170,21 +172,21 @@ pub struct EvtchnBindIpi {
 
 /// `struct evtchn_close`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct EvtchnClose {
     pub port: u32,
 }
 
 /// `struct evtchn_send`: notify the other end of `port`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct EvtchnSend {
     pub port: u32,
 }
 
 /// `struct evtchn_status`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct EvtchnStatus {
     /// In: the domain owning `port`.
     pub dom: u16,
@@ -203,7 +205,7 @@ pub struct EvtchnStatus {
 
 /// `struct evtchn_bind_vcpu`: deliver `port` to another vCPU.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct EvtchnBindVcpu {
     pub port: u32,
     pub vcpu: u32,
@@ -211,21 +213,21 @@ pub struct EvtchnBindVcpu {
 
 /// `struct evtchn_unmask`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct EvtchnUnmask {
     pub port: u32,
 }
 
 /// `struct evtchn_reset`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct EvtchnReset {
     pub dom: u16,
 }
 
 /// `struct evtchn_init_control`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct EvtchnInitControl {
     /// In: guest frame holding the control block.
     pub control_gfn: u64,
@@ -240,7 +242,7 @@ pub struct EvtchnInitControl {
 
 /// `struct evtchn_expand_array`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct EvtchnExpandArray {
     /// Guest frame to add to the event array.
     pub array_gfn: u64,
@@ -248,7 +250,7 @@ pub struct EvtchnExpandArray {
 
 /// `struct evtchn_set_priority`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct EvtchnSetPriority {
     pub port: u32,
     /// `EVTCHN_FIFO_PRIORITY_MAX..=EVTCHN_FIFO_PRIORITY_MIN`.
@@ -257,7 +259,7 @@ pub struct EvtchnSetPriority {
 
 /// `struct evtchn_fifo_control_block`: a vCPU's FIFO queue heads.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct EvtchnFifoControlBlock {
     /// Bit `q` set: queue `q` is not empty.
     pub ready: u32,

@@ -1,10 +1,12 @@
 //! Copying hypercall argument structures in and out of guest memory.
 //!
-//! Structures cross as byte arrays whose field offsets come from `guest_abi`'s layout-tested
-//! types: no guest bytes are ever reinterpreted in place.
+//! Structures cross as typed values (`guest_abi`'s layout-tested `#[repr(C)]` types, read and
+//! written as bytes through `zerocopy`) or, in handlers not moved over yet, as byte arrays
+//! picked by field offset: either way guest bytes are copied, never reinterpreted in place.
 
 use arch::exit::VirtualCpu;
 use guest_abi::errno;
+use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 /// Copy `N` bytes in from guest virtual address `gva`; `-EFAULT` if unmapped.
 pub fn read<const N: usize>(vcpu: &mut dyn VirtualCpu, gva: u64) -> Result<[u8; N], i64> {
@@ -16,6 +18,18 @@ pub fn read<const N: usize>(vcpu: &mut dyn VirtualCpu, gva: u64) -> Result<[u8; 
 /// Copy bytes out to guest virtual address `gva`; `-EFAULT` if unmapped.
 pub fn write(vcpu: &mut dyn VirtualCpu, gva: u64, bytes: &[u8]) -> Result<(), i64> {
     vcpu.copy_to_guest(gva, bytes).map_err(|_| errno::EFAULT)
+}
+
+/// Copy a guest structure in from `gva` as a typed value; `-EFAULT` if unmapped.
+pub fn read_struct<T: FromBytes + IntoBytes>(vcpu: &mut dyn VirtualCpu, gva: u64) -> Result<T, i64> {
+    let mut value = T::new_zeroed();
+    vcpu.copy_from_guest(gva, value.as_mut_bytes()).map_err(|_| errno::EFAULT)?;
+    Ok(value)
+}
+
+/// Copy a typed structure out to guest virtual address `gva`; `-EFAULT` if unmapped.
+pub fn write_struct<T: IntoBytes + Immutable>(vcpu: &mut dyn VirtualCpu, gva: u64, value: &T) -> Result<(), i64> {
+    write(vcpu, gva, value.as_bytes())
 }
 
 pub fn u16_at(b: &[u8], off: usize) -> u16 {

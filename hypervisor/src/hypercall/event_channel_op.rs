@@ -9,11 +9,11 @@ use crate::domain::NoPeers;
 use crate::domain::{Domain, Peers};
 use crate::evtchn::Binding;
 use arch::exit::VirtualCpu;
-use core::mem::offset_of;
 use guest_abi::errno;
 use guest_abi::event_channel::{
     self as ev, EVTCHNSTAT_CLOSED, EVTCHNSTAT_INTERDOMAIN, EVTCHNSTAT_IPI, EVTCHNSTAT_UNBOUND, EVTCHNSTAT_VIRQ,
-    EvtchnAllocUnbound, EvtchnBindInterdomain, EvtchnBindIpi, EvtchnBindVirq, EvtchnStatus, NR_VIRQS,
+    EvtchnAllocUnbound, EvtchnBindInterdomain, EvtchnBindIpi, EvtchnBindVcpu, EvtchnBindVirq, EvtchnSend, EvtchnStatus,
+    NR_VIRQS,
 };
 
 /// A call from a domain that has no peers to reach (host tests).
@@ -51,17 +51,16 @@ pub fn handle_with(
         }
         ev::EVTCHNOP_BIND_VIRQ => bind_virq(domain, vcpu, arg),
         ev::EVTCHNOP_BIND_IPI => {
-            let mut b = args::read::<{ size_of::<EvtchnBindIpi>() }>(vcpu, arg)?;
-            let target = valid_vcpu(domain, args::u32_at(&b, offset_of!(EvtchnBindIpi, vcpu)))?;
-            let port = domain.evtchn.allocate(Binding::Ipi, target)?;
-            args::put_u32(&mut b, offset_of!(EvtchnBindIpi, port), port);
-            args::write(vcpu, arg, &b).map(|_| 0)
+            let mut b: EvtchnBindIpi = args::read_struct(vcpu, arg)?;
+            let target = valid_vcpu(domain, b.vcpu)?;
+            b.port = domain.evtchn.allocate(Binding::Ipi, target)?;
+            args::write_struct(vcpu, arg, &b).map(|_| 0)
         }
         ev::EVTCHNOP_ALLOC_UNBOUND => alloc_unbound(domain, vcpu, arg),
         ev::EVTCHNOP_BIND_VCPU => {
-            let b = args::read::<8>(vcpu, arg)?;
-            let target = valid_vcpu(domain, args::u32_at(&b, 4))?;
-            domain.evtchn.bind_vcpu(args::u32_at(&b, 0), target).map(|_| 0)
+            let b: EvtchnBindVcpu = args::read_struct(vcpu, arg)?;
+            let target = valid_vcpu(domain, b.vcpu)?;
+            domain.evtchn.bind_vcpu(b.port, target).map(|_| 0)
         }
         ev::EVTCHNOP_STATUS => status(domain, vcpu, arg),
         ev::EVTCHNOP_INIT_CONTROL => event_fifo_op::init_control(domain, vcpu, arg),
@@ -75,13 +74,13 @@ pub fn handle_with(
 /// which must be unbound and waiting for this domain. Like Xen, the new local end starts
 /// pending: a notification sent to the unbound port before it connected is not lost.
 fn bind_interdomain(domain: &mut Domain, peers: &mut dyn Peers, vcpu: &mut dyn VirtualCpu, arg: u64) -> HcResult {
-    let mut b = args::read::<{ size_of::<EvtchnBindInterdomain>() }>(vcpu, arg)?;
+    let mut b: EvtchnBindInterdomain = args::read_struct(vcpu, arg)?;
     let me = domain.id;
-    let remote_dom = match args::u16_at(&b, offset_of!(EvtchnBindInterdomain, remote_dom)) {
+    let remote_dom = match b.remote_dom {
         guest_abi::xen::DOMID_SELF => me,
         id => id,
     };
-    let remote_port = args::u32_at(&b, offset_of!(EvtchnBindInterdomain, remote_port));
+    let remote_port = b.remote_port;
     let waiting_for_us =
         |d: &Domain| d.evtchn.port(remote_port).is_some_and(|p| p.binding == Binding::Unbound { remote_dom: me });
     let local = if remote_dom == me {
@@ -103,9 +102,9 @@ fn bind_interdomain(domain: &mut Domain, peers: &mut dyn Peers, vcpu: &mut dyn V
     if let Some(fifo) = domain.fifo.as_mut() {
         fifo.state.bound(local);
     }
-    args::put_u32(&mut b, offset_of!(EvtchnBindInterdomain, local_port), local);
+    b.local_port = local;
     domain.deliver(vcpu, local);
-    args::write(vcpu, arg, &b).map(|_| 0)
+    args::write_struct(vcpu, arg, &b).map(|_| 0)
 }
 
 /// Closing one end of an interdomain channel leaves the other end unbound, waiting for this
@@ -125,8 +124,9 @@ fn disconnect(domain: &mut Domain, peers: &mut dyn Peers, port: u32) {
     }
 }
 
+/// The port of `EVTCHNOP_send`, `unmask` and `close` (each argument is a bare port).
 fn port_arg(vcpu: &mut dyn VirtualCpu, arg: u64) -> Result<u32, i64> {
-    Ok(u32::from_ne_bytes(args::read::<4>(vcpu, arg)?))
+    args::read_struct::<EvtchnSend>(vcpu, arg).map(|s| s.port)
 }
 
 fn valid_vcpu(domain: &Domain, id: u32) -> Result<u32, i64> {
@@ -134,38 +134,34 @@ fn valid_vcpu(domain: &Domain, id: u32) -> Result<u32, i64> {
 }
 
 fn bind_virq(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, arg: u64) -> HcResult {
-    let mut b = args::read::<{ size_of::<EvtchnBindVirq>() }>(vcpu, arg)?;
-    let virq = args::u32_at(&b, offset_of!(EvtchnBindVirq, virq));
+    let mut b: EvtchnBindVirq = args::read_struct(vcpu, arg)?;
     // Xen's order: a bad VIRQ is -EINVAL whatever the vCPU.
-    if virq >= NR_VIRQS {
+    if b.virq >= NR_VIRQS {
         return Err(errno::EINVAL);
     }
-    let target = valid_vcpu(domain, args::u32_at(&b, offset_of!(EvtchnBindVirq, vcpu)))?;
-    if domain.evtchn.virq_port(virq, target).is_some() {
+    let target = valid_vcpu(domain, b.vcpu)?;
+    if domain.evtchn.virq_port(b.virq, target).is_some() {
         return Err(errno::EEXIST);
     }
-    let port = domain.evtchn.allocate(Binding::Virq(virq), target)?;
-    args::put_u32(&mut b, offset_of!(EvtchnBindVirq, port), port);
-    args::write(vcpu, arg, &b).map(|_| 0)
+    b.port = domain.evtchn.allocate(Binding::Virq(b.virq), target)?;
+    args::write_struct(vcpu, arg, &b).map(|_| 0)
 }
 
 fn alloc_unbound(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, arg: u64) -> HcResult {
-    let mut b = args::read::<{ size_of::<EvtchnAllocUnbound>() }>(vcpu, arg)?;
-    args::own_domain(domain, args::u16_at(&b, offset_of!(EvtchnAllocUnbound, dom)))?;
-    let remote_dom = match args::u16_at(&b, offset_of!(EvtchnAllocUnbound, remote_dom)) {
+    let mut b: EvtchnAllocUnbound = args::read_struct(vcpu, arg)?;
+    args::own_domain(domain, b.dom)?;
+    let remote_dom = match b.remote_dom {
         guest_abi::xen::DOMID_SELF => domain.id,
         id => id,
     };
-    let port = domain.evtchn.allocate(Binding::Unbound { remote_dom }, 0)?;
-    args::put_u32(&mut b, offset_of!(EvtchnAllocUnbound, port), port);
-    args::write(vcpu, arg, &b).map(|_| 0)
+    b.port = domain.evtchn.allocate(Binding::Unbound { remote_dom }, 0)?;
+    args::write_struct(vcpu, arg, &b).map(|_| 0)
 }
 
 fn status(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, arg: u64) -> HcResult {
-    let mut b = args::read::<{ size_of::<EvtchnStatus>() }>(vcpu, arg)?;
-    args::own_domain(domain, args::u16_at(&b, offset_of!(EvtchnStatus, dom)))?;
-    let port = args::u32_at(&b, offset_of!(EvtchnStatus, port));
-    let (state, target, u) = match domain.evtchn.port(port) {
+    let mut b: EvtchnStatus = args::read_struct(vcpu, arg)?;
+    args::own_domain(domain, b.dom)?;
+    (b.status, b.vcpu, b.u) = match domain.evtchn.port(b.port) {
         None => (EVTCHNSTAT_CLOSED, 0, [0, 0]),
         Some(p) => match p.binding {
             Binding::Unbound { remote_dom } => (EVTCHNSTAT_UNBOUND, p.vcpu, [u32::from(remote_dom), 0]),
@@ -179,11 +175,7 @@ fn status(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, arg: u64) -> HcResult 
             Binding::Free => (EVTCHNSTAT_CLOSED, 0, [0, 0]),
         },
     };
-    args::put_u32(&mut b, offset_of!(EvtchnStatus, status), state);
-    args::put_u32(&mut b, offset_of!(EvtchnStatus, vcpu), target);
-    args::put_u32(&mut b, offset_of!(EvtchnStatus, u), u[0]);
-    args::put_u32(&mut b, offset_of!(EvtchnStatus, u) + 4, u[1]);
-    args::write(vcpu, arg, &b).map(|_| 0)
+    args::write_struct(vcpu, arg, &b).map(|_| 0)
 }
 
 #[cfg(test)]

@@ -8,7 +8,6 @@ use crate::domain::{Domain, FifoEvents};
 use crate::evtchn_fifo::{CONTROL_WORDS, Fifo, FifoPages};
 use crate::page::PAGE_SIZE;
 use arch::exit::VirtualCpu;
-use core::mem::offset_of;
 use guest_abi::errno;
 use guest_abi::event_channel::{
     EVTCHN_FIFO_LINK_BITS, EVTCHN_FIFO_NR_CHANNELS, EvtchnExpandArray, EvtchnInitControl, EvtchnSetPriority,
@@ -18,13 +17,11 @@ use guest_abi::event_channel::{
 /// 8-byte aligned and within the page. The first one switches the domain to FIFO: its port
 /// space grows to 2^17 and ports pending in the 2-level bitmap wait for their array page.
 pub fn init_control(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, arg: u64) -> HcResult {
-    let mut b = args::read::<{ size_of::<EvtchnInitControl>() }>(vcpu, arg)?;
+    let mut b: EvtchnInitControl = args::read_struct(vcpu, arg)?;
     // The output comes first, as Xen writes it whatever the outcome.
-    b[offset_of!(EvtchnInitControl, link_bits)] = EVTCHN_FIFO_LINK_BITS as u8;
-    args::write(vcpu, arg, &b)?;
-    let gfn = args::u64_at(&b, offset_of!(EvtchnInitControl, control_gfn));
-    let offset = args::u32_at(&b, offset_of!(EvtchnInitControl, offset)) as usize;
-    let target = args::u32_at(&b, offset_of!(EvtchnInitControl, vcpu)) as usize;
+    b.link_bits = EVTCHN_FIFO_LINK_BITS as u8;
+    args::write_struct(vcpu, arg, &b)?;
+    let (gfn, offset, target) = (b.control_gfn, b.offset as usize, b.vcpu as usize);
     if target >= domain.vcpus.len() {
         return Err(errno::ENOENT);
     }
@@ -66,8 +63,7 @@ fn switch_to_fifo(domain: &mut Domain) -> FifoEvents {
 /// `EVTCHNOP_expand_array`: one more page of event words, from the guest's own RAM. Events
 /// raised before their page existed are linked now.
 pub fn expand_array(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, arg: u64) -> HcResult {
-    let b = args::read::<{ size_of::<EvtchnExpandArray>() }>(vcpu, arg)?;
-    let gfn = args::u64_at(&b, offset_of!(EvtchnExpandArray, array_gfn));
+    let gfn = args::read_struct::<EvtchnExpandArray>(vcpu, arg)?.array_gfn;
     let page = domain.ram.as_ref().and_then(|ram| ram.page(gfn)).ok_or(errno::EINVAL)?;
     let fifo = domain.fifo.as_mut().ok_or(errno::EINVAL)?;
     fifo.pages.array.try_reserve(1).map_err(|_| errno::ENOMEM)?;
@@ -81,9 +77,7 @@ pub fn expand_array(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, arg: u64) ->
 
 /// `EVTCHNOP_set_priority`: the queue of `port`'s future events (0 highest, 15 lowest).
 pub fn set_priority(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, arg: u64) -> HcResult {
-    let b = args::read::<{ size_of::<EvtchnSetPriority>() }>(vcpu, arg)?;
-    let port = args::u32_at(&b, offset_of!(EvtchnSetPriority, port));
-    let priority = args::u32_at(&b, offset_of!(EvtchnSetPriority, priority));
+    let EvtchnSetPriority { port, priority } = args::read_struct(vcpu, arg)?;
     let fifo = domain.fifo.as_mut().ok_or(errno::ENOSYS)?;
     domain.evtchn.port(port).ok_or(errno::EINVAL)?;
     fifo.state.set_priority(port, priority).map(|()| 0)
