@@ -4,6 +4,8 @@
 //! `grant_table_op(cmd, &args, count)`; grant references are `grant_ref_t` (u32) and
 //! mapping handles `grant_handle_t` (u32).
 
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
 /// Argument: array of [`GnttabMapGrantRef`].
 pub const GNTTABOP_MAP_GRANT_REF: u64 = 0;
 /// Argument: array of [`GnttabUnmapGrantRef`].
@@ -97,6 +99,40 @@ pub struct GrantEntryV1 {
     pub domid: u16,
     /// The granted frame (access), or where a transferred frame goes (transfer).
     pub frame: u32,
+}
+
+/// `GNTTABOP_copy` flags: the source (dest) names a grant reference of `domid`, not a frame
+/// of the caller's own.
+pub const GNTCOPY_SOURCE_GREF: u16 = 1 << 0;
+pub const GNTCOPY_DEST_GREF: u16 = 1 << 1;
+
+/// `struct gnttab_copy_ptr`: one side of a copy.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct GnttabCopyPtr {
+    /// The C union `u`: a grant reference (`grant_ref_t`, the low 32 bits) with the
+    /// `*_GREF` flag, else a frame of the caller's (`xen_pfn_t`).
+    pub u: u64,
+    pub domid: u16,
+    /// Byte offset in the page.
+    pub offset: u16,
+    /// Implicit C padding (the union is 8-byte aligned).
+    pub _pad0: u32,
+}
+
+/// `struct gnttab_copy`: copy `len` bytes between two pages, either named by grant.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct GnttabCopy {
+    pub source: GnttabCopyPtr,
+    pub dest: GnttabCopyPtr,
+    pub len: u16,
+    /// `GNTCOPY_*`.
+    pub flags: u16,
+    /// Out: `GNTST_*`.
+    pub status: i16,
+    /// Implicit C padding.
+    pub _pad0: u16,
 }
 
 /// `struct grant_entry_header`: the common head of a version-2 entry.
@@ -201,6 +237,7 @@ layout_checks! {
     test layouts;
     all, "struct grant_entry_v1", GrantEntryV1, 8, { flags: 0, domid: 2, frame: 4 };
     all, "struct grant_entry_header", GrantEntryHeader, 4, { flags: 0, domid: 2 };
+    all, "struct gnttab_copy", GnttabCopy, 40, { source: 0, dest: 16, len: 32, flags: 34, status: 36 };
     all, "struct gnttab_map_grant_ref", GnttabMapGrantRef, 32, {
         host_addr: 0,
         flags: 8,

@@ -120,3 +120,30 @@ impl GuestRam {
         self.words.get(first..first.checked_add(PAGE_SIZE / 4)?)
     }
 }
+
+/// Copy `len` bytes between two guest pages (each [`PAGE_SIZE`] bytes as words), from byte
+/// `from` of `src` to byte `to` of `dst`, with atomic word accesses: either guest may be
+/// using its page meanwhile. Offsets and length are the caller's to check (`from + len` and
+/// `to + len` at most [`PAGE_SIZE`]).
+pub fn copy_between_pages(
+    src: &[core::sync::atomic::AtomicU32],
+    from: usize,
+    dst: &[core::sync::atomic::AtomicU32],
+    to: usize,
+    len: usize,
+) {
+    use core::sync::atomic::Ordering::Relaxed;
+    let aligned = from % 4 == 0 && to % 4 == 0 && len % 4 == 0;
+    if aligned {
+        for i in 0..len / 4 {
+            dst[to / 4 + i].store(src[from / 4 + i].load(Relaxed), Relaxed);
+        }
+        return;
+    }
+    for i in 0..len {
+        let (s, d) = (from + i, to + i);
+        let byte = (src[s / 4].load(Relaxed) >> (s % 4 * 8)) as u8;
+        let shift = d % 4 * 8;
+        let _ = dst[d / 4].fetch_update(Relaxed, Relaxed, |w| Some(w & !(0xff << shift) | u32::from(byte) << shift));
+    }
+}

@@ -1,16 +1,25 @@
-//! `grant_table_op`: the size and version of the domain's grant table (v1). Mapping and
-//! copying grants between domains come with interdomain support.
+//! `grant_table_op`: the size and version of the domain's grant table (v1), and copies
+//! through grants (`grant_copy`). Mapping grants into another domain's memory is not there
+//! yet.
 
 use super::HcResult;
 use super::args;
-use crate::domain::{Domain, GRANT_FRAMES};
+use crate::domain::{Domain, GRANT_FRAMES, Peers};
 use arch::exit::VirtualCpu;
 use core::mem::offset_of;
 use guest_abi::errno;
 use guest_abi::grant_table::{self as gt, GnttabGetVersion, GnttabQuerySize};
 
-pub fn handle(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, cmd: u64, uop: u64, count: u64) -> HcResult {
+pub fn handle(
+    domain: &mut Domain,
+    peers: &mut dyn Peers,
+    vcpu: &mut dyn VirtualCpu,
+    cmd: u64,
+    uop: u64,
+    count: u64,
+) -> HcResult {
     match cmd {
+        gt::GNTTABOP_COPY => super::grant_copy::copy(domain, peers, vcpu, uop, count),
         gt::GNTTABOP_QUERY_SIZE | gt::GNTTABOP_SET_VERSION | gt::GNTTABOP_GET_VERSION if count != 1 => {
             Err(errno::EINVAL)
         }
@@ -58,7 +67,7 @@ mod tests {
         let mut d = Domain::new(1);
         let mut vcpu = FakeVcpu::new(32);
         vcpu.mem[0..2].copy_from_slice(&guest_abi::xen::DOMID_SELF.to_ne_bytes());
-        assert_eq!(handle(&mut d, &mut vcpu, gt::GNTTABOP_QUERY_SIZE, 0, 1), Ok(0));
+        assert_eq!(handle(&mut d, &mut crate::domain::NoPeers, &mut vcpu, gt::GNTTABOP_QUERY_SIZE, 0, 1), Ok(0));
         assert_eq!(args::u32_at(&vcpu.mem, 4), GRANT_FRAMES as u32);
         assert_eq!(args::u32_at(&vcpu.mem, 8), GRANT_FRAMES as u32);
         assert_eq!(i16::from_ne_bytes([vcpu.mem[12], vcpu.mem[13]]), gt::GNTST_OKAY);
@@ -66,7 +75,7 @@ mod tests {
         d.known_domains = vec![1, 2];
         for (dom, status) in [(9u16, gt::GNTST_BAD_DOMAIN), (2, gt::GNTST_PERMISSION_DENIED)] {
             vcpu.mem[0..2].copy_from_slice(&dom.to_ne_bytes());
-            assert_eq!(handle(&mut d, &mut vcpu, gt::GNTTABOP_QUERY_SIZE, 0, 1), Ok(0));
+            assert_eq!(handle(&mut d, &mut crate::domain::NoPeers, &mut vcpu, gt::GNTTABOP_QUERY_SIZE, 0, 1), Ok(0));
             assert_eq!(i16::from_ne_bytes([vcpu.mem[12], vcpu.mem[13]]), status, "dom {dom}");
         }
     }
@@ -76,11 +85,23 @@ mod tests {
         let mut d = Domain::new(1);
         let mut vcpu = FakeVcpu::new(32);
         args::put_u32(&mut vcpu.mem, 0, 2);
-        assert_eq!(handle(&mut d, &mut vcpu, gt::GNTTABOP_SET_VERSION, 0, 1), Err(errno::EINVAL));
+        assert_eq!(
+            handle(&mut d, &mut crate::domain::NoPeers, &mut vcpu, gt::GNTTABOP_SET_VERSION, 0, 1),
+            Err(errno::EINVAL)
+        );
         assert_eq!(args::u32_at(&vcpu.mem, 0), 1);
-        assert_eq!(handle(&mut d, &mut vcpu, gt::GNTTABOP_SET_VERSION, 0, 1), Ok(0));
-        assert_eq!(handle(&mut d, &mut vcpu, gt::GNTTABOP_QUERY_SIZE, 0, u64::MAX), Err(errno::EINVAL));
-        assert_eq!(handle(&mut d, &mut vcpu, gt::GNTTABOP_COPY, 0, 1), Err(errno::ENOSYS));
-        assert_eq!(handle(&mut d, &mut vcpu, gt::GNTTABOP_QUERY_SIZE, 30, 1), Err(errno::EFAULT));
+        assert_eq!(handle(&mut d, &mut crate::domain::NoPeers, &mut vcpu, gt::GNTTABOP_SET_VERSION, 0, 1), Ok(0));
+        assert_eq!(
+            handle(&mut d, &mut crate::domain::NoPeers, &mut vcpu, gt::GNTTABOP_QUERY_SIZE, 0, u64::MAX),
+            Err(errno::EINVAL)
+        );
+        assert_eq!(
+            handle(&mut d, &mut crate::domain::NoPeers, &mut vcpu, gt::GNTTABOP_MAP_GRANT_REF, 0, 1),
+            Err(errno::ENOSYS)
+        );
+        assert_eq!(
+            handle(&mut d, &mut crate::domain::NoPeers, &mut vcpu, gt::GNTTABOP_QUERY_SIZE, 30, 1),
+            Err(errno::EFAULT)
+        );
     }
 }

@@ -9,6 +9,7 @@ mod event_channel_op;
 mod event_fifo_op;
 #[cfg(test)]
 mod fuzz_tests;
+mod grant_copy;
 mod grant_table_op;
 mod hvm_op;
 mod memory_op;
@@ -72,7 +73,7 @@ pub fn dispatch_with(
         nr::HVM_OP => hvm_op::handle(domain, vcpu, a0, a1).into(),
         nr::VCPU_OP => vcpu_op::handle(domain, vcpu, a0, a1, a2).into(),
         nr::EVENT_CHANNEL_OP => event_channel_op::handle_with(domain, peers, vcpu, a0, a1).into(),
-        nr::GRANT_TABLE_OP => grant_table_op::handle(domain, vcpu, a0, a1, a2).into(),
+        nr::GRANT_TABLE_OP => grant_table_op::handle(domain, peers, vcpu, a0, a1, a2).into(),
         nr::VM_ASSIST => vm_assist(domain, a0, a1).into(),
         _ => err(errno::ENOSYS),
     }
@@ -121,6 +122,8 @@ pub(crate) mod testing {
         /// `(gpa, hpa)` pairs given to `map_host_page`.
         pub mapped: Vec<(u64, u64)>,
         pub upcalls: usize,
+        /// Calls of `enable_event_delivery`.
+        pub event_delivery_enabled: usize,
         /// The last `set_upcall_vector` argument.
         pub upcall_vector: Option<Option<u8>>,
         /// The last `set_xen_timer` argument.
@@ -134,6 +137,7 @@ pub(crate) mod testing {
                 result: None,
                 mapped: Vec::new(),
                 upcalls: 0,
+                event_delivery_enabled: 0,
                 upcall_vector: None,
                 xen_timer: None,
             }
@@ -180,6 +184,9 @@ pub(crate) mod testing {
         }
         fn raise_upcall(&mut self) {
             self.upcalls += 1;
+        }
+        fn enable_event_delivery(&mut self) {
+            self.event_delivery_enabled += 1;
         }
         fn set_upcall_vector(&mut self, vector: Option<u8>) {
             self.upcall_vector = Some(vector);

@@ -1,0 +1,222 @@
+//! `GNTTABOP_copy`: copy bytes between two pages, either side named by a grant reference of
+//! another domain (or the caller's own) or by one of the caller's own frames. The granting
+//! domain's entry must permit access to the caller (and allow writing, for a destination);
+//! each operation reports its own `GNTST_*` status and the call itself succeeds.
+
+use super::HcResult;
+use super::args;
+use crate::domain::{Domain, Peers};
+use crate::page::{PAGE_SIZE, copy_between_pages};
+use arch::exit::VirtualCpu;
+use core::sync::atomic::AtomicU32;
+use guest_abi::errno;
+use guest_abi::grant_table::{self as gt, GnttabCopy, GnttabCopyPtr, GrantEntryV1};
+use guest_abi::xen::DOMID_SELF;
+
+/// Operations one call may carry (Xen continues longer batches; nothing of ours needs them).
+const MAX_OPS: u64 = 1 << 16;
+/// Version-1 entries in one grant-table frame.
+const ENTRIES_PER_FRAME: usize = PAGE_SIZE / size_of::<GrantEntryV1>();
+
+pub fn copy(domain: &mut Domain, peers: &mut dyn Peers, vcpu: &mut dyn VirtualCpu, uop: u64, count: u64) -> HcResult {
+    if count > MAX_OPS {
+        return Err(errno::EINVAL);
+    }
+    for i in 0..count {
+        let at = uop.checked_add(i * size_of::<GnttabCopy>() as u64).ok_or(errno::EFAULT)?;
+        let mut op: GnttabCopy = args::read_struct(vcpu, at)?;
+        op.status = match copy_one(domain, peers, &op) {
+            Ok(()) => gt::GNTST_OKAY,
+            Err(status) => status,
+        };
+        args::write_struct(vcpu, at, &op)?;
+    }
+    Ok(0)
+}
+
+fn copy_one(domain: &Domain, peers: &mut dyn Peers, op: &GnttabCopy) -> Result<(), i16> {
+    let known = gt::GNTCOPY_SOURCE_GREF | gt::GNTCOPY_DEST_GREF;
+    let (len, from, to) = (usize::from(op.len), usize::from(op.source.offset), usize::from(op.dest.offset));
+    if op.flags & !known != 0 || from + len > PAGE_SIZE || to + len > PAGE_SIZE {
+        return Err(gt::GNTST_BAD_COPY_ARG);
+    }
+    let src = page(domain, peers, &op.source, op.flags & gt::GNTCOPY_SOURCE_GREF != 0, false)?;
+    let dst = page(domain, peers, &op.dest, op.flags & gt::GNTCOPY_DEST_GREF != 0, true)?;
+    copy_between_pages(src, from, dst, to, len);
+    Ok(())
+}
+
+/// The page one side names: a granted page of `ptr.domid`, or a frame of the caller's own.
+fn page(
+    domain: &Domain,
+    peers: &mut dyn Peers,
+    ptr: &GnttabCopyPtr,
+    by_grant: bool,
+    write: bool,
+) -> Result<&'static [AtomicU32], i16> {
+    let own = ptr.domid == DOMID_SELF || ptr.domid == domain.id;
+    if !by_grant {
+        // Only a privileged domain may name another's frames directly.
+        if !own {
+            return Err(gt::GNTST_PERMISSION_DENIED);
+        }
+        return domain.ram.as_ref().and_then(|ram| ram.page(ptr.u)).ok_or(gt::GNTST_BAD_PAGE);
+    }
+    let granter: &Domain = if own { domain } else { peers.peer(ptr.domid).ok_or(gt::GNTST_BAD_DOMAIN)? };
+    let frame = granted_frame(granter, domain.id, ptr.u, write)?;
+    granter.ram.as_ref().and_then(|ram| ram.page(u64::from(frame))).ok_or(gt::GNTST_BAD_PAGE)
+}
+
+/// The frame `granter`'s entry `gref` lets domain `grantee` read (or write).
+fn granted_frame(granter: &Domain, grantee: u16, gref: u64, write: bool) -> Result<u32, i16> {
+    let xen = granter.xen.as_ref().ok_or(gt::GNTST_GENERAL_ERROR)?;
+    let index = usize::try_from(gref).map_err(|_| gt::GNTST_BAD_GNTREF)?;
+    let table = xen.grant_frames.get(index / ENTRIES_PER_FRAME).ok_or(gt::GNTST_BAD_GNTREF)?;
+    let at = index % ENTRIES_PER_FRAME * size_of::<GrantEntryV1>();
+    let flags = u16::from_ne_bytes([table.data[at], table.data[at + 1]]);
+    let domid = u16::from_ne_bytes([table.data[at + 2], table.data[at + 3]]);
+    let frame = table.u32_at(at + 4);
+    let permits = flags & gt::GTF_TYPE_MASK == gt::GTF_PERMIT_ACCESS && domid == grantee;
+    if !permits || (write && flags & gt::GTF_READONLY != 0) {
+        return Err(gt::GNTST_PERMISSION_DENIED);
+    }
+    Ok(frame)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Others;
+    use crate::hypercall::testing::{FakeVcpu, domain_with_xen_pages};
+    use crate::page::GuestRam;
+    use alloc::boxed::Box;
+    use alloc::vec::Vec;
+    use core::sync::atomic::Ordering::Relaxed;
+
+    /// Domain 1 (index 0, the copier) and domain 2 (the granter), each with 4 pages of RAM at
+    /// guest frame 0x100.
+    fn domains(vcpu: &mut FakeVcpu) -> Vec<Domain> {
+        let mut ds = alloc::vec![domain_with_xen_pages(vcpu), domain_with_xen_pages(vcpu)];
+        ds[1].id = 2;
+        for d in &mut ds {
+            let words: &'static [AtomicU32] = Box::leak((0..4 * 1024).map(|_| AtomicU32::new(0)).collect());
+            d.ram = Some(GuestRam { base: 0x100 * PAGE_SIZE as u64, words });
+        }
+        ds
+    }
+
+    fn grant(d: &mut Domain, gref: usize, flags: u16, domid: u16, frame: u32) {
+        let table = &mut d.xen.as_mut().unwrap().grant_frames[gref / ENTRIES_PER_FRAME];
+        let at = gref % ENTRIES_PER_FRAME * 8;
+        table.data[at..at + 2].copy_from_slice(&flags.to_ne_bytes());
+        table.data[at + 2..at + 4].copy_from_slice(&domid.to_ne_bytes());
+        table.set_u32(at + 4, frame);
+    }
+
+    fn byte(d: &Domain, gfn: u64, offset: usize) -> u8 {
+        let page = d.ram.as_ref().unwrap().page(gfn).unwrap();
+        (page[offset / 4].load(Relaxed) >> (offset % 4 * 8)) as u8
+    }
+
+    fn fill(d: &Domain, gfn: u64, seed: u8) {
+        for (i, w) in d.ram.as_ref().unwrap().page(gfn).unwrap().iter().enumerate() {
+            let b = |k: usize| u32::from((i * 4 + k) as u8 ^ seed);
+            w.store(b(0) | b(1) << 8 | b(2) << 16 | b(3) << 24, Relaxed);
+        }
+    }
+
+    fn side(u: u64, domid: u16, offset: u16) -> GnttabCopyPtr {
+        GnttabCopyPtr { u, domid, offset, _pad0: 0 }
+    }
+
+    /// Run one copy from `domains[0]` through the hypercall path; its status.
+    fn run(vcpu: &mut FakeVcpu, ds: &mut [Domain], op: GnttabCopy) -> i16 {
+        use zerocopy::{FromBytes, IntoBytes};
+        vcpu.mem[..40].copy_from_slice(op.as_bytes());
+        let (d, mut peers) = Others::split(ds, 0);
+        assert_eq!(copy(d, &mut peers, vcpu, 0, 1), Ok(0));
+        GnttabCopy::read_from_bytes(&vcpu.mem[..40]).unwrap().status
+    }
+
+    #[test]
+    fn a_granted_page_is_copied_at_any_offset_and_length() {
+        let mut vcpu = FakeVcpu::new(64);
+        let mut ds = domains(&mut vcpu);
+        fill(&ds[1], 0x101, 0x5a);
+        grant(&mut ds[1], 8, gt::GTF_PERMIT_ACCESS | gt::GTF_READONLY, 1, 0x101);
+        for (from, to, len) in [(0, 0, 4096), (1, 2, 100), (4095, 0, 1), (123, 3001, 995)] {
+            let op = GnttabCopy {
+                source: side(8, 2, from),
+                dest: side(0x102, DOMID_SELF, to),
+                len,
+                flags: gt::GNTCOPY_SOURCE_GREF,
+                ..Default::default()
+            };
+            assert_eq!(run(&mut vcpu, &mut ds, op), gt::GNTST_OKAY, "{from} {to} {len}");
+            for k in 0..usize::from(len) {
+                assert_eq!(byte(&ds[0], 0x102, usize::from(to) + k), byte(&ds[1], 0x101, usize::from(from) + k));
+            }
+        }
+    }
+
+    #[test]
+    fn a_destination_grant_is_written_unless_read_only() {
+        let mut vcpu = FakeVcpu::new(64);
+        let mut ds = domains(&mut vcpu);
+        fill(&ds[0], 0x100, 0x11);
+        grant(&mut ds[1], 9, gt::GTF_PERMIT_ACCESS, 1, 0x103);
+        grant(&mut ds[1], 10, gt::GTF_PERMIT_ACCESS | gt::GTF_READONLY, 1, 0x103);
+        let op = |gref| GnttabCopy {
+            source: side(0x100, DOMID_SELF, 0),
+            dest: side(gref, 2, 0),
+            len: 4096,
+            flags: gt::GNTCOPY_DEST_GREF,
+            ..Default::default()
+        };
+        assert_eq!(run(&mut vcpu, &mut ds, op(10)), gt::GNTST_PERMISSION_DENIED);
+        assert_eq!(byte(&ds[1], 0x103, 5), 0, "nothing written through a read-only grant");
+        assert_eq!(run(&mut vcpu, &mut ds, op(9)), gt::GNTST_OKAY);
+        assert_eq!(byte(&ds[1], 0x103, 5), 5 ^ 0x11);
+    }
+
+    #[test]
+    fn bad_copies_get_their_own_status_and_touch_nothing() {
+        let mut vcpu = FakeVcpu::new(64);
+        let mut ds = domains(&mut vcpu);
+        fill(&ds[1], 0x101, 0x77);
+        grant(&mut ds[1], 8, gt::GTF_PERMIT_ACCESS, 1, 0x101);
+        grant(&mut ds[1], 11, gt::GTF_PERMIT_ACCESS, 7, 0x101);
+        grant(&mut ds[1], 12, gt::GTF_PERMIT_ACCESS, 1, 0x999);
+        let from = |gref, domid, offset, len| GnttabCopy {
+            source: side(gref, domid, offset),
+            dest: side(0x102, DOMID_SELF, 0),
+            len,
+            flags: gt::GNTCOPY_SOURCE_GREF,
+            ..Default::default()
+        };
+        let cases = [
+            (from(8, 9, 0, 16), gt::GNTST_BAD_DOMAIN),
+            (from(100_000, 2, 0, 16), gt::GNTST_BAD_GNTREF),
+            (from(3, 2, 0, 16), gt::GNTST_PERMISSION_DENIED), // never granted
+            (from(11, 2, 0, 16), gt::GNTST_PERMISSION_DENIED), // granted to domain 7
+            (from(12, 2, 0, 16), gt::GNTST_BAD_PAGE),
+            (from(8, 2, 4090, 16), gt::GNTST_BAD_COPY_ARG),
+            (GnttabCopy { flags: 0x80, ..from(8, 2, 0, 16) }, gt::GNTST_BAD_COPY_ARG),
+            // Another domain's frame named directly: only with a grant.
+            (GnttabCopy { flags: 0, ..from(0x101, 2, 0, 16) }, gt::GNTST_PERMISSION_DENIED),
+        ];
+        for (op, want) in cases {
+            assert_eq!(run(&mut vcpu, &mut ds, op), want, "{op:?}");
+        }
+        assert!((0..4096).all(|k| byte(&ds[0], 0x102, k) == 0), "no refused copy wrote anything");
+    }
+
+    #[test]
+    fn whole_batches_are_bounded_and_faults_stop_them() {
+        let mut vcpu = FakeVcpu::new(64);
+        let mut ds = domains(&mut vcpu);
+        let (d, mut peers) = Others::split(&mut ds, 0);
+        assert_eq!(copy(d, &mut peers, &mut vcpu, 0, MAX_OPS + 1), Err(errno::EINVAL));
+        assert_eq!(copy(d, &mut peers, &mut vcpu, 40, 1), Err(errno::EFAULT), "straddles the end of its memory");
+    }
+}
