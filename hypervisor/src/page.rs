@@ -133,7 +133,7 @@ pub fn copy_between_pages(
     len: usize,
 ) {
     use core::sync::atomic::Ordering::Relaxed;
-    let aligned = from % 4 == 0 && to % 4 == 0 && len % 4 == 0;
+    let aligned = from.is_multiple_of(4) && to.is_multiple_of(4) && len.is_multiple_of(4);
     if aligned {
         for i in 0..len / 4 {
             dst[to / 4 + i].store(src[from / 4 + i].load(Relaxed), Relaxed);
