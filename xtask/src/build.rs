@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The test guests of `qemu/guests/hello`, one binary per scenario.
-pub const GUESTS: [&str; 12] = [
+pub const GUESTS: [&str; 13] = [
     "hello",
     "enosys",
     "guest-fault",
@@ -19,6 +19,7 @@ pub const GUESTS: [&str; 12] = [
     "fuzz",
     "evtchn-pingpong",
     "evtchn-limits",
+    "grant-copy",
 ];
 
 /// What a build produced for one architecture.

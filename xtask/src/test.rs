@@ -440,6 +440,25 @@ fn evtchn_scenarios() -> Vec<Scenario> {
             },
         });
     }
+    // Grant copies between two domains (ARM: x86 boots one domain so far).
+    for arch in [Arch::Aarch64, Arch::Armv7] {
+        let mut in_order = banner(arch);
+        in_order.extend(
+            ["(d1) grant-copy: granter offers refs 8 (read-only) and 9", "(XEN) stopping: all domains powered off"]
+                .map(String::from),
+        );
+        all.push(Scenario {
+            name: format!("grant-copy-{}", arch.name()),
+            arch,
+            guest: TestGuest::GuestConfig { file: "grant-copy.dts", guest: "grant-copy" },
+            expect: Expect {
+                in_order,
+                count: Some((" ok=true".into(), 2)),
+                forbidden: vec!["PANIC", "FAIL"],
+                exit_zero: true,
+            },
+        });
+    }
     let targets =
         [(Arch::Aarch64, ""), (Arch::Armv7, ""), (Arch::X86_64, ""), (Arch::X86_64, crate::qemu_x86::SVM_SUFFIX)];
     // The 2-level ABI stops at port 4095; FIFO binds and delivers on port 2^17 - 1.

@@ -34,14 +34,14 @@ pub fn copy(domain: &mut Domain, peers: &mut dyn Peers, vcpu: &mut dyn VirtualCp
     Ok(0)
 }
 
+/// In Xen's order: both pages first (domains, grants, frames), then offsets and length.
 fn copy_one(domain: &Domain, peers: &mut dyn Peers, op: &GnttabCopy) -> Result<(), i16> {
-    let known = gt::GNTCOPY_SOURCE_GREF | gt::GNTCOPY_DEST_GREF;
-    let (len, from, to) = (usize::from(op.len), usize::from(op.source.offset), usize::from(op.dest.offset));
-    if op.flags & !known != 0 || from + len > PAGE_SIZE || to + len > PAGE_SIZE {
-        return Err(gt::GNTST_BAD_COPY_ARG);
-    }
     let src = page(domain, peers, &op.source, op.flags & gt::GNTCOPY_SOURCE_GREF != 0, false)?;
     let dst = page(domain, peers, &op.dest, op.flags & gt::GNTCOPY_DEST_GREF != 0, true)?;
+    let (len, from, to) = (usize::from(op.len), usize::from(op.source.offset), usize::from(op.dest.offset));
+    if from + len > PAGE_SIZE || to + len > PAGE_SIZE {
+        return Err(gt::GNTST_BAD_COPY_ARG);
+    }
     copy_between_pages(src, from, dst, to, len);
     Ok(())
 }
@@ -56,8 +56,8 @@ fn page(
 ) -> Result<&'static [AtomicU32], i16> {
     let own = ptr.domid == DOMID_SELF || ptr.domid == domain.id;
     if !by_grant {
-        // Only a privileged domain may name another's frames directly.
-        if !own {
+        // A frame is named only as DOMID_SELF's (Xen refuses even the caller's own id).
+        if ptr.domid != DOMID_SELF {
             return Err(gt::GNTST_PERMISSION_DENIED);
         }
         return domain.ram.as_ref().and_then(|ram| ram.page(ptr.u)).ok_or(gt::GNTST_BAD_PAGE);
@@ -67,7 +67,9 @@ fn page(
     granter.ram.as_ref().and_then(|ram| ram.page(u64::from(frame))).ok_or(gt::GNTST_BAD_PAGE)
 }
 
-/// The frame `granter`'s entry `gref` lets domain `grantee` read (or write).
+/// The frame `granter`'s entry `gref` lets domain `grantee` read (or write). An entry that
+/// does not permit it (another type, another domain, read-only for a write) is Xen's
+/// `GNTST_general_error`, as `_set_status` reports it.
 fn granted_frame(granter: &Domain, grantee: u16, gref: u64, write: bool) -> Result<u32, i16> {
     let xen = granter.xen.as_ref().ok_or(gt::GNTST_GENERAL_ERROR)?;
     let index = usize::try_from(gref).map_err(|_| gt::GNTST_BAD_GNTREF)?;
@@ -78,7 +80,7 @@ fn granted_frame(granter: &Domain, grantee: u16, gref: u64, write: bool) -> Resu
     let frame = table.u32_at(at + 4);
     let permits = flags & gt::GTF_TYPE_MASK == gt::GTF_PERMIT_ACCESS && domid == grantee;
     if !permits || (write && flags & gt::GTF_READONLY != 0) {
-        return Err(gt::GNTST_PERMISSION_DENIED);
+        return Err(gt::GNTST_GENERAL_ERROR);
     }
     Ok(frame)
 }
@@ -173,7 +175,7 @@ mod tests {
             flags: gt::GNTCOPY_DEST_GREF,
             ..Default::default()
         };
-        assert_eq!(run(&mut vcpu, &mut ds, op(10)), gt::GNTST_PERMISSION_DENIED);
+        assert_eq!(run(&mut vcpu, &mut ds, op(10)), gt::GNTST_GENERAL_ERROR);
         assert_eq!(byte(&ds[1], 0x103, 5), 0, "nothing written through a read-only grant");
         assert_eq!(run(&mut vcpu, &mut ds, op(9)), gt::GNTST_OKAY);
         assert_eq!(byte(&ds[1], 0x103, 5), 5 ^ 0x11);
@@ -197,13 +199,16 @@ mod tests {
         let cases = [
             (from(8, 9, 0, 16), gt::GNTST_BAD_DOMAIN),
             (from(100_000, 2, 0, 16), gt::GNTST_BAD_GNTREF),
-            (from(3, 2, 0, 16), gt::GNTST_PERMISSION_DENIED), // never granted
-            (from(11, 2, 0, 16), gt::GNTST_PERMISSION_DENIED), // granted to domain 7
+            (from(3, 2, 0, 16), gt::GNTST_GENERAL_ERROR),  // never granted
+            (from(11, 2, 0, 16), gt::GNTST_GENERAL_ERROR), // granted to domain 7
             (from(12, 2, 0, 16), gt::GNTST_BAD_PAGE),
             (from(8, 2, 4090, 16), gt::GNTST_BAD_COPY_ARG),
-            (GnttabCopy { flags: 0x80, ..from(8, 2, 0, 16) }, gt::GNTST_BAD_COPY_ARG),
+            // A bad page is found before a bad length, as in Xen.
+            (from(12, 2, 4090, 16), gt::GNTST_BAD_PAGE),
             // Another domain's frame named directly: only with a grant.
             (GnttabCopy { flags: 0, ..from(0x101, 2, 0, 16) }, gt::GNTST_PERMISSION_DENIED),
+            // Even one's own frame is named as DOMID_SELF's, not by id.
+            (GnttabCopy { flags: 0, ..from(0x101, 1, 0, 16) }, gt::GNTST_PERMISSION_DENIED),
         ];
         for (op, want) in cases {
             assert_eq!(run(&mut vcpu, &mut ds, op), want, "{op:?}");
