@@ -126,6 +126,10 @@ pub trait VirtualCpu {
     fn raise_upcall(&mut self) {}
     /// Drive a device interrupt line (ARM: an SPI INTID) high or low.
     fn set_irq_line(&mut self, _intid: u32, _level: bool) {}
+    /// Let the guest take interrupts from here on, as Xen's `SCHEDOP_block` does before it
+    /// blocks (`local_event_delivery_enable`; ARM: clear PSTATE.I in the state it returns
+    /// to). A backend without it leaves the guest's mask as it was.
+    fn enable_event_delivery(&mut self) {}
 
     // Several vCPUs per CPU. A backend that runs one vCPU per domain keeps the defaults: a
     // halted vCPU resumes at once, nothing preempts it, and CPU_ON creates nothing.

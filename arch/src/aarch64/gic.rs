@@ -10,6 +10,7 @@
 
 use super::console::early_log;
 use super::dt::{Gic, Platform};
+use crate::arm::vgic::CpuInterface;
 use aarch64_cpu::asm::barrier::{self, isb};
 use aarch64_cpu::registers::{MPIDR_EL1, Readable};
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -257,6 +258,19 @@ macro_rules! ap_access {
     };
 }
 ap_access!(0, 1, 2, 3);
+
+/// What the vCPU's saved interface lets through (for a WFI or a halted vCPU's wake-up).
+pub fn cpu_interface(state: &VcpuInterface) -> CpuInterface {
+    if !ready() {
+        return CpuInterface::OPEN;
+    }
+    let count = (AP_REGS.load(Ordering::Relaxed) as usize).clamp(1, 4);
+    let mut active = [0u64; 4];
+    for (n, a) in active.iter_mut().enumerate().take(count) {
+        *a = state.ap0r[n] | state.ap1r[n];
+    }
+    CpuInterface::from_vmcr(state.vmcr, &active[..count])
+}
 
 /// ICH_HCR_EL2: En, and NPIE (maintenance when no LR is pending) if interrupts wait.
 pub fn load(state: &VcpuInterface, refill_wanted: bool) {

@@ -54,6 +54,8 @@ const CNTV_ISTATUS: u64 = 1 << 2;
 const UNKNOWN_LOGGED: usize = 8;
 /// ESR_EL2.ISS bit 0 of a WFx trap: WFE rather than WFI.
 const WFX_IS_WFE: u64 = 1;
+/// SPSR_EL2.I: the guest's IRQ mask (PSTATE.I) in the state it returns to.
+const SPSR_I: u64 = 1 << 7;
 /// CNTHP_CTL_EL2.ENABLE.
 const CNTHP_ENABLE: u64 = 1;
 
@@ -365,12 +367,18 @@ impl Vcpu {
         None
     }
 
-    /// The guest would not wait in WFI: an interrupt is pending for it in the vGIC, or its
-    /// timer has fired (the physical PPI is taken as soon as it re-enters).
+    /// The guest would not wait in WFI: its CPU interface would signal an interrupt the vGIC
+    /// holds for it, or its timer has fired (the physical PPI is taken as soon as it
+    /// re-enters) and the timer's PPI would be signalled. As on hardware, an interrupt the
+    /// interface masks (priority mask, group 1 off, a higher-priority one active) does not end
+    /// a WFI.
     fn interrupt_waiting(&self) -> bool {
         let ctl = CNTV_CTL_EL0.get();
         let timer_fired = ctl & (CNTV_ENABLE | CNTV_IMASK | CNTV_ISTATUS) == CNTV_ENABLE | CNTV_ISTATUS;
-        timer_fired || self.space.borrow().vgic.has_deliverable(self.vgic_cpu())
+        let cpu = gic::cpu_interface(&self.vif);
+        let vgic = &self.space.borrow().vgic;
+        (timer_fired && vgic.would_signal(self.vgic_cpu(), VTIMER_PPI, &cpu))
+            || vgic.has_signalled(self.vgic_cpu(), &cpu)
     }
 
     /// Load the list registers and the virtual CPU interface for the next entry.
@@ -670,6 +678,10 @@ impl VirtualCpu for Vcpu {
         self.space.borrow_mut().vgic.set_spi_line(intid, level);
     }
 
+    fn enable_event_delivery(&mut self) {
+        self.ctx.spsr &= !SPSR_I;
+    }
+
     fn complete_cpu_on(&mut self, result: CpuOnResult) {
         let value = match result {
             CpuOnResult::Started => psci::SUCCESS,
@@ -687,7 +699,8 @@ impl VirtualCpu for Vcpu {
 
     fn interrupt_pending(&self) -> bool {
         let timer_due = self.timer_deadline_count().is_some_and(|due| CNTPCT_EL0.get() >= due);
-        timer_due || self.space.borrow().vgic.has_deliverable(self.vgic_cpu())
+        let cpu = gic::cpu_interface(&self.vif);
+        timer_due || self.space.borrow().vgic.has_signalled(self.vgic_cpu(), &cpu)
     }
 
     fn timer_deadline_ns(&self) -> Option<u64> {
@@ -700,13 +713,18 @@ impl VirtualCpu for Vcpu {
 }
 
 impl Vcpu {
-    /// The physical count at which this vCPU's saved virtual timer fires, if it can.
+    /// The physical count at which this vCPU's saved virtual timer fires, if it can and its
+    /// PPI would then be signalled (a timer whose interrupt the vCPU masks wakes nothing).
     fn timer_deadline_count(&self) -> Option<u64> {
         let ctl = self.el1.cntv_ctl;
         if ctl & (CNTV_ENABLE | CNTV_IMASK) != CNTV_ENABLE {
             return None;
         }
-        self.el1.cntv_cval.checked_add(self.space.borrow().cntvoff)
+        let space = self.space.borrow();
+        if !space.vgic.would_signal(self.vgic_cpu(), VTIMER_PPI, &gic::cpu_interface(&self.vif)) {
+            return None;
+        }
+        self.el1.cntv_cval.checked_add(space.cntvoff)
     }
 }
 

@@ -9,7 +9,12 @@ use guest_abi::{errno, sched};
 pub fn handle(domain: &Domain, vcpu: &mut dyn VirtualCpu, cmd: u64, arg: u64) -> Outcome {
     match cmd {
         sched::SCHEDOP_YIELD => Outcome::Yield,
-        sched::SCHEDOP_BLOCK => Outcome::Block,
+        sched::SCHEDOP_BLOCK => {
+            // Xen's SCHEDOP_block enables event delivery before it blocks (ARM: PSTATE.I is
+            // cleared), so the vCPU takes the interrupt that wakes it.
+            vcpu.enable_event_delivery();
+            Outcome::Block
+        }
         sched::SCHEDOP_SHUTDOWN => shutdown(vcpu, arg),
         // Waiting for a port: with one vCPU per CPU, returning at once is a valid spurious wakeup.
         sched::SCHEDOP_POLL => Outcome::Yield,
@@ -34,10 +39,9 @@ fn shutdown(vcpu: &mut dyn VirtualCpu, arg: u64) -> Outcome {
     if vcpu.copy_from_guest(arg, &mut raw).is_err() {
         return err(errno::EFAULT);
     }
-    match u32::from_ne_bytes(raw) {
-        reason @ sched::SHUTDOWN_POWEROFF..=sched::SHUTDOWN_SOFT_RESET => Outcome::Shutdown(reason),
-        _ => err(errno::EINVAL),
-    }
+    // Xen takes the reason's low byte and shuts the domain down whatever it is (a code past
+    // SHUTDOWN_MAX is for the toolstack to judge; ours treats it as a crash).
+    Outcome::Shutdown(u32::from_ne_bytes(raw) & 0xff)
 }
 
 #[cfg(test)]
@@ -56,11 +60,17 @@ mod tests {
     }
 
     #[test]
-    fn shutdown_with_bad_pointer_or_reason_is_rejected() {
+    fn shutdown_with_bad_pointer_is_rejected_but_any_reason_shuts_down() {
         let mut vcpu = FakeVcpu::new(16);
         assert_eq!(handle(&Domain::new(1), &mut vcpu, sched::SCHEDOP_SHUTDOWN, 14), err(errno::EFAULT));
         vcpu.mem[0..4].copy_from_slice(&77u32.to_ne_bytes());
-        assert_eq!(handle(&Domain::new(1), &mut vcpu, sched::SCHEDOP_SHUTDOWN, 0), err(errno::EINVAL));
+        assert_eq!(handle(&Domain::new(1), &mut vcpu, sched::SCHEDOP_SHUTDOWN, 0), Outcome::Shutdown(77));
+        vcpu.mem[0..4].copy_from_slice(&0x1234_5602u32.to_ne_bytes());
+        assert_eq!(
+            handle(&Domain::new(1), &mut vcpu, sched::SCHEDOP_SHUTDOWN, 0),
+            Outcome::Shutdown(sched::SHUTDOWN_SUSPEND),
+            "the low byte, as Xen's (u8) cast"
+        );
     }
 
     #[test]
@@ -83,7 +93,9 @@ mod tests {
     fn yield_and_block_map_to_scheduler_outcomes() {
         let mut vcpu = FakeVcpu::new(0);
         assert_eq!(handle(&Domain::new(1), &mut vcpu, sched::SCHEDOP_YIELD, 0), Outcome::Yield);
+        assert_eq!(vcpu.event_delivery_enabled, 0);
         assert_eq!(handle(&Domain::new(1), &mut vcpu, sched::SCHEDOP_BLOCK, 0), Outcome::Block);
+        assert_eq!(vcpu.event_delivery_enabled, 1, "block enables event delivery first");
         assert_eq!(handle(&Domain::new(1), &mut vcpu, 99, 0), err(errno::ENOSYS));
     }
 }

@@ -43,6 +43,56 @@ pub const MAX_LRS: usize = 16;
 /// Priority bits kept (the upper 5, as many as the virtual CPU interfaces we run on have).
 const PRIORITY_MASK: u8 = 0xf8;
 
+/// What a vCPU's virtual CPU interface lets through. As on hardware, an interrupt the list
+/// registers hold is only signalled to the vCPU (and so only ends its WFI) with group 1
+/// enabled at the interface (ICC_IGRPEN1_EL1, VMCR.VENG1) and a priority higher, that is
+/// lower in value, than both the priority mask (ICC_PMR_EL1, VMCR.VPMR) and the running
+/// priority (the highest active one). Xen's WFI check (`vgic_vcpu_pending_irq`) looks at the
+/// same mask and active priority.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuInterface {
+    pub group1_enabled: bool,
+    pub priority_mask: u8,
+    pub running_priority: u8,
+}
+
+/// ICH_VMCR_EL2 fields.
+const VMCR_VENG1: u64 = 1 << 1;
+const VMCR_VPMR_SHIFT: u32 = 24;
+
+impl CpuInterface {
+    /// A wide open interface: group 1 on, nothing masked or active (priority 0xff is never
+    /// signalled).
+    pub const OPEN: Self = Self { group1_enabled: true, priority_mask: 0xff, running_priority: 0xff };
+
+    /// From the saved ICH_VMCR_EL2 and active-priority registers (`active[n]` = ICH_AP0R<n>
+    /// | ICH_AP1R<n>, as many as the interface has: 1, 2 or 4 for 5, 6 or 7 priority bits;
+    /// bit `i` over them all set means group priority `i` is active).
+    pub fn from_vmcr(vmcr: u64, active: &[u64]) -> Self {
+        let shift = match active.len() {
+            0 | 1 => 3,
+            2 => 2,
+            _ => 1,
+        };
+        let running = active
+            .iter()
+            .enumerate()
+            .find(|(_, a)| **a as u32 != 0)
+            .map(|(n, a)| n as u32 * 32 + (*a as u32).trailing_zeros())
+            .map_or(0xff, |group| (group << shift).min(0xff) as u8);
+        Self {
+            group1_enabled: vmcr & VMCR_VENG1 != 0,
+            priority_mask: (vmcr >> VMCR_VPMR_SHIFT) as u8,
+            running_priority: running,
+        }
+    }
+
+    /// Would an interrupt of `priority` be signalled?
+    pub fn admits(&self, priority: u8) -> bool {
+        self.group1_enabled && priority < self.priority_mask && priority < self.running_priority
+    }
+}
+
 /// The state of one interrupt.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Irq {
@@ -255,9 +305,27 @@ impl Vgic {
         (0..32).chain(spis)
     }
 
-    /// `vcpu` has an interrupt that could be delivered now: a WFI should not wait.
+    /// `vcpu` has an interrupt the distributor and redistributor could deliver now, whatever
+    /// its CPU interface masks.
     pub fn has_deliverable(&self, vcpu: usize) -> bool {
-        vcpu < self.nr_vcpus && self.intids_for(vcpu).any(|i| self.irq(vcpu, i).is_some_and(|q| self.deliverable(q)))
+        self.has_signalled(vcpu, &CpuInterface::OPEN)
+    }
+
+    /// `vcpu` has an interrupt its CPU interface `cpu` would signal now: a WFI ends.
+    pub fn has_signalled(&self, vcpu: usize, cpu: &CpuInterface) -> bool {
+        vcpu < self.nr_vcpus
+            && self
+                .intids_for(vcpu)
+                .any(|i| self.irq(vcpu, i).is_some_and(|q| self.deliverable(q) && cpu.admits(q.priority)))
+    }
+
+    /// Would interrupt `intid` be signalled to `vcpu` once pending (enabled, its group on,
+    /// let through by `cpu`)? Whether a timer that fires wakes the vCPU.
+    pub fn would_signal(&self, vcpu: usize, intid: u32, cpu: &CpuInterface) -> bool {
+        vcpu < self.nr_vcpus
+            && self
+                .irq(vcpu, intid)
+                .is_some_and(|q| q.enabled && self.ctlr & CTLR_ENABLE_GRP1 != 0 && cpu.admits(q.priority))
     }
 
     /// Choose what goes into `lr_count` list registers for `vcpu`: active interrupts first

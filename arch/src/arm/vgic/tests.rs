@@ -279,3 +279,36 @@ fn spis_follow_irouter() {
     g.set_spi_line(32, true);
     assert!(g.has_deliverable(0));
 }
+
+#[test]
+fn cpu_interface_mask_group_enable_and_running_priority_gate_signalling() {
+    let mut g = Vgic::new(1);
+    write(&mut g, D, 4, 0x12);
+    let sgi = GUEST_GICR_BASE + 0x1_0000;
+    write(&mut g, sgi + 0x400 + u64::from(VTIMER_PPI), 1, 0xa0);
+    write(&mut g, sgi + 0x100, 4, 1 << VTIMER_PPI);
+    // Out of reset the interface is closed: PMR 0, group 1 off.
+    let reset = CpuInterface::from_vmcr(0, &[0]);
+    assert!(!g.would_signal(0, VTIMER_PPI, &reset));
+    g.raise_private(0, VTIMER_PPI);
+    assert!(g.has_deliverable(0) && !g.has_signalled(0, &reset));
+    // PMR 0xf8 and VENG1: signalled.
+    let open = CpuInterface::from_vmcr((0xf8 << 24) | 0b10, &[0]);
+    assert!(g.would_signal(0, VTIMER_PPI, &open) && g.has_signalled(0, &open));
+    // Group 1 off, or a mask at or above the interrupt's priority: not signalled.
+    assert!(!g.has_signalled(0, &CpuInterface::from_vmcr(0xf8 << 24, &[0])));
+    assert!(!g.has_signalled(0, &CpuInterface::from_vmcr((0xa0 << 24) | 0b10, &[0])));
+    assert!(g.has_signalled(0, &CpuInterface::from_vmcr((0xa8 << 24) | 0b10, &[0])));
+    // An active interrupt of priority 0xa0 (group priority 20 of 32) holds back another
+    // 0xa0; one at 0x98 (group 19) does not.
+    let busy = CpuInterface::from_vmcr((0xf8 << 24) | 0b10, &[1 << 20]);
+    assert_eq!(busy.running_priority, 0xa0);
+    assert!(!g.has_signalled(0, &busy));
+    write(&mut g, sgi + 0x400 + u64::from(VTIMER_PPI), 1, 0x98);
+    assert!(g.has_signalled(0, &busy));
+    // With 7 priority bits (four AP registers), bit 0 of the second is group priority 32.
+    assert_eq!(CpuInterface::from_vmcr(0, &[0, 1, 0, 0]).running_priority, 64);
+    // A disabled interrupt is never signalled, whatever the interface lets through.
+    write(&mut g, sgi + 0x180, 4, 1 << VTIMER_PPI);
+    assert!(!g.would_signal(0, VTIMER_PPI, &CpuInterface::OPEN) && !g.has_signalled(0, &CpuInterface::OPEN));
+}

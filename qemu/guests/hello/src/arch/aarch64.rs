@@ -21,6 +21,9 @@ _start:
     .word   0
 1:  mov     x1, #(3 << 20)          // CPACR_EL1.FPEN: Rust code uses FP/SIMD registers
     msr     cpacr_el1, x1
+    adrp    x1, hello_guest_vectors   // VBAR_EL1: see the vector table below
+    add     x1, x1, :lo12:hello_guest_vectors
+    msr     vbar_el1, x1
     isb
     adrp    x1, __stack_top
     add     x1, x1, :lo12:__stack_top
@@ -36,8 +39,49 @@ _start:
 3:  bl      guest_main
 4:  wfi
     b       4b
+
+    // The exception vectors every vCPU starts with. Our guests run with IRQs masked at
+    // PSTATE, but a hypercall may unmask them: on Xen, SCHEDOP_block enables event delivery
+    // (it clears PSTATE.I in the saved state, `local_event_delivery_enable`), so the vCPU
+    // comes back from it with IRQs on and takes the interrupt that woke it at once. The IRQ
+    // vector masks IRQs again in the state it returns to and leaves the interrupt pending at
+    // the GIC, where the code that armed it acknowledges it. Anything else is unexpected:
+    // it is reported and the domain crashes, rather than spinning silently.
+    .section .text.vectors, "ax"
+    .balign 0x800
+    .global hello_guest_vectors
+hello_guest_vectors:
+    .irp    vector, 0x000, 0x080, 0x100, 0x180, 0x200
+    .balign 0x80
+    mov     x0, #\vector
+    b       hello_guest_unexpected_vector
+    .endr
+    .balign 0x80                    // 0x280: current EL with SP_ELx, IRQ
+    str     x0, [sp, #-16]!
+    mrs     x0, spsr_el1
+    orr     x0, x0, #(1 << 7)       // SPSR_EL1.I: back with IRQs masked
+    msr     spsr_el1, x0
+    ldr     x0, [sp], #16
+    eret
+    .irp    vector, 0x300, 0x380, 0x400, 0x480, 0x500, 0x580, 0x600, 0x680, 0x700, 0x780
+    .balign 0x80
+    mov     x0, #\vector
+    b       hello_guest_unexpected_vector
+    .endr
+hello_guest_unexpected_vector:
+    mrs     x1, esr_el1
+    mrs     x2, elr_el1
+    mrs     x3, far_el1
+    bl      hello_guest_exception
     "#
 );
+
+/// An exception no vector expects: say which and crash the domain.
+#[unsafe(no_mangle)]
+extern "C" fn hello_guest_exception(vector: u64, esr: u64, elr: u64, far: u64) -> ! {
+    crate::println!("FAIL guest exception: vector {vector:#x} ESR {esr:#x} ELR {elr:#x} FAR {far:#x}");
+    crate::shutdown(guest_abi::sched::SHUTDOWN_CRASH)
+}
 
 /// Issue Xen hypercall `nr` with five arguments; returns x0.
 ///
@@ -100,7 +144,9 @@ pub mod simd {
             ((sgi + 0x100) as *mut u32).write_volatile(1 << VTIMER_PPI);
         }
         // SAFETY: this vCPU's own GIC CPU interface: system registers on, every priority
-        // let through, group 1 on. IRQs stay masked at PSTATE: nothing is taken.
+        // let through, group 1 on. IRQs stay masked at PSTATE; if a hypercall unmasks them
+        // (Xen's SCHEDOP_block), the IRQ vector masks them again and leaves the interrupt
+        // pending for `disarm_wakeup`.
         unsafe {
             core::arch::asm!(
                 "mrs {t}, icc_sre_el1", "orr {t}, {t}, #1", "msr icc_sre_el1, {t}", "isb",
@@ -208,7 +254,8 @@ pub mod simd {
     }
 
     /// Arm the EL1 virtual timer to fire in `micros` µs (a WFI or SCHEDOP_block then sleeps
-    /// until it is due); the interrupt stays masked at PSTATE, only the wake-up matters.
+    /// until it is due); only the wake-up matters: the interrupt is never handled (after
+    /// SCHEDOP_block, which unmasks IRQs, the IRQ vector just masks them again).
     pub fn arm_wakeup(_vcpu: usize, micros: u64) -> bool {
         let (now, freq): (u64, u64);
         // SAFETY: reading the virtual counter and its frequency has no side effect.
@@ -279,6 +326,9 @@ pub mod simd {
     secondary_start:                 // x0 = stack top; [sp] = entry, [sp, #8] = its argument
         mov     x1, #(3 << 20)          // CPACR_EL1.FPEN, as on the boot vCPU
         msr     cpacr_el1, x1
+        adrp    x1, hello_guest_vectors   // and its exception vectors
+        add     x1, x1, :lo12:hello_guest_vectors
+        msr     vbar_el1, x1
         isb
         sub     sp, x0, #16
         ldp     x1, x0, [sp]

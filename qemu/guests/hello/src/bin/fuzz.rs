@@ -338,7 +338,8 @@ mod guest {
 
     /// aarch64: the EL1 virtual timer, due in about 120 µs. The hypervisor wakes a blocked
     /// vCPU for an interrupt it could deliver, so the timer's PPI is enabled in our vGIC (see
-    /// [`prepare_wakeups`]); our IRQs stay masked, so it is only ever seen, never taken.
+    /// [`prepare_wakeups`]); our IRQs stay masked, so it is only ever seen, never handled
+    /// (Xen's SCHEDOP_block unmasks them: the IRQ vector masks them again at once).
     #[cfg(target_arch = "aarch64")]
     fn arm_wakeup() {
         // SAFETY: the EL1 virtual timer is ours to program; IRQs are masked at EL1.
@@ -377,7 +378,8 @@ mod guest {
     }
 
     /// Xen's guest GICv3: distributor with group 1 on, the virtual timer's PPI enabled at our
-    /// redistributor, our CPU interface on. PSTATE.I stays set: nothing is ever taken.
+    /// redistributor, our CPU interface on. PSTATE.I stays set (or is set again by the IRQ
+    /// vector after a SCHEDOP_block that cleared it): nothing is ever handled.
     #[cfg(target_arch = "aarch64")]
     fn prepare_wakeups() {
         const GICD: usize = 0x0300_1000;

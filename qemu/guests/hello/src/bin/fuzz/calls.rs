@@ -463,19 +463,35 @@ impl Fuzzer {
         let [cmd, a1, a2, ..] = c.args;
         match (c.nr, cmd) {
             (nr::SCHED_OP, sched::SCHEDOP_SHUTDOWN) => {
-                // A reason past SHUTDOWN_MAX, or a pointer the hypervisor cannot read.
-                if self.in_scratch(a1, 4) {
-                    let reason = sched::SHUTDOWN_MAX + 1 + self.rng.below(1000) as u32;
-                    let reason = if self.rng.below(4) == 0 { u32::MAX } else { reason };
-                    self.put32(a1, 0, reason);
-                } else if a1 < layout::OWN_RAM.1 && a1.saturating_add(4) > layout::OWN_RAM.0 {
-                    c.args[1] = self.outside_address() & REG_MASK;
+                // Only a pointer the hypervisor cannot read (-EFAULT): Xen shuts the domain
+                // down for any reason it reads, past SHUTDOWN_MAX too.
+                c.args[1] = self.rng.pick(&layout::UNREADABLE) & REG_MASK;
+            }
+            // Xen arms a domain watchdog for id 0 (whatever the timeout: 0 fires at once) and
+            // shuts the domain down when it fires: only ids that name no armed watchdog
+            // (-EINVAL), or a request it cannot read.
+            (nr::SCHED_OP, sched::SCHEDOP_WATCHDOG) => {
+                if self.in_scratch(a1, 8) {
+                    let id = self.rng.pick(&[1u32, 2, 3, 0xffff_ffff]);
+                    self.put32(a1, 0, id);
+                } else {
+                    c.args[1] = self.rng.pick(&layout::UNREADABLE) & REG_MASK;
                 }
             }
             (nr::SCHED_OP, sched::SCHEDOP_BLOCK | sched::SCHEDOP_POLL) => c.may_block = true,
             // The old sched_op takes its shutdown reason by value.
             (nr::SCHED_OP_COMPAT, sched::SCHEDOP_SHUTDOWN | sched::SCHEDOP_BLOCK | sched::SCHEDOP_POLL) => {
                 c.args[0] = sched::SCHEDOP_YIELD;
+            }
+            // Xen runs every entry of a multicall list unguarded and writes each result back
+            // into the list (a long list walks through all our memory): only an empty list,
+            // or one it cannot read (-EFAULT).
+            (nr::MULTICALL, _) => {
+                if self.rng.below(4) == 0 {
+                    c.args[1] = 0;
+                } else {
+                    c.args[0] = self.rng.pick(&layout::UNREADABLE) & REG_MASK;
+                }
             }
             (nr::VCPU_OP, vcpu::VCPUOP_DOWN) if a1 == 0 => c.args[1] = 1,
             // From our own memory: rarely a short line of letters, else nothing (count 0).

@@ -80,6 +80,16 @@ pub const OUTSIDE: [u64; 16] = [
     0xffff_ffff_ffff_fff8,
 ];
 
+/// Addresses no hypervisor lets a copy read, whatever the calls before mapped: unmapped in
+/// Xen's guest memory map and ours on ARM (below the GIC, just below RAM), non-canonical on
+/// x86. `SCHEDOP_shutdown` is only ever pointed here: Xen shuts the domain down for any
+/// reason it can read (it takes the low byte, SHUTDOWN_MAX is no limit).
+#[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
+pub const UNREADABLE: [u64; 4] = [0, 0xffc, 0x3fff_f000, 0x3fff_fffe];
+#[cfg(target_arch = "x86_64")]
+pub const UNREADABLE: [u64; 4] =
+    [0x0000_8000_0000_0000, 0x0000_8000_0000_0ffc, 0x7fff_ffff_ffff_f000, 0xffff_0000_0000_0000];
+
 /// Whether `[addr, addr + len)` touches our RAM anywhere a call must not aim.
 pub fn forbidden(addr: u64, len: u64, scratch: (u64, u64)) -> bool {
     let end = addr.saturating_add(len.max(1));
