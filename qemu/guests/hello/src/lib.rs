@@ -27,6 +27,12 @@ use guest_abi::{console, hypercall as nr, sched};
 /// An address no domain of ours has memory at (stage-2/EPT leave it unmapped).
 pub const UNMAPPED_ADDRESS: u64 = 0x8000_0000;
 
+/// An address the scenario reads on purpose to see the hypervisor stop it (`u64::MAX`:
+/// none). Xen answers an access outside the domain's memory with a data abort injected into
+/// the guest, where xhv crashes the domain: an abort at this address is then reported as
+/// `GUEST-FAULT-ABORTED`, not as an unexpected exception (aarch64).
+pub static EXPECTED_FAULT_ADDRESS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(u64::MAX);
+
 #[cfg(target_os = "none")]
 pub mod fifo;
 

@@ -76,10 +76,18 @@ hello_guest_unexpected_vector:
     "#
 );
 
-/// An exception no vector expects: say which and crash the domain.
+/// An exception no vector expects: say which and crash the domain (a data abort at
+/// [`crate::EXPECTED_FAULT_ADDRESS`] is the one the scenario asked for).
 #[unsafe(no_mangle)]
 extern "C" fn hello_guest_exception(vector: u64, esr: u64, elr: u64, far: u64) -> ! {
-    crate::println!("FAIL guest exception: vector {vector:#x} ESR {esr:#x} ELR {elr:#x} FAR {far:#x}");
+    const SYNC_CURRENT_EL: u64 = 0x200;
+    const EC_DABT_CURRENT_EL: u64 = 0x25;
+    let expected = crate::EXPECTED_FAULT_ADDRESS.load(core::sync::atomic::Ordering::Relaxed);
+    if vector == SYNC_CURRENT_EL && esr >> 26 == EC_DABT_CURRENT_EL && far == expected {
+        crate::println!("GUEST-FAULT-ABORTED {far:#x}: the hypervisor injected a data abort (ESR {esr:#x})");
+    } else {
+        crate::println!("FAIL guest exception: vector {vector:#x} ESR {esr:#x} ELR {elr:#x} FAR {far:#x}");
+    }
     crate::shutdown(guest_abi::sched::SHUTDOWN_CRASH)
 }
 
