@@ -284,8 +284,14 @@ fn scenarios() -> Vec<Scenario> {
     // list registers hold). AArch64 only.
     let mut vgic_order = banner(Arch::Aarch64);
     vgic_order.extend(
-        ["(d1) PASS vgic-regs", "(d1) PASS vgic-timer", "(d1) PASS vgic-sgi", "(d1) PASS vgic-sgi-burst"]
-            .map(String::from),
+        [
+            "(d1) PASS vgic-regs",
+            "(d1) PASS vgic-timer",
+            "(d1) PASS vgic-sgi",
+            "(d1) PASS vgic-sgi-burst",
+            "(d1) PASS vgic-block-unmasks",
+        ]
+        .map(String::from),
     );
     vgic_order.push("(d1) VGIC-GUEST-DONE".into());
     all.push(Scenario {

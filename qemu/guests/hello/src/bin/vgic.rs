@@ -214,12 +214,36 @@ vgic_irq_entry:
         timer_interrupt();
         self_sgi();
         sgi_burst();
+        block_unmasks();
         let other = OTHER_INTID.get();
         if other != 0 {
             println!("FAIL vgic: unexpected interrupt {}", other);
         }
         println!("VGIC-GUEST-DONE");
         shutdown(sched::SHUTDOWN_POWEROFF)
+    }
+
+    /// SCHEDOP_block with IRQs masked and the timer armed: Xen enables event delivery before
+    /// it blocks (PSTATE.I cleared in the state it returns to), so the call comes back with
+    /// IRQs on and the vector takes the timer's interrupt.
+    fn block_unmasks() {
+        TIMER_INTID.set(0);
+        // SAFETY: masks IRQs; the hypercall below is expected to unmask them.
+        unsafe { core::arch::asm!("msr daifset, #2", "isb", options(nostack)) };
+        let freq = mrs!("cntfrq_el0");
+        msr!("cntv_cval_el0", mrs!("cntvct_el0") + freq / 1000);
+        msr!("cntv_ctl_el0", 1);
+        hello_guest::hypercall(guest_abi::hypercall::SCHED_OP, [sched::SCHEDOP_BLOCK, 0, 0, 0, 0]);
+        let daif = mrs!("daif");
+        let start = mrs!("cntvct_el0");
+        while TIMER_INTID.get() == 0 && mrs!("cntvct_el0") < start + freq {
+            core::hint::spin_loop();
+        }
+        // SAFETY: IRQs on, as for the rest of the guest, whatever the call left.
+        unsafe { core::arch::asm!("msr daifclr, #2", "isb", options(nostack)) };
+        let got = TIMER_INTID.get();
+        let why = format_args!("DAIF {:#x} after SCHEDOP_block, timer IAR {}", daif, got);
+        check("vgic-block-unmasks", daif & (1 << 7) == 0 && got == VTIMER_PPI, why);
     }
 
     fn check_registers() {
