@@ -45,3 +45,57 @@ pub const ENOBUFS: i64 = 105;
 pub const EISCONN: i64 = 106;
 pub const ENOTCONN: i64 = 107;
 pub const ETIMEDOUT: i64 = 110;
+
+/// Every error value of Xen's public `errno.h`: a hypercall fails with one of these, negated.
+pub const ALL: [i64; 45] = [
+    EPERM,
+    ENOENT,
+    ESRCH,
+    EINTR,
+    EIO,
+    ENXIO,
+    E2BIG,
+    ENOEXEC,
+    EBADF,
+    ECHILD,
+    EAGAIN,
+    ENOMEM,
+    EACCES,
+    EFAULT,
+    EBUSY,
+    EEXIST,
+    EXDEV,
+    ENODEV,
+    EINVAL,
+    ENFILE,
+    EMFILE,
+    ENOSPC,
+    EROFS,
+    EMLINK,
+    EDOM,
+    ERANGE,
+    EDEADLK,
+    ENAMETOOLONG,
+    ENOLCK,
+    ENOSYS,
+    ENOTEMPTY,
+    ENODATA,
+    ETIME,
+    EBADMSG,
+    EOVERFLOW,
+    EILSEQ,
+    ERESTART,
+    ENOTSOCK,
+    EOPNOTSUPP,
+    EADDRINUSE,
+    EADDRNOTAVAIL,
+    ENOBUFS,
+    EISCONN,
+    ENOTCONN,
+    ETIMEDOUT,
+];
+
+/// `e` (positive) is one of Xen's error values.
+pub fn is_xen_errno(e: i64) -> bool {
+    ALL.contains(&e)
+}

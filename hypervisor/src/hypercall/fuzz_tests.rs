@@ -29,55 +29,6 @@ const CONSOLE_GPA: u64 = 0x3900_0000;
 /// The most guest accesses one call may make (console_io: 64 KiB in 128-byte chunks).
 const MAX_ACCESSES: usize = 1024;
 
-/// Every errno a Xen hypercall may return (Xen's public `errno.h`).
-const XEN_ERRNOS: [i64; 45] = [
-    errno::EPERM,
-    errno::ENOENT,
-    errno::ESRCH,
-    errno::EINTR,
-    errno::EIO,
-    errno::ENXIO,
-    errno::E2BIG,
-    errno::ENOEXEC,
-    errno::EBADF,
-    errno::ECHILD,
-    errno::EAGAIN,
-    errno::ENOMEM,
-    errno::EACCES,
-    errno::EFAULT,
-    errno::EBUSY,
-    errno::EEXIST,
-    errno::EXDEV,
-    errno::ENODEV,
-    errno::EINVAL,
-    errno::ENFILE,
-    errno::EMFILE,
-    errno::ENOSPC,
-    errno::EROFS,
-    errno::EMLINK,
-    errno::EDOM,
-    errno::ERANGE,
-    errno::EDEADLK,
-    errno::ENAMETOOLONG,
-    errno::ENOLCK,
-    errno::ENOSYS,
-    errno::ENOTEMPTY,
-    errno::ENODATA,
-    errno::ETIME,
-    errno::EBADMSG,
-    errno::EOVERFLOW,
-    errno::EILSEQ,
-    errno::ERESTART,
-    errno::ENOTSOCK,
-    errno::EOPNOTSUPP,
-    errno::EADDRINUSE,
-    errno::EADDRNOTAVAIL,
-    errno::ENOBUFS,
-    errno::EISCONN,
-    errno::ENOTCONN,
-    errno::ETIMEDOUT,
-];
-
 /// One guest access the hypervisor made: where, how long, writing or not.
 #[derive(Clone, Copy, Debug)]
 struct Access {
@@ -338,7 +289,7 @@ impl Named {
 fn check_outcome(call: &HypercallArgs, out: Outcome) -> Result<(), TestCaseError> {
     match out {
         Outcome::Return(v) if v < 0 => {
-            prop_assert!(XEN_ERRNOS.contains(&-v), "{call:x?} returned {v}, not a Xen errno");
+            prop_assert!(errno::is_xen_errno(-v), "{call:x?} returned {v}, not a Xen errno");
         }
         Outcome::Return(_) => {}
         Outcome::Yield | Outcome::Block => {

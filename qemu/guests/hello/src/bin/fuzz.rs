@@ -142,62 +142,11 @@ mod guest {
         bad: u64,
     }
 
-    fn is_xen_errno(e: i64) -> bool {
-        const KNOWN: [i64; 45] = [
-            errno::EPERM,
-            errno::ENOENT,
-            errno::ESRCH,
-            errno::EINTR,
-            errno::EIO,
-            errno::ENXIO,
-            errno::E2BIG,
-            errno::ENOEXEC,
-            errno::EBADF,
-            errno::ECHILD,
-            errno::EAGAIN,
-            errno::ENOMEM,
-            errno::EACCES,
-            errno::EFAULT,
-            errno::EBUSY,
-            errno::EEXIST,
-            errno::EXDEV,
-            errno::ENODEV,
-            errno::EINVAL,
-            errno::ENFILE,
-            errno::EMFILE,
-            errno::ENOSPC,
-            errno::EROFS,
-            errno::EMLINK,
-            errno::EDOM,
-            errno::ERANGE,
-            errno::EDEADLK,
-            errno::ENAMETOOLONG,
-            errno::ENOLCK,
-            errno::ENOSYS,
-            errno::ENOTEMPTY,
-            errno::ENODATA,
-            errno::ETIME,
-            errno::EBADMSG,
-            errno::EOVERFLOW,
-            errno::EILSEQ,
-            errno::ERESTART,
-            errno::ENOTSOCK,
-            errno::EOPNOTSUPP,
-            errno::EADDRINUSE,
-            errno::EADDRNOTAVAIL,
-            errno::ENOBUFS,
-            errno::EISCONN,
-            errno::ENOTCONN,
-            errno::ETIMEDOUT,
-        ];
-        KNOWN.contains(&e)
-    }
-
     impl Stats {
         fn record(&mut self, i: u64, call: &Call, ret: i64) {
             if ret >= 0 {
                 self.ok += 1;
-            } else if is_xen_errno(-ret) {
+            } else if errno::is_xen_errno(-ret) {
                 self.by_errno[(-ret) as usize] += 1;
             } else {
                 self.bad += 1;
@@ -300,7 +249,7 @@ mod guest {
             // Frame (i + 2) GiB: clear of ARM's RAM at 1 GiB and of x86's below 64 MiB.
             match fuzzer.map_shared_info_at((i + 2) << 18) {
                 0 => mapped += 1,
-                r if r < 0 && is_xen_errno(-r) => refused += 1,
+                r if r < 0 && errno::is_xen_errno(-r) => refused += 1,
                 _ => bad += 1,
             }
         }
