@@ -683,13 +683,7 @@ impl VirtualCpu for Vcpu {
     }
 
     fn complete_cpu_on(&mut self, result: CpuOnResult) {
-        let value = match result {
-            CpuOnResult::Started => psci::SUCCESS,
-            CpuOnResult::AlreadyOn => psci::ALREADY_ON,
-            CpuOnResult::NoSuchCpu => psci::INVALID_PARAMETERS,
-            CpuOnResult::Failed => psci::INTERNAL_FAILURE,
-        };
-        self.ctx.x[0] = value as u64;
+        self.ctx.x[0] = psci::cpu_on_status(result) as u64;
     }
 
     fn power_on_sibling(&mut self, index: usize, entry: u64, context: u64) -> Option<Vcpu> {

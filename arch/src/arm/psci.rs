@@ -20,6 +20,17 @@ pub const NOT_SUPPORTED: i64 = -1;
 pub const INVALID_PARAMETERS: i64 = -2;
 pub const ALREADY_ON: i64 = -4;
 pub const INTERNAL_FAILURE: i64 = -6;
+
+/// The PSCI status a CPU_ON call returns for what the core made of it.
+pub fn cpu_on_status(result: crate::exit::CpuOnResult) -> i64 {
+    use crate::exit::CpuOnResult;
+    match result {
+        CpuOnResult::Started => SUCCESS,
+        CpuOnResult::AlreadyOn => ALREADY_ON,
+        CpuOnResult::NoSuchCpu => INVALID_PARAMETERS,
+        CpuOnResult::Failed => INTERNAL_FAILURE,
+    }
+}
 /// AFFINITY_INFO: the node is on.
 pub const AFFINITY_ON: i64 = 0;
 /// AFFINITY_INFO: the node is off.

@@ -323,13 +323,7 @@ impl VirtualCpu for Vcpu {
     }
 
     fn complete_cpu_on(&mut self, result: CpuOnResult) {
-        let value = match result {
-            CpuOnResult::Started => psci::SUCCESS,
-            CpuOnResult::AlreadyOn => psci::ALREADY_ON,
-            CpuOnResult::NoSuchCpu => psci::INVALID_PARAMETERS,
-            CpuOnResult::Failed => psci::INTERNAL_FAILURE,
-        };
-        self.regs.r[0] = value as u32;
+        self.regs.r[0] = psci::cpu_on_status(result) as u32;
     }
 
     /// vCPU `index` starts like vCPU 0 (SVC mode, masked, MMU off) at `entry` with `context`
