@@ -122,6 +122,17 @@ pub trait VirtualCpu {
     fn map_host_page(&mut self, gpa: u64, _hpa: u64) -> Result<(), BadGuestAddress> {
         Err(BadGuestAddress(gpa))
     }
+    /// Map another domain's RAM page `hpa`, lent by a grant, at guest-physical `gpa` for
+    /// every vCPU of this domain: read-only unless `writable`, never executed, replacing what
+    /// was there. Copies the hypervisor makes for this domain never reach through it.
+    fn map_grant(&mut self, gpa: u64, _hpa: u64, _writable: bool) -> Result<(), BadGuestAddress> {
+        Err(BadGuestAddress(gpa))
+    }
+    /// End a grant mapping at `gpa`: the domain's own RAM page comes back if `gpa` is in its
+    /// RAM, else nothing is mapped there; no vCPU of the domain keeps the old translation.
+    fn unmap_grant(&mut self, gpa: u64) -> Result<(), BadGuestAddress> {
+        Err(BadGuestAddress(gpa))
+    }
     /// Raise the Xen event-channel upcall (ARM: PPI 31; x86: the callback vector).
     fn raise_upcall(&mut self) {}
     /// Drive a device interrupt line (ARM: an SPI INTID) high or low.

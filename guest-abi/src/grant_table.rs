@@ -91,7 +91,7 @@ pub const GNTST_NO_SPACE: i16 = -13;
 
 /// `struct grant_entry_v1`: one entry of a version-1 grant table (8 bytes).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct GrantEntryV1 {
     /// `GTF_*`.
     pub flags: u16,
@@ -137,7 +137,7 @@ pub struct GnttabCopy {
 
 /// `struct grant_entry_header`: the common head of a version-2 entry.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct GrantEntryHeader {
     pub flags: u16,
     pub domid: u16,
@@ -148,7 +148,7 @@ pub const GRANT_ENTRY_V2_SIZE: usize = 16;
 
 /// `struct gnttab_map_grant_ref`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct GnttabMapGrantRef {
     /// In: where to map (meaning depends on `flags`).
     pub host_addr: u64,
@@ -168,7 +168,7 @@ pub struct GnttabMapGrantRef {
 
 /// `struct gnttab_unmap_grant_ref`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct GnttabUnmapGrantRef {
     pub host_addr: u64,
     pub dev_bus_addr: u64,
@@ -181,7 +181,7 @@ pub struct GnttabUnmapGrantRef {
 
 /// `struct gnttab_setup_table`: get the frames of a domain's grant table.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct GnttabSetupTable {
     /// In: usually `DOMID_SELF`.
     pub dom: u16,
@@ -199,7 +199,7 @@ pub struct GnttabSetupTable {
 
 /// `struct gnttab_query_size`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct GnttabQuerySize {
     /// In: usually `DOMID_SELF`.
     pub dom: u16,
@@ -217,7 +217,7 @@ pub struct GnttabQuerySize {
 
 /// `struct gnttab_set_version`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct GnttabSetVersion {
     /// In: 1 or 2; out: the version now in force.
     pub version: u32,
@@ -225,7 +225,7 @@ pub struct GnttabSetVersion {
 
 /// `struct gnttab_get_version`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct GnttabGetVersion {
     pub dom: u16,
     pub pad: u16,

@@ -245,7 +245,7 @@ fn build(
     let mut vcpu = cpu::Vcpu::new(&setup)?;
     let mut domain = Domain::with_vcpus(id, usize::from(nr_vcpus));
     domain.set_ram(setup.ram_guest, ram_size);
-    domain.ram = Some(GuestRam { base: setup.ram_guest, words: ram_words(ram_host, ram_size) });
+    domain.ram = Some(GuestRam { base: setup.ram_guest, host: ram_host, words: ram_words(ram_host, ram_size) });
     attach_xen_pages(&mut domain, &mut vcpu, frames);
     if cfg.vpl011 {
         domain.vpl011 = Some(Vpl011::new());

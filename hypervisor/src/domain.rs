@@ -4,6 +4,7 @@
 use crate::console::GuestConsole;
 use crate::evtchn::{self, Binding, EventChannels, InPage, VcpuInfoAccess};
 use crate::evtchn_fifo::{Fifo, FifoPages};
+use crate::grant::Grants;
 use crate::guest_dt;
 use crate::log;
 use crate::page::{GuestAbi, GuestRam, HostPage, PAGE_SIZE};
@@ -47,6 +48,18 @@ impl<'a> Others<'a> {
 impl Peers for Others<'_> {
     fn peer(&mut self, id: u16) -> Option<&mut Domain> {
         self.before.iter_mut().chain(self.after.iter_mut()).find(|d| d.id == id)
+    }
+}
+
+/// Two different domains of `domains` at once (`a != b`).
+pub fn pair_mut(domains: &mut [Domain], a: usize, b: usize) -> (&mut Domain, &mut Domain) {
+    assert_ne!(a, b, "two different domains");
+    if a < b {
+        let (low, high) = domains.split_at_mut(b);
+        (&mut low[a], &mut high[0])
+    } else {
+        let (low, high) = domains.split_at_mut(a);
+        (&mut high[0], &mut low[b])
     }
 }
 
@@ -113,6 +126,10 @@ pub struct Domain {
     pub ram: Option<GuestRam>,
     /// The FIFO port ABI, once the guest asked for it (`EVTCHNOP_init_control`).
     pub fifo: Option<FifoEvents>,
+    /// Grants this domain lends that are mapped, and mappings it holds of others'.
+    pub grants: Grants,
+    /// The domain has ended: nothing new may be mapped from it or sent to it.
+    pub dying: bool,
 }
 
 /// FIFO event channels of a domain: the policy and the guest pages it works on.
@@ -157,6 +174,8 @@ impl Domain {
             known_domains: alloc::vec![id],
             ram: None,
             fifo: None,
+            grants: Grants::default(),
+            dying: false,
         }
     }
 

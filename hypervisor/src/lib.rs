@@ -15,6 +15,7 @@ pub mod domain_build;
 pub mod evtchn;
 pub mod evtchn_fifo;
 pub mod frames;
+pub mod grant;
 pub mod guest_dt;
 pub mod hypercall;
 pub mod loader;

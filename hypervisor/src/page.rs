@@ -103,6 +103,8 @@ impl GuestAbi {
 pub struct GuestRam {
     /// Guest-physical address of `words[0]`.
     pub base: u64,
+    /// Host-physical address of `words[0]` (what another domain's mapping of a page points at).
+    pub host: u64,
     pub words: &'static [core::sync::atomic::AtomicU32],
 }
 
@@ -111,6 +113,12 @@ impl GuestRam {
     pub fn word(&self, gpa: u64) -> Option<&'static core::sync::atomic::AtomicU32> {
         let index = usize::try_from(gpa.checked_sub(self.base)? / 4).ok()?;
         self.words.get(index)
+    }
+
+    /// Host-physical address of guest frame `gfn`, if it is the domain's RAM.
+    pub fn host_page(&self, gfn: u64) -> Option<u64> {
+        self.page(gfn)?;
+        Some(self.host + (gfn * PAGE_SIZE as u64 - self.base))
     }
 
     /// The page of guest frame `gfn`, if it is the domain's RAM.

@@ -7,8 +7,9 @@
 //! every vCPU sleeps the CPU idles until the earliest timer. Time comes from the [`Host`],
 //! never from the scheduler.
 
-use crate::domain::{Domain, DomainEnd, Others};
+use crate::domain::{Domain, DomainEnd, Others, pair_mut};
 use crate::hvlog;
+use crate::hypercall::grant_map;
 use crate::hypercall::{self, Outcome};
 use crate::sched::{Scheduler, VcpuRef};
 use alloc::vec::Vec;
@@ -129,9 +130,8 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
                 }
             }
             if self.ends[d].is_some() {
-                // The domain ended: `vcpu` goes with it, its channels' far ends wait again.
-                let (domain, mut peers) = Others::split(domains, d);
-                domain.disconnect_peers(&mut peers);
+                // The domain ended: `vcpu` goes with it.
+                self.tear_down(d, domains);
                 return;
             }
             self.slots[i].vcpu = Some(vcpu);
@@ -269,6 +269,27 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
             if let Some(vcpu) = self.slot_of(d, n).and_then(|s| self.slots[s].vcpu.as_mut()) {
                 vcpu.raise_upcall();
             }
+        }
+    }
+
+    /// Domain `d` has ended: its channels' far ends wait again, what it mapped of others'
+    /// grants is released, and every domain that mapped its pages loses them.
+    fn tear_down(&mut self, d: usize, domains: &mut [Domain]) {
+        let (domain, mut peers) = Others::split(domains, d);
+        domain.dying = true;
+        domain.disconnect_peers(&mut peers);
+        grant_map::release_held(domain, &mut peers);
+        let id = domain.id;
+        for o in 0..domains.len() {
+            if o == d || !domains[o].grants.mappings().any(|(_, m)| m.granter == id) {
+                continue;
+            }
+            // Any vCPU of the mapper changes its domain's address space.
+            let slots = (0..self.nr_vcpus[o]).filter_map(|n| self.slot_of(o, n));
+            let holder = slots.into_iter().find(|&s| self.slots[s].vcpu.is_some());
+            let vcpu = holder.and_then(|s| self.slots[s].vcpu.as_mut()).map(|v| v as &mut dyn VirtualCpu);
+            let (lender, mapper) = pair_mut(domains, d, o);
+            grant_map::revoke_lent(lender, mapper, vcpu);
         }
     }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The test guests of `qemu/guests/hello`, one binary per scenario.
-pub const GUESTS: [&str; 13] = [
+pub const GUESTS: [&str; 14] = [
     "hello",
     "enosys",
     "guest-fault",
@@ -20,6 +20,7 @@ pub const GUESTS: [&str; 13] = [
     "evtchn-pingpong",
     "evtchn-limits",
     "grant-copy",
+    "grant-ring",
 ];
 
 /// What a build produced for one architecture.

@@ -465,6 +465,34 @@ fn evtchn_scenarios() -> Vec<Scenario> {
             },
         });
     }
+    // A ring on a granted page: mapped, 10 000 messages checksummed, unmapped.
+    for arch in [Arch::Aarch64, Arch::Armv7] {
+        let mut in_order = banner(arch);
+        in_order.extend(
+            [
+                "(d1) grant-ring: frontend offers ring ref 8, info ref 9, port ",
+                "(d2) grant-ring: backend mapped ring (handle ",
+                "(d2) GRANT-RING-DONE backend messages=10000 ok=true",
+                "(d1) GRANT-RING-DONE frontend messages=10000 ok=true",
+                "(XEN) stopping: all domains powered off",
+            ]
+            .map(String::from),
+        );
+        all.push(Scenario {
+            name: format!("grant-ring-{}", arch.name()),
+            arch,
+            guest: TestGuest::GuestConfig { file: "grant-ring.dts", guest: "grant-ring" },
+            expect: Expect {
+                in_order,
+                // Frontend: its table, the entries' flags mapped (2) and unmapped (2).
+                // Backend: the bind notification, refusals (5), every map call's rc (5), both
+                // maps, the read-only page, both unmaps, the second unmap, the messages.
+                count: Some(("PASS grant-ring".into(), 22)),
+                forbidden: vec!["PANIC", "FAIL"],
+                exit_zero: true,
+            },
+        });
+    }
     let targets =
         [(Arch::Aarch64, ""), (Arch::Armv7, ""), (Arch::X86_64, ""), (Arch::X86_64, crate::qemu_x86::SVM_SUFFIX)];
     // The 2-level ABI stops at port 4095; FIFO binds and delivers on port 2^17 - 1.

@@ -250,6 +250,23 @@ impl Vcpu {
         self.id
     }
 
+    /// Change one page of the domain's stage-2 tables with `change`, then make every vCPU of
+    /// the domain see the change: the next `activate` loads VTTBR again whichever vCPU runs.
+    fn change_stage2(
+        &mut self,
+        gpa: u64,
+        change: impl FnOnce(&mut Stage2Tables) -> Result<(), crate::arm::lpae::MapError>,
+    ) -> Result<(), BadGuestAddress> {
+        let mut space = self.space.borrow_mut();
+        change(&mut space.tables).map_err(|_| BadGuestAddress(gpa))?;
+        VTTBR_EL2.set(stage2::vttbr(space.tables.root_address(), space.vmid));
+        isb(barrier::SY);
+        // SAFETY: publishes the new descriptor to the table walker, then drops every cached
+        // translation of this VMID (the one just loaded), the replaced page's included.
+        unsafe { core::arch::asm!("dsb ishst", "tlbi vmalls12e1is", "dsb ish", "isb", options(nostack)) };
+        Ok(())
+    }
+
     /// Load this vCPU's EL2 controls (stage-2, traps, virtual IDs) and, if another vCPU ran
     /// since it last did, its EL1 state, before entering it.
     fn activate(&mut self) {
@@ -660,14 +677,26 @@ impl VirtualCpu for Vcpu {
         if vgic::claims(gpa) || !hpa.is_multiple_of(PAGE) || !super::is_ram(hpa, PAGE) {
             return Err(BadGuestAddress(gpa));
         }
-        let mut space = self.space.borrow_mut();
-        space.tables.map_page(gpa, hpa).map_err(|_| BadGuestAddress(gpa))?;
-        VTTBR_EL2.set(stage2::vttbr(space.tables.root_address(), space.vmid));
-        isb(barrier::SY);
-        // SAFETY: publishes the new descriptor to the table walker, then drops every cached
-        // translation of this VMID (the one just loaded), the replaced page's included.
-        unsafe { core::arch::asm!("dsb ishst", "tlbi vmalls12e1is", "dsb ish", "isb", options(nostack)) };
-        Ok(())
+        self.change_stage2(gpa, |tables| tables.map_page(gpa, hpa))
+    }
+
+    fn map_grant(&mut self, gpa: u64, hpa: u64, writable: bool) -> Result<(), BadGuestAddress> {
+        // The core hands us another domain's RAM page; never over the vGIC.
+        if vgic::claims(gpa) || !hpa.is_multiple_of(PAGE) || !super::is_ram(hpa, PAGE) {
+            return Err(BadGuestAddress(gpa));
+        }
+        self.change_stage2(gpa, |tables| tables.map_granted_page(gpa, hpa, writable))
+    }
+
+    fn unmap_grant(&mut self, gpa: u64) -> Result<(), BadGuestAddress> {
+        let (ram_guest, ram_host, ram_size) = {
+            let s = self.space.borrow();
+            (s.setup.ram_guest, s.setup.ram_host, s.setup.ram_size)
+        };
+        match gpa.checked_sub(ram_guest).filter(|&off| off < ram_size) {
+            Some(off) => self.change_stage2(gpa, |tables| tables.restore_ram_page(gpa, ram_host + off)),
+            None => self.change_stage2(gpa, |tables| tables.unmap_page(gpa)),
+        }
     }
 
     fn raise_upcall(&mut self) {

@@ -48,6 +48,8 @@ pub mod attrs {
     /// Stage-2 hypervisor page shared with a guest (shared_info, grant frames): as RAM,
     /// but never executed (XN[1], bit 54: neither EL1 nor EL0).
     pub const S2_SHARED_PAGE: u64 = S2_RAM | XN;
+    /// Stage-2 page another domain lent read-only: S2AP = 0b01 (read), never executed.
+    pub const S2_READONLY_PAGE: u64 = (S2_SHARED_PAGE & !(0b11 << 6)) | (0b01 << 6);
 }
 
 /// Why a mapping request was refused.

@@ -102,6 +102,36 @@ impl Stage2Tables {
     /// replacing any page mapped there. Inside a 2 MiB RAM block the block is first split
     /// into pages (Linux puts shared_info in a page of its own RAM).
     pub fn map_page(&mut self, ipa: u64, pa: u64) -> Result<(), MapError> {
+        self.set_page(ipa, pa, attrs::S2_SHARED_PAGE)
+    }
+
+    /// Map the 4 KiB page at `ipa` onto another domain's RAM page `pa`, lent by a grant:
+    /// never executed, and read-only unless `writable`. Replaces what was there, as
+    /// [`Self::map_page`] does.
+    pub fn map_granted_page(&mut self, ipa: u64, pa: u64, writable: bool) -> Result<(), MapError> {
+        let attrs = if writable { attrs::S2_SHARED_PAGE } else { attrs::S2_READONLY_PAGE };
+        self.set_page(ipa, pa, attrs)
+    }
+
+    /// Put RAM page `pa` back at `ipa` with RAM's attributes (after a grant mapping over it
+    /// ends).
+    pub fn restore_ram_page(&mut self, ipa: u64, pa: u64) -> Result<(), MapError> {
+        self.set_page(ipa, pa, attrs::S2_RAM)
+    }
+
+    /// Leave nothing mapped at the 4 KiB page `ipa` (which a page, not a block, maps): an
+    /// access there faults to the hypervisor again.
+    pub fn unmap_page(&mut self, ipa: u64) -> Result<(), MapError> {
+        let slot = self.blocks.level2_entry(ipa).ok_or(MapError::OutOfRange)?;
+        if slot & (VALID | TABLE) != VALID | TABLE {
+            return Err(MapError::Overlap);
+        }
+        let table = self.page_table_index(slot & ADDR_MASK).ok_or(MapError::Overlap)?;
+        self.pages[table].0[((ipa / PAGE) % ENTRIES as u64) as usize] = 0;
+        Ok(())
+    }
+
+    fn set_page(&mut self, ipa: u64, pa: u64, attrs: u64) -> Result<(), MapError> {
         if !ipa.is_multiple_of(PAGE) || !pa.is_multiple_of(PAGE) {
             return Err(MapError::Misaligned);
         }
@@ -115,7 +145,7 @@ impl Stage2Tables {
             _ => self.new_page_table(ipa)?,
         };
         self.pages[table].0[((ipa / PAGE) % ENTRIES as u64) as usize] =
-            (pa & ADDR_MASK) | (attrs::S2_SHARED_PAGE & !ADDR_MASK & !PAGE_TYPE) | PAGE_TYPE;
+            (pa & ADDR_MASK) | (attrs & !ADDR_MASK & !PAGE_TYPE) | PAGE_TYPE;
         Ok(())
     }
 
@@ -307,6 +337,26 @@ mod tests {
         assert_eq!(pieces(&t, 0x3800_0000, 8, ram), Err(0x3800_0000));
         let anywhere = |_: u64, _: usize| true;
         assert_eq!(t.for_each_host_piece(0x3800_0008, 8, anywhere, |pa, _, _| assert_eq!(pa, 0x4c00_1008)), Ok(()));
+    }
+
+    #[test]
+    fn granted_pages_map_read_only_or_writable_and_unmap_back_to_ram() {
+        let mut t = Box::new(Stage2Tables::new());
+        map_guest_ram(&mut t, 0x4000_0000, 0x4800_0000, 64 * MIB).unwrap();
+        t.map_granted_page(0x4020_3000, 0x5000_0000, false).unwrap();
+        t.map_granted_page(0x3800_0000, 0x5000_1000, true).unwrap();
+        let (pa, ro) = t.translate(0x4020_3008).unwrap();
+        assert_eq!((pa, ro >> 6 & 3, ro >> 54 & 1), (0x5000_0008, 0b01, 1), "read-only, never executed");
+        let (pa, rw) = t.translate(0x3800_0000).unwrap();
+        assert_eq!((pa, rw >> 6 & 3), (0x5000_1000, 0b11));
+        // Over RAM the RAM page comes back; outside it nothing is left.
+        t.restore_ram_page(0x4020_3000, 0x4820_3000).unwrap();
+        assert_eq!(t.translate(0x4020_3000), Some((0x4820_3000, attrs::S2_RAM)));
+        t.unmap_page(0x3800_0000).unwrap();
+        assert_eq!(t.translate(0x3800_0000), None);
+        // A block is not a page to unmap, and neither is nothing.
+        assert_eq!(t.unmap_page(0x4100_0000), Err(MapError::Overlap));
+        assert!(t.unmap_page(0x2000_0000).is_err());
     }
 
     #[test]

@@ -249,6 +249,30 @@ fn translate(va: u32, write: bool) -> u64 {
     result
 }
 
+impl Vcpu {
+    /// Change one page of the domain's stage-2 tables with `change`, then drop the old
+    /// translations of its VMID.
+    fn change_stage2(
+        &mut self,
+        gpa: u64,
+        change: impl FnOnce(&mut Stage2Tables) -> Result<(), crate::arm::lpae::MapError>,
+    ) -> Result<(), BadGuestAddress> {
+        change(&mut self.space.stage2.borrow_mut()).map_err(|_| BadGuestAddress(gpa))?;
+        // ARMv7 has no by-IPA invalidation (TLBIIPAS2 is ARMv8's): with this domain's VTTBR
+        // loaded, TLBIALLIS from HYP drops every stage-1 and stage-2 entry of its VMID, the
+        // replaced block's and page's included. The DSB before it publishes the descriptor
+        // to the table walker; the DSB and ISB after it complete the invalidation before the
+        // guest (or an ATS of a copy) translates again.
+        sysreg::dsb();
+        sysreg::write_vttbr(self.vttbr);
+        sysreg::isb();
+        sysreg::tlbiallis(0);
+        sysreg::dsb();
+        sysreg::isb();
+        Ok(())
+    }
+}
+
 impl VirtualCpu for Vcpu {
     fn run(&mut self) -> Exit {
         loop {
@@ -307,19 +331,22 @@ impl VirtualCpu for Vcpu {
         if vgic::claims(gpa) || !hpa.is_multiple_of(PAGE) || !super::is_ram(hpa, PAGE) {
             return Err(BadGuestAddress(gpa));
         }
-        self.space.stage2.borrow_mut().map_page(gpa, hpa).map_err(|_| BadGuestAddress(gpa))?;
-        // ARMv7 has no by-IPA invalidation (TLBIIPAS2 is ARMv8's): with this domain's VTTBR
-        // loaded, TLBIALLIS from HYP drops every stage-1 and stage-2 entry of its VMID, the
-        // replaced block's and page's included. The DSB before it publishes the descriptor
-        // to the table walker; the DSB and ISB after it complete the invalidation before the
-        // guest (or an ATS of a copy) translates again.
-        sysreg::dsb();
-        sysreg::write_vttbr(self.vttbr);
-        sysreg::isb();
-        sysreg::tlbiallis(0);
-        sysreg::dsb();
-        sysreg::isb();
-        Ok(())
+        self.change_stage2(gpa, |tables| tables.map_page(gpa, hpa))
+    }
+
+    fn map_grant(&mut self, gpa: u64, hpa: u64, writable: bool) -> Result<(), BadGuestAddress> {
+        if vgic::claims(gpa) || !hpa.is_multiple_of(PAGE) || !super::is_ram(hpa, PAGE) {
+            return Err(BadGuestAddress(gpa));
+        }
+        self.change_stage2(gpa, |tables| tables.map_granted_page(gpa, hpa, writable))
+    }
+
+    fn unmap_grant(&mut self, gpa: u64) -> Result<(), BadGuestAddress> {
+        let (ram_guest, ram_host, ram_size) = (self.ram.ram_guest, self.ram.ram_host, self.ram.ram_size);
+        match gpa.checked_sub(ram_guest).filter(|&off| off < ram_size) {
+            Some(off) => self.change_stage2(gpa, |tables| tables.restore_ram_page(gpa, ram_host + off)),
+            None => self.change_stage2(gpa, |tables| tables.unmap_page(gpa)),
+        }
     }
 
     fn complete_cpu_on(&mut self, result: CpuOnResult) {

@@ -33,14 +33,17 @@ pub struct Format {
     table: u64,
     /// Bits of a leaf, besides the address and (for 2 MiB) [`LARGE`].
     leaf: u64,
+    /// The leaf bit that allows writes (a read-only leaf lacks it).
+    write: u64,
 }
 
 /// EPT: R/W/X in bits 2:0 (any of them = present), memory type WB in leaves.
-pub const EPT: Format = Format { present: RWX, table: RWX, leaf: RWX | MEMTYPE_WB };
+pub const EPT: Format = Format { present: RWX, table: RWX, leaf: RWX | MEMTYPE_WB, write: WRITE };
 
 /// NPT entries are ordinary long-mode entries: P, R/W, and U/S, which every level needs
 /// because the CPU checks nested-table walks as user accesses. PAT/PCD/PWT = 0 is WB.
-pub const NPT: Format = Format { present: NPT_P, table: NPT_P | NPT_RW | NPT_US, leaf: NPT_P | NPT_RW | NPT_US };
+pub const NPT: Format =
+    Format { present: NPT_P, table: NPT_P | NPT_RW | NPT_US, leaf: NPT_P | NPT_RW | NPT_US, write: NPT_RW };
 const NPT_P: u64 = 1 << 0;
 const NPT_RW: u64 = 1 << 1;
 const NPT_US: u64 = 1 << 2;
@@ -141,6 +144,50 @@ fn next_table<M: TableMemory>(fmt: Format, mem: &mut M, table: u64, i: usize) ->
 /// it is first split into 512 4 KiB leaves with the same targets, missing tables are created.
 /// The caller flushes the TLB (the old translation may be cached).
 pub fn remap_4k<M: TableMemory>(fmt: Format, mem: &mut M, root: u64, gpa: u64, hpa: u64) -> Result<(), EptError> {
+    let pt = split_for_4k(fmt, mem, root, gpa, hpa)?;
+    mem.write(pt, index(gpa, 0), (hpa & ADDR_MASK) | fmt.leaf);
+    Ok(())
+}
+
+/// As [`remap_4k`], for a page another domain lends: read-only unless `writable`.
+pub fn map_granted_4k<M: TableMemory>(
+    fmt: Format,
+    mem: &mut M,
+    root: u64,
+    gpa: u64,
+    hpa: u64,
+    writable: bool,
+) -> Result<(), EptError> {
+    let pt = split_for_4k(fmt, mem, root, gpa, hpa)?;
+    let leaf = if writable { fmt.leaf } else { fmt.leaf & !fmt.write };
+    mem.write(pt, index(gpa, 0), (hpa & ADDR_MASK) | leaf);
+    Ok(())
+}
+
+/// Leave the 4 KiB page at `gpa` unmapped (an access exits to the hypervisor). Only a
+/// 4 KiB leaf is removed; nothing mapped, or a 2 MiB leaf, is refused.
+pub fn unmap_4k<M: TableMemory>(fmt: Format, mem: &mut M, root: u64, gpa: u64) -> Result<(), EptError> {
+    if !gpa.is_multiple_of(PAGE_4K) || gpa >= GPA_LIMIT {
+        return Err(EptError::BadRange);
+    }
+    let mut table = root;
+    for level in (1..=3).rev() {
+        let entry = mem.read(table, index(gpa, level));
+        if entry & fmt.present == 0 || (level == 1 && entry & LARGE != 0) {
+            return Err(EptError::BadRange);
+        }
+        table = entry & ADDR_MASK;
+    }
+    if mem.read(table, index(gpa, 0)) & fmt.present == 0 {
+        return Err(EptError::BadRange);
+    }
+    mem.write(table, index(gpa, 0), 0);
+    Ok(())
+}
+
+/// The page table holding `gpa`'s 4 KiB leaf, created (and a 2 MiB leaf over it split) as
+/// needed.
+fn split_for_4k<M: TableMemory>(fmt: Format, mem: &mut M, root: u64, gpa: u64, hpa: u64) -> Result<u64, EptError> {
     if !gpa.is_multiple_of(PAGE_4K) || !hpa.is_multiple_of(PAGE_4K) || gpa >= GPA_LIMIT {
         return Err(EptError::BadRange);
     }
@@ -159,9 +206,7 @@ pub fn remap_4k<M: TableMemory>(fmt: Format, mem: &mut M, root: u64, gpa: u64, h
         }
         mem.write(table, i, (pt & ADDR_MASK) | fmt.table);
     }
-    let pt = next_table(fmt, mem, table, i)?;
-    mem.write(pt, index(gpa, 0), (hpa & ADDR_MASK) | fmt.leaf);
-    Ok(())
+    next_table(fmt, mem, table, i)
 }
 
 /// Translate `gpa` through EPT tables as the CPU would; `None` when unmapped.
@@ -372,6 +417,28 @@ mod tests {
             remap_4k(fmt, &mut t, root, 0xfeff_f000, 0x7777_0000).unwrap();
             assert_eq!(translate_with(fmt, &t, root, 0xfeff_f100), Some(0x7777_0100));
             assert_eq!(remap_4k(fmt, &mut t, root, 0x10, 0), Err(EptError::BadRange));
+        }
+    }
+
+    #[test]
+    fn granted_pages_map_read_only_or_writable_and_unmap() {
+        for fmt in [EPT, NPT] {
+            let (mut t, root) = VecTables::new(16);
+            map_with(fmt, &mut t, root, 0, 0x0400_0000, 4 * MB).unwrap();
+            map_granted_4k(fmt, &mut t, root, 0x5000, 0x9999_0000, false).unwrap();
+            map_granted_4k(fmt, &mut t, root, 0x80_0000, 0x9999_1000, true).unwrap();
+            assert_eq!(translate_with(fmt, &t, root, 0x5008), Some(0x9999_0008));
+            let leaf = |gpa: u64| t.leaves(root).into_iter().find(|&(_, e)| e & ADDR_MASK == gpa).unwrap().1;
+            assert_eq!(leaf(0x9999_0000) & fmt.write, 0, "read-only");
+            assert_eq!(leaf(0x9999_1000) & fmt.write, fmt.write, "writable");
+            // Unmapped: nothing translates there; a 2 MiB leaf or an empty slot is refused.
+            unmap_4k(fmt, &mut t, root, 0x80_0000).unwrap();
+            assert_eq!(translate_with(fmt, &t, root, 0x80_0000), None);
+            assert_eq!(unmap_4k(fmt, &mut t, root, 0x80_0000), Err(EptError::BadRange));
+            assert_eq!(unmap_4k(fmt, &mut t, root, 0x20_0000), Err(EptError::BadRange));
+            // Over RAM the caller puts the RAM page back with remap_4k.
+            remap_4k(fmt, &mut t, root, 0x5000, 0x0400_5000).unwrap();
+            assert_eq!(translate_with(fmt, &t, root, 0x5008), Some(0x0400_5008));
         }
     }
 

@@ -1,55 +1,55 @@
-//! Frames of a domain's RAM that a hypervisor page now covers in its EPT/NPT (shared_info,
-//! a grant frame mapped with `add_to_physmap` over a page of RAM).
+//! Frames of a domain's RAM that a page from elsewhere now covers in its EPT/NPT (shared_info,
+//! a grant frame mapped with `add_to_physmap`, another domain's page mapped through a grant).
 //!
-//! The guest sees the hypervisor's page at such a frame, so the hypervisor must not reach
-//! the RAM page underneath when it copies hypercall arguments: that would read what the guest
-//! cannot see (a stale `SCHEDOP_shutdown` reason of 0 powered a guest off) and write where it
-//! cannot look. Copies through them fail instead, as on ARM, where the stage-2 walk finds the
-//! hypervisor's page outside RAM. The set is bounded; a full set refuses further remaps.
+//! The guest sees that other page at such a frame, so the hypervisor must not reach the RAM
+//! page underneath when it copies hypercall arguments: that would read what the guest cannot
+//! see (a stale `SCHEDOP_shutdown` reason of 0 powered a guest off) and write where it cannot
+//! look. Copies through them fail instead, as on ARM, where the stage-2 walk finds a page
+//! outside the domain's RAM. The set is bounded; a full set refuses further remaps.
+
+extern crate alloc;
+
+use alloc::collections::BTreeSet;
 
 /// Page size of the frames tracked.
 const PAGE: u64 = 4096;
-/// RAM frames a domain may cover with hypervisor pages (Linux uses shared_info and a few
-/// grant frames).
-pub const MAX_HIDDEN: usize = 64;
+/// RAM frames a domain may cover at once: shared_info and grant frames, plus every grant
+/// mapping the core allows a domain to hold (its maptrack limit).
+pub const MAX_HIDDEN: usize = 4096 + 64;
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct HiddenFrames {
-    frames: [u64; MAX_HIDDEN],
-    len: usize,
-}
-
-impl Default for HiddenFrames {
-    fn default() -> Self {
-        Self { frames: [0; MAX_HIDDEN], len: 0 }
-    }
+    frames: BTreeSet<u64>,
 }
 
 impl HiddenFrames {
     /// Record that the page at `gpa` is covered; `false` (nothing recorded) when full.
     pub fn hide(&mut self, gpa: u64) -> bool {
         let frame = gpa / PAGE;
-        if self.frames[..self.len].contains(&frame) {
+        if self.frames.contains(&frame) {
             return true;
         }
-        if self.len == MAX_HIDDEN {
+        if self.is_full() {
             return false;
         }
-        self.frames[self.len] = frame;
-        self.len += 1;
-        true
+        self.frames.insert(frame)
+    }
+
+    /// The page at `gpa` is the domain's own RAM again.
+    pub fn reveal(&mut self, gpa: u64) {
+        self.frames.remove(&(gpa / PAGE));
     }
 
     /// Whether `[gpa, gpa + len)` touches a covered page.
     pub fn hides(&self, gpa: u64, len: u64) -> bool {
         let first = gpa / PAGE;
         let last = gpa.saturating_add(len.max(1) - 1) / PAGE;
-        self.frames[..self.len].iter().any(|&f| f >= first && f <= last)
+        self.frames.range(first..=last).next().is_some()
     }
 
     /// Whether another frame could still be covered.
     pub fn is_full(&self) -> bool {
-        self.len == MAX_HIDDEN
+        self.frames.len() >= MAX_HIDDEN
     }
 }
 
@@ -79,5 +79,9 @@ mod tests {
         assert!(h.hide(0), "already covered");
         assert!(!h.hide(MAX_HIDDEN as u64 * PAGE));
         assert!(!h.hides(MAX_HIDDEN as u64 * PAGE, 8));
+        // A page given back frees its place.
+        h.reveal(0);
+        assert!(!h.hides(0, 8));
+        assert!(h.hide(MAX_HIDDEN as u64 * PAGE));
     }
 }

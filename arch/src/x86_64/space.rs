@@ -73,6 +73,35 @@ impl DomainSpace {
         Ok(())
     }
 
+    /// Map another domain's page `hpa` at `gpa` (read-only unless `writable`) for every vCPU
+    /// of the domain; over RAM, copies no longer reach the page beneath.
+    pub fn map_grant(&mut self, gpa: u64, hpa: u64, writable: bool) -> Result<(), ept::EptError> {
+        let over_ram = self.ram.contains(gpa);
+        if over_ram && self.hidden.is_full() && !self.hidden.hides(gpa, 1) {
+            return Err(ept::EptError::OutOfTables);
+        }
+        ept::map_granted_4k(self.fmt, &mut self.tables, self.root, gpa, hpa, writable)?;
+        if over_ram {
+            self.hidden.hide(gpa);
+        }
+        self.generation += 1;
+        Ok(())
+    }
+
+    /// End a grant mapping at `gpa`: the domain's RAM page comes back over RAM, nothing
+    /// elsewhere; every vCPU flushes its TLB before it enters again.
+    pub fn unmap_grant(&mut self, gpa: u64) -> Result<(), ept::EptError> {
+        if self.ram.contains(gpa) {
+            let hpa = self.ram.host + (gpa - self.ram.guest);
+            ept::remap_4k(self.fmt, &mut self.tables, self.root, gpa, hpa)?;
+            self.hidden.reveal(gpa);
+        } else {
+            ept::unmap_4k(self.fmt, &mut self.tables, self.root, gpa)?;
+        }
+        self.generation += 1;
+        Ok(())
+    }
+
     /// Before vCPU `id` enters the guest: take the IPIs other vCPUs sent it into `lapic` and
     /// the domain's callback vector into `upcall_vector`; true if the tables changed since
     /// `seen` (then updated), so that its TLB must be flushed first.

@@ -60,6 +60,12 @@ impl VirtualCpu for Vcpu {
         // Every vCPU of the domain drops the old translation before it runs again.
         each!(self, v => v.space.borrow_mut().remap_4k(gpa, hpa).map_err(|_| BadGuestAddress(gpa)))
     }
+    fn map_grant(&mut self, gpa: u64, hpa: u64, writable: bool) -> Result<(), BadGuestAddress> {
+        each!(self, v => v.space.borrow_mut().map_grant(gpa, hpa, writable).map_err(|_| BadGuestAddress(gpa)))
+    }
+    fn unmap_grant(&mut self, gpa: u64) -> Result<(), BadGuestAddress> {
+        each!(self, v => v.space.borrow_mut().unmap_grant(gpa).map_err(|_| BadGuestAddress(gpa)))
+    }
     fn raise_upcall(&mut self) {
         each!(self, v => v.ctx.upcall_pending = true)
     }

@@ -100,7 +100,7 @@ mod tests {
     fn fifo_domain(vcpu: &mut FakeVcpu) -> Domain {
         let mut d = domain_with_xen_pages(vcpu);
         let words: &'static [AtomicU32] = Box::leak((0..8 * 1024).map(|_| AtomicU32::new(0)).collect());
-        d.ram = Some(GuestRam { base: 0x100 * PAGE_SIZE as u64, words });
+        d.ram = Some(GuestRam { base: 0x100 * PAGE_SIZE as u64, host: 0x4000_0000, words });
         d
     }
 

@@ -104,7 +104,7 @@ mod tests {
         ds[1].id = 2;
         for d in &mut ds {
             let words: &'static [AtomicU32] = Box::leak((0..4 * 1024).map(|_| AtomicU32::new(0)).collect());
-            d.ram = Some(GuestRam { base: 0x100 * PAGE_SIZE as u64, words });
+            d.ram = Some(GuestRam { base: 0x100 * PAGE_SIZE as u64, host: 0x4000_0000, words });
         }
         ds
     }

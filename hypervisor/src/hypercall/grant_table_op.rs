@@ -1,6 +1,5 @@
-//! `grant_table_op`: the size and version of the domain's grant table (v1), and copies
-//! through grants (`grant_copy`). Mapping grants into another domain's memory is not there
-//! yet.
+//! `grant_table_op`: the size and version of the domain's grant table (v1), mapping grants
+//! of other domains (`grant_map`) and copies through grants (`grant_copy`).
 
 use super::HcResult;
 use super::args;
@@ -19,6 +18,8 @@ pub fn handle(
     count: u64,
 ) -> HcResult {
     match cmd {
+        gt::GNTTABOP_MAP_GRANT_REF => super::grant_map::map(domain, peers, vcpu, uop, count),
+        gt::GNTTABOP_UNMAP_GRANT_REF => super::grant_map::unmap(domain, peers, vcpu, uop, count),
         gt::GNTTABOP_COPY => super::grant_copy::copy(domain, peers, vcpu, uop, count),
         gt::GNTTABOP_QUERY_SIZE | gt::GNTTABOP_SET_VERSION | gt::GNTTABOP_GET_VERSION if count != 1 => {
             Err(errno::EINVAL)
@@ -96,7 +97,7 @@ mod tests {
             Err(errno::EINVAL)
         );
         assert_eq!(
-            handle(&mut d, &mut crate::domain::NoPeers, &mut vcpu, gt::GNTTABOP_MAP_GRANT_REF, 0, 1),
+            handle(&mut d, &mut crate::domain::NoPeers, &mut vcpu, gt::GNTTABOP_DUMP_TABLE, 0, 1),
             Err(errno::ENOSYS)
         );
         assert_eq!(

@@ -10,6 +10,7 @@ mod event_fifo_op;
 #[cfg(test)]
 mod fuzz_tests;
 mod grant_copy;
+pub mod grant_map;
 mod grant_table_op;
 mod hvm_op;
 mod memory_op;
@@ -128,6 +129,10 @@ pub(crate) mod testing {
         pub upcall_vector: Option<Option<u8>>,
         /// The last `set_xen_timer` argument.
         pub xen_timer: Option<Option<u64>>,
+        /// Grant mappings in force: guest-physical page → (host page, writable).
+        pub grants: std::collections::BTreeMap<u64, (u64, bool)>,
+        /// `map_grant` refuses pages at or above this address (the backend's limit).
+        pub grant_limit: u64,
     }
 
     impl FakeVcpu {
@@ -140,6 +145,8 @@ pub(crate) mod testing {
                 event_delivery_enabled: 0,
                 upcall_vector: None,
                 xen_timer: None,
+                grants: Default::default(),
+                grant_limit: u64::MAX,
             }
         }
         fn range(&self, gva: u64, len: usize) -> Result<core::ops::Range<usize>, BadGuestAddress> {
@@ -181,6 +188,16 @@ pub(crate) mod testing {
         fn map_host_page(&mut self, gpa: u64, hpa: u64) -> Result<(), BadGuestAddress> {
             self.mapped.push((gpa, hpa));
             Ok(())
+        }
+        fn map_grant(&mut self, gpa: u64, hpa: u64, writable: bool) -> Result<(), BadGuestAddress> {
+            if gpa >= self.grant_limit {
+                return Err(BadGuestAddress(gpa));
+            }
+            self.grants.insert(gpa, (hpa, writable));
+            Ok(())
+        }
+        fn unmap_grant(&mut self, gpa: u64) -> Result<(), BadGuestAddress> {
+            self.grants.remove(&gpa).map(|_| ()).ok_or(BadGuestAddress(gpa))
         }
         fn raise_upcall(&mut self) {
             self.upcalls += 1;

@@ -34,6 +34,8 @@ pub const UNMAPPED_ADDRESS: u64 = 0x8000_0000;
 pub static EXPECTED_FAULT_ADDRESS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(u64::MAX);
 
 #[cfg(target_os = "none")]
+pub mod events;
+#[cfg(target_os = "none")]
 pub mod fifo;
 
 /// `console_io(CONSOLEIO_write)`.
