@@ -82,11 +82,14 @@ fn run_boot_domains(boot: &BootInfo) -> ExitStatus {
     let mut failed = false;
     let mut domains = Vec::new();
     let mut run_loop = run::RunLoop::new(RoundRobin::new(SLICE_NS));
+    let started = run::Host::now_ns(&mut BootCpu);
+    let mut largest = 0;
     for (i, cfg) in configs.iter().enumerate() {
         // Domain ids count from 1, as Xen's dom0less domUs do (this hypervisor has no dom0).
         let id = u16::try_from(i + 1).unwrap_or(u16::MAX);
         match build(id, cfg, boot, &mut frames) {
-            Ok((domain, vcpu0)) => {
+            Ok((domain, vcpu0, overhead)) => {
+                largest = largest.max(overhead);
                 run_loop.add_domain(domain.vcpus.len(), vcpu0);
                 domains.push(domain);
             }
@@ -95,6 +98,17 @@ fn run_boot_domains(boot: &BootInfo) -> ExitStatus {
                 failed = true;
             }
         }
+    }
+    if configs.len() > 1 {
+        let took_us = run::Host::now_ns(&mut BootCpu).saturating_sub(started) / 1000;
+        hvlog!(
+            "built {} of {} domains in {}.{:03} ms; hypervisor memory per domain beyond its RAM: at most {} KiB",
+            domains.len(),
+            configs.len(),
+            took_us / 1000,
+            took_us % 1000,
+            largest.div_ceil(1024)
+        );
     }
     let ids: Vec<u16> = domains.iter().map(|d| d.id).collect();
     domains.iter_mut().for_each(|d| d.known_domains.clone_from(&ids));
@@ -201,13 +215,15 @@ fn module_bytes(boot: &BootInfo, m: ModuleRef, what: &str) -> Result<&'static [u
     Ok(cpu::phys_slice(m.addr, m.size))
 }
 
-/// Build domain `id` from `cfg`: its RAM, image, Xen pages and vCPU 0.
+/// Build domain `id` from `cfg`: its RAM, image, Xen pages and vCPU 0; and the bytes of
+/// hypervisor memory (heap and pages) it took beyond its RAM.
 fn build(
     id: u16,
     cfg: &DomainConfig,
     boot: &BootInfo,
     frames: &mut FrameAllocator,
-) -> Result<(Domain, cpu::Vcpu), String> {
+) -> Result<(Domain, cpu::Vcpu, usize), String> {
+    let heap_before = HEAP.lock().used();
     let kernel_ref = cfg.kernel.ok_or("no kernel module")?;
     let kernel = module_bytes(boot, kernel_ref, "kernel")?;
     let initrd = cfg.ramdisk.map(|m| module_bytes(boot, m, "ramdisk")).transpose()?;
@@ -246,16 +262,23 @@ fn build(
     let mut domain = Domain::with_vcpus(id, usize::from(nr_vcpus));
     domain.set_ram(setup.ram_guest, ram_size);
     domain.ram = Some(GuestRam { base: setup.ram_guest, host: ram_host, words: ram_words(ram_host, ram_size) });
-    attach_xen_pages(&mut domain, &mut vcpu, frames);
+    let page_bytes = attach_xen_pages(&mut domain, &mut vcpu, frames);
     if cfg.vpl011 {
         domain.vpl011 = Some(Vpl011::new());
     }
     let took_us = run::Host::now_ns(&mut BootCpu).saturating_sub(started) / 1000;
+    let overhead = HEAP.lock().used().saturating_sub(heap_before) + page_bytes;
     if took_us > 0 {
         // Zeroing its RAM dominates: worth seeing when tuning boot time.
-        hvlog!("d{}: built in {}.{:03} ms", id, took_us / 1000, took_us % 1000);
+        hvlog!(
+            "d{}: built in {}.{:03} ms; hypervisor memory beyond its RAM: {} KiB",
+            id,
+            took_us / 1000,
+            took_us % 1000,
+            overhead.div_ceil(1024)
+        );
     }
-    Ok((domain, vcpu))
+    Ok((domain, vcpu, overhead))
 }
 
 /// The domain's RAM as atomic words: the guest and the hypervisor both update its FIFO event
@@ -306,12 +329,15 @@ fn place_image(
     Ok((layout.entry, layout.dtb))
 }
 
-/// shared_info, grant frames and the PV console ring, from the hypervisor's free RAM.
-fn attach_xen_pages(domain: &mut Domain, vcpu: &mut cpu::Vcpu, frames: &mut FrameAllocator) {
+/// shared_info, grant frames and the PV console ring, from the hypervisor's free RAM; the
+/// bytes they took.
+fn attach_xen_pages(domain: &mut Domain, vcpu: &mut cpu::Vcpu, frames: &mut FrameAllocator) -> usize {
     let console_ring =
         if guest_arch().is_some() { guest_dt::GUEST_CONSOLE_RING } else { hypervisor::pvh::CONSOLE_RING_GPA };
+    let mut taken = 0;
     let mut page = || {
         let hpa = frames.alloc(PAGE_SIZE as u64, PAGE_SIZE as u64)?;
+        taken += PAGE_SIZE;
         // Zeroed in memory too: the guest may map it and read it with its MMU off.
         zero_domain_ram(hpa, PAGE_SIZE as u64);
         let data = cpu::phys_slice_mut(hpa, PAGE_SIZE as u64);
@@ -327,6 +353,7 @@ fn attach_xen_pages(domain: &mut Domain, vcpu: &mut cpu::Vcpu, frames: &mut Fram
     if let Some(xen) = domain.xen.as_mut() {
         hypervisor::pvh::init_time(&mut xen.shared_info, domain.vcpus.len(), cpu::tsc_hz(), cpu::tsc_zero());
     }
+    taken
 }
 
 /// Zero a new domain's RAM, so that nothing of the frames' earlier owners (another domain,

@@ -179,6 +179,16 @@ impl Domain {
         }
     }
 
+    /// Bytes of hypervisor heap the domain's event channels and grants hold now (what grows
+    /// while it runs; what its build cost is measured when it is built).
+    pub fn heap_bytes(&self) -> usize {
+        let fifo = self
+            .fifo
+            .as_ref()
+            .map_or(0, |f| f.state.heap_bytes() + (f.pages.array.capacity() + f.pages.blocks.capacity()) * 16);
+        self.evtchn.heap_bytes() + fifo + self.grants.heap_bytes()
+    }
+
     /// Record the domain's RAM: `size` bytes at guest-physical `base`.
     pub fn set_ram(&mut self, base: u64, size: u64) {
         self.ram_pages = size / PAGE_SIZE as u64;

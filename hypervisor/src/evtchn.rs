@@ -60,6 +60,11 @@ impl Default for EventChannels {
 }
 
 impl EventChannels {
+    /// Bytes of hypervisor heap the port table holds.
+    pub fn heap_bytes(&self) -> usize {
+        self.ports.capacity() * size_of::<Port>() + self.virqs.len() * (8 + 4 + 16)
+    }
+
     pub fn new() -> Self {
         // Port 0 is never valid.
         Self {

@@ -120,6 +120,13 @@ pub struct Fifo {
 }
 
 impl Fifo {
+    /// Bytes of hypervisor heap the queues and per-port states hold.
+    pub fn heap_bytes(&self) -> usize {
+        self.tails.capacity() * size_of::<[u32; EVTCHN_FIFO_MAX_QUEUES]>()
+            + self.ports.capacity() * size_of::<PortState>()
+            + self.early.len() * (4 + size_of::<PortState>() + 16)
+    }
+
     pub fn new(nr_vcpus: usize) -> Self {
         Self {
             tails: alloc::vec![[0; EVTCHN_FIFO_MAX_QUEUES]; nr_vcpus.min(usize::from(u16::MAX))],

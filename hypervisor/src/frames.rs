@@ -1,24 +1,20 @@
 //! Physical memory handed out to domains: RAM minus what boot reserved.
 //!
-//! A first-fit allocator over a small fixed set of free ranges; domains take large
-//! aligned blocks so stage-2/EPT can use block mappings.
+//! A first-fit allocator over the free ranges; domains take large aligned blocks so
+//! stage-2/EPT can use block mappings. Every boot module is reserved, so a configuration of
+//! many domains cuts RAM into many ranges: the list grows as needed and never drops one.
 
-use arch::boot::{MAX_REGIONS, Region};
-
-const MAX_FREE: usize = MAX_REGIONS * 2;
+use alloc::vec::Vec;
+use arch::boot::Region;
 
 pub struct FrameAllocator {
-    free: [Region; MAX_FREE],
-    count: usize,
+    free: Vec<Region>,
 }
 
 impl FrameAllocator {
     /// Free memory is `ram` with every `reserved` range cut out.
     pub fn new(ram: &[Region], reserved: &[Region]) -> Self {
-        let mut a = Self { free: [Region::default(); MAX_FREE], count: 0 };
-        for r in ram {
-            a.push(*r);
-        }
+        let mut a = Self { free: ram.iter().copied().filter(|r| r.size > 0).collect() };
         for r in reserved {
             a.cut(*r);
         }
@@ -26,17 +22,17 @@ impl FrameAllocator {
     }
 
     pub fn free_regions(&self) -> &[Region] {
-        &self.free[..self.count]
+        &self.free
     }
 
     pub fn free_bytes(&self) -> u64 {
-        self.free_regions().iter().map(|r| r.size).sum()
+        self.free.iter().map(|r| r.size).sum()
     }
 
     /// Take `size` bytes aligned to `align` (a power of two) from the first range that fits.
     pub fn alloc(&mut self, size: u64, align: u64) -> Option<u64> {
         debug_assert!(align.is_power_of_two());
-        let found = self.free_regions().iter().find_map(|r| {
+        let found = self.free.iter().find_map(|r| {
             let start = r.start.checked_add(align - 1)? & !(align - 1);
             (start.checked_add(size)? <= r.end()).then_some(start)
         })?;
@@ -44,28 +40,19 @@ impl FrameAllocator {
         Some(found)
     }
 
-    fn push(&mut self, r: Region) {
-        if r.size > 0 && self.count < MAX_FREE {
-            self.free[self.count] = r;
-            self.count += 1;
-        }
-    }
-
     /// Remove `cut` from every free range, splitting ranges it lands inside.
     fn cut(&mut self, cut: Region) {
-        let old = self.free;
-        let n = self.count;
-        self.count = 0;
-        for r in &old[..n] {
+        let old = core::mem::take(&mut self.free);
+        for r in old {
             if cut.end() <= r.start || cut.start >= r.end() {
-                self.push(*r);
+                self.free.push(r);
                 continue;
             }
             if cut.start > r.start {
-                self.push(Region { start: r.start, size: cut.start - r.start });
+                self.free.push(Region { start: r.start, size: cut.start - r.start });
             }
             if cut.end() < r.end() {
-                self.push(Region { start: cut.end(), size: r.end() - cut.end() });
+                self.free.push(Region { start: cut.end(), size: r.end() - cut.end() });
             }
         }
     }
@@ -102,6 +89,19 @@ mod tests {
         got.sort();
         assert_eq!(got, (0..8).map(|i| i * MB).collect::<Vec<_>>());
         assert_eq!(a.free_bytes(), 0);
+    }
+
+    #[test]
+    fn many_reserved_modules_leave_every_gap_and_the_ram_above_them() {
+        // 64 modules 2 MiB apart, as a 64-domain configuration lays them out.
+        let modules: Vec<Region> = (0..64).map(|i| reg(0x4a00_0000 + i * 2 * MB, 300 << 10)).collect();
+        let mut a = FrameAllocator::new(&[reg(0x4000_0000, 1024 * MB)], &modules);
+        assert_eq!(a.free_regions().len(), 2 + 63);
+        let above = 0x4a00_0000 + 128 * MB;
+        let lots: Vec<u64> = (0..300).map_while(|_| a.alloc(4 * MB, 2 * MB)).collect();
+        assert!(lots.iter().any(|&at| at >= above), "the RAM above the modules is used");
+        // 160 MiB below the modules, 736 above; the gaps between them are too small.
+        assert_eq!(lots.len(), (160 + 736) / 4);
     }
 
     #[test]

@@ -306,10 +306,11 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
         // guest-virtual time since power-on (the boot benchmark reads it).
         if now > 0 {
             hvlog!(
-                "d{}: ended at {}.{:06} s since power-on",
+                "d{}: ended at {}.{:06} s since power-on; its event channels and grants held {} KiB",
                 domain.id,
                 now / 1_000_000_000,
-                now % 1_000_000_000 / 1000
+                now % 1_000_000_000 / 1000,
+                domain.heap_bytes().div_ceil(1024)
             );
         }
         self.ends[d] = Some(end);

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The test guests of `qemu/guests/hello`, one binary per scenario.
-pub const GUESTS: [&str; 14] = [
+pub const GUESTS: [&str; 15] = [
     "hello",
     "enosys",
     "guest-fault",
@@ -21,6 +21,7 @@ pub const GUESTS: [&str; 14] = [
     "evtchn-limits",
     "grant-copy",
     "grant-ring",
+    "evtchn-scale",
 ];
 
 /// What a build produced for one architecture.

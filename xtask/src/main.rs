@@ -209,7 +209,11 @@ fn run_cmd(args: &RunArgs) -> Result<i32> {
 /// next to the init marker, the figure our boot benchmark compares with real Xen.
 fn report_guest_time(console: &str) {
     let marker = console.lines().find(|l| l.contains("XHV-INIT-MARKER"));
-    let ended = console.lines().filter_map(|l| l.split_once(": ended at ")).map(|(_, t)| t.trim()).next();
+    let ended = console
+        .lines()
+        .filter_map(|l| l.split_once(": ended at "))
+        .map(|(_, t)| t.split(';').next().unwrap_or(t).trim())
+        .next();
     match (marker, ended) {
         (Some(m), Some(t)) => {
             eprintln!("xtask: guest-virtual time (icount) from power-on to the domain's power-off: {t}");

@@ -493,6 +493,7 @@ fn evtchn_scenarios() -> Vec<Scenario> {
             },
         });
     }
+    all.push(scale_scenario(Arch::Aarch64, ""));
     let targets =
         [(Arch::Aarch64, ""), (Arch::Armv7, ""), (Arch::X86_64, ""), (Arch::X86_64, crate::qemu_x86::SVM_SUFFIX)];
     // The 2-level ABI stops at port 4095; FIFO binds and delivers on port 2^17 - 1.
@@ -536,6 +537,33 @@ fn evtchn_scenarios() -> Vec<Scenario> {
         });
     }
     all
+}
+
+/// One backend and 63 clients from one configuration: a channel and a granted ring each; the
+/// hypervisor says how long building all 64 took and what each costs it.
+fn scale_scenario(arch: Arch, suffix: &str) -> Scenario {
+    let mut in_order = banner(arch);
+    in_order.extend(
+        [
+            "(XEN) d64: domU64: ",
+            "(XEN) built 64 of 64 domains in ",
+            "(d1) evtchn-scale: backend connected 63 clients",
+            "(d1) EVTCHN-SCALE-DONE backend clients=63 answers=6300",
+            "(XEN) stopping: all domains powered off",
+        ]
+        .map(String::from),
+    );
+    Scenario {
+        name: format!("evtchn-64-domains-{}{suffix}", arch.name()),
+        arch,
+        guest: TestGuest::GuestConfig { file: "evtchn-64-domains.dts", guest: "evtchn-scale" },
+        expect: Expect {
+            in_order,
+            count: Some(("EVTCHN-SCALE-DONE client rounds=100 ok=true".into(), 63)),
+            forbidden: vec!["PANIC", "FAIL"],
+            exit_zero: true,
+        },
+    }
 }
 
 impl Scenario {
