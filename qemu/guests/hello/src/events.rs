@@ -4,6 +4,7 @@
 
 use crate::hypercall;
 use core::mem::offset_of;
+use core::sync::atomic::{AtomicU32, Ordering};
 use guest_abi::event_channel::{self as ev, EvtchnAllocUnbound, EvtchnBindInterdomain, EvtchnSend};
 use guest_abi::memory::{self as mem, XenAddToPhysmap};
 use guest_abi::xen::DOMID_SELF;
@@ -38,24 +39,24 @@ pub fn map_shared_info() -> bool {
     hypercall(nr::MEMORY_OP, [mem::XENMEM_ADD_TO_PHYSMAP, &raw const xatp as u64, 0, 0, 0]) == 0
 }
 
-/// The `evtchn_pending` word holding `port`'s bit.
-fn pending_word(port: u32) -> *mut u64 {
+/// The 32-bit half of the `evtchn_pending` word holding `port`'s bit (the words are 64-bit
+/// on every architecture; halves keep the atomics to what 32-bit ARM has).
+fn pending_half(port: u32) -> &'static AtomicU32 {
     let base = (&raw mut SHARED) as *mut u8;
-    // SAFETY: the offset stays inside the 4 KiB page (4096 ports of 2-level bits).
-    unsafe { base.add(PENDING_OFFSET + (port as usize % 4096 / 64) * 8) as *mut u64 }
+    let offset = PENDING_OFFSET + (port as usize % 4096 / 32) * 4;
+    // SAFETY: the offset stays inside the 4 KiB page (4096 ports of 2-level bits) and is
+    // 4-byte aligned; the page is shared with the hypervisor, which is why every access to it
+    // is atomic.
+    unsafe { AtomicU32::from_ptr(base.add(offset).cast()) }
 }
 
-/// Clear `port`'s pending bit if it is set; whether it was.
+/// Clear `port`'s pending bit if it is set; whether it was. The clear is atomic: a plain
+/// read-modify-write, preempted between its halves, would write back as clear the bit of
+/// another port the hypervisor raised meanwhile (Linux clears with an atomic bitop too).
 pub fn poll_event(port: u32) -> bool {
-    let (word, bit) = (pending_word(port), 1u64 << (port % 64));
-    // SAFETY: `word` is in the mapped shared info page; only this vCPU and the hypervisor
-    // (never at the same time: the guest is stopped while it runs) touch it.
-    let seen = unsafe { word.read_volatile() };
-    if seen & bit != 0 {
-        // SAFETY: as above.
-        unsafe { word.write_volatile(seen & !bit) };
-    }
-    seen & bit != 0
+    let bit = 1u32 << (port % 32);
+    let half = pending_half(port);
+    half.load(Ordering::Relaxed) & bit != 0 && half.fetch_and(!bit, Ordering::AcqRel) & bit != 0
 }
 
 /// Wait (yielding) until `port` is pending, then clear it; false if it never came.

@@ -6,9 +6,9 @@
 //! which finds that port and binds to it). Any other size runs both ends in one domain over a
 //! loopback channel (`DOMID_SELF`), so a backend that boots one domain checks the same path.
 //!
-//! Events are seen as Linux's 2-level code sees them: the shared info page is mapped over one
-//! of the guest's own pages and the port's bit in `evtchn_pending` is polled and cleared, with
-//! `SCHEDOP_yield` between polls so that the other end gets the CPU.
+//! Events are seen as Linux's 2-level code sees them (`hello_guest::events`): the shared info
+//! page is mapped over one of the guest's own pages and the port's bit in `evtchn_pending` is
+//! polled and cleared, with `SCHEDOP_yield` between polls so that the other end gets the CPU.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(not(target_os = "none"))]
@@ -16,29 +16,15 @@ fn main() {}
 
 #[cfg(target_os = "none")]
 mod guest {
-    use core::mem::offset_of;
-    use guest_abi::event_channel::{
-        self as ev, EVTCHNSTAT_INTERDOMAIN, EvtchnAllocUnbound, EvtchnBindInterdomain, EvtchnSend, EvtchnStatus,
-    };
-    use guest_abi::memory::{self as mem, XenAddToPhysmap};
+    use guest_abi::event_channel::{self as ev, EVTCHNSTAT_INTERDOMAIN, EvtchnStatus};
+    use guest_abi::memory as mem;
     use guest_abi::xen::DOMID_SELF;
     use guest_abi::{errno, hypercall as nr, sched};
+    use hello_guest::events::{alloc_unbound, bind, bind_offered, map_shared_info, send, take_event};
     use hello_guest::{check, hypercall, println, shutdown};
 
     /// Round trips each run makes.
     const ROUNDS: u32 = 1000;
-    /// Polls of one bit before giving up on an event.
-    const PATIENCE: u32 = 100_000;
-
-    #[cfg(target_arch = "x86_64")]
-    const PENDING_OFFSET: usize = offset_of!(guest_abi::shared_info::x86::SharedInfo, evtchn_pending);
-    #[cfg(not(target_arch = "x86_64"))]
-    const PENDING_OFFSET: usize = offset_of!(guest_abi::shared_info::arm::SharedInfo, evtchn_pending);
-
-    /// The page the shared info page is mapped over.
-    #[repr(C, align(4096))]
-    struct Page([u8; 4096]);
-    static mut SHARED: Page = Page([0; 4096]);
 
     enum Role {
         Ping { peer: u16 },
@@ -60,61 +46,6 @@ mod guest {
         hypercall(nr::EVENT_CHANNEL_OP, [cmd, arg as *mut T as u64, 0, 0, 0])
     }
 
-    fn map_shared_info() -> bool {
-        let xatp = XenAddToPhysmap {
-            domid: DOMID_SELF,
-            size: 0,
-            space: mem::XENMAPSPACE_SHARED_INFO,
-            idx: 0,
-            gpfn: (&raw const SHARED) as u64 >> 12,
-        };
-        hypercall(nr::MEMORY_OP, [mem::XENMEM_ADD_TO_PHYSMAP, &raw const xatp as u64, 0, 0, 0]) == 0
-    }
-
-    /// The `evtchn_pending` word holding `port`'s bit.
-    fn pending_word(port: u32) -> *mut u64 {
-        let base = (&raw mut SHARED) as *mut u8;
-        // SAFETY: the offset stays inside the 4 KiB page (4096 ports of 2-level bits).
-        unsafe { base.add(PENDING_OFFSET + (port as usize / 64) * 8) as *mut u64 }
-    }
-
-    /// Wait (yielding) until `port` is pending, then clear it; false if it never came.
-    fn take_event(port: u32) -> bool {
-        let (word, bit) = (pending_word(port), 1u64 << (port % 64));
-        for _ in 0..PATIENCE {
-            // SAFETY: `word` is in the mapped shared info page; only this vCPU and the
-            // hypervisor (never at the same time: the guest is stopped while it runs) touch it.
-            let seen = unsafe { word.read_volatile() };
-            if seen & bit != 0 {
-                // SAFETY: as above.
-                unsafe { word.write_volatile(seen & !bit) };
-                return true;
-            }
-            hypercall(nr::SCHED_OP, [sched::SCHEDOP_YIELD, 0, 0, 0, 0]);
-        }
-        false
-    }
-
-    fn send(port: u32) -> i64 {
-        evtchn_op(ev::EVTCHNOP_SEND, &mut EvtchnSend { port })
-    }
-
-    fn alloc_unbound(remote_dom: u16) -> Result<u32, i64> {
-        let mut a = EvtchnAllocUnbound { dom: DOMID_SELF, remote_dom, port: 0 };
-        match evtchn_op(ev::EVTCHNOP_ALLOC_UNBOUND, &mut a) {
-            0 => Ok(a.port),
-            e => Err(e),
-        }
-    }
-
-    fn bind(remote_dom: u16, remote_port: u32) -> Result<u32, i64> {
-        let mut b = EvtchnBindInterdomain { remote_dom, _pad0: 0, remote_port, local_port: 0 };
-        match evtchn_op(ev::EVTCHNOP_BIND_INTERDOMAIN, &mut b) {
-            0 => Ok(b.local_port),
-            e => Err(e),
-        }
-    }
-
     fn connected(port: u32) -> bool {
         let mut s = EvtchnStatus { dom: DOMID_SELF, port, ..Default::default() };
         evtchn_op(ev::EVTCHNOP_STATUS, &mut s) == 0 && s.status == EVTCHNSTAT_INTERDOMAIN
@@ -133,15 +64,7 @@ mod guest {
     /// Pong: find the port the peer offers (the first one that binds), say it is ready, then
     /// answer each event.
     fn pong(peer: u16) -> u32 {
-        let mut local = None;
-        for _ in 0..PATIENCE {
-            local = (1..64).find_map(|p| bind(peer, p).ok());
-            if local.is_some() {
-                break;
-            }
-            hypercall(nr::SCHED_OP, [sched::SCHEDOP_YIELD, 0, 0, 0, 0]);
-        }
-        let Some(local) = local else {
+        let Some(local) = bind_offered(peer) else {
             check("evtchn-pingpong connect", false, format_args!("no port of d{} would bind", peer));
             return 0;
         };

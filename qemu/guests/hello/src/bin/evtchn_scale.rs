@@ -5,8 +5,9 @@
 //! unmaps that ring, and the client sees its grant entry released.
 //!
 //! The domains tell their roles apart by their size: 16 MiB is the backend (domain 1, first in
-//! DT order), 4 MiB a client. The backend finds its clients by domain id, from 2 up to the
-//! first id no domain has (`bind_interdomain` says -ESRCH there).
+//! DT order), 6 MiB a client (Xen 4.17 cannot place a smaller domU's boot data). The backend
+//! finds its clients by domain id, from 2 up to the first id no domain has
+//! (`bind_interdomain` says -ESRCH there).
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(not(target_os = "none"))]
@@ -216,7 +217,7 @@ mod guest {
             4096 => {
                 backend();
             }
-            1024 => {
+            1536 => {
                 let ok = client();
                 println!("EVTCHN-SCALE-DONE client rounds={} ok={}", ROUNDS, ok);
             }
