@@ -7,13 +7,13 @@ use super::event_fifo_op;
 #[cfg(test)]
 use crate::domain::NoPeers;
 use crate::domain::{Domain, Peers};
-use crate::evtchn::Binding;
+use crate::evtchn::{Binding, MAX_PORTS_2L};
 use arch::exit::VirtualCpu;
 use guest_abi::errno;
 use guest_abi::event_channel::{
     self as ev, EVTCHNSTAT_CLOSED, EVTCHNSTAT_INTERDOMAIN, EVTCHNSTAT_IPI, EVTCHNSTAT_UNBOUND, EVTCHNSTAT_VIRQ,
-    EvtchnAllocUnbound, EvtchnBindInterdomain, EvtchnBindIpi, EvtchnBindVcpu, EvtchnBindVirq, EvtchnSend, EvtchnStatus,
-    NR_VIRQS,
+    EvtchnAllocUnbound, EvtchnBindInterdomain, EvtchnBindIpi, EvtchnBindVcpu, EvtchnBindVirq, EvtchnReset, EvtchnSend,
+    EvtchnStatus, NR_VIRQS,
 };
 
 /// A call from a domain that has no peers to reach (host tests).
@@ -66,6 +66,7 @@ pub fn handle_with(
         ev::EVTCHNOP_INIT_CONTROL => event_fifo_op::init_control(domain, vcpu, arg),
         ev::EVTCHNOP_EXPAND_ARRAY => event_fifo_op::expand_array(domain, vcpu, arg),
         ev::EVTCHNOP_SET_PRIORITY => event_fifo_op::set_priority(domain, vcpu, arg),
+        ev::EVTCHNOP_RESET => reset(domain, peers, vcpu, arg),
         _ => Err(errno::ENOSYS),
     }
 }
@@ -105,6 +106,24 @@ fn bind_interdomain(domain: &mut Domain, peers: &mut dyn Peers, vcpu: &mut dyn V
     b.local_port = local;
     domain.deliver(vcpu, local);
     args::write_struct(vcpu, arg, &b).map(|_| 0)
+}
+
+/// `EVTCHNOP_reset` of the caller's own domain (a domU may name no other): every port the
+/// guest bound is closed, as `close` would (interdomain peers are left unbound), the ports
+/// the hypervisor itself is the other end of (the PV console) stay, and the domain is back
+/// on the 2-level ABI, free to choose FIFO again (kexec and resume do this).
+fn reset(domain: &mut Domain, peers: &mut dyn Peers, vcpu: &mut dyn VirtualCpu, arg: u64) -> HcResult {
+    let r: EvtchnReset = args::read_struct(vcpu, arg)?;
+    args::own_domain(domain, r.dom)?;
+    let ports: alloc::vec::Vec<u32> =
+        domain.evtchn.bound().filter(|(_, p)| p.binding != Binding::Hypervisor).map(|(port, _)| port).collect();
+    for port in ports {
+        disconnect(domain, peers, port);
+        domain.evtchn.close(port)?;
+    }
+    domain.fifo = None;
+    domain.evtchn.set_limit(MAX_PORTS_2L);
+    Ok(0)
 }
 
 /// Closing one end of an interdomain channel leaves the other end unbound, waiting for this
@@ -338,5 +357,33 @@ mod tests {
         assert_eq!(status(d2, &mut vcpu, 0), Ok(0));
         assert_eq!(args::u32_at(&vcpu.mem, 8), EVTCHNSTAT_UNBOUND);
         assert_eq!(args::u32_at(&vcpu.mem, 16), 1);
+    }
+
+    #[test]
+    fn reset_closes_every_guest_port_but_keeps_the_console_and_unbinds_peers() {
+        let mut vcpu = FakeVcpu::new(64);
+        let mut ds = two_domains(&mut vcpu);
+        let waiting = alloc_unbound_for(&mut vcpu, &mut ds[1], 1);
+        assert_eq!(bind(&mut vcpu, &mut ds, 0, 2, waiting), Ok(0));
+        let local = args::u32_at(&vcpu.mem, 8);
+        let spare = alloc_unbound_for(&mut vcpu, &mut ds[0], 2);
+        args::put_u32(&mut vcpu.mem, 0, 0);
+        assert_eq!(handle(&mut ds[0], &mut vcpu, ev::EVTCHNOP_BIND_IPI, 0), Ok(0));
+        ds[0].evtchn.set_limit(1 << 17);
+        ds[0].known_domains = alloc::vec![1, 2];
+        let reset = |vcpu: &mut FakeVcpu, ds: &mut [Domain], dom: u16| {
+            args::put_u32(&mut vcpu.mem, 32, u32::from(dom));
+            let (d, mut peers) = crate::domain::Others::split(ds, 0);
+            handle_with(d, &mut peers, vcpu, ev::EVTCHNOP_RESET, 32)
+        };
+        assert_eq!(reset(&mut vcpu, &mut ds, 2), Err(errno::EPERM), "not another domain");
+        assert_eq!(reset(&mut vcpu, &mut ds, 9), Err(errno::ESRCH));
+        assert_eq!(reset(&mut vcpu, &mut ds, guest_abi::xen::DOMID_SELF), Ok(0));
+        assert_eq!(ds[0].evtchn.bound().map(|(port, _)| port).collect::<alloc::vec::Vec<_>>(), [1], "the console");
+        assert_eq!(binding(&ds[0], local), None);
+        assert_eq!(binding(&ds[0], spare), None);
+        assert_eq!(binding(&ds[1], waiting), Some(Binding::Unbound { remote_dom: 1 }));
+        assert!(ds[0].fifo.is_none(), "back on the 2-level ABI");
+        assert_eq!(alloc_unbound_for(&mut vcpu, &mut ds[0], 2), 2, "ports are handed out from the lowest again");
     }
 }
