@@ -693,12 +693,13 @@ fn run_one(s: &Scenario, built: &Built, logs: &std::path::Path, hypervisor: Hype
         }
         TestGuest::Config(file) => {
             let config = config_with_images(file, built).map_err(|e| format!("{e:#}"))?;
-            Guest::Dom0less(emulator::configured_domus(built, &args, &config).map_err(|e| format!("{e:#}"))?)
+            emulator::configured(built, &args, &config).map_err(|e| format!("{e:#}"))?
         }
         TestGuest::GuestConfig { file, guest } => {
             let config = config_with_guest(file, guest, built).map_err(|e| format!("{e:#}"))?;
-            args.smp = 2;
-            Guest::Dom0less(emulator::configured_domus(built, &args, &config).map_err(|e| format!("{e:#}"))?)
+            // x86: every vCPU shares the boot CPU, whatever the machine has.
+            args.smp = if s.arch == Arch::X86_64 { 1 } else { 2 };
+            emulator::configured(built, &args, &config).map_err(|e| format!("{e:#}"))?
         }
         TestGuest::BuiltInSmp(name, smp) => {
             args.guest = Some(name.into());
