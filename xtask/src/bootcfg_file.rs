@@ -254,7 +254,9 @@ mod tests {
     /// the hypervisor's own parser reads the result against a chain of those modules.
     #[test]
     fn names_images_by_module_index_for_x86() {
-        let shared = TWO.replace("other/Image", "Image");
+        // The hypervisor wants `cpus` on every domain (xtask's own reading defaults it).
+        let shared =
+            TWO.replace("other/Image", "Image").replace("memory = <0x20000>;", "memory = <0x20000>; cpus = <1>;");
         let (dtb, images) = by_index(&compile(&shared), Path::new("/cfg")).unwrap();
         assert_eq!(images, [PathBuf::from("/cfg/Image"), PathBuf::from("/abs/initrd.gz")]);
         let chain = [(0x10_0000, 0x1000), (0x20_0000, 0x8000), (0x40_0000, 0x9000)]
