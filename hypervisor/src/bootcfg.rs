@@ -27,7 +27,9 @@
 //! needed), an index past the chain or naming the configuration module itself is an error,
 //! and several domains may name one module (the binding's own case: one kernel, per-domain
 //! `bootargs`). Only the dom0less layout (`xen,domain` children of `/chosen`, as on ARM) is
-//! read, not hyperlaunch's `/chosen/hypervisor` container nor its other properties.
+//! read, not hyperlaunch's `/chosen/hypervisor` container nor its other properties; its
+//! `module,kernel` / `module,ramdisk` / `module,device-tree` compatibles are understood
+//! beside the dom0less `multiboot,*` ones.
 //!
 //! Which module is the configuration is the loader's business: the x86 boot code takes the
 //! first multiboot2 module that starts with the FDT magic (0xd00dfeed), which no kernel
@@ -437,13 +439,14 @@ impl Modules {
 }
 
 /// Module nodes carry a `multiboot,*` compatible, or Xen 4.4's `xen,*` spellings of the same,
-/// which Xen still honours so one DTB can serve old and new versions.
+/// which Xen still honours so one DTB can serve old and new versions, or the hyperlaunch
+/// binding's `module,*` ones.
 fn classify(node: &FdtNode<'_>) -> Option<Class> {
-    if compatible_with(node, &["multiboot,kernel", "xen,linux-zimage"]) {
+    if compatible_with(node, &["multiboot,kernel", "xen,linux-zimage", "module,kernel"]) {
         Some(Class::Specific(ModuleKind::Kernel))
-    } else if compatible_with(node, &["multiboot,ramdisk", "xen,linux-initrd"]) {
+    } else if compatible_with(node, &["multiboot,ramdisk", "xen,linux-initrd", "module,ramdisk"]) {
         Some(Class::Specific(ModuleKind::Ramdisk))
-    } else if compatible_with(node, &["multiboot,device-tree"]) {
+    } else if compatible_with(node, &["multiboot,device-tree", "module,device-tree"]) {
         Some(Class::Specific(ModuleKind::DeviceTree))
     } else if compatible_with(node, &["multiboot,module", "xen,multiboot-module"]) {
         Some(Class::Generic)
@@ -1127,6 +1130,11 @@ mod tests {
             ]
         );
         assert_eq!(got[0].bootargs.as_deref(), Some("console=hvc0"));
+        // Hyperlaunch's own compatible strings, ramdisk first.
+        let hl = |kind, i| TMod { compatible: vec![kind, "multiboot,module"], ..indexed("", i) };
+        let d = indexed_domain("domB", 0x4000, vec![hl("module,ramdisk", 2), hl("module,kernel", 3)]);
+        let got = chain(vec![d]).unwrap().remove(0);
+        assert_eq!((got.kernel, got.ramdisk), (Some(CHAIN[3]), Some(CHAIN[2])));
         // The DT need not be module 0.
         let d = indexed_domain("domU1", 0x4000, vec![indexed("multiboot,kernel", 0)]);
         assert_eq!(parse_multiboot_domains(&domains(vec![d]), &CHAIN, 2).unwrap()[0].kernel, Some(CHAIN[0]));

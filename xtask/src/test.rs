@@ -678,6 +678,10 @@ fn needs(chosen: &[Scenario], host: bool) -> crate::prereq::Needs {
         if matches!(s.guest, TestGuest::Linux { .. } | TestGuest::Config(_)) {
             needs.linux(s.arch);
         }
+        // Configurations are `.dts` files (ARM boots need dtc anyway; x86 ones only for these).
+        if matches!(s.guest, TestGuest::Config(_) | TestGuest::GuestConfig { .. }) {
+            needs.dtc();
+        }
     }
     needs
 }
