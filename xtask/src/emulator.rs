@@ -134,6 +134,12 @@ fn multiboot_config(built: &Built, config: &Path) -> Result<MultibootConfig> {
         let name = image.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         modules.push(IsoModule { file: image, cmdline: grub_word(&name) });
     }
+    // arch::boot::MAX_MODULES: the hypervisor drops modules past it.
+    ensure!(
+        modules.len() <= 16,
+        "{} modules (the configuration and its images): the hypervisor takes 16",
+        modules.len()
+    );
     Ok(MultibootConfig { modules, domains: indexed.domains.len() })
 }
 
