@@ -36,8 +36,9 @@ impl Module {
 }
 
 pub const CMDLINE_MAX: usize = 256;
-pub const MAX_REGIONS: usize = 16;
-pub const MAX_MODULES: usize = 8;
+pub const MAX_REGIONS: usize = 32;
+/// A boot configuration, and a kernel and a ramdisk for each of several domains.
+pub const MAX_MODULES: usize = 16;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ModuleKind {
@@ -59,7 +60,8 @@ pub struct BootInfo {
     pub modules: [Module; MAX_MODULES],
     pub module_count: usize,
     /// The device tree the boot loader handed over (ARM), for the core to read the boot
-    /// configuration from; `None` where there is none (x86 multiboot).
+    /// configuration from; `None` where there is none (x86 multiboot, where a configuration
+    /// comes as a module of kind [`ModuleKind::DeviceTree`] instead).
     pub dtb: Option<Region>,
     /// CPUs found (online or not).
     pub cpu_count: usize,

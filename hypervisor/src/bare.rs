@@ -145,7 +145,8 @@ impl run::Host for BootCpu {
 }
 
 /// The domains to build: from the device tree (dom0less nodes and guest-loader modules) on
-/// ARM, from the multiboot modules on x86.
+/// ARM; on x86 from the boot configuration module when there is one (dom0less nodes whose
+/// modules name multiboot2 modules by index), else one domain per kernel module.
 fn boot_configs(boot: &BootInfo) -> Result<Vec<DomainConfig>, String> {
     if let Some(dtb) = boot.dtb {
         let blob = cpu::phys_slice(dtb.start, dtb.size);
@@ -156,6 +157,18 @@ fn boot_configs(boot: &BootInfo) -> Result<Vec<DomainConfig>, String> {
         };
     }
     let mods = boot.modules();
+    if let Some(config) = mods.iter().position(|m| m.kind == ModuleKind::DeviceTree) {
+        let chain: Vec<ModuleRef> =
+            mods.iter().map(|m| ModuleRef { addr: m.region.start, size: m.region.size }).collect();
+        let region = mods[config].region;
+        hvlog!("boot configuration: module {} ({} bytes)", config, region.size);
+        let blob = cpu::phys_slice(region.start, region.size);
+        return match bootcfg::parse_multiboot_domains(blob, &chain, config) {
+            Ok(configs) => Ok(configs),
+            Err(BootCfgError::NoDomains) => Err("the boot configuration names no domain: nothing to run".into()),
+            Err(e) => Err(format!("boot configuration rejected: {e}")),
+        };
+    }
     let configs: Vec<DomainConfig> = mods
         .iter()
         .enumerate()
@@ -247,6 +260,10 @@ fn build(
     zero_domain_ram(ram_host, ram_size);
     let (entry, boot_arg) = place_image(id, cfg, ram_host, ram_size, kernel, initrd)?;
     let nr_vcpus = u16::try_from(cfg.cpus).map_err(|_| "too many vCPUs")?;
+    #[cfg(target_arch = "x86_64")]
+    if usize::from(nr_vcpus) > cpu::max_vcpus() {
+        return Err(format!("{} vCPUs asked for, the backend starts at most {}", nr_vcpus, cpu::max_vcpus()));
+    }
     let setup = GuestSetup {
         ram_host,
         ram_guest: cpu::GUEST_RAM_BASE,
@@ -263,8 +280,12 @@ fn build(
     domain.set_ram(setup.ram_guest, ram_size);
     domain.ram = Some(GuestRam { base: setup.ram_guest, host: ram_host, words: ram_words(ram_host, ram_size) });
     let page_bytes = attach_xen_pages(&mut domain, &mut vcpu, frames);
-    if cfg.vpl011 {
-        domain.vpl011 = Some(Vpl011::new());
+    // The PL011 is an ARM device: an x86 configuration that asks for one (a DT written for
+    // ARM) boots without it.
+    match (cfg.vpl011, guest_arch()) {
+        (true, Some(_)) => domain.vpl011 = Some(Vpl011::new()),
+        (true, None) => hvlog!("d{}: `vpl011` ignored: no PL011 on x86", id),
+        (false, _) => {}
     }
     let took_us = run::Host::now_ns(&mut BootCpu).saturating_sub(started) / 1000;
     let overhead = HEAP.lock().used().saturating_sub(heap_before) + page_bytes;

@@ -12,6 +12,29 @@
 //! - the dom0 layout QEMU's `-device guest-loader` writes: modules directly under `/chosen`.
 //!   They become one implicit domain so single-guest boots keep working.
 //!
+//! ## x86: modules named by their multiboot2 index
+//!
+//! On x86 the DT is itself a multiboot2 module and GRUB, not the configuration's author,
+//! decides where every module lands, so a `reg` cannot be written in advance. There, module
+//! sub-nodes name their image by its position in the multiboot2 module chain instead, with
+//! the `mb-index` property (one cell) of Xen's hyperlaunch binding
+//! (docs/designs/launch/hyperlaunch-devicetree.rst in Xen's tree): it is the property Xen
+//! defines for exactly this, so a configuration stays readable to Xen users and no name of
+//! ours has to be invented. Indices count from 0 in the order the loader lists the modules
+//! (GRUB: the order of the `module2` lines), the configuration DT included, as in the
+//! binding's examples, where the DT is module 0. [`parse_multiboot_domains`] reads this
+//! form: `reg` is not looked at there (and `#address-cells` / `#size-cells` are not
+//! needed), an index past the chain or naming the configuration module itself is an error,
+//! and several domains may name one module (the binding's own case: one kernel, per-domain
+//! `bootargs`). Only the dom0less layout (`xen,domain` children of `/chosen`, as on ARM) is
+//! read, not hyperlaunch's `/chosen/hypervisor` container nor its other properties; its
+//! `module,kernel` / `module,ramdisk` / `module,device-tree` compatibles are understood
+//! beside the dom0less `multiboot,*` ones.
+//!
+//! Which module is the configuration is the loader's business: the x86 boot code takes the
+//! first multiboot2 module that starts with the FDT magic (0xd00dfeed), which no kernel
+//! image format starts with.
+//!
 //! The blob comes from a bootloader or a user, so every defect is reported as a
 //! [`BootCfgError`]; nothing here panics on bad input. Properties this module does not know
 //! (Xen's other options, our own scheduler extensions) are ignored.
@@ -123,6 +146,17 @@ pub enum BootCfgError {
     DuplicateDomain {
         name: String,
     },
+    /// `mb-index` names no module of the loader's chain (x86).
+    ModuleIndexOutOfRange {
+        node: String,
+        index: u32,
+        modules: usize,
+    },
+    /// `mb-index` names the configuration DT itself (x86).
+    ModuleIndexIsConfig {
+        node: String,
+        index: u32,
+    },
     /// Neither layout names a kernel: there is nothing to boot.
     NoDomains,
 }
@@ -141,9 +175,15 @@ impl fmt::Display for BootCfgError {
             ZeroMemory { domain } => write!(f, "domain {domain}: `memory` is 0"),
             MissingKernel { domain } => write!(f, "domain {domain}: no kernel module"),
             DuplicateModule { domain, kind } => write!(f, "domain {domain}: more than one {kind}"),
-            BadModuleRange { node } => write!(f, "{node}: empty or wrapping `reg`"),
+            BadModuleRange { node } => write!(f, "{node}: empty or wrapping module range"),
             OverlappingModules { first, second } => write!(f, "modules overlap: {first} and {second}"),
             DuplicateDomain { name } => write!(f, "two domains named {name}"),
+            ModuleIndexOutOfRange { node, index, modules } => {
+                write!(f, "{node}: `mb-index` {index} is past the {modules} boot module(s)")
+            }
+            ModuleIndexIsConfig { node, index } => {
+                write!(f, "{node}: `mb-index` {index} is the boot configuration itself")
+            }
             NoDomains => f.write_str("boot configuration names no domain"),
         }
     }
@@ -156,6 +196,25 @@ pub fn parse_domains(dtb: &[u8]) -> Result<Vec<DomainConfig>> {
     let fdt = open(dtb)?;
     let domains = xen_domains(&fdt)?;
     check_domains(&domains)?;
+    Ok(domains)
+}
+
+/// The dom0less domains of a configuration that arrived as multiboot2 module number `config`
+/// of `modules` (x86): module sub-nodes name their image with `mb-index` (see the module
+/// docs). Errors with [`BootCfgError::NoDomains`] when it describes none.
+pub fn parse_multiboot_domains(dtb: &[u8], modules: &[ModuleRef], config: usize) -> Result<Vec<DomainConfig>> {
+    let fdt = open(dtb)?;
+    let domains = xen_domains_located(&fdt, Locate::Chain { modules, config })?;
+    if domains.is_empty() {
+        return Err(BootCfgError::NoDomains);
+    }
+    // Unique names; no overlap check: the loader placed every module apart, and domains may
+    // share one.
+    for (i, d) in domains.iter().enumerate() {
+        if domains[..i].iter().any(|e| e.name == d.name) {
+            return Err(BootCfgError::DuplicateDomain { name: d.name.clone() });
+        }
+    }
     Ok(domains)
 }
 
@@ -189,18 +248,37 @@ fn open(dtb: &[u8]) -> Result<Fdt<'_>> {
     Fdt::new(exact).map_err(BootCfgError::InvalidDtb)
 }
 
+/// How module sub-nodes say where their bytes are.
+#[derive(Clone, Copy)]
+enum Locate<'a> {
+    /// `reg`, in these cells (ARM: the bootloader wrote the addresses into the DT).
+    Reg(Cells),
+    /// `mb-index` into the loader's module chain, whose entry `config` is the DT (x86).
+    Chain { modules: &'a [ModuleRef], config: usize },
+}
+
 fn xen_domains(fdt: &Fdt<'_>) -> Result<Vec<DomainConfig>> {
+    xen_domains_located(fdt, Locate::Reg(Cells { addr: 2, size: 2 }))
+}
+
+/// The `xen,domain` children of `/chosen`; `how` says whether modules use `reg` (the cells
+/// in it are replaced by each domain node's own) or `mb-index`.
+fn xen_domains_located(fdt: &Fdt<'_>, how: Locate<'_>) -> Result<Vec<DomainConfig>> {
     let Some(chosen) = fdt.find_node("/chosen") else {
         return Ok(Vec::new());
     };
-    chosen.children().filter(|n| compatible_with(n, &["xen,domain"])).map(|n| xen_domain(&n)).collect()
+    chosen.children().filter(|n| compatible_with(n, &["xen,domain"])).map(|n| xen_domain(&n, how)).collect()
 }
 
 /// One `xen,domain` node.
-fn xen_domain(node: &FdtNode<'_>) -> Result<DomainConfig> {
+fn xen_domain(node: &FdtNode<'_>, how: Locate<'_>) -> Result<DomainConfig> {
     let name = node.name().to_string();
     let path = format!("/chosen/{name}");
-    let cells = Cells::required(node, &path)?;
+    // The binding asks for the cells because module nodes have `reg`; by index they have none.
+    let how = match how {
+        Locate::Reg(_) => Locate::Reg(Cells::required(node, &path)?),
+        chain => chain,
+    };
     let cpus = read_u32(node, &path, "cpus")?.ok_or_else(|| missing(&path, "cpus"))?;
     let memory_kib = read_memory(node, &path)?;
     if cpus == 0 {
@@ -209,7 +287,7 @@ fn xen_domain(node: &FdtNode<'_>) -> Result<DomainConfig> {
     if memory_kib == 0 {
         return Err(BootCfgError::ZeroMemory { domain: name });
     }
-    let modules = Modules::collect(node, &path, &name, cells)?;
+    let modules = Modules::collect(node, &path, &name, how)?;
     let vpl011 = node.property("vpl011").is_some();
     modules.into_domain(name, cpus, memory_kib, vpl011)
 }
@@ -222,7 +300,7 @@ fn loader_domain(fdt: &Fdt<'_>, memory_kib: u64) -> Result<Option<DomainConfig>>
     };
     let cells = Cells::inherited(&chosen, &fdt.root())?;
     let name = LOADER_DOMAIN_NAME.to_string();
-    let mut modules = Modules::collect(&chosen, "/chosen", &name, cells)?;
+    let mut modules = Modules::collect(&chosen, "/chosen", &name, Locate::Reg(cells))?;
     if modules.is_empty() {
         return Ok(None);
     }
@@ -293,7 +371,7 @@ enum Class {
 }
 
 impl Modules {
-    fn collect(parent: &FdtNode<'_>, parent_path: &str, domain: &str, cells: Cells) -> Result<Self> {
+    fn collect(parent: &FdtNode<'_>, parent_path: &str, domain: &str, how: Locate<'_>) -> Result<Self> {
         let mut modules = Modules::default();
         for node in parent.children() {
             let Some(class) = classify(&node) else { continue };
@@ -305,7 +383,7 @@ impl Modules {
                     None => continue,
                 },
             };
-            modules.add(&node, &path, domain, kind, cells)?;
+            modules.add(&node, &path, domain, kind, how)?;
         }
         Ok(modules)
     }
@@ -319,8 +397,11 @@ impl Modules {
         }
     }
 
-    fn add(&mut self, node: &FdtNode<'_>, path: &str, domain: &str, kind: ModuleKind, cells: Cells) -> Result<()> {
-        let region = read_reg(node, path, cells)?;
+    fn add(&mut self, node: &FdtNode<'_>, path: &str, domain: &str, kind: ModuleKind, how: Locate<'_>) -> Result<()> {
+        let region = match how {
+            Locate::Reg(cells) => read_reg(node, path, cells)?,
+            Locate::Chain { modules, config } => read_index(node, path, modules, config)?,
+        };
         let slot = match kind {
             ModuleKind::Kernel => &mut self.kernel,
             ModuleKind::Ramdisk => &mut self.ramdisk,
@@ -358,13 +439,14 @@ impl Modules {
 }
 
 /// Module nodes carry a `multiboot,*` compatible, or Xen 4.4's `xen,*` spellings of the same,
-/// which Xen still honours so one DTB can serve old and new versions.
+/// which Xen still honours so one DTB can serve old and new versions, or the hyperlaunch
+/// binding's `module,*` ones.
 fn classify(node: &FdtNode<'_>) -> Option<Class> {
-    if compatible_with(node, &["multiboot,kernel", "xen,linux-zimage"]) {
+    if compatible_with(node, &["multiboot,kernel", "xen,linux-zimage", "module,kernel"]) {
         Some(Class::Specific(ModuleKind::Kernel))
-    } else if compatible_with(node, &["multiboot,ramdisk", "xen,linux-initrd"]) {
+    } else if compatible_with(node, &["multiboot,ramdisk", "xen,linux-initrd", "module,ramdisk"]) {
         Some(Class::Specific(ModuleKind::Ramdisk))
-    } else if compatible_with(node, &["multiboot,device-tree"]) {
+    } else if compatible_with(node, &["multiboot,device-tree", "module,device-tree"]) {
         Some(Class::Specific(ModuleKind::DeviceTree))
     } else if compatible_with(node, &["multiboot,module", "xen,multiboot-module"]) {
         Some(Class::Generic)
@@ -430,6 +512,24 @@ fn read_reg(node: &FdtNode<'_>, path: &str, cells: Cells) -> Result<ModuleRef> {
     Ok(module)
 }
 
+/// The module `mb-index` names in the loader's chain (whose entry `config` is the DT).
+fn read_index(node: &FdtNode<'_>, path: &str, modules: &[ModuleRef], config: usize) -> Result<ModuleRef> {
+    let index = read_u32(node, path, "mb-index")?.ok_or_else(|| missing(path, "mb-index"))?;
+    let at = usize::try_from(index).unwrap_or(usize::MAX);
+    if at == config {
+        return Err(BootCfgError::ModuleIndexIsConfig { node: path.to_string(), index });
+    }
+    let module = *modules.get(at).ok_or_else(|| BootCfgError::ModuleIndexOutOfRange {
+        node: path.to_string(),
+        index,
+        modules: modules.len(),
+    })?;
+    if module.size == 0 || module.addr.checked_add(module.size).is_none() {
+        return Err(BootCfgError::BadModuleRange { node: path.to_string() });
+    }
+    Ok(module)
+}
+
 /// `memory` is a 64-bit count of KiB in Xen's binding (two cells); one cell is accepted too.
 fn read_memory(node: &FdtNode<'_>, path: &str) -> Result<u64> {
     let prop = node.property("memory").ok_or_else(|| missing(path, "memory"))?;
@@ -475,6 +575,8 @@ mod tests {
         name: String,
         compatible: Vec<&'static str>,
         reg: Option<Vec<u32>>,
+        /// `mb-index`, raw.
+        index: Option<Vec<u8>>,
         bootargs: Option<Vec<u8>>,
     }
 
@@ -483,6 +585,18 @@ mod tests {
             name: format!("module@{addr:x}"),
             compatible: vec![kind, "multiboot,module"],
             reg: Some(vec![(addr >> 32) as u32, addr as u32, (size >> 32) as u32, size as u32]),
+            index: None,
+            bootargs: None,
+        }
+    }
+
+    /// A module named by its multiboot2 index, as on x86.
+    fn indexed(kind: &'static str, index: u32) -> TMod {
+        TMod {
+            name: format!("module@{index}"),
+            compatible: vec![kind, "multiboot,module"],
+            reg: None,
+            index: Some(index.to_be_bytes().to_vec()),
             bootargs: None,
         }
     }
@@ -536,6 +650,9 @@ mod tests {
         w.property_string_list("compatible", compatible).unwrap();
         if let Some(reg) = &m.reg {
             w.property_array_u32("reg", reg).unwrap();
+        }
+        if let Some(index) = &m.index {
+            w.property("mb-index", index).unwrap();
         }
         if let Some(args) = &m.bootargs {
             w.property("bootargs", args).unwrap();
@@ -732,12 +849,14 @@ mod tests {
             name: path("module@0x48000000"),
             compatible: vec!["multiboot,kernel", "multiboot,module"],
             reg: reg(0x4800_0000, 0x20_0000),
+            index: None,
             bootargs: Some(b"console=hvc0\0".to_vec()),
         };
         let initrd = TMod {
             name: path("module@0x49000000"),
             compatible: vec!["multiboot,ramdisk", "multiboot,module"],
             reg: reg(0x4900_0000, 0x40_0000),
+            index: None,
             bootargs: None,
         };
         TChosen { root_cells: Some(root_cells), modules: vec![kernel, initrd], ..Default::default() }
@@ -975,6 +1094,124 @@ mod tests {
         assert_eq!(parse_boot_config(&dtb(&c), 0x2_0000), Err(err));
     }
 
+    /// The loader's chain for the x86 tests: the DT as module 0, then three images.
+    const CHAIN: [ModuleRef; 4] = [
+        ModuleRef { addr: 0x80_0000, size: 0x1000 },
+        ModuleRef { addr: 0x90_0000, size: 0x2_0000 },
+        ModuleRef { addr: 0xa0_0000, size: 0x30_0000 },
+        ModuleRef { addr: 0xe0_0000, size: 0x1_0000 },
+    ];
+
+    /// A domain whose modules are named by index (x86), with no cells: none are needed.
+    fn indexed_domain(name: &'static str, kib: u64, modules: Vec<TMod>) -> TDom {
+        TDom { address_cells: None, size_cells: None, modules, ..domain(name, 1, kib, 0) }
+    }
+
+    fn chain(d: Vec<TDom>) -> Result<Vec<DomainConfig>> {
+        parse_multiboot_domains(&domains(d), &CHAIN, 0)
+    }
+
+    #[test]
+    fn modules_by_multiboot_index() {
+        let mut kernel = with_bootargs(indexed("multiboot,kernel", 1), "console=hvc0");
+        kernel.reg = Some(vec![0, 0x4a00_0000, 0, 0x1000]); // not looked at by index
+        let a = indexed_domain("domU1", 0x4000, vec![kernel, indexed("multiboot,ramdisk", 2)]);
+        // A second domain sharing the first one's kernel, as the hyperlaunch binding allows.
+        let b = indexed_domain("domU2", 0x6000, vec![indexed("multiboot,kernel", 1)]);
+        let c = indexed_domain("domU3", 0x6000, vec![indexed("multiboot,kernel", 3)]);
+        let got = chain(vec![a, b, c]).unwrap();
+        let summary: Vec<_> = got.iter().map(|d| (d.name.as_str(), d.memory_kib, d.kernel, d.ramdisk)).collect();
+        assert_eq!(
+            summary,
+            [
+                ("domU1", 0x4000, Some(CHAIN[1]), Some(CHAIN[2])),
+                ("domU2", 0x6000, Some(CHAIN[1]), None),
+                ("domU3", 0x6000, Some(CHAIN[3]), None),
+            ]
+        );
+        assert_eq!(got[0].bootargs.as_deref(), Some("console=hvc0"));
+        // Hyperlaunch's own compatible strings, ramdisk first.
+        let hl = |kind, i| TMod { compatible: vec![kind, "multiboot,module"], ..indexed("", i) };
+        let d = indexed_domain("domB", 0x4000, vec![hl("module,ramdisk", 2), hl("module,kernel", 3)]);
+        let got = chain(vec![d]).unwrap().remove(0);
+        assert_eq!((got.kernel, got.ramdisk), (Some(CHAIN[3]), Some(CHAIN[2])));
+        // The DT need not be module 0.
+        let d = indexed_domain("domU1", 0x4000, vec![indexed("multiboot,kernel", 0)]);
+        assert_eq!(parse_multiboot_domains(&domains(vec![d]), &CHAIN, 2).unwrap()[0].kernel, Some(CHAIN[0]));
+    }
+
+    #[test]
+    fn rejects_bad_multiboot_indices() {
+        let node = |i: u32| path(&format!("/chosen/domU1/module@{i}"));
+        let d = indexed_domain("domU1", 0x4000, vec![indexed("multiboot,kernel", 4)]);
+        let err = BootCfgError::ModuleIndexOutOfRange { node: node(4), index: 4, modules: 4 };
+        assert_eq!(chain(vec![d]), Err(err));
+
+        let d = indexed_domain("domU1", 0x4000, vec![indexed("multiboot,kernel", u32::MAX)]);
+        let err = BootCfgError::ModuleIndexOutOfRange { node: node(u32::MAX), index: u32::MAX, modules: 4 };
+        assert_eq!(chain(vec![d]), Err(err));
+
+        let d = indexed_domain("domU1", 0x4000, vec![indexed("multiboot,kernel", 0)]);
+        assert_eq!(chain(vec![d]), Err(BootCfgError::ModuleIndexIsConfig { node: node(0), index: 0 }));
+
+        // Neither `mb-index` nor `reg`; then `reg` alone, which names no module by index.
+        let mut m = indexed("multiboot,kernel", 1);
+        m.index = None;
+        let d = indexed_domain("domU1", 0x4000, vec![m]);
+        assert_eq!(chain(vec![d]), Err(missing_prop("/chosen/domU1/module@1", "mb-index")));
+        let d = indexed_domain("domU1", 0x4000, vec![module("multiboot,kernel", 0x90_0000, 0x2_0000)]);
+        assert_eq!(chain(vec![d]), Err(missing_prop("/chosen/domU1/module@900000", "mb-index")));
+
+        // An index that is not one cell.
+        let mut m = indexed("multiboot,kernel", 1);
+        m.index = Some(vec![0, 0, 0, 0, 0, 0, 0, 1]);
+        let d = indexed_domain("domU1", 0x4000, vec![m]);
+        assert_eq!(chain(vec![d]), Err(bad_prop("/chosen/domU1/module@1", "mb-index")));
+
+        // An empty module in the chain.
+        let empty = [CHAIN[0], ModuleRef { addr: 0x90_0000, size: 0 }];
+        let d = indexed_domain("domU1", 0x4000, vec![indexed("multiboot,kernel", 1)]);
+        let err = BootCfgError::BadModuleRange { node: node(1) };
+        assert_eq!(parse_multiboot_domains(&domains(vec![d]), &empty, 0), Err(err));
+
+        // The ARM form still wants `reg`: an index alone is not enough there.
+        let d = TDom { modules: vec![indexed("multiboot,kernel", 1)], ..domain("domU1", 1, 0x4000, 0) };
+        assert_eq!(one(d), Err(missing_prop("/chosen/domU1/module@1", "reg")));
+    }
+
+    #[test]
+    fn multiboot_configs_need_domains_and_unique_names() {
+        assert_eq!(chain(Vec::new()), Err(BootCfgError::NoDomains));
+        let a = indexed_domain("domU1", 0x4000, vec![indexed("multiboot,kernel", 1)]);
+        let err = BootCfgError::DuplicateDomain { name: path("domU1") };
+        assert_eq!(chain(vec![a.clone(), a.clone()]), Err(err));
+        let mut b = a.clone();
+        b.modules = vec![indexed("multiboot,ramdisk", 2)];
+        assert_eq!(chain(vec![b]), Err(BootCfgError::MissingKernel { domain: path("domU1") }));
+        let mut c = a;
+        c.memory = None;
+        assert_eq!(chain(vec![c]), Err(missing_prop("/chosen/domU1", "memory")));
+        assert!(matches!(parse_multiboot_domains(b"junk", &CHAIN, 0), Err(BootCfgError::InvalidDtb(_))));
+    }
+
+    /// Corrupted index-form blobs: errors, never a panic.
+    #[test]
+    fn corrupted_multiboot_configs_never_panic() {
+        let a = indexed_domain("domU1", 0x4000, vec![indexed("multiboot,kernel", 1), indexed("multiboot,ramdisk", 2)]);
+        let b = indexed_domain("domU2", 0x6000, vec![indexed("multiboot,kernel", 3)]);
+        let good = domains(vec![a, b]);
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..20_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let mut blob = good.clone();
+            let at = (seed as usize) % blob.len();
+            blob[at] = (seed >> 32) as u8;
+            let _ = parse_multiboot_domains(&blob, &CHAIN, (seed >> 40) as usize % 5);
+        }
+    }
+
     /// Corrupting a good blob byte by byte must produce errors, never a panic.
     #[test]
     fn corrupted_blobs_never_panic() {
@@ -1003,5 +1240,7 @@ mod tests {
         assert_eq!(e.to_string(), "/chosen/domU1: `#size-cells` is 3, expected 1 or 2");
         let e = BootCfgError::DuplicateModule { domain: path("domU1"), kind: ModuleKind::Ramdisk };
         assert_eq!(e.to_string(), "domain domU1: more than one ramdisk");
+        let e = BootCfgError::ModuleIndexOutOfRange { node: path("/chosen/domU1/kernel"), index: 7, modules: 3 };
+        assert_eq!(e.to_string(), "/chosen/domU1/kernel: `mb-index` 7 is past the 3 boot module(s)");
     }
 }

@@ -5,6 +5,7 @@
 
 use anyhow::{Context, Result, bail, ensure};
 use dtoolkit::fdt::{Fdt, FdtNode};
+use dtoolkit::model::{DeviceTree, DeviceTreeProperty};
 use dtoolkit::{Node, Property};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,7 +25,72 @@ pub struct ConfigDomain {
 /// Read `path` (`.dts`, compiled with `dtc`, or a `.dtb`); relative image paths are taken
 /// from the file's own directory.
 pub fn load(path: &Path) -> Result<Vec<ConfigDomain>> {
-    let dtb = if path.extension().is_some_and(|e| e == "dts") {
+    let dtb = compile(path)?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    parse(&dtb, dir).with_context(|| format!("boot configuration {}", path.display()))
+}
+
+/// A configuration for x86, where GRUB places every image: the same DT with each module's
+/// `xen,uefi-binary` replaced by `mb-index`, its number in the multiboot2 module chain (Xen's
+/// hyperlaunch binding; see hypervisor/src/bootcfg.rs). The DT itself is module 0 and
+/// `images[i]` module `i + 1`; domains naming one file share its module.
+pub struct Indexed {
+    pub domains: Vec<ConfigDomain>,
+    pub dtb: Vec<u8>,
+    pub images: Vec<PathBuf>,
+}
+
+/// [`load`], then the DT rewritten to name its images by module index.
+pub fn load_indexed(path: &Path) -> Result<Indexed> {
+    let source = compile(path)?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let domains = parse(&source, dir).with_context(|| format!("boot configuration {}", path.display()))?;
+    let (dtb, images) = by_index(&source, dir).with_context(|| format!("boot configuration {}", path.display()))?;
+    Ok(Indexed { domains, dtb, images })
+}
+
+/// The rewrite [`load_indexed`] describes; properties and nodes it does not touch are kept.
+pub fn by_index(dtb: &[u8], dir: &Path) -> Result<(Vec<u8>, Vec<PathBuf>)> {
+    let fdt = Fdt::new(dtb).context("not a valid device tree")?;
+    let mut tree = DeviceTree::from_fdt(&fdt);
+    let chosen = tree.root.child_mut("chosen").context("no /chosen node")?;
+    let mut images: Vec<PathBuf> = Vec::new();
+    for domain in chosen.children_mut() {
+        let is_domain =
+            domain.property("compatible").is_some_and(|p| p.value().split(|&b| b == 0).any(|c| c == b"xen,domain"));
+        if !is_domain {
+            continue;
+        }
+        for module in domain.children_mut() {
+            let Some(name) = module.property("xen,uefi-binary").and_then(|p| first_string(p.value())) else {
+                continue;
+            };
+            let file = dir.join(name);
+            let at = match images.iter().position(|f| *f == file) {
+                Some(at) => at,
+                None => {
+                    images.push(file);
+                    images.len() - 1
+                }
+            };
+            let index = u32::try_from(at + 1).context("too many modules")?;
+            module.remove_property("xen,uefi-binary");
+            module.add_property(DeviceTreeProperty::new("mb-index", index)?);
+        }
+    }
+    ensure!(!images.is_empty(), "no module names an image with xen,uefi-binary");
+    Ok((tree.to_dtb(), images))
+}
+
+/// The first string of a string-list value.
+fn first_string(value: &[u8]) -> Option<String> {
+    let first = value.split(|&b| b == 0).next()?;
+    (!first.is_empty()).then(|| std::str::from_utf8(first).ok().map(String::from)).flatten()
+}
+
+/// The blob of a `.dts` (through `dtc`) or `.dtb` file.
+fn compile(path: &Path) -> Result<Vec<u8>> {
+    Ok(if path.extension().is_some_and(|e| e == "dts") {
         let out = Command::new("dtc")
             .args(["-q", "-I", "dts", "-O", "dtb"])
             .arg(path)
@@ -34,9 +100,7 @@ pub fn load(path: &Path) -> Result<Vec<ConfigDomain>> {
         out.stdout
     } else {
         std::fs::read(path).with_context(|| format!("reading {}", path.display()))?
-    };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    parse(&dtb, dir).with_context(|| format!("boot configuration {}", path.display()))
+    })
 }
 
 /// Every `/chosen` child with `compatible = "xen,domain"`, in file order.
@@ -184,6 +248,49 @@ mod tests {
                 },
             ]
         );
+    }
+
+    /// The x86 rewrite: `mb-index` instead of `xen,uefi-binary`, one module per file, and
+    /// the hypervisor's own parser reads the result against a chain of those modules.
+    #[test]
+    fn names_images_by_module_index_for_x86() {
+        // The hypervisor wants `cpus` on every domain (xtask's own reading defaults it).
+        let shared =
+            TWO.replace("other/Image", "Image").replace("memory = <0x20000>;", "memory = <0x20000>; cpus = <1>;");
+        let (dtb, images) = by_index(&compile(&shared), Path::new("/cfg")).unwrap();
+        assert_eq!(images, [PathBuf::from("/cfg/Image"), PathBuf::from("/abs/initrd.gz")]);
+        let chain = [(0x10_0000, 0x1000), (0x20_0000, 0x8000), (0x40_0000, 0x9000)]
+            .map(|(addr, size)| hypervisor::bootcfg::ModuleRef { addr, size });
+        let got = hypervisor::bootcfg::parse_multiboot_domains(&dtb, &chain, 0).unwrap();
+        let summary: Vec<_> =
+            got.iter().map(|d| (d.name.as_str(), d.cpus, d.memory_kib, d.kernel, d.ramdisk, d.vpl011)).collect();
+        assert_eq!(
+            summary,
+            [
+                ("domU1", 2, 0x40000, Some(chain[1]), Some(chain[2]), true),
+                ("domU2", 1, 0x20000, Some(chain[1]), None, false),
+            ]
+        );
+        assert_eq!(got[0].bootargs.as_deref(), Some("console=hvc0"));
+        // Nothing names an image: nothing to put on the ISO.
+        let none = TWO.replace("xen,uefi-binary", "xen,other");
+        assert!(by_index(&compile(&none), Path::new("/")).is_err());
+    }
+
+    /// The configurations the x86 scenarios boot rewrite and parse.
+    #[test]
+    fn the_shipped_two_domain_configs_work_by_index() {
+        let dir = crate::build::workspace_root().join("qemu/configs");
+        for file in ["evtchn-pingpong.dts", "grant-copy.dts", "simd-isolation-two-domains.dts"] {
+            let source = std::fs::read_to_string(dir.join(file)).unwrap();
+            let (dtb, images) = by_index(&compile(&source), Path::new("/g")).unwrap();
+            assert_eq!(images.len(), 1, "{file}: both domains share one guest image");
+            let chain = [(0x10_0000, 0x1000), (0x20_0000, 0x8000)]
+                .map(|(addr, size)| hypervisor::bootcfg::ModuleRef { addr, size });
+            let got = hypervisor::bootcfg::parse_multiboot_domains(&dtb, &chain, 0).unwrap();
+            let sizes: Vec<_> = got.iter().map(|d| (d.name.as_str(), d.memory_kib >> 10)).collect();
+            assert_eq!(sizes, [("domU1", 16), ("domU2", 24)], "{file}");
+        }
     }
 
     #[test]

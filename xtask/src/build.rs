@@ -45,6 +45,20 @@ impl Built {
         Ok(self.out_dir.join(self.image_name(name)))
     }
 
+    /// An image a boot configuration names: the file if there is one, else, when the name
+    /// is a built-in test guest's (`xen,uefi-binary = "evtchn-pingpong"`), that guest built
+    /// for this architecture, so one configuration serves every architecture.
+    pub fn config_image(&self, path: &Path) -> Result<PathBuf> {
+        if path.exists() {
+            return Ok(path.to_path_buf());
+        }
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if GUESTS.contains(&name) {
+            return self.guest(name);
+        }
+        bail!("{} not found (and `{name}` is not a built-in test guest)", path.display())
+    }
+
     fn image_name(&self, name: &str) -> String {
         if self.arch.flat_binary() { format!("{name}.bin") } else { format!("{name}.elf") }
     }

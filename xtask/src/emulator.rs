@@ -50,6 +50,23 @@ pub enum Guest {
     Loader { kernel: PathBuf },
     /// A boot DTB with dom0less domain nodes, and the images it names (ARM only).
     Dom0less(Dom0less),
+    /// x86: a boot configuration DT and the images it names by index, all multiboot2 modules
+    /// of the GRUB ISO, the DT first.
+    Multiboot(MultibootConfig),
+}
+
+pub struct MultibootConfig {
+    /// In GRUB's order: the configuration DTB, then every image it names.
+    pub modules: Vec<IsoModule>,
+    /// How many domains the configuration describes.
+    pub domains: usize,
+}
+
+/// One `module2` line of the GRUB configuration.
+pub struct IsoModule {
+    pub file: PathBuf,
+    /// The module's multiboot2 string (a kernel's: its command line).
+    pub cmdline: String,
 }
 
 pub struct Dom0less {
@@ -84,10 +101,64 @@ pub fn linux_domu(built: &Built, args: &RunArgs) -> Result<Dom0less> {
     dom0less(built, args, &[domain])
 }
 
-/// Prepare the domains a hand-written dom0less configuration (`--config F.dts`) describes.
+/// Prepare the domains a hand-written dom0less configuration (`--config F.dts`) describes:
+/// a boot DTB for QEMU on ARM, multiboot2 modules of the GRUB ISO on x86.
+pub fn configured(built: &Built, args: &RunArgs, config: &Path) -> Result<Guest> {
+    match args.arch {
+        Arch::X86_64 => Ok(Guest::Multiboot(multiboot_config(built, config)?)),
+        Arch::Aarch64 | Arch::Armv7 => Ok(Guest::Dom0less(configured_domus(built, args, config)?)),
+    }
+}
+
+/// The x86 form of a configuration: the DT rewritten to name its images by multiboot2 module
+/// index (module 0 is the DT itself), written next to the build output.
+fn multiboot_config(built: &Built, config: &Path) -> Result<MultibootConfig> {
+    let indexed = bootcfg_file::load_indexed(config)?;
+    for d in &indexed.domains {
+        eprintln!(
+            "xtask: {}: {} vCPU(s), {} MiB, kernel {}{}, bootargs \"{}\"",
+            d.name,
+            d.cpus,
+            d.memory_kib >> 10,
+            d.kernel.display(),
+            d.ramdisk.as_deref().map(|p| format!(", initrd {}", p.display())).unwrap_or_default(),
+            d.bootargs.as_deref().unwrap_or("")
+        );
+    }
+    let path = built.run_dir.join("boot-config.dtb");
+    std::fs::write(&path, &indexed.dtb).with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("xtask: boot configuration (modules by mb-index) -> {}", path.display());
+    let mut modules = vec![IsoModule { file: path, cmdline: "boot-config".into() }];
+    for image in indexed.images {
+        let image = built.config_image(&image)?;
+        let name = image.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        modules.push(IsoModule { file: image, cmdline: grub_word(&name) });
+    }
+    // arch::boot::MAX_MODULES: the hypervisor drops modules past it.
+    ensure!(
+        modules.len() <= 16,
+        "{} modules (the configuration and its images): the hypervisor takes 16",
+        modules.len()
+    );
+    Ok(MultibootConfig { modules, domains: indexed.domains.len() })
+}
+
+/// `s` as one word of a GRUB `module2` line (it has no use for anything else than a label).
+fn grub_word(s: &str) -> String {
+    let w: String = s.chars().map(|c| if c.is_ascii_alphanumeric() || "._-+,".contains(c) { c } else { '_' }).collect();
+    if w.is_empty() { "module".into() } else { w }
+}
+
+/// Prepare the domains a hand-written dom0less configuration (`--config F.dts`) describes
+/// (ARM: a boot DTB for QEMU).
 pub fn configured_domus(built: &Built, args: &RunArgs, config: &Path) -> Result<Dom0less> {
-    ensure!(matches!(args.arch, Arch::Aarch64 | Arch::Armv7), "boot configurations are only wired up for ARM so far");
-    dom0less(built, args, &bootcfg_file::load(config)?)
+    ensure!(matches!(args.arch, Arch::Aarch64 | Arch::Armv7), "this boot configuration form is ARM's");
+    let mut domains = bootcfg_file::load(config)?;
+    for d in &mut domains {
+        d.kernel = built.config_image(&d.kernel)?;
+        d.ramdisk = d.ramdisk.as_deref().map(|r| built.config_image(r)).transpose()?;
+    }
+    dom0less(built, args, &domains)
 }
 
 /// Place every domain's images one after another above QEMU's own DTB, describe them with
@@ -272,6 +343,7 @@ fn qemu_arm(run: &Boot, echo: Echo, done: &dyn Fn(&str) -> bool) -> Result<Outco
                 cmd.args(["-device", &format!("guest-loader,addr={addr:#x},initrd={}", qemu_opt(initrd)?)]);
             }
         }
+        Guest::Multiboot(_) => bail!("multiboot2 boot configurations are for x86_64"),
         Guest::Dom0less(d) => {
             cmd.arg("-dtb").arg(&d.dtb);
             for (image, addr) in &d.images {
@@ -288,6 +360,7 @@ fn qemu_arm(run: &Boot, echo: Echo, done: &dyn Fn(&str) -> bool) -> Result<Outco
     let stdout = child.stdout.take().unwrap();
     let domains = match &run.guest {
         Guest::Dom0less(d) => d.domains,
+        Guest::Multiboot(m) => m.domains,
         Guest::Loader { .. } => 1,
     };
     let on_xen = a.hypervisor == Hypervisor::Xen;
@@ -299,11 +372,8 @@ fn bochs(run: &Boot, echo: Echo) -> Result<Outcome> {
     if run.args.icount {
         eprintln!("xtask: --icount is a QEMU option; Bochs runs with `clock: sync=none`, already deterministic");
     }
-    let Guest::Loader { kernel } = &run.guest else {
-        bail!("dom0less boot configurations are not wired up for x86_64 yet");
-    };
     let out = &run.built.run_dir;
-    let iso = grub_iso(run, kernel, out, echo)?;
+    let iso = grub_iso(run, out, echo)?;
     let serial = out.join("serial.log");
     let _ = std::fs::remove_file(&serial);
     std::fs::write(&serial, b"")?;
@@ -330,18 +400,44 @@ fn bochs(run: &Boot, echo: Echo) -> Result<Outcome> {
     Ok(outcome)
 }
 
-/// A GRUB multiboot2 ISO with the hypervisor and the guest kernel (and initrd) as modules.
-pub(crate) fn grub_iso(run: &Boot, kernel: &Path, out: &Path, echo: Echo) -> Result<PathBuf> {
+/// The multiboot2 modules of an x86 boot, in order: one guest kernel (its command line from
+/// `--append`) and its initrd, or a boot configuration and the images it names.
+fn iso_modules(run: &Boot) -> Result<Vec<IsoModule>> {
+    match &run.guest {
+        Guest::Loader { kernel } => {
+            let mut m = vec![IsoModule { file: kernel.clone(), cmdline: run.args.append.clone().unwrap_or_default() }];
+            if let Some(initrd) = &run.args.initrd {
+                // The hypervisor takes a module called `initrd` as the ramdisk of the kernel before it.
+                m.push(IsoModule { file: initrd.clone(), cmdline: "initrd".into() });
+            }
+            Ok(m)
+        }
+        Guest::Multiboot(c) => {
+            Ok(c.modules.iter().map(|m| IsoModule { file: m.file.clone(), cmdline: m.cmdline.clone() }).collect())
+        }
+        Guest::Dom0less(_) => bail!("an ARM boot device tree cannot boot x86_64: use --config"),
+    }
+}
+
+/// A GRUB multiboot2 ISO with the hypervisor and the guest's modules ([`iso_modules`]).
+pub(crate) fn grub_iso(run: &Boot, out: &Path, echo: Echo) -> Result<PathBuf> {
     let start = Instant::now();
     let root = out.join("iso");
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(root.join("boot/grub"))?;
     std::fs::copy(&run.built.hypervisor, root.join("boot/hypervisor.elf"))?;
-    std::fs::copy(kernel, root.join("boot/kernel")).with_context(|| format!("reading {}", kernel.display()))?;
-    let mut modules = format!("  module2 /boot/kernel {}\n", run.args.append.as_deref().unwrap_or(""));
-    if let Some(initrd) = &run.args.initrd {
-        std::fs::copy(initrd, root.join("boot/initrd"))?;
-        modules += "  module2 /boot/initrd initrd\n";
+    let mut modules = String::new();
+    let one_guest = matches!(run.guest, Guest::Loader { .. });
+    for (i, m) in iso_modules(run)?.iter().enumerate() {
+        // A single guest's files keep the names they always had.
+        let name = match i {
+            0 if one_guest => "kernel".to_string(),
+            1 if one_guest => "initrd".to_string(),
+            _ => format!("module{i}"),
+        };
+        std::fs::copy(&m.file, root.join("boot").join(&name))
+            .with_context(|| format!("reading {}", m.file.display()))?;
+        modules += &format!("  module2 /boot/{name} {}\n", m.cmdline);
     }
     let cfg = format!(
         "set timeout=0\nset default=0\nmenuentry \"xhv\" {{\n  multiboot2 /boot/hypervisor.elf\n{modules}  boot\n}}\n"

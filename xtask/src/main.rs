@@ -91,7 +91,8 @@ pub struct RunArgs {
     pub initrd: Option<PathBuf>,
     /// A dom0less boot configuration (`.dts` or `.dtb`): `/chosen` nodes with
     /// `compatible = "xen,domain"` whose modules name their images with `xen,uefi-binary`
-    /// (aarch64). Replaces the default domain; see qemu/configs/.
+    /// (aarch64, ARMv7; x86_64 as multiboot2 modules, named by `mb-index`). Replaces the
+    /// default domain; see qemu/configs/.
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Guest kernel command line.
@@ -182,9 +183,7 @@ fn run_cmd(args: &RunArgs) -> Result<i32> {
     let built = build::hypervisor_and_guests(args.arch)?;
     let mut args = args.clone();
     let guest = match (&args.guest, &args.kernel) {
-        _ if args.config.is_some() => {
-            emulator::Guest::Dom0less(emulator::configured_domus(&built, &args, args.config.as_deref().unwrap())?)
-        }
+        _ if args.config.is_some() => emulator::configured(&built, &args, args.config.as_deref().unwrap())?,
         // Xen boots domUs from a boot device tree only: a single guest becomes one.
         (Some(name), _) if on_xen => {
             emulator::Guest::Dom0less(emulator::single_domu(&built, &args, &built.guest(name)?)?)

@@ -10,8 +10,8 @@
 //! value 1 (failure) → 3. We map that back to 0 / 1 so callers see what Bochs runs report.
 
 use crate::arch::Arch;
-use crate::emulator::{self, Boot, Echo, Guest, Outcome};
-use anyhow::{Context, Result, bail};
+use crate::emulator::{self, Boot, Echo, Outcome};
+use anyhow::{Context, Result};
 use clap::ValueEnum;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -47,10 +47,7 @@ pub fn emulator_for_scenario(name: &str) -> Emulator {
 
 /// Boot the GRUB ISO under QEMU and follow COM1 on stdio.
 pub fn boot(run: &Boot, echo: Echo) -> Result<Outcome> {
-    let Guest::Loader { kernel } = &run.guest else {
-        bail!("dom0less boot configurations are not wired up for x86_64 yet");
-    };
-    let iso = emulator::grub_iso(run, kernel, &run.built.run_dir, echo)?;
+    let iso = emulator::grub_iso(run, &run.built.run_dir, echo)?;
     let kvm = run.args.emulator != Some(Emulator::QemuTcg) && kvm_usable();
     let mut cmd = command(&iso, kvm, run.args.smp, run.args.icount);
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());

@@ -103,6 +103,27 @@ fn linux_scenarios() -> Vec<Scenario> {
             exit_zero: true,
         },
     });
+    // The same two-Linux configuration on x86_64 (Bochs' VT-x, QEMU's SVM), as multiboot2
+    // modules: Debian's amd64 kernel and initramfs stand in for its images; its `vpl011` is
+    // ARM's only. (About 2 minutes on Bochs.)
+    for suffix in ["", crate::qemu_x86::SVM_SUFFIX] {
+        let mut in_order = banner(Arch::X86_64);
+        in_order.extend(
+            ["(XEN) d1: domU1: 256 MiB RAM", "(XEN) d2: domU2: 256 MiB RAM", "(XEN) stopping: all domains powered off"]
+                .map(String::from),
+        );
+        all.push(Scenario {
+            name: format!("linux-x86_64-two-domus{suffix}"),
+            arch: Arch::X86_64,
+            guest: TestGuest::Config("two-domus.dts"),
+            expect: Expect {
+                in_order,
+                count: Some(("XHV-INIT-MARKER hypervisor=xen cpus=1 ".into(), 2)),
+                forbidden: vec!["PANIC", "Kernel panic", "BUG:"],
+                exit_zero: true,
+            },
+        });
+    }
     // x86_64 PVH on QEMU's SVM: found Xen, took the PVH entry, event channels and grant
     // tables up, init saw Xen, then ACPI S5 (the FADT's sleep control register) powered off.
     let mut in_order = banner(Arch::X86_64);
@@ -397,14 +418,15 @@ fn simd_isolation_scenarios() -> Vec<Scenario> {
         all.push(smp2(name, Arch::X86_64, TestGuest::BuiltInSmp("simd-isolation", 2), true));
     }
     // Two single-vCPU domains on one CPU: each counts all its rounds with no wrong register.
+    // x86 boots the same configuration as multiboot2 modules.
     let two = TestGuest::GuestConfig { file: "simd-isolation-two-domains.dts", guest: "simd-isolation" };
-    for arch in [Arch::Aarch64, Arch::Armv7] {
+    for (arch, suffix) in TWO_DOMAIN_TARGETS {
         let mut in_order = banner(arch);
         in_order.extend(
             ["(XEN) d1: domU1: ", "(XEN) d2: domU2: ", "(XEN) stopping: all domains powered off"].map(String::from),
         );
         all.push(Scenario {
-            name: format!("simd-isolation-two-domains-{}", arch.name()),
+            name: format!("simd-isolation-two-domains-{}{suffix}", arch.name()),
             arch,
             guest: two,
             expect: Expect {
@@ -418,13 +440,18 @@ fn simd_isolation_scenarios() -> Vec<Scenario> {
     all
 }
 
-/// Interdomain event channels: two domains bounce an event 1000 times (ARM, from a
+/// Where the two-domain configurations of qemu/configs/ run: ARM from a boot DTB, x86 on both
+/// backends (Bochs' VT-x, QEMU's SVM with the `-svm` suffix) from multiboot2 modules.
+const TWO_DOMAIN_TARGETS: [(Arch, &str); 4] =
+    [(Arch::Aarch64, ""), (Arch::Armv7, ""), (Arch::X86_64, ""), (Arch::X86_64, crate::qemu_x86::SVM_SUFFIX)];
+
+/// Interdomain event channels: two domains bounce an event 1000 times (from a
 /// configuration); one domain does it over a loopback channel (every backend).
 fn evtchn_scenarios() -> Vec<Scenario> {
     let done = |role: &str| format!("EVTCHN-PINGPONG-DONE {role} rounds=1000");
     let mut all = Vec::new();
     let two = TestGuest::GuestConfig { file: "evtchn-pingpong.dts", guest: "evtchn-pingpong" };
-    for arch in [Arch::Aarch64, Arch::Armv7] {
+    for (arch, suffix) in TWO_DOMAIN_TARGETS {
         let mut in_order = banner(arch);
         in_order.extend(
             [
@@ -435,7 +462,7 @@ fn evtchn_scenarios() -> Vec<Scenario> {
             .map(String::from),
         );
         all.push(Scenario {
-            name: format!("evtchn-pingpong-{}", arch.name()),
+            name: format!("evtchn-pingpong-{}{suffix}", arch.name()),
             arch,
             guest: two,
             expect: Expect {
@@ -446,15 +473,15 @@ fn evtchn_scenarios() -> Vec<Scenario> {
             },
         });
     }
-    // Grant copies between two domains (ARM: x86 boots one domain so far).
-    for arch in [Arch::Aarch64, Arch::Armv7] {
+    // Grant copies between two domains.
+    for (arch, suffix) in TWO_DOMAIN_TARGETS {
         let mut in_order = banner(arch);
         in_order.extend(
             ["(d1) grant-copy: granter offers refs 8 (read-only) and 9", "(XEN) stopping: all domains powered off"]
                 .map(String::from),
         );
         all.push(Scenario {
-            name: format!("grant-copy-{}", arch.name()),
+            name: format!("grant-copy-{}{suffix}", arch.name()),
             arch,
             guest: TestGuest::GuestConfig { file: "grant-copy.dts", guest: "grant-copy" },
             expect: Expect {
@@ -716,6 +743,10 @@ fn needs(chosen: &[Scenario], host: bool) -> crate::prereq::Needs {
         if matches!(s.guest, TestGuest::Linux { .. } | TestGuest::Config(_)) {
             needs.linux(s.arch);
         }
+        // Configurations are `.dts` files (ARM boots need dtc anyway; x86 ones only for these).
+        if matches!(s.guest, TestGuest::Config(_) | TestGuest::GuestConfig { .. }) {
+            needs.dtc();
+        }
     }
     needs
 }
@@ -755,12 +786,13 @@ fn run_one(s: &Scenario, built: &Built, logs: &std::path::Path, hypervisor: Hype
         }
         TestGuest::Config(file) => {
             let config = config_with_images(file, built).map_err(|e| format!("{e:#}"))?;
-            Guest::Dom0less(emulator::configured_domus(built, &args, &config).map_err(|e| format!("{e:#}"))?)
+            emulator::configured(built, &args, &config).map_err(|e| format!("{e:#}"))?
         }
         TestGuest::GuestConfig { file, guest } => {
             let config = config_with_guest(file, guest, built).map_err(|e| format!("{e:#}"))?;
-            args.smp = 2;
-            Guest::Dom0less(emulator::configured_domus(built, &args, &config).map_err(|e| format!("{e:#}"))?)
+            // x86: every vCPU shares the boot CPU, whatever the machine has.
+            args.smp = if s.arch == Arch::X86_64 { 1 } else { 2 };
+            emulator::configured(built, &args, &config).map_err(|e| format!("{e:#}"))?
         }
         TestGuest::BuiltInSmp(name, smp) => {
             args.guest = Some(name.into());

@@ -25,12 +25,30 @@ pub fn read(addr: u64, boot: &mut BootInfo) -> Found {
     for module in mbi.module_tags() {
         let region = Region { start: module.start_address() as u64, size: module.module_size() as u64 };
         let cmdline = module.cmdline().unwrap_or("");
-        // `module2 /boot/initrd initrd` (how xtask's GRUB config names it) is the ramdisk of
-        // the kernel module before it.
-        let kind = if cmdline == "initrd" { ModuleKind::Ramdisk } else { ModuleKind::Kernel };
+        // A module that is a flattened device tree is the boot configuration (the first one
+        // is taken; no kernel format starts with the FDT magic). `module2 /boot/initrd initrd`
+        // (how xtask's GRUB config names it) is the ramdisk of the kernel module before it.
+        let kind = if is_fdt(region) {
+            ModuleKind::DeviceTree
+        } else if cmdline == "initrd" {
+            ModuleKind::Ramdisk
+        } else {
+            ModuleKind::Kernel
+        };
         boot.add_module(region, kind, cmdline.as_bytes());
     }
     Found { rsdp: rsdp_address(&mbi) }
+}
+
+/// Whether the module starts with the flattened device tree magic (big-endian 0xd00dfeed).
+fn is_fdt(module: Region) -> bool {
+    if module.size < 4 || module.end() > 1 << 32 {
+        return false;
+    }
+    // SAFETY: GRUB placed the module in RAM below 4 GiB (checked above), identity mapped by
+    // the boot page tables, and nothing has written to it yet; four bytes are read.
+    let magic = unsafe { core::ptr::read_unaligned(module.start as *const [u8; 4]) };
+    u32::from_be_bytes(magic) == 0xd00d_feed
 }
 
 /// The RSDP tags hold a copy of the RSDP; its fields are read from the tag itself.

@@ -33,8 +33,9 @@ const CR0_ET: u64 = 1 << 4;
 const REAL_CODE: u16 = 0x09b;
 const REAL_DATA: u16 = 0x093;
 
-/// ASID 0 is the host's; guests take 1, 2, ... and share once the CPU's supply runs out (each
-/// VMCB's first run flushes the whole TLB, so sharing stays correct).
+/// ASID 0 is the host's; guests take 1, 2, ... and share once the CPU's supply runs out. A
+/// vCPU with a shared ASID flushes the TLB on every VMRUN: the vCPU that ran before it may
+/// belong to another domain, whose translations carry the same tag.
 static NEXT_ASID: AtomicU32 = AtomicU32::new(1);
 
 pub struct Vcpu {
@@ -56,6 +57,8 @@ pub struct Vcpu {
     preempt_at: Option<u64>,
     /// x87/SSE/AVX state while another vCPU runs (XCR0 is `ctx.xcr0`).
     fpu: GuestFpu,
+    /// Another vCPU has the same ASID (the CPU's supply ran out): flush at every entry.
+    asid_shared: bool,
 }
 
 unsafe extern "C" {
@@ -170,6 +173,7 @@ impl Vcpu {
             timer_fired: false,
             preempt_at: None,
             fpu: GuestFpu::new(),
+            asid_shared: false,
         };
         vcpu.ctx.upcall_vector = upcall_vector;
         vcpu.setup_controls(ept::ncr3(root), caps.asids);
@@ -234,6 +238,10 @@ impl Vcpu {
         c.msrpm_base_pa = super::msrpm();
         let asid = NEXT_ASID.fetch_add(1, Ordering::Relaxed);
         c.guest_asid = if asids > 1 { (asid - 1) % (asids - 1) + 1 } else { 1 };
+        // Guest ASIDs are 1..asids: the first asids - 1 vCPUs have one of their own. Once
+        // the counter wraps, the first owners share too: flush for every vCPU from then on
+        // (checked again at each entry).
+        self.asid_shared = asids <= 1 || asid >= asids;
         c.tlb_control = tlb::FLUSH_ALL;
         c.v_intr = crate::x86::vmcb::vintr::V_INTR_MASKING;
         c.np_enable = 1;
@@ -295,8 +303,10 @@ impl VirtualCpu for Vcpu {
             // the stack and the host's TR/FS/GS state. The interrupt it may open the host to
             // has a gate in the IDT (`hostapic`'s stub), and IF is clear again on return.
             unsafe { xhv_svm_run(&mut self.regs, vmcb as u64, super::host_vmsave_area()) };
-            // Later runs keep the TLB entries tagged with this vCPU's ASID.
-            self.vmcb.control.tlb_control = tlb::NOTHING;
+            // Later runs keep the TLB entries tagged with this vCPU's ASID, unless another
+            // vCPU may have filled the TLB under the same tag meanwhile.
+            let shared = self.asid_shared || asids_exhausted();
+            self.vmcb.control.tlb_control = if shared { tlb::FLUSH_ALL } else { tlb::NOTHING };
             svm::note_delivery(&self.vmcb, &mut self.ctx);
             svm::after_exit(&mut self.vmcb, &mut self.regs);
             let exit = svm::handle_exit(&mut self.vmcb, &mut self.regs, &mut self.ctx, &mut Bare);
@@ -362,6 +372,12 @@ impl VirtualCpu for Vcpu {
         self.check_timer();
         core::mem::take(&mut self.timer_fired)
     }
+}
+
+/// Whether more vCPUs were created than the CPU has guest ASIDs: then an early vCPU's ASID is
+/// shared with a later one too.
+fn asids_exhausted() -> bool {
+    NEXT_ASID.load(Ordering::Relaxed) > super::caps().asids
 }
 
 impl Vcpu {
