@@ -493,7 +493,7 @@ fn evtchn_scenarios() -> Vec<Scenario> {
         });
     }
     // A ring on a granted page: mapped, 10 000 messages checksummed, unmapped.
-    for arch in [Arch::Aarch64, Arch::Armv7] {
+    for (arch, suffix) in TWO_DOMAIN_TARGETS {
         let mut in_order = banner(arch);
         in_order.extend(
             [
@@ -506,7 +506,7 @@ fn evtchn_scenarios() -> Vec<Scenario> {
             .map(String::from),
         );
         all.push(Scenario {
-            name: format!("grant-ring-{}", arch.name()),
+            name: format!("grant-ring-{}{suffix}", arch.name()),
             arch,
             guest: TestGuest::GuestConfig { file: "grant-ring.dts", guest: "grant-ring" },
             expect: Expect {
@@ -521,6 +521,7 @@ fn evtchn_scenarios() -> Vec<Scenario> {
         });
     }
     all.push(scale_scenario(Arch::Aarch64, ""));
+    all.push(scale_scenario(Arch::X86_64, crate::qemu_x86::SVM_SUFFIX));
     let targets =
         [(Arch::Aarch64, ""), (Arch::Armv7, ""), (Arch::X86_64, ""), (Arch::X86_64, crate::qemu_x86::SVM_SUFFIX)];
     // The 2-level ABI stops at port 4095; FIFO binds and delivers on port 2^17 - 1.
