@@ -233,6 +233,24 @@ pub struct GnttabGetVersion {
     pub version: u32,
 }
 
+/// `struct gnttab_get_status_frames` (version 2 only: a version-1 table has none).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct GnttabGetStatusFrames {
+    /// In: how many status frames are wanted.
+    pub nr_frames: u32,
+    /// In: usually `DOMID_SELF`.
+    pub dom: u16,
+    /// Out: `GNTST_*`.
+    pub status: i16,
+    /// Guest handle: array of `uint64_t` to receive the frames.
+    pub frame_list: u64,
+}
+
+/// What `setup_table` reports for a grant frame of a translated guest that the guest has
+/// not placed in its physical address space yet (Xen's invalid frame number, all ones).
+pub const INVALID_FRAME: u64 = u64::MAX;
+
 layout_checks! {
     test layouts;
     all, "struct grant_entry_v1", GrantEntryV1, 8, { flags: 0, domid: 2, frame: 4 };
@@ -272,4 +290,10 @@ layout_checks! {
     };
     all, "struct gnttab_set_version", GnttabSetVersion, 4, { version: 0 };
     all, "struct gnttab_get_version", GnttabGetVersion, 8, { dom: 0, pad: 2, version: 4 };
+    all, "struct gnttab_get_status_frames", GnttabGetStatusFrames, 16, {
+        nr_frames: 0,
+        dom: 4,
+        status: 6,
+        frame_list: 8,
+    };
 }

@@ -130,6 +130,8 @@ pub struct Domain {
     pub grants: Grants,
     /// The domain has ended: nothing new may be mapped from it or sent to it.
     pub dying: bool,
+    /// Where the guest placed each grant-table frame (`add_to_physmap`), for `setup_table`.
+    pub grant_frame_gfns: [Option<u64>; GRANT_FRAMES],
 }
 
 /// FIFO event channels of a domain: the policy and the guest pages it works on.
@@ -176,6 +178,7 @@ impl Domain {
             fifo: None,
             grants: Grants::default(),
             dying: false,
+            grant_frame_gfns: [None; GRANT_FRAMES],
         }
     }
 

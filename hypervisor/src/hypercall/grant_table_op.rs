@@ -7,7 +7,7 @@ use crate::domain::{Domain, GRANT_FRAMES, Peers};
 use arch::exit::VirtualCpu;
 use core::mem::offset_of;
 use guest_abi::errno;
-use guest_abi::grant_table::{self as gt, GnttabGetVersion, GnttabQuerySize};
+use guest_abi::grant_table::{self as gt, GnttabGetStatusFrames, GnttabGetVersion, GnttabQuerySize, GnttabSetupTable};
 
 pub fn handle(
     domain: &mut Domain,
@@ -21,10 +21,26 @@ pub fn handle(
         gt::GNTTABOP_MAP_GRANT_REF => super::grant_map::map(domain, peers, vcpu, uop, count),
         gt::GNTTABOP_UNMAP_GRANT_REF => super::grant_map::unmap(domain, peers, vcpu, uop, count),
         gt::GNTTABOP_COPY => super::grant_copy::copy(domain, peers, vcpu, uop, count),
-        gt::GNTTABOP_QUERY_SIZE | gt::GNTTABOP_SET_VERSION | gt::GNTTABOP_GET_VERSION if count != 1 => {
+        gt::GNTTABOP_QUERY_SIZE
+        | gt::GNTTABOP_SET_VERSION
+        | gt::GNTTABOP_GET_VERSION
+        | gt::GNTTABOP_SETUP_TABLE
+        | gt::GNTTABOP_GET_STATUS_FRAMES
+            if count != 1 =>
+        {
             Err(errno::EINVAL)
         }
         gt::GNTTABOP_QUERY_SIZE => query_size(domain, vcpu, uop),
+        gt::GNTTABOP_SETUP_TABLE => setup_table(domain, vcpu, uop),
+        gt::GNTTABOP_GET_STATUS_FRAMES => {
+            // Version 1 has no status frames: the call is answered, the operation refused.
+            let mut op: GnttabGetStatusFrames = args::read_struct(vcpu, uop)?;
+            op.status = match args::own_domain(domain, op.dom) {
+                Ok(()) => gt::GNTST_GENERAL_ERROR,
+                Err(e) => foreign_status(e),
+            };
+            args::write_struct(vcpu, uop, &op).map(|_| 0)
+        }
         gt::GNTTABOP_SET_VERSION => {
             // Only version 1 is offered; Xen reports the version in force either way.
             let version = u32::from_ne_bytes(args::read::<4>(vcpu, uop)?);
@@ -39,6 +55,31 @@ pub fn handle(
         }
         _ => Err(errno::ENOSYS),
     }
+}
+
+/// How Xen reports, in a status, a domain that is not the caller's: missing, or not ours.
+fn foreign_status(e: i64) -> i16 {
+    if e == errno::ESRCH { gt::GNTST_BAD_DOMAIN } else { gt::GNTST_PERMISSION_DENIED }
+}
+
+/// `GNTTABOP_setup_table`: the frames of the caller's table, as the guest numbers them. A
+/// translated guest places them itself (`add_to_physmap`); one not placed yet is reported as
+/// Xen's invalid frame. More frames than the table has is `GNTST_general_error`.
+fn setup_table(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, uop: u64) -> HcResult {
+    let mut op: GnttabSetupTable = args::read_struct(vcpu, uop)?;
+    op.status = if op.nr_frames as usize > GRANT_FRAMES {
+        gt::GNTST_GENERAL_ERROR
+    } else if let Err(e) = args::own_domain(domain, op.dom) {
+        foreign_status(e)
+    } else {
+        for i in 0..op.nr_frames as usize {
+            let gfn = domain.grant_frame_gfns[i].unwrap_or(gt::INVALID_FRAME);
+            let at = op.frame_list.checked_add(8 * i as u64).ok_or(errno::EFAULT)?;
+            args::write(vcpu, at, &gfn.to_ne_bytes())?;
+        }
+        gt::GNTST_OKAY
+    };
+    args::write_struct(vcpu, uop, &op).map(|_| 0)
 }
 
 fn query_size(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, uop: u64) -> HcResult {
@@ -104,5 +145,34 @@ mod tests {
             handle(&mut d, &mut crate::domain::NoPeers, &mut vcpu, gt::GNTTABOP_QUERY_SIZE, 30, 1),
             Err(errno::EFAULT)
         );
+    }
+
+    #[test]
+    fn setup_table_lists_where_the_guest_put_its_frames() {
+        let mut vcpu = FakeVcpu::new(128);
+        let mut d = crate::hypercall::testing::domain_with_xen_pages(&mut vcpu);
+        d.grant_frame_gfns[1] = Some(0x4_0123);
+        let op =
+            GnttabSetupTable { dom: guest_abi::xen::DOMID_SELF, nr_frames: 2, frame_list: 64, ..Default::default() };
+        let put = |vcpu: &mut FakeVcpu, op: GnttabSetupTable| {
+            use zerocopy::IntoBytes;
+            vcpu.mem[..24].copy_from_slice(op.as_bytes());
+        };
+        put(&mut vcpu, op);
+        assert_eq!(handle(&mut d, &mut crate::domain::NoPeers, &mut vcpu, gt::GNTTABOP_SETUP_TABLE, 0, 1), Ok(0));
+        assert_eq!(i16::from_ne_bytes([vcpu.mem[8], vcpu.mem[9]]), gt::GNTST_OKAY);
+        assert_eq!(args::u64_at(&vcpu.mem, 64), gt::INVALID_FRAME, "not placed yet");
+        assert_eq!(args::u64_at(&vcpu.mem, 72), 0x4_0123);
+        put(&mut vcpu, GnttabSetupTable { nr_frames: GRANT_FRAMES as u32 + 1, ..op });
+        assert_eq!(handle(&mut d, &mut crate::domain::NoPeers, &mut vcpu, gt::GNTTABOP_SETUP_TABLE, 0, 1), Ok(0));
+        assert_eq!(i16::from_ne_bytes([vcpu.mem[8], vcpu.mem[9]]), gt::GNTST_GENERAL_ERROR);
+        put(&mut vcpu, GnttabSetupTable { frame_list: 124, ..op });
+        let r = handle(&mut d, &mut crate::domain::NoPeers, &mut vcpu, gt::GNTTABOP_SETUP_TABLE, 0, 1);
+        assert_eq!(r, Err(errno::EFAULT), "a frame list past guest memory");
+        // Version 1 has no status frames.
+        vcpu.mem[..16].fill(0);
+        vcpu.mem[4..6].copy_from_slice(&guest_abi::xen::DOMID_SELF.to_ne_bytes());
+        assert_eq!(handle(&mut d, &mut crate::domain::NoPeers, &mut vcpu, gt::GNTTABOP_GET_STATUS_FRAMES, 0, 1), Ok(0));
+        assert_eq!(i16::from_ne_bytes([vcpu.mem[6], vcpu.mem[7]]), gt::GNTST_GENERAL_ERROR);
     }
 }

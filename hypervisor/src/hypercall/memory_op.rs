@@ -42,6 +42,9 @@ fn add_to_physmap(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, arg: u64) -> H
         _ => return Err(errno::ENOSYS),
     };
     vcpu.map_host_page(gpa, hpa).map_err(|_| errno::EINVAL)?;
+    if args::u32_at(&b, offset_of!(XenAddToPhysmap, space)) == mem::XENMAPSPACE_GRANT_TABLE {
+        domain.grant_frame_gfns[idx as usize] = Some(gpfn);
+    }
     Ok(0)
 }
 
