@@ -39,6 +39,28 @@ pub struct Figure {
     pub value: f64,
 }
 
+/// Boot `guest` under the bench settings; its console once it printed `done` and every
+/// domain powered off (saved to `log` either way).
+fn boot_bench(
+    arch: Arch,
+    built: &build::Built,
+    args: &RunArgs,
+    guest: Guest,
+    done: &str,
+    log: &std::path::Path,
+) -> Result<String> {
+    let boot = Boot { arch, built, guest, args: args.clone() };
+    let out = emulator::boot(&boot, Echo::Quiet)?;
+    std::fs::write(log, &out.console)?;
+    if let Some(fail) = out.console.lines().find(|l| l.contains("FAIL")) {
+        bail!("the bench guest failed: `{}` (console: {})", fail.trim(), log.display());
+    }
+    if !out.console.contains(done) || out.status != Some(0) {
+        bail!("the bench guest did not finish: {} (console: {})", out.summary(), log.display());
+    }
+    Ok(out.console)
+}
+
 pub fn run(arch: Option<Arch>, timeout: u64) -> Result<i32> {
     let arch = arch.unwrap_or(Arch::Aarch64);
     if arch == Arch::Armv7 {
@@ -62,21 +84,19 @@ pub fn run(arch: Option<Arch>, timeout: u64) -> Result<i32> {
         emulator: Some(crate::qemu_x86::Emulator::QemuTcg),
         hypervisor: crate::xen::Hypervisor::Xhv,
     };
-    let guest = Guest::Loader { kernel: built.guest("bench")? };
-    let boot = Boot { arch, built: &built, guest, args };
-    eprintln!("xtask: booting the bench guest ({command})");
-    let out = emulator::boot(&boot, Echo::Quiet)?;
     let logs = target_dir().join("xtask/logs");
     std::fs::create_dir_all(&logs)?;
+    eprintln!("xtask: booting the bench guest ({command})");
+    let alone = Guest::Loader { kernel: built.guest("bench")? };
+    let console =
+        boot_bench(arch, &built, &args, alone, "BENCH-DONE", &logs.join(format!("bench-{}.log", arch.name())))?;
+    eprintln!("xtask: booting it twice from qemu/configs/bench-pair.dts (two domains on one CPU)");
+    let pair_log = logs.join(format!("bench-pair-{}.log", arch.name()));
+    let pair = emulator::configured(&built, &args, &build::workspace_root().join("qemu/configs/bench-pair.dts"))?;
+    let pair_console = boot_bench(arch, &built, &args, pair, "BENCH-PAIR-DONE", &pair_log)?;
     let log = logs.join(format!("bench-{}.log", arch.name()));
-    std::fs::write(&log, &out.console)?;
-    if let Some(fail) = out.console.lines().find(|l| l.contains("FAIL")) {
-        bail!("the bench guest failed: `{}` (console: {})", fail.trim(), log.display());
-    }
-    if !out.console.contains("BENCH-DONE") || out.status != Some(0) {
-        bail!("the bench guest did not finish: {} (console: {})", out.summary(), log.display());
-    }
-    let figures = parse(&out.console);
+    let out_console = console + &pair_console;
+    let figures = parse(&out_console);
     if figures.is_empty() {
         bail!("the bench guest printed no BENCH lines (console: {})", log.display());
     }

@@ -105,3 +105,14 @@ pub fn bind_offered(peer: u16) -> Option<u32> {
     }
     None
 }
+
+/// This domain's id, as Xen tells a guest that has no other way to ask: a port left unbound
+/// for `DOMID_SELF` is reported as unbound for the caller's own id.
+pub fn own_domid() -> Option<u16> {
+    use guest_abi::event_channel::{EVTCHNSTAT_UNBOUND, EvtchnClose, EvtchnStatus};
+    let port = alloc_unbound(DOMID_SELF).ok()?;
+    let mut status = EvtchnStatus { dom: DOMID_SELF, port, ..Default::default() };
+    let rc = evtchn_op(ev::EVTCHNOP_STATUS, &mut status);
+    evtchn_op(ev::EVTCHNOP_CLOSE, &mut EvtchnClose { port });
+    (rc == 0 && status.status == EVTCHNSTAT_UNBOUND).then(|| status.u[0] as u16)
+}

@@ -1,6 +1,10 @@
 //! Bench: times N round trips of the hypervisor's cheapest paths and prints one
 //! `BENCH <name> <unit>=<value>` line each, which `cargo xtask bench` reads.
 //!
+//! Alone, it times the single-domain paths. Booted twice from qemu/configs/bench-pair.dts it
+//! times an event's round trip between two domains on one CPU instead: the 16 MiB domain
+//! sends and waits for the answer, the 24 MiB one answers.
+//!
 //! AArch64: the virtual counter (CNTVCT_EL0 / CNTFRQ_EL0) around each loop, reported as
 //! `ns_per_op` (under QEMU `-icount shift=0` one ns is one guest instruction). x86_64: the
 //! TSC, reported as `cycles_per_op` (the guest does not know the TSC's frequency); the vGIC
@@ -28,6 +32,11 @@ extern "C" fn guest_main() -> ! {
     use guest_abi::{hypercall as nr, sched, version};
     use hello_guest::{hypercall, println, shutdown, xen_version};
 
+    match pages() {
+        4096 => pair::runner(),
+        6144 => pair::echo(),
+        _ => {}
+    }
     // Warm up, and make sure the calls work before timing them.
     let v = xen_version(version::XENVER_VERSION, 0);
     if v <= 0 {
@@ -59,6 +68,7 @@ extern "C" fn guest_main() -> ! {
     }
 
     interdomain();
+    grants();
     fifo();
 
     #[cfg(target_arch = "aarch64")]
@@ -95,6 +105,155 @@ fn interdomain() {
     time::report("evtchn_send_interdomain", || {
         hypercall(nr::EVENT_CHANNEL_OP, [ev::EVTCHNOP_SEND, &raw const send as u64, 0, 0, 0]);
     });
+}
+
+#[cfg(all(target_os = "none", any(target_arch = "aarch64", target_arch = "x86_64")))]
+fn pages() -> i64 {
+    use guest_abi::memory as mem;
+    let domid = guest_abi::xen::DOMID_SELF;
+    hello_guest::hypercall(
+        guest_abi::hypercall::MEMORY_OP,
+        [mem::XENMEM_CURRENT_RESERVATION, &raw const domid as u64, 0, 0, 0],
+    )
+}
+
+/// Grants of our own pages to ourselves: map + unmap of one page, and a 4 KiB copy from a
+/// granted page to one of our frames.
+#[cfg(all(target_os = "none", any(target_arch = "aarch64", target_arch = "x86_64")))]
+fn grants() {
+    use guest_abi::grant_table::{self as gt, GnttabCopy, GnttabCopyPtr, GnttabMapGrantRef, GnttabUnmapGrantRef};
+    use guest_abi::hypercall as nr;
+    use guest_abi::memory::{self as mem, XenAddToPhysmap};
+    use guest_abi::xen::DOMID_SELF;
+    use hello_guest::{events, hypercall, println};
+
+    #[repr(C, align(4096))]
+    struct Page([u8; 4096]);
+    static mut TABLE: Page = Page([0; 4096]);
+    static mut SOURCE: Page = Page([0; 4096]);
+    static mut SINK: Page = Page([0; 4096]);
+    static mut WINDOW: Page = Page([0; 4096]);
+    const REF: u32 = 8;
+
+    let Some(me) = events::own_domid() else {
+        println!("FAIL bench: own domain id");
+        return;
+    };
+    let xatp = XenAddToPhysmap {
+        domid: DOMID_SELF,
+        size: 0,
+        space: mem::XENMAPSPACE_GRANT_TABLE,
+        idx: 0,
+        gpfn: (&raw const TABLE) as u64 >> 12,
+    };
+    let rc = hypercall(nr::MEMORY_OP, [mem::XENMEM_ADD_TO_PHYSMAP, &raw const xatp as u64, 0, 0, 0]);
+    if rc != 0 {
+        println!("FAIL bench: grant table: {}", rc);
+        return;
+    }
+    let entry = (&raw mut TABLE as *mut u8).wrapping_add(REF as usize * 8);
+    // SAFETY: entry REF of the grant-table frame mapped over TABLE; the flags go last.
+    unsafe {
+        entry.add(2).cast::<u16>().write_volatile(me);
+        entry.add(4).cast::<u32>().write_volatile(((&raw const SOURCE) as u64 >> 12) as u32);
+        entry.cast::<u16>().write_volatile(gt::GTF_PERMIT_ACCESS);
+    }
+    let window = (&raw const WINDOW) as u64;
+    let map_unmap = || {
+        let mut map = GnttabMapGrantRef {
+            host_addr: window,
+            flags: gt::GNTMAP_HOST_MAP,
+            r#ref: REF,
+            dom: me,
+            ..Default::default()
+        };
+        hypercall(nr::GRANT_TABLE_OP, [gt::GNTTABOP_MAP_GRANT_REF, &raw mut map as u64, 1, 0, 0]);
+        // SAFETY: the hypervisor wrote the outputs behind the compiler's back.
+        let map = unsafe { (&raw const map).read_volatile() };
+        let mut unmap = GnttabUnmapGrantRef { host_addr: window, handle: map.handle, ..Default::default() };
+        hypercall(nr::GRANT_TABLE_OP, [gt::GNTTABOP_UNMAP_GRANT_REF, &raw mut unmap as u64, 1, 0, 0]);
+        // SAFETY: as above.
+        (map.status, unsafe { (&raw const unmap.status).read_volatile() })
+    };
+    let first = map_unmap();
+    if first != (gt::GNTST_OKAY, gt::GNTST_OKAY) {
+        println!("FAIL bench: grant map/unmap statuses {:?}", first);
+        return;
+    }
+    time::report("grant_map_unmap", || {
+        map_unmap();
+    });
+    let mut copy = GnttabCopy {
+        source: GnttabCopyPtr { u: u64::from(REF), domid: me, offset: 0, _pad0: 0 },
+        dest: GnttabCopyPtr { u: (&raw const SINK) as u64 >> 12, domid: DOMID_SELF, offset: 0, _pad0: 0 },
+        len: 4096,
+        flags: gt::GNTCOPY_SOURCE_GREF,
+        ..Default::default()
+    };
+    let arg = &raw mut copy as u64;
+    hypercall(nr::GRANT_TABLE_OP, [gt::GNTTABOP_COPY, arg, 1, 0, 0]);
+    // SAFETY: as above.
+    let status = unsafe { (&raw const copy.status).read_volatile() };
+    if status != gt::GNTST_OKAY {
+        println!("FAIL bench: grant copy status {}", status);
+        return;
+    }
+    time::report("grant_copy_4k", || {
+        hypercall(nr::GRANT_TABLE_OP, [gt::GNTTABOP_COPY, arg, 1, 0, 0]);
+    });
+}
+
+/// The two-domain boot: an event's round trip between two domains sharing one CPU.
+#[cfg(all(target_os = "none", any(target_arch = "aarch64", target_arch = "x86_64")))]
+mod pair {
+    use guest_abi::sched;
+    use hello_guest::{events, println, shutdown};
+
+    const RUNNER: u16 = 1;
+    const ECHO: u16 = 2;
+
+    fn connect_or_fail(ok: bool, what: &str) {
+        if !ok {
+            println!("FAIL bench: pair: {}", what);
+            shutdown(sched::SHUTDOWN_CRASH);
+        }
+    }
+
+    /// Offer a port to the echo domain, wait for it to say it is there, then time sending
+    /// and waiting for the answer.
+    pub fn runner() -> ! {
+        connect_or_fail(events::map_shared_info(), "shared info");
+        let port = events::alloc_unbound(ECHO);
+        connect_or_fail(port.is_ok(), "alloc_unbound");
+        let port = port.unwrap_or(0);
+        connect_or_fail(events::take_event(port), "the echo domain never connected");
+        let mut lost = 0;
+        super::time::report("evtchn_roundtrip_interdomain", || {
+            if events::send(port) != 0 || !events::take_event(port) {
+                lost += 1;
+            }
+        });
+        connect_or_fail(lost == 0, "answers lost");
+        println!("BENCH-PAIR-DONE");
+        shutdown(sched::SHUTDOWN_POWEROFF)
+    }
+
+    /// Bind the runner's port and answer every event, as many as the runner sends.
+    pub fn echo() -> ! {
+        connect_or_fail(events::map_shared_info(), "shared info");
+        let port = events::bind_offered(RUNNER);
+        connect_or_fail(port.is_some(), "no port of the runner would bind");
+        let port = port.unwrap_or(0);
+        events::poll_event(port); // the bind notification
+        events::send(port);
+        for _ in 0..super::N {
+            if !events::take_event(port) {
+                break;
+            }
+            events::send(port);
+        }
+        shutdown(sched::SHUTDOWN_POWEROFF)
+    }
 }
 
 /// FIFO events: send on an IPI port and consume it from the queue, with 10, 1000 and
