@@ -20,7 +20,9 @@ use std::fmt::Write as _;
 /// The interdomain and FIFO figures: the same bench guest on Xen 4.17 under the same QEMU
 /// icount (`cargo xtask run --arch aarch64 --hypervisor xen --guest bench --icount --smp 1`,
 /// 2026-12-06; Xen caps a dom0less domU at 1023 ports, so it has no 100 000-port figure).
-const XEN_AARCH64: [(&str, f64); 7] = [
+/// The grant figures and the two-domain round trip: the same, 2026-12-06 (the round trip
+/// with `--config qemu/configs/bench-pair.dts` instead of `--guest bench`).
+const XEN_AARCH64: [(&str, f64); 10] = [
     ("xen_version", 417.0),
     ("sched_yield", 2112.0),
     ("evtchn_send", 817.0),
@@ -28,6 +30,9 @@ const XEN_AARCH64: [(&str, f64); 7] = [
     ("evtchn_send_interdomain", 822.2),
     ("fifo_send_consume_10", 1159.2),
     ("fifo_send_consume_1000", 1162.2),
+    ("grant_map_unmap", 5141.1),
+    ("grant_copy_4k", 3657.9),
+    ("evtchn_roundtrip_interdomain", 9449.3),
 ];
 
 /// One figure the guest printed.
