@@ -192,18 +192,25 @@ pub fn mark_pending(abi: GuestAbi, shared: &mut HostPage, port: u32) -> Option<u
     (shared.u64_at(abi.evtchn_mask_offset() + word * 8) & bit == 0).then_some(word)
 }
 
-/// Clear `port`'s mask bit. Returns the word to notify when the port is pending meanwhile.
+/// Clear `port`'s mask bit. Returns the word to notify when the port was masked and is
+/// pending meanwhile (unmasking a port that was not masked tells nothing new, as in Xen).
 pub fn clear_mask(abi: GuestAbi, shared: &mut HostPage, port: u32) -> Option<usize> {
     let (word, bit) = ((port / 64) as usize, 1u64 << (port % 64));
     let mask_off = abi.evtchn_mask_offset() + word * 8;
-    shared.set_u64(mask_off, shared.u64_at(mask_off) & !bit);
-    (shared.u64_at(abi.evtchn_pending_offset() + word * 8) & bit != 0).then_some(word)
+    let mask = shared.u64_at(mask_off);
+    shared.set_u64(mask_off, mask & !bit);
+    (mask & bit != 0 && shared.u64_at(abi.evtchn_pending_offset() + word * 8) & bit != 0).then_some(word)
 }
 
-/// Flag bitmap `word` in a vCPU's selector and set its upcall flag. Returns true when the
-/// flag went from 0 to 1: the caller raises the upcall interrupt.
+/// Flag bitmap `word` in a vCPU's selector and, if that flag is new, set its upcall flag (as
+/// Xen does: a word already selected is one the guest has yet to scan, and it will find the
+/// port there). Returns true when the upcall flag went from 0 to 1: the caller raises the
+/// upcall interrupt.
 pub fn notify_word(vcpu: &mut dyn VcpuInfoAccess, word: usize) -> bool {
     let sel = vcpu.read_u64(vcpu_info::PENDING_SEL);
+    if sel & (1 << word) != 0 {
+        return false;
+    }
     vcpu.write_u64(vcpu_info::PENDING_SEL, sel | (1 << word));
     let was = vcpu.read_byte(vcpu_info::UPCALL_PENDING);
     vcpu.write_byte(vcpu_info::UPCALL_PENDING, 1);

@@ -92,7 +92,8 @@ fn bind_interdomain(domain: &mut Domain, peers: &mut dyn Peers, vcpu: &mut dyn V
         domain.evtchn.rebind(remote_port, Binding::Interdomain { remote_dom: me, remote_port: local })?;
         local
     } else {
-        let peer = peers.peer(remote_dom).ok_or(errno::ESRCH)?;
+        // An ended domain is gone for its peers, whatever its table still holds.
+        let peer = peers.peer(remote_dom).filter(|d| !d.dying).ok_or(errno::ESRCH)?;
         if !waiting_for_us(peer) {
             return Err(errno::EINVAL);
         }

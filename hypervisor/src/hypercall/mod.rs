@@ -8,6 +8,8 @@ mod console_io;
 mod event_channel_op;
 mod event_fifo_op;
 #[cfg(test)]
+mod evtchn_model_tests;
+#[cfg(test)]
 mod fuzz_tests;
 mod grant_copy;
 pub mod grant_map;
