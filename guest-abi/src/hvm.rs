@@ -4,6 +4,8 @@
 //! Guests read and write parameters with `hvm_op(HVMOP_get_param / HVMOP_set_param, &param)`
 //! where `param` is a [`XenHvmParam`] whose `index` is an `HVM_PARAM_*`.
 
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
 /// Argument: [`XenHvmParam`].
 pub const HVMOP_SET_PARAM: u64 = 0;
 /// Argument: [`XenHvmParam`]; `value` is filled in.
@@ -148,7 +150,7 @@ pub const fn callback_via_arg(value: u64) -> u64 {
 
 /// `struct xen_hvm_param`: the argument of `HVMOP_set_param` / `HVMOP_get_param`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct XenHvmParam {
     /// The domain (usually `DOMID_SELF`).
     pub domid: u16,
@@ -161,7 +163,7 @@ pub struct XenHvmParam {
 
 /// `struct xen_hvm_pagetable_dying`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct XenHvmPagetableDying {
     pub domid: u16,
     pub pad: [u16; 3],
@@ -171,7 +173,7 @@ pub struct XenHvmPagetableDying {
 
 /// `struct xen_hvm_get_time`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct XenHvmGetTime {
     /// Out: current system time (ns).
     pub now: u64,
@@ -179,7 +181,7 @@ pub struct XenHvmGetTime {
 
 /// `struct xen_hvm_get_mem_type`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct XenHvmGetMemType {
     pub domid: u16,
     /// Out: `HVMMEM_*`.
@@ -198,7 +200,7 @@ pub const HVMMEM_IOREQ_SERVER: u16 = 4;
 
 /// `struct xen_hvm_evtchn_upcall_vector` (x86).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct XenHvmEvtchnUpcallVector {
     pub vcpu: u32,
     pub vector: u8,

@@ -1,6 +1,8 @@
 //! `sched_op` sub-operations, their arguments and the shutdown reasons
 //! (`xen/include/public/sched.h`).
 
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
 /// Give up the CPU; stay runnable.
 pub const SCHEDOP_YIELD: u64 = 0;
 /// Block until an event is pending (clears the vCPU's upcall mask first).
@@ -36,7 +38,7 @@ pub const SHUTDOWN_MAX: u32 = 5;
 
 /// `struct sched_shutdown { unsigned int reason; }`
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct SchedShutdown {
     /// `SHUTDOWN_*`.
     pub reason: u32,
@@ -44,7 +46,7 @@ pub struct SchedShutdown {
 
 /// `struct sched_poll`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct SchedPoll {
     /// Guest handle: address of an array of `evtchn_port_t` (u32).
     pub ports: u64,
@@ -58,7 +60,7 @@ pub struct SchedPoll {
 
 /// `struct sched_remote_shutdown`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct SchedRemoteShutdown {
     /// The domain to shut down (`domid_t`).
     pub domain_id: u16,
@@ -70,7 +72,7 @@ pub struct SchedRemoteShutdown {
 
 /// `struct sched_watchdog`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct SchedWatchdog {
     /// 0 to create a watchdog (its id is returned); otherwise the watchdog to refresh.
     pub id: u32,
@@ -80,7 +82,7 @@ pub struct SchedWatchdog {
 
 /// `struct sched_pin_override`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct SchedPinOverride {
     /// Physical CPU to pin to, or a negative value to undo the override.
     pub pcpu: i32,

@@ -2,6 +2,8 @@
 //!
 //! `vcpu_op(cmd, vcpuid, arg)`; the numbers below are `cmd`.
 
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
 /// Set up a vCPU's initial register state (argument: arch `vcpu_guest_context`).
 pub const VCPUOP_INITIALISE: u64 = 0;
 /// Start an initialised vCPU.
@@ -59,7 +61,7 @@ pub const VCPU_SSHOTTMR_FUTURE: u32 = 1 << 0;
 
 /// `struct vcpu_runstate_info`: time accounting for one vCPU (48 bytes).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct VcpuRunstateInfo {
     /// `RUNSTATE_*`.
     pub state: i32,
@@ -74,7 +76,7 @@ pub struct VcpuRunstateInfo {
 /// `struct vcpu_register_runstate_memory_area`, also the argument of
 /// `VCPUOP_register_runstate_phys_area`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct VcpuRegisterRunstateMemoryArea {
     /// Where to keep the [`VcpuRunstateInfo`]: a guest virtual address, or a guest-physical
     /// one for the `_phys_area` form (a union of handle, pointer and `uint64_t` in C).
@@ -84,7 +86,7 @@ pub struct VcpuRegisterRunstateMemoryArea {
 /// `struct vcpu_register_time_memory_area`, also the argument of
 /// `VCPUOP_register_vcpu_time_phys_area`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct VcpuRegisterTimeMemoryArea {
     /// Where to keep the `vcpu_time_info` copy (virtual, or physical for `_phys_area`).
     pub addr: u64,
@@ -92,14 +94,14 @@ pub struct VcpuRegisterTimeMemoryArea {
 
 /// `struct vcpu_set_periodic_timer`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct VcpuSetPeriodicTimer {
     pub period_ns: u64,
 }
 
 /// `struct vcpu_set_singleshot_timer`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct VcpuSetSingleshotTimer {
     /// Absolute system time (ns) of the timeout.
     pub timeout_abs_ns: u64,
@@ -111,7 +113,7 @@ pub struct VcpuSetSingleshotTimer {
 
 /// `struct vcpu_register_vcpu_info`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct VcpuRegisterVcpuInfo {
     /// Guest frame to hold the `vcpu_info`.
     pub mfn: u64,
@@ -123,7 +125,7 @@ pub struct VcpuRegisterVcpuInfo {
 
 /// `struct vcpu_get_physid`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct VcpuGetPhysid {
     /// x86: APIC id in bits 31:0, ACPI id in bits 63:32.
     pub phys_id: u64,

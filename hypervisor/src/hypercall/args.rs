@@ -1,8 +1,8 @@
 //! Copying hypercall argument structures in and out of guest memory.
 //!
 //! Structures cross as typed values (`guest_abi`'s layout-tested `#[repr(C)]` types, read and
-//! written as bytes through `zerocopy`) or, in handlers not moved over yet, as byte arrays
-//! picked by field offset: either way guest bytes are copied, never reinterpreted in place.
+//! written as bytes through `zerocopy`): guest bytes are copied, never reinterpreted in
+//! place. The byte helpers at the end are for tests that lay out guest memory by hand.
 
 use arch::exit::VirtualCpu;
 use guest_abi::errno;
@@ -32,15 +32,15 @@ pub fn write_struct<T: IntoBytes + Immutable>(vcpu: &mut dyn VirtualCpu, gva: u6
     write(vcpu, gva, value.as_bytes())
 }
 
-pub fn u16_at(b: &[u8], off: usize) -> u16 {
-    u16::from_ne_bytes([b[off], b[off + 1]])
-}
+#[cfg(test)]
 pub fn u32_at(b: &[u8], off: usize) -> u32 {
     u32::from_ne_bytes(b[off..off + 4].try_into().unwrap())
 }
+#[cfg(test)]
 pub fn u64_at(b: &[u8], off: usize) -> u64 {
     u64::from_ne_bytes(b[off..off + 8].try_into().unwrap())
 }
+#[cfg(test)]
 pub fn put_u32(b: &mut [u8], off: usize, v: u32) {
     b[off..off + 4].copy_from_slice(&v.to_ne_bytes());
 }

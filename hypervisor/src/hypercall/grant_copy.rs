@@ -6,19 +6,18 @@
 use super::HcResult;
 use super::args;
 use crate::domain::{Domain, Peers};
+use crate::grant;
 use crate::page::{PAGE_SIZE, copy_between_pages};
 use arch::exit::VirtualCpu;
 use core::sync::atomic::AtomicU32;
 use guest_abi::errno;
-use guest_abi::grant_table::{self as gt, GnttabCopy, GnttabCopyPtr, GrantEntryV1};
+use guest_abi::grant_table::{self as gt, GnttabCopy, GnttabCopyPtr};
 use guest_abi::xen::DOMID_SELF;
 
 /// Operations one call may carry. Xen preempts long batches and continues them; without
 /// continuations a call's work must stay bounded, and Linux's batches are far smaller
 /// (netback copies 64 at a time).
 const MAX_OPS: u64 = 256;
-/// Version-1 entries in one grant-table frame.
-const ENTRIES_PER_FRAME: usize = PAGE_SIZE / size_of::<GrantEntryV1>();
 
 pub fn copy(domain: &mut Domain, peers: &mut dyn Peers, vcpu: &mut dyn VirtualCpu, uop: u64, count: u64) -> HcResult {
     if count > MAX_OPS {
@@ -74,17 +73,13 @@ fn page(
 /// `GNTST_general_error`, as `_set_status` reports it.
 fn granted_frame(granter: &Domain, grantee: u16, gref: u64, write: bool) -> Result<u32, i16> {
     let xen = granter.xen.as_ref().ok_or(gt::GNTST_GENERAL_ERROR)?;
-    let index = usize::try_from(gref).map_err(|_| gt::GNTST_BAD_GNTREF)?;
-    let table = xen.grant_frames.get(index / ENTRIES_PER_FRAME).ok_or(gt::GNTST_BAD_GNTREF)?;
-    let at = index % ENTRIES_PER_FRAME * size_of::<GrantEntryV1>();
-    let flags = u16::from_ne_bytes([table.data[at], table.data[at + 1]]);
-    let domid = u16::from_ne_bytes([table.data[at + 2], table.data[at + 3]]);
-    let frame = table.u32_at(at + 4);
-    let permits = flags & gt::GTF_TYPE_MASK == gt::GTF_PERMIT_ACCESS && domid == grantee;
-    if !permits || (write && flags & gt::GTF_READONLY != 0) {
+    let gref = u32::try_from(gref).map_err(|_| gt::GNTST_BAD_GNTREF)?;
+    let e = grant::entry(&xen.grant_frames, gref).ok_or(gt::GNTST_BAD_GNTREF)?;
+    let permits = e.flags & gt::GTF_TYPE_MASK == gt::GTF_PERMIT_ACCESS && e.domid == grantee;
+    if !permits || (write && e.flags & gt::GTF_READONLY != 0) {
         return Err(gt::GNTST_GENERAL_ERROR);
     }
-    Ok(frame)
+    Ok(e.frame)
 }
 
 #[cfg(test)]
@@ -110,8 +105,8 @@ mod tests {
     }
 
     fn grant(d: &mut Domain, gref: usize, flags: u16, domid: u16, frame: u32) {
-        let table = &mut d.xen.as_mut().unwrap().grant_frames[gref / ENTRIES_PER_FRAME];
-        let at = gref % ENTRIES_PER_FRAME * 8;
+        let table = &mut d.xen.as_mut().unwrap().grant_frames[gref / grant::ENTRIES_PER_FRAME];
+        let at = gref % grant::ENTRIES_PER_FRAME * 8;
         table.data[at..at + 2].copy_from_slice(&flags.to_ne_bytes());
         table.data[at + 2..at + 4].copy_from_slice(&domid.to_ne_bytes());
         table.set_u32(at + 4, frame);

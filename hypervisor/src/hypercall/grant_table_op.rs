@@ -5,9 +5,10 @@ use super::HcResult;
 use super::args;
 use crate::domain::{Domain, GRANT_FRAMES, Peers};
 use arch::exit::VirtualCpu;
-use core::mem::offset_of;
 use guest_abi::errno;
-use guest_abi::grant_table::{self as gt, GnttabGetStatusFrames, GnttabGetVersion, GnttabQuerySize, GnttabSetupTable};
+use guest_abi::grant_table::{
+    self as gt, GnttabGetStatusFrames, GnttabGetVersion, GnttabQuerySize, GnttabSetVersion, GnttabSetupTable,
+};
 
 pub fn handle(
     domain: &mut Domain,
@@ -43,15 +44,15 @@ pub fn handle(
         }
         gt::GNTTABOP_SET_VERSION => {
             // Only version 1 is offered; Xen reports the version in force either way.
-            let version = u32::from_ne_bytes(args::read::<4>(vcpu, uop)?);
-            args::write(vcpu, uop, &1u32.to_ne_bytes())?;
-            if version == 1 { Ok(0) } else { Err(errno::EINVAL) }
+            let asked: GnttabSetVersion = args::read_struct(vcpu, uop)?;
+            args::write_struct(vcpu, uop, &GnttabSetVersion { version: 1 })?;
+            if asked.version == 1 { Ok(0) } else { Err(errno::EINVAL) }
         }
         gt::GNTTABOP_GET_VERSION => {
-            let mut b = args::read::<{ size_of::<GnttabGetVersion>() }>(vcpu, uop)?;
-            args::own_domain(domain, args::u16_at(&b, offset_of!(GnttabGetVersion, dom)))?;
-            args::put_u32(&mut b, offset_of!(GnttabGetVersion, version), 1);
-            args::write(vcpu, uop, &b).map(|_| 0)
+            let mut op: GnttabGetVersion = args::read_struct(vcpu, uop)?;
+            args::own_domain(domain, op.dom)?;
+            op.version = 1;
+            args::write_struct(vcpu, uop, &op).map(|_| 0)
         }
         _ => Err(errno::ENOSYS),
     }
@@ -83,20 +84,16 @@ fn setup_table(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, uop: u64) -> HcRe
 }
 
 fn query_size(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, uop: u64) -> HcResult {
-    let mut b = args::read::<{ size_of::<GnttabQuerySize>() }>(vcpu, uop)?;
+    let mut op: GnttabQuerySize = args::read_struct(vcpu, uop)?;
     // Xen reports a foreign domain in the status: missing, or not ours to ask about.
-    let status = match args::own_domain(domain, args::u16_at(&b, offset_of!(GnttabQuerySize, dom))) {
+    op.status = match args::own_domain(domain, op.dom) {
         Ok(()) => {
-            args::put_u32(&mut b, offset_of!(GnttabQuerySize, nr_frames), GRANT_FRAMES as u32);
-            args::put_u32(&mut b, offset_of!(GnttabQuerySize, max_nr_frames), GRANT_FRAMES as u32);
+            (op.nr_frames, op.max_nr_frames) = (GRANT_FRAMES as u32, GRANT_FRAMES as u32);
             gt::GNTST_OKAY
         }
-        Err(errno::ESRCH) => gt::GNTST_BAD_DOMAIN,
-        Err(_) => gt::GNTST_PERMISSION_DENIED,
+        Err(e) => foreign_status(e),
     };
-    let off = offset_of!(GnttabQuerySize, status);
-    b[off..off + 2].copy_from_slice(&status.to_ne_bytes());
-    args::write(vcpu, uop, &b).map(|_| 0)
+    args::write_struct(vcpu, uop, &op).map(|_| 0)
 }
 
 #[cfg(test)]

@@ -4,7 +4,6 @@ use super::HcResult;
 use super::args;
 use crate::domain::Domain;
 use arch::exit::VirtualCpu;
-use core::mem::{offset_of, size_of};
 use guest_abi::errno;
 use guest_abi::hvm::{self, XenHvmParam};
 
@@ -16,10 +15,9 @@ pub fn handle(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, op: u64, arg: u64)
 }
 
 fn param(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, set: bool, arg: u64) -> HcResult {
-    const SIZE: usize = size_of::<XenHvmParam>();
-    let mut b = args::read::<SIZE>(vcpu, arg)?;
-    args::own_domain(domain, args::u16_at(&b, offset_of!(XenHvmParam, domid)))?;
-    let index = args::u32_at(&b, offset_of!(XenHvmParam, index));
+    let mut p: XenHvmParam = args::read_struct(vcpu, arg)?;
+    args::own_domain(domain, p.domid)?;
+    let index = p.index;
     if index >= hvm::HVM_NR_PARAMS {
         return Err(errno::EINVAL);
     }
@@ -28,7 +26,7 @@ fn param(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, set: bool, arg: u64) ->
         if index != hvm::HVM_PARAM_CALLBACK_IRQ {
             return Err(errno::EPERM);
         }
-        let value = args::u64_at(&b, offset_of!(XenHvmParam, value));
+        let value = p.value;
         domain.params[index as usize] = value;
         // x86: type "vector" delivers the upcall on an IDT vector of the guest's choosing.
         let is_vector = (value & hvm::HVM_PARAM_CALLBACK_IRQ_TYPE_MASK) >> hvm::HVM_PARAM_CALLBACK_TYPE_SHIFT
@@ -36,9 +34,8 @@ fn param(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, set: bool, arg: u64) ->
         vcpu.set_upcall_vector(is_vector.then_some(value as u8));
         return Ok(0);
     }
-    args::put_u64(&mut b, offset_of!(XenHvmParam, value), domain.params[index as usize]);
-    args::write(vcpu, arg, &b)?;
-    Ok(0)
+    p.value = domain.params[index as usize];
+    args::write_struct(vcpu, arg, &p).map(|_| 0)
 }
 
 #[cfg(test)]

@@ -4,7 +4,6 @@ use super::HcResult;
 use super::args;
 use crate::domain::{Domain, GRANT_FRAMES};
 use arch::exit::VirtualCpu;
-use core::mem::{offset_of, size_of};
 use guest_abi::errno;
 use guest_abi::memory::{self as mem, XenAddToPhysmap};
 
@@ -28,13 +27,11 @@ pub fn handle(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, cmd: u64, arg: u64
 
 /// Map the shared info page or a grant-table frame at a guest frame of its choosing.
 fn add_to_physmap(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, arg: u64) -> HcResult {
-    let b = args::read::<{ size_of::<XenAddToPhysmap>() }>(vcpu, arg)?;
-    args::own_domain(domain, args::u16_at(&b, offset_of!(XenAddToPhysmap, domid)))?;
-    let idx = args::u64_at(&b, offset_of!(XenAddToPhysmap, idx));
-    let gpfn = args::u64_at(&b, offset_of!(XenAddToPhysmap, gpfn));
+    let XenAddToPhysmap { domid, space, idx, gpfn, .. } = args::read_struct(vcpu, arg)?;
+    args::own_domain(domain, domid)?;
     let gpa = gpfn.checked_mul(4096).ok_or(errno::EINVAL)?;
     let xen = domain.xen.as_ref().ok_or(errno::ENOSYS)?;
-    let hpa = match args::u32_at(&b, offset_of!(XenAddToPhysmap, space)) {
+    let hpa = match space {
         mem::XENMAPSPACE_SHARED_INFO if idx == 0 => xen.shared_info.hpa,
         mem::XENMAPSPACE_GRANT_TABLE if idx & mem::XENMAPIDX_GRANT_TABLE_STATUS != 0 => return Err(errno::EINVAL),
         mem::XENMAPSPACE_GRANT_TABLE if (idx as usize) < GRANT_FRAMES => xen.grant_frames[idx as usize].hpa,
@@ -42,7 +39,7 @@ fn add_to_physmap(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, arg: u64) -> H
         _ => return Err(errno::ENOSYS),
     };
     vcpu.map_host_page(gpa, hpa).map_err(|_| errno::EINVAL)?;
-    if args::u32_at(&b, offset_of!(XenAddToPhysmap, space)) == mem::XENMAPSPACE_GRANT_TABLE {
+    if space == mem::XENMAPSPACE_GRANT_TABLE {
         domain.grant_frame_gfns[idx as usize] = Some(gpfn);
     }
     Ok(0)
@@ -54,12 +51,9 @@ mod tests {
     use crate::hypercall::testing::{FakeVcpu, domain_with_xen_pages};
 
     fn request(space: u32, idx: u64, gpfn: u64) -> Vec<u8> {
-        let mut b = vec![0u8; size_of::<XenAddToPhysmap>()];
-        b[0..2].copy_from_slice(&guest_abi::xen::DOMID_SELF.to_ne_bytes());
-        args::put_u32(&mut b, offset_of!(XenAddToPhysmap, space), space);
-        args::put_u64(&mut b, offset_of!(XenAddToPhysmap, idx), idx);
-        args::put_u64(&mut b, offset_of!(XenAddToPhysmap, gpfn), gpfn);
-        b
+        use zerocopy::IntoBytes;
+        let xatp = XenAddToPhysmap { domid: guest_abi::xen::DOMID_SELF, space, idx, gpfn, ..Default::default() };
+        xatp.as_bytes().to_vec()
     }
 
     #[test]

@@ -3,7 +3,6 @@
 use super::{Outcome, args, err};
 use crate::domain::Domain;
 use arch::exit::VirtualCpu;
-use core::mem::{offset_of, size_of};
 use guest_abi::{errno, sched};
 
 pub fn handle(domain: &Domain, vcpu: &mut dyn VirtualCpu, cmd: u64, arg: u64) -> Outcome {
@@ -29,8 +28,7 @@ pub fn handle(domain: &Domain, vcpu: &mut dyn VirtualCpu, cmd: u64, arg: u64) ->
 /// request first (-EFAULT), then looks the domain up by its real id (-ESRCH, DOMID_SELF
 /// included), then refuses (-EPERM, itself included).
 fn remote_shutdown(domain: &Domain, vcpu: &mut dyn VirtualCpu, arg: u64) -> super::HcResult {
-    let b = args::read::<{ size_of::<sched::SchedRemoteShutdown>() }>(vcpu, arg)?;
-    let target = args::u16_at(&b, offset_of!(sched::SchedRemoteShutdown, domain_id));
+    let target = args::read_struct::<sched::SchedRemoteShutdown>(vcpu, arg)?.domain_id;
     Err(if domain.known_domains.contains(&target) { errno::EPERM } else { errno::ESRCH })
 }
 

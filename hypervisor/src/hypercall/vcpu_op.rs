@@ -5,7 +5,6 @@ use super::args;
 use crate::domain::{Domain, VcpuInfoLoc};
 use crate::page::{PAGE_SIZE, vcpu_info};
 use arch::exit::VirtualCpu;
-use core::mem::{offset_of, size_of};
 use guest_abi::errno;
 use guest_abi::vcpu::{self as v, VcpuRegisterVcpuInfo, VcpuRunstateInfo};
 
@@ -14,15 +13,16 @@ pub fn handle(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, cmd: u64, vcpu_id:
     match cmd {
         v::VCPUOP_REGISTER_VCPU_INFO => register_vcpu_info(domain, vcpu, id, arg),
         v::VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA => {
-            let gva = args::u64_at(&args::read::<8>(vcpu, arg)?, 0);
+            let area: v::VcpuRegisterRunstateMemoryArea = args::read_struct(vcpu, arg)?;
+            let gva = area.addr;
             domain.vcpus[id].runstate_gva = (gva != 0).then_some(gva);
             if gva != 0 {
                 // Xen fills it at once; an unmapped area is the guest's problem, not an error.
-                let _ = args::write(vcpu, gva, &runstate_running());
+                let _ = args::write_struct(vcpu, gva, &runstate_running());
             }
             Ok(0)
         }
-        v::VCPUOP_GET_RUNSTATE_INFO => args::write(vcpu, arg, &runstate_running()).map(|_| 0),
+        v::VCPUOP_GET_RUNSTATE_INFO => args::write_struct(vcpu, arg, &runstate_running()).map(|_| 0),
         // Only vCPU 0 runs until secondary vCPUs come up through PSCI / VCPUOP_up.
         v::VCPUOP_IS_UP => Ok(i64::from(id == 0)),
         // No periodic Xen timer is ever armed, so stopping it is a no-op success.
@@ -32,9 +32,8 @@ pub fn handle(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, cmd: u64, vcpu_id:
             Err(errno::EINVAL)
         }
         v::VCPUOP_SET_SINGLESHOT_TIMER => {
-            let b = args::read::<{ size_of::<v::VcpuSetSingleshotTimer>() }>(vcpu, arg)?;
-            let deadline = args::u64_at(&b, offset_of!(v::VcpuSetSingleshotTimer, timeout_abs_ns));
-            if vcpu.set_xen_timer(Some(deadline)) { Ok(0) } else { Err(errno::ENOSYS) }
+            let timer: v::VcpuSetSingleshotTimer = args::read_struct(vcpu, arg)?;
+            if vcpu.set_xen_timer(Some(timer.timeout_abs_ns)) { Ok(0) } else { Err(errno::ENOSYS) }
         }
         v::VCPUOP_STOP_SINGLESHOT_TIMER => {
             vcpu.set_xen_timer(None);
@@ -47,9 +46,8 @@ pub fn handle(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, cmd: u64, vcpu_id:
 /// Move `vcpu_info` to guest memory. Like Xen, flag every selector bit afterwards so no event
 /// raised before the move is lost.
 fn register_vcpu_info(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, id: usize, arg: u64) -> HcResult {
-    let b = args::read::<{ size_of::<VcpuRegisterVcpuInfo>() }>(vcpu, arg)?;
-    let mfn = args::u64_at(&b, offset_of!(VcpuRegisterVcpuInfo, mfn));
-    let offset = args::u32_at(&b, offset_of!(VcpuRegisterVcpuInfo, offset)) as usize;
+    let VcpuRegisterVcpuInfo { mfn, offset, .. } = args::read_struct(vcpu, arg)?;
+    let offset = offset as usize;
     let size = domain.abi.vcpu_info_size();
     if offset > PAGE_SIZE - size || matches!(domain.vcpus[id].info, VcpuInfoLoc::Guest(_)) {
         return Err(errno::EINVAL);
@@ -73,10 +71,8 @@ fn register_vcpu_info(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, id: usize,
 }
 
 /// A runstate record saying "running since boot": no time accounting yet.
-fn runstate_running() -> [u8; size_of::<VcpuRunstateInfo>()] {
-    let mut b = [0u8; size_of::<VcpuRunstateInfo>()];
-    b[offset_of!(VcpuRunstateInfo, state)..][..4].copy_from_slice(&v::RUNSTATE_RUNNING.to_ne_bytes());
-    b
+fn runstate_running() -> VcpuRunstateInfo {
+    VcpuRunstateInfo { state: v::RUNSTATE_RUNNING, ..Default::default() }
 }
 
 #[cfg(test)]
