@@ -12,6 +12,7 @@ use crate::hvlog;
 use crate::hypercall::grant_map;
 use crate::hypercall::{self, Outcome};
 use crate::sched::{Scheduler, VcpuRef};
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 use arch::exit::{CpuOnResult, Exit, FaultKind, GuestFault, VirtualCpu};
 use guest_abi::sched;
@@ -40,7 +41,8 @@ struct Slot<V> {
     domain: usize,
     /// Its index in that domain.
     index: usize,
-    vcpu: Option<V>,
+    /// Boxed: it leaves its slot while it runs, and a pointer moves cheaper than a vCPU.
+    vcpu: Option<Box<V>>,
     power: Power,
 }
 
@@ -58,12 +60,14 @@ pub struct RunLoop<V, S> {
     first: Vec<usize>,
     nr_vcpus: Vec<usize>,
     ends: Vec<Option<DomainEnd>>,
+    /// vCPUs in [`Power::Halted`]: with none, no exit needs to look for sleepers to wake.
+    halted: usize,
     sched: S,
 }
 
 impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
     pub fn new(sched: S) -> Self {
-        Self { slots: Vec::new(), first: Vec::new(), nr_vcpus: Vec::new(), ends: Vec::new(), sched }
+        Self { slots: Vec::new(), first: Vec::new(), nr_vcpus: Vec::new(), ends: Vec::new(), halted: 0, sched }
     }
 
     /// Add the next domain (its index is the number added before): `vcpu0` is runnable, its
@@ -73,7 +77,7 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
         self.first.push(self.slots.len());
         self.nr_vcpus.push(nr_vcpus.max(1));
         self.ends.push(None);
-        let mut vcpu0 = Some(vcpu0);
+        let mut vcpu0 = Some(Box::new(vcpu0));
         for index in 0..nr_vcpus.max(1) {
             let vcpu = vcpu0.take();
             let power = if vcpu.is_some() { Power::Runnable } else { Power::Off };
@@ -85,7 +89,7 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
     /// vCPU `index` of domain `domain`, if it exists and is on.
     pub fn vcpu(&self, domain: usize, index: usize) -> Option<&V> {
         let slot = self.slot_of(domain, index)?;
-        self.slots[slot].vcpu.as_ref()
+        self.slots[slot].vcpu.as_deref()
     }
 
     fn slot_of(&self, domain: usize, index: usize) -> Option<usize> {
@@ -200,7 +204,7 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
                 vcpu.complete_cpu_on(result);
             }
             Exit::CpuOff => {
-                self.slots[i].power = Power::Off;
+                self.set_power(i, Power::Off);
                 self.sched.sleep(i, now);
                 let first = self.first[d];
                 let all_off = self.slots[first..first + self.nr_vcpus[d]].iter().all(|s| s.power == Power::Off);
@@ -221,7 +225,7 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
             return CpuOnResult::AlreadyOn;
         }
         let Some(vcpu) = caller.power_on_sibling(target, entry, context) else { return CpuOnResult::Failed };
-        self.slots[t].vcpu = Some(vcpu);
+        self.slots[t].vcpu = Some(Box::new(vcpu));
         self.slots[t].power = Power::Runnable;
         self.sched.wake(t, now);
         CpuOnResult::Started
@@ -232,17 +236,21 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
         if vcpu.interrupt_pending() {
             return Next::Continue;
         }
-        self.slots[i].power = Power::Halted;
+        self.set_power(i, Power::Halted);
         self.sched.sleep(i, now);
         Next::Reschedule
     }
 
     /// Make halted vCPUs with a pending interrupt runnable; true if any woke.
     fn wake_halted(&mut self, now: u64) -> bool {
+        if self.halted == 0 {
+            return false;
+        }
         let mut woke = false;
         for (i, slot) in self.slots.iter_mut().enumerate() {
             if slot.power == Power::Halted && slot.vcpu.as_ref().is_some_and(|v| v.interrupt_pending()) {
                 slot.power = Power::Runnable;
+                self.halted -= 1;
                 self.sched.wake(i, now);
                 woke = true;
             }
@@ -250,8 +258,17 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
         woke
     }
 
+    /// Change slot `i`'s power state, keeping count of the halted ones.
+    fn set_power(&mut self, i: usize, power: Power) {
+        let old = core::mem::replace(&mut self.slots[i].power, power);
+        self.halted = self.halted + usize::from(power == Power::Halted) - usize::from(old == Power::Halted);
+    }
+
     /// The earliest timer of a halted vCPU: when the CPU must look again.
     fn earliest_timer(&self) -> Option<u64> {
+        if self.halted == 0 {
+            return None;
+        }
         self.slots
             .iter()
             .filter(|s| s.power == Power::Halted)
@@ -287,7 +304,7 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
             // Any vCPU of the mapper changes its domain's address space.
             let slots = (0..self.nr_vcpus[o]).filter_map(|n| self.slot_of(o, n));
             let holder = slots.into_iter().find(|&s| self.slots[s].vcpu.is_some());
-            let vcpu = holder.and_then(|s| self.slots[s].vcpu.as_mut()).map(|v| v as &mut dyn VirtualCpu);
+            let vcpu = holder.and_then(|s| self.slots[s].vcpu.as_deref_mut()).map(|v| v as &mut dyn VirtualCpu);
             let (lender, mapper) = pair_mut(domains, d, o);
             grant_map::revoke_lent(lender, mapper, vcpu);
         }
@@ -297,7 +314,7 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
     fn end_domain(&mut self, d: usize, domain: &mut Domain, end: DomainEnd, now: u64) {
         let first = self.first[d];
         for i in first..first + self.nr_vcpus[d] {
-            self.slots[i].power = Power::Off;
+            self.set_power(i, Power::Off);
             self.slots[i].vcpu = None;
             self.sched.sleep(i, now);
         }

@@ -39,7 +39,7 @@ const XEN_AARCH64: [(&str, f64); 10] = [
 #[derive(Debug, Clone, PartialEq)]
 pub struct Figure {
     pub name: String,
-    /// The JSON unit: `ns` (icount: guest instructions) or `tsc-cycles`.
+    /// The JSON unit: `instructions` (QEMU icount) or `tsc-cycles`.
     pub unit: &'static str,
     pub value: f64,
 }
@@ -124,7 +124,8 @@ pub fn parse(console: &str) -> Vec<Figure> {
             let name = words.next()?;
             let (key, value) = words.next()?.split_once('=')?;
             let unit = match key {
-                "ns_per_op" => "ns",
+                // Under `-icount shift=0` a virtual nanosecond is one guest instruction.
+                "ns_per_op" => "instructions",
                 "cycles_per_op" => "tsc-cycles",
                 _ => return None,
             };
@@ -204,8 +205,8 @@ mod tests {
         assert_eq!(
             f,
             [
-                Figure { name: "xen_version".into(), unit: "ns", value: 301.5 },
-                Figure { name: "gicd_typer_read".into(), unit: "ns", value: 500.0 },
+                Figure { name: "xen_version".into(), unit: "instructions", value: 301.5 },
+                Figure { name: "gicd_typer_read".into(), unit: "instructions", value: 500.0 },
             ]
         );
         let x86 = parse("(d1) BENCH sched_yield cycles_per_op=1234.0 cycles=1 n=1\n");
@@ -216,7 +217,7 @@ mod tests {
     fn json_has_one_object_per_figure_with_references() {
         let json = to_json(Arch::Aarch64, &parse(CONSOLE), "cargo xtask bench --arch aarch64");
         assert!(json.contains(
-            "{\"name\": \"xen_version\", \"arch\": \"aarch64\", \"unit\": \"ns\", \"value\": 301.5, \
+            "{\"name\": \"xen_version\", \"arch\": \"aarch64\", \"unit\": \"instructions\", \"value\": 301.5, \
              \"reference\": 417, \"command\": \"cargo xtask bench --arch aarch64\"}"
         ));
         assert!(json.contains("\"reference\": 611"));

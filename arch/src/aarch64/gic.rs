@@ -13,7 +13,7 @@ use super::dt::{Gic, Platform};
 use crate::arm::vgic::CpuInterface;
 use aarch64_cpu::asm::barrier::{self, isb};
 use aarch64_cpu::registers::{MPIDR_EL1, Readable};
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 /// The system-register interface and list registers are usable (a GICv3 was set up).
 static READY: AtomicBool = AtomicBool::new(false);
@@ -114,6 +114,11 @@ pub fn init_boot_cpu(p: &Platform) {
     enable_cpu_interface();
     let vtr = read_sysreg!("ICH_VTR_EL2");
     LR_COUNT.store((vtr & 0x1f) as u32 + 1, Ordering::Relaxed);
+    // Empty list registers from here on: entries only ever write the ones they fill, and
+    // exits empty those again.
+    for n in 0..lr_count() {
+        write_lr(n, 0);
+    }
     let pre_bits = ((vtr >> 26) & 7) + 1;
     AP_REGS.store(1 << (pre_bits.saturating_sub(5)), Ordering::Relaxed);
     VTIMER_INTID.store(vtimer, Ordering::Relaxed);
@@ -272,10 +277,16 @@ pub fn cpu_interface(state: &VcpuInterface) -> CpuInterface {
     CpuInterface::from_vmcr(state.vmcr, &active[..count])
 }
 
+/// The vCPU whose interface state (VMCR, active priorities) the CPU holds: the guest changes
+/// it without trapping, each exit saves it, and an entry of the same vCPU need not load it.
+pub static VIF_OWNER: AtomicU64 = AtomicU64::new(0);
+
 /// ICH_HCR_EL2: En, and NPIE (maintenance when no LR is pending) if interrupts wait.
-pub fn load(state: &VcpuInterface, refill_wanted: bool) {
-    write_sysreg!("ICH_VMCR_EL2", state.vmcr);
-    restore_ap(state, AP_REGS.load(Ordering::Relaxed) as usize);
+pub fn load(state: &VcpuInterface, refill_wanted: bool, reload: bool) {
+    if reload {
+        write_sysreg!("ICH_VMCR_EL2", state.vmcr);
+        restore_ap(state, AP_REGS.load(Ordering::Relaxed) as usize);
+    }
     let npie = if refill_wanted { 1 << 3 } else { 0 };
     write_sysreg!("ICH_HCR_EL2", 1 | npie);
 }

@@ -4,23 +4,22 @@
 use aarch64_cpu::asm::barrier::{self, dsb, isb};
 use aarch64_cpu::registers::{CNTFRQ_EL0, CNTPCT_EL0, Readable};
 
-const NS_PER_S: u128 = 1_000_000_000;
 /// CNTHP_CTL_EL2.ENABLE.
 const ENABLE: u64 = 1;
 
 /// Counter ticks per second (firmware sets CNTFRQ; never 0 on a sane platform).
-fn frequency() -> u128 {
-    u128::from(CNTFRQ_EL0.get()).max(1)
+fn frequency() -> u64 {
+    CNTFRQ_EL0.get().max(1)
 }
 
 /// The physical counter converted to nanoseconds.
 pub fn count_to_ns(count: u64) -> u64 {
-    u64::try_from(u128::from(count) * NS_PER_S / frequency()).unwrap_or(u64::MAX)
+    crate::arm::counter::ticks_to_ns(count, frequency())
 }
 
 /// The counter value at `ns` (rounded up, so a deadline is never early).
 pub fn ns_to_count(ns: u64) -> u64 {
-    u64::try_from((u128::from(ns) * frequency()).div_ceil(NS_PER_S)).unwrap_or(u64::MAX)
+    crate::arm::counter::ns_to_ticks(ns, frequency())
 }
 
 /// Nanoseconds since the counter started: the `now` the core's scheduler is given.

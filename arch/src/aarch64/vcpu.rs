@@ -32,7 +32,7 @@ use aarch64_cpu::registers::{
 use alloc::boxed::Box;
 use alloc::rc::Rc;
 use core::cell::RefCell;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 /// The Xen hypercall immediate: `hvc #0xEA1`.
 const XEN_HVC_IMM: u16 = 0xea1;
@@ -81,6 +81,7 @@ macro_rules! msr {
 /// is not loaded on the CPU. The names are those the assembler knows.
 macro_rules! el1_state {
     ($($field:ident = $name:literal),* $(,)?) => {
+        #[repr(C)]
         #[derive(Clone, Copy, Debug, Default)]
         struct El1State {
             $($field: u64,)*
@@ -107,6 +108,12 @@ el1_state! {
 /// The vCPU whose [`El1State`] the CPU's EL1 registers hold (0: none yet); each vCPU gets a
 /// fresh number, so a new vCPU never mistakes a dead one's state for its own.
 static EL1_OWNER: AtomicU64 = AtomicU64::new(0);
+/// Where [`EL1_OWNER`]'s registers go when another vCPU needs the CPU's EL1: they are saved
+/// then, not on every exit. A vCPU that is dropped while it owns EL1 clears both.
+static EL1_LIVE: AtomicPtr<El1State> = AtomicPtr::new(core::ptr::null_mut());
+/// The vCPU whose EL2 controls (stage-2, traps, virtual IDs, counter offset) are loaded; 0
+/// after anything else wrote them. An exit that returns to the same vCPU loads nothing.
+static ACTIVE: AtomicU64 = AtomicU64::new(0);
 static NEXT_VCPU_UID: AtomicU64 = AtomicU64::new(1);
 
 /// Guest registers plus the host state `enter_guest` keeps across a run. The layout is
@@ -121,6 +128,9 @@ pub struct Context {
     /// x19-x30, sp, d8-d15, fpcr, fpsr of the host while the guest runs.
     pub host: [u64; 23],
     pub fp: [u128; 32],
+    /// The guest's EL1 registers while another vCPU's are loaded (the assembly never touches
+    /// them; boxed with the rest, their address is stable for [`EL1_LIVE`]).
+    el1: El1State,
 }
 
 /// What the vCPUs of one domain share: its stage-2 tables and VMID, its virtual GIC (every
@@ -167,8 +177,6 @@ pub struct Vcpu {
     id: usize,
     /// Names this vCPU for [`EL1_OWNER`].
     uid: u64,
-    /// The guest's EL1 registers as the last exit left them.
-    el1: El1State,
     /// This vCPU's virtual CPU interface state between runs.
     vif: VcpuInterface,
     /// List registers loaded for the current run.
@@ -232,12 +240,12 @@ impl Vcpu {
         ctx.x[0] = x0;
         ctx.elr = entry;
         ctx.spsr = syndrome::SPSR_EL1H_MASKED;
+        ctx.el1 = El1State { sctlr: SCTLR_EL1_RESET, ..El1State::default() };
         Vcpu {
             ctx,
             space,
             id,
             uid: NEXT_VCPU_UID.fetch_add(1, Ordering::Relaxed),
-            el1: El1State { sctlr: SCTLR_EL1_RESET, ..El1State::default() },
             vif: VcpuInterface::default(),
             lrs_loaded: 0,
             mmio_read: None,
@@ -259,6 +267,8 @@ impl Vcpu {
     ) -> Result<(), BadGuestAddress> {
         let mut space = self.space.borrow_mut();
         change(&mut space.tables).map_err(|_| BadGuestAddress(gpa))?;
+        // Possibly another domain's than the one loaded: the next entry loads its own.
+        ACTIVE.store(0, Ordering::Relaxed);
         VTTBR_EL2.set(stage2::vttbr(space.tables.root_address(), space.vmid));
         isb(barrier::SY);
         // SAFETY: publishes the new descriptor to the table walker, then drops every cached
@@ -270,6 +280,9 @@ impl Vcpu {
     /// Load this vCPU's EL2 controls (stage-2, traps, virtual IDs) and, if another vCPU ran
     /// since it last did, its EL1 state, before entering it.
     fn activate(&mut self) {
+        if ACTIVE.load(Ordering::Relaxed) == self.uid {
+            return; // its controls are still loaded: nothing has run or changed them since
+        }
         let mut space = self.space.borrow_mut();
         HCR_EL2.set(HCR_GUEST);
         VTCR_EL2.set(stage2::VTCR_EL2);
@@ -278,9 +291,18 @@ impl Vcpu {
         CNTHCTL_EL2.set(CNTHCTL_EL1_PHYS);
         CNTVOFF_EL2.set(space.cntvoff);
         isb(barrier::SY);
-        if EL1_OWNER.swap(self.uid, Ordering::Relaxed) != self.uid {
-            self.el1.restore();
+        if EL1_OWNER.load(Ordering::Relaxed) != self.uid {
+            let live = EL1_LIVE.load(Ordering::Relaxed);
+            if !live.is_null() {
+                // SAFETY: EL1_LIVE points into the boxed Context of the vCPU that owns the
+                // CPU's EL1 registers; it is alive (a vCPU clears EL1_LIVE when dropped) and not
+                // running, and nothing borrows its Context while this vCPU is being entered.
+                unsafe { (*live).save() };
+            }
+            self.ctx.el1.restore();
             isb(barrier::SY);
+            EL1_OWNER.store(self.uid, Ordering::Relaxed);
+            EL1_LIVE.store(&raw mut self.ctx.el1, Ordering::Relaxed);
         }
         if !space.tlb_clean {
             // A fresh domain: no stale translations of one with the same VMID may survive.
@@ -294,6 +316,7 @@ impl Vcpu {
             unsafe { core::arch::asm!("dsb nshst", "tlbi vmalls12e1", "dsb nsh", "isb", options(nostack)) };
         }
         space.last_ran = Some(self.id);
+        ACTIVE.store(self.uid, Ordering::Relaxed);
     }
 
     /// Arm the EL2 physical timer for the end of this run's slice.
@@ -404,12 +427,22 @@ impl Vcpu {
             return;
         }
         let count = gic::lr_count().min(MAX_LRS);
-        let plan = self.space.borrow_mut().vgic.fill_lrs(self.vgic_cpu(), count);
-        for n in 0..count {
-            gic::write_lr(n, plan.values[n]);
+        let mut overflow = false;
+        let mut space = self.space.borrow_mut();
+        // Most exits are not about interrupts: nothing to scan when nothing could be pending.
+        if !space.vgic.is_quiet(self.id) {
+            let plan = space.vgic.fill_lrs(self.id, count);
+            // The others are empty: the last exit emptied what it had loaded.
+            for (n, &value) in plan.values[..plan.count].iter().enumerate() {
+                gic::write_lr(n, value);
+            }
+            self.lrs_loaded = plan.count;
+            overflow = plan.overflow;
         }
-        self.lrs_loaded = plan.count;
-        gic::load(&self.vif, plan.overflow);
+        drop(space);
+        // The CPU interface state stays in the CPU while the same vCPU comes back.
+        let reload = gic::VIF_OWNER.swap(self.uid, Ordering::Relaxed) != self.uid;
+        gic::load(&self.vif, overflow, reload);
         isb(barrier::SY);
     }
 
@@ -418,12 +451,15 @@ impl Vcpu {
         if !gic::ready() {
             return;
         }
+        gic::save(&mut self.vif);
+        if self.lrs_loaded == 0 {
+            return;
+        }
         let mut values = [0u64; MAX_LRS];
         for (n, v) in values.iter_mut().enumerate().take(self.lrs_loaded) {
             *v = gic::read_lr(n);
             gic::write_lr(n, 0);
         }
-        gic::save(&mut self.vif);
         self.space.borrow_mut().vgic.sync_lrs(self.vgic_cpu(), &values[..self.lrs_loaded]);
         self.lrs_loaded = 0;
     }
@@ -621,9 +657,8 @@ impl VirtualCpu for Vcpu {
             }
         };
         msr!("cnthp_ctl_el2", 0);
-        // Another vCPU may run next: keep what this one left in EL1 (still loaded: the core
-        // reaches guest memory through it while it handles this exit).
-        self.el1.save();
+        // EL1 stays loaded (the core reaches guest memory through it while it handles this
+        // exit); it is saved when another vCPU is entered.
         exit
     }
 
@@ -738,8 +773,17 @@ impl VirtualCpu for Vcpu {
 impl Vcpu {
     /// The physical count at which this vCPU's saved virtual timer fires, if it can and its
     /// PPI would then be signalled (a timer whose interrupt the vCPU masks wakes nothing).
+    /// The CPU's EL1 registers are this vCPU's (its saved copy is stale).
+    fn owns_el1(&self) -> bool {
+        EL1_OWNER.load(Ordering::Relaxed) == self.uid
+    }
+
     fn timer_deadline_count(&self) -> Option<u64> {
-        let ctl = self.el1.cntv_ctl;
+        let (ctl, cval) = if self.owns_el1() {
+            (mrs!("cntv_ctl_el0"), mrs!("cntv_cval_el0"))
+        } else {
+            (self.ctx.el1.cntv_ctl, self.ctx.el1.cntv_cval)
+        };
         if ctl & (CNTV_ENABLE | CNTV_IMASK) != CNTV_ENABLE {
             return None;
         }
@@ -747,7 +791,7 @@ impl Vcpu {
         if !space.vgic.would_signal(self.vgic_cpu(), VTIMER_PPI, &gic::cpu_interface(&self.vif)) {
             return None;
         }
-        self.el1.cntv_cval.checked_add(space.cntvoff)
+        cval.checked_add(space.cntvoff)
     }
 }
 
@@ -755,6 +799,16 @@ impl Vcpu {
 fn zeroed_box<T: Zeroable>() -> Box<T> {
     // SAFETY: `T: Zeroable` promises all-zero bytes are a valid `T`.
     unsafe { Box::<T>::new_zeroed().assume_init() }
+}
+
+impl Drop for Vcpu {
+    /// A vCPU that goes while its EL1 state is loaded leaves nothing behind to save into.
+    fn drop(&mut self) {
+        if self.owns_el1() {
+            EL1_LIVE.store(core::ptr::null_mut(), Ordering::Relaxed);
+            EL1_OWNER.store(0, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Types for which all-zero memory is a valid value.

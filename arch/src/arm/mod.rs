@@ -2,6 +2,7 @@
 //! it builds and is unit-tested on any host: long-descriptor tables, stage-2, PSCI,
 //! exception syndromes, the virtual GICv3, the ARMv7 VFP switch.
 
+pub mod counter;
 #[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
 pub mod dtpath;
 pub mod lpae;

@@ -101,6 +101,10 @@ impl Vgic {
     /// `None` when `gpa` is not the vGIC's; bad sizes and alignments read as zero.
     pub fn mmio(&mut self, vcpu: usize, gpa: u64, size: u8, write: Option<u64>) -> Option<MmioOutcome> {
         let (frame, offset) = locate(gpa)?;
+        if write.is_some() {
+            // Enables, priorities, routing, pending state: any vCPU's next scan may differ.
+            self.stir();
+        }
         let ok = |value: u64| Some(MmioOutcome { value, unknown: false });
         if !matches!(size, 1 | 2 | 4 | 8) || !offset.is_multiple_of(u64::from(size)) {
             return ok(0);

@@ -167,11 +167,14 @@ struct VgicCpu {
     /// What the last [`Vgic::fill_lrs`] put in the list registers.
     in_lrs: [LrEntry; MAX_LRS],
     lr_count: usize,
+    /// The last scan found nothing pending or active, and nothing that could change that has
+    /// happened since: the next scan can be skipped (most exits are not about interrupts).
+    quiet: bool,
 }
 
 impl VgicCpu {
     const fn new() -> Self {
-        Self { private: [DEFAULT_PRIVATE; 32], asleep: true, in_lrs: [EMPTY_LR; MAX_LRS], lr_count: 0 }
+        Self { private: [DEFAULT_PRIVATE; 32], asleep: true, in_lrs: [EMPTY_LR; MAX_LRS], lr_count: 0, quiet: false }
     }
 }
 
@@ -245,6 +248,7 @@ impl Vgic {
             && let Some(irq) = self.irq_mut(vcpu, intid)
         {
             irq.latch = true;
+            self.cpus[vcpu].quiet = false;
         }
     }
 
@@ -259,6 +263,7 @@ impl Vgic {
             irq.latch = true;
         }
         irq.line = level;
+        self.stir();
     }
 
     /// The vCPU an SPI is routed to, if it exists.
@@ -292,6 +297,17 @@ impl Vgic {
         for bit in (0..16).filter(|b| targets & (1 << b) != 0) {
             self.raise_private(range_selector * 16 + bit, intid);
         }
+    }
+
+    /// Something any vCPU's next scan must look at changed (an SPI, the distributor).
+    pub(super) fn stir(&mut self) {
+        self.cpus.iter_mut().for_each(|c| c.quiet = false);
+    }
+
+    /// `vcpu`'s last scan found nothing and nothing has changed since: a scan would find
+    /// nothing either.
+    pub fn is_quiet(&self, vcpu: usize) -> bool {
+        self.cpus.get(vcpu).is_none_or(|c| c.quiet)
     }
 
     /// Can interrupt `irq` be signalled to its vCPU (pending, enabled, group enabled)?
@@ -334,7 +350,10 @@ impl Vgic {
     pub fn fill_lrs(&mut self, vcpu: usize, lr_count: usize) -> LrPlan {
         let mut plan = LrPlan { values: [0; MAX_LRS], count: 0, overflow: false };
         let lr_count = lr_count.min(MAX_LRS);
-        if vcpu >= self.nr_vcpus {
+        if vcpu >= self.nr_vcpus || self.cpus[vcpu].quiet {
+            if let Some(cpu) = self.cpus.get_mut(vcpu) {
+                cpu.lr_count = 0;
+            }
             return plan;
         }
         // Keep the best `lr_count` candidates, sorted by (not active, priority, INTID).
@@ -353,6 +372,7 @@ impl Vgic {
         }
         plan.count = found.min(lr_count);
         plan.overflow = found > lr_count;
+        self.cpus[vcpu].quiet = found == 0;
         for (slot, &(_, _, intid)) in best[..plan.count].iter().enumerate() {
             let entry = self.take_for_lr(vcpu, intid);
             plan.values[slot] = entry.encode();
@@ -393,6 +413,9 @@ impl Vgic {
             }
         }
         self.cpus[vcpu].lr_count = 0;
+        if count > 0 {
+            self.cpus[vcpu].quiet = false;
+        }
     }
 
     /// Pending state as the guest reads it (ISPENDR).

@@ -312,3 +312,28 @@ fn cpu_interface_mask_group_enable_and_running_priority_gate_signalling() {
     write(&mut g, sgi + 0x180, 4, 1 << VTIMER_PPI);
     assert!(!g.would_signal(0, VTIMER_PPI, &CpuInterface::OPEN) && !g.has_signalled(0, &CpuInterface::OPEN));
 }
+
+#[test]
+fn an_empty_scan_is_skipped_until_something_could_change_it() {
+    let mut g = enabled();
+    assert_eq!(g.fill_lrs(0, 4).count, 0);
+    assert!(g.cpus[0].quiet, "nothing pending: the next exit skips the scan");
+    // A PPI raised for the vCPU, while disabled: scanned, still nothing, quiet again.
+    g.raise_private(0, VTIMER_PPI);
+    assert!(!g.cpus[0].quiet);
+    assert_eq!(g.fill_lrs(0, 4).count, 0);
+    assert!(g.cpus[0].quiet);
+    // Enabling it is a distributor write: the pending PPI is found.
+    write(&mut g, SGI + 0x100, 4, 1 << VTIMER_PPI);
+    let plan = g.fill_lrs(0, 4);
+    assert_eq!((plan.count, plan.values[0] & 0xffff_ffff), (1, u64::from(VTIMER_PPI)));
+    // The guest took it: what comes back from the LRs is looked at again.
+    g.sync_lrs(0, &[u64::from(VTIMER_PPI)]);
+    assert!(!g.cpus[0].quiet);
+    assert_eq!(g.fill_lrs(0, 4).count, 0);
+    // An SPI line stirs every vCPU.
+    write(&mut g, D + 0x104, 4, 1);
+    assert_eq!(g.fill_lrs(0, 4).count, 0);
+    g.set_spi_line(VPL011_SPI, true);
+    assert_eq!(g.fill_lrs(0, 4).count, 1);
+}

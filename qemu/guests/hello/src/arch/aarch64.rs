@@ -120,10 +120,13 @@ pub fn hypercall(nr: u64, args: [u64; 5]) -> i64 {
 pub mod simd {
     use crate::simd::{Event, Regs};
 
-    /// q0-q31 as 64 words (low half first), then FPCR, then FPSR.
-    pub const WORDS: usize = 66;
+    /// q0-q31 as 64 words (low half first), then FPCR, FPSR, and EL1/EL0 system registers a
+    /// guest sets freely and the hypervisor switches between vCPUs: TPIDR_EL0, TPIDRRO_EL0,
+    /// TPIDR_EL1, CONTEXTIDR_EL1.
+    pub const WORDS: usize = 70;
     const FPCR: usize = 64;
     const FPSR: usize = 65;
+    const CONTEXTIDR: usize = 69;
     /// FPCR bits a guest may set without changing how code traps: AHP, DN, FZ, RMode.
     const FPCR_MASK: u64 = 0x07c0_0000;
     /// FPSR cumulative flags: QC, IDC, IXC, UFC, OFC, DZC, IOC.
@@ -164,7 +167,7 @@ pub mod simd {
                 options(nostack, nomem),
             )
         };
-        "q0-q31, fpcr, fpsr"
+        "q0-q31, fpcr, fpsr, tpidr_el0, tpidrro_el0, tpidr_el1, contextidr_el1"
     }
 
     /// The register the `i`th word belongs to.
@@ -172,6 +175,10 @@ pub mod simd {
         match i {
             FPCR => write!(out, "fpcr"),
             FPSR => write!(out, "fpsr"),
+            66 => write!(out, "tpidr_el0"),
+            67 => write!(out, "tpidrro_el0"),
+            68 => write!(out, "tpidr_el1"),
+            CONTEXTIDR => write!(out, "contextidr_el1"),
             _ => write!(out, "q{}.{}", i / 2, if i.is_multiple_of(2) { "lo" } else { "hi" }),
         }
     }
@@ -180,6 +187,7 @@ pub mod simd {
     pub fn sanitize(_vcpu: usize, r: &mut Regs) {
         r[FPCR] &= FPCR_MASK;
         r[FPSR] &= FPSR_MASK;
+        r[CONTEXTIDR] &= 0xffff_ffff; // PROCID: the upper half is RES0
     }
 
     /// The FP unit can be turned off around a hypercall ([`Event::HypercallFpOff`]).
@@ -191,7 +199,8 @@ pub mod simd {
         let (mode, count_or_nr, a0, a1) = event.encode();
         // SAFETY: the block reads `input` and writes `out` (both WORDS long) and the
         // heartbeat word; it clobbers the vector registers (declared) and puts FPCR back as
-        // it found it. The hypercall and WFI trap to the hypervisor, which preserves every
+        // it found it; the thread-ID and context-ID registers it loads are unused by this
+        // guest otherwise. The hypercall and WFI trap to the hypervisor, which preserves every
         // register but x0 (declared) and returns here.
         unsafe {
             core::arch::asm!(
@@ -206,6 +215,10 @@ pub mod simd {
                 "ldp q28, q29, [{inp}, #448]", "ldp q30, q31, [{inp}, #480]",
                 "ldr {t}, [{inp}, #512]", "msr fpcr, {t}",
                 "ldr {t}, [{inp}, #520]", "msr fpsr, {t}",
+                "ldr {t}, [{inp}, #528]", "msr tpidr_el0, {t}",
+                "ldr {t}, [{inp}, #536]", "msr tpidrro_el0, {t}",
+                "ldr {t}, [{inp}, #544]", "msr tpidr_el1, {t}",
+                "ldr {t}, [{inp}, #552]", "msr contextidr_el1, {t}",
                 "cbnz {mode}, 2f",
                 "1: str w16, [{hb}]",
                 "subs x16, x16, #1",
@@ -240,6 +253,10 @@ pub mod simd {
                 "stp q28, q29, [{out}, #448]", "stp q30, q31, [{out}, #480]",
                 "mrs {t}, fpcr", "str {t}, [{out}, #512]",
                 "mrs {t}, fpsr", "str {t}, [{out}, #520]",
+                "mrs {t}, tpidr_el0", "str {t}, [{out}, #528]",
+                "mrs {t}, tpidrro_el0", "str {t}, [{out}, #536]",
+                "mrs {t}, tpidr_el1", "str {t}, [{out}, #544]",
+                "mrs {t}, contextidr_el1", "str {t}, [{out}, #552]",
                 "msr fpcr, {saved}",
                 inp = in(reg) input.as_ptr(),
                 out = in(reg) out.as_mut_ptr(),
