@@ -66,10 +66,10 @@ fn boot_bench(
     Ok(out.console)
 }
 
-pub fn run(arch: Option<Arch>, timeout: u64) -> Result<i32> {
+pub fn run(arch: Option<Arch>, timeout: u64, against_xen: bool) -> Result<i32> {
     let arch = arch.unwrap_or(Arch::Aarch64);
-    if arch == Arch::Armv7 {
-        bail!("the bench guest measures aarch64 and x86_64 only");
+    if against_xen && arch != Arch::Aarch64 {
+        bail!("--against xen: the reference Xen (Debian's 4.17) runs on arm64 only");
     }
     let command = format!("cargo xtask bench --arch {}", arch.name());
     let mut needs = crate::prereq::Needs::default();
@@ -105,10 +105,12 @@ pub fn run(arch: Option<Arch>, timeout: u64) -> Result<i32> {
     if figures.is_empty() {
         bail!("the bench guest printed no BENCH lines (console: {})", log.display());
     }
-    let json = to_json(arch, &figures, &command);
+    let live = if against_xen { Some(on_xen(&built, &args, &logs)?) } else { None };
+    let refs = References { arch, live: live.as_ref() };
+    let json = to_json(&refs, &figures, &command);
     let path = target_dir().join("xtask/bench.json");
     std::fs::write(&path, json).with_context(|| format!("writing {}", path.display()))?;
-    print!("{}", table(arch, &figures));
+    print!("{}", table(&refs, &figures));
     eprintln!("xtask: wrote {} (console: {})", path.display(), log.display());
     Ok(0)
 }
@@ -134,27 +136,78 @@ pub fn parse(console: &str) -> Vec<Figure> {
         .collect()
 }
 
-fn reference(arch: Arch, name: &str) -> Option<f64> {
-    if arch != Arch::Aarch64 {
-        return None;
-    }
-    XEN_AARCH64.iter().find(|(n, _)| *n == name).map(|&(_, v)| v)
+/// The commands that give Xen's figures for the same guests, as `--against xen` runs them.
+const XEN_COMMANDS: [&str; 2] = [
+    "cargo xtask run --arch aarch64 --hypervisor xen --guest bench --icount --smp 1",
+    "cargo xtask run --arch aarch64 --hypervisor xen --config qemu/configs/bench-pair.dts --icount --smp 1",
+];
+
+/// Where Xen's figure for a benchmark comes from: this run's own boot on Xen (`--against
+/// xen`), else the figures recorded in [`XEN_AARCH64`].
+pub struct References<'a> {
+    pub arch: Arch,
+    pub live: Option<&'a Vec<Figure>>,
 }
 
-/// `[{name, arch, unit, value, reference, command}, ...]`, one object per figure.
-pub fn to_json(arch: Arch, figures: &[Figure], command: &str) -> String {
+impl References<'_> {
+    fn of(&self, name: &str) -> Option<f64> {
+        if self.arch != Arch::Aarch64 {
+            return None;
+        }
+        match self.live {
+            Some(live) => live.iter().find(|f| f.name == name).map(|f| f.value),
+            None => XEN_AARCH64.iter().find(|(n, _)| *n == name).map(|&(_, v)| v),
+        }
+    }
+
+    fn source(&self) -> &'static str {
+        if self.live.is_some() { "measured in this run" } else { "recorded" }
+    }
+}
+
+/// Boot the bench guests on Xen 4.17 under the same QEMU settings; their figures. Xen idles
+/// once its domains are done, so each boot stops on the guest's last line.
+fn on_xen(built: &build::Built, args: &RunArgs, logs: &std::path::Path) -> Result<Vec<Figure>> {
+    let xen_args = RunArgs { hypervisor: crate::xen::Hypervisor::Xen, ..args.clone() };
+    eprintln!("xtask: booting the same guests on Xen 4.17 ({})", XEN_COMMANDS[0]);
+    let mut console = String::new();
+    for (pair, done, name) in [(false, "BENCH-DONE", "bench-xen"), (true, "BENCH-PAIR-DONE", "bench-pair-xen")] {
+        // Each boot writes the run's boot DTB: prepare it just before booting.
+        let guest = if pair {
+            emulator::configured(built, &xen_args, &build::workspace_root().join("qemu/configs/bench-pair.dts"))?
+        } else {
+            Guest::Dom0less(emulator::single_domu(built, &xen_args, &built.guest("bench")?)?)
+        };
+        let boot = Boot { arch: Arch::Aarch64, built, guest, args: xen_args.clone() };
+        let out = emulator::boot_until(&boot, Echo::Quiet, &|c: &str| c.contains(done))?;
+        let log = logs.join(format!("{name}-aarch64.log"));
+        std::fs::write(&log, &out.console)?;
+        if !out.console.contains(done) {
+            bail!("the bench guest did not finish on Xen: {} (console: {})", out.summary(), log.display());
+        }
+        console += &out.console;
+    }
+    Ok(parse(&console))
+}
+
+/// `[{name, arch, unit, value, reference, reference_source, command, reference_command}, ...]`,
+/// one object per figure.
+pub fn to_json(refs: &References, figures: &[Figure], command: &str) -> String {
     let mut s = String::from("[\n");
     for (i, f) in figures.iter().enumerate() {
-        let reference = reference(arch, &f.name).map_or("null".to_string(), |r| format!("{r}"));
+        let reference = refs.of(&f.name).map_or("null".to_string(), |r| format!("{r}"));
+        let xen_command = if f.name == "evtchn_roundtrip_interdomain" { XEN_COMMANDS[1] } else { XEN_COMMANDS[0] };
         let _ = write!(
             s,
-            "  {{\"name\": {}, \"arch\": {}, \"unit\": {}, \"value\": {}, \"reference\": {}, \"command\": {}}}",
+            "  {{\"name\": {}, \"arch\": {}, \"unit\": {}, \"value\": {}, \"reference\": {}, \"reference_source\": {}, \"command\": {}, \"reference_command\": {}}}",
             json_str(&f.name),
-            json_str(arch.name()),
+            json_str(refs.arch.name()),
             json_str(f.unit),
             f.value,
             reference,
-            json_str(command)
+            json_str(refs.source()),
+            json_str(command),
+            json_str(xen_command)
         );
         s += if i + 1 < figures.len() { ",\n" } else { "\n" };
     }
@@ -177,15 +230,16 @@ fn json_str(s: &str) -> String {
 }
 
 /// figure, ours, Xen, ratio (ours / Xen: below 1 is faster than Xen).
-fn table(arch: Arch, figures: &[Figure]) -> String {
-    let mut s = format!("{:<40} {:>16} {:>8} {:>7}\n", "figure", "ours", "Xen", "ratio");
+fn table(refs: &References, figures: &[Figure]) -> String {
+    let mut s = format!("{:<40} {:>22} {:>8} {:>7}   (Xen: {})\n", "figure", "ours", "Xen", "ratio", refs.source());
     for f in figures {
         let ours = format!("{:.1} {}", f.value, f.unit);
-        let (xen, ratio) = match reference(arch, &f.name) {
+        let (xen, ratio) = match refs.of(&f.name) {
             Some(r) => (format!("{r:.0}"), format!("{:.2}", f.value / r)),
             None => ("-".into(), "-".into()),
         };
-        let _ = writeln!(s, "{:<40} {:>16} {:>8} {:>7}", format!("{} ({})", f.name, arch.name()), ours, xen, ratio);
+        let _ =
+            writeln!(s, "{:<40} {:>22} {:>8} {:>7}", format!("{} ({})", f.name, refs.arch.name()), ours, xen, ratio);
     }
     s
 }
@@ -215,15 +269,23 @@ mod tests {
 
     #[test]
     fn json_has_one_object_per_figure_with_references() {
-        let json = to_json(Arch::Aarch64, &parse(CONSOLE), "cargo xtask bench --arch aarch64");
+        let recorded = References { arch: Arch::Aarch64, live: None };
+        let json = to_json(&recorded, &parse(CONSOLE), "cargo xtask bench --arch aarch64");
         assert!(json.contains(
             "{\"name\": \"xen_version\", \"arch\": \"aarch64\", \"unit\": \"instructions\", \"value\": 301.5, \
-             \"reference\": 417, \"command\": \"cargo xtask bench --arch aarch64\"}"
+             \"reference\": 417, \"reference_source\": \"recorded\", \"command\": \"cargo xtask bench --arch aarch64\", \
+             \"reference_command\": \"cargo xtask run --arch aarch64 --hypervisor xen --guest bench --icount --smp 1\"}"
         ));
         assert!(json.contains("\"reference\": 611"));
         assert_eq!(json.matches("\"name\"").count(), 2);
-        let x86 = to_json(Arch::X86_64, &parse(CONSOLE), "c");
+        let x86 = to_json(&References { arch: Arch::X86_64, live: None }, &parse(CONSOLE), "c");
         assert!(x86.contains("\"reference\": null"));
         assert_eq!(json_str("a\"b\\\n"), "\"a\\\"b\\\\\\u000a\"");
+        // Measured in the same run: those values win, and a figure Xen lacks has none.
+        let live = vec![Figure { name: "xen_version".into(), unit: "instructions", value: 420.0 }];
+        let measured = References { arch: Arch::Aarch64, live: Some(&live) };
+        let json = to_json(&measured, &parse(CONSOLE), "c");
+        assert!(json.contains("\"value\": 301.5, \"reference\": 420, \"reference_source\": \"measured in this run\""));
+        assert!(json.contains("\"value\": 500, \"reference\": null"));
     }
 }

@@ -75,6 +75,10 @@ enum Cmd {
         /// Give up after this many seconds.
         #[arg(long, default_value_t = 300)]
         timeout: u64,
+        /// Also boot the same bench guests on Debian's Xen 4.17 under the same QEMU (aarch64)
+        /// and print both columns and their ratio from this one run.
+        #[arg(long, value_enum)]
+        against: Option<xen::Hypervisor>,
     },
 }
 
@@ -130,7 +134,7 @@ fn main() {
         }
         Cmd::Setup => setup::run(),
         Cmd::Lint => prereq::ensure(&prereq::Needs::default()).and_then(|()| build::lint()),
-        Cmd::Bench { arch, timeout } => bench::run(arch, timeout),
+        Cmd::Bench { arch, timeout, against } => bench::run(arch, timeout, against == Some(xen::Hypervisor::Xen)),
         Cmd::Fuzz(args) => {
             let mut needs = prereq::Needs::default();
             needs.boot(args.arch, prereq::X86Emulator::of(args.emulator));

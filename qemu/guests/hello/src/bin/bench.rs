@@ -8,24 +8,18 @@
 //! AArch64: the virtual counter (CNTVCT_EL0 / CNTFRQ_EL0) around each loop, reported as
 //! `ns_per_op` (under QEMU `-icount shift=0` one ns is one guest instruction). x86_64: the
 //! TSC, reported as `cycles_per_op` (the guest does not know the TSC's frequency); the vGIC
-//! figure is ARM only. ARMv7 says it is skipped.
+//! figure is aarch64 only. ARMv7 reads its virtual counter through CP15 and reports
+//! `ns_per_op` like aarch64.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(not(target_os = "none"))]
 fn main() {}
 
 /// Round trips per figure.
-#[cfg(all(target_os = "none", any(target_arch = "aarch64", target_arch = "x86_64")))]
+#[cfg(target_os = "none")]
 const N: u64 = 10_000;
 
-#[cfg(all(target_os = "none", target_arch = "arm"))]
-#[unsafe(no_mangle)]
-extern "C" fn guest_main() -> ! {
-    hello_guest::println!("BENCH-SKIPPED (aarch64 and x86_64 only)");
-    hello_guest::shutdown(guest_abi::sched::SHUTDOWN_POWEROFF)
-}
-
-#[cfg(all(target_os = "none", any(target_arch = "aarch64", target_arch = "x86_64")))]
+#[cfg(target_os = "none")]
 #[unsafe(no_mangle)]
 extern "C" fn guest_main() -> ! {
     use guest_abi::event_channel::{self as ev, EvtchnBindIpi, EvtchnSend};
@@ -84,7 +78,7 @@ extern "C" fn guest_main() -> ! {
 
 /// `EVTCHNOP_send` on one end of an interdomain channel whose other end is this domain's
 /// too (loopback through `bind_interdomain`): the interdomain delivery path.
-#[cfg(all(target_os = "none", any(target_arch = "aarch64", target_arch = "x86_64")))]
+#[cfg(target_os = "none")]
 fn interdomain() {
     use guest_abi::event_channel::{self as ev, EvtchnBindInterdomain, EvtchnSend};
     use guest_abi::{hypercall as nr, xen::DOMID_SELF};
@@ -107,7 +101,7 @@ fn interdomain() {
     });
 }
 
-#[cfg(all(target_os = "none", any(target_arch = "aarch64", target_arch = "x86_64")))]
+#[cfg(target_os = "none")]
 fn pages() -> i64 {
     use guest_abi::memory as mem;
     let domid = guest_abi::xen::DOMID_SELF;
@@ -119,7 +113,7 @@ fn pages() -> i64 {
 
 /// Grants of our own pages to ourselves: map + unmap of one page, and a 4 KiB copy from a
 /// granted page to one of our frames.
-#[cfg(all(target_os = "none", any(target_arch = "aarch64", target_arch = "x86_64")))]
+#[cfg(target_os = "none")]
 fn grants() {
     use guest_abi::grant_table::{self as gt, GnttabCopy, GnttabCopyPtr, GnttabMapGrantRef, GnttabUnmapGrantRef};
     use guest_abi::hypercall as nr;
@@ -204,7 +198,7 @@ fn grants() {
 }
 
 /// The two-domain boot: an event's round trip between two domains sharing one CPU.
-#[cfg(all(target_os = "none", any(target_arch = "aarch64", target_arch = "x86_64")))]
+#[cfg(target_os = "none")]
 mod pair {
     use guest_abi::sched;
     use hello_guest::{events, println, shutdown};
@@ -258,7 +252,7 @@ mod pair {
 
 /// FIFO events: send on an IPI port and consume it from the queue, with 10, 1000 and
 /// 100 000 ports bound: the cost must not grow with the number of ports.
-#[cfg(all(target_os = "none", any(target_arch = "aarch64", target_arch = "x86_64")))]
+#[cfg(target_os = "none")]
 fn fifo() {
     use guest_abi::event_channel::{self as ev, EvtchnBindIpi, EvtchnSend};
     use guest_abi::hypercall as nr;
@@ -319,6 +313,46 @@ mod time {
         // SAFETY: reads the counter's frequency.
         unsafe { core::arch::asm!("mrs {}, cntfrq_el0", out(reg) v, options(nostack)) };
         v
+    }
+
+    /// Run `op` N times between two counter reads; print ns per op with one decimal.
+    pub fn report(name: &str, mut op: impl FnMut()) {
+        let start = counter();
+        for _ in 0..super::N {
+            op();
+        }
+        let ticks = counter() - start;
+        let freq = frequency().max(1);
+        let tenths = u128::from(ticks) * 10_000_000_000 / (u128::from(freq) * u128::from(super::N));
+        println!(
+            "BENCH {} ns_per_op={}.{} ticks={} cntfrq={} n={}",
+            name,
+            tenths / 10,
+            tenths % 10,
+            ticks,
+            freq,
+            super::N
+        );
+    }
+}
+
+/// ARMv7: the virtual counter (CNTVCT, CNTFRQ through CP15), as on aarch64.
+#[cfg(all(target_os = "none", target_arch = "arm"))]
+mod time {
+    use hello_guest::println;
+
+    fn counter() -> u64 {
+        let (lo, hi): (u32, u32);
+        // SAFETY: reads the virtual counter, which PL1 may always read; the ISB keeps it in order.
+        unsafe { core::arch::asm!("isb", "mrrc p15, 1, {}, {}, c14", out(reg) lo, out(reg) hi, options(nostack)) };
+        u64::from(hi) << 32 | u64::from(lo)
+    }
+
+    fn frequency() -> u64 {
+        let v: u32;
+        // SAFETY: reads the counter's frequency (CNTFRQ).
+        unsafe { core::arch::asm!("mrc p15, 0, {}, c14, c0, 0", out(reg) v, options(nostack)) };
+        u64::from(v)
     }
 
     /// Run `op` N times between two counter reads; print ns per op with one decimal.
