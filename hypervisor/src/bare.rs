@@ -332,8 +332,8 @@ fn place_image(
         hvlog!("d{}: PVH start info at {:#x}, kernel ends at {:#x}", id, l.start_info, l.kernel_end);
         return Ok((cpu::GUEST_RAM_BASE + l.entry, l.start_info));
     };
-    let layout =
-        domain_build::build_arm(cfg, arch, cpu::GUEST_RAM_BASE, ram, kernel, initrd).map_err(|e| e.to_string())?;
+    let layout = domain_build::build_arm(cfg, arch, cpu::guest_gic(), cpu::GUEST_RAM_BASE, ram, kernel, initrd)
+        .map_err(|e| e.to_string())?;
     // What the builder wrote over the zeroes sits in our caches: the guest starts with its
     // MMU off (non-cacheable) and must find it in memory.
     #[cfg(target_arch = "aarch64")]

@@ -26,6 +26,11 @@ use crate::boot::{MAX_REGIONS, Region};
 pub use console::console_write;
 pub use vcpu::Vcpu;
 
+/// The virtual GIC guests get (and their device tree describes): a GICv2.
+pub fn guest_gic() -> crate::arm::vgic::GicVersion {
+    crate::arm::vgic::GicVersion::V2
+}
+
 pub const ARCH_NAME: &str = "armv7";
 
 /// Where a domain's RAM starts in its guest-physical space (Xen's ARM guest memory map).

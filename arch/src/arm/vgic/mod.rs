@@ -426,9 +426,7 @@ impl Vgic {
     /// let through by `cpu`)? Whether a timer that fires wakes the vCPU.
     pub fn would_signal(&self, vcpu: usize, intid: u32, cpu: &CpuInterface) -> bool {
         vcpu < self.nr_vcpus
-            && self
-                .irq(vcpu, intid)
-                .is_some_and(|q| q.enabled && self.dist_enabled() && cpu.admits(q.priority))
+            && self.irq(vcpu, intid).is_some_and(|q| q.enabled && self.dist_enabled() && cpu.admits(q.priority))
     }
 
     /// Choose what goes into `lr_count` list registers for `vcpu`: active interrupts first
