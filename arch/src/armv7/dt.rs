@@ -73,10 +73,11 @@ pub fn discover(dt: &Fdt, boot: &mut BootInfo) -> Platform {
                 }
             }
         }
-        if p.timer_intids.is_none() && compatible_with(node, &["arm,armv7-timer", "arm,armv8-timer"]) {
-            if let (specs, 4) = interrupt_specs(node) {
-                p.timer_intids = Some(specs.map(|[kind, number, _]| if kind == 1 { 16 + number } else { 32 + number }));
-            }
+        if p.timer_intids.is_none()
+            && compatible_with(node, &["arm,armv7-timer", "arm,armv8-timer"])
+            && let (specs, 4) = interrupt_specs(node)
+        {
+            p.timer_intids = Some(specs.map(|[kind, number, _]| if kind == 1 { 16 + number } else { 32 + number }));
         }
     });
     p

@@ -357,9 +357,6 @@ mod guest {
         }
     }
 
-    /// Xen's guest GICv2: distributor on, the virtual timer's PPI enabled (banked, ours),
-    /// our CPU interface (the GICV frame at GICC) on with every priority let through. CPSR.I
-    /// stays set: nothing is ever handled, only seen by the hypervisor.
     // A vector table whose IRQ entry returns with IRQs masked again (CPSR.I set in SPSR_irq,
     // SP_irq as the only scratch register: nothing else runs in IRQ mode); SCHEDOP_block
     // unmasks them, and the wake-up interrupt then arrives once. Other vectors spin.
@@ -386,6 +383,9 @@ mod guest {
         "#
     );
 
+    /// Xen's guest GICv2: distributor on, the virtual timer's PPI enabled (banked, ours),
+    /// our CPU interface (the GICV frame at GICC) on with every priority let through. CPSR.I
+    /// stays set: nothing is ever handled, only seen by the hypervisor.
     #[cfg(target_arch = "arm")]
     fn prepare_wakeups() {
         unsafe extern "C" {
