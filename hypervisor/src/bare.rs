@@ -124,23 +124,11 @@ const SLICE_NS: u64 = 1_000_000;
 struct BootCpu;
 
 impl run::Host for BootCpu {
-    #[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
     fn now_ns(&mut self) -> u64 {
         cpu::now_ns()
     }
-    #[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
     fn idle(&mut self, deadline_ns: Option<u64>) {
         cpu::idle_until(deadline_ns);
-    }
-    // No clock wired on these backends yet: a slice never ends, and as their vCPUs never
-    // sleep (a halt resumes at once) the CPU never idles; domains run one after the other.
-    #[cfg(not(any(target_arch = "aarch64", target_arch = "x86_64")))]
-    fn now_ns(&mut self) -> u64 {
-        0
-    }
-    #[cfg(not(any(target_arch = "aarch64", target_arch = "x86_64")))]
-    fn idle(&mut self, _deadline_ns: Option<u64>) {
-        core::hint::spin_loop();
     }
 }
 
@@ -332,11 +320,11 @@ fn place_image(
         hvlog!("d{}: PVH start info at {:#x}, kernel ends at {:#x}", id, l.start_info, l.kernel_end);
         return Ok((cpu::GUEST_RAM_BASE + l.entry, l.start_info));
     };
-    let layout =
-        domain_build::build_arm(cfg, arch, cpu::GUEST_RAM_BASE, ram, kernel, initrd).map_err(|e| e.to_string())?;
+    let layout = domain_build::build_arm(cfg, arch, guest_gic(), cpu::GUEST_RAM_BASE, ram, kernel, initrd)
+        .map_err(|e| e.to_string())?;
     // What the builder wrote over the zeroes sits in our caches: the guest starts with its
     // MMU off (non-cacheable) and must find it in memory.
-    #[cfg(target_arch = "aarch64")]
+    #[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
     for (start, end) in layout.written() {
         cpu::flush_phys(ram_host + (start - cpu::GUEST_RAM_BASE), end - start);
     }
@@ -380,13 +368,20 @@ fn attach_xen_pages(domain: &mut Domain, vcpu: &mut cpu::Vcpu, frames: &mut Fram
 /// Zero a new domain's RAM, so that nothing of the frames' earlier owners (another domain,
 /// the hypervisor, the bootloader) is left where the builder puts nothing. On aarch64 this
 /// is DC ZVA, with the zeros written back to memory for a guest that starts with its caches
-/// off; on x86 `rep stosq` (caches are coherent with every observer there). ARMv7 uses plain
-/// stores and does no cache maintenance for its guests yet, which real hardware would need.
+/// off; on ARMv7 stores then a clean+invalidate by address; on x86 `rep stosq` (caches are
+/// coherent with every observer there).
 fn zero_domain_ram(hpa: u64, len: u64) {
-    #[cfg(not(target_arch = "arm"))]
     cpu::zero_phys(hpa, len);
-    #[cfg(target_arch = "arm")]
-    cpu::phys_slice_mut(hpa, len).fill(0);
+}
+
+/// The virtual GIC an ARM guest gets (what the host's virtualization interface offers).
+#[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
+fn guest_gic() -> guest_dt::GicVersion {
+    cpu::guest_gic()
+}
+#[cfg(not(any(target_arch = "aarch64", target_arch = "arm")))]
+fn guest_gic() -> guest_dt::GicVersion {
+    guest_dt::GicVersion::V3
 }
 
 /// The ARM guest flavour this build runs, `None` on x86.

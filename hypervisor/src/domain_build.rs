@@ -13,7 +13,7 @@
 use core::fmt;
 
 use crate::bootcfg::DomainConfig;
-use crate::guest_dt::{self, GuestArch, GuestDtConfig, GuestDtError};
+use crate::guest_dt::{self, GicVersion, GuestArch, GuestDtConfig, GuestDtError};
 use crate::loader::{self, LoadError, Placed};
 
 /// Where the device tree and the initrd are aligned to.
@@ -90,6 +90,7 @@ impl fmt::Display for BuildError {
 pub fn build_arm(
     cfg: &DomainConfig,
     arch: GuestArch,
+    gic: GicVersion,
     ram_guest: u64,
     ram: &mut [u8],
     kernel: &[u8],
@@ -119,6 +120,7 @@ pub fn build_arm(
 
     let dt = guest_dt::build(&GuestDtConfig {
         arch,
+        gic,
         ram_base: ram_guest,
         ram_size,
         cpus: cfg.cpus,
@@ -180,7 +182,7 @@ mod tests {
         let mut ram = vec![0u8; (64 * MIB) as usize];
         let kernel = image(0x3000, 30 * MIB);
         let initrd = vec![0xa5u8; 3 * MIB as usize + 5];
-        let l = build_arm(&cfg, GuestArch::Arm64, BASE, &mut ram, &kernel, Some(&initrd)).unwrap();
+        let l = build_arm(&cfg, GuestArch::Arm64, GicVersion::V3, BASE, &mut ram, &kernel, Some(&initrd)).unwrap();
         assert_eq!(l.entry, BASE + 2 * MIB);
         assert_eq!(l.kernel_end, BASE + 32 * MIB);
         assert_eq!(ram[(2 * MIB) as usize + 64], 0x5a);
@@ -220,7 +222,8 @@ mod tests {
     #[test]
     fn without_initrd_the_tree_says_nothing_of_one() {
         let mut ram = vec![0u8; (16 * MIB) as usize];
-        let l = build_arm(&config(16), GuestArch::Arm64, BASE, &mut ram, &image(0x100, 0), None).unwrap();
+        let l =
+            build_arm(&config(16), GuestArch::Arm64, GicVersion::V3, BASE, &mut ram, &image(0x100, 0), None).unwrap();
         assert_eq!(l.initrd, None);
         let at = (l.dtb - BASE) as usize;
         let fdt = Fdt::new(&ram[at..at + l.dtb_size as usize]).unwrap();
@@ -232,30 +235,51 @@ mod tests {
         let cfg = config(64);
         let mut ram = vec![0u8; (64 * MIB) as usize];
         // A kernel reaching into the DT's slot.
-        let err = build_arm(&cfg, GuestArch::Arm64, BASE, &mut ram, &image(0x100, 61 * MIB), None).unwrap_err();
+        let err = build_arm(&cfg, GuestArch::Arm64, GicVersion::V3, BASE, &mut ram, &image(0x100, 61 * MIB), None)
+            .unwrap_err();
         assert_eq!(err, BuildError::NoRoomForDt { ram: 64 * MIB });
         // A kernel larger than RAM.
-        let err = build_arm(&cfg, GuestArch::Arm64, BASE, &mut ram, &image(0x100, 80 * MIB), None).unwrap_err();
+        let err = build_arm(&cfg, GuestArch::Arm64, GicVersion::V3, BASE, &mut ram, &image(0x100, 80 * MIB), None)
+            .unwrap_err();
         assert_eq!(err, BuildError::Kernel(LoadError::TooLarge));
         // An initrd too big for the gap.
         // (30 MiB fits exactly; one byte more does not.)
         let initrd = vec![0u8; (30 * MIB + 1) as usize];
-        assert!(build_arm(&cfg, GuestArch::Arm64, BASE, &mut ram, &image(0x100, 30 * MIB), Some(&initrd[1..])).is_ok());
+        assert!(
+            build_arm(
+                &cfg,
+                GuestArch::Arm64,
+                GicVersion::V3,
+                BASE,
+                &mut ram,
+                &image(0x100, 30 * MIB),
+                Some(&initrd[1..])
+            )
+            .is_ok()
+        );
         let err =
-            build_arm(&cfg, GuestArch::Arm64, BASE, &mut ram, &image(0x100, 30 * MIB), Some(&initrd)).unwrap_err();
+            build_arm(&cfg, GuestArch::Arm64, GicVersion::V3, BASE, &mut ram, &image(0x100, 30 * MIB), Some(&initrd))
+                .unwrap_err();
         assert_eq!(err, BuildError::NoRoomForInitrd { initrd: 30 * MIB + 1, free: 30 * MIB });
         assert!(err.to_string().contains("initrd of 30720 KiB does not fit the 30720 KiB"), "{err}");
         // Not a kernel at all.
-        let err = build_arm(&cfg, GuestArch::Arm64, BASE, &mut ram, &[0u8; 256], None).unwrap_err();
+        let err = build_arm(&cfg, GuestArch::Arm64, GicVersion::V3, BASE, &mut ram, &[0u8; 256], None).unwrap_err();
         assert_eq!(err, BuildError::Kernel(LoadError::UnknownFormat));
         // RAM smaller than one 2 MiB block.
         let mut tiny = vec![0u8; MIB as usize];
-        let err = build_arm(&cfg, GuestArch::Arm32, BASE, &mut tiny, &zimage(), None).unwrap_err();
+        let err = build_arm(&cfg, GuestArch::Arm32, GicVersion::V2, BASE, &mut tiny, &zimage(), None).unwrap_err();
         assert_eq!(err, BuildError::NoRoomForDt { ram: MIB });
         // More vCPUs than a tree describes.
-        let err =
-            build_arm(&DomainConfig { cpus: 64, ..cfg }, GuestArch::Arm64, BASE, &mut ram, &image(0x100, 0), None)
-                .unwrap_err();
+        let err = build_arm(
+            &DomainConfig { cpus: 64, ..cfg },
+            GuestArch::Arm64,
+            GicVersion::V3,
+            BASE,
+            &mut ram,
+            &image(0x100, 0),
+            None,
+        )
+        .unwrap_err();
         assert_eq!(err, BuildError::Dt(GuestDtError::BadCpuCount(64)));
     }
 
@@ -268,12 +292,12 @@ mod tests {
     #[test]
     fn arm32_zimage_gets_a_gicv2_tree() {
         let mut ram = vec![0u8; (32 * MIB) as usize];
-        let l = build_arm(&config(32), GuestArch::Arm32, BASE, &mut ram, &zimage(), None).unwrap();
+        let l = build_arm(&config(32), GuestArch::Arm32, GicVersion::V2, BASE, &mut ram, &zimage(), None).unwrap();
         assert_eq!(l.entry, BASE + 0x8000);
         let at = (l.dtb - BASE) as usize;
         let fdt = Fdt::new(&ram[at..at + l.dtb_size as usize]).unwrap();
         let gic = fdt.find_node("/interrupt-controller@3001000").unwrap();
-        assert_eq!(gic.property("compatible").unwrap().value(), b"arm,cortex-a15-gic\0");
+        assert_eq!(gic.property("compatible").unwrap().value(), b"arm,gic-400\0arm,cortex-a15-gic\0");
         assert_only_written(&ram, &l);
     }
 }

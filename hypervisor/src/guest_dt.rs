@@ -22,13 +22,9 @@ use dtoolkit::model::{DeviceTree, DeviceTreeNode, DeviceTreeProperty};
 // The vGIC's side of the contract: the GICv3 distributor and redistributor frames, and the
 // INTIDs it injects. Taken from arch so the tree and the emulation cannot disagree.
 pub use arch::arm::vgic::{
-    GUEST_GICD_BASE, GUEST_GICD_SIZE, GUEST_GICR_BASE, GUEST_GICR_REGION_SIZE, GUEST_GICR_STRIDE, UPCALL_PPI,
-    VPL011_SPI, VTIMER_PPI,
+    GUEST_GICC_BASE, GUEST_GICC_SIZE, GUEST_GICD_BASE, GUEST_GICD_SIZE, GUEST_GICR_BASE, GUEST_GICR_REGION_SIZE,
+    GUEST_GICR_STRIDE, GUEST_GICV2_GICD_SIZE, GicVersion, UPCALL_PPI, VPL011_SPI, VTIMER_PPI,
 };
-
-/// GICv2 CPU interface (ARMv7 guests), and its size.
-pub const GUEST_GICC_BASE: u64 = 0x0300_2000;
-pub const GUEST_GICC_SIZE: u64 = 0x2000;
 
 /// The virtual PL011 (SBSA UART) and its one 4 KiB register page.
 pub const VPL011_BASE: u64 = 0x2200_0000;
@@ -75,9 +71,9 @@ pub const MAX_VCPUS: u32 = arch::arm::vgic::MAX_VCPUS as u32;
 /// Which kind of guest the tree is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GuestArch {
-    /// AArch64 with GICv3.
+    /// AArch64.
     Arm64,
-    /// AArch32 (ARMv7 with virtualization extensions) with GICv2.
+    /// AArch32 (ARMv7 with virtualization extensions).
     Arm32,
 }
 
@@ -85,6 +81,9 @@ pub enum GuestArch {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GuestDtConfig<'a> {
     pub arch: GuestArch,
+    /// The interrupt controller the vGIC emulates (that of the host's virtualization
+    /// interface).
+    pub gic: GicVersion,
     pub ram_base: u64,
     pub ram_size: u64,
     pub cpus: u32,
@@ -212,13 +211,15 @@ fn psci() -> Result<DeviceTreeNode> {
 
 fn gic(cfg: &GuestDtConfig<'_>) -> Result<DeviceTreeNode> {
     let mut gic = node(&alloc::format!("interrupt-controller@{GUEST_GICD_BASE:x}"))?;
-    let (compatible, regs) = match cfg.arch {
-        GuestArch::Arm64 => {
-            ("arm,gic-v3", reg(&[(GUEST_GICD_BASE, GUEST_GICD_SIZE), (GUEST_GICR_BASE, GUEST_GICR_REGION_SIZE)]))
+    // Xen's domU GICv2 node says "arm,gic-400"; the Cortex-A15 name is for older kernels.
+    let (compatible, regs): (&[&str], _) = match cfg.gic {
+        GicVersion::V3 => {
+            (&["arm,gic-v3"], reg(&[(GUEST_GICD_BASE, GUEST_GICD_SIZE), (GUEST_GICR_BASE, GUEST_GICR_REGION_SIZE)]))
         }
-        GuestArch::Arm32 => {
-            ("arm,cortex-a15-gic", reg(&[(GUEST_GICD_BASE, GUEST_GICD_SIZE), (GUEST_GICC_BASE, GUEST_GICC_SIZE)]))
-        }
+        GicVersion::V2 => (
+            &["arm,gic-400", "arm,cortex-a15-gic"],
+            reg(&[(GUEST_GICD_BASE, GUEST_GICV2_GICD_SIZE), (GUEST_GICC_BASE, GUEST_GICC_SIZE)]),
+        ),
     };
     gic.add_property(prop("compatible", compatible)?);
     gic.add_property(prop("#interrupt-cells", 3u32)?);
@@ -295,6 +296,7 @@ mod tests {
     fn linux_cfg() -> GuestDtConfig<'static> {
         GuestDtConfig {
             arch: GuestArch::Arm64,
+            gic: GicVersion::V3,
             ram_base: 0x4000_0000,
             ram_size: 512 << 20,
             cpus: 2,
@@ -376,13 +378,25 @@ mod tests {
 
     #[test]
     fn arm32_gets_gicv2_and_the_v7_timer() {
-        let cfg = GuestDtConfig { arch: GuestArch::Arm32, ..linux_cfg() };
+        let cfg = GuestDtConfig { arch: GuestArch::Arm32, gic: GicVersion::V2, ..linux_cfg() };
         let dtb = build(&cfg).unwrap();
         let fdt = Fdt::new(&dtb).unwrap();
         let gic = "/interrupt-controller@3001000";
-        assert_eq!(value(&fdt, gic, "compatible"), b"arm,cortex-a15-gic\0");
-        assert_eq!(value(&fdt, gic, "reg"), cells(&[0, 0x0300_1000, 0, 0x1_0000, 0, 0x0300_2000, 0, 0x2000]));
+        assert_eq!(value(&fdt, gic, "compatible"), b"arm,gic-400\0arm,cortex-a15-gic\0");
+        // Xen's domU GICv2 layout: a 4 KiB distributor, the 8 KiB CPU interface after it.
+        assert_eq!(value(&fdt, gic, "reg"), cells(&[0, 0x0300_1000, 0, 0x1000, 0, 0x0300_2000, 0, 0x2000]));
         assert_eq!(value(&fdt, "/timer", "compatible"), b"arm,armv7-timer\0");
+    }
+
+    #[test]
+    fn arm64_on_a_gicv2_host_gets_a_gic400() {
+        let cfg = GuestDtConfig { gic: GicVersion::V2, ..linux_cfg() };
+        let dtb = build(&cfg).unwrap();
+        let fdt = Fdt::new(&dtb).unwrap();
+        let gic = "/interrupt-controller@3001000";
+        assert_eq!(value(&fdt, gic, "compatible"), b"arm,gic-400\0arm,cortex-a15-gic\0");
+        assert_eq!(value(&fdt, gic, "reg"), cells(&[0, 0x0300_1000, 0, 0x1000, 0, 0x0300_2000, 0, 0x2000]));
+        assert_eq!(value(&fdt, "/timer", "compatible"), b"arm,armv8-timer\0");
     }
 
     #[test]
@@ -411,8 +425,8 @@ mod tests {
             eprintln!("XHV_SKIP_DTC=1: skipping the dtc cross-check");
             return;
         }
-        for arch in [GuestArch::Arm64, GuestArch::Arm32] {
-            let dtb = build(&GuestDtConfig { arch, ..linux_cfg() }).unwrap();
+        for (arch, gic) in [(GuestArch::Arm64, GicVersion::V3), (GuestArch::Arm32, GicVersion::V2)] {
+            let dtb = build(&GuestDtConfig { arch, gic, ..linux_cfg() }).unwrap();
             let mut child = Command::new("dtc")
                 .args(["-I", "dtb", "-O", "dts", "-W", "no-unit_address_vs_reg"])
                 .stdin(Stdio::piped())

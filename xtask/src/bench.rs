@@ -82,6 +82,7 @@ pub fn run(arch: Option<Arch>, timeout: u64, against_xen: bool) -> Result<i32> {
         append: None,
         config: None,
         smp: 1,
+        gic: None,
         icount: true,
         guest: Some("bench".into()),
         timeout,

@@ -165,7 +165,7 @@ pub fn configured_domus(built: &Built, args: &RunArgs, config: &Path) -> Result<
 /// dom0less nodes in the machine's DTB, and write that next to the build output.
 fn dom0less(built: &Built, args: &RunArgs, domains: &[ConfigDomain]) -> Result<Dom0less> {
     let cpus = domains.iter().map(|d| d.cpus).max().unwrap_or(1).max(args.smp);
-    let host = dump_dtb(args.arch, cpus, &built.run_dir.join("qemu-virt.dtb"))?;
+    let host = dump_dtb(args.arch, args.gic, cpus, &built.run_dir.join("qemu-virt.dtb"))?;
     let mut next = ARM_KERNEL_ADDR;
     let mut images = Vec::new();
     let mut place = |file: &Path| -> Result<Module> {
@@ -229,8 +229,8 @@ pub fn single_domu(built: &Built, args: &RunArgs, kernel: &Path) -> Result<Dom0l
 }
 
 /// The DTB QEMU builds for the machine `cargo xtask run` boots (`-machine ...,dumpdtb=`).
-fn dump_dtb(arch: Arch, smp: u32, out: &Path) -> Result<Vec<u8>> {
-    let (binary, machine, cpu) = qemu_machine(arch)?;
+fn dump_dtb(arch: Arch, gic: Option<u8>, smp: u32, out: &Path) -> Result<Vec<u8>> {
+    let (binary, machine, cpu) = qemu_machine(arch, gic)?;
     let _ = std::fs::remove_file(out);
     let res = Command::new(binary)
         .args(["-machine", &format!("{machine},dumpdtb={}", out.display())])
@@ -242,12 +242,22 @@ fn dump_dtb(arch: Arch, smp: u32, out: &Path) -> Result<Vec<u8>> {
     std::fs::read(out).with_context(|| format!("reading {}", out.display()))
 }
 
-fn qemu_machine(arch: Arch) -> Result<(&'static str, &'static str, &'static str)> {
-    match arch {
-        Arch::Aarch64 => Ok(QEMU_AARCH64),
-        Arch::Armv7 => Ok(QEMU_ARMV7),
+/// Binary, `-machine` and `-cpu` for `arch`, with the GIC version `gic` if one is asked for.
+fn qemu_machine(arch: Arch, gic: Option<u8>) -> Result<(&'static str, String, &'static str)> {
+    let (binary, machine, cpu) = match arch {
+        Arch::Aarch64 => QEMU_AARCH64,
+        Arch::Armv7 => QEMU_ARMV7,
         Arch::X86_64 => bail!("x86_64 boots under Bochs, not QEMU"),
-    }
+    };
+    let machine = match gic {
+        Some(v) => {
+            ensure!(arch == Arch::Aarch64 || v == 2, "ARMv7 (HYP mode) runs with a GICv2 only");
+            let base = machine.split(",gic-version=").next().unwrap_or(machine);
+            format!("{base},gic-version={v}")
+        }
+        None => machine.to_string(),
+    };
+    Ok((binary, machine, cpu))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -321,13 +331,13 @@ pub fn boot_until(run: &Boot, echo: Echo, done: &dyn Fn(&str) -> bool) -> Result
 
 fn qemu_arm(run: &Boot, echo: Echo, done: &dyn Fn(&str) -> bool) -> Result<Outcome> {
     let a = &run.args;
-    let (binary, machine, cpu) = qemu_machine(run.arch)?;
+    let (binary, machine, cpu) = qemu_machine(run.arch, run.args.gic)?;
     let hypervisor = match a.hypervisor {
         Hypervisor::Xhv => run.built.hypervisor.clone(),
         Hypervisor::Xen => xen::image()?,
     };
     let mut cmd = Command::new(binary);
-    cmd.args(["-machine", machine, "-cpu", cpu, "-m", MACHINE_RAM, "-nographic", "-no-reboot", "-semihosting"])
+    cmd.args(["-machine", &machine, "-cpu", cpu, "-m", MACHINE_RAM, "-nographic", "-no-reboot", "-semihosting"])
         .args(["-smp", &a.smp.to_string()])
         .arg("-kernel")
         .arg(&hypervisor);

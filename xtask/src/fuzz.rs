@@ -110,6 +110,7 @@ pub fn run(a: &FuzzArgs) -> Result<i32> {
         append: Some(guest_args(a.seed, a.calls, a.trace_from)),
         config: None,
         smp: 1,
+        gic: None,
         icount: false,
         guest: None,
         timeout: a.timeout,

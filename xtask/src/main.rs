@@ -105,6 +105,10 @@ pub struct RunArgs {
     /// CPUs of the emulated machine (and vCPUs of the aarch64 Linux domU).
     #[arg(long, default_value_t = 2)]
     pub smp: u32,
+    /// ARM: the emulated machine's GIC version (QEMU `virt` `gic-version=`): 3 on aarch64 and
+    /// 2 on ARMv7 by default; `--gic 2` on aarch64 runs guests on the virtual GICv2 (GIC-400).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(2..=3))]
+    pub gic: Option<u8>,
     /// Deterministic time: one guest instruction is one virtual nanosecond (QEMU only).
     #[arg(long)]
     pub icount: bool,

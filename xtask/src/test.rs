@@ -83,6 +83,9 @@ fn linux_scenarios() -> Vec<Scenario> {
     };
     let mut all = vec![
         linux("linux-arm64-domu", "console=hvc0", 1),
+        // The same on QEMU `virt` with a GICv2 (GIC-400): the guest gets the virtual GICv2.
+        linux("linux-arm64-domu-gicv2", "console=hvc0", 1),
+        linux("linux-arm64-domu-smp2-gicv2", "console=hvc0", 2),
         with_stress(linux("linux-arm64-domu-smp2", "console=hvc0 xhv.stress=8", 2)),
         linux("linux-arm64-domu-ttyAMA0", "console=ttyAMA0", 1),
     ];
@@ -761,11 +764,15 @@ fn run_one(s: &Scenario, built: &Built, logs: &std::path::Path, hypervisor: Hype
         append: None,
         config: None,
         smp: 1,
+        gic: None,
         icount: false,
         guest: None,
         timeout: s.timeout_secs(),
         emulator: Some(crate::qemu_x86::emulator_for_scenario(&s.name)),
     };
+    if s.name.ends_with("-gicv2") || s.arch == Arch::Armv7 {
+        args.gic = Some(2);
+    }
     let guest = match s.guest {
         TestGuest::BuiltIn(name) => {
             args.guest = Some(name.into());

@@ -27,6 +27,12 @@ pub enum Gic {
     V2 {
         dist: u64,
         cpu: u64,
+        /// Virtual interface control (GICH) and virtual CPU interface (GICV); 0 when the
+        /// GIC has no virtualization extensions.
+        hyp: u64,
+        vcpu: u64,
+        /// The virtualization maintenance interrupt (a PPI), as an INTID.
+        maintenance: u32,
     },
     V3 {
         dist: u64,
@@ -136,7 +142,8 @@ fn find_gic(fdt: &Fdt) -> Gic {
     if let Some(node) = fdt.find_compatible(&["arm,cortex-a15-gic", "arm,gic-400", "arm,cortex-a9-gic"]) {
         let mut r = regs(fdt, &node);
         if let (Some(dist), Some(cpu)) = (r.next(), r.next()) {
-            return Gic::V2 { dist: dist.start, cpu: cpu.start };
+            let (hyp, vcpu) = (r.next().map_or(0, |h| h.start), r.next().map_or(0, |v| v.start));
+            return Gic::V2 { dist: dist.start, cpu: cpu.start, hyp, vcpu, maintenance: maintenance_intid(&node) };
         }
     }
     Gic::None

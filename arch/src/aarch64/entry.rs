@@ -135,9 +135,14 @@ fn report(p: &Platform, boot: &BootInfo) {
             redist,
             maintenance
         ),
-        Gic::V2 { dist, cpu } => {
-            early_log!("GICv2: distributor {:#x}, CPU interface {:#x}", dist, cpu)
-        }
+        Gic::V2 { dist, cpu, hyp, vcpu, maintenance } => early_log!(
+            "GICv2: distributor {:#x}, CPU interface {:#x}, GICH {:#x}, GICV {:#x}, maintenance INTID {}",
+            dist,
+            cpu,
+            hyp,
+            vcpu,
+            maintenance
+        ),
         Gic::None => early_log!("no interrupt controller in the device tree"),
     }
     let hz = aarch64_cpu::registers::Readable::get(&aarch64_cpu::registers::CNTFRQ_EL0);

@@ -1,5 +1,6 @@
 //! The physical GICv3 as the hypervisor uses it at EL2, and the virtual CPU interface
-//! (ICH_*_EL2) through which the vGIC injects interrupts.
+//! (ICH_*_EL2) through which the vGIC injects interrupts; or, on a GICv2 (GIC-400), the same
+//! through the shared [`crate::arm::gicv2`] driver (GICH list registers, GICV for the guest).
 //!
 //! The hypervisor itself takes only three interrupts, all PPIs of the boot CPU: the virtual
 //! timer's (the guest's CNTV, which fires while the guest runs), the virtualization
@@ -10,13 +11,16 @@
 
 use super::console::early_log;
 use super::dt::{Gic, Platform};
-use crate::arm::vgic::CpuInterface;
+use crate::arm::gicv2::{self, Gicv2Regions};
+use crate::arm::vgic::{CpuInterface, GicVersion};
 use aarch64_cpu::asm::barrier::{self, isb};
 use aarch64_cpu::registers::{MPIDR_EL1, Readable};
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 /// The system-register interface and list registers are usable (a GICv3 was set up).
 static READY: AtomicBool = AtomicBool::new(false);
+/// A GICv2 with virtualization extensions was set up instead (see [`gicv2`]).
+static V2: AtomicBool = AtomicBool::new(false);
 static LR_COUNT: AtomicU32 = AtomicU32::new(0);
 /// ICH_AP0R/AP1R registers in use: 1, 2 or 4 (from the preemption bits).
 static AP_REGS: AtomicU32 = AtomicU32::new(0);
@@ -93,12 +97,25 @@ fn poll(mut done: impl FnMut() -> bool) -> bool {
 /// redistributor awake, the system-register interface for EL2 and EL1, the PPIs we take.
 /// Without a GICv3 the vGIC stays off (guests then get no interrupts).
 pub fn init_boot_cpu(p: &Platform) {
+    let vtimer = p.timer_intids.map(|t| t[2]).unwrap_or(27);
+    let hyp_timer = p.timer_intids.map(|t| t[3]).unwrap_or(26);
+    if let Gic::V2 { dist, cpu, hyp, vcpu, maintenance } = p.gic {
+        let regions = Gicv2Regions { dist, cpu, hyp, vcpu };
+        if hyp == 0 || vcpu == 0 || !gicv2::init(regions, &[vtimer, maintenance, hyp_timer]) {
+            early_log!("GICv2 without virtualization extensions: guests get no virtual interrupt controller");
+            return;
+        }
+        VTIMER_INTID.store(vtimer, Ordering::Relaxed);
+        MAINTENANCE_INTID.store(maintenance, Ordering::Relaxed);
+        HYP_TIMER_INTID.store(hyp_timer, Ordering::Relaxed);
+        V2.store(true, Ordering::Release);
+        early_log!("GICv2: {} list registers; vtimer INTID {}", gicv2::lr_count(), vtimer);
+        return;
+    }
     let Gic::V3 { dist, redist, maintenance } = p.gic else {
         early_log!("no GICv3: guests get no virtual interrupt controller");
         return;
     };
-    let vtimer = p.timer_intids.map(|t| t[2]).unwrap_or(27);
-    let hyp_timer = p.timer_intids.map(|t| t[3]).unwrap_or(26);
     let Some(rd) = find_redistributor(redist) else {
         early_log!("GICv3: no redistributor for this CPU: guests get no virtual interrupt controller");
         return;
@@ -188,10 +205,22 @@ fn enable_cpu_interface() {
 }
 
 pub fn ready() -> bool {
-    READY.load(Ordering::Acquire)
+    READY.load(Ordering::Acquire) || is_v2()
+}
+
+fn is_v2() -> bool {
+    V2.load(Ordering::Acquire)
+}
+
+/// The virtual GIC guests get: that of the host's virtualization interface.
+pub fn guest_version() -> GicVersion {
+    if is_v2() { GicVersion::V2 } else { GicVersion::V3 }
 }
 
 pub fn lr_count() -> usize {
+    if is_v2() {
+        return gicv2::lr_count();
+    }
     LR_COUNT.load(Ordering::Relaxed) as usize
 }
 
@@ -209,11 +238,19 @@ pub fn hyp_timer_intid() -> u32 {
 
 /// Acknowledge the highest-priority pending group-1 interrupt (≥ [`SPURIOUS`] if none).
 pub fn acknowledge() -> u32 {
+    if is_v2() {
+        // The hypervisor takes PPIs only, whose IAR has no source CPU: the INTID is all of it.
+        return gicv2::acknowledge() & 0x3ff;
+    }
     (read_sysreg!("ICC_IAR1_EL1") & 0xff_ffff) as u32
 }
 
 /// Drop the priority of and deactivate `intid` (EOImode 0).
 pub fn end_of_interrupt(intid: u32) {
+    if is_v2() {
+        gicv2::end_of_interrupt(intid);
+        return;
+    }
     write_sysreg!("ICC_EOIR1_EL1", u64::from(intid));
     isb(barrier::SY);
 }
@@ -230,6 +267,9 @@ macro_rules! lr_access {
     ($($n:literal),*) => {
         /// Read list register `n` (< [`lr_count`]).
         pub fn read_lr(n: usize) -> u64 {
+            if is_v2() {
+                return u64::from(gicv2::read_lr(n));
+            }
             match n {
                 $($n => read_sysreg!(concat!("ICH_LR", $n, "_EL2")),)*
                 _ => 0,
@@ -237,6 +277,10 @@ macro_rules! lr_access {
         }
         /// Write list register `n` (< [`lr_count`]).
         pub fn write_lr(n: usize, value: u64) {
+            if is_v2() {
+                gicv2::write_lr(n, value as u32);
+                return;
+            }
             match n {
                 $($n => write_sysreg!(concat!("ICH_LR", $n, "_EL2"), value),)*
                 _ => {}
@@ -269,6 +313,9 @@ pub fn cpu_interface(state: &VcpuInterface) -> CpuInterface {
     if !ready() {
         return CpuInterface::OPEN;
     }
+    if is_v2() {
+        return gicv2::cpu_interface(state.vmcr as u32, state.ap0r[0] as u32);
+    }
     let count = (AP_REGS.load(Ordering::Relaxed) as usize).clamp(1, 4);
     let mut active = [0u64; 4];
     for (n, a) in active.iter_mut().enumerate().take(count) {
@@ -283,6 +330,10 @@ pub static VIF_OWNER: AtomicU64 = AtomicU64::new(0);
 
 /// ICH_HCR_EL2: En, and NPIE (maintenance when no LR is pending) if interrupts wait.
 pub fn load(state: &VcpuInterface, refill_wanted: bool, reload: bool) {
+    if is_v2() {
+        gicv2::load(state.vmcr as u32, state.ap0r[0] as u32, refill_wanted);
+        return;
+    }
     if reload {
         write_sysreg!("ICH_VMCR_EL2", state.vmcr);
         restore_ap(state, AP_REGS.load(Ordering::Relaxed) as usize);
@@ -293,6 +344,12 @@ pub fn load(state: &VcpuInterface, refill_wanted: bool, reload: bool) {
 
 /// Save the vCPU's interface state after an exit; the list registers stay for the caller.
 pub fn save(state: &mut VcpuInterface) {
+    if is_v2() {
+        let (vmcr, apr) = gicv2::save();
+        state.vmcr = u64::from(vmcr);
+        state.ap0r[0] = u64::from(apr);
+        return;
+    }
     state.vmcr = read_sysreg!("ICH_VMCR_EL2");
     save_ap(state, AP_REGS.load(Ordering::Relaxed) as usize);
     write_sysreg!("ICH_HCR_EL2", 0);

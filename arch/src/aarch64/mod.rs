@@ -26,6 +26,11 @@ mod vectors;
 pub use time::{idle_until, now_ns};
 pub use vcpu::{DomainSpace, Vcpu};
 
+/// The virtual GIC guests get (and their device tree describes): the host's own kind.
+pub fn guest_gic() -> crate::arm::vgic::GicVersion {
+    gic::guest_version()
+}
+
 use crate::ExitStatus;
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, Ordering};

@@ -21,7 +21,7 @@ use super::vectors::{enter_guest, kind};
 use crate::arm::psci;
 use crate::arm::stage2::{self, PAGE, Stage2Tables};
 use crate::arm::syndrome::{self, DataAccess, Syndrome, SysRegAccess, ec, sysreg};
-use crate::arm::vgic::{self, MAX_LRS, UPCALL_PPI, VTIMER_PPI, Vgic};
+use crate::arm::vgic::{self, GicVersion, MAX_LRS, UPCALL_PPI, VTIMER_PPI, Vgic};
 use crate::boot::GuestSetup;
 use crate::exit::{BadGuestAddress, CpuOnResult, Exit, FaultKind, GuestFault, HypercallArgs, MmioAccess, VirtualCpu};
 use aarch64_cpu::asm::barrier::{self, isb};
@@ -202,6 +202,16 @@ impl Vcpu {
         let mut tables = zeroed_box::<Stage2Tables>();
         stage2::map_guest_ram(&mut tables, setup.ram_guest, setup.ram_host, setup.ram_size)
             .map_err(|_| "guest RAM cannot be mapped at stage 2 (alignment or IPA range)")?;
+        let version = gic::guest_version();
+        if version == GicVersion::V2 {
+            // The guest's GICC is the hardware's virtual CPU interface, used directly.
+            let gicv = crate::arm::gicv2::vcpu_interface();
+            for off in (0..vgic::GUEST_GICC_SIZE).step_by(PAGE as usize) {
+                tables
+                    .map_device_page(vgic::GUEST_GICC_BASE + off, gicv + off)
+                    .map_err(|_| "the GICv2 virtual CPU interface cannot be mapped at stage 2")?;
+            }
+        }
         // The guest starts with its MMU off, i.e. non-cacheable: it must find its RAM's
         // contents in memory, not in our caches. The builder already saw to the data side,
         // range by range (`zero_phys` leaves the zeroed RAM at the point of coherency,
@@ -219,7 +229,7 @@ impl Vcpu {
             vmid,
             tlb_clean: false,
             last_ran: None,
-            vgic: Box::new(Vgic::new(nr_vcpus)),
+            vgic: Box::new(Vgic::with_version(version, nr_vcpus)),
             cntvoff: CNTPCT_EL0.get(),
             online: [false; vgic::MAX_VCPUS],
             unknown_logged: [0; UNKNOWN_LOGGED],
@@ -476,6 +486,9 @@ impl Vcpu {
             }
             if !access.write {
                 self.set_reg(access.reg, access.load_value(out.value));
+            } else if self.space.borrow().vgic.may_wake_sibling(ipa) {
+                // A GICv2 SGI: a sibling may be asleep waiting for it.
+                return Some(Exit::Preempted);
             }
             return None;
         }

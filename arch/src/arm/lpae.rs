@@ -50,6 +50,9 @@ pub mod attrs {
     pub const S2_SHARED_PAGE: u64 = S2_RAM | XN;
     /// Stage-2 page another domain lent read-only: S2AP = 0b01 (read), never executed.
     pub const S2_READONLY_PAGE: u64 = (S2_SHARED_PAGE & !(0b11 << 6)) | (0b01 << 6);
+    /// Stage-2 device page passed through to a guest (the GICv2 virtual CPU interface):
+    /// MemAttr = 0b0001 (device-nGnRE), read/write, never executed.
+    pub const S2_DEVICE_PAGE: u64 = AF | XN | (0b11 << 6) | (0b0001 << 2);
 }
 
 /// Why a mapping request was refused.

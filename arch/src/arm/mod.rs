@@ -5,6 +5,8 @@
 pub mod counter;
 #[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
 pub mod dtpath;
+#[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
+pub mod gicv2;
 pub mod lpae;
 pub mod psci;
 pub mod stage2;

@@ -113,6 +113,12 @@ impl Stage2Tables {
         self.set_page(ipa, pa, attrs)
     }
 
+    /// Map the 4 KiB device page `pa` at `ipa` (device memory, read/write, never executed):
+    /// hardware the guest uses directly, the GICv2 virtual CPU interface.
+    pub fn map_device_page(&mut self, ipa: u64, pa: u64) -> Result<(), MapError> {
+        self.set_page(ipa, pa, attrs::S2_DEVICE_PAGE)
+    }
+
     /// Put RAM page `pa` back at `ipa` with RAM's attributes (after a grant mapping over it
     /// ends).
     pub fn restore_ram_page(&mut self, ipa: u64, pa: u64) -> Result<(), MapError> {

@@ -35,6 +35,12 @@ pub struct Platform {
     pub uart: Option<u64>,
     /// The interrupt controller and its first `reg` entry (distributor).
     pub gic: Option<(GicVersion, u64)>,
+    /// A GICv2's first four `reg` entries: distributor, CPU interface, GICH, GICV (0 if
+    /// absent), and its maintenance interrupt as an INTID.
+    pub gicv2_regs: [u64; 4],
+    pub maintenance: u32,
+    /// Timer INTIDs: secure physical, non-secure physical, virtual, hypervisor.
+    pub timer_intids: Option<[u32; 4]>,
 }
 
 const GICV2_COMPATIBLE: [&str; 4] = ["arm,cortex-a15-gic", "arm,gic-400", "arm,cortex-a7-gic", "arm,cortex-a9-gic"];
@@ -54,13 +60,40 @@ pub fn discover(dt: &Fdt, boot: &mut BootInfo) -> Platform {
     reserve_firmware_regions(dt, boot);
     boot.cpu_count = count_cpus(dt);
     add_modules(dt, cells, boot);
-    let mut gic = None;
+    let mut p = Platform { uart: stdout_uart(dt), maintenance: 25, ..Platform::default() };
     walk(root, cells, &mut |node, c| {
-        if gic.is_none() {
-            gic = gic_of(node, c);
+        if p.gic.is_none() {
+            p.gic = gic_of(node, c);
+            if p.gic.is_some_and(|(v, _)| v == GicVersion::V2) {
+                for (slot, r) in p.gicv2_regs.iter_mut().zip(regs(node, c)) {
+                    *slot = r.start;
+                }
+                if let ([[kind, number, _], ..], 1..) = interrupt_specs(node) {
+                    p.maintenance = if kind == 1 { 16 + number } else { 32 + number };
+                }
+            }
+        }
+        if p.timer_intids.is_none()
+            && compatible_with(node, &["arm,armv7-timer", "arm,armv8-timer"])
+            && let (specs, 4) = interrupt_specs(node)
+        {
+            p.timer_intids = Some(specs.map(|[kind, number, _]| if kind == 1 { 16 + number } else { 32 + number }));
         }
     });
-    Platform { uart: stdout_uart(dt), gic }
+    p
+}
+
+/// A node's first four `interrupts` as three-cell GIC specifiers (type, number, flags).
+/// Runs before the heap exists: no allocation.
+fn interrupt_specs(node: FdtNode) -> ([[u32; 3]; 4], usize) {
+    let value = node.property("interrupts").map_or(&[][..], |p| p.value);
+    let mut specs = [[0u32; 3]; 4];
+    let mut count = 0;
+    for (slot, c) in specs.iter_mut().zip(value.chunks_exact(12)) {
+        *slot = [0, 1, 2].map(|i| u32::from_be_bytes([c[4 * i], c[4 * i + 1], c[4 * i + 2], c[4 * i + 3]]));
+        count += 1;
+    }
+    (specs, count)
 }
 
 /// Cell sizes a node's children use: its own properties, else what applied to it.

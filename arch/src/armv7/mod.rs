@@ -11,11 +11,13 @@
 mod console;
 mod cp15;
 mod dt;
+mod gic;
 mod mmu;
 mod semihosting;
 mod start;
 mod switched;
 mod sysreg;
+mod time;
 mod vcpu;
 mod vectors;
 mod vfp;
@@ -24,7 +26,13 @@ use crate::ExitStatus;
 use crate::boot::{MAX_REGIONS, Region};
 
 pub use console::console_write;
+pub use time::{idle_until, now_ns};
 pub use vcpu::Vcpu;
+
+/// The virtual GIC guests get (and their device tree describes): a GICv2.
+pub fn guest_gic() -> crate::arm::vgic::GicVersion {
+    crate::arm::vgic::GicVersion::V2
+}
 
 pub const ARCH_NAME: &str = "armv7";
 
@@ -90,4 +98,19 @@ pub fn phys_slice_mut(addr: u64, size: u64) -> &'static mut [u8] {
     // SAFETY: as in `phys_slice`; the core hands out each frame it allocated exactly once,
     // so no other reference to this memory exists.
     unsafe { core::slice::from_raw_parts_mut(start as *mut u8, len) }
+}
+
+/// Zero RAM the caller owns (a new domain's) and leave the zeros in memory, not only in the
+/// caches: a guest starting with its MMU off reads memory directly.
+pub fn zero_phys(addr: u64, size: u64) {
+    phys_slice_mut(addr, size).fill(0);
+    time::clean_invalidate_dcache(addr, size);
+}
+
+/// Write back (to the point of coherency) what the hypervisor wrote into `[addr, addr +
+/// size)` of a guest's RAM, for a guest that starts with its MMU and caches off (the zImage
+/// decompressor does, and reads its image and device tree that way).
+pub fn flush_phys(addr: u64, size: u64) {
+    assert!(is_ram(addr, size), "flush_phys({:#x}, {:#x}) is not RAM", addr, size);
+    time::clean_invalidate_dcache(addr, size);
 }

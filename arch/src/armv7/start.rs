@@ -71,6 +71,7 @@ extern "C" fn boot_main(dtb: usize) -> ! {
     keep_below_4g(&mut boot);
     super::record_ram(boot.ram());
     mmu::enable(boot.ram());
+    super::gic::init(&platform);
     // SAFETY: `hv_main` is the core's entry point, defined with this exact signature in the
     // hypervisor binary; the CPU is in HYP mode with vectors, stack and console ready.
     unsafe { hv_main(&boot) }

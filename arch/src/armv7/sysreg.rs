@@ -140,6 +140,19 @@ cp15_64!(r /** Translation table base 1. */ ttbr1 = "1", "c2");
 cp15_64!(w /** See [`ttbr1`]. */ write_ttbr1 = "1", "c2");
 cp15_64!(w /** See [`par`]. */ write_par = "0", "c7");
 cp15_64!(w /** Hyp translation table base (HYP stage-1). */ write_httbr = "4", "c2");
+// The generic timer, from HYP mode.
+cp15!(r /** Counter frequency in Hz. */ cntfrq = "0", "c14", "c0", "0");
+cp15!(r /** The guest's virtual timer control: ENABLE, IMASK, ISTATUS. */ cntv_ctl = "0", "c14", "c3", "1");
+cp15!(w /** See [`cntv_ctl`]. */ write_cntv_ctl = "0", "c14", "c3", "1");
+cp15!(w /** Hyp timer control: PL1 access to the physical counter and timer. */ write_cnthctl = "4", "c14", "c1", "0");
+cp15!(w /** Hyp physical timer control (CNTHP_CTL): ENABLE, IMASK. */ write_cnthp_ctl = "4", "c14", "c2", "1");
+cp15!(w /** Clean and invalidate a data cache line by address to the point of coherency. */ dccimvac = "0", "c7", "c14", "1");
+cp15!(r /** Cache type: the smallest data cache line in DminLine. */ ctr = "0", "c0", "c0", "1");
+cp15_64!(r /** The physical count. */ cntpct = "0", "c14");
+cp15_64!(r /** The guest's virtual timer compare value. */ cntv_cval = "3", "c14");
+cp15_64!(w /** See [`cntv_cval`]. */ write_cntv_cval = "3", "c14");
+cp15_64!(w /** Virtual offset: the guest's virtual count is the physical count minus this. */ write_cntvoff = "4", "c14");
+cp15_64!(w /** Hyp physical timer compare value (CNTHP_CVAL). */ write_cnthp_cval = "6", "c14");
 cp15_64!(w /** Virtualization translation table base: stage-2 table and VMID. */ write_vttbr = "6", "c2");
 
 /// Data synchronization barrier, full system.

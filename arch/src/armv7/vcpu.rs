@@ -3,19 +3,27 @@
 //!
 //! Siblings come up through PSCI CPU_ON; every vCPU runs on the boot CPU, so what they
 //! share is a plain `Rc<DomainSpace>`.
+//!
+//! Interrupts: the domain's virtual GICv2 ([`Vgic`]) is loaded into the GICH list registers
+//! before every entry and read back after every exit; the guest's GICC is the hardware's
+//! GICV frame, mapped by stage 2. The guest uses its virtual timer (CNTV) directly; when it
+//! fires while the guest runs, the physical PPI exits to HYP, where it is masked and injected
+//! as virtual PPI 27, as on aarch64. The Hyp physical timer (CNTHP) ends a vCPU's slice.
 
 extern crate alloc;
 
 use super::cp15::{self, GuestCp15};
-use super::sysreg;
+use super::time::{clean_invalidate_dcache, count_to_ns, ns_to_count};
 use super::vectors::{EXIT_FIQ, EXIT_IRQ, EXIT_TRAP, GuestRegs, armv7_enter_guest};
 use super::vfp::{self, GuestVfp};
+use super::{gic, sysreg};
+use crate::arm::gicv2;
 use crate::arm::psci::{self, Action, SmpAction};
 use crate::arm::stage2::{self, Stage2Tables};
-use crate::arm::syndrome::{Syndrome, ec, fault_ipa};
-use crate::arm::vgic;
+use crate::arm::syndrome::{DataAccess, Syndrome, ec, fault_ipa};
+use crate::arm::vgic::{self, GicVersion, MAX_LRS, UPCALL_PPI, VTIMER_PPI, Vgic};
 use crate::boot::GuestSetup;
-use crate::exit::{BadGuestAddress, CpuOnResult, Exit, FaultKind, GuestFault, HypercallArgs, VirtualCpu};
+use crate::exit::{BadGuestAddress, CpuOnResult, Exit, FaultKind, GuestFault, HypercallArgs, MmioAccess, VirtualCpu};
 use alloc::boxed::Box;
 use alloc::rc::Rc;
 use alloc::vec::Vec;
@@ -48,6 +56,18 @@ const VMPIDR_BASE: u32 = 1 << 31;
 const PAR_F: u64 = 1 << 0;
 const PAR_LPAE: u64 = 1 << 11;
 const PAGE: u64 = 0x1000;
+/// CNTV_CTL: ENABLE, IMASK, ISTATUS.
+const CNTV_ENABLE: u32 = 1 << 0;
+const CNTV_IMASK: u32 = 1 << 1;
+const CNTV_ISTATUS: u32 = 1 << 2;
+/// CNTHCTL: PL1 may read the physical counter and use the physical timer.
+const CNTHCTL_PL1_PHYS: u32 = 0b11;
+/// CNTHP_CTL.ENABLE.
+const CNTHP_ENABLE: u32 = 1;
+/// HSR ISS bit 0 of a WFx trap: WFE rather than WFI.
+const WFX_IS_WFE: u64 = 1;
+/// CPSR.I: the guest's IRQ mask.
+const CPSR_I: u32 = 1 << 7;
 
 /// What the vCPUs of one domain share.
 struct DomainSpace {
@@ -56,6 +76,10 @@ struct DomainSpace {
     stage2: RefCell<Box<Stage2Tables>>,
     /// vCPU n is on (created and not powered off).
     online: RefCell<Vec<bool>>,
+    /// The domain's virtual GICv2, every vCPU's banked state included.
+    vgic: RefCell<Vgic>,
+    /// The guest's virtual counter starts near 0: CNTVOFF = the physical count at creation.
+    cntvoff: u64,
 }
 
 pub struct Vcpu {
@@ -71,6 +95,18 @@ pub struct Vcpu {
     /// while this vCPU runs, here otherwise.
     cp15: GuestCp15,
     vfp: GuestVfp,
+    /// The virtual CPU interface (GICH_VMCR, GICH_APR) between runs.
+    vmcr: u32,
+    apr: u32,
+    /// List registers loaded for the current run.
+    lrs_loaded: usize,
+    /// The guest's virtual timer, saved after every run.
+    cntv_ctl: u32,
+    cntv_cval: u64,
+    /// The load reported by the last `Exit::Mmio`, waiting for `complete_mmio_read`.
+    mmio_read: Option<DataAccess>,
+    /// Physical count at which the next run ends with `Exit::Preempted`.
+    preempt_at: Option<u64>,
 }
 
 impl Vcpu {
@@ -80,6 +116,17 @@ impl Vcpu {
         let mut tables = zeroed_stage2();
         stage2::map_guest_ram(&mut tables, setup.ram_guest, setup.ram_host, setup.ram_size)
             .map_err(|_| "guest RAM cannot be mapped at stage 2")?;
+        if gicv2::ready() {
+            // The guest's GICC is the hardware's virtual CPU interface, used directly.
+            let gicv = gicv2::vcpu_interface();
+            for off in (0..vgic::GUEST_GICC_SIZE).step_by(PAGE as usize) {
+                tables
+                    .map_device_page(vgic::GUEST_GICC_BASE + off, gicv + off)
+                    .map_err(|_| "the GICv2 virtual CPU interface cannot be mapped at stage 2")?;
+            }
+        }
+        // The instruction side: lines of these frames from an earlier owner must not be hit.
+        sysreg::iciallu(0);
         let vttbr = stage2::vttbr(tables.root_address(), vmid);
         // A VMID may have been used by an earlier domain: forget its translations.
         sysreg::dsb();
@@ -89,15 +136,37 @@ impl Vcpu {
         // Linux's ARM boot protocol: r0 = 0, r1 = machine type (~0: "use the DT"), r2 = DT.
         regs.r[1] = u32::MAX;
         regs.r[2] = setup.boot_arg as u32;
-        let mut online = alloc::vec![false; usize::from(setup.nr_vcpus.max(1))];
+        let nr_vcpus = usize::from(setup.nr_vcpus).clamp(1, vgic::MAX_VCPUS);
+        let mut online = alloc::vec![false; nr_vcpus];
         online[0] = true;
-        let space = Rc::new(DomainSpace { stage2: RefCell::new(tables), online: RefCell::new(online) });
+        let space = Rc::new(DomainSpace {
+            stage2: RefCell::new(tables),
+            online: RefCell::new(online),
+            vgic: RefCell::new(Vgic::with_version(GicVersion::V2, nr_vcpus)),
+            cntvoff: sysreg::cntpct(),
+        });
         Ok(Vcpu::with_regs(space, vttbr, *setup, 0, regs))
     }
 
     fn with_regs(space: Rc<DomainSpace>, vttbr: u64, ram: GuestSetup, id: usize, regs: GuestRegs) -> Vcpu {
         let vmpidr = VMPIDR_BASE | (id as u32 & 0xff);
-        Vcpu { regs, space, vttbr, vmpidr, ram, id, cp15: cp15::reset(), vfp: vfp::reset() }
+        Vcpu {
+            regs,
+            space,
+            vttbr,
+            vmpidr,
+            ram,
+            id,
+            cp15: cp15::reset(),
+            vfp: vfp::reset(),
+            vmcr: gicv2::VMCR_RESET,
+            apr: 0,
+            lrs_loaded: 0,
+            cntv_ctl: 0,
+            cntv_cval: 0,
+            mmio_read: None,
+            preempt_at: None,
+        }
     }
 
     /// Make this vCPU's stage-2, trap configuration and CP15 context the CPU's.
@@ -107,6 +176,8 @@ impl Vcpu {
         sysreg::write_vpidr(sysreg::midr());
         sysreg::write_vmpidr(self.vmpidr);
         sysreg::write_hcr(HCR_GUEST);
+        sysreg::write_cnthctl(CNTHCTL_PL1_PHYS);
+        sysreg::write_cntvoff(self.space.cntvoff);
         sysreg::isb();
         self.cp15.load();
     }
@@ -115,7 +186,8 @@ impl Vcpu {
     fn handle_exit(&mut self, reason: u32) -> Option<Exit> {
         match reason {
             EXIT_TRAP => self.handle_trap(Syndrome(u64::from(sysreg::hsr()))),
-            EXIT_IRQ | EXIT_FIQ => Some(Exit::Preempted),
+            EXIT_IRQ => self.handle_irq(),
+            EXIT_FIQ => Some(Exit::Preempted),
             _ => Some(self.fault(FaultKind::FatalState, 0, u64::from(reason))),
         }
     }
@@ -124,13 +196,160 @@ impl Vcpu {
         match hsr.class() {
             ec::WFX => {
                 self.regs.pc = self.regs.pc.wrapping_add(hsr.instruction_length() as u32);
-                Some(Exit::Halt)
+                if hsr.0 & WFX_IS_WFE != 0 {
+                    // Spinning on a lock another vCPU will release: let it run.
+                    return Some(Exit::Yield);
+                }
+                // A pending interrupt ends a WFI at once; else the core decides how to wait.
+                if self.interrupt_waiting() { None } else { Some(Exit::Halt) }
             }
             ec::HVC32 if hsr.imm16() == XEN_HVC_IMM => Some(Exit::Hypercall(self.hypercall_args())),
             ec::HVC32 if hsr.imm16() == PSCI_HVC_IMM => self.psci(),
+            ec::DABT_LOWER if hsr.is_stage2_abort() => {
+                let gpa = fault_ipa(u64::from(sysreg::hpfar()), u64::from(sysreg::hdfar()));
+                let in_ram = gpa >= self.ram.ram_guest && gpa - self.ram.ram_guest < self.ram.ram_size;
+                match hsr.data_access() {
+                    Some(access) if !in_ram => self.handle_mmio(gpa, access, hsr),
+                    _ => Some(self.abort(hsr)),
+                }
+            }
             ec::IABT_LOWER | ec::DABT_LOWER => Some(self.abort(hsr)),
             _ => Some(self.fault(FaultKind::UnhandledTrap, 0, hsr.0)),
         }
+    }
+
+    /// A physical interrupt while the guest ran: acknowledge, act, complete, resume.
+    fn handle_irq(&mut self) -> Option<Exit> {
+        if !gicv2::ready() {
+            return Some(Exit::Preempted);
+        }
+        let iar = gicv2::acknowledge();
+        let intid = iar & 0x3ff;
+        if intid >= gicv2::SPURIOUS {
+            return None;
+        }
+        if intid == gic::vtimer_intid() {
+            // The guest's timer fired. Masking it drops the level-sensitive line; the guest's
+            // handler reprograms CNTV_CTL, which unmasks it again.
+            sysreg::write_cntv_ctl(sysreg::cntv_ctl() | CNTV_IMASK);
+            self.space.vgic.borrow_mut().raise_private(self.id, VTIMER_PPI);
+        } else if intid == gic::hyp_timer_intid() {
+            sysreg::write_cnthp_ctl(0);
+            gicv2::end_of_interrupt(iar);
+            return Some(Exit::Preempted);
+        }
+        // The maintenance interrupt needs nothing more: the list registers were read back on
+        // the way out and are refilled on the way in.
+        gicv2::end_of_interrupt(iar);
+        None
+    }
+
+    /// The guest would not wait in WFI: its CPU interface would signal an interrupt the vGIC
+    /// holds for it, or its timer has fired and its PPI would be signalled.
+    fn interrupt_waiting(&self) -> bool {
+        let ctl = sysreg::cntv_ctl();
+        let fired = ctl & (CNTV_ENABLE | CNTV_IMASK | CNTV_ISTATUS) == CNTV_ENABLE | CNTV_ISTATUS;
+        let cpu = gicv2::cpu_interface(self.vmcr, self.apr);
+        let vgic = self.space.vgic.borrow();
+        (fired && vgic.would_signal(self.id, VTIMER_PPI, &cpu)) || vgic.has_signalled(self.id, &cpu)
+    }
+
+    /// Load the list registers and the virtual CPU interface for the next entry.
+    fn load_interrupts(&mut self) {
+        if !gicv2::ready() {
+            return;
+        }
+        let count = gicv2::lr_count().min(MAX_LRS);
+        let plan = self.space.vgic.borrow_mut().fill_lrs(self.id, count);
+        for n in 0..count {
+            gicv2::write_lr(n, plan.values[n] as u32);
+        }
+        self.lrs_loaded = plan.count;
+        gicv2::load(self.vmcr, self.apr, plan.overflow);
+    }
+
+    /// Read back what the guest did with the list registers, and empty them.
+    fn save_interrupts(&mut self) {
+        if !gicv2::ready() {
+            return;
+        }
+        let mut values = [0u64; MAX_LRS];
+        for (n, v) in values.iter_mut().enumerate().take(self.lrs_loaded) {
+            *v = u64::from(gicv2::read_lr(n));
+            gicv2::write_lr(n, 0);
+        }
+        (self.vmcr, self.apr) = gicv2::save();
+        self.space.vgic.borrow_mut().sync_lrs(self.id, &values[..self.lrs_loaded]);
+        self.lrs_loaded = 0;
+    }
+
+    /// A load or store outside RAM with a valid syndrome: the vGIC distributor is handled
+    /// here; anything else goes to the core's device models. The PC moves past it either way.
+    fn handle_mmio(&mut self, gpa: u64, access: DataAccess, hsr: Syndrome) -> Option<Exit> {
+        let write = access.write.then(|| access.store_value(u64::from(self.reg(access.reg))));
+        self.regs.pc = self.regs.pc.wrapping_add(hsr.instruction_length() as u32);
+        let outcome = self.space.vgic.borrow_mut().mmio(self.id, gpa, access.size, write);
+        if let Some(out) = outcome {
+            if !access.write {
+                self.set_reg(access.reg, access.load_value(out.value) as u32);
+            } else if self.space.vgic.borrow().may_wake_sibling(gpa) {
+                return Some(Exit::Preempted);
+            }
+            return None;
+        }
+        self.mmio_read = (!access.write).then_some(access);
+        Some(Exit::Mmio(MmioAccess { gpa, size: access.size, write }))
+    }
+
+    /// Where register `n` (as an instruction in the guest's current mode names it) lives.
+    fn reg_slot(&mut self, n: u8) -> Option<&mut u32> {
+        const USR: u32 = 0x10;
+        const FIQ: u32 = 0x11;
+        const IRQ: u32 = 0x12;
+        const SVC: u32 = 0x13;
+        const ABT: u32 = 0x17;
+        const UND: u32 = 0x1b;
+        const SYS: u32 = 0x1f;
+        let mode = self.regs.cpsr & 0x1f;
+        let n = usize::from(n);
+        if mode == FIQ && (8..=14).contains(&n) {
+            return self.regs.fiq.get_mut(n - 8);
+        }
+        if n <= 12 {
+            return self.regs.r.get_mut(n);
+        }
+        let bank = match mode {
+            USR | SYS => return [&mut self.regs.sp_usr, &mut self.regs.lr_usr].into_iter().nth(n - 13),
+            SVC => 0,
+            ABT => 1,
+            UND => 2,
+            IRQ => 3,
+            _ => return None,
+        };
+        self.regs.banked[bank].get_mut(n - 13).filter(|_| n <= 14)
+    }
+
+    fn reg(&mut self, n: u8) -> u32 {
+        self.reg_slot(n).map_or(0, |r| *r)
+    }
+
+    fn set_reg(&mut self, n: u8, value: u32) {
+        if let Some(r) = self.reg_slot(n) {
+            *r = value;
+        }
+    }
+
+    /// The physical count at which this vCPU's saved virtual timer fires, if it can and its
+    /// PPI would then be signalled.
+    fn timer_deadline_count(&self) -> Option<u64> {
+        if self.cntv_ctl & (CNTV_ENABLE | CNTV_IMASK) != CNTV_ENABLE {
+            return None;
+        }
+        let cpu = gicv2::cpu_interface(self.vmcr, self.apr);
+        if !self.space.vgic.borrow().would_signal(self.id, VTIMER_PPI, &cpu) {
+            return None;
+        }
+        self.cntv_cval.checked_add(self.space.cntvoff)
     }
 
     /// nr in r12, arguments in r0..r4; HVC's preferred return already points past it.
@@ -275,18 +494,38 @@ impl Vcpu {
 
 impl VirtualCpu for Vcpu {
     fn run(&mut self) -> Exit {
-        loop {
+        self.activate();
+        sysreg::write_cntv_cval(self.cntv_cval);
+        sysreg::write_cntv_ctl(self.cntv_ctl);
+        match self.preempt_at {
+            Some(count) => {
+                sysreg::write_cnthp_cval(count);
+                sysreg::write_cnthp_ctl(CNTHP_ENABLE);
+            }
+            None => sysreg::write_cnthp_ctl(0),
+        }
+        sysreg::isb();
+        let exit = loop {
             self.activate();
             self.vfp.load();
+            self.load_interrupts();
             // SAFETY: `regs` is a valid GuestRegs for the duration of the call; the world
             // switch saves and restores the host's callee-saved registers and stack, and the
             // guest runs under stage-2 translation confined to this domain's RAM, with every
             // exception it cannot handle itself coming back here through the HYP vectors.
             let reason = unsafe { armv7_enter_guest(&raw mut self.regs) };
+            self.save_interrupts();
             if let Some(exit) = self.handle_exit(reason) {
-                return exit;
+                break exit;
             }
-        }
+        };
+        sysreg::write_cnthp_ctl(0);
+        self.cntv_ctl = sysreg::cntv_ctl();
+        self.cntv_cval = sysreg::cntv_cval();
+        // Another vCPU may run next: its timer must not fire for this one.
+        sysreg::write_cntv_ctl(0);
+        sysreg::isb();
+        exit
     }
 
     fn set_hypercall_result(&mut self, value: u64) {
@@ -300,6 +539,8 @@ impl VirtualCpu for Vcpu {
 
     fn copy_from_guest(&mut self, gva: u64, buf: &mut [u8]) -> Result<(), BadGuestAddress> {
         self.copy_pages(gva, buf.len(), false, |pa, at, n| {
+            // The guest may have written with its MMU off (non-cacheable).
+            clean_invalidate_dcache(pa, n as u64);
             buf[at..at + n].copy_from_slice(super::phys_slice(pa, n as u64));
         })
     }
@@ -307,11 +548,14 @@ impl VirtualCpu for Vcpu {
     fn copy_to_guest(&mut self, gva: u64, buf: &[u8]) -> Result<(), BadGuestAddress> {
         self.copy_pages(gva, buf.len(), true, |pa, at, n| {
             super::phys_slice_mut(pa, n as u64).copy_from_slice(&buf[at..at + n]);
+            // Visible to the guest even if it reads with its MMU off.
+            clean_invalidate_dcache(pa, n as u64);
         })
     }
 
     fn read_guest_phys(&mut self, gpa: u64, buf: &mut [u8]) -> Result<(), BadGuestAddress> {
         self.copy_guest_phys(gpa, buf.len(), |pa, at, n| {
+            clean_invalidate_dcache(pa, n as u64);
             buf[at..at + n].copy_from_slice(super::phys_slice(pa, n as u64));
         })
     }
@@ -319,6 +563,7 @@ impl VirtualCpu for Vcpu {
     fn write_guest_phys(&mut self, gpa: u64, buf: &[u8]) -> Result<(), BadGuestAddress> {
         self.copy_guest_phys(gpa, buf.len(), |pa, at, n| {
             super::phys_slice_mut(pa, n as u64).copy_from_slice(&buf[at..at + n]);
+            clean_invalidate_dcache(pa, n as u64);
         })
     }
 
@@ -351,6 +596,38 @@ impl VirtualCpu for Vcpu {
 
     fn complete_cpu_on(&mut self, result: CpuOnResult) {
         self.regs.r[0] = psci::cpu_on_status(result) as u32;
+    }
+
+    fn complete_mmio_read(&mut self, value: u64) {
+        if let Some(access) = self.mmio_read.take() {
+            self.set_reg(access.reg, access.load_value(value) as u32);
+        }
+    }
+
+    fn raise_upcall(&mut self) {
+        self.space.vgic.borrow_mut().raise_private(self.id, UPCALL_PPI);
+    }
+
+    fn set_irq_line(&mut self, intid: u32, level: bool) {
+        self.space.vgic.borrow_mut().set_spi_line(intid, level);
+    }
+
+    fn enable_event_delivery(&mut self) {
+        self.regs.cpsr &= !CPSR_I;
+    }
+
+    fn interrupt_pending(&self) -> bool {
+        let timer_due = self.timer_deadline_count().is_some_and(|due| sysreg::cntpct() >= due);
+        let cpu = gicv2::cpu_interface(self.vmcr, self.apr);
+        timer_due || self.space.vgic.borrow().has_signalled(self.id, &cpu)
+    }
+
+    fn timer_deadline_ns(&self) -> Option<u64> {
+        self.timer_deadline_count().map(count_to_ns)
+    }
+
+    fn set_preemption_deadline(&mut self, deadline_ns: Option<u64>) {
+        self.preempt_at = deadline_ns.map(ns_to_count);
     }
 
     /// vCPU `index` starts like vCPU 0 (SVC mode, masked, MMU off) at `entry` with `context`

@@ -47,7 +47,7 @@ enum Frame {
 
 /// The bit-per-INTID registers, which share one layout in the distributor and SGI frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum BitReg {
+pub(super) enum BitReg {
     Group,
     SetEnable,
     ClearEnable,
@@ -59,7 +59,7 @@ enum BitReg {
 
 impl BitReg {
     /// Offsets 0x080..0x400: seven blocks of 0x80 bytes (32 words of 32 INTIDs each).
-    fn decode(offset: u64) -> Option<(BitReg, u32)> {
+    pub(super) fn decode(offset: u64) -> Option<(BitReg, u32)> {
         let kind = match offset >> 7 {
             1 => BitReg::Group,
             2 => BitReg::SetEnable,
@@ -104,6 +104,13 @@ impl Vgic {
         if write.is_some() {
             // Enables, priorities, routing, pending state: any vCPU's next scan may differ.
             self.stir();
+        }
+        if self.version == super::GicVersion::V2 {
+            return Some(match frame {
+                Frame::Dist if offset < super::GUEST_GICV2_GICD_SIZE => self.mmio_v2(vcpu, offset, size, write),
+                // The rest of the GICv3 ranges: nothing there for a GICv2 guest.
+                _ => MmioOutcome { value: 0, unknown: true },
+            });
         }
         let ok = |value: u64| Some(MmioOutcome { value, unknown: false });
         if !matches!(size, 1 | 2 | 4 | 8) || !offset.is_multiple_of(u64::from(size)) {
@@ -291,7 +298,7 @@ impl Vgic {
     }
 
     /// One word of a bit-per-INTID register for INTIDs `first..first + 32`.
-    fn bits(&mut self, vcpu: usize, reg: BitReg, first: u32, write: Option<u32>) -> u32 {
+    pub(super) fn bits(&mut self, vcpu: usize, reg: BitReg, first: u32, write: Option<u32>) -> u32 {
         let mut value = 0;
         for bit in 0..32 {
             let intid = first + bit;
@@ -344,7 +351,7 @@ impl Vgic {
     }
 
     /// Sixteen 2-bit configuration fields from `first`: bit 1 of each = edge-triggered.
-    fn icfgr(&mut self, vcpu: usize, first: u32, write: Option<u32>) -> u32 {
+    pub(super) fn icfgr(&mut self, vcpu: usize, first: u32, write: Option<u32>) -> u32 {
         let mut value = 0;
         for i in 0..16 {
             let Some(irq) = self.irq_mut(vcpu, first + i) else { break };

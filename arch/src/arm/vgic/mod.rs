@@ -1,8 +1,15 @@
-//! A virtual GICv3 for one domain, as a register model free of hardware access.
+//! A virtual GIC for one domain, GICv3 or GICv2, as a register model free of hardware access.
 //!
-//! The guest sees a distributor at [`GUEST_GICD_BASE`] and one 128 KiB redistributor per vCPU
-//! from [`GUEST_GICR_BASE`] (Xen's guest memory map). Affinity routing is always on, there are
-//! no LPIs, every interrupt is group 1, and the CPU interface is the hardware's virtual one:
+//! GICv3: the guest sees a distributor at [`GUEST_GICD_BASE`] and one 128 KiB redistributor
+//! per vCPU from [`GUEST_GICR_BASE`] (Xen's guest memory map). Affinity routing is always on,
+//! there are no LPIs, every interrupt is group 1.
+//!
+//! GICv2 ([`GicVersion::V2`], module `v2`): a 4 KiB distributor at [`GUEST_GICD_BASE`] with
+//! the banked SGI/PPI registers, ITARGETSR routing and GICD_SGIR; the CPU interface is the
+//! hardware's GICV frame, mapped by the backend at [`GUEST_GICC_BASE`]; every interrupt is
+//! group 0 (what Linux uses on a GICv2 without security extensions).
+//!
+//! Either way the CPU interface is the hardware's virtual one:
 //! the backend moves what this model says is deliverable into the list registers
 //! ([`Vgic::fill_lrs`]) before entering the guest and folds back what the guest did with them
 //! ([`Vgic::sync_lrs`]) after every exit, so between runs this model is the whole truth.
@@ -13,8 +20,25 @@
 mod mmio;
 #[cfg(test)]
 mod tests;
+mod v2;
+#[cfg(test)]
+mod v2_tests;
+
+/// Which GIC architecture the guest sees (the one the host's virtualization interface has).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GicVersion {
+    V2,
+    V3,
+}
+
+/// GICv2 guests: the CPU interface (the hardware's GICV frame, mapped there by stage 2) and
+/// the distributor's size (Xen's GUEST_GICC_BASE/SIZE, GUEST_GICD_SIZE for GICv2).
+pub const GUEST_GICC_BASE: u64 = 0x0300_2000;
+pub const GUEST_GICC_SIZE: u64 = 0x2000;
+pub const GUEST_GICV2_GICD_SIZE: u64 = 0x1000;
 
 pub use mmio::{MmioOutcome, claims};
+pub use v2::SGIR as GICD_SGIR;
 
 /// Guest-physical base of the distributor (64 KiB).
 pub const GUEST_GICD_BASE: u64 = 0x0300_1000;
@@ -87,6 +111,17 @@ impl CpuInterface {
         }
     }
 
+    /// From a saved GICv2 GICH_VMCR and GICH_APR (5 priority bits: bit `i` of APR set means
+    /// group priority `i << 3` is active). Our GICv2 guests' interrupts are group 0.
+    pub fn from_gich_vmcr(vmcr: u32, apr: u32) -> Self {
+        let running = if apr == 0 { 0xff } else { ((apr.trailing_zeros() << 3).min(0xff)) as u8 };
+        Self {
+            group1_enabled: vmcr & 1 != 0,
+            priority_mask: (((vmcr >> 27) & 0x1f) << 3) as u8,
+            running_priority: running,
+        }
+    }
+
     /// Would an interrupt of `priority` be signalled?
     pub fn admits(&self, priority: u8) -> bool {
         self.group1_enabled && priority < self.priority_mask && priority < self.running_priority
@@ -123,6 +158,8 @@ pub struct LrEntry {
     /// The pending state came from the latch (to be restored if the guest did not take it);
     /// otherwise from a level line, which still holds it.
     latched: bool,
+    /// GICv2 SGIs: the vCPU that sent it (GICH_LR.CPUID, what the guest's IAR reports).
+    source: u8,
 }
 
 /// ICH_LR<n>_EL2 fields.
@@ -136,6 +173,26 @@ mod lr {
 }
 
 impl LrEntry {
+    /// The list register value for `version`: GICH_LR (GICv2, group 0) or ICH_LR<n>_EL2.
+    pub fn encode_for(&self, version: GicVersion) -> u64 {
+        match version {
+            GicVersion::V3 => self.encode(),
+            GicVersion::V2 => {
+                let mut v = u64::from(self.priority >> 3) << 23 | u64::from(self.intid & 0x3ff);
+                if self.intid < 16 {
+                    v |= u64::from(self.source & 7) << 10;
+                }
+                if self.pending {
+                    v |= 1 << 28;
+                }
+                if self.active {
+                    v |= 1 << 29;
+                }
+                v
+            }
+        }
+    }
+
     /// The ICH_LR<n>_EL2 value: state, group 1, priority, virtual INTID (software interrupt).
     pub fn encode(&self) -> u64 {
         let mut v = lr::GROUP1 | (u64::from(self.priority) << lr::PRIORITY_SHIFT) | u64::from(self.intid);
@@ -170,32 +227,47 @@ struct VgicCpu {
     /// The last scan found nothing pending or active, and nothing that could change that has
     /// happened since: the next scan can be skipped (most exits are not about interrupts).
     quiet: bool,
+    /// GICv2: the vCPU that last sent each SGI to this one.
+    sgi_source: [u8; 16],
 }
 
 impl VgicCpu {
     const fn new() -> Self {
-        Self { private: [DEFAULT_PRIVATE; 32], asleep: true, in_lrs: [EMPTY_LR; MAX_LRS], lr_count: 0, quiet: false }
+        Self {
+            private: [DEFAULT_PRIVATE; 32],
+            asleep: true,
+            in_lrs: [EMPTY_LR; MAX_LRS],
+            lr_count: 0,
+            sgi_source: [0; 16],
+            quiet: false,
+        }
     }
 }
 
-const EMPTY_LR: LrEntry = LrEntry { intid: 0, priority: 0, pending: false, active: false, latched: false };
+const EMPTY_LR: LrEntry = LrEntry { intid: 0, priority: 0, pending: false, active: false, latched: false, source: 0 };
 /// Out of reset SGIs are edge-triggered and PPIs level-sensitive; all disabled.
 const DEFAULT_PRIVATE: Irq = Irq { enabled: false, latch: false, line: false, active: false, edge: false, priority: 0 };
 const DEFAULT_SPI: Irq = DEFAULT_PRIVATE;
+
+/// GICv2 GICD_IIDR: implementer Arm (0x43b), product 0x58 ('X'), revision 0, variant 2.
+const IIDR_V2: u32 = 0x5802_043b;
 
 /// GICD_CTLR bits the guest controls (with DS = 1: EnableGrp0, EnableGrp1).
 const CTLR_ENABLE_GRP0: u32 = 1 << 0;
 const CTLR_ENABLE_GRP1: u32 = 1 << 1;
 
-/// A domain's virtual GICv3.
+/// A domain's virtual GIC.
 #[derive(Clone, Debug)]
 pub struct Vgic {
+    version: GicVersion,
     nr_vcpus: usize,
     /// GICD_CTLR group enables.
     ctlr: u32,
     spis: [Irq; NR_SPIS],
     /// GICD_IROUTER<n> for SPIs (affinity fields and IRM only).
     irouter: [u64; NR_SPIS],
+    /// GICv2 GICD_ITARGETSR<n> for SPIs: a mask of vCPUs.
+    itargets: [u8; NR_SPIS],
     cpus: [VgicCpu; MAX_VCPUS],
 }
 
@@ -205,8 +277,14 @@ const IROUTER_IRM: u64 = 1 << 31;
 const IROUTER_MASK: u64 = 0xff_80ff_ffff;
 
 impl Vgic {
-    /// A distributor and `nr_vcpus` (1..=MAX_VCPUS, clamped) redistributors, out of reset.
+    /// A GICv3 distributor and `nr_vcpus` (1..=MAX_VCPUS, clamped) redistributors, out of
+    /// reset.
     pub fn new(nr_vcpus: usize) -> Self {
+        Self::with_version(GicVersion::V3, nr_vcpus)
+    }
+
+    /// A virtual GIC of `version` for `nr_vcpus` (1..=MAX_VCPUS, clamped), out of reset.
+    pub fn with_version(version: GicVersion, nr_vcpus: usize) -> Self {
         let mut cpus = [VgicCpu::new(); MAX_VCPUS];
         for cpu in &mut cpus {
             for sgi in &mut cpu.private[..16] {
@@ -214,16 +292,37 @@ impl Vgic {
             }
         }
         Self {
+            version,
             nr_vcpus: nr_vcpus.clamp(1, MAX_VCPUS),
             ctlr: 0,
             spis: [DEFAULT_SPI; NR_SPIS],
             irouter: [0; NR_SPIS],
+            itargets: [0; NR_SPIS],
             cpus,
         }
     }
 
     pub fn nr_vcpus(&self) -> usize {
         self.nr_vcpus
+    }
+
+    pub fn version(&self) -> GicVersion {
+        self.version
+    }
+
+    /// A write at `gpa` may have made an interrupt pending on another vCPU (GICv2's
+    /// GICD_SGIR), which may be asleep waiting for it.
+    pub fn may_wake_sibling(&self, gpa: u64) -> bool {
+        self.version == GicVersion::V2 && self.nr_vcpus > 1 && gpa == GUEST_GICD_BASE + v2::SGIR
+    }
+
+    /// The distributor forwards our interrupts' group (GICv3: group 1; GICv2: group 0).
+    fn dist_enabled(&self) -> bool {
+        let bit = match self.version {
+            GicVersion::V3 => CTLR_ENABLE_GRP1,
+            GicVersion::V2 => CTLR_ENABLE_GRP0,
+        };
+        self.ctlr & bit != 0
     }
 
     /// The interrupt `intid` as vCPU `vcpu` sees it (its own SGI/PPI bank, or a shared SPI).
@@ -268,6 +367,11 @@ impl Vgic {
 
     /// The vCPU an SPI is routed to, if it exists.
     fn spi_target(&self, spi: usize) -> Option<usize> {
+        if self.version == GicVersion::V2 {
+            // The first vCPU the target mask names that exists (as Xen does).
+            let mask = u32::from(self.itargets[spi]) & ((1 << self.nr_vcpus) - 1);
+            return (mask != 0).then(|| mask.trailing_zeros() as usize);
+        }
         let route = self.irouter[spi];
         if route & IROUTER_IRM != 0 {
             return Some(0);
@@ -312,7 +416,7 @@ impl Vgic {
 
     /// Can interrupt `irq` be signalled to its vCPU (pending, enabled, group enabled)?
     fn deliverable(&self, irq: &Irq) -> bool {
-        irq.pending() && irq.enabled && self.ctlr & CTLR_ENABLE_GRP1 != 0
+        irq.pending() && irq.enabled && self.dist_enabled()
     }
 
     /// INTIDs whose state concerns `vcpu`: its private ones and the SPIs routed to it.
@@ -339,9 +443,7 @@ impl Vgic {
     /// let through by `cpu`)? Whether a timer that fires wakes the vCPU.
     pub fn would_signal(&self, vcpu: usize, intid: u32, cpu: &CpuInterface) -> bool {
         vcpu < self.nr_vcpus
-            && self
-                .irq(vcpu, intid)
-                .is_some_and(|q| q.enabled && self.ctlr & CTLR_ENABLE_GRP1 != 0 && cpu.admits(q.priority))
+            && self.irq(vcpu, intid).is_some_and(|q| q.enabled && self.dist_enabled() && cpu.admits(q.priority))
     }
 
     /// Choose what goes into `lr_count` list registers for `vcpu`: active interrupts first
@@ -375,7 +477,7 @@ impl Vgic {
         self.cpus[vcpu].quiet = found == 0;
         for (slot, &(_, _, intid)) in best[..plan.count].iter().enumerate() {
             let entry = self.take_for_lr(vcpu, intid);
-            plan.values[slot] = entry.encode();
+            plan.values[slot] = entry.encode_for(self.version);
             self.cpus[vcpu].in_lrs[slot] = entry;
         }
         self.cpus[vcpu].lr_count = plan.count;
@@ -386,13 +488,20 @@ impl Vgic {
     fn take_for_lr(&mut self, vcpu: usize, intid: u32) -> LrEntry {
         let deliverable = self.irq(vcpu, intid).is_some_and(|q| self.deliverable(q));
         let Some(irq) = self.irq_mut(vcpu, intid) else { return EMPTY_LR };
-        let entry =
-            LrEntry { intid, priority: irq.priority, pending: deliverable, active: irq.active, latched: irq.latch };
+        let entry = LrEntry {
+            intid,
+            priority: irq.priority,
+            pending: deliverable,
+            active: irq.active,
+            latched: irq.latch,
+            source: 0,
+        };
         if deliverable {
             irq.latch = false;
         }
         irq.active = false;
-        entry
+        let source = if intid < 16 { self.cpus[vcpu].sgi_source[intid as usize] } else { 0 };
+        LrEntry { source, ..entry }
     }
 
     /// Fold back the list registers as the guest left them (`values[n]` for each LR the last
@@ -402,10 +511,13 @@ impl Vgic {
         let Some(cpu) = self.cpus.get(vcpu) else { return };
         let (entries, count) = (cpu.in_lrs, cpu.lr_count);
         for (entry, &value) in entries[..count].iter().zip(values) {
-            if value & lr::VINTID_MASK != u64::from(entry.intid) {
+            let (intid, state) = match self.version {
+                GicVersion::V3 => (value & lr::VINTID_MASK, value >> lr::STATE_SHIFT),
+                GicVersion::V2 => (value & 0x3ff, (value >> 28) & 0b11),
+            };
+            if intid != u64::from(entry.intid) {
                 continue; // not what we wrote: leave the model as it is
             }
-            let state = value >> lr::STATE_SHIFT;
             let Some(irq) = self.irq_mut(vcpu, entry.intid) else { continue };
             irq.active |= state & 0b10 != 0;
             if state & 0b01 != 0 && entry.latched {

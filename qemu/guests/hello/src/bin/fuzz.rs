@@ -357,8 +357,57 @@ mod guest {
         }
     }
 
+    // A vector table whose IRQ entry returns with IRQs masked again (CPSR.I set in SPSR_irq,
+    // SP_irq as the only scratch register: nothing else runs in IRQ mode); SCHEDOP_block
+    // unmasks them, and the wake-up interrupt then arrives once. Other vectors spin.
     #[cfg(target_arch = "arm")]
-    fn prepare_wakeups() {}
+    core::arch::global_asm!(
+        r#"
+        .section .text.fuzz_vectors, "ax"
+        .arm
+        .balign 32
+        .global fuzz_armv7_vectors
+    fuzz_armv7_vectors:
+        b .
+        b .
+        b .
+        b .
+        b .
+        b .
+        b 1f
+        b .
+    1:  mrs sp, spsr
+        orr sp, sp, #0x80
+        msr spsr_cxsf, sp
+        subs pc, lr, #4
+        "#
+    );
+
+    /// Xen's guest GICv2: distributor on, the virtual timer's PPI enabled (banked, ours),
+    /// our CPU interface (the GICV frame at GICC) on with every priority let through. CPSR.I
+    /// stays set: nothing is ever handled, only seen by the hypervisor.
+    #[cfg(target_arch = "arm")]
+    fn prepare_wakeups() {
+        unsafe extern "C" {
+            static fuzz_armv7_vectors: u8;
+        }
+        // SAFETY: our own exception vector base, pointing at the table above.
+        unsafe {
+            core::arch::asm!("mcr p15, 0, {}, c12, c0, 0", "isb", in(reg) &raw const fuzz_armv7_vectors, options(nostack))
+        };
+        const GICD: usize = 0x0300_1000;
+        const GICC: usize = 0x0300_2000;
+        const VTIMER_PPI: usize = 27;
+        // SAFETY: our vGIC's distributor (trapped and emulated) and our virtual CPU
+        // interface, written with single aligned accesses.
+        unsafe {
+            core::ptr::write_volatile(GICD as *mut u32, 1);
+            core::ptr::write_volatile((GICD + 0x400 + VTIMER_PPI) as *mut u8, 0xa0);
+            core::ptr::write_volatile((GICD + 0x100) as *mut u32, 1 << VTIMER_PPI);
+            core::ptr::write_volatile((GICC + 0x4) as *mut u32, 0xff);
+            core::ptr::write_volatile(GICC as *mut u32, 1);
+        }
+    }
 
     /// x86: a self-IPI left pending for good (IF stays clear, so it is never taken) is an
     /// interrupt the hypervisor sees waiting: SCHEDOP_block returns at once. (Xen's
@@ -381,11 +430,46 @@ mod guest {
     fn disarm_wakeup() {}
 
     /// ARMv7: the hypervisor resumes a blocked vCPU at once (it has no clock to sleep on).
+    /// ARMv7: the PL1 virtual timer, due in about 120 µs (see the aarch64 version).
     #[cfg(target_arch = "arm")]
-    fn arm_wakeup() {}
+    fn arm_wakeup() {
+        // SAFETY: the virtual timer is ours to program; IRQs are masked.
+        unsafe {
+            core::arch::asm!(
+                "mrc p15, 0, {f}, c14, c0, 0",
+                "lsr {f}, {f}, #13",
+                "isb",
+                "mrrc p15, 1, {lo}, {hi}, c14",
+                "adds {lo}, {lo}, {f}",
+                "adc {hi}, {hi}, #0",
+                "mcrr p15, 3, {lo}, {hi}, c14",
+                "mov {f}, #1",
+                "mcr p15, 0, {f}, c14, c3, 1",
+                "isb",
+                f = out(reg) _,
+                lo = out(reg) _,
+                hi = out(reg) _,
+                options(nostack),
+            );
+        }
+    }
 
+    /// Timer off, and every interrupt the vGIC holds for us acknowledged and completed.
     #[cfg(target_arch = "arm")]
-    fn disarm_wakeup() {}
+    fn disarm_wakeup() {
+        const GICC: usize = 0x0300_2000;
+        // SAFETY: switches our own virtual timer off.
+        unsafe { core::arch::asm!("mcr p15, 0, {}, c14, c3, 1", "isb", in(reg) 0u32, options(nostack)) };
+        for _ in 0..8 {
+            // SAFETY: acknowledging and completing at our own (virtual) CPU interface.
+            let iar = unsafe { core::ptr::read_volatile((GICC + 0xc) as *const u32) };
+            if iar & 0x3ff >= 1020 {
+                break;
+            }
+            // SAFETY: as above, the interrupt just acknowledged.
+            unsafe { core::ptr::write_volatile((GICC + 0x10) as *mut u32, iar) };
+        }
+    }
 
     /// Canary-holder mode: yield `max_yields` times at most, checking the canary, and stop
     /// early once the other domain has gone (aarch64: yields come straight back).

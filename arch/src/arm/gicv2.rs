@@ -1,0 +1,156 @@
+//! The physical GICv2 (GIC-400, Cortex-A15 GIC) as the hypervisor uses it, aarch64 at EL2 and
+//! ARMv7 in HYP mode alike: the distributor and CPU interface for the few PPIs the
+//! hypervisor takes itself, and the virtual interface control block (GICH) through whose
+//! list registers the vGIC injects. The guest's CPU interface is the GICV frame, which the
+//! backend maps into the guest's stage 2 at [`crate::arm::vgic::GUEST_GICC_BASE`].
+//!
+//! Register blocks are reached at their physical addresses (both backends identity-map
+//! everything outside RAM as device memory). Only the boot CPU programs them, once at boot,
+//! then around every guest entry and exit.
+
+use crate::arm::vgic::CpuInterface;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+
+/// Where the GIC's register blocks are, from the host's device tree.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Gicv2Regions {
+    pub dist: u64,
+    pub cpu: u64,
+    /// Virtual interface control (GICH).
+    pub hyp: u64,
+    /// The virtual CPU interface (GICV) a guest uses.
+    pub vcpu: u64,
+}
+
+static DIST: AtomicUsize = AtomicUsize::new(0);
+static CPU: AtomicUsize = AtomicUsize::new(0);
+static HYP: AtomicUsize = AtomicUsize::new(0);
+static VCPU: AtomicUsize = AtomicUsize::new(0);
+static LR_COUNT: AtomicU32 = AtomicU32::new(0);
+static READY: AtomicBool = AtomicBool::new(false);
+
+/// INTIDs from 1020 up are special (1023: spurious): nothing to complete.
+pub const SPURIOUS: u32 = 1020;
+/// Priority the hypervisor gives its PPIs.
+const PRIORITY: u8 = 0x80;
+
+const GICD_CTLR: usize = 0x000;
+const GICD_ISENABLER: usize = 0x100;
+const GICD_IPRIORITYR: usize = 0x400;
+const GICC_CTLR: usize = 0x000;
+const GICC_PMR: usize = 0x004;
+const GICC_BPR: usize = 0x008;
+const GICC_IAR: usize = 0x00c;
+const GICC_EOIR: usize = 0x010;
+const GICH_HCR: usize = 0x000;
+const GICH_VTR: usize = 0x004;
+const GICH_VMCR: usize = 0x008;
+const GICH_APR: usize = 0x0f0;
+const GICH_LR0: usize = 0x100;
+/// GICH_HCR: En, NPIE (maintenance interrupt when no list register is pending).
+const HCR_EN: u32 = 1 << 0;
+const HCR_NPIE: u32 = 1 << 3;
+/// GICH_VMCR as a reset virtual CPU interface reads (VMPriMask 0: everything masked).
+pub const VMCR_RESET: u32 = 0;
+
+fn read(base: &AtomicUsize, offset: usize) -> u32 {
+    let addr = base.load(Ordering::Relaxed) + offset;
+    // SAFETY: `base` is a GIC register block the device tree named (set by `init` before
+    // READY), identity-mapped as device memory by the backend's MMU setup; this is an
+    // aligned 32-bit register read.
+    unsafe { core::ptr::read_volatile(addr as *const u32) }
+}
+
+fn write(base: &AtomicUsize, offset: usize, value: u32) {
+    let addr = base.load(Ordering::Relaxed) + offset;
+    // SAFETY: as `read`; only the boot CPU programs the GIC.
+    unsafe { core::ptr::write_volatile(addr as *mut u32, value) }
+}
+
+fn write_byte(base: &AtomicUsize, offset: usize, value: u8) {
+    let addr = base.load(Ordering::Relaxed) + offset;
+    // SAFETY: as `read`; IPRIORITYR is byte-accessible in GICv2.
+    unsafe { core::ptr::write_volatile(addr as *mut u8, value) }
+}
+
+/// Set up the distributor and this CPU's interface, enable the PPIs `ppis` (INTIDs 16-31) at
+/// our priority, and read how many list registers the virtual interface has. Returns false
+/// when a region does not fit the address space.
+pub fn init(regions: Gicv2Regions, ppis: &[u32]) -> bool {
+    let fit = |a: u64| usize::try_from(a).ok().filter(|&a| a != 0);
+    let (Some(d), Some(c), Some(h), Some(v)) =
+        (fit(regions.dist), fit(regions.cpu), fit(regions.hyp), fit(regions.vcpu))
+    else {
+        return false;
+    };
+    DIST.store(d, Ordering::Relaxed);
+    CPU.store(c, Ordering::Relaxed);
+    HYP.store(h, Ordering::Relaxed);
+    VCPU.store(v, Ordering::Relaxed);
+    for &intid in ppis.iter().filter(|i| (16..32).contains(*i)) {
+        write_byte(&DIST, GICD_IPRIORITYR + intid as usize, PRIORITY);
+        write(&DIST, GICD_ISENABLER, 1 << intid);
+    }
+    write(&DIST, GICD_CTLR, 1);
+    write(&CPU, GICC_PMR, 0xff);
+    write(&CPU, GICC_BPR, 0);
+    write(&CPU, GICC_CTLR, 1);
+    write(&HYP, GICH_HCR, 0);
+    LR_COUNT.store((read(&HYP, GICH_VTR) & 0x3f) + 1, Ordering::Relaxed);
+    READY.store(true, Ordering::Release);
+    true
+}
+
+pub fn ready() -> bool {
+    READY.load(Ordering::Acquire)
+}
+
+pub fn lr_count() -> usize {
+    LR_COUNT.load(Ordering::Relaxed) as usize
+}
+
+/// Physical address of the GICV frame (what the guest's stage 2 maps as its GICC).
+pub fn vcpu_interface() -> u64 {
+    VCPU.load(Ordering::Relaxed) as u64
+}
+
+/// Acknowledge the highest-priority pending interrupt: the whole GICC_IAR value, which
+/// [`end_of_interrupt`] wants back; its INTID is `& 0x3ff`.
+pub fn acknowledge() -> u32 {
+    read(&CPU, GICC_IAR)
+}
+
+/// Drop the priority of and deactivate what [`acknowledge`] returned.
+pub fn end_of_interrupt(iar: u32) {
+    write(&CPU, GICC_EOIR, iar);
+}
+
+pub fn read_lr(n: usize) -> u32 {
+    if n < lr_count() { read(&HYP, GICH_LR0 + 4 * n) } else { 0 }
+}
+
+pub fn write_lr(n: usize, value: u32) {
+    if n < lr_count() {
+        write(&HYP, GICH_LR0 + 4 * n, value);
+    }
+}
+
+/// Load a vCPU's virtual CPU interface state and turn the interface on (with a maintenance
+/// interrupt once no list register is pending if `refill_wanted`).
+pub fn load(vmcr: u32, apr: u32, refill_wanted: bool) {
+    write(&HYP, GICH_VMCR, vmcr);
+    write(&HYP, GICH_APR, apr);
+    write(&HYP, GICH_HCR, HCR_EN | if refill_wanted { HCR_NPIE } else { 0 });
+}
+
+/// Save the running vCPU's interface state `(vmcr, apr)` and turn the interface off.
+pub fn save() -> (u32, u32) {
+    let state = (read(&HYP, GICH_VMCR), read(&HYP, GICH_APR));
+    write(&HYP, GICH_HCR, 0);
+    state
+}
+
+/// What a saved interface lets through.
+pub fn cpu_interface(vmcr: u32, apr: u32) -> CpuInterface {
+    CpuInterface::from_gich_vmcr(vmcr, apr)
+}

@@ -1,0 +1,64 @@
+//! The platform clock (the physical counter, in nanoseconds), idling until a deadline with
+//! the Hyp physical timer (CNTHP), which also ends a vCPU's slice, and the cache maintenance
+//! that guests running with their caches off need.
+
+use super::sysreg;
+
+const NS_PER_S: u128 = 1_000_000_000;
+/// CNTHP_CTL.ENABLE.
+const ENABLE: u32 = 1;
+
+fn frequency() -> u128 {
+    u128::from(sysreg::cntfrq()).max(1)
+}
+
+/// The physical counter converted to nanoseconds.
+pub fn count_to_ns(count: u64) -> u64 {
+    u64::try_from(u128::from(count) * NS_PER_S / frequency()).unwrap_or(u64::MAX)
+}
+
+/// The counter value at `ns` (rounded up, so a deadline is never early).
+pub fn ns_to_count(ns: u64) -> u64 {
+    u64::try_from((u128::from(ns) * frequency()).div_ceil(NS_PER_S)).unwrap_or(u64::MAX)
+}
+
+/// Nanoseconds since the counter started: the `now` the core's scheduler is given.
+pub fn now_ns() -> u64 {
+    sysreg::isb();
+    count_to_ns(sysreg::cntpct())
+}
+
+/// Wait with interrupts masked until `deadline_ns` or until some interrupt is pending
+/// (`None`: only the latter). The caller re-checks what it waits for.
+pub fn idle_until(deadline_ns: Option<u64>) {
+    if let Some(deadline) = deadline_ns {
+        let count = ns_to_count(deadline);
+        if sysreg::cntpct() >= count {
+            return;
+        }
+        sysreg::write_cnthp_cval(count);
+        sysreg::write_cnthp_ctl(ENABLE);
+        sysreg::isb();
+    }
+    sysreg::dsb();
+    // SAFETY: WFI only waits; a pending interrupt (the Hyp timer's PPI is enabled at the GIC)
+    // ends it even with IRQs masked in CPSR.
+    unsafe { core::arch::asm!("wfi", options(nomem, nostack, preserves_flags)) };
+    sysreg::write_cnthp_ctl(0);
+    sysreg::isb();
+}
+
+/// Clean and invalidate `[addr, addr + size)` (identity-mapped RAM) to the point of
+/// coherency, so an observer with its caches off (a guest with its MMU off) sees what the
+/// hypervisor wrote, and the hypervisor then reads what such an observer wrote.
+pub fn clean_invalidate_dcache(addr: u64, size: u64) {
+    let line = 4u64 << ((sysreg::ctr() >> 16) & 0xf);
+    let (Ok(start), Some(end)) = (u32::try_from(addr & !(line - 1)), addr.checked_add(size)) else { return };
+    sysreg::dsb();
+    let mut va = u64::from(start);
+    while va < end {
+        sysreg::dccimvac(va as u32);
+        va += line;
+    }
+    sysreg::dsb();
+}
