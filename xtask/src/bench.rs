@@ -2,11 +2,14 @@
 //! `BENCH <name> <unit>=<value>` lines, compare them with real Xen's figures and write them to
 //! `target/xtask/bench.json`.
 //!
-//! aarch64 runs under QEMU `-icount shift=0,sleep=off`, smp 1: one guest instruction is one
-//! virtual nanosecond, so the guest's `ns_per_op` is instructions per round trip, exact and
-//! repeatable, and directly comparable with Xen 4.17's measured under the same QEMU
-//! (docs: /work/shared/spec/benchmarks.md). x86_64 runs on QEMU's TCG (AMD-V backend) with
-//! icount too and reports TSC cycles per round trip, without a reference.
+//! Three boots: the guest alone, two domains of it (bench-pair.dts: an event's round trip),
+//! one domain of two vCPUs (bench-smp2.dts: yielding between them). ARM runs under QEMU
+//! `-icount shift=0,sleep=off`: one guest instruction is one virtual nanosecond, so the
+//! guest's `ns_per_op` is instructions per round trip, exact and repeatable, and directly
+//! comparable with Xen 4.17's measured under the same QEMU (docs:
+//! /work/shared/spec/benchmarks.md; `--against xen` measures them in the same run). x86_64
+//! runs on QEMU's TCG (AMD-V backend) with icount too and reports TSC cycles per round trip,
+//! without a reference.
 
 use crate::RunArgs;
 use crate::arch::Arch;
@@ -22,7 +25,7 @@ use std::fmt::Write as _;
 /// 2026-12-06; Xen caps a dom0less domU at 1023 ports, so it has no 100 000-port figure).
 /// The grant figures and the two-domain round trip: the same, 2026-12-06 (the round trip
 /// with `--config qemu/configs/bench-pair.dts` instead of `--guest bench`).
-const XEN_AARCH64: [(&str, f64); 10] = [
+const XEN_AARCH64: [(&str, f64); 11] = [
     ("xen_version", 417.0),
     ("sched_yield", 2112.0),
     ("evtchn_send", 817.0),
@@ -33,6 +36,8 @@ const XEN_AARCH64: [(&str, f64); 10] = [
     ("grant_map_unmap", 5141.1),
     ("grant_copy_4k", 3657.9),
     ("evtchn_roundtrip_interdomain", 9449.3),
+    // `--config qemu/configs/bench-smp2.dts --smp 2`, measured by `--against xen`.
+    ("vcpu_switch_yield", 35776.0),
 ];
 
 /// One figure the guest printed.
@@ -100,8 +105,13 @@ pub fn run(arch: Option<Arch>, timeout: u64, against_xen: bool) -> Result<i32> {
     let pair_log = logs.join(format!("bench-pair-{}.log", arch.name()));
     let pair = emulator::configured(&built, &args, &build::workspace_root().join("qemu/configs/bench-pair.dts"))?;
     let pair_console = boot_bench(arch, &built, &args, pair, "BENCH-PAIR-DONE", &pair_log)?;
+    eprintln!("xtask: booting it as one domain of two vCPUs from qemu/configs/bench-smp2.dts");
+    let smp2_args = RunArgs { smp: 2, ..args.clone() };
+    let smp2 = emulator::configured(&built, &smp2_args, &build::workspace_root().join("qemu/configs/bench-smp2.dts"))?;
+    let smp2_log = logs.join(format!("bench-smp2-{}.log", arch.name()));
+    let smp2_console = boot_bench(arch, &built, &smp2_args, smp2, "BENCH-SWITCH-DONE", &smp2_log)?;
     let log = logs.join(format!("bench-{}.log", arch.name()));
-    let out_console = console + &pair_console;
+    let out_console = console + &pair_console + &smp2_console;
     let figures = parse(&out_console);
     if figures.is_empty() {
         bail!("the bench guest printed no BENCH lines (console: {})", log.display());
@@ -138,9 +148,10 @@ pub fn parse(console: &str) -> Vec<Figure> {
 }
 
 /// The commands that give Xen's figures for the same guests, as `--against xen` runs them.
-const XEN_COMMANDS: [&str; 2] = [
+const XEN_COMMANDS: [&str; 3] = [
     "cargo xtask run --arch aarch64 --hypervisor xen --guest bench --icount --smp 1",
     "cargo xtask run --arch aarch64 --hypervisor xen --config qemu/configs/bench-pair.dts --icount --smp 1",
+    "cargo xtask run --arch aarch64 --hypervisor xen --config qemu/configs/bench-smp2.dts --icount --smp 2",
 ];
 
 /// Where Xen's figure for a benchmark comes from: this run's own boot on Xen (`--against
@@ -172,12 +183,17 @@ fn on_xen(built: &build::Built, args: &RunArgs, logs: &std::path::Path) -> Resul
     let xen_args = RunArgs { hypervisor: crate::xen::Hypervisor::Xen, ..args.clone() };
     eprintln!("xtask: booting the same guests on Xen 4.17 ({})", XEN_COMMANDS[0]);
     let mut console = String::new();
-    for (pair, done, name) in [(false, "BENCH-DONE", "bench-xen"), (true, "BENCH-PAIR-DONE", "bench-pair-xen")] {
+    let boots = [(None, "BENCH-DONE", "bench-xen"), (Some("bench-pair.dts"), "BENCH-PAIR-DONE", "bench-pair-xen")];
+    let boots = boots.into_iter().chain([(Some("bench-smp2.dts"), "BENCH-SWITCH-DONE", "bench-smp2-xen")]);
+    for (config, done, name) in boots {
+        let xen_args =
+            if config == Some("bench-smp2.dts") { RunArgs { smp: 2, ..xen_args.clone() } } else { xen_args.clone() };
         // Each boot writes the run's boot DTB: prepare it just before booting.
-        let guest = if pair {
-            emulator::configured(built, &xen_args, &build::workspace_root().join("qemu/configs/bench-pair.dts"))?
-        } else {
-            Guest::Dom0less(emulator::single_domu(built, &xen_args, &built.guest("bench")?)?)
+        let guest = match config {
+            Some(file) => {
+                emulator::configured(built, &xen_args, &build::workspace_root().join("qemu/configs").join(file))?
+            }
+            None => Guest::Dom0less(emulator::single_domu(built, &xen_args, &built.guest("bench")?)?),
         };
         let boot = Boot { arch: Arch::Aarch64, built, guest, args: xen_args.clone() };
         let out = emulator::boot_until(&boot, Echo::Quiet, &|c: &str| c.contains(done))?;
@@ -197,7 +213,11 @@ pub fn to_json(refs: &References, figures: &[Figure], command: &str) -> String {
     let mut s = String::from("[\n");
     for (i, f) in figures.iter().enumerate() {
         let reference = refs.of(&f.name).map_or("null".to_string(), |r| format!("{r}"));
-        let xen_command = if f.name == "evtchn_roundtrip_interdomain" { XEN_COMMANDS[1] } else { XEN_COMMANDS[0] };
+        let xen_command = match f.name.as_str() {
+            "evtchn_roundtrip_interdomain" => XEN_COMMANDS[1],
+            "vcpu_switch_yield" => XEN_COMMANDS[2],
+            _ => XEN_COMMANDS[0],
+        };
         let _ = write!(
             s,
             "  {{\"name\": {}, \"arch\": {}, \"unit\": {}, \"value\": {}, \"reference\": {}, \"reference_source\": {}, \"command\": {}, \"reference_command\": {}}}",

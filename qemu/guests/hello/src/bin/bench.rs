@@ -3,7 +3,8 @@
 //!
 //! Alone, it times the single-domain paths. Booted twice from qemu/configs/bench-pair.dts it
 //! times an event's round trip between two domains on one CPU instead: the 16 MiB domain
-//! sends and waits for the answer, the 24 MiB one answers.
+//! sends and waits for the answer, the 24 MiB one answers. As one 20 MiB domain of two vCPUs
+//! (qemu/configs/bench-smp2.dts) it times yielding between its vCPUs.
 //!
 //! AArch64: the virtual counter (CNTVCT_EL0 / CNTFRQ_EL0) around each loop, reported as
 //! `ns_per_op` (under QEMU `-icount shift=0` one ns is one guest instruction). x86_64: the
@@ -29,6 +30,7 @@ extern "C" fn guest_main() -> ! {
     match pages() {
         4096 => pair::runner(),
         6144 => pair::echo(),
+        5120 => switch::run(),
         _ => {}
     }
     // Warm up, and make sure the calls work before timing them.
@@ -195,6 +197,57 @@ fn grants() {
     time::report("grant_copy_4k", || {
         hypercall(nr::GRANT_TABLE_OP, [gt::GNTTABOP_COPY, arg, 1, 0, 0]);
     });
+}
+
+/// The two-vCPU boot (qemu/configs/bench-smp2.dts, 20 MiB): vCPU 1 yields forever, and each
+/// yield of vCPU 0 gives the CPU to it and takes it back: two vCPU switches per round trip.
+#[cfg(target_os = "none")]
+mod switch {
+    use core::sync::atomic::{AtomicU32, Ordering};
+    use guest_abi::{hypercall as nr, sched};
+    use hello_guest::{hypercall, println, shutdown, simd};
+
+    const STACK: usize = 16 * 1024;
+    #[repr(C, align(16))]
+    struct Stack([u8; STACK]);
+    static mut SECONDARY_STACK: Stack = Stack([0; STACK]);
+    static STARTED: AtomicU32 = AtomicU32::new(0);
+
+    fn yield_cpu() {
+        hypercall(nr::SCHED_OP, [sched::SCHEDOP_YIELD, 0, 0, 0, 0]);
+    }
+
+    extern "C" fn secondary(_: usize) -> ! {
+        STARTED.store(1, Ordering::Release);
+        loop {
+            yield_cpu();
+        }
+    }
+
+    pub fn run() -> ! {
+        let top = (&raw mut SECONDARY_STACK) as usize + STACK;
+        let words = (top - 2 * size_of::<usize>()) as *mut usize;
+        // SAFETY: the two top words of vCPU 1's stack, unused until it starts; its start code
+        // reads them as its entry and argument.
+        unsafe {
+            words.write_volatile(secondary as *const () as usize);
+            words.add(1).write_volatile(0);
+        }
+        let status = simd::start_vcpu(1, top);
+        for _ in 0..10_000 {
+            if STARTED.load(Ordering::Acquire) != 0 {
+                break;
+            }
+            yield_cpu();
+        }
+        if status != 0 || STARTED.load(Ordering::Acquire) == 0 {
+            println!("FAIL bench: vCPU 1 did not start (status {})", status);
+            shutdown(sched::SHUTDOWN_CRASH);
+        }
+        super::time::report("vcpu_switch_yield", yield_cpu);
+        println!("BENCH-SWITCH-DONE");
+        shutdown(sched::SHUTDOWN_POWEROFF)
+    }
 }
 
 /// The two-domain boot: an event's round trip between two domains sharing one CPU.
