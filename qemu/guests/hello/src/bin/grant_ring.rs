@@ -148,11 +148,13 @@ mod guest {
         }
         grant(RING_REF, gt::GTF_PERMIT_ACCESS, BACKEND, frame(&raw const RING));
         grant(INFO_REF, gt::GTF_PERMIT_ACCESS | gt::GTF_READONLY, BACKEND, frame(&raw const INFO));
+        // Before the port exists: the backend cannot have mapped anything yet.
+        println!("grant-ring: frontend grants ring ref {} and info ref {}", RING_REF, INFO_REF);
         let Ok(port) = events::alloc_unbound(BACKEND) else {
             check("grant-ring alloc_unbound", false, format_args!("no port"));
             return false;
         };
-        println!("grant-ring: frontend offers ring ref {}, info ref {}, port {}", RING_REF, INFO_REF, port);
+        println!("grant-ring: frontend offers port {}", port);
         if !events::take_event(port) {
             check("grant-ring connect", false, format_args!("the backend never said it was connected"));
             return false;
