@@ -206,6 +206,84 @@ fn linux_scenarios() -> Vec<Scenario> {
             exit_zero: true,
         },
     }));
+    // `nox2apic`: Linux takes the APIC out of x2APIC mode (disabled, then xAPIC, as the SDM
+    // requires) and drives it through the xAPIC page, which the hypervisor decodes and
+    // emulates. Verbose on QEMU (Linux's own words), quiet on Bochs; on both the hypervisor
+    // reports the mode changes.
+    for (suffix, append, linux_says) in [
+        (crate::qemu_x86::SVM_SUFFIX, "console=hvc0 cryptomgr.notests nox2apic", true),
+        ("", "console=hvc0 quiet cryptomgr.notests nox2apic", false),
+    ] {
+        let mut in_order = banner(Arch::X86_64);
+        in_order.extend(
+            [
+                "(XEN) d1v0: local APIC disabled",
+                "(XEN) d1v0: local APIC in xAPIC mode",
+                "(XEN) d1v0: local APIC used through its xAPIC page",
+            ]
+            .map(String::from),
+        );
+        if linux_says {
+            in_order.push("x2apic disabled".into());
+        }
+        in_order.extend(
+            [
+                "XHV-INIT-MARKER hypervisor=xen cpus=1 ",
+                "(XEN) d1: powered off",
+                "(XEN) stopping: all domains powered off",
+            ]
+            .map(String::from),
+        );
+        all.push(Scenario {
+            name: format!("linux-x86_64-pvh-nox2apic{suffix}"),
+            arch: Arch::X86_64,
+            guest: TestGuest::Linux { append, smp: 1 },
+            expect: Expect {
+                in_order,
+                count: None,
+                forbidden: vec!["PANIC", "Kernel panic", "BUG:", "local APIC in x2APIC mode", "not decoded"],
+                exit_zero: true,
+            },
+        });
+        // Two vCPUs: vCPU 1 starts (INIT/STARTUP through the ICR's two halves) in x2APIC
+        // mode like every vCPU, leaves it as vCPU 0 did, and IPIs go by xAPIC logical
+        // destination (Linux's flat model matches each LDR).
+        let mut in_order = banner(Arch::X86_64);
+        in_order.extend(
+            [
+                "(XEN) d1v0: local APIC used through its xAPIC page",
+                "(XEN) d1v1: powered on by v0 at ",
+                "(XEN) d1v1: local APIC in xAPIC mode",
+                "XHV-INIT-MARKER hypervisor=xen cpus=2 ",
+                "(XEN) d1: powered off",
+                "(XEN) stopping: all domains powered off",
+            ]
+            .map(String::from),
+        );
+        let append = if linux_says {
+            "console=hvc0 cryptomgr.notests nox2apic xhv.stress=8"
+        } else {
+            "console=hvc0 quiet cryptomgr.notests nox2apic xhv.stress=4"
+        };
+        all.push(with_stress(Scenario {
+            name: format!("linux-x86_64-pvh-nox2apic{suffix}-smp2"),
+            arch: Arch::X86_64,
+            guest: TestGuest::Linux { append, smp: 2 },
+            expect: Expect {
+                in_order,
+                count: None,
+                forbidden: vec![
+                    "PANIC",
+                    "Kernel panic",
+                    "BUG:",
+                    "failed to wakeup",
+                    "local APIC in x2APIC mode",
+                    "not decoded",
+                ],
+                exit_zero: true,
+            },
+        }));
+    }
     all
 }
 

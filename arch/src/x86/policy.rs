@@ -320,8 +320,8 @@ pub fn write_msr_state(m: &mut GuestMsrs, index: u32, value: u64, efer: u64) -> 
         return Some(MsrEffect::Done);
     }
     match index {
-        // The APIC stays enabled in x2APIC mode; writing that state back is fine.
-        MSR_APIC_BASE => (value == m.lapic.apic_base()).then_some(MsrEffect::Done),
+        // Mode changes as the SDM allows them (`VLapic::set_apic_base`); the rest is #GP.
+        MSR_APIC_BASE => m.lapic.set_apic_base(value).then_some(MsrEffect::Done),
         X2APIC_FIRST..=X2APIC_LAST => m.lapic.write(index, value).then_some(MsrEffect::Done),
         MSR_SPEC_CTRL => {
             m.spec_ctrl = value;
@@ -462,7 +462,8 @@ mod tests {
         let mut m = GuestMsrs::new(0);
         assert_eq!(read_msr_state(&m, 0x1b, 0), Some(0xfee0_0d00));
         assert_eq!(write_msr_state(&mut m, 0x1b, 0xfee0_0d00, 0), Some(MsrEffect::Done));
-        assert_eq!(write_msr_state(&mut m, 0x1b, 0xfee0_0900, 0), None, "leaving x2APIC mode");
+        assert_eq!(write_msr_state(&mut m, 0x1b, 0xfee0_0900, 0), None, "x2APIC to xAPIC");
+        assert_eq!(write_msr_state(&mut m, 0x1b, 0xfee0_0500, 0), None, "x2APIC without global enable");
         assert_eq!(read_msr_state(&m, 0x803, 0), Some(0x50014));
         assert_eq!(read_msr_state(&m, 0x1a0, 0), Some(0));
         assert_eq!(read_msr_state(&m, 0x2ff, 0), Some(0xc06));

@@ -14,6 +14,7 @@
 
 use super::guest::{self, MsrOutcome, XsetbvOutcome};
 pub use super::guest::{ExitContext, Injected, Platform};
+use super::mmio::CpuMode;
 use super::policy::{self, Gprs, PortAction, RAX, RSP};
 use super::vmcb::{Vmcb, attrib, event, exit, ioio};
 use crate::exit::{Exit, FaultKind, GuestFault};
@@ -111,9 +112,22 @@ pub fn handle_exit(vmcb: &mut Vmcb, regs: &mut Gprs, ctx: &mut ExitContext, p: &
             None
         }
         exit::IOIO => io(vmcb, regs, ctx, p),
-        exit::MSR => msr(vmcb, regs, ctx),
+        exit::MSR => {
+            let before = ctx.msrs.lapic.mode();
+            let exit = msr(vmcb, regs, ctx);
+            guest::report_apic_mode(ctx, before, p);
+            exit
+        }
         exit::NPF => {
             let gpa = vmcb.control.exit_info2;
+            match apic_mmio(vmcb, regs, ctx, gpa, p) {
+                guest::ApicAccess::Done { len } => {
+                    set_rip(vmcb, vmcb.save.rip.wrapping_add(len));
+                    return None;
+                }
+                guest::ApicAccess::Undecodable => return Some(fault(vmcb, FaultKind::UnhandledTrap, gpa, code)),
+                guest::ApicAccess::NotApic => {}
+            }
             let kind = if ctx.ram.contains(gpa) { FaultKind::UnhandledTrap } else { FaultKind::UnmappedGuestPhysical };
             Some(fault(vmcb, kind, gpa, vmcb.control.exit_info1))
         }
@@ -130,6 +144,21 @@ pub fn handle_exit(vmcb: &mut Vmcb, regs: &mut Gprs, ctx: &mut ExitContext, p: &
         }
         _ => Some(fault(vmcb, FaultKind::UnhandledTrap, 0, code)),
     }
+}
+
+/// A nested page fault on the xAPIC page: the instruction at CS:RIP is fetched, decoded and
+/// carried out on the vLAPIC (no decode assists needed).
+fn apic_mmio(
+    vmcb: &Vmcb,
+    regs: &mut Gprs,
+    ctx: &mut ExitContext,
+    gpa: u64,
+    p: &mut impl Platform,
+) -> guest::ApicAccess {
+    let long = in_long_mode(vmcb);
+    let mode = CpuMode::from_cs(long, vmcb.save.cs.attrib & attrib::DB != 0);
+    let linear = if long { vmcb.save.rip } else { vmcb.save.cs.base.wrapping_add(vmcb.save.rip) & 0xffff_ffff };
+    guest::apic_mmio(ctx, regs, gpa, linear, mode, p)
 }
 
 fn fault(vmcb: &Vmcb, kind: FaultKind, gpa: u64, syndrome: u64) -> Exit {

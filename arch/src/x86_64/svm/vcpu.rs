@@ -12,7 +12,7 @@ use super::super::alloc::boxed::Box;
 use super::super::guestmem::{GuestRam, Translation};
 use super::super::hostapic;
 use super::super::space::{DomainSpace, SharedSpace};
-use super::super::vcpu::Bare;
+use super::super::vcpu::WithCode;
 use super::super::xstate::GuestFpu;
 use crate::boot::GuestSetup;
 use crate::exit::{BadGuestAddress, Exit, VirtualCpu};
@@ -309,7 +309,12 @@ impl VirtualCpu for Vcpu {
             self.vmcb.control.tlb_control = if shared { tlb::FLUSH_ALL } else { tlb::NOTHING };
             svm::note_delivery(&self.vmcb, &mut self.ctx);
             svm::after_exit(&mut self.vmcb, &mut self.regs);
-            let exit = svm::handle_exit(&mut self.vmcb, &mut self.regs, &mut self.ctx, &mut Bare);
+            let exit = {
+                let tr = self.translation();
+                let space = self.space.borrow();
+                let mut p = WithCode { ram: &self.ram, tr, hidden: &space.hidden };
+                svm::handle_exit(&mut self.vmcb, &mut self.regs, &mut self.ctx, &mut p)
+            };
             if let Some(gpa) = self.ctx.hypercall_page.take() {
                 // A page outside RAM is the guest's loss: its later calls fault there.
                 let _ = self.ram.write_phys(gpa, &policy::hypercall_page(true), &self.space.borrow().hidden);

@@ -17,13 +17,14 @@ use super::super::guestmem::{GuestRam, Translation};
 use super::super::space::{DomainSpace, SharedSpace};
 use super::super::tables::Page;
 use super::super::time;
-use super::super::vcpu::Bare;
+use super::super::vcpu::{Bare, WithCode};
 use super::super::xstate::GuestFpu;
 use super::{ctls2, msr};
 use crate::boot::GuestSetup;
 use crate::exit::{BadGuestAddress, Exit, FaultKind, GuestFault, VirtualCpu};
 use crate::x86::ept;
-use crate::x86::guest::{self, ExitContext, MsrOutcome, Timers, XsetbvOutcome};
+use crate::x86::guest::{self, ApicAccess, ExitContext, MsrOutcome, Timers, XsetbvOutcome};
+use crate::x86::mmio::CpuMode;
 use crate::x86::policy::{self, Gprs, PortAction, RAX, RBX, RSP, RamRange};
 use crate::x86::vlapic::RealModeEntry;
 use crate::x86::walk::PagingMode;
@@ -67,6 +68,8 @@ mod bits {
     pub const AR_TSS32_BUSY: u64 = 0x8b;
     pub const AR_UNUSABLE: u64 = 1 << 16;
     pub const AR_LONG: u64 = 1 << 13;
+    /// CS.D: 32-bit default operand and address size.
+    pub const AR_DB: u64 = 1 << 14;
     // Interruption information (VM entry, VM exit, IDT vectoring).
     pub const EVENT_VALID: u64 = 1 << 31;
     pub const EVENT_HAS_ERROR_CODE: u64 = 1 << 11;
@@ -788,6 +791,14 @@ impl Vcpu {
             reason::XSETBV => self.xsetbv(),
             reason::EPT_VIOLATION => {
                 let gpa = vmread(ro::GUEST_PHYSICAL_ADDR_FULL);
+                match self.apic_mmio(gpa) {
+                    ApicAccess::Done { len } => {
+                        self.skip(len);
+                        return None;
+                    }
+                    ApicAccess::Undecodable => return Some(self.fault(FaultKind::UnhandledTrap, gpa, qual)),
+                    ApicAccess::NotApic => {}
+                }
                 let kind =
                     if self.ram.contains(gpa) { FaultKind::UnhandledTrap } else { FaultKind::UnmappedGuestPhysical };
                 Some(self.fault(kind, gpa, qual))
@@ -804,7 +815,31 @@ impl Vcpu {
 
     /// Step over the instruction that exited; it no longer blocks interrupts.
     fn skip_instruction(&mut self) {
-        let rip = vmread(gs::RIP) + vmread(ro::VMEXIT_INSTRUCTION_LEN);
+        self.skip(vmread(ro::VMEXIT_INSTRUCTION_LEN));
+    }
+
+    /// An EPT violation on the xAPIC page: the instruction at CS:RIP is fetched, decoded and
+    /// carried out on the vLAPIC (the exit gives no instruction length for EPT violations).
+    fn apic_mmio(&mut self, gpa: u64) -> ApicAccess {
+        let ar = vmread(gs::CS_ACCESS_RIGHTS);
+        let long = ar & AR_LONG != 0;
+        let mode = CpuMode::from_cs(long, ar & AR_DB != 0);
+        let rip = vmread(gs::RIP);
+        let linear = if long { rip } else { vmread(gs::CS_BASE).wrapping_add(rip) & 0xffff_ffff };
+        let tr = self.translation();
+        self.regs.0[RSP] = vmread(gs::RSP);
+        let outcome = {
+            let space = self.space.borrow();
+            let mut p = WithCode { ram: &self.ram, tr, hidden: &space.hidden };
+            guest::apic_mmio(&mut self.ctx, &mut self.regs, gpa, linear, mode, &mut p)
+        };
+        set(gs::RSP, self.regs.0[RSP]);
+        outcome
+    }
+
+    /// Step over `len` bytes of instruction; it no longer blocks interrupts.
+    fn skip(&mut self, len: u64) {
+        let rip = vmread(gs::RIP) + len;
         set(gs::RIP, if self.in_long_mode() { rip } else { rip & 0xffff_ffff });
         let blocking = vmread(gs::INTERRUPTIBILITY_STATE);
         if blocking & 3 != 0 {
@@ -896,6 +931,13 @@ impl Vcpu {
 
     /// RDMSR/WRMSR through the shared policy (PAT in the VMCS); #GP for what it refuses.
     fn msr(&mut self, write: bool) -> Handled {
+        let before = self.ctx.msrs.lapic.mode();
+        let handled = self.msr_policy(write);
+        guest::report_apic_mode(&self.ctx, before, &mut Bare);
+        handled
+    }
+
+    fn msr_policy(&mut self, write: bool) -> Handled {
         let efer = vmread(gs::IA32_EFER_FULL);
         let mut pat = vmread(gs::IA32_PAT_FULL);
         match guest::msr(&mut self.ctx, &mut self.regs, write, efer, &mut pat) {
