@@ -231,6 +231,9 @@ mod tests {
     struct Recorder {
         lines: Vec<String>,
         reports: Vec<String>,
+        /// The guest's code at the faulting RIP, and the linear address it was asked for at.
+        code: Vec<u8>,
+        fetched_at: Option<u64>,
     }
 
     impl Platform for Recorder {
@@ -248,6 +251,12 @@ mod tests {
         }
         fn report(&mut self, args: core::fmt::Arguments) {
             self.reports.push(format!("{args}"));
+        }
+        fn fetch_code(&mut self, linear: u64, buf: &mut [u8]) -> usize {
+            self.fetched_at = Some(linear);
+            let n = self.code.len().min(buf.len());
+            buf[..n].copy_from_slice(&self.code[..n]);
+            n
         }
     }
 
@@ -525,6 +534,48 @@ mod tests {
         let rec = Recorded::long_mode(0x400, (1 << 32) | 7, 0x10_0000, 0x10_0345);
         let (e, _, _) = decode(&rec, 0, &mut Gprs::default(), &mut ctx());
         assert!(matches!(e, Some(Exit::Fault(GuestFault { kind: FaultKind::UnhandledTrap, .. }))));
+    }
+
+    /// An NPF decoded with `code` at the guest's RIP.
+    fn decode_with_code(
+        rec: &Recorded,
+        code: &[u8],
+        regs: &mut Gprs,
+        c: &mut ExitContext,
+    ) -> (Option<Exit>, Box<Vmcb>, Recorder) {
+        let mut vmcb = rec.vmcb();
+        let mut p = Recorder { code: code.into(), ..Default::default() };
+        after_exit(&mut vmcb, regs);
+        let exit = handle_exit(&mut vmcb, regs, c, &mut p);
+        (exit, vmcb, p)
+    }
+
+    #[test]
+    fn npf_on_the_xapic_page_is_decoded_and_emulated() {
+        let mut c = ctx();
+        let mut regs = Gprs::default();
+        // x2APIC mode (the reset state): the page is not there.
+        let rec = Recorded::long_mode(0x400, (1 << 32) | 4, 0xfee0_0030, 0x10_0345);
+        let (e, _, _) = decode_with_code(&rec, &[0x8b, 0x04, 0x25, 0x30, 0, 0xe0, 0xfe], &mut regs, &mut c);
+        assert!(matches!(e, Some(Exit::Fault(GuestFault { kind: FaultKind::UnmappedGuestPhysical, .. }))));
+        // Linux's nox2apic: disabled, then xAPIC. A 64-bit load of the version register.
+        assert!(c.msrs.lapic.set_apic_base(0xfee0_0100) && c.msrs.lapic.set_apic_base(0xfee0_0900));
+        regs.0[RAX] = u64::MAX;
+        let (e, vmcb, p) = decode_with_code(&rec, &[0x8b, 0x04, 0x25, 0x30, 0, 0xe0, 0xfe], &mut regs, &mut c);
+        assert_eq!((e, vmcb.save.rip, regs.0[RAX]), (None, 0x10_034c, 0x5_0014));
+        assert_eq!(p.fetched_at, Some(0x10_0345));
+        assert_eq!(p.reports, ["d1v0: local APIC used through its xAPIC page"]);
+        // 32-bit protected mode, CS based at 0x1000: mov [0xfee00080], eax sets the TPR.
+        let mut rec = Recorded::protected_mode(0x400, (1 << 32) | 6, 0xfee0_0080, 0x2000);
+        rec.put(0x418, 0x1000).put(0x5f8, 0x20);
+        let (e, vmcb, p) = decode_with_code(&rec, &[0xa3, 0x80, 0, 0xe0, 0xfe], &mut regs, &mut c);
+        assert_eq!((e, vmcb.save.rip, p.fetched_at), (None, 0x2005, Some(0x3000)));
+        assert_eq!(c.msrs.lapic.mmio_read(0x80, 4), 0x20);
+        assert!(p.reports.is_empty(), "reported once");
+        // An instruction the decoder does not know: the domain's fault, with the address.
+        let (e, _, p) = decode_with_code(&rec, &[0x01, 0x00], &mut regs, &mut c);
+        assert!(matches!(e, Some(Exit::Fault(GuestFault { kind: FaultKind::UnhandledTrap, gpa: 0xfee0_0080, .. }))));
+        assert_eq!(p.reports.len(), 1);
     }
 
     #[test]
