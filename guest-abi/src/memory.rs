@@ -4,6 +4,8 @@
 //! handle is a `u64` guest address: on ARM handles are 8 bytes and 8-byte aligned even for
 //! 32-bit guests, which gives the same offsets as x86_64.
 
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
 /// Argument: [`XenMemoryReservation`].
 pub const XENMEM_INCREASE_RESERVATION: u64 = 0;
 /// Argument: [`XenMemoryReservation`].
@@ -80,7 +82,7 @@ pub const XENMEMF_VNODE: u32 = 1 << 18;
 
 /// `struct xen_memory_reservation`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct XenMemoryReservation {
     /// Guest handle: array of `xen_pfn_t` (frame numbers in or out, per sub-operation).
     pub extent_start: u64,
@@ -98,7 +100,7 @@ pub struct XenMemoryReservation {
 
 /// `struct xen_add_to_physmap`: map a page of `space` at guest frame `gpfn`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct XenAddToPhysmap {
     /// The domain whose physmap changes (usually `DOMID_SELF`).
     pub domid: u16,
@@ -114,7 +116,7 @@ pub struct XenAddToPhysmap {
 
 /// `struct xen_remove_from_physmap`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct XenRemoveFromPhysmap {
     pub domid: u16,
     /// Implicit C padding before the 8-byte `gpfn`.

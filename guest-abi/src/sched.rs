@@ -1,6 +1,8 @@
 //! `sched_op` sub-operations, their arguments and the shutdown reasons
 //! (`xen/include/public/sched.h`).
 
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
 /// Give up the CPU; stay runnable.
 pub const SCHEDOP_YIELD: u64 = 0;
 /// Block until an event is pending (clears the vCPU's upcall mask first).
@@ -44,7 +46,7 @@ pub struct SchedShutdown {
 
 /// `struct sched_poll`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct SchedPoll {
     /// Guest handle: address of an array of `evtchn_port_t` (u32).
     pub ports: u64,

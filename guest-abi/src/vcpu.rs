@@ -2,6 +2,8 @@
 //!
 //! `vcpu_op(cmd, vcpuid, arg)`; the numbers below are `cmd`.
 
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
 /// Set up a vCPU's initial register state (argument: arch `vcpu_guest_context`).
 pub const VCPUOP_INITIALISE: u64 = 0;
 /// Start an initialised vCPU.
@@ -59,7 +61,7 @@ pub const VCPU_SSHOTTMR_FUTURE: u32 = 1 << 0;
 
 /// `struct vcpu_runstate_info`: time accounting for one vCPU (48 bytes).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct VcpuRunstateInfo {
     /// `RUNSTATE_*`.
     pub state: i32,
@@ -99,7 +101,7 @@ pub struct VcpuSetPeriodicTimer {
 
 /// `struct vcpu_set_singleshot_timer`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct VcpuSetSingleshotTimer {
     /// Absolute system time (ns) of the timeout.
     pub timeout_abs_ns: u64,

@@ -124,10 +124,10 @@ pub fn hypercall(r: &mut Gprs, cpl: u8, long_mode: bool) -> Option<HypercallArgs
     }
     let r = &r.0;
     Some(if long_mode {
-        HypercallArgs { nr: r[RAX], args: [r[RDI], r[RSI], r[RDX], r[R10], r[R8]] }
+        HypercallArgs { nr: r[RAX], args: [r[RDI], r[RSI], r[RDX], r[R10], r[R8]], compat: false }
     } else {
         let low = |v: u64| v & 0xffff_ffff;
-        HypercallArgs { nr: low(r[RAX]), args: [r[RBX], r[RCX], r[RDX], r[RSI], r[RDI]].map(low) }
+        HypercallArgs { nr: low(r[RAX]), args: [r[RBX], r[RCX], r[RDX], r[RSI], r[RDI]].map(low), compat: true }
     })
 }
 
@@ -421,6 +421,7 @@ mod tests {
         let short = hypercall(&mut r.clone(), 0, false).unwrap();
         assert_eq!(short.nr, 0);
         assert_eq!(short.args, [RBX as u64, RCX as u64, RDX as u64, RSI as u64, RDI as u64]);
+        assert!(short.compat && !long.compat, "the mode at the time of the call picks the layouts");
         assert_eq!(hypercall(&mut r, 3, true), None);
         assert_eq!(r.0[RAX], u64::MAX);
         assert_eq!(hypercall_result(u64::MAX, false), 0xffff_ffff);

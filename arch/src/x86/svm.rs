@@ -315,7 +315,7 @@ mod tests {
         }
         let rec = Recorded::long_mode(0x81, 0, 0, 0x10_2000);
         let (e, vmcb, _) = decode(&rec, 17, &mut regs, &mut ctx());
-        assert_eq!(e, Some(Exit::Hypercall(HypercallArgs { nr: 17, args: [1, 2, 3, 4, 5] })));
+        assert_eq!(e, Some(Exit::Hypercall(HypercallArgs { nr: 17, args: [1, 2, 3, 4, 5], compat: false })));
         assert_eq!(vmcb.save.rip, 0x10_2003);
         // The result goes back through RAX, which the next VMRUN takes from the VMCB.
         let mut vmcb = vmcb;
@@ -343,7 +343,7 @@ mod tests {
         }
         let rec = Recorded::protected_mode(0x81, 0, 0, 0x10_0ffe);
         let (e, vmcb, _) = decode(&rec, 0xffff_ffff_0000_0011, &mut regs, &mut ctx());
-        assert_eq!(e, Some(Exit::Hypercall(HypercallArgs { nr: 0x11, args: [1, 2, 3, 4, 5] })));
+        assert_eq!(e, Some(Exit::Hypercall(HypercallArgs { nr: 0x11, args: [1, 2, 3, 4, 5], compat: true })));
         assert_eq!(vmcb.save.rip, 0x10_1001);
     }
 

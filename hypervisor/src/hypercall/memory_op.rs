@@ -4,7 +4,6 @@ use super::HcResult;
 use super::args;
 use crate::domain::{Domain, GRANT_FRAMES};
 use arch::exit::VirtualCpu;
-use core::mem::{offset_of, size_of};
 use guest_abi::errno;
 use guest_abi::memory::{self as mem, XenAddToPhysmap};
 
@@ -28,13 +27,12 @@ pub fn handle(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, cmd: u64, arg: u64
 
 /// Map the shared info page or a grant-table frame at a guest frame of its choosing.
 fn add_to_physmap(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, arg: u64) -> HcResult {
-    let b = args::read::<{ size_of::<XenAddToPhysmap>() }>(vcpu, arg)?;
-    args::own_domain(domain, args::u16_at(&b, offset_of!(XenAddToPhysmap, domid)))?;
-    let idx = args::u64_at(&b, offset_of!(XenAddToPhysmap, idx));
-    let gpfn = args::u64_at(&b, offset_of!(XenAddToPhysmap, gpfn));
+    let op: XenAddToPhysmap = args::read_abi(domain.call_compat, vcpu, arg)?;
+    args::own_domain(domain, op.domid)?;
+    let (idx, gpfn) = (op.idx, op.gpfn);
     let gpa = gpfn.checked_mul(4096).ok_or(errno::EINVAL)?;
     let xen = domain.xen.as_ref().ok_or(errno::ENOSYS)?;
-    let hpa = match args::u32_at(&b, offset_of!(XenAddToPhysmap, space)) {
+    let hpa = match op.space {
         mem::XENMAPSPACE_SHARED_INFO if idx == 0 => xen.shared_info.hpa,
         mem::XENMAPSPACE_GRANT_TABLE if idx & mem::XENMAPIDX_GRANT_TABLE_STATUS != 0 => return Err(errno::EINVAL),
         mem::XENMAPSPACE_GRANT_TABLE if (idx as usize) < GRANT_FRAMES => xen.grant_frames[idx as usize].hpa,
@@ -42,7 +40,7 @@ fn add_to_physmap(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, arg: u64) -> H
         _ => return Err(errno::ENOSYS),
     };
     vcpu.map_host_page(gpa, hpa).map_err(|_| errno::EINVAL)?;
-    if args::u32_at(&b, offset_of!(XenAddToPhysmap, space)) == mem::XENMAPSPACE_GRANT_TABLE {
+    if op.space == mem::XENMAPSPACE_GRANT_TABLE {
         domain.grant_frame_gfns[idx as usize] = Some(gpfn);
     }
     Ok(0)
@@ -52,6 +50,7 @@ fn add_to_physmap(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, arg: u64) -> H
 mod tests {
     use super::*;
     use crate::hypercall::testing::{FakeVcpu, domain_with_xen_pages};
+    use core::mem::{offset_of, size_of};
 
     fn request(space: u32, idx: u64, gpfn: u64) -> Vec<u8> {
         let mut b = vec![0u8; size_of::<XenAddToPhysmap>()];
@@ -73,6 +72,48 @@ mod tests {
         vcpu.mem[..24].copy_from_slice(&request(mem::XENMAPSPACE_GRANT_TABLE, 3, 0x38003));
         assert_eq!(add_to_physmap(&mut d, &mut vcpu, 0), Ok(0));
         assert!(vcpu.mapped.contains(&(0x3800_3000, d.xen.as_ref().unwrap().grant_frames[3].hpa)));
+    }
+
+    #[test]
+    fn a_32_bit_guest_maps_shared_info_with_the_compat_layout() {
+        // 16 bytes: domid, size, space, then 32-bit idx and gpfn (what a 32-bit PVH kernel
+        // passes, and what the 64-bit reading turned into -EINVAL before).
+        let mut vcpu = FakeVcpu::new(256);
+        let mut d = domain_with_xen_pages(&mut vcpu);
+        d.call_compat = true;
+        let mut b = [0u8; 16];
+        b[0..2].copy_from_slice(&guest_abi::xen::DOMID_SELF.to_ne_bytes());
+        args::put_u32(&mut b, 4, mem::XENMAPSPACE_SHARED_INFO);
+        args::put_u32(&mut b, 8, 0);
+        args::put_u32(&mut b, 12, 0xfeff0);
+        // Bytes past the 16 are not the structure's: garbage there changes nothing.
+        vcpu.mem[..24].fill(0xee);
+        vcpu.mem[..16].copy_from_slice(&b);
+        assert_eq!(handle(&mut d, &mut vcpu, mem::XENMEM_ADD_TO_PHYSMAP, 0), Ok(0));
+        let shared = d.xen.as_ref().unwrap().shared_info.hpa;
+        assert!(vcpu.mapped.contains(&(0xfeff_0000, shared)));
+        // A structure that ends 16 bytes before the end of memory is readable in compat.
+        vcpu.mem[240..256].copy_from_slice(&b);
+        assert_eq!(handle(&mut d, &mut vcpu, mem::XENMEM_ADD_TO_PHYSMAP, 240), Ok(0));
+        d.call_compat = false;
+        assert_eq!(handle(&mut d, &mut vcpu, mem::XENMEM_ADD_TO_PHYSMAP, 240), Err(errno::EFAULT));
+    }
+
+    #[test]
+    fn dispatch_takes_the_layout_from_the_mode_of_the_call() {
+        let mut vcpu = FakeVcpu::new(256);
+        let mut d = domain_with_xen_pages(&mut vcpu);
+        vcpu.mem[..16].copy_from_slice(&[0xf0, 0x7f, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x34, 0x12, 0, 0]);
+        let call = |compat| arch::exit::HypercallArgs {
+            nr: guest_abi::hypercall::MEMORY_OP,
+            args: [mem::XENMEM_ADD_TO_PHYSMAP, 0, 0, 0, 0],
+            compat,
+        };
+        assert_eq!(crate::hypercall::dispatch(&mut d, &mut vcpu, call(true)), crate::hypercall::Outcome::Return(0));
+        assert!(vcpu.mapped.iter().any(|&(gpa, _)| gpa == 0x1234_000));
+        // Read as 64-bit, the same bytes are idx 0x1234 << 32: no such shared-info index.
+        let e = crate::hypercall::dispatch(&mut d, &mut vcpu, call(false));
+        assert_eq!(e, crate::hypercall::err(errno::EINVAL));
     }
 
     #[test]
