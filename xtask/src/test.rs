@@ -38,6 +38,8 @@ enum TestGuest {
     /// Debian's kernel and the busybox initramfs as a dom0less domU with this command line
     /// and this many vCPUs.
     Linux { append: &'static str, smp: u32 },
+    /// Debian's i386 kernel as a 32-bit PVH guest of the x86_64 hypervisor.
+    LinuxI386 { append: &'static str, smp: u32 },
     /// A hand-written dom0less configuration from qemu/configs/, with Debian's kernel and the
     /// busybox initramfs standing in for the images it names.
     Config(&'static str),
@@ -283,6 +285,39 @@ fn linux_scenarios() -> Vec<Scenario> {
                 exit_zero: true,
             },
         }));
+    }
+    // Debian's i386 kernel (686-pae: an XZ bzImage the loader decompresses, an ELF32 with the
+    // PHYS32 entry) as a 32-bit PVH guest: its hypercalls come from 32-bit protected mode
+    // with PAE paging and use the compat layouts. One and two vCPUs, both backends.
+    const DEFAULT_QUIET: &str = crate::qemu_x86::DEFAULT_LINUX_APPEND;
+    for (suffix, quiet) in [(crate::qemu_x86::SVM_SUFFIX, ""), ("", " quiet")] {
+        for smp in [1u32, 2] {
+            let mut in_order = banner(Arch::X86_64);
+            if smp == 2 {
+                in_order.push("(XEN) d1v1: powered on by v0 at ".into());
+            }
+            in_order.extend(
+                [
+                    format!("XHV-INIT-MARKER hypervisor=xen cpus={smp} "),
+                    "(XEN) d1: powered off".into(),
+                    "(XEN) stopping: all domains powered off".into(),
+                ]
+                .into_iter(),
+            );
+            let append = if quiet.is_empty() { "console=hvc0 cryptomgr.notests" } else { DEFAULT_QUIET };
+            let smp_suffix = if smp == 2 { "-smp2" } else { "" };
+            all.push(Scenario {
+                name: format!("linux-i386-pvh{suffix}{smp_suffix}"),
+                arch: Arch::X86_64,
+                guest: TestGuest::LinuxI386 { append, smp },
+                expect: Expect {
+                    in_order,
+                    count: None,
+                    forbidden: vec!["PANIC", "Kernel panic", "BUG:", "failed to wakeup"],
+                    exit_zero: true,
+                },
+            });
+        }
     }
     all
 }
@@ -702,8 +737,14 @@ impl Scenario {
         match (self.guest, self.arch) {
             // /init's SIMD workload: ~15 s of guest time on Bochs, minutes of wall time when
             // the machine is shared.
-            (TestGuest::Linux { append, .. }, _) if append.contains("xhv.stress=") => 900,
-            (TestGuest::Linux { .. } | TestGuest::Fuzz { .. }, _) | (_, Arch::X86_64) => 300,
+            (TestGuest::Linux { append, .. } | TestGuest::LinuxI386 { append, .. }, _)
+                if append.contains("xhv.stress=") =>
+            {
+                900
+            }
+            (TestGuest::Linux { .. } | TestGuest::LinuxI386 { .. } | TestGuest::Fuzz { .. }, _) | (_, Arch::X86_64) => {
+                300
+            }
             _ => 60,
         }
     }
@@ -822,6 +863,9 @@ fn needs(chosen: &[Scenario], host: bool) -> crate::prereq::Needs {
         if matches!(s.guest, TestGuest::Linux { .. } | TestGuest::Config(_)) {
             needs.linux(s.arch);
         }
+        if matches!(s.guest, TestGuest::LinuxI386 { .. }) {
+            needs.linux_i386();
+        }
         // Configurations are `.dts` files (ARM boots need dtc anyway; x86 ones only for these).
         if matches!(s.guest, TestGuest::Config(_) | TestGuest::GuestConfig { .. }) {
             needs.dtc();
@@ -850,6 +894,14 @@ fn run_one(s: &Scenario, built: &Built, logs: &std::path::Path, hypervisor: Hype
             Guest::Loader { kernel: built.guest(name).map_err(|e| format!("{e:#}"))? }
         }
         TestGuest::Linux { append, smp } if s.arch == Arch::X86_64 => {
+            args.append = Some(append.into());
+            args.smp = smp;
+            Guest::Loader { kernel: crate::qemu_x86::linux_guest(&mut args).map_err(|e| format!("{e:#}"))? }
+        }
+        TestGuest::LinuxI386 { append, smp } => {
+            let fetched = crate::images::linux_guest_i386().map_err(|e| format!("{e:#}"))?;
+            args.kernel = Some(fetched.kernel);
+            args.initrd = Some(fetched.initrd);
             args.append = Some(append.into());
             args.smp = smp;
             Guest::Loader { kernel: crate::qemu_x86::linux_guest(&mut args).map_err(|e| format!("{e:#}"))? }

@@ -71,8 +71,10 @@ pub fn cpuid(
     const EXT1_ECX_SVM: u32 = 1 << 2;
     const LEAF1_ECX_X2APIC: u32 = 1 << 21;
     const LEAF1_ECX_HIDDEN: u32 = (1 << 3) | (1 << 8) | (1 << 15) | (1 << 24);
-    /// ACPI thermal monitor and clock control, TM: their MSRs are not emulated.
-    const LEAF1_EDX_HIDDEN: u32 = (1 << 22) | (1 << 29);
+    /// ACPI thermal monitor and clock control, TM, and the machine-check architecture (MCE,
+    /// MCA): their MSRs are not emulated (a kernel that believed in MCA would read MCG_CAP
+    /// and its banks, take #GP, and panic).
+    const LEAF1_EDX_HIDDEN: u32 = (1 << 7) | (1 << 14) | (1 << 22) | (1 << 29);
     const LEAF6_EAX_ARAT: u32 = 1 << 2;
     match leaf {
         0x4000_0000 => {
@@ -400,9 +402,10 @@ mod tests {
 
     #[test]
     fn cpuid_hides_thermal_and_power_management() {
-        // Leaf 1 EDX: ACPI (22) and TM (29) gone, the rest kept; ECX: TM2 (8) gone.
+        // Leaf 1 EDX: MCE (7), MCA (14), ACPI (22) and TM (29) gone, the rest kept; ECX: TM2
+        // (8) gone.
         let l1 = cpuid(1, 0, 0, fake_host);
-        assert_eq!(l1[3], 0x0f8b_fbff & !((1 << 22) | (1 << 29)));
+        assert_eq!(l1[3], 0x0f8b_fbff & !((1 << 7) | (1 << 14) | (1 << 22) | (1 << 29)));
         assert_eq!(l1[2] & (1 << 8), 0);
         // Leaf 6: only ARAT (EAX bit 2) survives.
         assert_eq!(cpuid(6, 0, 0, |_, _| [0x77, 2, 0x9, 4]), [0x4, 0, 0, 0]);

@@ -359,6 +359,14 @@ impl VLapic {
         }
     }
 
+    /// The reset state of vCPU `id`'s APIC in xAPIC mode (Xen's, and the SDM's power-up
+    /// state): enabled, the MMIO page at 0xFEE00000.
+    pub fn new_xapic(id: u32) -> Self {
+        let mut a = VLapic::new(id);
+        a.base &= !APIC_BASE_EXTD;
+        a
+    }
+
     /// IA32_APIC_BASE as the guest reads it.
     pub fn apic_base(&self) -> u64 {
         self.base

@@ -26,6 +26,9 @@ pub struct DomainSpace {
     /// Each vCPU's xAPIC logical id (LDR bits 31:24; 0 outside xAPIC mode), as it was when
     /// the vCPU last entered the guest: what xAPIC logical destinations are matched against.
     pub logical_ids: [u8; MAX_APICS],
+    /// Every vCPU of the domain (those started later too) starts its local APIC in xAPIC
+    /// mode rather than x2APIC mode (`GuestSetup::xapic_at_reset`).
+    pub xapic_at_reset: bool,
     /// The Xen callback vector (`HVM_PARAM_CALLBACK_IRQ`): a domain-wide parameter that every
     /// vCPU, those started later included, delivers its upcall as.
     pub upcall_vector: Option<u8>,
@@ -52,6 +55,7 @@ impl DomainSpace {
             mailbox: IpiMailbox::default(),
             logical_ids: [0; MAX_APICS],
             upcall_vector: None,
+            xapic_at_reset: false,
             generation: 0,
             hidden: HiddenFrames::default(),
         })))

@@ -5,7 +5,7 @@ use super::args;
 use crate::domain::{Domain, GRANT_FRAMES};
 use arch::exit::VirtualCpu;
 use guest_abi::errno;
-use guest_abi::memory::{self as mem, XenAddToPhysmap};
+use guest_abi::memory::{self as mem, XenAddToPhysmap, XenMemoryReservation};
 
 /// The sub-command is in the low bits; the rest is a continuation start extent.
 const MEMOP_CMD_MASK: u64 = (1 << 6) - 1;
@@ -13,6 +13,7 @@ const MEMOP_CMD_MASK: u64 = (1 << 6) - 1;
 pub fn handle(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, cmd: u64, arg: u64) -> HcResult {
     match cmd & MEMOP_CMD_MASK {
         mem::XENMEM_ADD_TO_PHYSMAP => add_to_physmap(domain, vcpu, arg),
+        mem::XENMEM_DECREASE_RESERVATION => decrease_reservation(domain, vcpu, cmd, arg),
         // Each takes a pointer to the domain id it asks about.
         mem::XENMEM_CURRENT_RESERVATION | mem::XENMEM_MAXIMUM_RESERVATION | mem::XENMEM_MAXIMUM_GPFN => {
             let domid = args::read::<2>(vcpu, arg)?;
@@ -23,6 +24,41 @@ pub fn handle(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, cmd: u64, arg: u64
         }
         _ => Err(errno::ENOSYS),
     }
+}
+
+/// `XENMEM_decrease_reservation`: the guest hands back frames (Linux's balloon does it to
+/// get frames at which to map grant tables and foreign pages when it has no unpopulated
+/// memory of its own: i386 kernels). Each 4 KiB extent of the list that names a frame of the
+/// domain's RAM is accepted; the answer is how many were, counting from the continuation
+/// start in `cmd`'s upper bits, as Xen returns it. The frame stays backed by the domain's RAM
+/// until the guest maps something else there (its reservation does not shrink).
+fn decrease_reservation(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, cmd: u64, arg: u64) -> HcResult {
+    const MEMOP_EXTENT_SHIFT: u32 = 6;
+    let compat = domain.call_compat;
+    let op: XenMemoryReservation = args::read_abi(compat, vcpu, arg)?;
+    args::own_domain(domain, op.domid)?;
+    let width = args::ulong_size(compat);
+    let first = cmd >> MEMOP_EXTENT_SHIFT;
+    if first > op.nr_extents {
+        return Err(errno::EINVAL);
+    }
+    let mut done = first;
+    // Order 0 only; larger extents are not handed back (Xen would split them).
+    if op.extent_order != 0 {
+        return Ok(done as i64);
+    }
+    let ram_first = (domain.max_gpfn + 1).saturating_sub(domain.ram_pages);
+    while done < op.nr_extents {
+        let at = op.extent_start.checked_add(done * width).ok_or(errno::EFAULT)?;
+        let mut b = [0u8; 8];
+        vcpu.copy_from_guest(at, &mut b[..width as usize]).map_err(|_| errno::EFAULT)?;
+        let gfn = u64::from_le_bytes(b);
+        if gfn < ram_first || gfn - ram_first >= domain.ram_pages {
+            break;
+        }
+        done += 1;
+    }
+    Ok(done as i64)
 }
 
 /// Map the shared info page or a grant-table frame at a guest frame of its choosing.
@@ -114,6 +150,36 @@ mod tests {
         // Read as 64-bit, the same bytes are idx 0x1234 << 32: no such shared-info index.
         let e = crate::hypercall::dispatch(&mut d, &mut vcpu, call(false));
         assert_eq!(e, crate::hypercall::err(errno::EINVAL));
+    }
+
+    #[test]
+    fn decrease_reservation_counts_the_frames_of_its_ram_in_either_layout() {
+        let mut d = Domain::new(1);
+        d.set_ram(0, 0x10_0000);
+        let mut vcpu = FakeVcpu::new(256);
+        // Compat: extent_start 0x80, 3 extents, order 0, DOMID_SELF; frames 4 bytes each, the
+        // third outside RAM.
+        d.call_compat = true;
+        for (at, v) in [(0, 0x80u32), (4, 3), (8, 0), (12, 0)] {
+            args::put_u32(&mut vcpu.mem, at, v);
+        }
+        vcpu.mem[16..18].copy_from_slice(&guest_abi::xen::DOMID_SELF.to_ne_bytes());
+        for (i, gfn) in [0x10u32, 0x11, 0x100].iter().enumerate() {
+            args::put_u32(&mut vcpu.mem, 0x80 + 4 * i, *gfn);
+        }
+        assert_eq!(handle(&mut d, &mut vcpu, mem::XENMEM_DECREASE_RESERVATION, 0), Ok(2));
+        // Native: 8-byte handle and count, 8-byte frames.
+        d.call_compat = false;
+        vcpu.mem[..32].fill(0);
+        args::put_u64(&mut vcpu.mem, 0, 0xa0);
+        args::put_u64(&mut vcpu.mem, 8, 2);
+        vcpu.mem[24..26].copy_from_slice(&guest_abi::xen::DOMID_SELF.to_ne_bytes());
+        args::put_u64(&mut vcpu.mem, 0xa0, 0x20);
+        args::put_u64(&mut vcpu.mem, 0xa8, 0x21);
+        assert_eq!(handle(&mut d, &mut vcpu, mem::XENMEM_DECREASE_RESERVATION, 0), Ok(2));
+        // Another domain's reservation: refused.
+        vcpu.mem[24..26].copy_from_slice(&5u16.to_ne_bytes());
+        assert_eq!(handle(&mut d, &mut vcpu, mem::XENMEM_DECREASE_RESERVATION, 0), Err(errno::ESRCH));
     }
 
     #[test]

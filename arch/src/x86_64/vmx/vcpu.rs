@@ -256,6 +256,7 @@ impl Vcpu {
         }
         let ram = GuestRam { host: setup.ram_host, guest: setup.ram_guest, size: setup.ram_size };
         let space = DomainSpace::new(ept::EPT, ram, setup.domain_id, setup.nr_vcpus.into())?;
+        space.borrow_mut().xapic_at_reset = setup.xapic_at_reset;
         let mut vcpu = Vcpu::with_space(space, setup.vcpu_id.into())?;
         vcpu.setup_guest(setup)?;
         // Translations of an earlier user of this EPTP's tables may be cached.
@@ -267,9 +268,9 @@ impl Vcpu {
     /// and host state set; the guest state is the caller's to fill in.
     fn with_space(space: SharedSpace, id: usize) -> Result<Vcpu, &'static str> {
         let caps = super::caps();
-        let (ram, domain_id, root, generation, upcall_vector) = {
+        let (ram, domain_id, root, generation, upcall_vector, xapic) = {
             let s = space.borrow();
-            (s.ram, s.domain_id, s.root, s.generation, s.upcall_vector)
+            (s.ram, s.domain_id, s.root, s.generation, s.upcall_vector, s.xapic_at_reset)
         };
         let mut vcpu = Vcpu {
             vmcs: Page::new(),
@@ -296,6 +297,9 @@ impl Vcpu {
             fpu: GuestFpu::new(),
         };
         vcpu.ctx.upcall_vector = upcall_vector;
+        if xapic {
+            vcpu.ctx.msrs.lapic = crate::x86::vlapic::VLapic::new_xapic(id as u32);
+        }
         vcpu.vmcs.0[0] = caps.revision as u64;
         // SAFETY: a fresh, 4 KiB-aligned, identity-mapped VMCS region with the revision id.
         unsafe { ::x86::bits64::vmx::vmclear(vcpu.vmcs.addr()) }.map_err(|_| "VMCLEAR failed")?;
