@@ -270,13 +270,7 @@ impl Compat for GnttabSetupTable {
 impl Compat for GnttabGetStatusFrames {
     type Compat = GnttabGetStatusFrames32;
     fn from_compat(c: &GnttabGetStatusFrames32) -> Self {
-        GnttabGetStatusFrames {
-            nr_frames: c.nr_frames,
-            dom: c.dom,
-            status: c.status,
-            frame_list: c.frame_list.into(),
-            ..GnttabGetStatusFrames::default()
-        }
+        GnttabGetStatusFrames { nr_frames: c.nr_frames, dom: c.dom, status: c.status, frame_list: c.frame_list.into() }
     }
     fn to_compat(&self) -> GnttabGetStatusFrames32 {
         GnttabGetStatusFrames32 {

@@ -296,14 +296,11 @@ fn linux_scenarios() -> Vec<Scenario> {
             if smp == 2 {
                 in_order.push("(XEN) d1v1: powered on by v0 at ".into());
             }
-            in_order.extend(
-                [
-                    format!("XHV-INIT-MARKER hypervisor=xen cpus={smp} "),
-                    "(XEN) d1: powered off".into(),
-                    "(XEN) stopping: all domains powered off".into(),
-                ]
-                .into_iter(),
-            );
+            in_order.extend([
+                format!("XHV-INIT-MARKER hypervisor=xen cpus={smp} "),
+                "(XEN) d1: powered off".into(),
+                "(XEN) stopping: all domains powered off".into(),
+            ]);
             let append = if quiet.is_empty() { "console=hvc0 cryptomgr.notests" } else { DEFAULT_QUIET };
             let smp_suffix = if smp == 2 { "-smp2" } else { "" };
             all.push(Scenario {

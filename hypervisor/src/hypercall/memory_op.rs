@@ -146,7 +146,7 @@ mod tests {
             compat,
         };
         assert_eq!(crate::hypercall::dispatch(&mut d, &mut vcpu, call(true)), crate::hypercall::Outcome::Return(0));
-        assert!(vcpu.mapped.iter().any(|&(gpa, _)| gpa == 0x1234_000));
+        assert!(vcpu.mapped.iter().any(|&(gpa, _)| gpa == 0x0123_4000));
         // Read as 64-bit, the same bytes are idx 0x1234 << 32: no such shared-info index.
         let e = crate::hypercall::dispatch(&mut d, &mut vcpu, call(false));
         assert_eq!(e, crate::hypercall::err(errno::EINVAL));

@@ -225,7 +225,7 @@ mod tests {
         assert!(out == data);
         // Too small a dictionary or output, a corrupted or truncated stream: errors.
         assert_eq!(decompress(p, &mut out, &mut vec![0u8; 64 << 10]), Err(LoadError::TooLarge));
-        assert_eq!(decompress(p, &mut vec![0u8; 100], &mut dict), Err(LoadError::TooLarge));
+        assert_eq!(decompress(p, &mut [0u8; 100], &mut dict), Err(LoadError::TooLarge));
         let mut bad = p.to_vec();
         bad[200] ^= 0x55;
         assert_eq!(decompress(&bad, &mut out, &mut dict), Err(LoadError::Malformed));
