@@ -884,6 +884,7 @@ fn run_one(s: &Scenario, built: &Built, logs: &std::path::Path, hypervisor: Hype
         guest: None,
         timeout: s.timeout_secs(),
         emulator: Some(crate::qemu_x86::emulator_for_scenario(&s.name)),
+        guest_arch: None,
     };
     let guest = match s.guest {
         TestGuest::BuiltIn(name) => {
