@@ -121,4 +121,9 @@ pub struct GuestSetup {
     pub vcpu_id: u16,
     /// vCPUs the domain has (the interrupt controller is sized for them); at least 1.
     pub nr_vcpus: u16,
+    /// x86: the domain's vCPUs start with their local APIC in xAPIC mode (as Xen starts every
+    /// HVM vCPU) rather than x2APIC mode (what 64-bit guests here have always been given, and
+    /// take as "enabled by firmware"). 32-bit kernels need it: i386 Linux has no x2APIC
+    /// support at all.
+    pub xapic_at_reset: bool,
 }

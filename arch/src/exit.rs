@@ -8,6 +8,10 @@
 pub struct HypercallArgs {
     pub nr: u64,
     pub args: [u64; 5],
+    /// The guest ran in 32-bit protected mode when it made the call (x86 only): its argument
+    /// structures have Xen's "compat" layouts (32-bit `long`s, pointers and frame numbers).
+    /// False on ARM, where 32- and 64-bit guests share one layout.
+    pub compat: bool,
 }
 
 /// Why a guest access or instruction could not be completed.

@@ -90,6 +90,7 @@ macro_rules! layout_checks {
     };
 }
 
+pub mod compat;
 pub mod console;
 pub mod elfnote;
 pub mod errno;

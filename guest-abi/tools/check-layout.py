@@ -14,11 +14,13 @@ XEN_PUBLIC_DIR is a checkout's `xen/include/public`. The script reads, from ../s
 Rust field names map to C names by dropping a leading `r#`; fields named `_pad<digits>`
 stand for implicit C padding and are only covered by the size check.
 
-The headers are compiled three times with the host (x86_64) gcc:
+The headers are compiled four times with the host (x86_64) gcc:
   x86_64   as is;
   aarch64  with `__x86_64__` replaced by `__aarch64__` (both LP64, 8-byte aligned u64);
   arm32    `-m32 -malign-double` with `__i386__` replaced by `__arm__`: ILP32 with 8-byte
            aligned 64-bit integers, as in the ARM EABI.
+  x86_32   `-m32`: the i386 ABI of 32-bit PVH guests (Xen's compat layouts; tables marked
+           `x86_32`, in compat.rs).
 The ARM runs are an emulation of the ARM ABI's alignment rules on an x86 compiler, not a
 cross compiler; a few sanity asserts check the emulation (pointer size, u64 alignment).
 """
@@ -44,6 +46,7 @@ CONFIGS = {
     "x86_64": BASE,
     "aarch64": BASE + ["-U__x86_64__", "-U__amd64__", "-U__i386__", "-D__aarch64__"],
     "arm32": BASE + ["-m32", "-malign-double", "-U__i386__", "-U__x86_64__", "-D__arm__"],
+    "x86_32": BASE + ["-m32"],
 }
 SANITY = {
     "x86_64": ["sizeof(void *) == 8", "sizeof(long) == 8"],
@@ -51,8 +54,11 @@ SANITY = {
     "arm32": ["sizeof(void *) == 4", "sizeof(long) == 4", "sizeof(xen_ulong_t) == 8",
               "__builtin_offsetof(struct { char c; uint64_t x; }, x) == 8",
               "XEN_LEGACY_MAX_VCPUS == 1"],
+    "x86_32": ["sizeof(void *) == 4", "sizeof(long) == 4", "sizeof(xen_ulong_t) == 4",
+               "__builtin_offsetof(struct { char c; uint64_t x; }, x) == 4"],
 }
-ARCHES = {"all": ["x86_64", "aarch64", "arm32"], "x86": ["x86_64"], "arm": ["aarch64", "arm32"]}
+ARCHES = {"all": ["x86_64", "aarch64", "arm32"], "x86": ["x86_64"], "arm": ["aarch64", "arm32"],
+          "x86_32": ["x86_32"]}
 
 
 def parse_layouts(text, fname):

@@ -28,6 +28,8 @@ const IAPC_NO_VGA: u16 = 1 << 2;
 const IAPC_NO_CMOS_RTC: u16 = 1 << 5;
 const LOCAL_APIC_BASE: u32 = 0xfee0_0000;
 const MADT_LOCAL_X2APIC: u8 = 9;
+/// Processor Local APIC structure (8-bit APIC ids): what kernels without x2APIC support read.
+const MADT_LOCAL_APIC: u8 = 0;
 const MADT_ENABLED: u32 = 1;
 
 /// Where the tables went: the RSDP's guest-physical address and the bytes to copy there.
@@ -113,11 +115,20 @@ fn fadt(dsdt_addr: u64) -> Vec<u8> {
     sdt(b"FACP", 6, &body)
 }
 
-fn madt(vcpus: u32) -> Vec<u8> {
+/// One local APIC entry per vCPU: local x2APIC structures, or (`xapic`) 8-byte local APIC
+/// structures, which kernels without x2APIC support (i386 Linux) need and which every vCPU
+/// id below 255 fits.
+fn madt(vcpus: u32, xapic: bool) -> Vec<u8> {
     let mut body = alloc::vec![0u8; 8];
     put32(&mut body, 0, LOCAL_APIC_BASE);
     // Flags 0: no PC-AT dual 8259 setup.
     for id in 0..vcpus {
+        if xapic && id < 255 {
+            let mut e = [MADT_LOCAL_APIC, 8, id as u8, id as u8, 0, 0, 0, 0];
+            put32(&mut e, 4, MADT_ENABLED);
+            body.extend_from_slice(&e);
+            continue;
+        }
         let mut e = [0u8; 16];
         e[0] = MADT_LOCAL_X2APIC;
         e[1] = 16;
@@ -129,12 +140,13 @@ fn madt(vcpus: u32) -> Vec<u8> {
     sdt(b"APIC", 5, &body)
 }
 
-/// Build the tables to live at guest-physical `base` (16-byte aligned), for `vcpus` vCPUs.
-pub fn build(base: u64, vcpus: u32) -> Tables {
+/// Build the tables to live at guest-physical `base` (16-byte aligned), for `vcpus` vCPUs
+/// (`xapic`: the MADT lists them as local APICs rather than local x2APICs).
+pub fn build(base: u64, vcpus: u32, xapic: bool) -> Tables {
     const RSDP_LEN: usize = 36;
     let align = |n: usize| n.next_multiple_of(16);
     let xsdt_at = align(RSDP_LEN);
-    let (dsdt, madt) = (dsdt(), madt(vcpus));
+    let (dsdt, madt) = (dsdt(), madt(vcpus, xapic));
     // Layout: RSDP, XSDT (two entries), FADT, DSDT, MADT.
     let xsdt_len = HEADER + 2 * 8;
     let fadt_at = align(xsdt_at + xsdt_len);
@@ -188,7 +200,7 @@ mod tests {
     #[test]
     fn rsdp_xsdt_fadt_dsdt_madt_chain_with_valid_checksums() {
         let base = 0xf2000;
-        let t = build(base, 2);
+        let t = build(base, 2, false);
         let rsdp = &t.bytes[..36];
         assert_eq!(&rsdp[..8], b"RSD PTR ");
         assert_eq!(rsdp[15], 2);
@@ -215,6 +227,17 @@ mod tests {
             assert_eq!((e[0], e[1]), (9, 16));
             assert_eq!((u32_at(e, 4), u32_at(e, 8), u32_at(e, 12)), (id as u32, 1, id as u32));
         }
+    }
+
+    #[test]
+    fn a_32_bit_kernel_gets_local_apic_entries() {
+        let t = build(0xf2000, 2, true);
+        let xsdt = table(&t, u64_at(&t.bytes[..36], 24), b"XSDT");
+        let madt = table(&t, u64_at(xsdt, 44), b"APIC");
+        // Two 8-byte entries: type 0, length 8, processor uid, APIC id, flags (enabled).
+        assert_eq!(madt.len(), 44 + 16);
+        assert_eq!(&madt[44..52], &[0, 8, 0, 0, 1, 0, 0, 0]);
+        assert_eq!(&madt[52..60], &[0, 8, 1, 1, 1, 0, 0, 0]);
     }
 
     #[test]

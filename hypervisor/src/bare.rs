@@ -246,7 +246,7 @@ fn build(
         cpu::GUEST_RAM_BASE
     );
     zero_domain_ram(ram_host, ram_size);
-    let (entry, boot_arg) = place_image(id, cfg, ram_host, ram_size, kernel, initrd)?;
+    let (entry, boot_arg, xapic_at_reset) = place_image(id, cfg, ram_host, ram_size, kernel, initrd)?;
     let nr_vcpus = u16::try_from(cfg.cpus).map_err(|_| "too many vCPUs")?;
     #[cfg(target_arch = "x86_64")]
     if usize::from(nr_vcpus) > cpu::max_vcpus() {
@@ -261,6 +261,7 @@ fn build(
         domain_id: id,
         vcpu_id: 0,
         nr_vcpus,
+        xapic_at_reset,
     };
     hvlog!("d{}: entry {:#x}", id, setup.entry);
     let mut vcpu = cpu::Vcpu::new(&setup)?;
@@ -309,7 +310,7 @@ fn place_image(
     ram_size: u64,
     kernel: &[u8],
     initrd: Option<&[u8]>,
-) -> Result<(u64, u64), String> {
+) -> Result<(u64, u64, bool), String> {
     let ram = cpu::phys_slice_mut(ram_host, ram_size);
     let Some(arch) = guest_arch() else {
         let cmdline = cfg.bootargs.as_deref().unwrap_or("");
@@ -318,7 +319,10 @@ fn place_image(
             hvlog!("d{}: initrd at {:#x}-{:#x}", id, start, end);
         }
         hvlog!("d{}: PVH start info at {:#x}, kernel ends at {:#x}", id, l.start_info, l.kernel_end);
-        return Ok((cpu::GUEST_RAM_BASE + l.entry, l.start_info));
+        if l.kernel_32bit {
+            hvlog!("d{}: 32-bit kernel: local APICs start in xAPIC mode", id);
+        }
+        return Ok((cpu::GUEST_RAM_BASE + l.entry, l.start_info, l.kernel_32bit));
     };
     let layout = domain_build::build_arm(cfg, arch, guest_gic(), cpu::GUEST_RAM_BASE, ram, kernel, initrd)
         .map_err(|e| e.to_string())?;
@@ -335,7 +339,7 @@ fn place_image(
     if cfg.vpl011 {
         hvlog!("d{}: vpl011 at {:#x}, SPI {}", id, guest_dt::VPL011_BASE, guest_dt::VPL011_SPI);
     }
-    Ok((layout.entry, layout.dtb))
+    Ok((layout.entry, layout.dtb, false))
 }
 
 /// shared_info, grant frames and the PV console ring, from the hypervisor's free RAM; the

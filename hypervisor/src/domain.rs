@@ -102,6 +102,9 @@ pub struct VcpuXen {
 pub struct Domain {
     pub id: u16,
     pub abi: GuestAbi,
+    /// The hypercall being handled came from a vCPU in 32-bit x86 mode: its argument
+    /// structures have the compat layouts (`hypercall::args::read_abi`).
+    pub call_compat: bool,
     console: GuestConsole,
     pub xen: Option<XenPages>,
     pub evtchn: EventChannels,
@@ -162,6 +165,7 @@ impl Domain {
         Self {
             id,
             abi,
+            call_compat: false,
             console: GuestConsole::new(id),
             xen: None,
             evtchn: EventChannels::new(),

@@ -42,6 +42,8 @@ pub struct PvhLayout {
     pub start_info: u64,
     pub kernel_end: u64,
     pub initrd: Option<(u64, u64)>,
+    /// A 32-bit kernel: its vCPUs start with the local APIC in xAPIC mode.
+    pub kernel_32bit: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,17 +64,24 @@ impl core::fmt::Display for PvhError {
     }
 }
 
+/// The largest XZ dictionary a kernel payload may ask for (Linux's x86 builds use 32 MiB).
+const XZ_DICT_MAX: usize = 32 << 20;
+
 /// Load `kernel` into `ram` (guest-physical 0..): a bzImage is decompressed into the top of
-/// RAM first, then loaded as the PVH ELF it contains; the scratch space is zeroed again.
+/// RAM first (an XZ payload with its dictionary just below), then loaded as the PVH ELF it
+/// contains (ELF64 or ELF32); the scratch space is zeroed again.
 fn load_kernel(kernel: &[u8], ram: &mut [u8]) -> Result<crate::loader::Placed, PvhError> {
     if !bzimage::is_bzimage(kernel) {
         return pvh_elf::load_pvh_elf(kernel, ram, 0).map_err(PvhError::Kernel);
     }
     let payload = bzimage::payload(kernel).map_err(PvhError::Kernel)?;
-    let size = bzimage::lz4_uncompressed_size(payload).map_err(PvhError::Kernel)?;
+    let size = bzimage::uncompressed_size(payload).map_err(PvhError::Kernel)?;
     let scratch = (ram.len() as u64).checked_sub(size as u64).ok_or(PvhError::NoRoom)? & !(PAGE - 1);
     let (low, high) = ram.split_at_mut(scratch as usize);
-    let n = bzimage::lz4_legacy_decompress(payload, high).map_err(PvhError::Kernel)?;
+    let dict_at = low.len().saturating_sub(XZ_DICT_MAX);
+    let dict = &mut low[dict_at..];
+    let n = bzimage::decompress(payload, high, dict).map_err(PvhError::Kernel)?;
+    dict.fill(0);
     let placed = pvh_elf::load_pvh_elf(&high[..n], low, 0).map_err(|e| match e {
         LoadError::TooLarge => PvhError::NoRoom,
         e => PvhError::Kernel(e),
@@ -118,7 +127,7 @@ pub fn build(
     put(ram, CMDLINE, cmd);
     ram[(CMDLINE as usize) + cmd.len()] = 0;
 
-    let tables = acpi::build(ACPI_BASE, vcpus);
+    let tables = acpi::build(ACPI_BASE, vcpus, placed.elf32);
     put(ram, ACPI_BASE, &tables.bytes);
 
     let memmap = [
@@ -158,6 +167,7 @@ pub fn build(
         start_info: INFO_BASE,
         kernel_end: placed.end_offset,
         initrd: initrd_range,
+        kernel_32bit: placed.elf32,
     })
 }
 

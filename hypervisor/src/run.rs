@@ -491,7 +491,7 @@ mod tests {
     }
 
     fn hc(nr: u64, args: [u64; 5]) -> Exit {
-        Exit::Hypercall(HypercallArgs { nr, args })
+        Exit::Hypercall(HypercallArgs { nr, args, compat: false })
     }
 
     fn cpu_on(target: usize) -> Exit {

@@ -115,6 +115,7 @@ pub fn run(a: &FuzzArgs) -> Result<i32> {
         guest: None,
         timeout: a.timeout,
         emulator: a.emulator,
+        guest_arch: None,
         hypervisor: crate::xen::Hypervisor::Xhv,
     };
     let guest = guest(&built, &mut args, a.two_domains)?;

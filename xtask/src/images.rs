@@ -51,6 +51,20 @@ fn packages(arch: Arch) -> Packages {
     }
 }
 
+/// Debian's architecture of 32-bit x86 PVH guests, and the metapackage of its kernel (the
+/// 686-pae flavour is built with CONFIG_XEN_PVH).
+pub const I386_ARCH: &str = "i386";
+pub const I386_KERNEL_META: &str = "linux-image-686-pae:i386";
+
+fn packages_i386() -> Packages {
+    Packages {
+        kernel_meta: I386_KERNEL_META,
+        kernel_prefix: "linux-image-6.1.0-",
+        busybox: "busybox-static:i386",
+        kernel_file: "vmlinuz-",
+    }
+}
+
 /// The metapackage naming `arch`'s guest kernel (apt must know it before anything is fetched).
 pub fn kernel_metapackage(arch: Arch) -> &'static str {
     packages(arch).kernel_meta
@@ -72,11 +86,20 @@ pub fn cache_dir() -> PathBuf {
 /// Concurrent runs share the cache: the first to get here downloads and builds, the others
 /// wait for it (and say so).
 pub fn linux_guest(arch: Arch) -> Result<LinuxGuest> {
-    let pk = packages(arch);
-    let dir = cache_dir().join(arch.name());
+    linux_guest_of(&packages(arch), arch.name())
+}
+
+/// Debian's i386 (686-pae, XZ-compressed bzImage) kernel and an i386 busybox initramfs: a
+/// 32-bit PVH guest for the x86_64 hypervisor.
+pub fn linux_guest_i386() -> Result<LinuxGuest> {
+    linux_guest_of(&packages_i386(), I386_ARCH)
+}
+
+fn linux_guest_of(pk: &Packages, cache_name: &str) -> Result<LinuxGuest> {
+    let dir = cache_dir().join(cache_name);
     std::fs::create_dir_all(&dir)?;
     let _lock = lock(&dir.join(".lock"))?;
-    let kernel_pkg = current_kernel_package(&pk)?;
+    let kernel_pkg = current_kernel_package(pk)?;
     let kernel_root = unpacked(&dir, &kernel_pkg)?;
     let kernel = find_in(&kernel_root.join("boot"), pk.kernel_file)?;
     let busybox_root = unpacked(&dir, pk.busybox)?;

@@ -122,10 +122,21 @@ pub struct RunArgs {
     /// x86_64 only: QEMU (AMD-V under TCG `-cpu max`, the default) or Bochs (VT-x).
     #[arg(long, value_enum)]
     pub emulator: Option<qemu_x86::Emulator>,
+    /// x86_64 only: the default Linux guest's architecture. `i386` boots Debian's 686-pae
+    /// kernel and an i386 busybox initramfs as a 32-bit PVH guest (default: amd64).
+    #[arg(long, value_enum)]
+    pub guest_arch: Option<GuestArch>,
     /// Boot the same guests on real Xen 4.17 (Debian's arm64 build) instead of ours, from the
     /// same boot device tree, to compare (aarch64 only).
     #[arg(long, value_enum, default_value_t)]
     pub hypervisor: xen::Hypervisor,
+}
+
+/// A guest architecture other than the hypervisor's own (`--guest-arch`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum GuestArch {
+    /// 32-bit x86: Debian's i386 kernel as a 32-bit PVH guest of the x86_64 hypervisor.
+    I386,
 }
 
 fn main() {
@@ -175,7 +186,10 @@ fn run_needs(args: &RunArgs) -> prereq::Needs {
     let default_linux = args.guest.is_none() && args.config.is_none() && args.arch != Arch::Armv7;
     // Real Xen comes from Debian's arm64 archive, as the guest kernels do.
     let xen = args.hypervisor == xen::Hypervisor::Xen;
-    if xen || (default_linux && (args.kernel.is_none() || args.initrd.is_none())) {
+    let own_images = args.kernel.is_some() && args.initrd.is_some();
+    if args.guest_arch == Some(GuestArch::I386) && default_linux && !own_images {
+        needs.linux_i386();
+    } else if xen || (default_linux && !own_images) {
         needs.linux(args.arch);
     }
     if args.config.is_some() {
@@ -188,6 +202,7 @@ fn run_cmd(args: &RunArgs) -> Result<i32> {
     prereq::ensure(&run_needs(args))?;
     let on_xen = args.hypervisor == xen::Hypervisor::Xen;
     anyhow::ensure!(!on_xen || args.arch == Arch::Aarch64, "--hypervisor xen boots aarch64 only");
+    anyhow::ensure!(args.guest_arch.is_none() || args.arch == Arch::X86_64, "--guest-arch is for --arch x86_64");
     let built = build::hypervisor_and_guests(args.arch)?;
     let mut args = args.clone();
     let guest = match (&args.guest, &args.kernel) {
@@ -198,7 +213,14 @@ fn run_cmd(args: &RunArgs) -> Result<i32> {
         }
 
         (None, _) if args.arch == Arch::Aarch64 => emulator::Guest::Dom0less(emulator::linux_domu(&built, &args)?),
-        (None, _) if args.arch == Arch::X86_64 => emulator::Guest::Loader { kernel: qemu_x86::linux_guest(&mut args)? },
+        (None, _) if args.arch == Arch::X86_64 => {
+            if args.guest_arch == Some(GuestArch::I386) && (args.kernel.is_none() || args.initrd.is_none()) {
+                let fetched = images::linux_guest_i386()?;
+                args.kernel.get_or_insert(fetched.kernel);
+                args.initrd.get_or_insert(fetched.initrd);
+            }
+            emulator::Guest::Loader { kernel: qemu_x86::linux_guest(&mut args)? }
+        }
         (Some(name), _) => emulator::Guest::Loader { kernel: built.guest(name)? },
         (None, Some(kernel)) => emulator::Guest::Loader { kernel: kernel.clone() },
         (None, None) => emulator::Guest::Loader { kernel: built.guest("hello")? },

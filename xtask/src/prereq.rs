@@ -117,6 +117,8 @@ pub struct Needs {
     x86: BTreeSet<X86Emulator>,
     /// Architectures whose Linux guest comes from Debian's archive.
     linux: BTreeSet<Arch>,
+    /// Debian's i386 kernel and busybox too (32-bit PVH guests on x86_64).
+    linux_i386: bool,
     /// `dtc`: boot configurations written as `.dts`, and the host tests' cross-checks.
     dtc: bool,
 }
@@ -139,6 +141,12 @@ impl Needs {
         self
     }
 
+    /// Fetch Debian's i386 Linux guest (apt's foreign architecture i386).
+    pub fn linux_i386(&mut self) -> &mut Self {
+        self.linux_i386 = true;
+        self
+    }
+
     /// `dtc` on the path (host tests, `.dts` configurations).
     pub fn dtc(&mut self) -> &mut Self {
         self.dtc = true;
@@ -152,6 +160,7 @@ impl Needs {
             n.boot(arch, X86Emulator::Qemu).linux(arch);
         }
         n.boot(Arch::X86_64, X86Emulator::Bochs);
+        n.linux_i386();
         n.dtc();
         n
     }
@@ -187,9 +196,11 @@ impl Needs {
 pub fn ensure(needs: &Needs) -> Result<()> {
     rust_targets()?;
     let missing: Vec<Req> = needs.requirements().into_iter().filter(|r| !r.check.present()).collect();
+    let i386 = needs.linux_i386.then_some(crate::images::I386_ARCH);
     let arches: Vec<&str> =
-        needs.linux.iter().filter_map(|a| foreign_arch(*a)).filter(|a| !apt_knows_arch(a)).collect();
-    let need_lists = needs.linux.iter().any(|a| !apt_knows(crate::images::kernel_metapackage(*a)));
+        needs.linux.iter().filter_map(|a| foreign_arch(*a)).chain(i386).filter(|a| !apt_knows_arch(a)).collect();
+    let need_lists = needs.linux.iter().any(|a| !apt_knows(crate::images::kernel_metapackage(*a)))
+        || (needs.linux_i386 && !apt_knows(crate::images::I386_KERNEL_META));
     if missing.is_empty() && arches.is_empty() && !need_lists {
         return Ok(());
     }

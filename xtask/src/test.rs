@@ -38,6 +38,8 @@ enum TestGuest {
     /// Debian's kernel and the busybox initramfs as a dom0less domU with this command line
     /// and this many vCPUs.
     Linux { append: &'static str, smp: u32 },
+    /// Debian's i386 kernel as a 32-bit PVH guest of the x86_64 hypervisor.
+    LinuxI386 { append: &'static str, smp: u32 },
     /// A hand-written dom0less configuration from qemu/configs/, with Debian's kernel and the
     /// busybox initramfs standing in for the images it names.
     Config(&'static str),
@@ -209,6 +211,114 @@ fn linux_scenarios() -> Vec<Scenario> {
             exit_zero: true,
         },
     }));
+    // `nox2apic`: Linux takes the APIC out of x2APIC mode (disabled, then xAPIC, as the SDM
+    // requires) and drives it through the xAPIC page, which the hypervisor decodes and
+    // emulates. Verbose on QEMU (Linux's own words), quiet on Bochs; on both the hypervisor
+    // reports the mode changes.
+    for (suffix, append, linux_says) in [
+        (crate::qemu_x86::SVM_SUFFIX, "console=hvc0 cryptomgr.notests nox2apic", true),
+        ("", "console=hvc0 quiet cryptomgr.notests nox2apic", false),
+    ] {
+        let mut in_order = banner(Arch::X86_64);
+        in_order.extend(
+            [
+                "(XEN) d1v0: local APIC disabled",
+                "(XEN) d1v0: local APIC in xAPIC mode",
+                "(XEN) d1v0: local APIC used through its xAPIC page",
+            ]
+            .map(String::from),
+        );
+        if linux_says {
+            in_order.push("x2apic disabled".into());
+        }
+        in_order.extend(
+            [
+                "XHV-INIT-MARKER hypervisor=xen cpus=1 ",
+                "(XEN) d1: powered off",
+                "(XEN) stopping: all domains powered off",
+            ]
+            .map(String::from),
+        );
+        all.push(Scenario {
+            name: format!("linux-x86_64-pvh-nox2apic{suffix}"),
+            arch: Arch::X86_64,
+            guest: TestGuest::Linux { append, smp: 1 },
+            expect: Expect {
+                in_order,
+                count: None,
+                forbidden: vec!["PANIC", "Kernel panic", "BUG:", "local APIC in x2APIC mode", "not decoded"],
+                exit_zero: true,
+            },
+        });
+        // Two vCPUs: vCPU 1 starts (INIT/STARTUP through the ICR's two halves) in x2APIC
+        // mode like every vCPU, leaves it as vCPU 0 did, and IPIs go by xAPIC logical
+        // destination (Linux's flat model matches each LDR).
+        let mut in_order = banner(Arch::X86_64);
+        in_order.extend(
+            [
+                "(XEN) d1v0: local APIC used through its xAPIC page",
+                "(XEN) d1v1: powered on by v0 at ",
+                "(XEN) d1v1: local APIC in xAPIC mode",
+                "XHV-INIT-MARKER hypervisor=xen cpus=2 ",
+                "(XEN) d1: powered off",
+                "(XEN) stopping: all domains powered off",
+            ]
+            .map(String::from),
+        );
+        let append = if linux_says {
+            "console=hvc0 cryptomgr.notests nox2apic xhv.stress=8"
+        } else {
+            "console=hvc0 quiet cryptomgr.notests nox2apic xhv.stress=4"
+        };
+        all.push(with_stress(Scenario {
+            name: format!("linux-x86_64-pvh-nox2apic{suffix}-smp2"),
+            arch: Arch::X86_64,
+            guest: TestGuest::Linux { append, smp: 2 },
+            expect: Expect {
+                in_order,
+                count: None,
+                forbidden: vec![
+                    "PANIC",
+                    "Kernel panic",
+                    "BUG:",
+                    "failed to wakeup",
+                    "local APIC in x2APIC mode",
+                    "not decoded",
+                ],
+                exit_zero: true,
+            },
+        }));
+    }
+    // Debian's i386 kernel (686-pae: an XZ bzImage the loader decompresses, an ELF32 with the
+    // PHYS32 entry) as a 32-bit PVH guest: its hypercalls come from 32-bit protected mode
+    // with PAE paging and use the compat layouts. One and two vCPUs, both backends.
+    const DEFAULT_QUIET: &str = crate::qemu_x86::DEFAULT_LINUX_APPEND;
+    for (suffix, quiet) in [(crate::qemu_x86::SVM_SUFFIX, ""), ("", " quiet")] {
+        for smp in [1u32, 2] {
+            let mut in_order = banner(Arch::X86_64);
+            if smp == 2 {
+                in_order.push("(XEN) d1v1: powered on by v0 at ".into());
+            }
+            in_order.extend([
+                format!("XHV-INIT-MARKER hypervisor=xen cpus={smp} "),
+                "(XEN) d1: powered off".into(),
+                "(XEN) stopping: all domains powered off".into(),
+            ]);
+            let append = if quiet.is_empty() { "console=hvc0 cryptomgr.notests" } else { DEFAULT_QUIET };
+            let smp_suffix = if smp == 2 { "-smp2" } else { "" };
+            all.push(Scenario {
+                name: format!("linux-i386-pvh{suffix}{smp_suffix}"),
+                arch: Arch::X86_64,
+                guest: TestGuest::LinuxI386 { append, smp },
+                expect: Expect {
+                    in_order,
+                    count: None,
+                    forbidden: vec!["PANIC", "Kernel panic", "BUG:", "failed to wakeup"],
+                    exit_zero: true,
+                },
+            });
+        }
+    }
     all
 }
 
@@ -628,8 +738,14 @@ impl Scenario {
         match (self.guest, self.arch) {
             // /init's SIMD workload: ~15 s of guest time on Bochs, minutes of wall time when
             // the machine is shared.
-            (TestGuest::Linux { append, .. }, _) if append.contains("xhv.stress=") => 900,
-            (TestGuest::Linux { .. } | TestGuest::Fuzz { .. }, _) | (_, Arch::X86_64) => 300,
+            (TestGuest::Linux { append, .. } | TestGuest::LinuxI386 { append, .. }, _)
+                if append.contains("xhv.stress=") =>
+            {
+                900
+            }
+            (TestGuest::Linux { .. } | TestGuest::LinuxI386 { .. } | TestGuest::Fuzz { .. }, _) | (_, Arch::X86_64) => {
+                300
+            }
             _ => 60,
         }
     }
@@ -748,6 +864,9 @@ fn needs(chosen: &[Scenario], host: bool) -> crate::prereq::Needs {
         if matches!(s.guest, TestGuest::Linux { .. } | TestGuest::Config(_)) {
             needs.linux(s.arch);
         }
+        if matches!(s.guest, TestGuest::LinuxI386 { .. }) {
+            needs.linux_i386();
+        }
         // Configurations are `.dts` files (ARM boots need dtc anyway; x86 ones only for these).
         if matches!(s.guest, TestGuest::Config(_) | TestGuest::GuestConfig { .. }) {
             needs.dtc();
@@ -770,6 +889,7 @@ fn run_one(s: &Scenario, built: &Built, logs: &std::path::Path, hypervisor: Hype
         guest: None,
         timeout: s.timeout_secs(),
         emulator: Some(crate::qemu_x86::emulator_for_scenario(&s.name)),
+        guest_arch: None,
     };
     if s.name.ends_with("-gicv2") || s.arch == Arch::Armv7 {
         args.gic = Some(2);
@@ -780,6 +900,14 @@ fn run_one(s: &Scenario, built: &Built, logs: &std::path::Path, hypervisor: Hype
             Guest::Loader { kernel: built.guest(name).map_err(|e| format!("{e:#}"))? }
         }
         TestGuest::Linux { append, smp } if s.arch == Arch::X86_64 => {
+            args.append = Some(append.into());
+            args.smp = smp;
+            Guest::Loader { kernel: crate::qemu_x86::linux_guest(&mut args).map_err(|e| format!("{e:#}"))? }
+        }
+        TestGuest::LinuxI386 { append, smp } => {
+            let fetched = crate::images::linux_guest_i386().map_err(|e| format!("{e:#}"))?;
+            args.kernel = Some(fetched.kernel);
+            args.initrd = Some(fetched.initrd);
             args.append = Some(append.into());
             args.smp = smp;
             Guest::Loader { kernel: crate::qemu_x86::linux_guest(&mut args).map_err(|e| format!("{e:#}"))? }

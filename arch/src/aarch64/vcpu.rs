@@ -559,7 +559,7 @@ impl Vcpu {
         match esr.imm16() {
             XEN_HVC_IMM => {
                 let x = &self.ctx.x;
-                Some(Exit::Hypercall(HypercallArgs { nr: x[16], args: [x[0], x[1], x[2], x[3], x[4]] }))
+                Some(Exit::Hypercall(HypercallArgs { nr: x[16], args: [x[0], x[1], x[2], x[3], x[4]], compat: false }))
             }
             0 => self.handle_psci(),
             _ => {

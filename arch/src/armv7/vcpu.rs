@@ -355,7 +355,7 @@ impl Vcpu {
     /// nr in r12, arguments in r0..r4; HVC's preferred return already points past it.
     fn hypercall_args(&self) -> HypercallArgs {
         let r = &self.regs.r;
-        HypercallArgs { nr: u64::from(r[12]), args: [r[0], r[1], r[2], r[3], r[4]].map(u64::from) }
+        HypercallArgs { nr: u64::from(r[12]), args: [r[0], r[1], r[2], r[3], r[4]].map(u64::from), compat: false }
     }
 
     fn psci(&mut self) -> Option<Exit> {

@@ -7,7 +7,9 @@
 //! then applies the result to its control structure (instruction length, event injection,
 //! EFER/PAT fields). Pure logic, tested on the host.
 
+use super::mmio;
 use super::policy::{self, DebugPort, Gprs, GuestMsrs, MsrEffect, PortAction, RAX, RCX, RamRange};
+use super::vlapic::ApicMode;
 use super::xstate::{self, GuestView, Layout};
 
 /// What the exit handlers need from the machine they run on.
@@ -21,6 +23,11 @@ pub trait Platform {
     /// The vector state guests are offered (the bare machine reads it once at boot).
     fn xstate(&self) -> Layout {
         Layout::from_cpuid(|leaf, sub| self.host_cpuid(leaf, sub))
+    }
+    /// Fill `buf` with the guest's code at linear address `linear` (through its own page
+    /// tables), as far as it is readable RAM; how many bytes that was.
+    fn fetch_code(&mut self, _linear: u64, _buf: &mut [u8]) -> usize {
+        0
     }
 }
 
@@ -47,6 +54,8 @@ pub struct ExitContext {
     pub inflight: Option<Injected>,
     /// The guest's XCR0 (it writes it with XSETBV, which always exits); loaded while it runs.
     pub xcr0: u64,
+    /// The guest has used the xAPIC page (reported once).
+    pub xapic_used: bool,
 }
 
 /// The source of a virtual interrupt.
@@ -70,6 +79,7 @@ impl ExitContext {
             upcall_pending: false,
             inflight: None,
             xcr0: xstate::RESET_XCR0,
+            xapic_used: false,
         }
     }
 
@@ -103,12 +113,80 @@ impl ExitContext {
 }
 
 /// An intercepted CPUID: the shared policy's answer in EAX..EDX. `cr4` is the guest's own
-/// (OSXSAVE and OSPKE reflect it).
+/// (OSXSAVE and OSPKE reflect it). Leaf 1 EDX.APIC follows IA32_APIC_BASE's global enable,
+/// as on hardware.
 pub fn cpuid(ctx: &ExitContext, regs: &mut Gprs, cr4: u64, p: &impl Platform) {
+    const LEAF1_EDX_APIC: u32 = 1 << 9;
     let (leaf, sub) = (regs.0[RAX] as u32, regs.0[RCX] as u32);
     let fpu = (&p.xstate(), GuestView { xcr0: ctx.xcr0, cr4 });
-    let answer = policy::cpuid(leaf, sub, ctx.vcpu_id, fpu, |l, s| p.host_cpuid(l, s));
+    let mut answer = policy::cpuid(leaf, sub, ctx.vcpu_id, fpu, |l, s| p.host_cpuid(l, s));
+    if leaf == 1 && ctx.msrs.lapic.mode() == ApicMode::Disabled {
+        answer[3] &= !LEAF1_EDX_APIC;
+    }
     policy::set_cpuid_result(regs, answer);
+}
+
+/// After a WRMSR: say so when it moved the vLAPIC to another mode (a handful per vCPU boot).
+pub fn report_apic_mode(ctx: &ExitContext, before: ApicMode, p: &mut impl Platform) {
+    let now = ctx.msrs.lapic.mode();
+    if now != before {
+        let what = match now {
+            ApicMode::Disabled => "disabled",
+            ApicMode::XApic => "in xAPIC mode",
+            ApicMode::X2Apic => "in x2APIC mode",
+        };
+        p.report(format_args!("d{}v{}: local APIC {what}", ctx.domain_id, ctx.vcpu_id));
+    }
+}
+
+/// What a guest-physical access outside RAM comes to, as far as the local APIC goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApicAccess {
+    /// Not the xAPIC page (or the APIC is not in xAPIC mode): the backend decides.
+    NotApic,
+    /// Emulated: step over the instruction, `len` bytes.
+    Done { len: u64 },
+    /// The xAPIC page, by an instruction the decoder does not know: a fault.
+    Undecodable,
+}
+
+/// A nested-paging / EPT fault at `gpa` by the instruction at linear address `linear`, run in
+/// `mode`: if `gpa` is in the vLAPIC's xAPIC page, fetch and decode the instruction, carry it
+/// out on the register model and update the registers. RSP must be current in `regs`.
+pub fn apic_mmio(
+    ctx: &mut ExitContext,
+    regs: &mut Gprs,
+    gpa: u64,
+    linear: u64,
+    mode: mmio::CpuMode,
+    p: &mut impl Platform,
+) -> ApicAccess {
+    if !ctx.msrs.lapic.claims(gpa) {
+        return ApicAccess::NotApic;
+    }
+    let mut code = [0u8; 15];
+    let n = p.fetch_code(linear, &mut code);
+    let Some(access) = mmio::decode(&code[..n], mode) else {
+        p.report(format_args!(
+            "d{}v{}: xAPIC access at {gpa:#x} by an instruction not decoded at {linear:#x}: {:02x?}",
+            ctx.domain_id,
+            ctx.vcpu_id,
+            &code[..n]
+        ));
+        return ApicAccess::Undecodable;
+    };
+    if !ctx.xapic_used {
+        ctx.xapic_used = true;
+        p.report(format_args!("d{}v{}: local APIC used through its xAPIC page", ctx.domain_id, ctx.vcpu_id));
+    }
+    let offset = gpa & 0xfff;
+    let mut written = None;
+    let lapic = &mut ctx.msrs.lapic;
+    mmio::perform(&access, regs, |size| lapic.mmio_read(offset, size), |size, v| written = Some((size, v)));
+    if let Some((size, v)) = written {
+        lapic.mmio_write(offset, size, v);
+    }
+    ApicAccess::Done { len: access.len.into() }
 }
 
 /// What an intercepted XSETBV comes to.

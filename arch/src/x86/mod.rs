@@ -7,6 +7,7 @@
 pub mod ept;
 pub mod guest;
 pub mod hidden;
+pub mod mmio;
 pub mod policy;
 pub mod svm;
 pub mod vlapic;

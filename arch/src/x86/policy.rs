@@ -71,8 +71,10 @@ pub fn cpuid(
     const EXT1_ECX_SVM: u32 = 1 << 2;
     const LEAF1_ECX_X2APIC: u32 = 1 << 21;
     const LEAF1_ECX_HIDDEN: u32 = (1 << 3) | (1 << 8) | (1 << 15) | (1 << 24);
-    /// ACPI thermal monitor and clock control, TM: their MSRs are not emulated.
-    const LEAF1_EDX_HIDDEN: u32 = (1 << 22) | (1 << 29);
+    /// ACPI thermal monitor and clock control, TM, and the machine-check architecture (MCE,
+    /// MCA): their MSRs are not emulated (a kernel that believed in MCA would read MCG_CAP
+    /// and its banks, take #GP, and panic).
+    const LEAF1_EDX_HIDDEN: u32 = (1 << 7) | (1 << 14) | (1 << 22) | (1 << 29);
     const LEAF6_EAX_ARAT: u32 = 1 << 2;
     match leaf {
         0x4000_0000 => {
@@ -124,10 +126,10 @@ pub fn hypercall(r: &mut Gprs, cpl: u8, long_mode: bool) -> Option<HypercallArgs
     }
     let r = &r.0;
     Some(if long_mode {
-        HypercallArgs { nr: r[RAX], args: [r[RDI], r[RSI], r[RDX], r[R10], r[R8]] }
+        HypercallArgs { nr: r[RAX], args: [r[RDI], r[RSI], r[RDX], r[R10], r[R8]], compat: false }
     } else {
         let low = |v: u64| v & 0xffff_ffff;
-        HypercallArgs { nr: low(r[RAX]), args: [r[RBX], r[RCX], r[RDX], r[RSI], r[RDI]].map(low) }
+        HypercallArgs { nr: low(r[RAX]), args: [r[RBX], r[RCX], r[RDX], r[RSI], r[RDI]].map(low), compat: true }
     })
 }
 
@@ -320,8 +322,8 @@ pub fn write_msr_state(m: &mut GuestMsrs, index: u32, value: u64, efer: u64) -> 
         return Some(MsrEffect::Done);
     }
     match index {
-        // The APIC stays enabled in x2APIC mode; writing that state back is fine.
-        MSR_APIC_BASE => (value == m.lapic.apic_base()).then_some(MsrEffect::Done),
+        // Mode changes as the SDM allows them (`VLapic::set_apic_base`); the rest is #GP.
+        MSR_APIC_BASE => m.lapic.set_apic_base(value).then_some(MsrEffect::Done),
         X2APIC_FIRST..=X2APIC_LAST => m.lapic.write(index, value).then_some(MsrEffect::Done),
         MSR_SPEC_CTRL => {
             m.spec_ctrl = value;
@@ -400,9 +402,10 @@ mod tests {
 
     #[test]
     fn cpuid_hides_thermal_and_power_management() {
-        // Leaf 1 EDX: ACPI (22) and TM (29) gone, the rest kept; ECX: TM2 (8) gone.
+        // Leaf 1 EDX: MCE (7), MCA (14), ACPI (22) and TM (29) gone, the rest kept; ECX: TM2
+        // (8) gone.
         let l1 = cpuid(1, 0, 0, fake_host);
-        assert_eq!(l1[3], 0x0f8b_fbff & !((1 << 22) | (1 << 29)));
+        assert_eq!(l1[3], 0x0f8b_fbff & !((1 << 7) | (1 << 14) | (1 << 22) | (1 << 29)));
         assert_eq!(l1[2] & (1 << 8), 0);
         // Leaf 6: only ARAT (EAX bit 2) survives.
         assert_eq!(cpuid(6, 0, 0, |_, _| [0x77, 2, 0x9, 4]), [0x4, 0, 0, 0]);
@@ -421,6 +424,7 @@ mod tests {
         let short = hypercall(&mut r.clone(), 0, false).unwrap();
         assert_eq!(short.nr, 0);
         assert_eq!(short.args, [RBX as u64, RCX as u64, RDX as u64, RSI as u64, RDI as u64]);
+        assert!(short.compat && !long.compat, "the mode at the time of the call picks the layouts");
         assert_eq!(hypercall(&mut r, 3, true), None);
         assert_eq!(r.0[RAX], u64::MAX);
         assert_eq!(hypercall_result(u64::MAX, false), 0xffff_ffff);
@@ -462,7 +466,8 @@ mod tests {
         let mut m = GuestMsrs::new(0);
         assert_eq!(read_msr_state(&m, 0x1b, 0), Some(0xfee0_0d00));
         assert_eq!(write_msr_state(&mut m, 0x1b, 0xfee0_0d00, 0), Some(MsrEffect::Done));
-        assert_eq!(write_msr_state(&mut m, 0x1b, 0xfee0_0900, 0), None, "leaving x2APIC mode");
+        assert_eq!(write_msr_state(&mut m, 0x1b, 0xfee0_0900, 0), None, "x2APIC to xAPIC");
+        assert_eq!(write_msr_state(&mut m, 0x1b, 0xfee0_0500, 0), None, "x2APIC without global enable");
         assert_eq!(read_msr_state(&m, 0x803, 0), Some(0x50014));
         assert_eq!(read_msr_state(&m, 0x1a0, 0), Some(0));
         assert_eq!(read_msr_state(&m, 0x2ff, 0), Some(0xc06));

@@ -14,6 +14,7 @@
 
 use super::guest::{self, MsrOutcome, XsetbvOutcome};
 pub use super::guest::{ExitContext, Injected, Platform};
+use super::mmio::CpuMode;
 use super::policy::{self, Gprs, PortAction, RAX, RSP};
 use super::vmcb::{Vmcb, attrib, event, exit, ioio};
 use crate::exit::{Exit, FaultKind, GuestFault};
@@ -111,9 +112,22 @@ pub fn handle_exit(vmcb: &mut Vmcb, regs: &mut Gprs, ctx: &mut ExitContext, p: &
             None
         }
         exit::IOIO => io(vmcb, regs, ctx, p),
-        exit::MSR => msr(vmcb, regs, ctx),
+        exit::MSR => {
+            let before = ctx.msrs.lapic.mode();
+            let exit = msr(vmcb, regs, ctx);
+            guest::report_apic_mode(ctx, before, p);
+            exit
+        }
         exit::NPF => {
             let gpa = vmcb.control.exit_info2;
+            match apic_mmio(vmcb, regs, ctx, gpa, p) {
+                guest::ApicAccess::Done { len } => {
+                    set_rip(vmcb, vmcb.save.rip.wrapping_add(len));
+                    return None;
+                }
+                guest::ApicAccess::Undecodable => return Some(fault(vmcb, FaultKind::UnhandledTrap, gpa, code)),
+                guest::ApicAccess::NotApic => {}
+            }
             let kind = if ctx.ram.contains(gpa) { FaultKind::UnhandledTrap } else { FaultKind::UnmappedGuestPhysical };
             Some(fault(vmcb, kind, gpa, vmcb.control.exit_info1))
         }
@@ -130,6 +144,21 @@ pub fn handle_exit(vmcb: &mut Vmcb, regs: &mut Gprs, ctx: &mut ExitContext, p: &
         }
         _ => Some(fault(vmcb, FaultKind::UnhandledTrap, 0, code)),
     }
+}
+
+/// A nested page fault on the xAPIC page: the instruction at CS:RIP is fetched, decoded and
+/// carried out on the vLAPIC (no decode assists needed).
+fn apic_mmio(
+    vmcb: &Vmcb,
+    regs: &mut Gprs,
+    ctx: &mut ExitContext,
+    gpa: u64,
+    p: &mut impl Platform,
+) -> guest::ApicAccess {
+    let long = in_long_mode(vmcb);
+    let mode = CpuMode::from_cs(long, vmcb.save.cs.attrib & attrib::DB != 0);
+    let linear = if long { vmcb.save.rip } else { vmcb.save.cs.base.wrapping_add(vmcb.save.rip) & 0xffff_ffff };
+    guest::apic_mmio(ctx, regs, gpa, linear, mode, p)
 }
 
 fn fault(vmcb: &Vmcb, kind: FaultKind, gpa: u64, syndrome: u64) -> Exit {
@@ -202,6 +231,9 @@ mod tests {
     struct Recorder {
         lines: Vec<String>,
         reports: Vec<String>,
+        /// The guest's code at the faulting RIP, and the linear address it was asked for at.
+        code: Vec<u8>,
+        fetched_at: Option<u64>,
     }
 
     impl Platform for Recorder {
@@ -219,6 +251,12 @@ mod tests {
         }
         fn report(&mut self, args: core::fmt::Arguments) {
             self.reports.push(format!("{args}"));
+        }
+        fn fetch_code(&mut self, linear: u64, buf: &mut [u8]) -> usize {
+            self.fetched_at = Some(linear);
+            let n = self.code.len().min(buf.len());
+            buf[..n].copy_from_slice(&self.code[..n]);
+            n
         }
     }
 
@@ -277,7 +315,7 @@ mod tests {
         }
         let rec = Recorded::long_mode(0x81, 0, 0, 0x10_2000);
         let (e, vmcb, _) = decode(&rec, 17, &mut regs, &mut ctx());
-        assert_eq!(e, Some(Exit::Hypercall(HypercallArgs { nr: 17, args: [1, 2, 3, 4, 5] })));
+        assert_eq!(e, Some(Exit::Hypercall(HypercallArgs { nr: 17, args: [1, 2, 3, 4, 5], compat: false })));
         assert_eq!(vmcb.save.rip, 0x10_2003);
         // The result goes back through RAX, which the next VMRUN takes from the VMCB.
         let mut vmcb = vmcb;
@@ -305,7 +343,7 @@ mod tests {
         }
         let rec = Recorded::protected_mode(0x81, 0, 0, 0x10_0ffe);
         let (e, vmcb, _) = decode(&rec, 0xffff_ffff_0000_0011, &mut regs, &mut ctx());
-        assert_eq!(e, Some(Exit::Hypercall(HypercallArgs { nr: 0x11, args: [1, 2, 3, 4, 5] })));
+        assert_eq!(e, Some(Exit::Hypercall(HypercallArgs { nr: 0x11, args: [1, 2, 3, 4, 5], compat: true })));
         assert_eq!(vmcb.save.rip, 0x10_1001);
     }
 
@@ -496,6 +534,48 @@ mod tests {
         let rec = Recorded::long_mode(0x400, (1 << 32) | 7, 0x10_0000, 0x10_0345);
         let (e, _, _) = decode(&rec, 0, &mut Gprs::default(), &mut ctx());
         assert!(matches!(e, Some(Exit::Fault(GuestFault { kind: FaultKind::UnhandledTrap, .. }))));
+    }
+
+    /// An NPF decoded with `code` at the guest's RIP.
+    fn decode_with_code(
+        rec: &Recorded,
+        code: &[u8],
+        regs: &mut Gprs,
+        c: &mut ExitContext,
+    ) -> (Option<Exit>, Box<Vmcb>, Recorder) {
+        let mut vmcb = rec.vmcb();
+        let mut p = Recorder { code: code.into(), ..Default::default() };
+        after_exit(&mut vmcb, regs);
+        let exit = handle_exit(&mut vmcb, regs, c, &mut p);
+        (exit, vmcb, p)
+    }
+
+    #[test]
+    fn npf_on_the_xapic_page_is_decoded_and_emulated() {
+        let mut c = ctx();
+        let mut regs = Gprs::default();
+        // x2APIC mode (the reset state): the page is not there.
+        let rec = Recorded::long_mode(0x400, (1 << 32) | 4, 0xfee0_0030, 0x10_0345);
+        let (e, _, _) = decode_with_code(&rec, &[0x8b, 0x04, 0x25, 0x30, 0, 0xe0, 0xfe], &mut regs, &mut c);
+        assert!(matches!(e, Some(Exit::Fault(GuestFault { kind: FaultKind::UnmappedGuestPhysical, .. }))));
+        // Linux's nox2apic: disabled, then xAPIC. A 64-bit load of the version register.
+        assert!(c.msrs.lapic.set_apic_base(0xfee0_0100) && c.msrs.lapic.set_apic_base(0xfee0_0900));
+        regs.0[RAX] = u64::MAX;
+        let (e, vmcb, p) = decode_with_code(&rec, &[0x8b, 0x04, 0x25, 0x30, 0, 0xe0, 0xfe], &mut regs, &mut c);
+        assert_eq!((e, vmcb.save.rip, regs.0[RAX]), (None, 0x10_034c, 0x5_0014));
+        assert_eq!(p.fetched_at, Some(0x10_0345));
+        assert_eq!(p.reports, ["d1v0: local APIC used through its xAPIC page"]);
+        // 32-bit protected mode, CS based at 0x1000: mov [0xfee00080], eax sets the TPR.
+        let mut rec = Recorded::protected_mode(0x400, (1 << 32) | 6, 0xfee0_0080, 0x2000);
+        rec.put(0x418, 0x1000).put(0x5f8, 0x20);
+        let (e, vmcb, p) = decode_with_code(&rec, &[0xa3, 0x80, 0, 0xe0, 0xfe], &mut regs, &mut c);
+        assert_eq!((e, vmcb.save.rip, p.fetched_at), (None, 0x2005, Some(0x3000)));
+        assert_eq!(c.msrs.lapic.mmio_read(0x80, 4), 0x20);
+        assert!(p.reports.is_empty(), "reported once");
+        // An instruction the decoder does not know: the domain's fault, with the address.
+        let (e, _, p) = decode_with_code(&rec, &[0x01, 0x00], &mut regs, &mut c);
+        assert!(matches!(e, Some(Exit::Fault(GuestFault { kind: FaultKind::UnhandledTrap, gpa: 0xfee0_0080, .. }))));
+        assert_eq!(p.reports.len(), 1);
     }
 
     #[test]

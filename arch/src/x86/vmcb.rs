@@ -344,6 +344,8 @@ pub mod attrib {
     pub const LDT: u16 = 0x082;
     /// CS.L: 64-bit code.
     pub const LONG: u16 = 1 << 9;
+    /// CS.D: 32-bit default operand and address size.
+    pub const DB: u16 = 1 << 10;
 }
 
 /// The I/O permission map: 12 KiB, one bit per port (set = intercept).

@@ -23,6 +23,12 @@ pub struct DomainSpace {
     /// vCPUs the domain was given (APIC ids `0..nr_vcpus`).
     pub nr_vcpus: usize,
     pub mailbox: IpiMailbox,
+    /// Each vCPU's xAPIC logical id (LDR bits 31:24; 0 outside xAPIC mode), as it was when
+    /// the vCPU last entered the guest: what xAPIC logical destinations are matched against.
+    pub logical_ids: [u8; MAX_APICS],
+    /// Every vCPU of the domain (those started later too) starts its local APIC in xAPIC
+    /// mode rather than x2APIC mode (`GuestSetup::xapic_at_reset`).
+    pub xapic_at_reset: bool,
     /// The Xen callback vector (`HVM_PARAM_CALLBACK_IRQ`): a domain-wide parameter that every
     /// vCPU, those started later included, delivers its upcall as.
     pub upcall_vector: Option<u8>,
@@ -47,7 +53,9 @@ impl DomainSpace {
             domain_id,
             nr_vcpus: nr_vcpus.clamp(1, MAX_APICS),
             mailbox: IpiMailbox::default(),
+            logical_ids: [0; MAX_APICS],
             upcall_vector: None,
+            xapic_at_reset: false,
             generation: 0,
             hidden: HiddenFrames::default(),
         })))
@@ -103,10 +111,13 @@ impl DomainSpace {
     }
 
     /// Before vCPU `id` enters the guest: take the IPIs other vCPUs sent it into `lapic` and
-    /// the domain's callback vector into `upcall_vector`; true if the tables changed since
+    /// the domain's callback vector into `upcall_vector`, publish its xAPIC logical id; true if the tables changed since
     /// `seen` (then updated), so that its TLB must be flushed first.
     pub fn sync_vcpu(&mut self, id: usize, lapic: &mut VLapic, upcall_vector: &mut Option<u8>, seen: &mut u64) -> bool {
         *upcall_vector = self.upcall_vector;
+        if let Some(l) = self.logical_ids.get_mut(id) {
+            *l = lapic.logical_id();
+        }
         if self.mailbox.has(id) {
             self.mailbox.deliver(lapic);
         }
@@ -119,7 +130,7 @@ impl DomainSpace {
     /// yields, so that a halted target wakes and runs); a STARTUP asks the core to power the
     /// (first) target on in real mode at `vector << 12`.
     pub fn send_ipi(&mut self, ipi: Ipi) -> Option<Exit> {
-        match route(ipi, self.apic_mask()) {
+        match route(ipi, self.apic_mask(), &self.logical_ids) {
             Route::Post { targets, vector } => {
                 self.mailbox.post(targets, vector);
                 Some(Exit::Yield)

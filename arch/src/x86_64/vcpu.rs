@@ -108,6 +108,39 @@ impl VirtualCpu for Vcpu {
 /// The exit handlers' view of the bare machine, for both backends.
 pub(super) struct Bare;
 
+/// [`Bare`], plus the guest's code as its page tables map it (for decoding the instruction
+/// behind an access to an emulated MMIO page).
+pub(super) struct WithCode<'a> {
+    pub ram: &'a super::guestmem::GuestRam,
+    pub tr: super::guestmem::Translation,
+    pub hidden: &'a crate::x86::hidden::HiddenFrames,
+}
+
+impl crate::x86::guest::Platform for WithCode<'_> {
+    fn host_cpuid(&self, leaf: u32, sub: u32) -> [u32; 4] {
+        Bare.host_cpuid(leaf, sub)
+    }
+    fn debug_line(&mut self, domain_id: u16, line: &str) {
+        Bare.debug_line(domain_id, line);
+    }
+    fn report(&mut self, args: core::fmt::Arguments) {
+        Bare.report(args);
+    }
+    fn xstate(&self) -> crate::x86::xstate::Layout {
+        Bare.xstate()
+    }
+    fn fetch_code(&mut self, linear: u64, buf: &mut [u8]) -> usize {
+        // All of it, or what the instruction's own page holds (the next may be unmapped).
+        let in_page = (4096 - (linear & 0xfff) as usize).min(buf.len());
+        for len in [buf.len(), in_page] {
+            if self.ram.copy_from(self.tr, linear, &mut buf[..len], self.hidden).is_ok() {
+                return len;
+            }
+        }
+        0
+    }
+}
+
 impl crate::x86::guest::Platform for Bare {
     fn host_cpuid(&self, leaf: u32, sub: u32) -> [u32; 4] {
         let r = core::arch::x86_64::__cpuid_count(leaf, sub);

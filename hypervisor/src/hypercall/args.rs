@@ -5,6 +5,8 @@
 //! place. The byte helpers at the end are for tests that lay out guest memory by hand.
 
 use arch::exit::VirtualCpu;
+use core::mem::size_of;
+use guest_abi::compat::Compat;
 use guest_abi::errno;
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
@@ -30,6 +32,32 @@ pub fn read_struct<T: FromBytes + IntoBytes>(vcpu: &mut dyn VirtualCpu, gva: u64
 /// Copy a typed structure out to guest virtual address `gva`; `-EFAULT` if unmapped.
 pub fn write_struct<T: IntoBytes + Immutable>(vcpu: &mut dyn VirtualCpu, gva: u64, value: &T) -> Result<(), i64> {
     write(vcpu, gva, value.as_bytes())
+}
+
+// The one place where 32-bit x86 guests' argument layouts are translated: a structure whose
+// compat layout differs (guest_abi::compat) is read in the caller's layout and handed to the
+// handler as the native one, and written back the same way. Handlers never see the compat
+// types; `compat` is the mode the calling vCPU was in when it made the call
+// (`HypercallArgs::compat`, kept in `Domain::call_compat` for the call).
+
+/// Copy in a structure in the caller's layout as its native form; `-EFAULT` if unmapped.
+pub fn read_abi<T: Compat>(compat: bool, vcpu: &mut dyn VirtualCpu, gva: u64) -> Result<T, i64> {
+    if compat { Ok(T::from_compat(&read_struct::<T::Compat>(vcpu, gva)?)) } else { read_struct(vcpu, gva) }
+}
+
+/// Copy a native structure out in the caller's layout; `-EFAULT` if unmapped.
+pub fn write_abi<T: Compat>(compat: bool, vcpu: &mut dyn VirtualCpu, gva: u64, value: &T) -> Result<(), i64> {
+    if compat { write_struct(vcpu, gva, &value.to_compat()) } else { write_struct(vcpu, gva, value) }
+}
+
+/// Bytes one `T` takes in the caller's layout (the stride of an array of them).
+pub fn abi_size<T: Compat>(compat: bool) -> u64 {
+    (if compat { size_of::<T::Compat>() } else { size_of::<T>() }) as u64
+}
+
+/// Bytes of a `xen_pfn_t` / `xen_ulong_t` in the caller's layout.
+pub fn ulong_size(compat: bool) -> u64 {
+    if compat { 4 } else { 8 }
 }
 
 #[cfg(test)]

@@ -224,7 +224,7 @@ fn hypercall() -> impl Strategy<Value = Call> {
     let index = prop_oneof![2 => 0u64..4, 1 => field_word()];
     let prefill = prop::option::of((1usize..3, (head, index, field_word()).prop_map(|(a, b, c)| [a, b, c])));
     (number, cmd, prop::array::uniform4(word()), prefill).prop_map(|(nr, cmd, [a1, a2, a3, a4], prefill)| Call {
-        args: HypercallArgs { nr, args: [cmd, a1, a2, a3, a4] },
+        args: HypercallArgs { nr, args: [cmd, a1, a2, a3, a4], compat: false },
         prefill,
     })
 }
@@ -385,7 +385,7 @@ fn the_checks_can_fail() {
     // A write nobody named is caught, and so is a changed byte nobody wrote.
     let mut vcpu = RecordingVcpu::new(vec![0; SIZE as usize]);
     vcpu.write(BASE + 0x2000, &[1]).unwrap();
-    let call = HypercallArgs { nr: nr::XEN_VERSION, args: [0; 5] };
+    let call = HypercallArgs { nr: nr::XEN_VERSION, args: [0; 5], compat: false };
     let mut named = Named::default();
     named.learn(BASE);
     assert!(check_accesses(&call, &vcpu, &named).is_err());

@@ -24,13 +24,14 @@ pub fn copy(domain: &mut Domain, peers: &mut dyn Peers, vcpu: &mut dyn VirtualCp
         return Err(errno::EINVAL);
     }
     for i in 0..count {
-        let at = uop.checked_add(i * size_of::<GnttabCopy>() as u64).ok_or(errno::EFAULT)?;
-        let mut op: GnttabCopy = args::read_struct(vcpu, at)?;
+        let compat = domain.call_compat;
+        let at = uop.checked_add(i * args::abi_size::<GnttabCopy>(compat)).ok_or(errno::EFAULT)?;
+        let mut op: GnttabCopy = args::read_abi(compat, vcpu, at)?;
         op.status = match copy_one(domain, peers, &op) {
             Ok(()) => gt::GNTST_OKAY,
             Err(status) => status,
         };
-        args::write_struct(vcpu, at, &op)?;
+        args::write_abi(compat, vcpu, at, &op)?;
     }
     Ok(0)
 }
@@ -135,6 +136,33 @@ mod tests {
         let (d, mut peers) = Others::split(ds, 0);
         assert_eq!(copy(d, &mut peers, vcpu, 0, 1), Ok(0));
         GnttabCopy::read_from_bytes(&vcpu.mem[..40]).unwrap().status
+    }
+
+    #[test]
+    fn a_32_bit_guests_batch_uses_24_byte_entries() {
+        use guest_abi::compat::{GnttabCopy32, GnttabCopyPtr32};
+        use zerocopy::{FromBytes, IntoBytes};
+        let mut vcpu = FakeVcpu::new(64);
+        let mut ds = domains(&mut vcpu);
+        fill(&ds[1], 0x101, 0x5a);
+        grant(&mut ds[1], 8, gt::GTF_PERMIT_ACCESS | gt::GTF_READONLY, 1, 0x101);
+        ds[0].call_compat = true;
+        let good = GnttabCopy32 {
+            source: GnttabCopyPtr32 { u: 8, domid: 2, offset: 16 },
+            dest: GnttabCopyPtr32 { u: 0x102, domid: DOMID_SELF, offset: 0 },
+            len: 32,
+            flags: gt::GNTCOPY_SOURCE_GREF,
+            ..Default::default()
+        };
+        // The second entry names a grant never given.
+        let bad = GnttabCopy32 { source: GnttabCopyPtr32 { u: 9, ..good.source }, ..good };
+        vcpu.mem[..24].copy_from_slice(good.as_bytes());
+        vcpu.mem[24..48].copy_from_slice(bad.as_bytes());
+        let (d, mut peers) = Others::split(&mut ds, 0);
+        assert_eq!(copy(d, &mut peers, &mut vcpu, 0, 2), Ok(0));
+        let status = |at: usize| GnttabCopy32::read_from_bytes(&vcpu.mem[at..at + 24]).unwrap().status;
+        assert_eq!((status(0), status(24)), (gt::GNTST_OKAY, gt::GNTST_GENERAL_ERROR), "each entry its own status");
+        assert_eq!(byte(&ds[0], 0x102, 0), 16 ^ 0x5a);
     }
 
     #[test]

@@ -35,12 +35,12 @@ pub fn handle(
         gt::GNTTABOP_SETUP_TABLE => setup_table(domain, vcpu, uop),
         gt::GNTTABOP_GET_STATUS_FRAMES => {
             // Version 1 has no status frames: the call is answered, the operation refused.
-            let mut op: GnttabGetStatusFrames = args::read_struct(vcpu, uop)?;
+            let mut op: GnttabGetStatusFrames = args::read_abi(domain.call_compat, vcpu, uop)?;
             op.status = match args::own_domain(domain, op.dom) {
                 Ok(()) => gt::GNTST_GENERAL_ERROR,
                 Err(e) => foreign_status(e),
             };
-            args::write_struct(vcpu, uop, &op).map(|_| 0)
+            args::write_abi(domain.call_compat, vcpu, uop, &op).map(|_| 0)
         }
         gt::GNTTABOP_SET_VERSION => {
             // Only version 1 is offered; Xen reports the version in force either way.
@@ -67,7 +67,8 @@ fn foreign_status(e: i64) -> i16 {
 /// translated guest places them itself (`add_to_physmap`); one not placed yet is reported as
 /// Xen's invalid frame. More frames than the table has is `GNTST_general_error`.
 fn setup_table(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, uop: u64) -> HcResult {
-    let mut op: GnttabSetupTable = args::read_struct(vcpu, uop)?;
+    let compat = domain.call_compat;
+    let mut op: GnttabSetupTable = args::read_abi(compat, vcpu, uop)?;
     op.status = if op.nr_frames as usize > GRANT_FRAMES {
         gt::GNTST_GENERAL_ERROR
     } else if let Err(e) = args::own_domain(domain, op.dom) {
@@ -75,8 +76,10 @@ fn setup_table(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, uop: u64) -> HcRe
     } else {
         for i in 0..op.nr_frames as usize {
             let gfn = domain.grant_frame_gfns[i].unwrap_or(gt::INVALID_FRAME);
-            let at = op.frame_list.checked_add(8 * i as u64).ok_or(errno::EFAULT)?;
-            args::write(vcpu, at, &gfn.to_ne_bytes())?;
+            // A 32-bit guest's frame numbers are 32-bit (Xen's invalid frame included).
+            let width = args::ulong_size(compat);
+            let at = op.frame_list.checked_add(width * i as u64).ok_or(errno::EFAULT)?;
+            args::write(vcpu, at, &gfn.to_ne_bytes()[..width as usize])?;
         }
         gt::GNTST_OKAY
     };
@@ -142,6 +145,26 @@ mod tests {
             handle(&mut d, &mut crate::domain::NoPeers, &mut vcpu, gt::GNTTABOP_QUERY_SIZE, 30, 1),
             Err(errno::EFAULT)
         );
+    }
+
+    #[test]
+    fn a_32_bit_guest_gets_its_frames_as_32_bit_numbers() {
+        use guest_abi::compat::GnttabSetupTable32;
+        use zerocopy::IntoBytes;
+        let mut vcpu = FakeVcpu::new(128);
+        let mut d = crate::hypercall::testing::domain_with_xen_pages(&mut vcpu);
+        d.call_compat = true;
+        d.grant_frame_gfns[0] = Some(0x4_0122);
+        d.grant_frame_gfns[1] = Some(0x4_0123);
+        let op =
+            GnttabSetupTable32 { dom: guest_abi::xen::DOMID_SELF, nr_frames: 2, frame_list: 64, ..Default::default() };
+        vcpu.mem[..16].copy_from_slice(op.as_bytes());
+        vcpu.mem[64..80].fill(0xee);
+        assert_eq!(handle(&mut d, &mut crate::domain::NoPeers, &mut vcpu, gt::GNTTABOP_SETUP_TABLE, 0, 1), Ok(0));
+        // The status at offset 8 of the 16-byte structure; frames 4 bytes apart.
+        assert_eq!(i16::from_ne_bytes([vcpu.mem[8], vcpu.mem[9]]), gt::GNTST_OKAY);
+        assert_eq!((args::u32_at(&vcpu.mem, 64), args::u32_at(&vcpu.mem, 68)), (0x4_0122, 0x4_0123));
+        assert_eq!(args::u64_at(&vcpu.mem, 72), u64::from_ne_bytes([0xee; 8]), "nothing beyond two frames");
     }
 
     #[test]

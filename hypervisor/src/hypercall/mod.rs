@@ -68,6 +68,7 @@ pub fn dispatch_with(
     call: HypercallArgs,
 ) -> Outcome {
     let [a0, a1, a2, ..] = call.args;
+    domain.call_compat = call.compat;
     match call.nr {
         nr::XEN_VERSION => xen_version::handle(domain, vcpu, a0, a1).into(),
         nr::CONSOLE_IO => console_io::handle(domain, vcpu, a0, a1, a2).into(),
@@ -227,7 +228,7 @@ mod tests {
         let mut dom = Domain::new(1);
         let mut vcpu = FakeVcpu::new(16);
         for n in [nr::MMU_UPDATE, nr::HYPFS_OP + 1, 63, u64::MAX] {
-            let call = HypercallArgs { nr: n, args: [0; 5] };
+            let call = HypercallArgs { nr: n, args: [0; 5], compat: false };
             assert_eq!(dispatch(&mut dom, &mut vcpu, call), Outcome::Return(-errno::ENOSYS));
         }
     }

@@ -18,11 +18,11 @@ pub fn handle(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, cmd: u64, vcpu_id:
             domain.vcpus[id].runstate_gva = (gva != 0).then_some(gva);
             if gva != 0 {
                 // Xen fills it at once; an unmapped area is the guest's problem, not an error.
-                let _ = args::write_struct(vcpu, gva, &runstate_running());
+                let _ = args::write_abi(domain.call_compat, vcpu, gva, &runstate_running());
             }
             Ok(0)
         }
-        v::VCPUOP_GET_RUNSTATE_INFO => args::write_struct(vcpu, arg, &runstate_running()).map(|_| 0),
+        v::VCPUOP_GET_RUNSTATE_INFO => args::write_abi(domain.call_compat, vcpu, arg, &runstate_running()).map(|_| 0),
         // Only vCPU 0 runs until secondary vCPUs come up through PSCI / VCPUOP_up.
         v::VCPUOP_IS_UP => Ok(i64::from(id == 0)),
         // No periodic Xen timer is ever armed, so stopping it is a no-op success.
@@ -32,8 +32,9 @@ pub fn handle(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, cmd: u64, vcpu_id:
             Err(errno::EINVAL)
         }
         v::VCPUOP_SET_SINGLESHOT_TIMER => {
-            let timer: v::VcpuSetSingleshotTimer = args::read_struct(vcpu, arg)?;
-            if vcpu.set_xen_timer(Some(timer.timeout_abs_ns)) { Ok(0) } else { Err(errno::ENOSYS) }
+            let op: v::VcpuSetSingleshotTimer = args::read_abi(domain.call_compat, vcpu, arg)?;
+            let deadline = op.timeout_abs_ns;
+            if vcpu.set_xen_timer(Some(deadline)) { Ok(0) } else { Err(errno::ENOSYS) }
         }
         v::VCPUOP_STOP_SINGLESHOT_TIMER => {
             vcpu.set_xen_timer(None);
@@ -79,6 +80,26 @@ fn runstate_running() -> VcpuRunstateInfo {
 mod tests {
     use super::*;
     use crate::hypercall::testing::FakeVcpu;
+
+    #[test]
+    fn runstate_and_timer_follow_the_callers_layout() {
+        let mut d = Domain::new(1);
+        let mut vcpu = FakeVcpu::new(0x100);
+        // 64-bit: state at 0, state_entry_time at 8; 32-bit: state_entry_time at 4, 44 bytes.
+        vcpu.mem[0x80..0xc0].fill(0xee);
+        d.call_compat = true;
+        assert_eq!(handle(&mut d, &mut vcpu, v::VCPUOP_GET_RUNSTATE_INFO, 0, 0x80), Ok(0));
+        assert_eq!(args::u32_at(&vcpu.mem, 0x80), v::RUNSTATE_RUNNING as u32);
+        assert_eq!(args::u64_at(&vcpu.mem, 0x84), 0);
+        assert_eq!(vcpu.mem[0x80 + 44], 0xee, "44 bytes written, no more");
+        // A compat single-shot timer is 12 bytes: the deadline, then the flags.
+        args::put_u64(&mut vcpu.mem, 0xf4, 0x1_2345_6789);
+        args::put_u32(&mut vcpu.mem, 0xfc, 0);
+        assert_eq!(handle(&mut d, &mut vcpu, v::VCPUOP_SET_SINGLESHOT_TIMER, 0, 0xf4), Ok(0));
+        assert_eq!(vcpu.xen_timer, Some(Some(0x1_2345_6789)));
+        d.call_compat = false;
+        assert_eq!(handle(&mut d, &mut vcpu, v::VCPUOP_SET_SINGLESHOT_TIMER, 0, 0xf4), Err(errno::EFAULT));
+    }
 
     #[test]
     fn vcpu_info_moves_to_guest_memory_with_everything_flagged() {

@@ -13,7 +13,7 @@ pub fn load_arm64_image(image: &[u8], ram: &mut [u8]) -> Result<Placed, LoadErro
     let offset = if text_offset == 0 { 0x20_0000 } else { text_offset };
     let image_size = u64::from_le_bytes(image[16..24].try_into().unwrap()).max(image.len() as u64);
     copy_at(image, ram, offset, image_size)?;
-    Ok(Placed { entry_offset: offset, end_offset: offset + image_size })
+    Ok(Placed { entry_offset: offset, end_offset: offset + image_size, elf32: false })
 }
 
 /// ARM `zImage`: magic 0x016F2818 at 0x24; conventionally loaded 32 KiB into RAM.
@@ -23,7 +23,7 @@ pub fn load_arm_zimage(image: &[u8], ram: &mut [u8]) -> Result<Placed, LoadError
         return Err(LoadError::UnknownFormat);
     }
     copy_at(image, ram, ZIMAGE_OFFSET, image.len() as u64)?;
-    Ok(Placed { entry_offset: ZIMAGE_OFFSET, end_offset: ZIMAGE_OFFSET + image.len() as u64 })
+    Ok(Placed { entry_offset: ZIMAGE_OFFSET, end_offset: ZIMAGE_OFFSET + image.len() as u64, elf32: false })
 }
 
 fn copy_at(image: &[u8], ram: &mut [u8], offset: u64, footprint: u64) -> Result<(), LoadError> {
@@ -54,7 +54,7 @@ mod tests {
         let img = arm64_header(0x80000, 0x1000, 0x800);
         let mut ram = vec![0u8; 0x100000];
         let p = load_arm64_image(&img, &mut ram).unwrap();
-        assert_eq!(p, Placed { entry_offset: 0x80000, end_offset: 0x81000 });
+        assert_eq!(p, Placed { entry_offset: 0x80000, end_offset: 0x81000, elf32: false });
         assert_eq!(ram[0x80000 + 100], 0xaa);
     }
 

@@ -13,6 +13,8 @@ pub struct Placed {
     pub entry_offset: u64,
     /// Bytes of guest RAM used by the image, from its start.
     pub end_offset: u64,
+    /// A 32-bit kernel (ELF32 on x86): it may know nothing of the x2APIC.
+    pub elf32: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

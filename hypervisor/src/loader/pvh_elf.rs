@@ -36,7 +36,8 @@ pub fn load_pvh_elf(image: &[u8], ram: &mut [u8], ram_base: u64) -> Result<Place
     }
     let entry = pvh_entry(&elf, image)?.unwrap_or(elf.header.pt2.entry_point());
     let entry_offset = entry.checked_sub(ram_base).filter(|&o| o < ram.len() as u64).ok_or(LoadError::Malformed)?;
-    Ok(Placed { entry_offset, end_offset: end })
+    let elf32 = elf.header.pt1.class() == Class::ThirtyTwo;
+    Ok(Placed { entry_offset, end_offset: end, elf32 })
 }
 
 /// The program header table lies inside the image, aligned, with entries big enough.
@@ -201,7 +202,7 @@ mod tests {
         let code = Seg { ty: 1, paddr: 0x10_0000, data: b"CODE".to_vec(), memsz: 16 };
         let image = elf64(0x10_0000, &[load(code)]);
         let (r, ram) = run(&image, 2 * MB);
-        assert_eq!(r, Ok(Placed { entry_offset: 0x10_0000, end_offset: 0x10_0010 }));
+        assert_eq!(r, Ok(Placed { entry_offset: 0x10_0000, end_offset: 0x10_0010, elf32: false }));
         assert_eq!(&ram[0x10_0000..0x10_0004], b"CODE");
         assert!(ram[0x10_0004..0x10_0010].iter().all(|&b| b == 0));
         assert_eq!(ram[0x10_0010], 0xaa, "nothing written past memsz");

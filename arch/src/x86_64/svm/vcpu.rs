@@ -12,7 +12,7 @@ use super::super::alloc::boxed::Box;
 use super::super::guestmem::{GuestRam, Translation};
 use super::super::hostapic;
 use super::super::space::{DomainSpace, SharedSpace};
-use super::super::vcpu::Bare;
+use super::super::vcpu::WithCode;
 use super::super::xstate::GuestFpu;
 use crate::boot::GuestSetup;
 use crate::exit::{BadGuestAddress, Exit, VirtualCpu};
@@ -142,6 +142,7 @@ impl Vcpu {
     pub fn new(setup: &GuestSetup) -> Result<Vcpu, &'static str> {
         let ram = GuestRam { host: setup.ram_host, guest: setup.ram_guest, size: setup.ram_size };
         let space = DomainSpace::new(ept::NPT, ram, setup.domain_id, setup.nr_vcpus.into())?;
+        space.borrow_mut().xapic_at_reset = setup.xapic_at_reset;
         // The preemption timer is needed from the first run on (calibrated once).
         hostapic::available();
         let mut vcpu = Vcpu::with_space(space, setup.vcpu_id.into());
@@ -152,9 +153,9 @@ impl Vcpu {
     /// vCPU `id` of the domain `space` describes, its VMCB controls set, its state zero.
     fn with_space(space: SharedSpace, id: usize) -> Vcpu {
         let caps = super::caps();
-        let (ram, domain_id, root, generation, upcall_vector) = {
+        let (ram, domain_id, root, generation, upcall_vector, xapic) = {
             let s = space.borrow();
-            (s.ram, s.domain_id, s.root, s.generation, s.upcall_vector)
+            (s.ram, s.domain_id, s.root, s.generation, s.upcall_vector, s.xapic_at_reset)
         };
         let mut vcpu = Vcpu {
             vmcb: Box::new(Vmcb::zeroed()),
@@ -176,6 +177,9 @@ impl Vcpu {
             asid_shared: false,
         };
         vcpu.ctx.upcall_vector = upcall_vector;
+        if xapic {
+            vcpu.ctx.msrs.lapic = crate::x86::vlapic::VLapic::new_xapic(id as u32);
+        }
         vcpu.setup_controls(ept::ncr3(root), caps.asids);
         vcpu
     }
@@ -309,7 +313,12 @@ impl VirtualCpu for Vcpu {
             self.vmcb.control.tlb_control = if shared { tlb::FLUSH_ALL } else { tlb::NOTHING };
             svm::note_delivery(&self.vmcb, &mut self.ctx);
             svm::after_exit(&mut self.vmcb, &mut self.regs);
-            let exit = svm::handle_exit(&mut self.vmcb, &mut self.regs, &mut self.ctx, &mut Bare);
+            let exit = {
+                let tr = self.translation();
+                let space = self.space.borrow();
+                let mut p = WithCode { ram: &self.ram, tr, hidden: &space.hidden };
+                svm::handle_exit(&mut self.vmcb, &mut self.regs, &mut self.ctx, &mut p)
+            };
             if let Some(gpa) = self.ctx.hypercall_page.take() {
                 // A page outside RAM is the guest's loss: its later calls fault there.
                 let _ = self.ram.write_phys(gpa, &policy::hypercall_page(true), &self.space.borrow().hidden);

@@ -17,13 +17,14 @@ use super::super::guestmem::{GuestRam, Translation};
 use super::super::space::{DomainSpace, SharedSpace};
 use super::super::tables::Page;
 use super::super::time;
-use super::super::vcpu::Bare;
+use super::super::vcpu::{Bare, WithCode};
 use super::super::xstate::GuestFpu;
 use super::{ctls2, msr};
 use crate::boot::GuestSetup;
 use crate::exit::{BadGuestAddress, Exit, FaultKind, GuestFault, VirtualCpu};
 use crate::x86::ept;
-use crate::x86::guest::{self, ExitContext, MsrOutcome, Timers, XsetbvOutcome};
+use crate::x86::guest::{self, ApicAccess, ExitContext, MsrOutcome, Timers, XsetbvOutcome};
+use crate::x86::mmio::CpuMode;
 use crate::x86::policy::{self, Gprs, PortAction, RAX, RBX, RSP, RamRange};
 use crate::x86::vlapic::RealModeEntry;
 use crate::x86::walk::PagingMode;
@@ -67,6 +68,8 @@ mod bits {
     pub const AR_TSS32_BUSY: u64 = 0x8b;
     pub const AR_UNUSABLE: u64 = 1 << 16;
     pub const AR_LONG: u64 = 1 << 13;
+    /// CS.D: 32-bit default operand and address size.
+    pub const AR_DB: u64 = 1 << 14;
     // Interruption information (VM entry, VM exit, IDT vectoring).
     pub const EVENT_VALID: u64 = 1 << 31;
     pub const EVENT_HAS_ERROR_CODE: u64 = 1 << 11;
@@ -253,6 +256,7 @@ impl Vcpu {
         }
         let ram = GuestRam { host: setup.ram_host, guest: setup.ram_guest, size: setup.ram_size };
         let space = DomainSpace::new(ept::EPT, ram, setup.domain_id, setup.nr_vcpus.into())?;
+        space.borrow_mut().xapic_at_reset = setup.xapic_at_reset;
         let mut vcpu = Vcpu::with_space(space, setup.vcpu_id.into())?;
         vcpu.setup_guest(setup)?;
         // Translations of an earlier user of this EPTP's tables may be cached.
@@ -264,9 +268,9 @@ impl Vcpu {
     /// and host state set; the guest state is the caller's to fill in.
     fn with_space(space: SharedSpace, id: usize) -> Result<Vcpu, &'static str> {
         let caps = super::caps();
-        let (ram, domain_id, root, generation, upcall_vector) = {
+        let (ram, domain_id, root, generation, upcall_vector, xapic) = {
             let s = space.borrow();
-            (s.ram, s.domain_id, s.root, s.generation, s.upcall_vector)
+            (s.ram, s.domain_id, s.root, s.generation, s.upcall_vector, s.xapic_at_reset)
         };
         let mut vcpu = Vcpu {
             vmcs: Page::new(),
@@ -293,6 +297,9 @@ impl Vcpu {
             fpu: GuestFpu::new(),
         };
         vcpu.ctx.upcall_vector = upcall_vector;
+        if xapic {
+            vcpu.ctx.msrs.lapic = crate::x86::vlapic::VLapic::new_xapic(id as u32);
+        }
         vcpu.vmcs.0[0] = caps.revision as u64;
         // SAFETY: a fresh, 4 KiB-aligned, identity-mapped VMCS region with the revision id.
         unsafe { ::x86::bits64::vmx::vmclear(vcpu.vmcs.addr()) }.map_err(|_| "VMCLEAR failed")?;
@@ -788,6 +795,14 @@ impl Vcpu {
             reason::XSETBV => self.xsetbv(),
             reason::EPT_VIOLATION => {
                 let gpa = vmread(ro::GUEST_PHYSICAL_ADDR_FULL);
+                match self.apic_mmio(gpa) {
+                    ApicAccess::Done { len } => {
+                        self.skip(len);
+                        return None;
+                    }
+                    ApicAccess::Undecodable => return Some(self.fault(FaultKind::UnhandledTrap, gpa, qual)),
+                    ApicAccess::NotApic => {}
+                }
                 let kind =
                     if self.ram.contains(gpa) { FaultKind::UnhandledTrap } else { FaultKind::UnmappedGuestPhysical };
                 Some(self.fault(kind, gpa, qual))
@@ -804,7 +819,31 @@ impl Vcpu {
 
     /// Step over the instruction that exited; it no longer blocks interrupts.
     fn skip_instruction(&mut self) {
-        let rip = vmread(gs::RIP) + vmread(ro::VMEXIT_INSTRUCTION_LEN);
+        self.skip(vmread(ro::VMEXIT_INSTRUCTION_LEN));
+    }
+
+    /// An EPT violation on the xAPIC page: the instruction at CS:RIP is fetched, decoded and
+    /// carried out on the vLAPIC (the exit gives no instruction length for EPT violations).
+    fn apic_mmio(&mut self, gpa: u64) -> ApicAccess {
+        let ar = vmread(gs::CS_ACCESS_RIGHTS);
+        let long = ar & AR_LONG != 0;
+        let mode = CpuMode::from_cs(long, ar & AR_DB != 0);
+        let rip = vmread(gs::RIP);
+        let linear = if long { rip } else { vmread(gs::CS_BASE).wrapping_add(rip) & 0xffff_ffff };
+        let tr = self.translation();
+        self.regs.0[RSP] = vmread(gs::RSP);
+        let outcome = {
+            let space = self.space.borrow();
+            let mut p = WithCode { ram: &self.ram, tr, hidden: &space.hidden };
+            guest::apic_mmio(&mut self.ctx, &mut self.regs, gpa, linear, mode, &mut p)
+        };
+        set(gs::RSP, self.regs.0[RSP]);
+        outcome
+    }
+
+    /// Step over `len` bytes of instruction; it no longer blocks interrupts.
+    fn skip(&mut self, len: u64) {
+        let rip = vmread(gs::RIP) + len;
         set(gs::RIP, if self.in_long_mode() { rip } else { rip & 0xffff_ffff });
         let blocking = vmread(gs::INTERRUPTIBILITY_STATE);
         if blocking & 3 != 0 {
@@ -896,6 +935,13 @@ impl Vcpu {
 
     /// RDMSR/WRMSR through the shared policy (PAT in the VMCS); #GP for what it refuses.
     fn msr(&mut self, write: bool) -> Handled {
+        let before = self.ctx.msrs.lapic.mode();
+        let handled = self.msr_policy(write);
+        guest::report_apic_mode(&self.ctx, before, &mut Bare);
+        handled
+    }
+
+    fn msr_policy(&mut self, write: bool) -> Handled {
         let efer = vmread(gs::IA32_EFER_FULL);
         let mut pat = vmread(gs::IA32_PAT_FULL);
         match guest::msr(&mut self.ctx, &mut self.regs, write, efer, &mut pat) {
