@@ -60,12 +60,12 @@ fn banner(arch: Arch) -> Vec<String> {
     vec!["(XEN) xhv ".into(), format!("(XEN) arch {}, running at ", arch.name()), "(XEN) RAM ".into()]
 }
 
-/// Linux as a Xen domU on aarch64: passes once the kernel has found Xen, its grant table
-/// and its event channels, and init saw `/sys/hypervisor/type` = xen with every vCPU online,
-/// then powered off cleanly.
+/// Linux as a Xen domU on aarch64 and ARMv7: passes once the kernel has found Xen, its grant
+/// table and its event channels, and init saw `/sys/hypervisor/type` = xen with every vCPU
+/// online, then powered off cleanly.
 fn linux_scenarios() -> Vec<Scenario> {
     let arch = Arch::Aarch64;
-    let linux = |name: &str, append: &'static str, smp: u32| {
+    let linux_on = |arch: Arch, name: &str, append: &'static str, smp: u32| {
         let mut in_order = banner(arch);
         in_order.extend([
             "Xen 4.17 support found".to_string(),
@@ -81,6 +81,7 @@ fn linux_scenarios() -> Vec<Scenario> {
             expect: Expect { in_order, count: None, forbidden: vec!["PANIC", "Kernel panic", "BUG:"], exit_zero: true },
         }
     };
+    let linux = |name: &str, append: &'static str, smp: u32| linux_on(arch, name, append, smp);
     let mut all = vec![
         linux("linux-arm64-domu", "console=hvc0", 1),
         // The same on QEMU `virt` with a GICv2 (GIC-400): the guest gets the virtual GICv2.
@@ -88,6 +89,10 @@ fn linux_scenarios() -> Vec<Scenario> {
         linux("linux-arm64-domu-smp2-gicv2", "console=hvc0", 2),
         with_stress(linux("linux-arm64-domu-smp2", "console=hvc0 xhv.stress=8", 2)),
         linux("linux-arm64-domu-ttyAMA0", "console=ttyAMA0", 1),
+        // Debian's armhf (armmp-lpae) zImage in HYP mode on the shared vGICv2; the second
+        // vCPU comes up through PSCI CPU_ON and runs /init's concurrent workload beside the first.
+        linux_on(Arch::Armv7, "linux-armv7-domu", "console=hvc0", 1),
+        with_stress(linux_on(Arch::Armv7, "linux-armv7-domu-smp2", "console=hvc0 xhv.stress=4", 2)),
     ];
     // Two domUs from a configuration written as Xen users write them, sharing one CPU: both
     // reach init and power off.
