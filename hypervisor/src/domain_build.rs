@@ -117,7 +117,7 @@ fn place_arm32(
     kernel: &[u8],
     initrd_len: u64,
 ) -> Result<(Placed, u64, Option<u64>), BuildError> {
-    use loader::arm::{ZIMAGE_SLACK, load_arm_zimage, zimage_info};
+    use loader::arm::{ARM_TEXT_OFFSET, ZIMAGE_SLACK, load_arm_zimage, zimage_info};
     let ram_size = ram.len() as u64;
     let info = zimage_info(kernel).map_err(BuildError::Kernel)?;
     let too_large = BuildError::Kernel(LoadError::TooLarge);
@@ -128,20 +128,25 @@ fn place_arm32(
         (ram_size & !(BLOCK - 1)).checked_sub(mods).ok_or(BuildError::NoRoomForDt { ram: ram_size })?
     };
     let need = info.len.checked_add(ZIMAGE_SLACK).ok_or(too_large.clone())?;
-    let offset = if info.link_addr != 0 {
-        // Linked to run at one address: it goes there or nowhere.
-        u64::from(info.link_addr).checked_sub(ram_guest).ok_or(too_large.clone())?
+    let (offset, kernel_end) = if info.link_addr != 0 {
+        // Linked to run at one address: it goes there or nowhere, and runs where it lies
+        // (the header's end covers what it uses) unless its table says otherwise.
+        let offset = u64::from(info.link_addr).checked_sub(ram_guest).ok_or(too_large.clone())?;
+        (offset, info.kernel_end.unwrap_or(0))
     } else {
-        mod_base.checked_sub(need).map(|o| o & !(BLOCK - 1)).ok_or(too_large.clone())?
+        let offset = mod_base.checked_sub(need).map(|o| o & !(BLOCK - 1)).ok_or(too_large.clone())?;
+        // A Linux zImage without the table (before 4.15): assume the usual compression ratio
+        // of at most 4.
+        (offset, info.kernel_end.unwrap_or(ARM_TEXT_OFFSET + 4 * info.len))
     };
     // What the guest's boot writes before it has read the tree and the initrd: the zImage and
     // its slack, the decompressed kernel, and, when the zImage lies inside that kernel's
     // area, the copy of itself the decompressor first moves past it.
-    let relocated = if offset < info.kernel_end { need } else { 0 };
-    let busy_end = (offset + need).max(info.kernel_end + relocated);
+    let relocated = if offset < kernel_end { need } else { 0 };
+    let busy_end = (offset + need).max(kernel_end + relocated);
     if busy_end > mod_base {
         let free = mod_base.saturating_sub(offset + need);
-        return Err(if initrd_len == 0 || info.kernel_end + relocated > mod_base + BLOCK {
+        return Err(if initrd_len == 0 || kernel_end + relocated > mod_base + BLOCK {
             BuildError::NoRoomForDt { ram: ram_size }
         } else {
             BuildError::NoRoomForInitrd { initrd: initrd_len, free }
@@ -411,6 +416,16 @@ mod tests {
         let err = build_arm(&config(32), GuestArch::Arm32, GicVersion::V2, BASE, &mut ram, &kernel, Some(&initrd))
             .unwrap_err();
         assert_eq!(err, BuildError::NoRoomForDt { ram: 32 * MIB });
+        // Our test guests: linked at RAM + 32 KiB, the header's end covering their bss, in a
+        // 16 MiB domain.
+        let mut small = zimage_with(0x3000, 0);
+        small[0x28..0x2c].copy_from_slice(&0x4000_8000u32.to_le_bytes());
+        small[0x2c..0x30].copy_from_slice(&0x4009_1000u32.to_le_bytes());
+        small[0x30..0x34].fill(0);
+        let mut ram = vec![0u8; (16 * MIB) as usize];
+        let l = build_arm(&config(16), GuestArch::Arm32, GicVersion::V2, BASE, &mut ram, &small, None).unwrap();
+        assert_eq!((l.entry, l.kernel_end, l.dtb), (BASE + 0x8000, BASE + 0x9_1000, BASE + 14 * MIB));
+        assert_only_written(&ram, &l);
         // Hostile headers are refused, never followed.
         let mut linked = kernel.clone();
         linked[0x28..0x2c].copy_from_slice(&0x3000_0000u32.to_le_bytes());

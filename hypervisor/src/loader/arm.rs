@@ -25,8 +25,8 @@ pub struct ZImageInfo {
     /// tree may be appended).
     pub len: u64,
     /// Where the decompressed kernel ends, from the start of RAM (its text offset plus the
-    /// decompressed size and its bss), when the image's table says; else an estimate.
-    pub kernel_end: u64,
+    /// decompressed size and its bss), when the image's table says.
+    pub kernel_end: Option<u64>,
 }
 
 /// The zImage magic at 0x24 (Linux's arch/arm/boot/compressed/head.S header).
@@ -36,13 +36,9 @@ const ZIMAGE_TABLE_MAGIC: u32 = 0x4545_4545;
 /// The table's "KLSZ" tag: the decompressed kernel's size and bss follow.
 const ZIMAGE_KLSZ: u32 = 0x5A53_4C4B;
 /// The text offset of a classic ARM kernel (32 KiB into RAM), when the table gives none.
-const ARM_TEXT_OFFSET: u64 = 0x8000;
+pub const ARM_TEXT_OFFSET: u64 = 0x8000;
 /// Room the decompressor takes past its image's end: its bss, stack and 64 KiB heap.
 pub const ZIMAGE_SLACK: u64 = 1 << 20;
-/// The decompressed kernel must fit below where the zImage lies or the decompressor first
-/// moves itself out of the way; without a table, assume the kernel takes 32 MiB (booting.rst
-/// advises loading the zImage above 32 MiB for this reason).
-const UNKNOWN_KERNEL_END: u64 = 32 << 20;
 
 fn le32(image: &[u8], at: u64) -> Option<u32> {
     let at = usize::try_from(at).ok()?;
@@ -75,7 +71,7 @@ pub fn zimage_info(image: &[u8]) -> Result<ZImageInfo, LoadError> {
         let text = le32(image, t + 16).filter(|&o| o != 0 && o < (16 << 20)).map_or(ARM_TEXT_OFFSET, u64::from);
         Some(text + u64::from(size) + u64::from(bss))
     });
-    Ok(ZImageInfo { link_addr: start, len, kernel_end: sizes.unwrap_or(UNKNOWN_KERNEL_END) })
+    Ok(ZImageInfo { link_addr: start, len, kernel_end: sizes })
 }
 
 /// ARM `zImage` at `offset` into RAM (chosen by the caller from [`zimage_info`]); entered at
@@ -177,15 +173,15 @@ mod tests {
         // Debian's armmp-lpae: 21.6 MiB decompressed, 384 KiB bss, text at 0x208000.
         let img = zimage(0x1000, Some((0x15a_52d0, 0x5_ffb8, 0x20_8000)));
         let info = zimage_info(&img).unwrap();
-        assert_eq!(info, ZImageInfo { link_addr: 0, len: 0x1000, kernel_end: 0x20_8000 + 0x15a_52d0 + 0x5_ffb8 });
-        // A table pointer out of the file, or no table: the 32 MiB estimate.
+        assert_eq!(info, ZImageInfo { link_addr: 0, len: 0x1000, kernel_end: Some(0x20_8000 + 0x15a_52d0 + 0x5_ffb8) });
+        // A table pointer out of the file, or no table: nothing known.
         let mut odd = img.clone();
         odd[0x34..0x38].copy_from_slice(&0xffff_fff0u32.to_le_bytes());
-        assert_eq!(zimage_info(&odd).unwrap().kernel_end, 32 << 20);
-        assert_eq!(zimage_info(&zimage(0x100, None)).unwrap().kernel_end, 32 << 20);
+        assert_eq!(zimage_info(&odd).unwrap().kernel_end, None);
+        assert_eq!(zimage_info(&zimage(0x100, None)).unwrap().kernel_end, None);
         // A size word pointing past the file.
         let mut past = img.clone();
         past[0x48..0x4c].copy_from_slice(&0x7fff_0000u32.to_le_bytes());
-        assert_eq!(zimage_info(&past).unwrap().kernel_end, 32 << 20);
+        assert_eq!(zimage_info(&past).unwrap().kernel_end, None);
     }
 }
