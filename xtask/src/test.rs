@@ -93,24 +93,27 @@ fn linux_scenarios() -> Vec<Scenario> {
         // vCPU comes up through PSCI CPU_ON and runs /init's concurrent workload beside the first.
         linux_on(Arch::Armv7, "linux-armv7-domu", "console=hvc0", 1),
         with_stress(linux_on(Arch::Armv7, "linux-armv7-domu-smp2", "console=hvc0 xhv.stress=4", 2)),
+        linux_on(Arch::Armv7, "linux-armv7-domu-ttyAMA0", "console=ttyAMA0", 1),
     ];
     // Two domUs from a configuration written as Xen users write them, sharing one CPU: both
-    // reach init and power off.
-    let mut in_order = banner(arch);
-    in_order.extend(
-        ["(XEN) d1: domU1: ", "(XEN) d2: domU2: ", "(XEN) stopping: all domains powered off"].map(String::from),
-    );
-    all.push(Scenario {
-        name: "linux-arm64-two-domus".into(),
-        arch,
-        guest: TestGuest::Config("two-domus.dts"),
-        expect: Expect {
-            in_order,
-            count: Some(("XHV-INIT-MARKER hypervisor=xen cpus=1 ".into(), 2)),
-            forbidden: vec!["PANIC", "Kernel panic", "BUG:"],
-            exit_zero: true,
-        },
-    });
+    // reach init and power off (arm64 Images, and armhf zImages from the same file).
+    for (arch, name) in [(arch, "linux-arm64-two-domus"), (Arch::Armv7, "linux-armv7-two-domus")] {
+        let mut in_order = banner(arch);
+        in_order.extend(
+            ["(XEN) d1: domU1: ", "(XEN) d2: domU2: ", "(XEN) stopping: all domains powered off"].map(String::from),
+        );
+        all.push(Scenario {
+            name: name.into(),
+            arch,
+            guest: TestGuest::Config("two-domus.dts"),
+            expect: Expect {
+                in_order,
+                count: Some(("XHV-INIT-MARKER hypervisor=xen cpus=1 ".into(), 2)),
+                forbidden: vec!["PANIC", "Kernel panic", "BUG:"],
+                exit_zero: true,
+            },
+        });
+    }
     // The same two-Linux configuration on x86_64 (Bochs' VT-x, QEMU's SVM), as multiboot2
     // modules: Debian's amd64 kernel and initramfs stand in for its images; its `vpl011` is
     // ARM's only. (About 2 minutes on Bochs.)
@@ -633,7 +636,8 @@ impl Scenario {
             // /init's SIMD workload: ~15 s of guest time on Bochs, minutes of wall time when
             // the machine is shared.
             (TestGuest::Linux { append, .. }, _) if append.contains("xhv.stress=") => 900,
-            (TestGuest::Linux { .. } | TestGuest::Fuzz { .. }, _) | (_, Arch::X86_64) => 300,
+            (TestGuest::Linux { .. } | TestGuest::Fuzz { .. } | TestGuest::Config("two-domus.dts"), _)
+            | (_, Arch::X86_64) => 300,
             _ => 60,
         }
     }
