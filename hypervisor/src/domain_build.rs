@@ -18,6 +18,9 @@ use crate::loader::{self, LoadError, Placed};
 
 /// Where the device tree and the initrd are aligned to.
 const BLOCK: u64 = 2 << 20;
+/// The first 128 MiB of RAM, where a 32-bit zImage must lie (and above which its device tree
+/// and initrd go).
+const ZIMAGE_WINDOW: u64 = 128 << 20;
 /// The largest device tree the boot protocol accepts.
 pub const DT_MAX: u64 = 2 << 20;
 
@@ -85,6 +88,74 @@ impl fmt::Display for BuildError {
     }
 }
 
+/// The arm64 layout: the device tree in the last 2 MiB block of RAM, above everything else,
+/// and the initrd 2 MiB aligned right below it, both above the kernel's `kernel_end`.
+/// Returns their offsets into RAM.
+fn modules_at_top(ram_size: u64, kernel_end: u64, initrd_len: u64) -> Result<(u64, Option<u64>), BuildError> {
+    let dt_off = (ram_size & !(BLOCK - 1)).checked_sub(BLOCK).filter(|&o| o >= kernel_end);
+    let dt_off = dt_off.ok_or(BuildError::NoRoomForDt { ram: ram_size })?;
+    if initrd_len == 0 {
+        return Ok((dt_off, None));
+    }
+    let free = dt_off - kernel_end;
+    let start = dt_off.checked_sub(initrd_len).map(|s| s & !(BLOCK - 1)).filter(|&s| s >= kernel_end);
+    let start = start.ok_or(BuildError::NoRoomForInitrd { initrd: initrd_len, free })?;
+    Ok((dt_off, Some(start)))
+}
+
+/// The 32-bit layout (Linux's arch/arm booting.rst). The zImage finds the start of RAM by
+/// rounding its own address down to 128 MiB, so it lies in the first 128 MiB: as high there
+/// as it fits (2 MiB aligned, with room for the decompressor's bss, stack and heap after it),
+/// above the kernel it decompresses at RAM + text offset, so that it need not move itself
+/// first. The device tree goes in the 2 MiB block at 128 MiB and the initrd in the blocks
+/// after it, clear of the decompressor and inside the kernel's low-memory mapping; with less
+/// RAM than that, both go to the top of RAM and the zImage right below them. Returns the
+/// zImage as placed and the tree's and the initrd's offsets into RAM.
+fn place_arm32(
+    ram: &mut [u8],
+    ram_guest: u64,
+    kernel: &[u8],
+    initrd_len: u64,
+) -> Result<(Placed, u64, Option<u64>), BuildError> {
+    use loader::arm::{ARM_TEXT_OFFSET, ZIMAGE_SLACK, load_arm_zimage, zimage_info};
+    let ram_size = ram.len() as u64;
+    let info = zimage_info(kernel).map_err(BuildError::Kernel)?;
+    let too_large = BuildError::Kernel(LoadError::TooLarge);
+    let mods = BLOCK + initrd_len.next_multiple_of(BLOCK);
+    let mod_base = if ram_size >= ZIMAGE_WINDOW + mods {
+        ZIMAGE_WINDOW
+    } else {
+        (ram_size & !(BLOCK - 1)).checked_sub(mods).ok_or(BuildError::NoRoomForDt { ram: ram_size })?
+    };
+    let need = info.len.checked_add(ZIMAGE_SLACK).ok_or(too_large.clone())?;
+    let (offset, kernel_end) = if info.link_addr != 0 {
+        // Linked to run at one address: it goes there or nowhere, and runs where it lies
+        // (the header's end covers what it uses) unless its table says otherwise.
+        let offset = u64::from(info.link_addr).checked_sub(ram_guest).ok_or(too_large.clone())?;
+        (offset, info.kernel_end.unwrap_or(0))
+    } else {
+        let offset = mod_base.checked_sub(need).map(|o| o & !(BLOCK - 1)).ok_or(too_large.clone())?;
+        // A Linux zImage without the table (before 4.15): assume the usual compression ratio
+        // of at most 4.
+        (offset, info.kernel_end.unwrap_or(ARM_TEXT_OFFSET + 4 * info.len))
+    };
+    // What the guest's boot writes before it has read the tree and the initrd: the zImage and
+    // its slack, the decompressed kernel, and, when the zImage lies inside that kernel's
+    // area, the copy of itself the decompressor first moves past it.
+    let relocated = if offset < kernel_end { need } else { 0 };
+    let busy_end = (offset + need).max(kernel_end + relocated);
+    if busy_end > mod_base {
+        let free = mod_base.saturating_sub(offset + need);
+        return Err(if initrd_len == 0 || kernel_end + relocated > mod_base + BLOCK {
+            BuildError::NoRoomForDt { ram: ram_size }
+        } else {
+            BuildError::NoRoomForInitrd { initrd: initrd_len, free }
+        });
+    }
+    let placed = load_arm_zimage(kernel, ram, offset).map_err(BuildError::Kernel)?;
+    Ok((placed, mod_base, (initrd_len != 0).then_some(mod_base + BLOCK)))
+}
+
 /// Place `kernel` (and `initrd`) in `ram`, which the guest sees at `ram_guest`, generate the
 /// device tree for `cfg` and put it at the top. `ram` must be zeroed already.
 pub fn build_arm(
@@ -97,25 +168,21 @@ pub fn build_arm(
     initrd: Option<&[u8]>,
 ) -> Result<Layout, BuildError> {
     let ram_size = ram.len() as u64;
-    let placed: Placed = match arch {
-        GuestArch::Arm64 => loader::arm::load_arm64_image(kernel, ram),
-        GuestArch::Arm32 => loader::arm::load_arm_zimage(kernel, ram),
-    }
-    .map_err(BuildError::Kernel)?;
-    // The device tree's slot: the last 2 MiB block of RAM, above everything else.
-    let dt_off = (ram_size & !(BLOCK - 1)).checked_sub(BLOCK).filter(|&o| o >= placed.end_offset);
-    let dt_off = dt_off.ok_or(BuildError::NoRoomForDt { ram: ram_size })?;
-
-    let initrd_range = match initrd {
-        None => None,
-        Some(bytes) => {
-            let len = bytes.len() as u64;
-            let free = dt_off - placed.end_offset;
-            let start = dt_off.checked_sub(len).map(|s| s & !(BLOCK - 1)).filter(|&s| s >= placed.end_offset);
-            let start = start.ok_or(BuildError::NoRoomForInitrd { initrd: len, free })?;
-            ram[start as usize..(start + len) as usize].copy_from_slice(bytes);
-            Some((ram_guest + start, ram_guest + start + len))
+    let initrd_len = initrd.map_or(0, |b| b.len() as u64);
+    let (placed, dt_off, initrd_off) = match arch {
+        GuestArch::Arm64 => {
+            let placed = loader::arm::load_arm64_image(kernel, ram).map_err(BuildError::Kernel)?;
+            let (dt_off, initrd_off) = modules_at_top(ram_size, placed.end_offset, initrd_len)?;
+            (placed, dt_off, initrd_off)
         }
+        GuestArch::Arm32 => place_arm32(ram, ram_guest, kernel, initrd_len)?,
+    };
+    let initrd_range = match (initrd, initrd_off) {
+        (Some(bytes), Some(start)) => {
+            ram[start as usize..(start + initrd_len) as usize].copy_from_slice(bytes);
+            Some((ram_guest + start, ram_guest + start + initrd_len))
+        }
+        _ => None,
     };
 
     let dt = guest_dt::build(&GuestDtConfig {
@@ -283,21 +350,92 @@ mod tests {
         assert_eq!(err, BuildError::Dt(GuestDtError::BadCpuCount(64)));
     }
 
-    fn zimage() -> Vec<u8> {
-        let mut img = vec![0u8; 0x100];
-        img[0x24..0x28].copy_from_slice(&0x016F_2818u32.to_le_bytes());
+    /// A zImage of `len` bytes whose table says the kernel decompresses to `size` bytes
+    /// (plus 384 KiB of bss) at text offset 0x208000, as Debian's armmp-lpae does.
+    fn zimage_with(len: u32, size: u32) -> Vec<u8> {
+        let mut img = vec![0u8; len as usize];
+        let mut put = |at: usize, v: u32| img[at..at + 4].copy_from_slice(&v.to_le_bytes());
+        put(0x24, 0x016F_2818);
+        put(0x2c, len);
+        put(0x30, 0x4545_4545);
+        put(0x34, 0x40);
+        for (i, w) in [6, 0x5A53_4C4B, 0x60, 0x6_0000, 0x20_8000, 0x1_0000].into_iter().enumerate() {
+            put(0x40 + 4 * i, w);
+        }
+        put(0x60, size);
         img
+    }
+
+    fn zimage() -> Vec<u8> {
+        zimage_with(0x100, 0x10_0000)
     }
 
     #[test]
     fn arm32_zimage_gets_a_gicv2_tree() {
         let mut ram = vec![0u8; (32 * MIB) as usize];
         let l = build_arm(&config(32), GuestArch::Arm32, GicVersion::V2, BASE, &mut ram, &zimage(), None).unwrap();
-        assert_eq!(l.entry, BASE + 0x8000);
+        // Less than 128 MiB + the tree's block: the tree at the top, the zImage below it.
+        assert_eq!(l.dtb, BASE + 30 * MIB);
+        assert_eq!(l.entry, BASE + 28 * MIB);
         let at = (l.dtb - BASE) as usize;
         let fdt = Fdt::new(&ram[at..at + l.dtb_size as usize]).unwrap();
         let gic = fdt.find_node("/interrupt-controller@3001000").unwrap();
         assert_eq!(gic.property("compatible").unwrap().value(), b"arm,gic-400\0arm,cortex-a15-gic\0");
         assert_only_written(&ram, &l);
+    }
+
+    #[test]
+    fn arm32_zimage_below_128mib_tree_and_initrd_above() {
+        let mut ram = vec![0u8; (512 * MIB) as usize];
+        // Debian's armmp-lpae: a 5.3 MiB zImage decompressing to 21.6 MiB.
+        let kernel = zimage_with(0x54_a200, 0x15a_52d0);
+        let initrd = vec![0x5au8; 3 * MIB as usize + 7];
+        let l =
+            build_arm(&config(512), GuestArch::Arm32, GicVersion::V2, BASE, &mut ram, &kernel, Some(&initrd)).unwrap();
+        // 2 MiB aligned, with 1 MiB of slack before 128 MiB, above the decompressed kernel.
+        assert_eq!(l.entry, BASE + 120 * MIB);
+        assert_eq!(l.kernel_end, BASE + 120 * MIB + 0x54_a200);
+        assert_eq!(&ram[(120 * MIB) as usize..][..0x30], &kernel[..0x30]);
+        assert_eq!(l.dtb, BASE + 128 * MIB);
+        assert_eq!(l.initrd, Some((BASE + 130 * MIB, BASE + 130 * MIB + initrd.len() as u64)));
+        assert_eq!(&ram[(130 * MIB) as usize..][..initrd.len()], &initrd[..]);
+        assert_only_written(&ram, &l);
+
+        // 48 MiB: the tree and initrd at the top, the zImage below them, all above the
+        // decompressed kernel's 22 MiB.
+        let mut ram = vec![0u8; (48 * MIB) as usize];
+        let l =
+            build_arm(&config(48), GuestArch::Arm32, GicVersion::V2, BASE, &mut ram, &kernel, Some(&initrd)).unwrap();
+        assert_eq!(l.dtb, BASE + 42 * MIB);
+        assert_eq!(l.initrd.unwrap().0, BASE + 44 * MIB);
+        assert_eq!(l.entry, BASE + 34 * MIB);
+        assert_only_written(&ram, &l);
+
+        // 32 MiB: the zImage would lie inside the kernel's area and move itself over the tree.
+        let mut ram = vec![0u8; (32 * MIB) as usize];
+        let err = build_arm(&config(32), GuestArch::Arm32, GicVersion::V2, BASE, &mut ram, &kernel, Some(&initrd))
+            .unwrap_err();
+        assert_eq!(err, BuildError::NoRoomForDt { ram: 32 * MIB });
+        // Our test guests: linked at RAM + 32 KiB, the header's end covering their bss, in a
+        // 16 MiB domain.
+        let mut small = zimage_with(0x3000, 0);
+        small[0x28..0x2c].copy_from_slice(&0x4000_8000u32.to_le_bytes());
+        small[0x2c..0x30].copy_from_slice(&0x4009_1000u32.to_le_bytes());
+        small[0x30..0x34].fill(0);
+        let mut ram = vec![0u8; (16 * MIB) as usize];
+        let l = build_arm(&config(16), GuestArch::Arm32, GicVersion::V2, BASE, &mut ram, &small, None).unwrap();
+        assert_eq!((l.entry, l.kernel_end, l.dtb), (BASE + 0x8000, BASE + 0x9_1000, BASE + 14 * MIB));
+        assert_only_written(&ram, &l);
+        // Hostile headers are refused, never followed.
+        let mut linked = kernel.clone();
+        linked[0x28..0x2c].copy_from_slice(&0x3000_0000u32.to_le_bytes());
+        linked[0x2c..0x30].copy_from_slice(&0x3054_a200u32.to_le_bytes());
+        let mut ram = vec![0u8; (512 * MIB) as usize];
+        let err = build_arm(&config(512), GuestArch::Arm32, GicVersion::V2, BASE, &mut ram, &linked, None).unwrap_err();
+        assert_eq!(err, BuildError::Kernel(LoadError::TooLarge));
+        let mut huge = kernel.clone();
+        huge[0x2c..0x30].copy_from_slice(&u32::MAX.to_le_bytes());
+        let err = build_arm(&config(512), GuestArch::Arm32, GicVersion::V2, BASE, &mut ram, &huge, None).unwrap_err();
+        assert_eq!(err, BuildError::Kernel(LoadError::TooLarge));
     }
 }

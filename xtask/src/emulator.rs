@@ -77,11 +77,11 @@ pub struct Dom0less {
     pub images: Vec<(PathBuf, u64)>,
 }
 
-/// Prepare the aarch64 Linux domU: Debian's kernel and our initramfs unless `--kernel` /
+/// Prepare the ARM Linux domU (aarch64's arm64 Image, ARMv7's zImage): Debian's kernel and our initramfs unless `--kernel` /
 /// `--initrd` name others, described by a dom0less node added to the DTB QEMU generates for
 /// the same machine, written next to the build output.
 pub fn linux_domu(built: &Built, args: &RunArgs) -> Result<Dom0less> {
-    ensure!(args.arch == Arch::Aarch64, "a Linux domU is only wired up for aarch64 so far");
+    ensure!(matches!(args.arch, Arch::Aarch64 | Arch::Armv7), "a Linux domU is ARM's (x86_64 boots PVH)");
     let (kernel, initrd) = match (&args.kernel, &args.initrd) {
         (Some(k), Some(i)) => (k.clone(), i.clone()),
         (k, i) => {

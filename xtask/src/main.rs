@@ -87,10 +87,10 @@ pub struct RunArgs {
     /// Default: the host's own architecture (aarch64 on other hosts).
     #[arg(long, value_enum, default_value_t = Arch::host())]
     pub arch: Arch,
-    /// Guest kernel to boot (default: Debian's on aarch64 and x86_64, the `hello` test guest on ARMv7).
+    /// Guest kernel to boot (default: Debian's).
     #[arg(long)]
     pub kernel: Option<PathBuf>,
-    /// Initial ramdisk for the guest (default on aarch64: the busybox initramfs).
+    /// Initial ramdisk for the guest (default on ARM: the busybox initramfs).
     #[arg(long)]
     pub initrd: Option<PathBuf>,
     /// A dom0less boot configuration (`.dts` or `.dtb`): `/chosen` nodes with
@@ -183,7 +183,7 @@ fn build_cmd(arch: Option<Arch>) -> Result<i32> {
 fn run_needs(args: &RunArgs) -> prereq::Needs {
     let mut needs = prereq::Needs::default();
     needs.boot(args.arch, prereq::X86Emulator::of(args.emulator));
-    let default_linux = args.guest.is_none() && args.config.is_none() && args.arch != Arch::Armv7;
+    let default_linux = args.guest.is_none() && args.config.is_none();
     // Real Xen comes from Debian's arm64 archive, as the guest kernels do.
     let xen = args.hypervisor == xen::Hypervisor::Xen;
     let own_images = args.kernel.is_some() && args.initrd.is_some();
@@ -212,7 +212,9 @@ fn run_cmd(args: &RunArgs) -> Result<i32> {
             emulator::Guest::Dom0less(emulator::single_domu(&built, &args, &built.guest(name)?)?)
         }
 
-        (None, _) if args.arch == Arch::Aarch64 => emulator::Guest::Dom0less(emulator::linux_domu(&built, &args)?),
+        (None, _) if matches!(args.arch, Arch::Aarch64 | Arch::Armv7) => {
+            emulator::Guest::Dom0less(emulator::linux_domu(&built, &args)?)
+        }
         (None, _) if args.arch == Arch::X86_64 => {
             if args.guest_arch == Some(GuestArch::I386) && (args.kernel.is_none() || args.initrd.is_none()) {
                 let fetched = images::linux_guest_i386()?;

@@ -62,12 +62,12 @@ fn banner(arch: Arch) -> Vec<String> {
     vec!["(XEN) xhv ".into(), format!("(XEN) arch {}, running at ", arch.name()), "(XEN) RAM ".into()]
 }
 
-/// Linux as a Xen domU on aarch64: passes once the kernel has found Xen, its grant table
-/// and its event channels, and init saw `/sys/hypervisor/type` = xen with every vCPU online,
-/// then powered off cleanly.
+/// Linux as a Xen domU on aarch64 and ARMv7: passes once the kernel has found Xen, its grant
+/// table and its event channels, and init saw `/sys/hypervisor/type` = xen with every vCPU
+/// online, then powered off cleanly.
 fn linux_scenarios() -> Vec<Scenario> {
     let arch = Arch::Aarch64;
-    let linux = |name: &str, append: &'static str, smp: u32| {
+    let linux_on = |arch: Arch, name: &str, append: &'static str, smp: u32| {
         let mut in_order = banner(arch);
         in_order.extend([
             "Xen 4.17 support found".to_string(),
@@ -83,6 +83,7 @@ fn linux_scenarios() -> Vec<Scenario> {
             expect: Expect { in_order, count: None, forbidden: vec!["PANIC", "Kernel panic", "BUG:"], exit_zero: true },
         }
     };
+    let linux = |name: &str, append: &'static str, smp: u32| linux_on(arch, name, append, smp);
     let mut all = vec![
         linux("linux-arm64-domu", "console=hvc0", 1),
         // The same on QEMU `virt` with a GICv2 (GIC-400): the guest gets the virtual GICv2.
@@ -90,24 +91,31 @@ fn linux_scenarios() -> Vec<Scenario> {
         linux("linux-arm64-domu-smp2-gicv2", "console=hvc0", 2),
         with_stress(linux("linux-arm64-domu-smp2", "console=hvc0 xhv.stress=8", 2)),
         linux("linux-arm64-domu-ttyAMA0", "console=ttyAMA0", 1),
+        // Debian's armhf (armmp-lpae) zImage in HYP mode on the shared vGICv2; the second
+        // vCPU comes up through PSCI CPU_ON and runs /init's concurrent workload beside the first.
+        linux_on(Arch::Armv7, "linux-armv7-domu", "console=hvc0", 1),
+        with_stress(linux_on(Arch::Armv7, "linux-armv7-domu-smp2", "console=hvc0 xhv.stress=4", 2)),
+        linux_on(Arch::Armv7, "linux-armv7-domu-ttyAMA0", "console=ttyAMA0", 1),
     ];
     // Two domUs from a configuration written as Xen users write them, sharing one CPU: both
-    // reach init and power off.
-    let mut in_order = banner(arch);
-    in_order.extend(
-        ["(XEN) d1: domU1: ", "(XEN) d2: domU2: ", "(XEN) stopping: all domains powered off"].map(String::from),
-    );
-    all.push(Scenario {
-        name: "linux-arm64-two-domus".into(),
-        arch,
-        guest: TestGuest::Config("two-domus.dts"),
-        expect: Expect {
-            in_order,
-            count: Some(("XHV-INIT-MARKER hypervisor=xen cpus=1 ".into(), 2)),
-            forbidden: vec!["PANIC", "Kernel panic", "BUG:"],
-            exit_zero: true,
-        },
-    });
+    // reach init and power off (arm64 Images, and armhf zImages from the same file).
+    for (arch, name) in [(arch, "linux-arm64-two-domus"), (Arch::Armv7, "linux-armv7-two-domus")] {
+        let mut in_order = banner(arch);
+        in_order.extend(
+            ["(XEN) d1: domU1: ", "(XEN) d2: domU2: ", "(XEN) stopping: all domains powered off"].map(String::from),
+        );
+        all.push(Scenario {
+            name: name.into(),
+            arch,
+            guest: TestGuest::Config("two-domus.dts"),
+            expect: Expect {
+                in_order,
+                count: Some(("XHV-INIT-MARKER hypervisor=xen cpus=1 ".into(), 2)),
+                forbidden: vec!["PANIC", "Kernel panic", "BUG:"],
+                exit_zero: true,
+            },
+        });
+    }
     // The same two-Linux configuration on x86_64 (Bochs' VT-x, QEMU's SVM), as multiboot2
     // modules: Debian's amd64 kernel and initramfs stand in for its images; its `vpl011` is
     // ARM's only. (About 2 minutes on Bochs.)
@@ -743,9 +751,14 @@ impl Scenario {
             {
                 900
             }
-            (TestGuest::Linux { .. } | TestGuest::LinuxI386 { .. } | TestGuest::Fuzz { .. }, _) | (_, Arch::X86_64) => {
-                300
-            }
+            (
+                TestGuest::Linux { .. }
+                | TestGuest::LinuxI386 { .. }
+                | TestGuest::Fuzz { .. }
+                | TestGuest::Config("two-domus.dts"),
+                _,
+            )
+            | (_, Arch::X86_64) => 300,
             _ => 60,
         }
     }

@@ -103,8 +103,43 @@ pub fn phys_slice_mut(addr: u64, size: u64) -> &'static mut [u8] {
 /// Zero RAM the caller owns (a new domain's) and leave the zeros in memory, not only in the
 /// caches: a guest starting with its MMU off reads memory directly.
 pub fn zero_phys(addr: u64, size: u64) {
-    phys_slice_mut(addr, size).fill(0);
+    zero_bulk(phys_slice_mut(addr, size));
     time::clean_invalidate_dcache(addr, size);
+}
+
+/// Zero `buf` 64 bytes per loop turn (two stores of eight registers), its unaligned ends a
+/// byte at a time. compiler_builtins' memclr stores one word per turn: a new domain's 512
+/// MiB took 400 million instructions that way, most of a Linux domain's build time.
+fn zero_bulk(buf: &mut [u8]) {
+    let head = buf.as_ptr().align_offset(8).min(buf.len());
+    let (head, rest) = buf.split_at_mut(head);
+    head.fill(0);
+    let bulk = rest.len() & !63;
+    let (body, tail) = rest.split_at_mut(bulk);
+    tail.fill(0);
+    if body.is_empty() {
+        return;
+    }
+    let range = body.as_mut_ptr_range();
+    // SAFETY: the stores cover exactly `body` (a non-empty multiple of 64 bytes, word
+    // aligned), which this function borrows mutably; every register the loop changes is
+    // declared (the eight zeroed ones as clobbers, the pointer as inout), no stack is used.
+    unsafe {
+        core::arch::asm!(
+            "mov r2, #0", "mov r3, #0", "mov r4, #0", "mov r5, #0",
+            "mov r8, #0", "mov r10, #0", "mov r12, #0", "mov lr, #0",
+            "2:",
+            "stm {p}!, {{r2, r3, r4, r5, r8, r10, r12, lr}}",
+            "stm {p}!, {{r2, r3, r4, r5, r8, r10, r12, lr}}",
+            "cmp {p}, {end}",
+            "blo 2b",
+            p = inout(reg) range.start => _,
+            end = in(reg) range.end,
+            out("r2") _, out("r3") _, out("r4") _, out("r5") _,
+            out("r8") _, out("r10") _, out("r12") _, out("lr") _,
+            options(nostack),
+        );
+    }
 }
 
 /// Write back (to the point of coherency) what the hypervisor wrote into `[addr, addr +
