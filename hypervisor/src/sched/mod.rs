@@ -18,7 +18,7 @@ mod round_robin;
 
 pub use arinc653::{Arinc653, Arinc653Schedule, Window};
 pub use credit::{Credit, CreditParams};
-pub use pool::{PoolScheduler, SchedKind};
+pub use pool::{PoolScheduler, SchedKind, apply_boot_config};
 pub use round_robin::RoundRobin;
 
 /// Names one vCPU: its index in the core's vCPU table (the run loop's slot).
