@@ -651,4 +651,52 @@ mod tests {
         assert!(tail.contains(&"v0 upcall"), "{log:?}");
         assert_eq!(tail.last(), Some(&"v0 PowerOff"), "{log:?}");
     }
+
+    #[test]
+    fn under_arinc653_each_domain_runs_only_in_its_windows_and_the_cpu_idles_between() {
+        use crate::sched::{Arinc653, Arinc653Schedule, Scheduler, Window};
+        const MS: u64 = 1_000_000;
+        let world = World::default();
+        let mut rl = RunLoop::new(Arinc653::new(1));
+        rl.add_domain(1, Scripted::new(&world, 0, vec![Exit::Preempted; 3]));
+        rl.add_domain(1, Scripted::new(&world, 1, vec![Exit::Preempted; 3]));
+        let windows = vec![
+            Window { start_ns: 0, len_ns: 3 * MS, domain: 0, vcpu: 0 },
+            Window { start_ns: 5 * MS, len_ns: 3 * MS, domain: 1, vcpu: 0 },
+        ];
+        rl.sched_mut().set_arinc653(Arinc653Schedule { major_frame_ns: 10 * MS, cpus: vec![windows] }, 0).unwrap();
+        let mut doms = [Domain::new(1), Domain::new(2)];
+        assert_eq!(rl.run(&mut doms, &mut world.clone()), [DomainEnd::PoweredOff, DomainEnd::PoweredOff]);
+        let idle = |ms: u64| format!("idle until {}", ms * MS);
+        let mut want = Vec::new();
+        for frame in 0..3 {
+            want.extend([
+                "v0 Preempted".to_string(),
+                idle(10 * frame + 5),
+                "v1 Preempted".to_string(),
+                idle(10 * frame + 10),
+            ]);
+        }
+        // Domain 0 ends at 30.001 ms, inside its window: the CPU idles until domain 1's.
+        want.extend(["v0 PowerOff".to_string(), idle(35), "v1 PowerOff".to_string()]);
+        assert_eq!(world.log(), want);
+    }
+
+    #[test]
+    fn under_credit_two_hogs_with_weights_256_and_512_share_the_cpu_1_to_2() {
+        use crate::sched::{Credit, CreditParams, Scheduler};
+        let world = World::default();
+        let mut rl = RunLoop::new(Credit::new(1));
+        rl.add_domain(1, Scripted::new(&world, 0, vec![Exit::Preempted; 400]));
+        rl.add_domain(1, Scripted::new(&world, 1, vec![Exit::Preempted; 400]));
+        rl.sched_mut().set_credit(0, CreditParams { weight: 256, cap: 0 }).unwrap();
+        rl.sched_mut().set_credit(1, CreditParams { weight: 512, cap: 0 }).unwrap();
+        let mut doms = [Domain::new(1), Domain::new(2)];
+        rl.run(&mut doms, &mut world.clone());
+        // Every slice is credit's 30 ms: the first 300 (9 s) split 100:200, within 2%.
+        let log = world.log();
+        let first: Vec<&str> = runs(&log).into_iter().take(300).collect();
+        let v1 = first.iter().filter(|&&v| v == "v1").count();
+        assert!((194..=206).contains(&v1), "v1 ran {v1} of 300 slices");
+    }
 }

@@ -12,8 +12,12 @@
 //! The running vCPU is not on any run queue while it runs.
 
 mod arinc653;
+#[cfg(test)]
+mod bench;
 mod credit;
 mod pool;
+#[cfg(test)]
+mod proptests;
 mod round_robin;
 
 pub use arinc653::{Arinc653, Arinc653Schedule, Window};
