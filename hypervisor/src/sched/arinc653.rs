@@ -39,18 +39,24 @@ pub struct Arinc653Schedule {
     pub cpus: Vec<Vec<Window>>,
 }
 
+/// The window open at an instant, and the slot of its vCPU.
+type OpenWindow = Option<(Window, VcpuRef)>;
+
 #[derive(Clone, Debug)]
 struct Active {
     schedule: Arinc653Schedule,
     /// When its first major frame started.
     epoch: u64,
+    /// The slot of each window's vCPU (`slots[c][i]` for `schedule.cpus[c][i]`).
+    slots: Vec<Vec<VcpuRef>>,
 }
 
 pub struct Arinc653 {
     nr_cpus: usize,
     active: Option<Active>,
-    /// A schedule waiting for its major-frame boundary (the time it takes effect).
-    pending: Option<(Arinc653Schedule, u64)>,
+    /// A schedule waiting for its major-frame boundary (the time it takes effect), with the
+    /// slots of its windows' vCPUs.
+    pending: Option<(Arinc653Schedule, u64, Vec<Vec<VcpuRef>>)>,
     /// Every vCPU: (domain, index) -> slot.
     vcpus: Vec<(DomainRef, usize, VcpuRef)>,
     runnable: Vec<bool>,
@@ -113,18 +119,20 @@ impl Arinc653 {
 
     /// Apply a pending schedule whose boundary has come.
     fn advance(&mut self, now: u64) {
-        if self.pending.as_ref().is_some_and(|&(_, at)| now >= at) {
-            let (schedule, epoch) = self.pending.take().unwrap_or_default();
-            self.active = Some(Active { schedule, epoch });
+        if self.pending.as_ref().is_some_and(|&(_, at, _)| now >= at) {
+            let (schedule, epoch, slots) = self.pending.take().unwrap_or_default();
+            self.active = Some(Active { schedule, epoch, slots });
         }
     }
 
-    /// The window open on `cpu` at `now`, the start of the current major frame, and its offset.
-    fn window_at(&self, cpu: Cpu, now: u64) -> Option<(Option<Window>, u64, u64)> {
+    /// The window open on `cpu` at `now` (with its vCPU's slot), the start of the current
+    /// major frame, and the offset into it. Windows are sorted: a binary search finds it.
+    fn window_at(&self, cpu: Cpu, now: u64) -> Option<(OpenWindow, u64, u64)> {
         let a = self.active.as_ref()?;
         let offset = now.checked_sub(a.epoch)? % a.schedule.major_frame_ns;
         let ws = a.schedule.cpus.get(cpu).map_or(&[][..], Vec::as_slice);
-        let w = ws.iter().find(|w| w.start_ns <= offset && offset < w.end()).copied();
+        let i = ws.partition_point(|w| w.start_ns <= offset);
+        let w = i.checked_sub(1).filter(|&i| offset < ws[i].end()).map(|i| (ws[i], a.slots[cpu][i]));
         Some((w, now - offset, offset))
     }
 
@@ -155,9 +163,7 @@ impl Scheduler for Arinc653 {
             return None;
         }
         // Its window may be open somewhere: that pCPU runs it now.
-        (0..self.nr_cpus).find(|&c| {
-            self.window_at(c, now).and_then(|(w, _, _)| w).and_then(|w| self.slot(w.domain, w.vcpu)) == Some(vcpu)
-        })
+        (0..self.nr_cpus).find(|&c| self.window_at(c, now).and_then(|(w, _, _)| w).map(|(_, s)| s) == Some(vcpu))
     }
 
     fn sleep(&mut self, vcpu: VcpuRef, _now: u64) {
@@ -173,13 +179,12 @@ impl Scheduler for Arinc653 {
     fn pick(&mut self, cpu: Cpu, now: u64) -> Option<Decision> {
         self.advance(now);
         let (w, _, offset) = self.window_at(cpu, now)?;
-        let w = w?;
-        let vcpu = self.slot(w.domain, w.vcpu)?;
+        let (w, vcpu) = w?;
         self.is_runnable(vcpu).then(|| Decision { vcpu, slice_ns: w.end() - offset })
     }
 
     fn next_event(&self, cpu: Cpu, now: u64) -> Option<u64> {
-        let pending = self.pending.as_ref().map(|&(_, at)| at);
+        let pending = self.pending.as_ref().map(|&(_, at, _)| at);
         let Some((_, frame_start, offset)) = self.window_at(cpu, now) else { return pending };
         let a = self.active.as_ref()?;
         let ws = a.schedule.cpus.get(cpu).map_or(&[][..], Vec::as_slice);
@@ -200,7 +205,12 @@ impl Scheduler for Arinc653 {
                 a.epoch + since.div_ceil(major) * major
             }
         };
-        self.pending = Some((schedule, at));
+        let slots = schedule
+            .cpus
+            .iter()
+            .map(|ws| ws.iter().map(|w| self.slot(w.domain, w.vcpu).unwrap_or(usize::MAX)).collect())
+            .collect();
+        self.pending = Some((schedule, at, slots));
         self.advance(now);
         Ok(())
     }

@@ -180,38 +180,44 @@ impl Credit {
             return;
         }
         let credit_total = self.cpus.len() as u64 * CREDITS_PER_ACCT as u64;
-        for (d, &n) in active.iter().enumerate() {
-            if n == 0 {
+        // Per domain: what each active vCPU earns, and its cap's worth (0: no cap).
+        let share: Vec<(i64, i64)> = active
+            .iter()
+            .enumerate()
+            .map(|(d, &n)| {
+                if n == 0 {
+                    return (0, 0);
+                }
+                let p = self.params(d);
+                let mut fair = (credit_total * u64::from(p.weight) * n).div_ceil(weight_total);
+                fair = fair.min(n * CREDITS_PER_ACCT as u64);
+                let cap_credit = (u64::from(p.cap) * CREDITS_PER_ACCT as u64).div_ceil(100) as i64;
+                if p.cap != 0 {
+                    fair = fair.min(cap_credit as u64);
+                }
+                (fair.div_ceil(n) as i64, cap_credit)
+            })
+            .collect();
+        for i in 0..self.vcpus.len() {
+            let Some(v) = self.vcpus[i].as_mut() else { continue };
+            if !v.active {
                 continue;
             }
-            let p = self.params(d);
-            let mut fair = (credit_total * u64::from(p.weight) * n).div_ceil(weight_total);
-            fair = fair.min(n * CREDITS_PER_ACCT as u64);
-            let cap_credit = (u64::from(p.cap) * CREDITS_PER_ACCT as u64).div_ceil(100) as i64;
-            if p.cap != 0 {
-                fair = fair.min(cap_credit as u64);
-            }
-            let each = fair.div_ceil(n) as i64;
-            for i in 0..self.vcpus.len() {
-                let Some(v) = self.vcpus[i].as_mut() else { continue };
-                if v.domain != d || !v.active {
-                    continue;
+            let (each, cap_credit) = share[v.domain];
+            v.credit = (v.credit + each).max(-CREDITS_PER_ACCT);
+            if v.credit < 0 {
+                v.pri = Priority::Over;
+                if cap_credit != 0 && v.credit < -cap_credit && !v.parked {
+                    self.park(i);
                 }
-                v.credit = (v.credit + each).max(-CREDITS_PER_ACCT);
-                if v.credit < 0 {
-                    v.pri = Priority::Over;
-                    if p.cap != 0 && v.credit < -cap_credit && !v.parked {
-                        self.park(i);
-                    }
-                } else {
-                    v.pri = Priority::Under;
-                    if v.credit > CREDITS_PER_ACCT {
-                        v.active = false;
-                        v.credit /= 2;
-                    }
-                    if v.parked {
-                        self.unpark(i);
-                    }
+            } else {
+                v.pri = Priority::Under;
+                if v.credit > CREDITS_PER_ACCT {
+                    v.active = false;
+                    v.credit /= 2;
+                }
+                if v.parked {
+                    self.unpark(i);
                 }
             }
         }
@@ -249,8 +255,10 @@ impl Credit {
     fn enqueue(&mut self, i: VcpuRef) {
         let Some(v) = self.vcpus[i].as_mut() else { return };
         let (pri, cpu, yielded) = (v.pri, v.cpu, core::mem::take(&mut v.yielded));
+        // The queue is sorted best first: look from the back for the last vCPU at least as
+        // good (O(1) when all share a priority, the usual case).
         let q = &self.cpus[cpu].runq;
-        let mut at = q.iter().position(|&o| self.vcpus[o].as_ref().is_some_and(|o| o.pri < pri)).unwrap_or(q.len());
+        let mut at = q.iter().rposition(|&o| self.pri_of(o) >= pri).map_or(0, |i| i + 1);
         if yielded && at < q.len() {
             at += 1;
         }
