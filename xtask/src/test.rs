@@ -476,6 +476,29 @@ fn evtchn_scenarios() -> Vec<Scenario> {
             },
         });
     }
+    // The same two domains as ARINC 653 partitions of the boot CPU's pool (1 ms windows in a
+    // 2 ms major frame, from the configuration's xen,cpupool node): every bounce waits for
+    // the other's window, and both still finish.
+    let mut in_order = banner(Arch::Aarch64);
+    in_order.extend(
+        [
+            "(XEN) cpupool cpupool-a653: scheduler arinc653, 1 CPU(s)",
+            "(d1) evtchn-pingpong: ping offers port ",
+            "(XEN) stopping: all domains powered off",
+        ]
+        .map(String::from),
+    );
+    all.push(Scenario {
+        name: "evtchn-pingpong-arinc653-aarch64".into(),
+        arch: Arch::Aarch64,
+        guest: TestGuest::GuestConfig { file: "evtchn-pingpong-arinc653.dts", guest: "evtchn-pingpong" },
+        expect: Expect {
+            in_order,
+            count: Some((" rounds=1000".into(), 2)),
+            forbidden: vec!["PANIC", "FAIL", "rejected"],
+            exit_zero: true,
+        },
+    });
     // Grant copies between two domains.
     for (arch, suffix) in TWO_DOMAIN_TARGETS {
         let mut in_order = banner(arch);
