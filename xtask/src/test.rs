@@ -499,6 +499,27 @@ fn evtchn_scenarios() -> Vec<Scenario> {
             exit_zero: true,
         },
     });
+    // And under credit, with weights 256:512 and a 50% cap from the configuration.
+    let mut in_order = banner(Arch::Aarch64);
+    in_order.extend(
+        [
+            "(XEN) cpupool cpupool-credit: scheduler credit, 1 CPU(s)",
+            "(d1) evtchn-pingpong: ping offers port ",
+            "(XEN) stopping: all domains powered off",
+        ]
+        .map(String::from),
+    );
+    all.push(Scenario {
+        name: "evtchn-pingpong-credit-aarch64".into(),
+        arch: Arch::Aarch64,
+        guest: TestGuest::GuestConfig { file: "evtchn-pingpong-credit.dts", guest: "evtchn-pingpong" },
+        expect: Expect {
+            in_order,
+            count: Some((" rounds=1000".into(), 2)),
+            forbidden: vec!["PANIC", "FAIL", "rejected", "ignored"],
+            exit_zero: true,
+        },
+    });
     // Grant copies between two domains.
     for (arch, suffix) in TWO_DOMAIN_TARGETS {
         let mut in_order = banner(arch);
