@@ -106,6 +106,23 @@ fn linux_scenarios() -> Vec<Scenario> {
             exit_zero: true,
         },
     });
+    // Two Linux domUs sharing the boot CPU under credit, weights 256:512 (issue 15).
+    let mut in_order = banner(arch);
+    in_order.extend(
+        ["(XEN) cpupool cpupool-credit: scheduler credit, 1 CPU(s)", "(XEN) stopping: all domains powered off"]
+            .map(String::from),
+    );
+    all.push(Scenario {
+        name: "two-linux-one-cpu-aarch64".into(),
+        arch,
+        guest: TestGuest::Config("two-linux-one-cpu.dts"),
+        expect: Expect {
+            in_order,
+            count: Some(("XHV-INIT-MARKER hypervisor=xen cpus=1 ".into(), 2)),
+            forbidden: vec!["PANIC", "Kernel panic", "BUG:", "rejected"],
+            exit_zero: true,
+        },
+    });
     // The same two-Linux configuration on x86_64 (Bochs' VT-x, QEMU's SVM), as multiboot2
     // modules: Debian's amd64 kernel and initramfs stand in for its images; its `vpl011` is
     // ARM's only. (About 2 minutes on Bochs.)
