@@ -9,13 +9,13 @@ use arch::ExitStatus;
 use arch::boot::{BootInfo, GuestSetup, ModuleKind, Region};
 use arch::cpu;
 use core::sync::atomic::AtomicU32;
-use hypervisor::bootcfg::{self, BootCfgError, DomainConfig, ModuleRef};
+use hypervisor::bootcfg::{self, BootCfgError, DomainConfig, ModuleRef, SchedConfig};
 use hypervisor::domain::{Domain, DomainEnd};
 use hypervisor::domain_build;
 use hypervisor::frames::FrameAllocator;
 use hypervisor::guest_dt::{self, GuestArch};
 use hypervisor::page::{GuestRam, HostPage, PAGE_SIZE};
-use hypervisor::sched::RoundRobin;
+use hypervisor::sched::{PoolScheduler, SchedKind, apply_boot_config};
 use hypervisor::version::{HV_NAME, HV_VERSION, XEN_MAJOR, XEN_MINOR};
 use hypervisor::vpl011::Vpl011;
 use hypervisor::{hvlog, log, run};
@@ -67,7 +67,7 @@ fn banner(boot: &BootInfo) {
 }
 
 fn run_boot_domains(boot: &BootInfo) -> ExitStatus {
-    let configs = match boot_configs(boot) {
+    let (configs, sched_cfg) = match boot_configs(boot) {
         Ok(configs) => configs,
         Err(why) => {
             hvlog!("{}", why);
@@ -81,7 +81,11 @@ fn run_boot_domains(boot: &BootInfo) -> ExitStatus {
     let mut frames = FrameAllocator::new(boot.ram(), &reserved);
     let mut failed = false;
     let mut domains = Vec::new();
-    let mut run_loop = run::RunLoop::new(RoundRobin::new(SLICE_NS));
+    // The boot CPU's pool names the policy (round robin without a pool); it runs with one
+    // pCPU, the boot CPU, until the SMP host brings up the others.
+    let kind = sched_cfg.as_ref().map_or(SchedKind::RoundRobin, |c| c.pools[c.boot_pool].sched);
+    let mut run_loop = run::RunLoop::new(PoolScheduler::new(kind, 1, SLICE_NS));
+    let mut names: Vec<&str> = Vec::new();
     let started = run::Host::now_ns(&mut BootCpu);
     let mut largest = 0;
     for (i, cfg) in configs.iter().enumerate() {
@@ -92,6 +96,7 @@ fn run_boot_domains(boot: &BootInfo) -> ExitStatus {
                 largest = largest.max(overhead);
                 run_loop.add_domain(domain.vcpus.len(), vcpu0);
                 domains.push(domain);
+                names.push(&cfg.name);
             }
             Err(why) => {
                 hvlog!("d{}: {}: not built: {}", id, cfg.name, why);
@@ -109,6 +114,24 @@ fn run_boot_domains(boot: &BootInfo) -> ExitStatus {
             took_us % 1000,
             largest.div_ceil(1024)
         );
+    }
+    // Only a DT that speaks of pools or scheduler parameters gets its pool logged.
+    let explicit = |c: &&SchedConfig| {
+        c.pools.len() > 1
+            || c.pools[c.boot_pool].sched != SchedKind::RoundRobin
+            || c.domains.iter().any(|d| d.weight.is_some() || d.cap.is_some())
+    };
+    if let Some(cfg) = sched_cfg.as_ref().filter(explicit) {
+        let pool = &cfg.pools[cfg.boot_pool];
+        hvlog!("cpupool {}: scheduler {}, {} CPU(s)", pool.name, kind.name(), pool.cpus.len());
+        let now = run::Host::now_ns(&mut BootCpu);
+        match apply_boot_config(run_loop.sched_mut(), kind, cfg, &names, now) {
+            Ok(notes) => notes.iter().for_each(|n| hvlog!("{}", n)),
+            Err(why) => {
+                hvlog!("boot configuration rejected: {}", why);
+                return ExitStatus::Failure;
+            }
+        }
     }
     let ids: Vec<u16> = domains.iter().map(|d| d.id).collect();
     domains.iter_mut().for_each(|d| d.known_domains.clone_from(&ids));
@@ -135,11 +158,11 @@ impl run::Host for BootCpu {
 /// The domains to build: from the device tree (dom0less nodes and guest-loader modules) on
 /// ARM; on x86 from the boot configuration module when there is one (dom0less nodes whose
 /// modules name multiboot2 modules by index), else one domain per kernel module.
-fn boot_configs(boot: &BootInfo) -> Result<Vec<DomainConfig>, String> {
+fn boot_configs(boot: &BootInfo) -> Result<(Vec<DomainConfig>, Option<SchedConfig>), String> {
     if let Some(dtb) = boot.dtb {
         let blob = cpu::phys_slice(dtb.start, dtb.size);
         return match bootcfg::parse_boot_config(blob, LOADER_DOMAIN_KIB) {
-            Ok(configs) => Ok(configs),
+            Ok(configs) => Ok((configs, Some(sched_config(blob)?))),
             Err(BootCfgError::NoDomains) => Err("no guest kernel module was given: nothing to run".into()),
             Err(e) => Err(format!("boot configuration rejected: {e}")),
         };
@@ -152,7 +175,7 @@ fn boot_configs(boot: &BootInfo) -> Result<Vec<DomainConfig>, String> {
         hvlog!("boot configuration: module {} ({} bytes)", config, region.size);
         let blob = cpu::phys_slice(region.start, region.size);
         return match bootcfg::parse_multiboot_domains(blob, &chain, config) {
-            Ok(configs) => Ok(configs),
+            Ok(configs) => Ok((configs, Some(sched_config(blob)?))),
             Err(BootCfgError::NoDomains) => Err("the boot configuration names no domain: nothing to run".into()),
             Err(e) => Err(format!("boot configuration rejected: {e}")),
         };
@@ -180,7 +203,12 @@ fn boot_configs(boot: &BootInfo) -> Result<Vec<DomainConfig>, String> {
     if configs.is_empty() {
         return Err("no guest kernel module was given: nothing to run".into());
     }
-    Ok(configs)
+    Ok((configs, None))
+}
+
+/// The CPU pools and scheduler parameters of the boot configuration.
+fn sched_config(blob: &[u8]) -> Result<SchedConfig, String> {
+    bootcfg::parse_sched_config(blob).map_err(|e| format!("boot configuration rejected: {e}"))
 }
 
 /// x86 multiboot domains: one vCPU per CPU of the machine (QEMU's `-smp`), as many as the

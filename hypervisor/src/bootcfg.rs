@@ -48,6 +48,10 @@ use dtoolkit::error::FdtParseError;
 use dtoolkit::fdt::{Fdt, FdtNode};
 use dtoolkit::{Node, Property};
 
+mod pools;
+
+pub use pools::{Arinc653Config, DomainSchedConfig, PoolConfig, SchedConfig, WindowConfig, parse_sched_config};
+
 /// Name given to the implicit domain built from modules directly under `/chosen`: Xen boots
 /// those as dom0, and the first domain built gets id 0 here too.
 pub const LOADER_DOMAIN_NAME: &str = "dom0";
@@ -159,6 +163,26 @@ pub enum BootCfgError {
     },
     /// Neither layout names a kernel: there is nothing to boot.
     NoDomains,
+    /// `cpupool-sched` names a scheduler this hypervisor does not have.
+    UnknownScheduler {
+        node: String,
+        name: String,
+    },
+    /// A phandle names no node, or a node of the wrong kind (not a CPU, pool or domain).
+    BadPhandle {
+        node: String,
+        property: &'static str,
+        phandle: u32,
+    },
+    /// Two pools name one CPU (by its `reg`).
+    CpuInTwoPools {
+        cpu: u64,
+    },
+    /// An ARINC 653 window on a CPU its pool does not hold.
+    CpuOutsidePool {
+        node: String,
+        cpu: u64,
+    },
 }
 
 impl fmt::Display for BootCfgError {
@@ -185,6 +209,12 @@ impl fmt::Display for BootCfgError {
                 write!(f, "{node}: `mb-index` {index} is the boot configuration itself")
             }
             NoDomains => f.write_str("boot configuration names no domain"),
+            UnknownScheduler { node, name } => write!(f, "{node}: unknown scheduler `{name}`"),
+            BadPhandle { node, property, phandle } => {
+                write!(f, "{node}: `{property}` phandle {phandle:#x} names no suitable node")
+            }
+            CpuInTwoPools { cpu } => write!(f, "CPU {cpu:#x} is in two cpupools"),
+            CpuOutsidePool { node, cpu } => write!(f, "{node}: window on CPU {cpu:#x}, which is not in the pool"),
         }
     }
 }

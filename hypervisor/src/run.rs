@@ -17,6 +17,9 @@ use alloc::vec::Vec;
 use arch::exit::{CpuOnResult, Exit, FaultKind, GuestFault, VirtualCpu};
 use guest_abi::sched;
 
+/// The loop runs on one pCPU, its pool's CPU 0 (the SMP host is not brought up yet).
+const CPU: usize = 0;
+
 /// What the run loop needs from the physical CPU it runs on.
 pub trait Host {
     /// The platform clock, in nanoseconds.
@@ -51,6 +54,8 @@ struct Slot<V> {
 enum Next {
     Continue,
     Reschedule,
+    /// The vCPU yielded: the scheduler hears of it, then picks.
+    Yield,
 }
 
 /// Every vCPU of the domains it was given, and the policy choosing among them.
@@ -81,9 +86,15 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
         for index in 0..nr_vcpus.max(1) {
             let vcpu = vcpu0.take();
             let power = if vcpu.is_some() { Power::Runnable } else { Power::Off };
+            self.sched.add_vcpu(self.slots.len(), domain, index, 0);
             self.slots.push(Slot { domain, index, vcpu, power });
         }
         domain
+    }
+
+    /// The scheduler, to set its parameters (weights, caps, an ARINC 653 schedule).
+    pub fn sched_mut(&mut self) -> &mut S {
+        &mut self.sched
     }
 
     /// vCPU `index` of domain `domain`, if it exists and is on.
@@ -108,9 +119,18 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
         while self.ends.iter().any(Option::is_none) {
             let now = host.now_ns();
             self.wake_halted(now);
-            match self.sched.pick(now) {
+            match self.sched.pick(CPU, now) {
                 Some(d) => self.run_slice(d.vcpu, now.saturating_add(d.slice_ns), domains, host),
-                None => host.idle(self.earliest_timer()),
+                None => {
+                    // Until a sleeper's timer, or until the policy has something (an ARINC
+                    // 653 window opens, a capped vCPU is unparked).
+                    let policy = self.sched.next_event(CPU, now);
+                    let timer = self.earliest_timer();
+                    host.idle(match (policy, timer) {
+                        (Some(p), Some(t)) => Some(p.min(t)),
+                        (p, t) => p.or(t),
+                    });
+                }
             }
         }
         self.ends.iter().map(|e| e.unwrap_or(DomainEnd::Crashed)).collect()
@@ -140,11 +160,11 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
             }
             self.slots[i].vcpu = Some(vcpu);
             let woke = self.wake_halted(now);
-            if next == Next::Reschedule || woke || now >= slice_end {
-                if self.slots[i].power == Power::Runnable {
-                    // To the back of the queue: whoever else can run goes first.
-                    self.sched.yield_now(i, now);
-                }
+            if next == Next::Yield && self.slots[i].power == Power::Runnable {
+                self.sched.yield_now(i, now);
+            }
+            if next != Next::Continue || woke || now >= slice_end {
+                // Back to the scheduler, which requeues vCPU `i` if it is still runnable.
                 return;
             }
         }
@@ -160,7 +180,7 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
                 Outcome::Return(v) => vcpu.set_hypercall_result(hypercall::result_register(v)),
                 Outcome::Yield => {
                     vcpu.set_hypercall_result(0);
-                    return Next::Reschedule;
+                    return Next::Yield;
                 }
                 Outcome::Block => {
                     vcpu.set_hypercall_result(0);
@@ -177,7 +197,7 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
                     domain.raise_virq(vcpu, guest_abi::event_channel::VIRQ_TIMER);
                 }
             }
-            Exit::Yield => return Next::Reschedule,
+            Exit::Yield => return Next::Yield,
             Exit::PowerOff => {
                 hvlog!("d{}: powered off", domain.id);
                 self.end_domain(d, domain, DomainEnd::PoweredOff, now);
@@ -237,11 +257,12 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
             return Next::Continue;
         }
         self.set_power(i, Power::Halted);
-        self.sched.sleep(i, now);
+        self.sched.block(i, now);
         Next::Reschedule
     }
 
-    /// Make halted vCPUs with a pending interrupt runnable; true if any woke.
+    /// Make halted vCPUs with a pending interrupt runnable; true if one should preempt what
+    /// runs (the scheduler tickled this CPU).
     fn wake_halted(&mut self, now: u64) -> bool {
         if self.halted == 0 {
             return false;
@@ -251,8 +272,7 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
             if slot.power == Power::Halted && slot.vcpu.as_ref().is_some_and(|v| v.interrupt_pending()) {
                 slot.power = Power::Runnable;
                 self.halted -= 1;
-                self.sched.wake(i, now);
-                woke = true;
+                woke |= self.sched.wake(i, now) == Some(CPU);
             }
         }
         woke
@@ -316,7 +336,7 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
         for i in first..first + self.nr_vcpus[d] {
             self.set_power(i, Power::Off);
             self.slots[i].vcpu = None;
-            self.sched.sleep(i, now);
+            self.sched.remove_vcpu(i, now);
         }
         domain.console_flush();
         // Where the host has a clock, say when: under QEMU's -icount this is the exact
@@ -630,5 +650,53 @@ mod tests {
         assert_eq!(tail[0], "v0 Halt");
         assert!(tail.contains(&"v0 upcall"), "{log:?}");
         assert_eq!(tail.last(), Some(&"v0 PowerOff"), "{log:?}");
+    }
+
+    #[test]
+    fn under_arinc653_each_domain_runs_only_in_its_windows_and_the_cpu_idles_between() {
+        use crate::sched::{Arinc653, Arinc653Schedule, Scheduler, Window};
+        const MS: u64 = 1_000_000;
+        let world = World::default();
+        let mut rl = RunLoop::new(Arinc653::new(1));
+        rl.add_domain(1, Scripted::new(&world, 0, vec![Exit::Preempted; 3]));
+        rl.add_domain(1, Scripted::new(&world, 1, vec![Exit::Preempted; 3]));
+        let windows = vec![
+            Window { start_ns: 0, len_ns: 3 * MS, domain: 0, vcpu: 0 },
+            Window { start_ns: 5 * MS, len_ns: 3 * MS, domain: 1, vcpu: 0 },
+        ];
+        rl.sched_mut().set_arinc653(Arinc653Schedule { major_frame_ns: 10 * MS, cpus: vec![windows] }, 0).unwrap();
+        let mut doms = [Domain::new(1), Domain::new(2)];
+        assert_eq!(rl.run(&mut doms, &mut world.clone()), [DomainEnd::PoweredOff, DomainEnd::PoweredOff]);
+        let idle = |ms: u64| format!("idle until {}", ms * MS);
+        let mut want = Vec::new();
+        for frame in 0..3 {
+            want.extend([
+                "v0 Preempted".to_string(),
+                idle(10 * frame + 5),
+                "v1 Preempted".to_string(),
+                idle(10 * frame + 10),
+            ]);
+        }
+        // Domain 0 ends at 30.001 ms, inside its window: the CPU idles until domain 1's.
+        want.extend(["v0 PowerOff".to_string(), idle(35), "v1 PowerOff".to_string()]);
+        assert_eq!(world.log(), want);
+    }
+
+    #[test]
+    fn under_credit_two_hogs_with_weights_256_and_512_share_the_cpu_1_to_2() {
+        use crate::sched::{Credit, CreditParams, Scheduler};
+        let world = World::default();
+        let mut rl = RunLoop::new(Credit::new(1));
+        rl.add_domain(1, Scripted::new(&world, 0, vec![Exit::Preempted; 400]));
+        rl.add_domain(1, Scripted::new(&world, 1, vec![Exit::Preempted; 400]));
+        rl.sched_mut().set_credit(0, CreditParams { weight: 256, cap: 0 }).unwrap();
+        rl.sched_mut().set_credit(1, CreditParams { weight: 512, cap: 0 }).unwrap();
+        let mut doms = [Domain::new(1), Domain::new(2)];
+        rl.run(&mut doms, &mut world.clone());
+        // Every slice is credit's 30 ms: the first 300 (9 s) split 100:200, within 2%.
+        let log = world.log();
+        let first: Vec<&str> = runs(&log).into_iter().take(300).collect();
+        let v1 = first.iter().filter(|&&v| v == "v1").count();
+        assert!((194..=206).contains(&v1), "v1 ran {v1} of 300 slices");
     }
 }

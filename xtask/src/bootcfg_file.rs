@@ -89,7 +89,7 @@ fn first_string(value: &[u8]) -> Option<String> {
 }
 
 /// The blob of a `.dts` (through `dtc`) or `.dtb` file.
-fn compile(path: &Path) -> Result<Vec<u8>> {
+pub fn compile(path: &Path) -> Result<Vec<u8>> {
     Ok(if path.extension().is_some_and(|e| e == "dts") {
         let out = Command::new("dtc")
             .args(["-q", "-I", "dts", "-O", "dtb"])

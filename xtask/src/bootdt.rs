@@ -9,7 +9,7 @@
 use anyhow::{Context, Result, ensure};
 use dtoolkit::fdt::Fdt;
 use dtoolkit::model::{DeviceTree, DeviceTreeNode, DeviceTreeProperty};
-use dtoolkit::{Node, ToPropertyValue};
+use dtoolkit::{Node, Property, ToPropertyValue};
 
 /// Where an image sits in the machine's physical memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,6 +49,73 @@ pub fn with_domains(host_dtb: &[u8], domains: &[DomainSpec]) -> Result<Vec<u8>> 
     // The writer always records CPU 0 as the boot CPU; keep the machine's (header word 7).
     out[28..32].copy_from_slice(&fdt.boot_cpuid_phys().to_be_bytes());
     Ok(out)
+}
+
+/// Carry a configuration's CPU pools and scheduler properties into a boot DTB `with_domains`
+/// built: its `xen,cpupool` nodes go under `/chosen` with every CPU phandle (`cpupool-cpus`,
+/// the first cell of each `xhv,arinc653-windows` entry) turned into the phandle of the
+/// machine's CPU node with the same `reg`, and each domain node gets the configuration's
+/// `phandle`, `domain-cpupool`, `xhv,sched-weight` and `xhv,sched-cap`. The configuration
+/// describes its CPUs under its own `/cpus` (`device_type = "cpu"`, `reg`, a label).
+pub fn with_sched(boot_dtb: &[u8], config_dtb: &[u8]) -> Result<Vec<u8>> {
+    const DOMAIN_PROPS: [&str; 4] = ["phandle", "domain-cpupool", "xhv,sched-weight", "xhv,sched-cap"];
+    let boot = open(boot_dtb)?;
+    let config = Fdt::new(config_dtb).context("the configuration is not a valid device tree")?;
+    let cpus_of = |fdt: &Fdt<'_>| -> Vec<(u32, u32)> {
+        let Some(cpus) = fdt.find_node("/cpus") else { return Vec::new() };
+        cpus.children()
+            .filter(|n| n.property("device_type").is_some_and(|p| p.value() == b"cpu\0"))
+            .filter_map(|n| Some((cell(n.property("phandle")?.value())?, cell(n.property("reg")?.value())?)))
+            .collect()
+    };
+    let (theirs, ours) = (cpus_of(&config), cpus_of(&boot));
+    let map = |ph: u32| -> Result<u32> {
+        let reg = theirs
+            .iter()
+            .find(|c| c.0 == ph)
+            .map(|c| c.1)
+            .with_context(|| format!("phandle {ph:#x} is no CPU of the configuration's /cpus"))?;
+        ours.iter()
+            .find(|c| c.1 == reg)
+            .map(|c| c.0)
+            .with_context(|| format!("the machine has no CPU with reg {reg} (or it has no phandle)"))
+    };
+    let mut tree = DeviceTree::from_fdt(&boot);
+    let chosen = tree.root.add_child_mut(DeviceTreeNode::new("chosen")?);
+    let Some(config_chosen) = config.find_node("/chosen") else { return Ok(boot_dtb.to_vec()) };
+    for node in config_chosen.children() {
+        let compatible =
+            |c: &[u8]| node.property("compatible").is_some_and(|p| p.value().split(|&b| b == 0).any(|e| e == c));
+        if compatible(b"xen,cpupool") {
+            let mut pool = DeviceTreeNode::from_node(&node);
+            for (name, stride) in [("cpupool-cpus", 1), ("xhv,arinc653-windows", 5)] {
+                let Some(p) = pool.property_mut(name) else { continue };
+                let mut cells: Vec<u32> =
+                    (&*p).value().chunks_exact(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]])).collect();
+                for c in cells.iter_mut().step_by(stride) {
+                    *c = map(*c).with_context(|| format!("/chosen/{}: {name}", node.name()))?;
+                }
+                p.set_value(cells.as_slice());
+            }
+            ensure!(chosen.child(node.name()).is_none(), "the machine's DTB already has /chosen/{}", node.name());
+            chosen.add_child(pool);
+        } else if compatible(b"xen,domain") {
+            let domain = chosen.child_mut(node.name()).with_context(|| format!("no domain node {}", node.name()))?;
+            for name in DOMAIN_PROPS {
+                if let Some(p) = node.property(name) {
+                    domain.add_property(DeviceTreeProperty::new(name, p.value())?);
+                }
+            }
+        }
+    }
+    let mut out = tree.to_dtb();
+    out[28..32].copy_from_slice(&boot.boot_cpuid_phys().to_be_bytes());
+    Ok(out)
+}
+
+/// A one-cell property's value.
+fn cell(v: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(v.try_into().ok()?))
 }
 
 /// QEMU's dump is exactly one blob, but a file padded after the blob is accepted too.
@@ -104,7 +171,6 @@ fn prop(name: &str, value: impl ToPropertyValue) -> Result<DeviceTreeProperty> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dtoolkit::Property;
     use dtoolkit::memreserve::MemoryReservation;
     use hypervisor::bootcfg::{self, DomainConfig, ModuleRef};
     use std::io::Write;

@@ -158,7 +158,14 @@ pub fn configured_domus(built: &Built, args: &RunArgs, config: &Path) -> Result<
         d.kernel = built.config_image(&d.kernel)?;
         d.ramdisk = d.ramdisk.as_deref().map(|r| built.config_image(r)).transpose()?;
     }
-    dom0less(built, args, &domains)
+    let boot = dom0less(built, args, &domains)?;
+    // CPU pools and scheduler properties travel from the configuration into the boot DTB.
+    let config_dtb = bootcfg_file::compile(config)?;
+    let dtb = std::fs::read(&boot.dtb).with_context(|| format!("reading {}", boot.dtb.display()))?;
+    let dtb =
+        bootdt::with_sched(&dtb, &config_dtb).with_context(|| format!("boot configuration {}", config.display()))?;
+    std::fs::write(&boot.dtb, dtb).with_context(|| format!("writing {}", boot.dtb.display()))?;
+    Ok(boot)
 }
 
 /// Place every domain's images one after another above QEMU's own DTB, describe them with

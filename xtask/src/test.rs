@@ -116,6 +116,23 @@ fn linux_scenarios() -> Vec<Scenario> {
             },
         });
     }
+    // Two Linux domUs sharing the boot CPU under credit, weights 256:512 (issue 15).
+    let mut in_order = banner(arch);
+    in_order.extend(
+        ["(XEN) cpupool cpupool-credit: scheduler credit, 1 CPU(s)", "(XEN) stopping: all domains powered off"]
+            .map(String::from),
+    );
+    all.push(Scenario {
+        name: "two-linux-one-cpu-aarch64".into(),
+        arch,
+        guest: TestGuest::Config("two-linux-one-cpu.dts"),
+        expect: Expect {
+            in_order,
+            count: Some(("XHV-INIT-MARKER hypervisor=xen cpus=1 ".into(), 2)),
+            forbidden: vec!["PANIC", "Kernel panic", "BUG:", "rejected"],
+            exit_zero: true,
+        },
+    });
     // The same two-Linux configuration on x86_64 (Bochs' VT-x, QEMU's SVM), as multiboot2
     // modules: Debian's amd64 kernel and initramfs stand in for its images; its `vpl011` is
     // ARM's only. (About 2 minutes on Bochs.)
@@ -595,6 +612,50 @@ fn evtchn_scenarios() -> Vec<Scenario> {
             },
         });
     }
+    // The same two domains as ARINC 653 partitions of the boot CPU's pool (1 ms windows in a
+    // 2 ms major frame, from the configuration's xen,cpupool node): every bounce waits for
+    // the other's window, and both still finish.
+    let mut in_order = banner(Arch::Aarch64);
+    in_order.extend(
+        [
+            "(XEN) cpupool cpupool-a653: scheduler arinc653, 1 CPU(s)",
+            "(d1) evtchn-pingpong: ping offers port ",
+            "(XEN) stopping: all domains powered off",
+        ]
+        .map(String::from),
+    );
+    all.push(Scenario {
+        name: "evtchn-pingpong-arinc653-aarch64".into(),
+        arch: Arch::Aarch64,
+        guest: TestGuest::GuestConfig { file: "evtchn-pingpong-arinc653.dts", guest: "evtchn-pingpong" },
+        expect: Expect {
+            in_order,
+            count: Some((" rounds=1000".into(), 2)),
+            forbidden: vec!["PANIC", "FAIL", "rejected"],
+            exit_zero: true,
+        },
+    });
+    // And under credit, with weights 256:512 and a 50% cap from the configuration.
+    let mut in_order = banner(Arch::Aarch64);
+    in_order.extend(
+        [
+            "(XEN) cpupool cpupool-credit: scheduler credit, 1 CPU(s)",
+            "(d1) evtchn-pingpong: ping offers port ",
+            "(XEN) stopping: all domains powered off",
+        ]
+        .map(String::from),
+    );
+    all.push(Scenario {
+        name: "evtchn-pingpong-credit-aarch64".into(),
+        arch: Arch::Aarch64,
+        guest: TestGuest::GuestConfig { file: "evtchn-pingpong-credit.dts", guest: "evtchn-pingpong" },
+        expect: Expect {
+            in_order,
+            count: Some((" rounds=1000".into(), 2)),
+            forbidden: vec!["PANIC", "FAIL", "rejected", "ignored"],
+            exit_zero: true,
+        },
+    });
     // Grant copies between two domains.
     for (arch, suffix) in TWO_DOMAIN_TARGETS {
         let mut in_order = banner(arch);
