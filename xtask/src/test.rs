@@ -614,48 +614,35 @@ fn evtchn_scenarios() -> Vec<Scenario> {
     }
     // The same two domains as ARINC 653 partitions of the boot CPU's pool (1 ms windows in a
     // 2 ms major frame, from the configuration's xen,cpupool node): every bounce waits for
-    // the other's window, and both still finish.
-    let mut in_order = banner(Arch::Aarch64);
-    in_order.extend(
-        [
-            "(XEN) cpupool cpupool-a653: scheduler arinc653, 1 CPU(s)",
-            "(d1) evtchn-pingpong: ping offers port ",
-            "(XEN) stopping: all domains powered off",
-        ]
-        .map(String::from),
-    );
-    all.push(Scenario {
-        name: "evtchn-pingpong-arinc653-aarch64".into(),
-        arch: Arch::Aarch64,
-        guest: TestGuest::GuestConfig { file: "evtchn-pingpong-arinc653.dts", guest: "evtchn-pingpong" },
-        expect: Expect {
-            in_order,
-            count: Some((" rounds=1000".into(), 2)),
-            forbidden: vec!["PANIC", "FAIL", "rejected"],
-            exit_zero: true,
-        },
-    });
-    // And under credit, with weights 256:512 and a 50% cap from the configuration.
-    let mut in_order = banner(Arch::Aarch64);
-    in_order.extend(
-        [
-            "(XEN) cpupool cpupool-credit: scheduler credit, 1 CPU(s)",
-            "(d1) evtchn-pingpong: ping offers port ",
-            "(XEN) stopping: all domains powered off",
-        ]
-        .map(String::from),
-    );
-    all.push(Scenario {
-        name: "evtchn-pingpong-credit-aarch64".into(),
-        arch: Arch::Aarch64,
-        guest: TestGuest::GuestConfig { file: "evtchn-pingpong-credit.dts", guest: "evtchn-pingpong" },
-        expect: Expect {
-            in_order,
-            count: Some((" rounds=1000".into(), 2)),
-            forbidden: vec!["PANIC", "FAIL", "rejected", "ignored"],
-            exit_zero: true,
-        },
-    });
+    // the other's window, and both still finish. And under credit, with weights 256:512 and
+    // a 50% cap from the configuration (nothing of it may be ignored).
+    let pools = [
+        (
+            "arinc653",
+            "evtchn-pingpong-arinc653.dts",
+            "cpupool-a653: scheduler arinc653",
+            vec!["PANIC", "FAIL", "rejected"],
+        ),
+        (
+            "credit",
+            "evtchn-pingpong-credit.dts",
+            "cpupool-credit: scheduler credit",
+            vec!["PANIC", "FAIL", "rejected", "ignored"],
+        ),
+    ];
+    for (sched, file, pool, forbidden) in pools {
+        let mut in_order = banner(Arch::Aarch64);
+        in_order.push(format!("(XEN) cpupool {pool}, 1 CPU(s)"));
+        in_order.extend(
+            ["(d1) evtchn-pingpong: ping offers port ", "(XEN) stopping: all domains powered off"].map(String::from),
+        );
+        all.push(Scenario {
+            name: format!("evtchn-pingpong-{sched}-aarch64"),
+            arch: Arch::Aarch64,
+            guest: TestGuest::GuestConfig { file, guest: "evtchn-pingpong" },
+            expect: Expect { in_order, count: Some((" rounds=1000".into(), 2)), forbidden, exit_zero: true },
+        });
+    }
     // Grant copies between two domains.
     for (arch, suffix) in TWO_DOMAIN_TARGETS {
         let mut in_order = banner(arch);
