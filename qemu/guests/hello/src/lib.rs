@@ -37,6 +37,8 @@ pub static EXPECTED_FAULT_ADDRESS: core::sync::atomic::AtomicU64 = core::sync::a
 pub mod events;
 #[cfg(target_os = "none")]
 pub mod fifo;
+#[cfg(target_os = "none")]
+pub mod grants;
 
 /// `console_io(CONSOLEIO_write)`.
 #[cfg(target_os = "none")]

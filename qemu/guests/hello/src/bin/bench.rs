@@ -27,7 +27,7 @@ extern "C" fn guest_main() -> ! {
     use guest_abi::{hypercall as nr, sched, version};
     use hello_guest::{hypercall, println, shutdown, xen_version};
 
-    match pages() {
+    match hello_guest::grants::own_pages() {
         4096 => pair::runner(),
         6144 => pair::echo(),
         5120 => switch::run(),
@@ -103,28 +103,16 @@ fn interdomain() {
     });
 }
 
-#[cfg(target_os = "none")]
-fn pages() -> i64 {
-    use guest_abi::memory as mem;
-    let domid = guest_abi::xen::DOMID_SELF;
-    hello_guest::hypercall(
-        guest_abi::hypercall::MEMORY_OP,
-        [mem::XENMEM_CURRENT_RESERVATION, &raw const domid as u64, 0, 0, 0],
-    )
-}
-
 /// Grants of our own pages to ourselves: map + unmap of one page, and a 4 KiB copy from a
 /// granted page to one of our frames.
 #[cfg(target_os = "none")]
 fn grants() {
     use guest_abi::grant_table::{self as gt, GnttabCopy, GnttabCopyPtr, GnttabMapGrantRef, GnttabUnmapGrantRef};
     use guest_abi::hypercall as nr;
-    use guest_abi::memory::{self as mem, XenAddToPhysmap};
     use guest_abi::xen::DOMID_SELF;
+    use hello_guest::grants::{self, Page, frame};
     use hello_guest::{events, hypercall, println};
 
-    #[repr(C, align(4096))]
-    struct Page([u8; 4096]);
     static mut TABLE: Page = Page([0; 4096]);
     static mut SOURCE: Page = Page([0; 4096]);
     static mut SINK: Page = Page([0; 4096]);
@@ -135,25 +123,12 @@ fn grants() {
         println!("FAIL bench: own domain id");
         return;
     };
-    let xatp = XenAddToPhysmap {
-        domid: DOMID_SELF,
-        size: 0,
-        space: mem::XENMAPSPACE_GRANT_TABLE,
-        idx: 0,
-        gpfn: (&raw const TABLE) as u64 >> 12,
-    };
-    let rc = hypercall(nr::MEMORY_OP, [mem::XENMEM_ADD_TO_PHYSMAP, &raw const xatp as u64, 0, 0, 0]);
+    let rc = grants::map_table(&raw mut TABLE);
     if rc != 0 {
         println!("FAIL bench: grant table: {}", rc);
         return;
     }
-    let entry = (&raw mut TABLE as *mut u8).wrapping_add(REF as usize * 8);
-    // SAFETY: entry REF of the grant-table frame mapped over TABLE; the flags go last.
-    unsafe {
-        entry.add(2).cast::<u16>().write_volatile(me);
-        entry.add(4).cast::<u32>().write_volatile(((&raw const SOURCE) as u64 >> 12) as u32);
-        entry.cast::<u16>().write_volatile(gt::GTF_PERMIT_ACCESS);
-    }
+    grants::write_entry(&raw mut TABLE, REF, gt::GTF_PERMIT_ACCESS, me, frame(&raw const SOURCE));
     let window = (&raw const WINDOW) as u64;
     let map_unmap = || {
         let mut map = GnttabMapGrantRef {
@@ -181,7 +156,7 @@ fn grants() {
     });
     let mut copy = GnttabCopy {
         source: GnttabCopyPtr { u: u64::from(REF), domid: me, offset: 0, _pad0: 0 },
-        dest: GnttabCopyPtr { u: (&raw const SINK) as u64 >> 12, domid: DOMID_SELF, offset: 0, _pad0: 0 },
+        dest: GnttabCopyPtr { u: frame(&raw const SINK), domid: DOMID_SELF, offset: 0, _pad0: 0 },
         len: 4096,
         flags: gt::GNTCOPY_SOURCE_GREF,
         ..Default::default()

@@ -16,10 +16,9 @@ fn main() {}
 #[cfg(target_os = "none")]
 mod guest {
     use guest_abi::grant_table::{self as gt, GnttabMapGrantRef, GnttabUnmapGrantRef};
-    use guest_abi::memory::{self as mem, XenAddToPhysmap};
-    use guest_abi::xen::DOMID_SELF;
     use guest_abi::{errno, hypercall as nr, sched};
     use hello_guest::events::{self, PATIENCE};
+    use hello_guest::grants::{self, Page, frame};
     use hello_guest::{check, hypercall, println, shutdown};
 
     const BACKEND: u16 = 1;
@@ -31,19 +30,11 @@ mod guest {
     /// What a client writes as its last request.
     const DONE: u32 = u32::MAX;
 
-    #[repr(C, align(4096))]
-    struct Page([u32; 1024]);
-
-    // Client: its grant table and the ring it lends ([0] request, [1] response).
-    static mut TABLE: Page = Page([0; 1024]);
-    static mut RING: Page = Page([0; 1024]);
+    // Client: its grant table and the ring it lends (words: [0] request, [1] response).
+    static mut TABLE: Page = Page([0; 4096]);
+    static mut RING: Page = Page([0; 4096]);
     // Backend: the pages of its own each client's ring is mapped over.
-    static mut RINGS: [Page; MAX_CLIENTS] = [const { Page([0; 1024]) }; MAX_CLIENTS];
-
-    fn pages() -> i64 {
-        let domid = DOMID_SELF;
-        hypercall(nr::MEMORY_OP, [mem::XENMEM_CURRENT_RESERVATION, &raw const domid as u64, 0, 0, 0])
-    }
+    static mut RINGS: [Page; MAX_CLIENTS] = [const { Page([0; 4096]) }; MAX_CLIENTS];
 
     fn answer(request: u32) -> u32 {
         request.wrapping_mul(2_654_435_761).rotate_left(7)
@@ -66,22 +57,12 @@ mod guest {
     // ---- client ----
 
     fn client() -> bool {
-        let xatp = XenAddToPhysmap {
-            domid: DOMID_SELF,
-            size: 0,
-            space: mem::XENMAPSPACE_GRANT_TABLE,
-            idx: 0,
-            gpfn: (&raw const TABLE) as u64 >> 12,
-        };
-        let r = hypercall(nr::MEMORY_OP, [mem::XENMEM_ADD_TO_PHYSMAP, &raw const xatp as u64, 0, 0, 0]);
+        let r = grants::map_table(&raw mut TABLE);
         if r != 0 {
             check("evtchn-scale map-table", false, format_args!("add_to_physmap grant table: {}", r));
             return false;
         }
-        let entry = word(&raw mut TABLE, RING_REF as usize * 2);
-        // Entry: domid (high half of word 0) and frame (word 1) first, then the flags.
-        write(entry.wrapping_add(1), ((&raw const RING) as u64 >> 12) as u32);
-        write(entry, u32::from(BACKEND) << 16 | u32::from(gt::GTF_PERMIT_ACCESS));
+        grants::write_entry(&raw mut TABLE, RING_REF, gt::GTF_PERMIT_ACCESS, BACKEND, frame(&raw const RING));
         let Ok(port) = events::alloc_unbound(BACKEND) else {
             check("evtchn-scale alloc_unbound", false, format_args!("no port"));
             return false;
@@ -102,7 +83,7 @@ mod guest {
         write(word(ring, 0), DONE);
         events::send(port);
         let released = events::take_event(port);
-        let busy = read(entry) & u32::from(gt::GTF_READING | gt::GTF_WRITING);
+        let busy = grants::entry_flags(&raw const TABLE, RING_REF) & (gt::GTF_READING | gt::GTF_WRITING);
         let ok = good == ROUNDS && released && busy == 0;
         check(
             "evtchn-scale client",
@@ -213,7 +194,7 @@ mod guest {
             check("evtchn-scale shared-info", false, format_args!("cannot map shared info"));
             shutdown(sched::SHUTDOWN_CRASH);
         }
-        match pages() {
+        match grants::own_pages() {
             4096 => {
                 backend();
             }

@@ -15,9 +15,9 @@ fn main() {}
 #[cfg(target_os = "none")]
 mod guest {
     use guest_abi::grant_table::{self as gt, GnttabCopy, GnttabCopyPtr};
-    use guest_abi::memory::{self as mem, XenAddToPhysmap};
     use guest_abi::xen::DOMID_SELF;
     use guest_abi::{hypercall as nr, sched};
+    use hello_guest::grants::{self, Page, frame};
     use hello_guest::{check, hypercall, println, shutdown};
 
     const PATIENCE: u32 = 100_000;
@@ -27,8 +27,6 @@ mod guest {
     const READ_REF: u64 = 8;
     const WRITE_REF: u64 = 9;
 
-    #[repr(C, align(4096))]
-    struct Page([u8; 4096]);
     static mut TABLE: Page = Page([0; 4096]);
     static mut SOURCE: Page = Page([0; 4096]);
     static mut SINK: Page = Page([0; 4096]);
@@ -38,41 +36,16 @@ mod guest {
         (i as u8).wrapping_mul(31) ^ seed ^ (i >> 8) as u8
     }
 
-    fn frame(page: *const Page) -> u64 {
-        page as u64 >> 12
-    }
-
     fn yield_cpu() {
         hypercall(nr::SCHED_OP, [sched::SCHEDOP_YIELD, 0, 0, 0, 0]);
     }
 
-    fn pages() -> i64 {
-        let domid = DOMID_SELF;
-        hypercall(nr::MEMORY_OP, [mem::XENMEM_CURRENT_RESERVATION, &raw const domid as u64, 0, 0, 0])
-    }
-
-    /// Write grant entry `gref` (v1: flags, domid, frame); the flags go last, as the entry
-    /// becomes valid when they do.
-    fn grant(gref: u64, flags: u16, domid: u16, frame: u64) {
-        let entry = (&raw mut TABLE as *mut u8).wrapping_add(gref as usize * 8);
-        // SAFETY: the entry lies in the grant-table frame mapped over TABLE; only this vCPU
-        // writes it.
-        unsafe {
-            entry.add(2).cast::<u16>().write_volatile(domid);
-            entry.add(4).cast::<u32>().write_volatile(frame as u32);
-            entry.cast::<u16>().write_volatile(flags);
-        }
+    fn grant(gref: u64, flags: u16, domid: u16, gfn: u64) {
+        grants::write_entry(&raw mut TABLE, gref as u32, flags, domid, gfn);
     }
 
     fn granter() -> bool {
-        let xatp = XenAddToPhysmap {
-            domid: DOMID_SELF,
-            size: 0,
-            space: mem::XENMAPSPACE_GRANT_TABLE,
-            idx: 0,
-            gpfn: frame(&raw const TABLE),
-        };
-        let r = hypercall(nr::MEMORY_OP, [mem::XENMEM_ADD_TO_PHYSMAP, &raw const xatp as u64, 0, 0, 0]);
+        let r = grants::map_table(&raw mut TABLE);
         check("grant-copy map-table", r == 0, format_args!("add_to_physmap grant table: {}", r));
         for i in 0..4096 {
             // SAFETY: our own page, not yet granted.
@@ -192,7 +165,7 @@ mod guest {
     }
 
     pub fn main() -> ! {
-        let (role, ok) = match pages() {
+        let (role, ok) = match grants::own_pages() {
             4096 => ("granter", granter()),
             6144 => ("copier", copier()),
             n => {

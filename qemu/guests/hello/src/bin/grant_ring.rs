@@ -21,10 +21,9 @@ mod guest {
     use core::mem::offset_of;
     use core::sync::atomic::{Ordering, fence};
     use guest_abi::grant_table::{self as gt, GnttabMapGrantRef, GnttabUnmapGrantRef};
-    use guest_abi::memory::{self as mem, XenAddToPhysmap};
-    use guest_abi::xen::DOMID_SELF;
     use guest_abi::{hypercall as nr, sched};
     use hello_guest::events;
+    use hello_guest::grants::{self, Page, frame};
     use hello_guest::{check, hypercall, println, shutdown};
 
     const FRONTEND: u16 = 1;
@@ -47,9 +46,6 @@ mod guest {
     }
     const SLOTS: usize = (4096 - 32) / 8;
 
-    #[repr(C, align(4096))]
-    struct Page([u8; 4096]);
-
     // Frontend: its grant table, the ring it lends, a read-only page it lends.
     static mut TABLE: Page = Page([0; 4096]);
     static mut RING: Ring = Ring { prod: 0, cons: 0, done: 0, _pad: 0, checksum: 0, _pad2: [0], slots: [0; SLOTS] };
@@ -68,15 +64,6 @@ mod guest {
 
     fn info_byte(i: usize) -> u8 {
         (i as u8).wrapping_mul(7) ^ 0x96
-    }
-
-    fn pages() -> i64 {
-        let domid = DOMID_SELF;
-        hypercall(nr::MEMORY_OP, [mem::XENMEM_CURRENT_RESERVATION, &raw const domid as u64, 0, 0, 0])
-    }
-
-    fn frame<T>(page: *const T) -> u64 {
-        page as u64 >> 12
     }
 
     /// Field `offset` (an `offset_of!(Ring, ..)`) of the ring at `ring`: the frontend's own
@@ -102,21 +89,12 @@ mod guest {
 
     // ---- frontend ----
 
-    fn grant(gref: u32, flags: u16, domid: u16, frame: u64) {
-        let entry = (&raw mut TABLE as *mut u8).wrapping_add(gref as usize * 8);
-        // SAFETY: the entry lies in the grant-table frame mapped over TABLE; the flags go
-        // last, as the entry is valid once they are.
-        unsafe {
-            entry.add(2).cast::<u16>().write_volatile(domid);
-            entry.add(4).cast::<u32>().write_volatile(frame as u32);
-            entry.cast::<u16>().write_volatile(flags);
-        }
+    fn grant(gref: u32, flags: u16, domid: u16, gfn: u64) {
+        grants::write_entry(&raw mut TABLE, gref, flags, domid, gfn);
     }
 
     fn entry_flags(gref: u32) -> u16 {
-        let entry = (&raw const TABLE as *const u8).wrapping_add(gref as usize * 8);
-        // SAFETY: in the mapped grant-table frame; the hypervisor updates the flags.
-        unsafe { entry.cast::<u16>().read_volatile() }
+        grants::entry_flags(&raw const TABLE, gref)
     }
 
     fn check_flags(when: &str, gref: u32, want: u16) {
@@ -133,14 +111,7 @@ mod guest {
             check("grant-ring shared-info", false, format_args!("cannot map shared info"));
             return false;
         }
-        let xatp = XenAddToPhysmap {
-            domid: DOMID_SELF,
-            size: 0,
-            space: mem::XENMAPSPACE_GRANT_TABLE,
-            idx: 0,
-            gpfn: frame(&raw const TABLE),
-        };
-        let r = hypercall(nr::MEMORY_OP, [mem::XENMEM_ADD_TO_PHYSMAP, &raw const xatp as u64, 0, 0, 0]);
+        let r = grants::map_table(&raw mut TABLE);
         check("grant-ring map-table", r == 0, format_args!("add_to_physmap grant table: {}", r));
         for i in 0..4096 {
             // SAFETY: our own page, not yet granted.
@@ -313,7 +284,7 @@ mod guest {
     }
 
     pub fn main() -> ! {
-        match pages() {
+        match grants::own_pages() {
             4096 => {
                 let ok = frontend();
                 println!("GRANT-RING-DONE frontend messages={} ok={}", MESSAGES, ok);
