@@ -327,8 +327,6 @@ fn fifo() {
 
 #[cfg(all(target_os = "none", target_arch = "aarch64"))]
 mod time {
-    use hello_guest::println;
-
     fn counter() -> u64 {
         let v: u64;
         // SAFETY: reads the virtual counter, which EL1 may always read; the ISB keeps it in order.
@@ -344,31 +342,36 @@ mod time {
     }
 
     /// Run `op` N times between two counter reads; print ns per op with one decimal.
-    pub fn report(name: &str, mut op: impl FnMut()) {
-        let start = counter();
-        for _ in 0..super::N {
-            op();
-        }
-        let ticks = counter() - start;
-        let freq = frequency().max(1);
-        let tenths = u128::from(ticks) * 10_000_000_000 / (u128::from(freq) * u128::from(super::N));
-        println!(
-            "BENCH {} ns_per_op={}.{} ticks={} cntfrq={} n={}",
-            name,
-            tenths / 10,
-            tenths % 10,
-            ticks,
-            freq,
-            super::N
-        );
+    pub fn report(name: &str, op: impl FnMut()) {
+        super::report_counter(name, counter, frequency(), op);
     }
+}
+
+/// Run `op` N times between two reads of an ARM generic-timer `counter` of `freq` Hz; print
+/// ns per op with one decimal.
+#[cfg(all(target_os = "none", any(target_arch = "aarch64", target_arch = "arm")))]
+fn report_counter(name: &str, counter: fn() -> u64, freq: u64, mut op: impl FnMut()) {
+    let start = counter();
+    for _ in 0..N {
+        op();
+    }
+    let ticks = counter() - start;
+    let freq = freq.max(1);
+    let tenths = u128::from(ticks) * 10_000_000_000 / (u128::from(freq) * u128::from(N));
+    hello_guest::println!(
+        "BENCH {} ns_per_op={}.{} ticks={} cntfrq={} n={}",
+        name,
+        tenths / 10,
+        tenths % 10,
+        ticks,
+        freq,
+        N
+    );
 }
 
 /// ARMv7: the virtual counter (CNTVCT, CNTFRQ through CP15), as on aarch64.
 #[cfg(all(target_os = "none", target_arch = "arm"))]
 mod time {
-    use hello_guest::println;
-
     fn counter() -> u64 {
         let (lo, hi): (u32, u32);
         // SAFETY: reads the virtual counter, which PL1 may always read; the ISB keeps it in order.
@@ -384,23 +387,8 @@ mod time {
     }
 
     /// Run `op` N times between two counter reads; print ns per op with one decimal.
-    pub fn report(name: &str, mut op: impl FnMut()) {
-        let start = counter();
-        for _ in 0..super::N {
-            op();
-        }
-        let ticks = counter() - start;
-        let freq = frequency().max(1);
-        let tenths = u128::from(ticks) * 10_000_000_000 / (u128::from(freq) * u128::from(super::N));
-        println!(
-            "BENCH {} ns_per_op={}.{} ticks={} cntfrq={} n={}",
-            name,
-            tenths / 10,
-            tenths % 10,
-            ticks,
-            freq,
-            super::N
-        );
+    pub fn report(name: &str, op: impl FnMut()) {
+        super::report_counter(name, counter, frequency(), op);
     }
 }
 
