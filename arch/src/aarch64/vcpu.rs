@@ -741,10 +741,7 @@ impl VirtualCpu for Vcpu {
             let s = self.space.borrow();
             (s.setup.ram_guest, s.setup.ram_host, s.setup.ram_size)
         };
-        match gpa.checked_sub(ram_guest).filter(|&off| off < ram_size) {
-            Some(off) => self.change_stage2(gpa, |tables| tables.restore_ram_page(gpa, ram_host + off)),
-            None => self.change_stage2(gpa, |tables| tables.unmap_page(gpa)),
-        }
+        self.change_stage2(gpa, |tables| tables.end_grant(gpa, ram_guest, ram_host, ram_size))
     }
 
     fn raise_upcall(&mut self) {

@@ -125,6 +125,15 @@ impl Stage2Tables {
         self.set_page(ipa, pa, attrs::S2_RAM)
     }
 
+    /// End a grant mapping at `ipa`: inside the domain's RAM (`size` bytes at `ram_ipa`, host
+    /// `ram_pa`) its own page comes back, anywhere else nothing is left mapped.
+    pub fn end_grant(&mut self, ipa: u64, ram_ipa: u64, ram_pa: u64, size: u64) -> Result<(), MapError> {
+        match ipa.checked_sub(ram_ipa).filter(|&off| off < size) {
+            Some(off) => self.restore_ram_page(ipa, ram_pa + off),
+            None => self.unmap_page(ipa),
+        }
+    }
+
     /// Leave nothing mapped at the 4 KiB page `ipa` (which a page, not a block, maps): an
     /// access there faults to the hypervisor again.
     pub fn unmap_page(&mut self, ipa: u64) -> Result<(), MapError> {
@@ -356,9 +365,9 @@ mod tests {
         let (pa, rw) = t.translate(0x3800_0000).unwrap();
         assert_eq!((pa, rw >> 6 & 3), (0x5000_1000, 0b11));
         // Over RAM the RAM page comes back; outside it nothing is left.
-        t.restore_ram_page(0x4020_3000, 0x4820_3000).unwrap();
+        t.end_grant(0x4020_3000, 0x4000_0000, 0x4800_0000, 64 * MIB).unwrap();
         assert_eq!(t.translate(0x4020_3000), Some((0x4820_3000, attrs::S2_RAM)));
-        t.unmap_page(0x3800_0000).unwrap();
+        t.end_grant(0x3800_0000, 0x4000_0000, 0x4800_0000, 64 * MIB).unwrap();
         assert_eq!(t.translate(0x3800_0000), None);
         // A block is not a page to unmap, and neither is nothing.
         assert_eq!(t.unmap_page(0x4100_0000), Err(MapError::Overlap));

@@ -588,10 +588,7 @@ impl VirtualCpu for Vcpu {
 
     fn unmap_grant(&mut self, gpa: u64) -> Result<(), BadGuestAddress> {
         let (ram_guest, ram_host, ram_size) = (self.ram.ram_guest, self.ram.ram_host, self.ram.ram_size);
-        match gpa.checked_sub(ram_guest).filter(|&off| off < ram_size) {
-            Some(off) => self.change_stage2(gpa, |tables| tables.restore_ram_page(gpa, ram_host + off)),
-            None => self.change_stage2(gpa, |tables| tables.unmap_page(gpa)),
-        }
+        self.change_stage2(gpa, |tables| tables.end_grant(gpa, ram_guest, ram_host, ram_size))
     }
 
     fn complete_cpu_on(&mut self, result: CpuOnResult) {
