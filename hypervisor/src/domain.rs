@@ -7,7 +7,7 @@ use crate::evtchn_fifo::{Fifo, FifoPages};
 use crate::grant::Grants;
 use crate::guest_dt;
 use crate::log;
-use crate::page::{GuestAbi, GuestRam, HostPage, PAGE_SIZE};
+use crate::page::{GuestAbi, GuestRam, HostPage, PAGE_SIZE, vcpu_info};
 use crate::pvconsole;
 use crate::vpl011::Vpl011;
 use alloc::vec::Vec;
@@ -362,6 +362,27 @@ impl Domain {
             self.with_vcpu_info(Some(vcpu), target as usize, |info| evtchn::notify_word(info, word));
         }
         Ok(())
+    }
+
+    /// Whether vCPU `target` has an event upcall due: `evtchn_upcall_pending` set in its
+    /// `vcpu_info` (and on x86 not masked; ARM has no mask byte). Xen checks this before a
+    /// vCPU blocks (it returns at once) and wakes a blocked vCPU on it, whether or not an
+    /// upcall interrupt could be raised. `own` is `target`'s own vCPU (for a `vcpu_info`
+    /// reached through it).
+    pub fn upcall_due(&mut self, own: Option<&mut dyn VirtualCpu>, target: usize) -> bool {
+        let has_mask = self.abi == GuestAbi::X86Pvh;
+        let read = |info: &mut dyn VcpuInfoAccess| {
+            info.read_byte(vcpu_info::UPCALL_PENDING) != 0 && !(has_mask && info.read_byte(vcpu_info::UPCALL_MASK) != 0)
+        };
+        let loc = self.vcpus.get(target).map_or(VcpuInfoLoc::Nowhere, |v| v.info);
+        let size = self.abi.vcpu_info_size();
+        let Some(xen) = self.xen.as_mut() else { return false };
+        match (loc, &self.ram, own) {
+            (VcpuInfoLoc::Shared(slot), _, _) => read(&mut InPage { page: &mut xen.shared_info, base: slot * size }),
+            (VcpuInfoLoc::Guest(gpa), Some(ram), _) => read(&mut RamInfo { ram, gpa }),
+            (VcpuInfoLoc::Guest(gpa), None, Some(vcpu)) => read(&mut GuestPhysInfo { vcpu, gpa }),
+            (VcpuInfoLoc::Guest(_), None, None) | (VcpuInfoLoc::Nowhere, _, _) => false,
+        }
     }
 
     /// Run `update` on `target`'s `vcpu_info` wherever it lives; raise the upcall if it says

@@ -118,7 +118,7 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
         }
         while self.ends.iter().any(Option::is_none) {
             let now = host.now_ns();
-            self.wake_halted(now);
+            self.wake_halted(domains, now);
             match self.sched.pick(CPU, now) {
                 Some(d) => self.run_slice(d.vcpu, now.saturating_add(d.slice_ns), domains, host),
                 None => {
@@ -159,7 +159,7 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
                 return;
             }
             self.slots[i].vcpu = Some(vcpu);
-            let woke = self.wake_halted(now);
+            let woke = self.wake_halted(domains, now);
             if next == Next::Yield && self.slots[i].power == Power::Runnable {
                 self.sched.yield_now(i, now);
             }
@@ -184,14 +184,14 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
                 }
                 Outcome::Block => {
                     vcpu.set_hypercall_result(0);
-                    return self.halt(i, vcpu, now);
+                    return self.halt(i, vcpu, domain, now);
                 }
                 Outcome::Shutdown(reason) => {
                     let end = shutdown_end(domain, reason);
                     self.end_domain(d, domain, end, now);
                 }
             },
-            Exit::Halt => return self.halt(i, vcpu, now),
+            Exit::Halt => return self.halt(i, vcpu, domain, now),
             Exit::Preempted => {
                 if vcpu.take_expired_timer() {
                     domain.raise_virq(vcpu, guest_abi::event_channel::VIRQ_TIMER);
@@ -251,9 +251,10 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
         CpuOnResult::Started
     }
 
-    /// The vCPU waits for an interrupt: it sleeps unless one is already pending.
-    fn halt(&mut self, i: VcpuRef, vcpu: &V, now: u64) -> Next {
-        if vcpu.interrupt_pending() {
+    /// The vCPU waits for an interrupt: it sleeps unless one is already pending, or an event
+    /// upcall is due (it may have been marked while the vCPU could take no interrupt).
+    fn halt(&mut self, i: VcpuRef, vcpu: &mut V, domain: &mut Domain, now: u64) -> Next {
+        if vcpu.interrupt_pending() || domain.upcall_due(Some(vcpu), self.slots[i].index) {
             return Next::Continue;
         }
         self.set_power(i, Power::Halted);
@@ -261,15 +262,19 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
         Next::Reschedule
     }
 
-    /// Make halted vCPUs with a pending interrupt runnable; true if one should preempt what
-    /// runs (the scheduler tickled this CPU).
-    fn wake_halted(&mut self, now: u64) -> bool {
+    /// Make halted vCPUs with a pending interrupt or a due upcall runnable; true if one should
+    /// preempt what runs (the scheduler tickled this CPU).
+    fn wake_halted(&mut self, domains: &mut [Domain], now: u64) -> bool {
         if self.halted == 0 {
             return false;
         }
         let mut woke = false;
         for (i, slot) in self.slots.iter_mut().enumerate() {
-            if slot.power == Power::Halted && slot.vcpu.as_ref().is_some_and(|v| v.interrupt_pending()) {
+            if slot.power != Power::Halted {
+                continue;
+            }
+            let Some(vcpu) = slot.vcpu.as_deref_mut() else { continue };
+            if vcpu.interrupt_pending() || domains[slot.domain].upcall_due(Some(vcpu), slot.index) {
                 slot.power = Power::Runnable;
                 self.halted -= 1;
                 woke |= self.sched.wake(i, now) == Some(CPU);
@@ -434,6 +439,8 @@ mod tests {
         /// Its timer fires at this time.
         timer: Option<u64>,
         upcalls: usize,
+        /// False: the guest set no upcall vector, so a raised upcall interrupts nothing.
+        upcall_vector: bool,
         deadline: Option<u64>,
         /// The siblings CPU_ON creates (by their `id`).
         siblings: Vec<Scripted>,
@@ -448,6 +455,7 @@ mod tests {
                 mem: vec![0; 64],
                 timer: None,
                 upcalls: 0,
+                upcall_vector: true,
                 deadline: None,
                 siblings: vec![],
             }
@@ -488,7 +496,7 @@ mod tests {
             Ok(())
         }
         fn raise_upcall(&mut self) {
-            self.upcalls += 1;
+            self.upcalls += usize::from(self.upcall_vector);
             self.world.note(format!("v{} upcall", self.id));
         }
         fn complete_cpu_on(&mut self, result: CpuOnResult) {
@@ -650,6 +658,29 @@ mod tests {
         assert_eq!(tail[0], "v0 Halt");
         assert!(tail.contains(&"v0 upcall"), "{log:?}");
         assert_eq!(tail.last(), Some(&"v0 PowerOff"), "{log:?}");
+    }
+
+    #[test]
+    fn a_halted_vcpu_with_an_upcall_due_runs_on_even_with_no_upcall_vector() {
+        let world = World::default();
+        // vCPU 0 binds an IPI port to itself and sends on it (the port the binding wrote at
+        // 4): its upcall flag is set, though no interrupt can tell it. Its HLT returns.
+        let bind = hc(nr::EVENT_CHANNEL_OP, [ev::EVTCHNOP_BIND_IPI, 0, 0, 0, 0]);
+        let send = hc(nr::EVENT_CHANNEL_OP, [ev::EVTCHNOP_SEND, 4, 0, 0, 0]);
+        let mut vcpu0 = Scripted::new(&world, 0, vec![bind, send, Exit::Halt, Exit::PowerOff]);
+        vcpu0.upcall_vector = false;
+        let mut dom = Domain::new(1);
+        let mut next = 0x10_0000u64;
+        dom.setup_xen_pages(&mut vcpu0, 0x3900_0000, &mut || {
+            next += 0x1000;
+            Some(HostPage::on_heap(next))
+        })
+        .unwrap();
+        // Had the HLT slept, the world's idle would panic: nothing could wake the vCPU.
+        assert_eq!(run_domain(&world, &mut dom, vcpu0), DomainEnd::PoweredOff);
+        let log = world.log();
+        assert!(log.ends_with(&["v0 Halt".to_string(), "v0 PowerOff".to_string()]), "{log:?}");
+        assert!(!log.iter().any(|l| l.starts_with("idle")), "{log:?}");
     }
 
     #[test]

@@ -411,9 +411,9 @@ pub mod simd {
                 "dec rax",
                 "jnz 8b",
                 "jmp 4f",
-                // A wait whose timer is already due would never end (its expiry was taken while
-                // this vCPU was off the CPU): skip it. Only a preemption in the next few
-                // instructions can still lose the wake-up.
+                // A wait whose timer is already due is skipped. One that falls due before the
+                // HLT or block below ends at once: its VIRQ_TIMER event is pending, and no
+                // vCPU with an upcall due is put to sleep.
                 "2: test {due}, {due}",
                 "jz 9f",
                 "rdtsc",
@@ -592,10 +592,60 @@ pub mod simd {
         crate::hypercall(nr::VCPU_OP, [cmd, vcpu as u64, &raw const t as u64, 0, 0]) == 0
     }
 
+    /// Each vCPU's port bound to its `VIRQ_TIMER` (0: not yet bound).
+    static TIMER_PORT: [core::sync::atomic::AtomicU32; 2] =
+        [core::sync::atomic::AtomicU32::new(0), core::sync::atomic::AtomicU32::new(0)];
+
+    /// Bind `VIRQ_TIMER` for `vcpu` once, so that an expiry is kept as a pending event (with
+    /// no port it is lost, and a HLT after an expiry taken while preempted sleeps forever,
+    /// on Xen as here). The event is consumed by [`disarm_wakeup`], not by an upcall: this
+    /// guest runs with interrupts off and no callback vector.
+    fn bind_timer_virq(vcpu: usize) -> Option<u32> {
+        use guest_abi::{event_channel as ev, hypercall as nr};
+        let port = TIMER_PORT[vcpu].load(Ordering::Relaxed);
+        if port != 0 {
+            return Some(port);
+        }
+        let mut bind = ev::EvtchnBindVirq { virq: ev::VIRQ_TIMER, vcpu: vcpu as u32, port: 0 };
+        let r = crate::hypercall(nr::EVENT_CHANNEL_OP, [ev::EVTCHNOP_BIND_VIRQ, &raw mut bind as u64, 0, 0, 0]);
+        (r == 0).then(|| {
+            TIMER_PORT[vcpu].store(bind.port, Ordering::Relaxed);
+            bind.port
+        })
+    }
+
+    /// Take back what a timer expiry left: `vcpu`'s upcall flag and selector, then the timer
+    /// port's pending bit (in Linux's order: flag first, so nothing new is missed).
+    fn clear_timer_event(vcpu: usize) {
+        use core::mem::offset_of;
+        use core::sync::atomic::{AtomicU8, AtomicU64};
+        use guest_abi::shared_info::x86;
+        let port = TIMER_PORT[vcpu].load(Ordering::Relaxed);
+        if port == 0 {
+            return;
+        }
+        let page = (&raw mut SHARED_INFO).cast::<u8>();
+        let info = offset_of!(x86::SharedInfo, vcpu_info) + vcpu * core::mem::size_of::<x86::VcpuInfo>();
+        let pending = offset_of!(x86::SharedInfo, evtchn_pending) + (port as usize / 64) * 8;
+        // SAFETY: offsets inside the mapped shared info page (vCPU 0 or 1's `vcpu_info`, the
+        // word of a port below 4096), aligned for their types; atomics, as the hypervisor
+        // writes the page too.
+        unsafe {
+            AtomicU8::from_ptr(page.add(info + offset_of!(x86::VcpuInfo, evtchn_upcall_pending)))
+                .store(0, Ordering::SeqCst);
+            AtomicU64::from_ptr(page.add(info + offset_of!(x86::VcpuInfo, evtchn_pending_sel)).cast())
+                .store(0, Ordering::SeqCst);
+            AtomicU64::from_ptr(page.add(pending).cast()).fetch_and(!(1 << (port % 64)), Ordering::SeqCst);
+        }
+    }
+
     /// Arm vCPU `vcpu`'s Xen single-shot timer `micros` µs ahead (a HLT or SCHEDOP_block
     /// then sleeps until it is due). False when there is no system time or no timer.
     pub fn arm_wakeup(vcpu: usize, micros: u64) -> bool {
         let Some(now) = system_time_ns() else { return false };
+        if bind_timer_virq(vcpu).is_none() {
+            return false;
+        }
         let deadline = now + micros * 1000;
         DEADLINE[vcpu].store(deadline, Ordering::Relaxed);
         // SAFETY: RDTSC only reads the time-stamp counter.
@@ -608,6 +658,7 @@ pub mod simd {
     pub fn disarm_wakeup(vcpu: usize) -> bool {
         DEADLINE_TSC[vcpu].store(0, Ordering::Relaxed);
         singleshot(vcpu, None);
+        clear_timer_event(vcpu);
         system_time_ns().is_some_and(|now| now >= DEADLINE[vcpu].load(Ordering::Relaxed))
     }
 
