@@ -48,6 +48,11 @@ impl<T: Copy + PartialEq> Residency<T> {
         Switch::Load { save }
     }
 
+    /// Whether the CPU holds `vcpu`'s registers.
+    pub fn holds(&self, vcpu: T) -> bool {
+        self.holder == Some(vcpu)
+    }
+
     /// `vcpu` is going away: its registers on the CPU need saving nowhere.
     pub fn forget(&mut self, vcpu: T) {
         if self.holder == Some(vcpu) {

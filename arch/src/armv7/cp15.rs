@@ -4,7 +4,9 @@
 //!
 //! HYP mode reaches the guest's copies with the ordinary encodings and does not translate
 //! through them, so they stay on the CPU across exits. CPACR is among them: which of cp10 and
-//! cp11 (VFP/Advanced SIMD) the guest granted itself belongs to the vCPU, like FPEXC.
+//! cp11 (VFP/Advanced SIMD) the guest granted itself belongs to the vCPU, like FPEXC. The
+//! virtual timer is here too: it keeps counting toward the guest's compare value while the
+//! hypervisor handles an exit, and only another vCPU's entry replaces it.
 
 use super::switched::{OnCpu, Switched};
 use super::sysreg;
@@ -61,6 +63,15 @@ cp15_state! {
     tpidrprw: u32 = tpidrprw / write_tpidrprw,
     csselr: u32 = csselr / write_csselr,
     cntkctl: u32 = cntkctl / write_cntkctl,
+    cntv_cval: u64 = cntv_cval / write_cntv_cval,
+    cntv_ctl: u32 = cntv_ctl / write_cntv_ctl,
+}
+
+impl Cp15State {
+    /// The guest's virtual timer as this copy has it: `(CNTV_CTL, CNTV_CVAL)`.
+    pub fn virtual_timer(&self) -> (u32, u64) {
+        (self.cntv_ctl, self.cntv_cval)
+    }
 }
 
 /// One vCPU's CP15 context, on the CPU while it runs.

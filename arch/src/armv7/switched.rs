@@ -60,6 +60,19 @@ impl<S: OnCpu> Switched<S> {
         true
     }
 
+    /// Whether the CPU holds this vCPU's registers (its copy here is then stale).
+    pub fn on_cpu(&self) -> bool {
+        S::resident().lock().holds(self.key())
+    }
+
+    /// The copy kept here, current only while [`Switched::on_cpu`] is false.
+    pub fn saved(&self) -> &S {
+        // SAFETY: the state is valid for this vCPU's lifetime; it is written only through
+        // `S::save` from another vCPU's `load`, which cannot run while this borrow of its
+        // owner lasts (one CPU, and the core holds at most one vCPU at a time).
+        unsafe { self.state.as_ref() }
+    }
+
     fn key(&self) -> usize {
         self.state.as_ptr() as usize
     }

@@ -3,23 +3,26 @@
 //! that guests running with their caches off need.
 
 use super::sysreg;
+use crate::arm::counter::Scale;
 
-const NS_PER_S: u128 = 1_000_000_000;
 /// CNTHP_CTL.ENABLE.
 const ENABLE: u32 = 1;
 
-fn frequency() -> u128 {
-    u128::from(sysreg::cntfrq()).max(1)
+/// The counter's conversion, worked out once: every exit reads the clock.
+static SCALE: spin::Once<Scale> = spin::Once::new();
+
+fn scale() -> Scale {
+    *SCALE.call_once(|| Scale::of(u64::from(sysreg::cntfrq())))
 }
 
-/// The physical counter converted to nanoseconds.
+/// The physical counter converted to nanoseconds (rounded down, saturating).
 pub fn count_to_ns(count: u64) -> u64 {
-    u64::try_from(u128::from(count) * NS_PER_S / frequency()).unwrap_or(u64::MAX)
+    scale().to_ns(count)
 }
 
 /// The counter value at `ns` (rounded up, so a deadline is never early).
 pub fn ns_to_count(ns: u64) -> u64 {
-    u64::try_from((u128::from(ns) * frequency()).div_ceil(NS_PER_S)).unwrap_or(u64::MAX)
+    scale().to_ticks(ns)
 }
 
 /// Nanoseconds since the counter started: the `now` the core's scheduler is given.

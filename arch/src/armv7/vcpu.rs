@@ -9,6 +9,10 @@
 //! GICV frame, mapped by stage 2. The guest uses its virtual timer (CNTV) directly; when it
 //! fires while the guest runs, the physical PPI exits to HYP, where it is masked and injected
 //! as virtual PPI 27, as on aarch64. The Hyp physical timer (CNTHP) ends a vCPU's slice.
+//!
+//! An exit that comes back to the same vCPU moves no state: its trap configuration, CP15
+//! context, virtual timer and VFP registers stay on the CPU (see [`ACTIVE`]), and the list
+//! registers are filled only when its vGIC has something for it.
 
 extern crate alloc;
 
@@ -28,6 +32,13 @@ use alloc::boxed::Box;
 use alloc::rc::Rc;
 use alloc::vec::Vec;
 use core::cell::RefCell;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+/// The `uid` of the vCPU whose trap configuration, stage 2 and switched state the CPU holds
+/// (0: none); only [`Vcpu::activate`] changes what it names. One CPU runs guests.
+static ACTIVE: AtomicUsize = AtomicUsize::new(0);
+/// The next vCPU `uid` (never reused, so a dropped vCPU cannot be mistaken for a new one).
+static NEXT_UID: AtomicUsize = AtomicUsize::new(1);
 
 /// The immediate Xen's ARM hypercalls use (`hvc #0xEA1`); PSCI uses `hvc #0`.
 const XEN_HVC_IMM: u16 = 0xea1;
@@ -100,13 +111,14 @@ pub struct Vcpu {
     apr: u32,
     /// List registers loaded for the current run.
     lrs_loaded: usize,
-    /// The guest's virtual timer, saved after every run.
-    cntv_ctl: u32,
-    cntv_cval: u64,
+    /// Names this vCPU in [`ACTIVE`].
+    uid: usize,
     /// The load reported by the last `Exit::Mmio`, waiting for `complete_mmio_read`.
     mmio_read: Option<DataAccess>,
-    /// Physical count at which the next run ends with `Exit::Preempted`.
+    /// Physical count at which the next run ends with `Exit::Preempted`, and the deadline
+    /// (ns) it was converted from: the core mostly passes the same one again.
     preempt_at: Option<u64>,
+    preempt_ns: Option<u64>,
 }
 
 impl Vcpu {
@@ -162,15 +174,19 @@ impl Vcpu {
             vmcr: gicv2::VMCR_RESET,
             apr: 0,
             lrs_loaded: 0,
-            cntv_ctl: 0,
-            cntv_cval: 0,
+            uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
             mmio_read: None,
             preempt_at: None,
+            preempt_ns: None,
         }
     }
 
     /// Make this vCPU's stage-2, trap configuration and CP15 context the CPU's.
     fn activate(&mut self) {
+        if ACTIVE.load(Ordering::Relaxed) == self.uid {
+            return; // still loaded: no other vCPU has run since
+        }
+        ACTIVE.store(self.uid, Ordering::Relaxed);
         sysreg::write_vtcr(stage2::VTCR_V7);
         sysreg::write_vttbr(self.vttbr);
         sysreg::write_vpidr(sysreg::midr());
@@ -180,6 +196,7 @@ impl Vcpu {
         sysreg::write_cntvoff(self.space.cntvoff);
         sysreg::isb();
         self.cp15.load();
+        self.vfp.load();
     }
 
     /// What to do about the exception that ended the last run; `None` resumes the guest.
@@ -259,13 +276,20 @@ impl Vcpu {
         if !gicv2::ready() {
             return;
         }
-        let count = gicv2::lr_count().min(MAX_LRS);
-        let plan = self.space.vgic.borrow_mut().fill_lrs(self.id, count);
-        for n in 0..count {
-            gicv2::write_lr(n, plan.values[n] as u32);
+        let mut overflow = false;
+        let mut vgic = self.space.vgic.borrow_mut();
+        // Most exits are not about interrupts: nothing to scan when nothing could be pending.
+        if !vgic.is_quiet(self.id) {
+            let plan = vgic.fill_lrs(self.id, gicv2::lr_count().min(MAX_LRS));
+            // The others are empty: the last exit emptied what it had loaded.
+            for (n, &value) in plan.values[..plan.count].iter().enumerate() {
+                gicv2::write_lr(n, value as u32);
+            }
+            self.lrs_loaded = plan.count;
+            overflow = plan.overflow;
         }
-        self.lrs_loaded = plan.count;
-        gicv2::load(self.vmcr, self.apr, plan.overflow);
+        drop(vgic);
+        gicv2::load(self.vmcr, self.apr, overflow);
     }
 
     /// Read back what the guest did with the list registers, and empty them.
@@ -273,12 +297,15 @@ impl Vcpu {
         if !gicv2::ready() {
             return;
         }
+        (self.vmcr, self.apr) = gicv2::save();
+        if self.lrs_loaded == 0 {
+            return;
+        }
         let mut values = [0u64; MAX_LRS];
         for (n, v) in values.iter_mut().enumerate().take(self.lrs_loaded) {
             *v = u64::from(gicv2::read_lr(n));
             gicv2::write_lr(n, 0);
         }
-        (self.vmcr, self.apr) = gicv2::save();
         self.space.vgic.borrow_mut().sync_lrs(self.id, &values[..self.lrs_loaded]);
         self.lrs_loaded = 0;
     }
@@ -339,17 +366,22 @@ impl Vcpu {
         }
     }
 
-    /// The physical count at which this vCPU's saved virtual timer fires, if it can and its
-    /// PPI would then be signalled.
+    /// The physical count at which this vCPU's virtual timer fires, if it can and its PPI
+    /// would then be signalled.
     fn timer_deadline_count(&self) -> Option<u64> {
-        if self.cntv_ctl & (CNTV_ENABLE | CNTV_IMASK) != CNTV_ENABLE {
+        let (ctl, cval) = if self.cp15.on_cpu() {
+            (sysreg::cntv_ctl(), sysreg::cntv_cval())
+        } else {
+            self.cp15.saved().virtual_timer()
+        };
+        if ctl & (CNTV_ENABLE | CNTV_IMASK) != CNTV_ENABLE {
             return None;
         }
         let cpu = gicv2::cpu_interface(self.vmcr, self.apr);
         if !self.space.vgic.borrow().would_signal(self.id, VTIMER_PPI, &cpu) {
             return None;
         }
-        self.cntv_cval.checked_add(self.space.cntvoff)
+        cval.checked_add(self.space.cntvoff)
     }
 
     /// nr in r12, arguments in r0..r4; HVC's preferred return already points past it.
@@ -484,6 +516,10 @@ impl Vcpu {
         // guest (or an ATS of a copy) translates again.
         sysreg::dsb();
         sysreg::write_vttbr(self.vttbr);
+        if ACTIVE.load(Ordering::Relaxed) != self.uid {
+            // Another vCPU's controls were loaded: the next entry loads them all again.
+            ACTIVE.store(0, Ordering::Relaxed);
+        }
         sysreg::isb();
         sysreg::tlbiallis(0);
         sysreg::dsb();
@@ -495,8 +531,6 @@ impl Vcpu {
 impl VirtualCpu for Vcpu {
     fn run(&mut self) -> Exit {
         self.activate();
-        sysreg::write_cntv_cval(self.cntv_cval);
-        sysreg::write_cntv_ctl(self.cntv_ctl);
         match self.preempt_at {
             Some(count) => {
                 sysreg::write_cnthp_cval(count);
@@ -506,8 +540,6 @@ impl VirtualCpu for Vcpu {
         }
         sysreg::isb();
         let exit = loop {
-            self.activate();
-            self.vfp.load();
             self.load_interrupts();
             // SAFETY: `regs` is a valid GuestRegs for the duration of the call; the world
             // switch saves and restores the host's callee-saved registers and stack, and the
@@ -520,11 +552,7 @@ impl VirtualCpu for Vcpu {
             }
         };
         sysreg::write_cnthp_ctl(0);
-        self.cntv_ctl = sysreg::cntv_ctl();
-        self.cntv_cval = sysreg::cntv_cval();
-        // Another vCPU may run next: its timer must not fire for this one.
-        sysreg::write_cntv_ctl(0);
-        sysreg::isb();
+        // The virtual timer stays armed: entering another vCPU replaces it (CP15 context).
         exit
     }
 
@@ -624,7 +652,10 @@ impl VirtualCpu for Vcpu {
     }
 
     fn set_preemption_deadline(&mut self, deadline_ns: Option<u64>) {
-        self.preempt_at = deadline_ns.map(ns_to_count);
+        if deadline_ns != self.preempt_ns {
+            self.preempt_ns = deadline_ns;
+            self.preempt_at = deadline_ns.map(ns_to_count);
+        }
     }
 
     /// vCPU `index` starts like vCPU 0 (SVC mode, masked, MMU off) at `entry` with `context`
