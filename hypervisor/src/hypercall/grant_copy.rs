@@ -171,7 +171,8 @@ mod tests {
         let mut ds = domains(&mut vcpu);
         fill(&ds[1], 0x101, 0x5a);
         grant(&mut ds[1], 8, gt::GTF_PERMIT_ACCESS | gt::GTF_READONLY, 1, 0x101);
-        for (from, to, len) in [(0, 0, 4096), (1, 2, 100), (4095, 0, 1), (123, 3001, 995)] {
+        for (from, to, len) in [(0, 0, 4096), (1, 2, 100), (4095, 0, 1), (123, 3001, 995), (4, 8, 44), (64, 1024, 2052)]
+        {
             let op = GnttabCopy {
                 source: side(8, 2, from),
                 dest: side(0x102, DOMID_SELF, to),
