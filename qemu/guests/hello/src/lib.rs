@@ -18,7 +18,7 @@ mod arch;
 #[cfg(target_os = "none")]
 pub use arch::hypercall;
 #[cfg(all(target_arch = "x86_64", target_os = "none"))]
-pub use arch::{Foreign, foreign_hypercall, install_hypercall_page, page_hypercall};
+pub use arch::{Foreign, compat_hypercall, foreign_hypercall, install_hypercall_page, page_hypercall};
 
 use core::fmt::{self, Write};
 #[cfg(target_os = "none")]

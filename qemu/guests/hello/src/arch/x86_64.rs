@@ -88,8 +88,10 @@ core::arch::global_asm!(
     ".quad 0",
     ".quad 0x00af9a000000ffff",
     ".quad 0x00cf92000000ffff",
+    // 0x18: 32-bit flat code, for hypercalls made in compatibility mode.
+    ".quad 0x00cf9a000000ffff",
     "guest_gdt_ptr:",
-    ".short 23",
+    ".short 31",
     ".quad guest_gdt",
     "",
     ".section .bss.boot, \"aw\", @nobits",
@@ -169,6 +171,67 @@ macro_rules! hypercall_insn {
 }
 hypercall_insn!(vmcall, "vmcall");
 hypercall_insn!(vmmcall, "vmmcall");
+
+/// The GDT's 32-bit flat code segment: compatibility mode under long mode.
+const COMPAT_CS: u64 = 0x18;
+
+// A hypercall made in compatibility mode (a 32-bit code segment while long mode stays on):
+// the hypervisor sees a 32-bit guest and uses Xen's 32-bit ABI (number in EAX, arguments in
+// EBX, ECX, EDX, ESI, EDI, the "compat" structure layouts). A 64-bit far return enters the
+// 32-bit segment; a 32-bit far return through a pointer left on the stack comes back. Code and stack are below 4 GiB, so their
+// addresses mean the same in both modes. RBX is LLVM's: saved by hand around the call.
+macro_rules! compat_hypercall_insn {
+    ($name:ident, $insn:literal) => {
+        fn $name(nr: u32, args: [u32; 5]) -> i32 {
+            let ret: u64;
+            // SAFETY: the far returns switch between the GDT's long and 32-bit flat code
+            // segments (both DPL 0, identity-mapped code below 4 GiB); the stack (below 4 GiB)
+            // is balanced on the way back and RBX restored; the instruction traps to the
+            // hypervisor, which may read or write the buffers the arguments point at (owned by
+            // the caller). Every register the 32-bit code touches is declared clobbered (the
+            // upper halves are undefined after a mode switch).
+            unsafe {
+                core::arch::asm!(
+                    "push rbx",
+                    "mov ebx, {a0:e}",
+                    // The 32-bit far pointer the way back pops: offset, then selector 0x08.
+                    "lea r11, [rip + 3f]",
+                    "sub rsp, 8",
+                    "mov dword ptr [rsp], r11d",
+                    "mov dword ptr [rsp + 4], 0x08",
+                    "push {cs}",
+                    "lea r11, [rip + 2f]",
+                    "push r11",
+                    "retfq",
+                    ".code32",
+                    "2:",
+                    $insn,
+                    "retf",
+                    ".code64",
+                    "3:",
+                    "pop rbx",
+                    cs = const COMPAT_CS,
+                    a0 = in(reg) args[0],
+                    inlateout("rax") u64::from(nr) => ret,
+                    inlateout("rcx") u64::from(args[1]) => _,
+                    inlateout("rdx") u64::from(args[2]) => _,
+                    inlateout("rsi") u64::from(args[3]) => _,
+                    inlateout("rdi") u64::from(args[4]) => _,
+                    out("r11") _,
+                );
+            }
+            ret as u32 as i32
+        }
+    };
+}
+compat_hypercall_insn!(compat_vmcall, "vmcall");
+compat_hypercall_insn!(compat_vmmcall, "vmmcall");
+
+/// A Xen hypercall as a 32-bit guest makes it (from compatibility mode): 32-bit number,
+/// arguments and result.
+pub fn compat_hypercall(nr: u32, args: [u32; 5]) -> i32 {
+    if native_is_vmmcall() { compat_vmmcall(nr, args) } else { compat_vmcall(nr, args) }
+}
 
 /// Set by the #UD handler.
 static UD_SEEN: AtomicU8 = AtomicU8::new(0);

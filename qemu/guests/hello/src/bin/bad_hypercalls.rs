@@ -1,6 +1,7 @@
 //! A hostile guest: malformed hypercalls (bad pointers, out-of-range ports and indices, absurd
 //! sizes, other domains' ids) must each get a Xen error code, and the hypervisor must still
-//! answer a well-formed call afterwards.
+//! answer a well-formed call afterwards. On x86 the same calls are made again as a 32-bit
+//! guest makes them (from compatibility mode: Xen's 32-bit registers and layouts).
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(not(target_os = "none"))]
@@ -9,17 +10,39 @@ fn main() {}
 #[cfg(target_os = "none")]
 #[unsafe(no_mangle)]
 extern "C" fn guest_main() -> ! {
+    use guest_abi::sched;
+    use hello_guest::{println, shutdown};
+    let mut failures = abuse("", &|nr, a| hello_guest::hypercall(nr, [a[0], a[1], a[2], 0, 0]));
+    #[cfg(target_arch = "x86_64")]
+    {
+        // Arguments as a 32-bit guest passes them: the low halves.
+        let low = |v: u64| v as u32;
+        let compat = |nr: u64, a: [u64; 3]| {
+            i64::from(hello_guest::compat_hypercall(low(nr), [low(a[0]), low(a[1]), low(a[2]), 0, 0]))
+        };
+        println!("bad-hypercalls: the same calls as a 32-bit guest makes them (compatibility mode)");
+        failures += abuse(" (32-bit)", &compat);
+    }
+    println!("BAD-HYPERCALLS-DONE failures={}", failures);
+    shutdown(sched::SHUTDOWN_POWEROFF)
+}
+
+/// Every malformed call through `hc` (number, three arguments), each checked and reported
+/// with `mode` in its name, then a well-formed one; the number of wrong answers.
+#[cfg(target_os = "none")]
+fn abuse(mode: &str, hc: &dyn Fn(u64, [u64; 3]) -> i64) -> u32 {
     use guest_abi::{console, errno, event_channel as ev, grant_table as gt, hvm, memory, sched, vcpu, version};
     use guest_abi::{hypercall as nr, xen::DOMID_SELF};
-    use hello_guest::{UNMAPPED_ADDRESS, check, println, shutdown};
+    use hello_guest::{UNMAPPED_ADDRESS, check};
 
-    /// A pointer no page of ours backs, and one that wraps around the address space.
+    /// A pointer no page of ours backs, and one that wraps around the address space (for a
+    /// 32-bit guest: its low half wraps around 4 GiB).
     const BAD: u64 = UNMAPPED_ADDRESS;
     const WRAP: u64 = u64::MAX - 3;
 
     let mut failures = 0u32;
     let mut expect = |what: &str, got: i64, want: i64| {
-        check("bad-hypercalls", got == -want, format_args!("{what}: got {got}, want -{want}"));
+        check("bad-hypercalls", got == -want, format_args!("{what}{mode}: got {got}, want -{want}"));
         if got != -want {
             failures += 1;
         }
@@ -107,9 +130,10 @@ extern "C" fn guest_main() -> ! {
 
     // Absurd sizes.
     let query = [0u64; 2];
+    // 2^40 + 2^32 - 1: absurd whether the count is read as 64 or 32 bits.
     expect(
-        "grant_table_op query_size with count 2^40",
-        hc(nr::GRANT_TABLE_OP, [gt::GNTTABOP_QUERY_SIZE, query.as_ptr() as u64, 1 << 40]),
+        "grant_table_op query_size with an absurd count",
+        hc(nr::GRANT_TABLE_OP, [gt::GNTTABOP_QUERY_SIZE, query.as_ptr() as u64, (1 << 40) | 0xffff_ffff]),
         errno::EINVAL,
     );
     expect(
@@ -120,12 +144,6 @@ extern "C" fn guest_main() -> ! {
 
     // Still alive and answering.
     let v = hc(nr::XEN_VERSION, [version::XENVER_VERSION, 0, 0]);
-    check("bad-hypercalls", v >> 16 == 4, format_args!("xen_version after the abuse returned {v}"));
-    println!("BAD-HYPERCALLS-DONE failures={}", failures);
-    shutdown(sched::SHUTDOWN_POWEROFF)
-}
-
-#[cfg(target_os = "none")]
-fn hc(nr: u64, a: [u64; 3]) -> i64 {
-    hello_guest::hypercall(nr, [a[0], a[1], a[2], 0, 0])
+    check("bad-hypercalls", v >> 16 == 4, format_args!("xen_version{mode} after the abuse returned {v}"));
+    failures + u32::from(v >> 16 != 4)
 }
