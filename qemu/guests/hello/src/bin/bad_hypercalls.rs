@@ -19,7 +19,7 @@ extern "C" fn guest_main() -> ! {
     let compat = {
         // Arguments as a 32-bit guest passes them: the low halves.
         let low = |v: u64| v as u32;
-        let compat = |nr: u64, a: [u64; 3]| {
+        let call = |nr: u64, a: [u64; 3]| {
             i64::from(hello_guest::compat_hypercall(low(nr), [low(a[0]), low(a[1]), low(a[2]), 0, 0]))
         };
         println!("bad-hypercalls: the same calls as a 32-bit guest makes them (compatibility mode)");
