@@ -334,8 +334,8 @@ impl Domain {
         }
         let abi = self.abi;
         let Some(xen) = self.xen.as_mut() else { return };
-        if let Some(word) = evtchn::mark_pending(abi, &mut xen.shared_info, port) {
-            self.with_vcpu_info(current, target, |info| evtchn::notify_word(info, word));
+        if evtchn::mark_pending(abi, &mut xen.shared_info, port) {
+            self.with_vcpu_info(current, target, |info| evtchn::notify_port(info, abi, port));
         }
     }
 
@@ -358,10 +358,28 @@ impl Domain {
         }
         let abi = self.abi;
         let xen = self.xen.as_mut().ok_or(guest_abi::errno::EINVAL)?;
-        if let Some(word) = evtchn::clear_mask(abi, &mut xen.shared_info, port) {
-            self.with_vcpu_info(Some(vcpu), target as usize, |info| evtchn::notify_word(info, word));
+        if evtchn::clear_mask(abi, &mut xen.shared_info, port) {
+            self.with_vcpu_info(Some(vcpu), target as usize, |info| evtchn::notify_port(info, abi, port));
         }
         Ok(())
+    }
+
+    /// x86: take the shared info layout from the mode of the hypercall at hand, as Xen does
+    /// when a guest sets up its event delivery (it samples the mode at the callback
+    /// parameter and at the hypercall page; the page is arch's here, so mapping the shared
+    /// info page, which PV-aware guests do next in the same mode, samples it too). A 32-bit
+    /// guest then sees 32-bit selector and event words, and at most 1024 2-level ports.
+    pub fn latch_shared_info_layout(&mut self) {
+        if !self.abi.is_x86() {
+            return;
+        }
+        let abi = if self.call_compat { GuestAbi::X86Pvh32 } else { GuestAbi::X86Pvh };
+        if abi != self.abi {
+            self.abi = abi;
+            if self.fifo.is_none() {
+                self.evtchn.set_limit(abi.max_ports_2l());
+            }
+        }
     }
 
     /// Whether vCPU `target` has an event upcall due: `evtchn_upcall_pending` set in its
@@ -370,7 +388,7 @@ impl Domain {
     /// upcall interrupt could be raised. `own` is `target`'s own vCPU (for a `vcpu_info`
     /// reached through it).
     pub fn upcall_due(&mut self, own: Option<&mut dyn VirtualCpu>, target: usize) -> bool {
-        let has_mask = self.abi == GuestAbi::X86Pvh;
+        let has_mask = self.abi.is_x86();
         let read = |info: &mut dyn VcpuInfoAccess| {
             info.read_byte(vcpu_info::UPCALL_PENDING) != 0 && !(has_mask && info.read_byte(vcpu_info::UPCALL_MASK) != 0)
         };

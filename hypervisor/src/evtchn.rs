@@ -179,39 +179,43 @@ impl VcpuInfoAccess for InPage<'_> {
     }
 }
 
-/// Mark `port` pending in the shared info page. Returns the bitmap word to flag in the
-/// vCPU's selector ([`notify_word`]) when the port became pending and is unmasked.
-pub fn mark_pending(abi: GuestAbi, shared: &mut HostPage, port: u32) -> Option<usize> {
+/// Mark `port` pending in the shared info page. True when the port became pending and is
+/// unmasked: the caller flags it in the vCPU's selector ([`notify_port`]).
+///
+/// The bitmaps are handled as 64-bit little-endian words in every layout: a 32-bit guest's
+/// 32-bit words hold each port at the same byte and bit.
+pub fn mark_pending(abi: GuestAbi, shared: &mut HostPage, port: u32) -> bool {
     let (word, bit) = ((port / 64) as usize, 1u64 << (port % 64));
     let pending_off = abi.evtchn_pending_offset() + word * 8;
     let pending = shared.u64_at(pending_off);
     if pending & bit != 0 {
-        return None; // already pending: the guest has been told
+        return false; // already pending: the guest has been told
     }
     shared.set_u64(pending_off, pending | bit);
-    (shared.u64_at(abi.evtchn_mask_offset() + word * 8) & bit == 0).then_some(word)
+    shared.u64_at(abi.evtchn_mask_offset() + word * 8) & bit == 0
 }
 
-/// Clear `port`'s mask bit. Returns the word to notify when the port was masked and is
-/// pending meanwhile (unmasking a port that was not masked tells nothing new, as in Xen).
-pub fn clear_mask(abi: GuestAbi, shared: &mut HostPage, port: u32) -> Option<usize> {
+/// Clear `port`'s mask bit. True when the port was masked and is pending meanwhile: the
+/// caller notifies it (unmasking a port that was not masked tells nothing new, as in Xen).
+pub fn clear_mask(abi: GuestAbi, shared: &mut HostPage, port: u32) -> bool {
     let (word, bit) = ((port / 64) as usize, 1u64 << (port % 64));
     let mask_off = abi.evtchn_mask_offset() + word * 8;
     let mask = shared.u64_at(mask_off);
     shared.set_u64(mask_off, mask & !bit);
-    (mask & bit != 0 && shared.u64_at(abi.evtchn_pending_offset() + word * 8) & bit != 0).then_some(word)
+    mask & bit != 0 && shared.u64_at(abi.evtchn_pending_offset() + word * 8) & bit != 0
 }
 
-/// Flag bitmap `word` in a vCPU's selector and, if that flag is new, set its upcall flag (as
-/// Xen does: a word already selected is one the guest has yet to scan, and it will find the
-/// port there). Returns true when the upcall flag went from 0 to 1: the caller raises the
-/// upcall interrupt.
-pub fn notify_word(vcpu: &mut dyn VcpuInfoAccess, word: usize) -> bool {
-    let sel = vcpu.read_u64(vcpu_info::PENDING_SEL);
-    if sel & (1 << word) != 0 {
+/// Flag the bitmap word holding `port` in a vCPU's selector and, if that flag is new, set
+/// its upcall flag (as Xen does: a word already selected is one the guest has yet to scan,
+/// and it will find the port there). Returns true when the upcall flag went from 0 to 1:
+/// the caller raises the upcall interrupt.
+pub fn notify_port(vcpu: &mut dyn VcpuInfoAccess, abi: GuestAbi, port: u32) -> bool {
+    let (at, bit) = abi.pending_sel_bit(port);
+    let sel = vcpu.read_byte(at);
+    if sel & bit != 0 {
         return false;
     }
-    vcpu.write_u64(vcpu_info::PENDING_SEL, sel | (1 << word));
+    vcpu.write_byte(at, sel | bit);
     let was = vcpu.read_byte(vcpu_info::UPCALL_PENDING);
     vcpu.write_byte(vcpu_info::UPCALL_PENDING, 1);
     was == 0
@@ -286,13 +290,38 @@ mod tests {
             let mut shared = page();
             let mut info = page();
             let mut v = InPage { page: &mut info, base: 0 };
-            assert!(notify_word(&mut v, mark_pending(abi, &mut shared, 65).unwrap()));
-            assert!(!notify_word(&mut v, mark_pending(abi, &mut shared, 66).unwrap()), "upcall already pending");
-            assert_eq!(mark_pending(abi, &mut shared, 66), None, "already pending");
+            assert!(mark_pending(abi, &mut shared, 65) && notify_port(&mut v, abi, 65));
+            assert!(mark_pending(abi, &mut shared, 66));
+            assert!(!notify_port(&mut v, abi, 66), "upcall already pending");
+            assert!(!mark_pending(abi, &mut shared, 66), "already pending");
             assert_eq!(shared.u64_at(abi.evtchn_pending_offset() + 8), 0b110);
             assert_eq!(info.u64_at(vcpu_info::PENDING_SEL), 0b10);
             assert_eq!(info.data[vcpu_info::UPCALL_PENDING], 1);
         }
+    }
+
+    #[test]
+    fn a_32_bit_x86_guest_sees_its_own_layout() {
+        use core::mem::offset_of;
+        use guest_abi::compat::{SharedInfo32, VcpuInfo32};
+        let abi = GuestAbi::X86Pvh32;
+        let mut shared = page();
+        let mut info = page();
+        let mut v = InPage { page: &mut info, base: 0 };
+        // Port 65 is bit 1 of 32-bit word 2; the selector is a 32-bit word at offset 4.
+        assert!(mark_pending(abi, &mut shared, 65) && notify_port(&mut v, abi, 65));
+        let pending = offset_of!(SharedInfo32, evtchn_pending);
+        assert_eq!(shared.data[pending + 8..pending + 12], 0b10u32.to_le_bytes());
+        let sel = offset_of!(VcpuInfo32, evtchn_pending_sel);
+        assert_eq!(info.data[sel..sel + 4], 0b100u32.to_le_bytes());
+        assert!(info.data[8..16].iter().all(|&b| b == 0), "the 64-bit selector's place (cr2) is untouched");
+        // The mask is at the 32-bit layout's offset.
+        let mask = offset_of!(SharedInfo32, evtchn_mask);
+        shared.data[mask] = 1 << 3;
+        assert!(!mark_pending(abi, &mut shared, 3), "masked");
+        assert!(clear_mask(abi, &mut shared, 3));
+        assert_eq!(shared.data[mask], 0);
+        assert_eq!(abi.max_ports_2l(), 1024);
     }
 
     #[test]
@@ -301,10 +330,10 @@ mod tests {
         let mut shared = page();
         let info = page();
         shared.set_u64(abi.evtchn_mask_offset(), 1 << 3);
-        assert_eq!(mark_pending(abi, &mut shared, 3), None);
+        assert!(!mark_pending(abi, &mut shared, 3));
         assert_eq!(info.data[vcpu_info::UPCALL_PENDING], 0);
-        assert_eq!(clear_mask(abi, &mut shared, 3), Some(0));
+        assert!(clear_mask(abi, &mut shared, 3));
         assert_eq!(shared.u64_at(abi.evtchn_mask_offset()), 0);
-        assert_eq!(clear_mask(abi, &mut shared, 4), None, "not pending: nothing to tell");
+        assert!(!clear_mask(abi, &mut shared, 4), "not pending: nothing to tell");
     }
 }

@@ -2,6 +2,7 @@
 //! the PV console ring), and the guest ABI layout they are read with.
 
 use alloc::boxed::Box;
+use guest_abi::compat;
 use guest_abi::features as feat;
 use guest_abi::shared_info::{arm, x86};
 
@@ -39,14 +40,20 @@ impl HostPage {
 pub enum GuestAbi {
     /// Xen ARM domU (arm64 and ARMv7 share one layout).
     Arm,
-    /// x86_64 PVH.
+    /// x86 PVH with the shared info page in its 64-bit layout.
     X86Pvh,
+    /// x86 PVH whose shared info page has the 32-bit ("compat") layout: a 32-bit selector,
+    /// 32-bit event words (1024 2-level ports), the mask and wallclock elsewhere. Xen latches
+    /// this from the mode the guest is in when it sets up its event delivery.
+    X86Pvh32,
 }
 
 /// Byte offsets inside `struct vcpu_info`, the same on x86_64 and ARM.
 pub mod vcpu_info {
     pub const UPCALL_PENDING: usize = 0;
     pub const UPCALL_MASK: usize = 1;
+    /// The 64-bit layouts' selector (a 32-bit x86 guest's is elsewhere:
+    /// [`super::GuestAbi::pending_sel_offset`]).
     pub const PENDING_SEL: usize = 8;
 }
 
@@ -55,14 +62,48 @@ impl GuestAbi {
     pub const fn shared_vcpu_slots(self) -> usize {
         match self {
             GuestAbi::Arm => arm::XEN_LEGACY_MAX_VCPUS,
-            GuestAbi::X86Pvh => x86::XEN_LEGACY_MAX_VCPUS,
+            GuestAbi::X86Pvh | GuestAbi::X86Pvh32 => x86::XEN_LEGACY_MAX_VCPUS,
         }
+    }
+
+    /// Whether this is one of the x86 layouts (which have an upcall mask byte).
+    pub const fn is_x86(self) -> bool {
+        matches!(self, GuestAbi::X86Pvh | GuestAbi::X86Pvh32)
+    }
+
+    /// Bits in one word of the 2-level bitmaps and of the selector.
+    pub const fn event_word_bits(self) -> u32 {
+        match self {
+            GuestAbi::X86Pvh32 => 32,
+            GuestAbi::Arm | GuestAbi::X86Pvh => 64,
+        }
+    }
+
+    /// Ports the 2-level ABI can name: one selector's worth of bitmap words.
+    pub const fn max_ports_2l(self) -> u32 {
+        self.event_word_bits() * self.event_word_bits()
+    }
+
+    /// Where the pending selector sits in a `vcpu_info`.
+    pub const fn pending_sel_offset(self) -> usize {
+        match self {
+            GuestAbi::X86Pvh32 => core::mem::offset_of!(compat::VcpuInfo32, evtchn_pending_sel),
+            GuestAbi::Arm | GuestAbi::X86Pvh => vcpu_info::PENDING_SEL,
+        }
+    }
+
+    /// The selector bit that covers `port`, as (byte offset in `vcpu_info`, bit in that
+    /// byte): the words are little-endian, so one byte update sets it in either width.
+    pub const fn pending_sel_bit(self, port: u32) -> (usize, u8) {
+        let word = port / self.event_word_bits();
+        (self.pending_sel_offset() + (word / 8) as usize, 1 << (word % 8))
     }
 
     pub const fn vcpu_info_size(self) -> usize {
         match self {
             GuestAbi::Arm => size_of::<arm::VcpuInfo>(),
             GuestAbi::X86Pvh => size_of::<x86::VcpuInfo>(),
+            GuestAbi::X86Pvh32 => size_of::<compat::VcpuInfo32>(),
         }
     }
 
@@ -70,6 +111,7 @@ impl GuestAbi {
         match self {
             GuestAbi::Arm => core::mem::offset_of!(arm::SharedInfo, evtchn_pending),
             GuestAbi::X86Pvh => core::mem::offset_of!(x86::SharedInfo, evtchn_pending),
+            GuestAbi::X86Pvh32 => core::mem::offset_of!(compat::SharedInfo32, evtchn_pending),
         }
     }
 
@@ -77,6 +119,7 @@ impl GuestAbi {
         match self {
             GuestAbi::Arm => core::mem::offset_of!(arm::SharedInfo, evtchn_mask),
             GuestAbi::X86Pvh => core::mem::offset_of!(x86::SharedInfo, evtchn_mask),
+            GuestAbi::X86Pvh32 => core::mem::offset_of!(compat::SharedInfo32, evtchn_mask),
         }
     }
 
@@ -87,7 +130,7 @@ impl GuestAbi {
         match self {
             // A domU's guest-physical memory is not the host's: Linux must not assume 1:1.
             GuestAbi::Arm => translated | (1 << feat::XENFEAT_NOT_DIRECT_MAPPED),
-            GuestAbi::X86Pvh => {
+            GuestAbi::X86Pvh | GuestAbi::X86Pvh32 => {
                 translated
                     | (1 << feat::XENFEAT_HVM_CALLBACK_VECTOR)
                     | (1 << feat::XENFEAT_HVM_SAFE_PVCLOCK)

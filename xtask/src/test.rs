@@ -344,6 +344,30 @@ fn linux_scenarios() -> Vec<Scenario> {
             });
         }
     }
+    // The same kernel on the 2-level event ABI: its shared info page has the 32-bit layout
+    // (selector at offset 4, 32-bit words), which two vCPUs' IPIs depend on.
+    let mut in_order = banner(Arch::X86_64);
+    in_order.extend(
+        [
+            "(d1) [",
+            "xen:events: Using 2-level ABI",
+            "(XEN) d1v1: powered on by v0 at ",
+            "XHV-INIT-MARKER hypervisor=xen cpus=2 ",
+            "(XEN) stopping: all domains powered off",
+        ]
+        .map(String::from),
+    );
+    all.push(Scenario {
+        name: format!("linux-i386-pvh-2level{}-smp2", crate::qemu_x86::SVM_SUFFIX),
+        arch: Arch::X86_64,
+        guest: TestGuest::LinuxI386 { append: "console=hvc0 cryptomgr.notests xen.fifo_events=0", smp: 2 },
+        expect: Expect {
+            in_order,
+            count: None,
+            forbidden: vec!["PANIC", "Kernel panic", "BUG:", "failed to wakeup"],
+            exit_zero: true,
+        },
+    });
     all
 }
 

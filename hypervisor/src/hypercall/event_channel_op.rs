@@ -7,7 +7,7 @@ use super::event_fifo_op;
 #[cfg(test)]
 use crate::domain::NoPeers;
 use crate::domain::{Domain, Peers};
-use crate::evtchn::{Binding, MAX_PORTS_2L};
+use crate::evtchn::Binding;
 use arch::exit::VirtualCpu;
 use guest_abi::errno;
 use guest_abi::event_channel::{
@@ -123,7 +123,7 @@ fn reset(domain: &mut Domain, peers: &mut dyn Peers, vcpu: &mut dyn VirtualCpu, 
         domain.evtchn.close(port)?;
     }
     domain.fifo = None;
-    domain.evtchn.set_limit(MAX_PORTS_2L);
+    domain.evtchn.set_limit(domain.abi.max_ports_2l());
     Ok(0)
 }
 

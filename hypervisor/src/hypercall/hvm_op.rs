@@ -28,6 +28,7 @@ fn param(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, set: bool, arg: u64) ->
         }
         let value = p.value;
         domain.params[index as usize] = value;
+        domain.latch_shared_info_layout();
         // x86: type "vector" delivers the upcall on an IDT vector of the guest's choosing.
         let is_vector = (value & hvm::HVM_PARAM_CALLBACK_IRQ_TYPE_MASK) >> hvm::HVM_PARAM_CALLBACK_TYPE_SHIFT
             == hvm::HVM_PARAM_CALLBACK_TYPE_VECTOR;

@@ -76,6 +76,9 @@ fn add_to_physmap(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, arg: u64) -> H
         _ => return Err(errno::ENOSYS),
     };
     vcpu.map_host_page(gpa, hpa).map_err(|_| errno::EINVAL)?;
+    if op.space == mem::XENMAPSPACE_SHARED_INFO {
+        domain.latch_shared_info_layout();
+    }
     if op.space == mem::XENMAPSPACE_GRANT_TABLE {
         domain.grant_frame_gfns[idx as usize] = Some(gpfn);
     }
@@ -129,6 +132,39 @@ mod tests {
         assert_eq!(handle(&mut d, &mut vcpu, mem::XENMEM_ADD_TO_PHYSMAP, 240), Ok(0));
         d.call_compat = false;
         assert_eq!(handle(&mut d, &mut vcpu, mem::XENMEM_ADD_TO_PHYSMAP, 240), Err(errno::EFAULT));
+    }
+
+    #[test]
+    fn an_x86_guest_mapping_shared_info_latches_its_layout_from_its_mode() {
+        use crate::page::GuestAbi;
+        let mut vcpu = FakeVcpu::new(256);
+        let mut d = domain_with_xen_pages(&mut vcpu);
+        d.abi = GuestAbi::X86Pvh;
+        d.call_compat = true;
+        let mut b = [0u8; 16];
+        b[0..2].copy_from_slice(&guest_abi::xen::DOMID_SELF.to_ne_bytes());
+        args::put_u32(&mut b, 4, mem::XENMAPSPACE_SHARED_INFO);
+        args::put_u32(&mut b, 12, 0xfeff0);
+        vcpu.mem[..16].copy_from_slice(&b);
+        assert_eq!(handle(&mut d, &mut vcpu, mem::XENMEM_ADD_TO_PHYSMAP, 0), Ok(0));
+        assert_eq!(d.abi, GuestAbi::X86Pvh32);
+        // 1024 2-level ports for a 32-bit guest: 1023 is the last one allocated.
+        let mut last = 0;
+        while let Ok(port) = d.evtchn.allocate(crate::evtchn::Binding::Ipi, 0) {
+            last = port;
+        }
+        assert_eq!(last, 1023);
+        // Back in 64-bit mode (kexec of a 64-bit kernel), the 64-bit layout.
+        d.call_compat = false;
+        vcpu.mem[..24].copy_from_slice(&request(mem::XENMAPSPACE_SHARED_INFO, 0, 0x41234));
+        assert_eq!(add_to_physmap(&mut d, &mut vcpu, 0), Ok(0));
+        assert_eq!(d.abi, GuestAbi::X86Pvh);
+        // ARM has one layout whatever the mode.
+        let mut arm = domain_with_xen_pages(&mut vcpu);
+        arm.call_compat = true;
+        vcpu.mem[..16].copy_from_slice(&b);
+        assert_eq!(handle(&mut arm, &mut vcpu, mem::XENMEM_ADD_TO_PHYSMAP, 0), Ok(0));
+        assert_eq!(arm.abi, GuestAbi::Arm);
     }
 
     #[test]

@@ -59,7 +59,10 @@ fn register_vcpu_info(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, id: usize,
         info[..size].copy_from_slice(&xen.shared_info.data[slot * size..(slot + 1) * size]);
     }
     info[vcpu_info::UPCALL_PENDING] = 1;
-    args::put_u64(&mut info, vcpu_info::PENDING_SEL, u64::MAX);
+    // Every selector bit of the layout's selector (32 bits for a 32-bit x86 guest).
+    let sel = domain.abi.pending_sel_offset();
+    let width = domain.abi.event_word_bits() as usize / 8;
+    info[sel..sel + width].fill(0xff);
     vcpu.write_guest_phys(gpa, &info[..size]).map_err(|_| errno::EINVAL)?;
     domain.vcpus[id].info = VcpuInfoLoc::Guest(gpa);
     // x86 Linux registers a secondary vCPU's area from the vCPU bringing it up.

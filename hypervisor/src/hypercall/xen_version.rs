@@ -30,7 +30,7 @@ pub fn handle(domain: &Domain, vcpu: &mut dyn VirtualCpu, cmd: u64, arg: u64) ->
 fn capabilities(abi: GuestAbi) -> &'static [u8] {
     match abi {
         GuestAbi::Arm => b"xen-3.0-aarch64 xen-3.0-armv7l ",
-        GuestAbi::X86Pvh => b"xen-3.0-x86_64 hvm-3.0-x86_32 hvm-3.0-x86_32p hvm-3.0-x86_64",
+        GuestAbi::X86Pvh | GuestAbi::X86Pvh32 => b"xen-3.0-x86_64 hvm-3.0-x86_32 hvm-3.0-x86_32p hvm-3.0-x86_64",
     }
 }
 
