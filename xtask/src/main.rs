@@ -203,6 +203,11 @@ fn run_cmd(args: &RunArgs) -> Result<i32> {
     let on_xen = args.hypervisor == xen::Hypervisor::Xen;
     anyhow::ensure!(!on_xen || args.arch == Arch::Aarch64, "--hypervisor xen boots aarch64 only");
     anyhow::ensure!(args.guest_arch.is_none() || args.arch == Arch::X86_64, "--guest-arch is for --arch x86_64");
+    anyhow::ensure!(
+        args.config.is_none() || (args.kernel.is_none() && args.initrd.is_none() && args.append.is_none()),
+        "--config names every domain's kernel, ramdisk and bootargs itself (`xen,uefi-binary`, `bootargs`): \
+         drop --kernel/--initrd/--append, or write them into the configuration"
+    );
     let built = build::hypervisor_and_guests(args.arch)?;
     let mut args = args.clone();
     let guest = match (&args.guest, &args.kernel) {
