@@ -4,6 +4,7 @@
 //! reached through small traits/closures, so the same code builds EPT/NPT and decides on
 //! exits on bare metal and in `cargo test`.
 
+pub mod asid;
 pub mod ept;
 pub mod guest;
 pub mod hidden;

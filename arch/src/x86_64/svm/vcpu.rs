@@ -16,6 +16,7 @@ use super::super::vcpu::WithCode;
 use super::super::xstate::GuestFpu;
 use crate::boot::GuestSetup;
 use crate::exit::{BadGuestAddress, Exit, VirtualCpu};
+use crate::x86::asid::{AsidPool, AsidTag};
 use crate::x86::ept;
 use crate::x86::policy::{self, Gprs, RAX, RBX, RamRange};
 use crate::x86::svm::{self, EFER_SVME, ExitContext};
@@ -23,7 +24,6 @@ use crate::x86::vlapic::RealModeEntry;
 use crate::x86::vmcb::vintr;
 use crate::x86::vmcb::{Segment, Vmcb, attrib, misc1, misc2, tlb};
 use crate::x86::walk::PagingMode;
-use core::sync::atomic::{AtomicU32, Ordering};
 
 /// The power-on PAT: WB, WT, UC-, UC, repeated. The guest's own PAT under nested paging.
 const DEFAULT_PAT: u64 = 0x0007_0406_0007_0406;
@@ -33,10 +33,13 @@ const CR0_ET: u64 = 1 << 4;
 const REAL_CODE: u16 = 0x09b;
 const REAL_DATA: u16 = 0x093;
 
-/// ASID 0 is the host's; guests take 1, 2, ... and share once the CPU's supply runs out. A
-/// vCPU with a shared ASID flushes the TLB on every VMRUN: the vCPU that ran before it may
-/// belong to another domain, whose translations carry the same tag.
-static NEXT_ASID: AtomicU32 = AtomicU32::new(1);
+/// The CPU's guest ASIDs, handed out in generations ([`AsidPool`]). Guests run on the boot
+/// CPU only, so there is one pool.
+static ASIDS: spin::Once<spin::Mutex<AsidPool>> = spin::Once::new();
+
+fn asid_pool() -> &'static spin::Mutex<AsidPool> {
+    ASIDS.call_once(|| spin::Mutex::new(AsidPool::new(super::caps().asids)))
+}
 
 pub struct Vcpu {
     vmcb: Box<Vmcb>,
@@ -57,8 +60,8 @@ pub struct Vcpu {
     preempt_at: Option<u64>,
     /// x87/SSE/AVX state while another vCPU runs (XCR0 is `ctx.xcr0`).
     fpu: GuestFpu,
-    /// Another vCPU has the same ASID (the CPU's supply ran out): flush at every entry.
-    asid_shared: bool,
+    /// The ASID it has on this CPU, and of which generation.
+    asid: AsidTag,
 }
 
 unsafe extern "C" {
@@ -174,13 +177,13 @@ impl Vcpu {
             timer_fired: false,
             preempt_at: None,
             fpu: GuestFpu::new(),
-            asid_shared: false,
+            asid: AsidTag::default(),
         };
         vcpu.ctx.upcall_vector = upcall_vector;
         if xapic {
             vcpu.ctx.msrs.lapic = crate::x86::vlapic::VLapic::new_xapic(id as u32);
         }
-        vcpu.setup_controls(ept::ncr3(root), caps.asids);
+        vcpu.setup_controls(ept::ncr3(root));
         vcpu
     }
 
@@ -218,7 +221,7 @@ impl Vcpu {
         vcpu
     }
 
-    fn setup_controls(&mut self, ncr3: u64, asids: u32) {
+    fn setup_controls(&mut self, ncr3: u64) {
         let c = &mut self.vmcb.control;
         // No CR intercepts at all: nested paging needs none, and QEMU's TCG misreports
         // intercepted CR reads. RDTSC/RDTSCP run natively (TCG misreports RDTSCP too).
@@ -240,12 +243,7 @@ impl Vcpu {
             | misc2::XSETBV;
         c.iopm_base_pa = super::iopm();
         c.msrpm_base_pa = super::msrpm();
-        let asid = NEXT_ASID.fetch_add(1, Ordering::Relaxed);
-        c.guest_asid = if asids > 1 { (asid - 1) % (asids - 1) + 1 } else { 1 };
-        // Guest ASIDs are 1..asids: the first asids - 1 vCPUs have one of their own. Once
-        // the counter wraps, the first owners share too: flush for every vCPU from then on
-        // (checked again at each entry).
-        self.asid_shared = asids <= 1 || asid >= asids;
+        // The ASID is given at each entry (`enter_asid`).
         c.tlb_control = tlb::FLUSH_ALL;
         c.v_intr = crate::x86::vmcb::vintr::V_INTR_MASKING;
         c.np_enable = 1;
@@ -300,6 +298,7 @@ impl VirtualCpu for Vcpu {
                 (a, b) => a.or(b),
             });
             self.fpu.enter(self.ctx.xcr0);
+            self.enter_asid();
             let vmcb = &raw mut *self.vmcb;
             // SAFETY: the VMCB is page-aligned, identity mapped (physical = virtual) and fully
             // set up, with nested paging over this domain's RAM only; the host VMSAVE area is
@@ -307,10 +306,8 @@ impl VirtualCpu for Vcpu {
             // the stack and the host's TR/FS/GS state. The interrupt it may open the host to
             // has a gate in the IDT (`hostapic`'s stub), and IF is clear again on return.
             unsafe { xhv_svm_run(&mut self.regs, vmcb as u64, super::host_vmsave_area()) };
-            // Later runs keep the TLB entries tagged with this vCPU's ASID, unless another
-            // vCPU may have filled the TLB under the same tag meanwhile.
-            let shared = self.asid_shared || asids_exhausted();
-            self.vmcb.control.tlb_control = if shared { tlb::FLUSH_ALL } else { tlb::NOTHING };
+            // Later runs keep the TLB entries tagged with this vCPU's ASID.
+            self.vmcb.control.tlb_control = tlb::NOTHING;
             svm::note_delivery(&self.vmcb, &mut self.ctx);
             svm::after_exit(&mut self.vmcb, &mut self.regs);
             let exit = {
@@ -383,13 +380,17 @@ impl VirtualCpu for Vcpu {
     }
 }
 
-/// Whether more vCPUs were created than the CPU has guest ASIDs: then an early vCPU's ASID is
-/// shared with a later one too.
-fn asids_exhausted() -> bool {
-    NEXT_ASID.load(Ordering::Relaxed) > super::caps().asids
-}
-
 impl Vcpu {
+    /// Take this vCPU's ASID for the coming VMRUN: its own while the CPU's generation lasts,
+    /// a fresh one (after one flush of every tag) when the supply ran out since.
+    fn enter_asid(&mut self) {
+        let a = asid_pool().lock().assign(&mut self.asid);
+        self.vmcb.control.guest_asid = a.asid;
+        if a.flush_all {
+            self.vmcb.control.tlb_control = tlb::FLUSH_ALL;
+        }
+    }
+
     /// Before entering the guest: take the IPIs other vCPUs sent, and flush the TLB if the
     /// domain's tables changed since this vCPU last ran.
     fn sync_with_domain(&mut self) {
