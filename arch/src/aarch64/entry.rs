@@ -12,13 +12,17 @@ unsafe extern "Rust" {
     fn hv_main(boot: &BootInfo) -> !;
 }
 
+/// Where the image is linked (hypervisor/link/aarch64.ld asserts the same); it runs
+/// wherever it is loaded, after `_start` relocates it. Its low 16 bits must be zero.
+const LINK_BASE: u64 = 0x4008_0000;
+
 unsafe extern "C" {
     static __image_start: u8;
     static __image_end: u8;
 }
 
 // The header follows Linux's Documentation/arch/arm64/booting.rst layout: code0 branches to
-// the real entry, text_offset 0x80000 (where we are linked: the image is not relocatable),
+// the real entry, text_offset 0x80000 (the image relocates itself, see below),
 // image_size covers .bss and the boot stack, flags = little-endian, 4 KiB pages, placed
 // 2 MiB-aligned near the start of RAM; magic "ARM\x64" at 0x38.
 //
@@ -60,7 +64,28 @@ primary_entry:
 1:  mov     x1, #(3 << 20)          // not EL2: CPACR_EL1.FPEN so the error path can run
     msr     cpacr_el1, x1
 2:  isb
-    adrp    x1, __boot_stack_top
+    // Relocate: the image was linked at {link_base} and runs where the loader put it.
+    // Each R_AARCH64_RELATIVE entry (r_offset, r_info, r_addend) asks for
+    // *(r_offset + delta) = r_addend + delta; nothing else is in .rela.dyn of a static PIE.
+    adrp    x1, __rela_start
+    add     x1, x1, :lo12:__rela_start
+    adrp    x2, __rela_end
+    add     x2, x2, :lo12:__rela_end
+    adrp    x3, __image_start
+    add     x3, x3, :lo12:__image_start
+    movz    x4, #({link_base} >> 16), lsl #16
+    sub     x3, x3, x4
+6:  cmp     x1, x2
+    b.hs    7f
+    ldp     x4, x5, [x1]
+    ldr     x6, [x1, #16]
+    add     x1, x1, #24
+    cmp     x5, #1027               // R_AARCH64_RELATIVE
+    b.ne    6b
+    add     x6, x6, x3
+    str     x6, [x4, x3]
+    b       6b
+7:  adrp    x1, __boot_stack_top
     add     x1, x1, :lo12:__boot_stack_top
     mov     sp, x1
     adrp    x1, __bss_start
@@ -79,6 +104,7 @@ primary_entry:
 "#,
     vectors = sym super::vectors::el2_vectors,
     boot_primary = sym boot_primary,
+    link_base = const LINK_BASE,
 );
 
 /// The boot CPU in Rust, MMU still off: discover the machine, map it, start the other
