@@ -1,4 +1,6 @@
-//! The physical console: the PL011 named by the device tree, polled, lock-free.
+//! The physical console: the UART the device tree names, polled, lock-free, through the
+//! register models of [`crate::arm::uart`] (PL011, 16550 incl. the BCM2835 mini UART,
+//! Cadence, i.MX).
 //!
 //! Deliberately tiny rather than `arm-pl011-uart`: this writer must work with the MMU off
 //! (before stage-1 is up, and on the early error path), from any CPU, and while the core's
@@ -6,25 +8,73 @@
 //! `UniqueMmioPointer` requires. Firmware (or QEMU) has already configured the UART's baud
 //! rate and enabled it, as for Linux's earlycon.
 
+use crate::arm::uart::{Mmio, Reg, Uart, UartKind, Width};
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicU64, Ordering};
 
-/// PL011 data register.
-const UARTDR: u64 = 0x00;
-/// PL011 flag register; TXFF (bit 5) = transmit FIFO full.
-const UARTFR: u64 = 0x18;
-const TXFF: u32 = 1 << 5;
-
-/// Physical (= virtual, identity map) base of the PL011, 0 until the device tree named one.
+/// Physical (= virtual, identity map) base of the UART, 0 until the device tree named one.
 static BASE: AtomicU64 = AtomicU64::new(0);
+/// Its model, encoded by [`encode`].
+static KIND: AtomicU64 = AtomicU64::new(0);
+/// Status polls per byte before it is written anyway (an unclocked UART never blocks us).
+const MAX_POLLS: u32 = 1_000_000;
 
-/// Use the PL011 at `base` from now on. Plain store, safe with the MMU off.
-pub fn set_base(base: u64) {
-    BASE.store(base, Ordering::Relaxed);
+fn encode(kind: UartKind) -> u64 {
+    match kind {
+        UartKind::Pl011 => 0,
+        UartKind::Ns16550 { reg_shift } => 0x100 | u64::from(reg_shift),
+        UartKind::Cadence => 2,
+        UartKind::Imx => 3,
+    }
+}
+
+fn decode(v: u64) -> UartKind {
+    match v {
+        2 => UartKind::Cadence,
+        3 => UartKind::Imx,
+        v if v & 0x100 != 0 => UartKind::Ns16550 { reg_shift: v as u8 },
+        _ => UartKind::Pl011,
+    }
+}
+
+/// Use `uart` from now on (none: output is dropped). Plain stores, safe with the MMU off.
+pub fn set_uart(uart: Option<Uart>) {
+    if let Some(u) = uart {
+        KIND.store(encode(u.kind), Ordering::Relaxed);
+    }
+    BASE.store(uart.map_or(0, |u| u.base), Ordering::Relaxed);
 }
 
 pub fn has_uart() -> bool {
     BASE.load(Ordering::Relaxed) != 0
+}
+
+/// The device at `base`, by physical address.
+struct Device(u64);
+
+impl Mmio for Device {
+    fn read(&mut self, reg: Reg) -> u32 {
+        let addr = self.0 + reg.offset;
+        // SAFETY: `self.0` is the UART the device tree describes, identity-mapped as device
+        // memory (or reached with the MMU off); `reg` is one of its registers, read at the
+        // width its model gives. Reading a status register has no effect on Rust's memory.
+        unsafe {
+            match reg.width {
+                Width::U8 => u32::from(core::ptr::read_volatile(addr as *const u8)),
+                Width::U32 => core::ptr::read_volatile(addr as *const u32),
+            }
+        }
+    }
+    fn write(&mut self, reg: Reg, value: u32) {
+        let addr = self.0 + reg.offset;
+        // SAFETY: as `read`, for its transmit register.
+        unsafe {
+            match reg.width {
+                Width::U8 => core::ptr::write_volatile(addr as *mut u8, value as u8),
+                Width::U32 => core::ptr::write_volatile(addr as *mut u32, value),
+            }
+        }
+    }
 }
 
 /// Write bytes to the UART, `\n` as `\r\n`; dropped if there is no UART.
@@ -33,25 +83,13 @@ pub fn write(bytes: &[u8]) {
     if base == 0 {
         return;
     }
+    let kind = decode(KIND.load(Ordering::Relaxed));
+    let mut dev = Device(base);
     for &b in bytes {
         if b == b'\n' {
-            put(base, b'\r');
+            kind.put(&mut dev, b'\r', MAX_POLLS);
         }
-        put(base, b);
-    }
-}
-
-fn put(base: u64, byte: u8) {
-    let fr = (base + UARTFR) as *const u32;
-    let dr = (base + UARTDR) as *mut u32;
-    // SAFETY: `base` is the PL011 the device tree describes, identity-mapped as device
-    // memory (or reached with the MMU off); FR and DR are 32-bit registers inside its page.
-    // Polling FR and writing DR has no effect on memory Rust knows about.
-    unsafe {
-        while core::ptr::read_volatile(fr) & TXFF != 0 {
-            core::hint::spin_loop();
-        }
-        core::ptr::write_volatile(dr, u32::from(byte));
+        kind.put(&mut dev, b, MAX_POLLS);
     }
 }
 

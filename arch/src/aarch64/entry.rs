@@ -2,7 +2,7 @@
 //! core's `hv_main` (device tree, MMU, secondary CPUs).
 
 use super::console::{self, early_log};
-use super::dt::{self, Gic, Platform};
+use super::dt::{self, EnableMethod, Gic, Platform};
 use super::{PLATFORM, gic, mmu, smp};
 use crate::ExitStatus;
 use crate::boot::{BootInfo, ModuleKind, Region};
@@ -112,7 +112,7 @@ primary_entry:
 extern "C" fn boot_primary(dtb: u64, current_el: u64) -> ! {
     let mut boot = BootInfo::default();
     let platform = dt::discover(dtb, &mut boot).unwrap_or_else(|why| fatal(why));
-    console::set_base(platform.uart);
+    console::set_uart(platform.uart);
     if current_el != 2 {
         fatal("xhv must be entered at EL2 (QEMU: -machine virt,virtualization=on)");
     }
@@ -151,9 +151,14 @@ fn features(gic: &Gic) -> &'static str {
     }
 }
 
-/// What the device tree told us, before the core's banner.
+/// What the device tree told us, before the core's banner: the UART, GIC, timer, CPUs and
+/// memory the hypervisor found and uses.
 fn report(p: &Platform, boot: &BootInfo) {
-    early_log!("aarch64: device tree at {:#x} ({} bytes), console PL011 at {:#x}", p.dtb.start, p.dtb.size, p.uart);
+    early_log!("aarch64: device tree at {:#x} ({} bytes)", p.dtb.start, p.dtb.size);
+    match p.uart {
+        Some(u) => early_log!("console: {} UART at {:#x}", u.kind.name(), u.base),
+        None => early_log!("console: no UART we drive in the device tree"),
+    }
     match p.gic {
         Gic::V3 { dist, redist, maintenance } => early_log!(
             "GICv3: distributor {:#x}, redistributors {:#x}, maintenance INTID {}",
@@ -161,10 +166,11 @@ fn report(p: &Platform, boot: &BootInfo) {
             redist,
             maintenance
         ),
-        Gic::V2 { dist, cpu, hyp, vcpu, maintenance } => early_log!(
-            "GICv2: distributor {:#x}, CPU interface {:#x}, GICH {:#x}, GICV {:#x}, maintenance INTID {}",
+        Gic::V2 { dist, cpu, cpu_size, hyp, vcpu, maintenance, .. } => early_log!(
+            "GICv2: distributor {:#x}, CPU interface {:#x} ({} KiB), GICH {:#x}, GICV {:#x}, maintenance INTID {}",
             dist,
             cpu,
+            cpu_size >> 10,
             hyp,
             vcpu,
             maintenance
@@ -172,15 +178,28 @@ fn report(p: &Platform, boot: &BootInfo) {
         Gic::None => early_log!("no interrupt controller in the device tree"),
     }
     let hz = aarch64_cpu::registers::Readable::get(&aarch64_cpu::registers::CNTFRQ_EL0);
-    if let Some([sec, phys, virt, hyp]) = p.timer_intids {
-        early_log!(
+    match p.timer_intids {
+        Some([sec, phys, virt, hyp]) => early_log!(
             "timer: {} kHz; INTIDs secure {}, physical {}, virtual {}, hypervisor {}",
             hz / 1000,
             sec,
             phys,
             virt,
             hyp
-        );
+        ),
+        None => early_log!("timer: {} kHz; no timer node, default INTIDs", hz / 1000),
+    }
+    let method = match p.enable_method() {
+        EnableMethod::Psci => "PSCI",
+        EnableMethod::SpinTable { .. } => "spin-table",
+        EnableMethod::Unknown => "no known enable method",
+    };
+    early_log!("CPUs: {} in the device tree, secondaries by {}", p.cpu_count, method);
+    for r in p.ram() {
+        early_log!("memory: {:#x}-{:#x} ({} MiB)", r.start, r.end(), r.size >> 20);
+    }
+    for r in boot.reserved() {
+        early_log!("reserved: {:#x}-{:#x}", r.start, r.end());
     }
     for m in boot.modules() {
         let args = core::str::from_utf8(m.cmdline()).unwrap_or("?");

@@ -2,7 +2,7 @@
 //! online and park in WFI. Guests run on the boot CPU only, for now.
 
 use super::console::early_log;
-use super::dt::{Conduit, MAX_CPUS, Platform};
+use super::dt::{Conduit, EnableMethod, MAX_CPUS, Platform};
 use super::{BootCell, mmu};
 use aarch64_cpu::registers::{CNTFRQ_EL0, CNTPCT_EL0, MPIDR_EL1, Readable};
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -88,6 +88,17 @@ unsafe extern "C" {
 pub fn start_secondaries(p: &Platform) {
     if p.cpu_count <= 1 {
         return;
+    }
+    match p.enable_method() {
+        EnableMethod::Psci => {}
+        EnableMethod::SpinTable { .. } => {
+            early_log!("CPUs are released by spin-table, which xhv does not drive yet: running on the boot CPU only");
+            return;
+        }
+        EnableMethod::Unknown => {
+            early_log!("no enable method we know for the secondary CPUs: running on the boot CPU only");
+            return;
+        }
     }
     match p.psci {
         Some(Conduit::Smc) => {}
