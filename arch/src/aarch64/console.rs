@@ -40,6 +40,7 @@ fn decode(v: u64) -> UartKind {
 /// Use `uart` from now on (none: output is dropped). Plain stores, safe with the MMU off.
 pub fn set_uart(uart: Option<Uart>) {
     if let Some(u) = uart {
+        u.kind.init(&mut Device(u.base));
         KIND.store(encode(u.kind), Ordering::Relaxed);
     }
     BASE.store(uart.map_or(0, |u| u.base), Ordering::Relaxed);

@@ -106,6 +106,11 @@ pub fn discover(fdt: Fdt, dtb: Region, boot: &mut BootInfo) -> Platform {
     boot.add_reserved(dtb);
     boot.dtb = Some(dtb);
     find_memory(fdt, boot, &mut p);
+    // Physical page 0 (RAM at 0 on raspi4b and zcu102) cannot be handed out: a slice or
+    // reference at address 0 is null to Rust. Keep it, like firmware's own pages, reserved.
+    if p.ram().iter().any(|r| r.start == 0) {
+        boot.add_reserved(Region { start: 0, size: NULL_PAGE });
+    }
     find_reserved(fdt, boot);
     p.uart = find_uart(fdt);
     p.gic = find_gic(fdt);
@@ -116,6 +121,9 @@ pub fn discover(fdt: Fdt, dtb: Region, boot: &mut BootInfo) -> Platform {
     find_modules(fdt, boot);
     p
 }
+
+/// The page at physical address 0 that [`discover`] keeps out of use.
+pub const NULL_PAGE: u64 = 0x1000;
 
 /// Deeper than any real device tree.
 const MAX_DEPTH: usize = 16;

@@ -82,6 +82,20 @@ impl UartKind {
         }
     }
 
+    /// Register writes that make the transmitter usable, done once before the first byte:
+    /// the Cadence UART transmits only with Control.TX_EN set (Linux's earlycon sets it the
+    /// same way, with both FIFOs reset), where firmware may have left it off. The others
+    /// need nothing beyond what firmware did.
+    pub fn init(self, io: &mut impl Mmio) {
+        if self == UartKind::Cadence {
+            const CR: Reg = word(0x00);
+            const RXRST: u32 = 1 << 0;
+            const TXRST: u32 = 1 << 1;
+            const TX_EN: u32 = 1 << 4;
+            io.write(CR, TX_EN | TXRST | RXRST);
+        }
+    }
+
     /// Whether the transmitter takes a byte now.
     pub fn tx_ready(self, io: &mut impl Mmio) -> bool {
         let (reg, bit, set_means_room) = self.tx_status();
@@ -123,11 +137,25 @@ mod tests {
         sent: Vec<u8>,
         accesses: Vec<Reg>,
         overrun: bool,
+        /// `init` is being tested: the write goes to the control register.
+        expect_init: bool,
+        init_value: Option<u32>,
     }
 
     impl Device {
         fn new(kind: UartKind, depth: usize, drain_every: u32) -> Self {
-            Self { kind, depth, fifo: 0, drain_every, reads: 0, sent: Vec::new(), accesses: Vec::new(), overrun: false }
+            Self {
+                kind,
+                depth,
+                fifo: 0,
+                drain_every,
+                reads: 0,
+                sent: Vec::new(),
+                accesses: Vec::new(),
+                overrun: false,
+                expect_init: false,
+                init_value: None,
+            }
         }
     }
 
@@ -145,6 +173,10 @@ mod tests {
         }
         fn write(&mut self, reg: Reg, value: u32) {
             self.accesses.push(reg);
+            if self.expect_init {
+                self.init_value = Some(value);
+                return;
+            }
             assert_eq!(reg, self.kind.tx_data());
             self.overrun |= self.fifo == self.depth;
             self.fifo += 1;
@@ -154,6 +186,20 @@ mod tests {
 
     const ALL: [UartKind; 5] =
         [UartKind::Pl011, UartKind::Ns16550 { reg_shift: 0 }, UartKind::Ns16550 { reg_shift: 2 }, UartKind::Cadence, UartKind::Imx];
+
+    #[test]
+    fn only_the_cadence_uart_is_switched_on_before_use() {
+        for kind in ALL {
+            let mut dev = Device::new(kind, 4, 1);
+            dev.expect_init = true;
+            kind.init(&mut dev);
+            let expected: &[Reg] = if kind == UartKind::Cadence { &[word(0)] } else { &[] };
+            assert_eq!(dev.accesses, expected, "{kind:?}");
+            if kind == UartKind::Cadence {
+                assert_eq!(dev.init_value, Some(0x13), "Control: TX_EN | TXRST | RXRST");
+            }
+        }
+    }
 
     #[test]
     fn every_model_sends_every_byte_without_overrunning_its_fifo() {
