@@ -102,7 +102,15 @@ fn linux_scenarios() -> Vec<Scenario> {
     for board in BOARDS {
         let mut s = linux(&format!("board-{}", board.name()), "console=hvc0", 1);
         // Arch's report of what it found comes before the core's banner.
-        let found = ["(XEN) console: ", "(XEN) GICv2: distributor ", "(XEN) timer: ", "(XEN) CPUs: ", "(XEN) memory: "];
+        // Secondaries start by spin-table (raspi4b) or PSCI (zcu102) and park.
+        let found = [
+            "(XEN) console: ",
+            "(XEN) GICv2: distributor ",
+            "(XEN) timer: ",
+            "(XEN) CPUs: 4 in the device tree",
+            "(XEN) memory: ",
+            "(XEN) CPU3 online at EL2",
+        ];
         s.expect.in_order.splice(0..0, found.map(String::from));
         all.push(s);
     }
