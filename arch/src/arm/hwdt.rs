@@ -475,18 +475,255 @@ fn read_cells(bytes: &[u8], cells: usize) -> u64 {
     bytes.chunks_exact(4).take(cells).fold(0, |acc, c| (acc << 32) | u64::from(be32(c)))
 }
 
+
 #[cfg(test)]
-mod scratch {
+mod tests {
     extern crate std;
-    #[test]
-    fn scratch_real() {
-        for f in ["/tmp/rpi-out.dtb", "/tmp/zcu-out.dtb"] {
-            let bytes = std::fs::read(f).unwrap();
-            let fdt = crate::fdtcheck::open(&bytes).unwrap();
-            let mut boot = crate::boot::BootInfo::default();
-            let p = super::discover(fdt, crate::boot::Region { start: 0x100, size: 8 }, &mut boot);
-            std::println!("{f}: {:#x?}", (p.uart, p.gic, p.timer_intids, p.psci, p.cpu_count, p.enable_method(), p.ram()));
-            std::println!("{:#x?}", boot.reserved());
+    use super::*;
+    use std::string::ToString;
+    use std::vec::Vec;
+    use vm_fdt::{FdtReserveEntry, FdtWriter};
+
+    fn discover_in(dtb: &[u8]) -> (Platform, BootInfo) {
+        let fdt = crate::fdtcheck::open(dtb).expect("a valid DT");
+        let mut boot = BootInfo::default();
+        let p = discover(fdt, Region { start: 0x0800_0000, size: dtb.len() as u64 }, &mut boot);
+        (p, boot)
+    }
+
+    fn strings(list: &[&str]) -> Vec<std::string::String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// The shape of Debian's `bcm2711-rpi-4-b.dtb` as QEMU's raspi4b hands it over: `/soc`
+    /// with bus addresses translated by `ranges`, the GIC-400 there, a mini UART named by
+    /// `stdout-path = "serial1:..."`, a PL011 as serial0, spin-table CPUs with release
+    /// addresses, `/memreserve/` of page 0, a disabled `reserved-memory` child, a disabled
+    /// second mini UART, RAM at 0.
+    fn raspi4b_like(stdout_path: bool) -> Vec<u8> {
+        let mut w = FdtWriter::new_with_mem_reserv(&[FdtReserveEntry::new(0, 0x1000).unwrap()]).unwrap();
+        let root = w.begin_node("").unwrap();
+        w.property_u32("#address-cells", 2).unwrap();
+        w.property_u32("#size-cells", 1).unwrap();
+        w.property_string("compatible", "raspberrypi,4-model-b").unwrap();
+        let aliases = w.begin_node("aliases").unwrap();
+        w.property_string("serial0", "/soc/serial@7e201000").unwrap();
+        w.property_string("serial1", "/soc/serial@7e215040").unwrap();
+        w.end_node(aliases).unwrap();
+        let chosen = w.begin_node("chosen").unwrap();
+        if stdout_path {
+            w.property_string("stdout-path", "serial1:115200n8").unwrap();
         }
+        w.end_node(chosen).unwrap();
+        let rm = w.begin_node("reserved-memory").unwrap();
+        w.property_u32("#address-cells", 2).unwrap();
+        w.property_u32("#size-cells", 1).unwrap();
+        w.property_null("ranges").unwrap();
+        let nvram = w.begin_node("nvram@0").unwrap();
+        w.property_array_u32("reg", &[0, 0x0300_0000, 0x1000]).unwrap();
+        w.property_string("status", "disabled").unwrap();
+        w.end_node(nvram).unwrap();
+        w.end_node(rm).unwrap();
+        let soc = w.begin_node("soc").unwrap();
+        w.property_string("compatible", "simple-bus").unwrap();
+        w.property_u32("#address-cells", 1).unwrap();
+        w.property_u32("#size-cells", 1).unwrap();
+        w.property_array_u32(
+            "ranges",
+            &[0x7e00_0000, 0, 0xfe00_0000, 0x0180_0000, 0x4000_0000, 0, 0xff80_0000, 0x0080_0000],
+        )
+        .unwrap();
+        for (name, compat, reg, status) in [
+            ("serial@7e201000", "arm,pl011", 0x7e20_1000, "okay"),
+            ("serial@7e215040", "brcm,bcm2835-aux-uart", 0x7e21_5040, "okay"),
+            ("serial@7e201400", "arm,pl011", 0x7e20_1400, "disabled"),
+        ] {
+            let n = w.begin_node(name).unwrap();
+            w.property_string_list("compatible", strings(&[compat, "arm,primecell"])).unwrap();
+            w.property_array_u32("reg", &[reg, 0x200]).unwrap();
+            w.property_string("status", status).unwrap();
+            w.end_node(n).unwrap();
+        }
+        let gic = w.begin_node("interrupt-controller@40041000").unwrap();
+        w.property_string("compatible", "arm,gic-400").unwrap();
+        w.property_array_u32(
+            "reg",
+            &[0x4004_1000, 0x1000, 0x4004_2000, 0x2000, 0x4004_4000, 0x2000, 0x4004_6000, 0x2000],
+        )
+        .unwrap();
+        w.property_array_u32("interrupts", &[1, 9, 0xf04]).unwrap();
+        w.end_node(gic).unwrap();
+        w.end_node(soc).unwrap();
+        let timer = w.begin_node("timer").unwrap();
+        w.property_string("compatible", "arm,armv8-timer").unwrap();
+        w.property_array_u32("interrupts", &[1, 13, 0xf08, 1, 14, 0xf08, 1, 11, 0xf08, 1, 10, 0xf08]).unwrap();
+        w.end_node(timer).unwrap();
+        let cpus = w.begin_node("cpus").unwrap();
+        w.property_u32("#address-cells", 1).unwrap();
+        w.property_u32("#size-cells", 0).unwrap();
+        for i in 0..4u32 {
+            let cpu = w.begin_node(&std::format!("cpu@{i}")).unwrap();
+            w.property_string("device_type", "cpu").unwrap();
+            w.property_u32("reg", i).unwrap();
+            w.property_string("enable-method", "spin-table").unwrap();
+            w.property_array_u32("cpu-release-addr", &[0, 0xd8 + 8 * i]).unwrap();
+            w.end_node(cpu).unwrap();
+        }
+        w.end_node(cpus).unwrap();
+        let mem = w.begin_node("memory@0").unwrap();
+        w.property_string("device_type", "memory").unwrap();
+        w.property_array_u32("reg", &[0, 0, 0x3c00_0000]).unwrap();
+        w.end_node(mem).unwrap();
+        w.end_node(root).unwrap();
+        w.finish().unwrap()
+    }
+
+    #[test]
+    fn raspi4b_devices_are_found_at_cpu_addresses_through_soc_ranges() {
+        let (p, boot) = discover_in(&raspi4b_like(true));
+        // stdout-path "serial1" is the mini UART (16550 registers 4 bytes apart), 0x7e.. -> 0xfe..
+        assert_eq!(p.uart, Some(Uart { kind: UartKind::Ns16550 { reg_shift: 2 }, base: 0xfe21_5040 }));
+        assert_eq!(
+            p.gic,
+            Gic::V2 {
+                dist: 0xff84_1000,
+                cpu: 0xff84_2000,
+                cpu_size: 0x2000,
+                hyp: 0xff84_4000,
+                vcpu: 0xff84_6000,
+                vcpu_size: 0x2000,
+                maintenance: 25,
+            }
+        );
+        assert_eq!(p.timer_intids, Some([29, 30, 27, 26]));
+        assert_eq!(p.ram(), &[Region { start: 0, size: 0x3c00_0000 }]);
+        assert_eq!(p.cpu_count, 4);
+        assert_eq!(p.mpidrs(), &[0, 1, 2, 3]);
+        assert_eq!(p.enable[3], EnableMethod::SpinTable { release_addr: 0xf0 });
+        assert_eq!(p.enable_method(), EnableMethod::SpinTable { release_addr: 0 });
+        assert_eq!(p.psci, None);
+        // The DTB itself, page 0 (RAM at 0, and /memreserve/); not the disabled nvram.
+        let reserved = boot.reserved();
+        assert!(reserved.contains(&Region { start: 0, size: 0x1000 }));
+        assert!(reserved.contains(&p.dtb));
+        assert!(!reserved.iter().any(|r| r.start == 0x0300_0000), "a disabled reserved-memory node");
+        assert_eq!(boot.cpu_count, 4);
+    }
+
+    #[test]
+    fn without_stdout_path_the_serial_aliases_decide_and_disabled_uarts_are_skipped() {
+        let (p, _) = discover_in(&raspi4b_like(false));
+        // serial0: the PL011 at bus 0x7e201000.
+        assert_eq!(p.uart, Some(Uart { kind: UartKind::Pl011, base: 0xfe20_1000 }));
+    }
+
+    /// The shape of Debian's `zynqmp-zcu102-rev1.0.dtb`: 2/2 cells, `/axi` with an empty
+    /// `ranges`, a GIC-400 whose GICC and GICV are 128 KiB (64 KiB-aliased pages), a Cadence
+    /// UART as serial0, PSCI by SMC, two RAM banks, a disabled device with interrupts.
+    fn zcu102_like() -> Vec<u8> {
+        let mut w = FdtWriter::new().unwrap();
+        let root = w.begin_node("").unwrap();
+        w.property_u32("#address-cells", 2).unwrap();
+        w.property_u32("#size-cells", 2).unwrap();
+        let chosen = w.begin_node("chosen").unwrap();
+        w.property_string("stdout-path", "serial0:115200n8").unwrap();
+        w.end_node(chosen).unwrap();
+        let aliases = w.begin_node("aliases").unwrap();
+        w.property_string("serial0", "/axi/serial@ff000000").unwrap();
+        w.end_node(aliases).unwrap();
+        let psci = w.begin_node("psci").unwrap();
+        w.property_string("compatible", "arm,psci-0.2").unwrap();
+        w.property_string("method", "smc").unwrap();
+        w.end_node(psci).unwrap();
+        let cpus = w.begin_node("cpus").unwrap();
+        w.property_u32("#address-cells", 1).unwrap();
+        w.property_u32("#size-cells", 0).unwrap();
+        for i in 0..4u32 {
+            let cpu = w.begin_node(&std::format!("cpu@{i}")).unwrap();
+            w.property_string("device_type", "cpu").unwrap();
+            w.property_u32("reg", i).unwrap();
+            w.property_string("enable-method", "psci").unwrap();
+            w.end_node(cpu).unwrap();
+        }
+        w.end_node(cpus).unwrap();
+        let axi = w.begin_node("axi").unwrap();
+        w.property_string("compatible", "simple-bus").unwrap();
+        w.property_u32("#address-cells", 2).unwrap();
+        w.property_u32("#size-cells", 2).unwrap();
+        w.property_null("ranges").unwrap();
+        let gic = w.begin_node("interrupt-controller@f9010000").unwrap();
+        w.property_string("compatible", "arm,gic-400").unwrap();
+        w.property_array_u64(
+            "reg",
+            &[0xf901_0000, 0x1_0000, 0xf902_0000, 0x2_0000, 0xf904_0000, 0x2_0000, 0xf906_0000, 0x2_0000],
+        )
+        .unwrap();
+        w.property_array_u32("interrupts", &[1, 9, 0xf04]).unwrap();
+        w.end_node(gic).unwrap();
+        let dma = w.begin_node("dma-controller@ffa80000").unwrap();
+        w.property_string("compatible", "xlnx,zynqmp-dma-1.0").unwrap();
+        w.property_string("status", "disabled").unwrap();
+        w.property_array_u64("reg", &[0xffa8_0000, 0x1000]).unwrap();
+        w.end_node(dma).unwrap();
+        let uart = w.begin_node("serial@ff000000").unwrap();
+        w.property_string_list("compatible", strings(&["xlnx,zynqmp-uart", "cdns,uart-r1p12"])).unwrap();
+        w.property_string("status", "okay").unwrap();
+        w.property_array_u64("reg", &[0xff00_0000, 0x1000]).unwrap();
+        w.end_node(uart).unwrap();
+        w.end_node(axi).unwrap();
+        let timer = w.begin_node("timer").unwrap();
+        w.property_string("compatible", "arm,armv8-timer").unwrap();
+        w.property_array_u32("interrupts", &[1, 13, 0xf08, 1, 14, 0xf08, 1, 11, 0xf08, 1, 10, 0xf08]).unwrap();
+        w.end_node(timer).unwrap();
+        let mem = w.begin_node("memory@0").unwrap();
+        w.property_string("device_type", "memory").unwrap();
+        w.property_array_u64("reg", &[0, 0x8000_0000, 0x8_0000_0000, 0x8000_0000]).unwrap();
+        w.end_node(mem).unwrap();
+        w.end_node(root).unwrap();
+        w.finish().unwrap()
+    }
+
+    #[test]
+    fn zcu102_cadence_uart_aliased_gicc_psci_and_two_ram_banks() {
+        let (p, boot) = discover_in(&zcu102_like());
+        assert_eq!(p.uart, Some(Uart { kind: UartKind::Cadence, base: 0xff00_0000 }));
+        let Gic::V2 { cpu, cpu_size, vcpu, vcpu_size, .. } = p.gic else { panic!("{:?}", p.gic) };
+        assert_eq!((cpu, cpu_size, vcpu, vcpu_size), (0xf902_0000, 0x2_0000, 0xf906_0000, 0x2_0000));
+        assert_eq!(p.psci, Some(Conduit::Smc));
+        assert_eq!(p.enable_method(), EnableMethod::Psci);
+        assert_eq!(p.ram(), &[Region { start: 0, size: 0x8000_0000 }, Region { start: 0x8_0000_0000, size: 0x8000_0000 }]);
+        assert_eq!(boot.ram(), p.ram());
+        // No /memreserve/, but page 0 is still kept out of use.
+        assert!(boot.reserved().contains(&Region { start: 0, size: NULL_PAGE }));
+    }
+
+    #[test]
+    fn a_stdout_uart_we_do_not_drive_gives_no_console_and_a_dt_without_cpus_one_cpu() {
+        let mut w = FdtWriter::new().unwrap();
+        let root = w.begin_node("").unwrap();
+        w.property_u32("#address-cells", 1).unwrap();
+        w.property_u32("#size-cells", 1).unwrap();
+        let chosen = w.begin_node("chosen").unwrap();
+        w.property_string("stdout-path", "/uart@1000").unwrap();
+        w.end_node(chosen).unwrap();
+        let uart = w.begin_node("uart@1000").unwrap();
+        w.property_string("compatible", "acme,uart").unwrap();
+        w.property_array_u32("reg", &[0x1000, 0x100]).unwrap();
+        w.end_node(uart).unwrap();
+        let pl011 = w.begin_node("pl011@2000").unwrap();
+        w.property_string("compatible", "arm,pl011").unwrap();
+        w.property_array_u32("reg", &[0x2000, 0x100]).unwrap();
+        w.end_node(pl011).unwrap();
+        let mem = w.begin_node("memory@80000000").unwrap();
+        w.property_string("device_type", "memory").unwrap();
+        w.property_array_u32("reg", &[0x8000_0000, 0x1000_0000]).unwrap();
+        w.end_node(mem).unwrap();
+        w.end_node(root).unwrap();
+        let (p, boot) = discover_in(&w.finish().unwrap());
+        assert_eq!(p.uart, None, "stdout-path names an unknown UART: say nothing rather than guess");
+        assert_eq!(p.cpu_count, 1);
+        assert_eq!(p.gic, Gic::None);
+        assert_eq!(p.ram(), &[Region { start: 0x8000_0000, size: 0x1000_0000 }]);
+        assert!(!boot.reserved().iter().any(|r| r.start == 0), "RAM not at 0: page 0 is no concern");
     }
 }
