@@ -361,8 +361,18 @@ fn qemu_arm(run: &Boot, echo: Echo, done: &dyn Fn(&str) -> bool) -> Result<Outco
                 .args(p.serial);
         }
         None => {
-            cmd.args(["-machine", &machine, "-cpu", cpu, "-m", MACHINE_RAM, "-nographic", "-no-reboot", "-semihosting"])
-                .args(["-smp", &a.smp.to_string()]);
+            cmd.args([
+                "-machine",
+                &machine,
+                "-cpu",
+                cpu,
+                "-m",
+                MACHINE_RAM,
+                "-nographic",
+                "-no-reboot",
+                "-semihosting",
+            ])
+            .args(["-smp", &a.smp.to_string()]);
         }
     }
     cmd.arg("-kernel").arg(&hypervisor);

@@ -1,8 +1,8 @@
 //! `cargo xtask`: build, boot and test the hypervisor under QEMU and Bochs.
 
 mod arch;
-mod boards;
 mod bench;
+mod boards;
 mod bootcfg_file;
 mod bootdt;
 mod build;

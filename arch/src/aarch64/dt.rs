@@ -4,8 +4,8 @@
 //! Runs on the boot CPU with the MMU still off (the identity map is built from what is found
 //! here), so it only reads the blob and fills plain structures: no locks, no allocation.
 
-use crate::boot::{BootInfo, Region};
 pub use crate::arm::hwdt::{Conduit, EnableMethod, Gic, MAX_CPUS, Platform};
+use crate::boot::{BootInfo, Region};
 
 /// Parse the DTB at `dtb`, fill `boot` (RAM, reserved ranges, modules, CPU count) and return
 /// the rest. Fails only when the blob itself is unusable.

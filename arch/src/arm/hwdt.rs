@@ -295,7 +295,8 @@ fn find_gic(fdt: Fdt) -> Gic {
             return Gic::V3 { dist: dist.start, redist: redist.start, maintenance: maintenance_intid(&path.node()) };
         }
     }
-    if let Some(path) = find_compatible(fdt, &["arm,cortex-a15-gic", "arm,gic-400", "arm,cortex-a7-gic", "arm,cortex-a9-gic"])
+    if let Some(path) =
+        find_compatible(fdt, &["arm,cortex-a15-gic", "arm,gic-400", "arm,cortex-a7-gic", "arm,cortex-a9-gic"])
     {
         let mut r = regs(&path);
         if let (Some(dist), Some(cpu)) = (r.next(), r.next()) {
@@ -474,7 +475,6 @@ fn be32(b: &[u8]) -> u32 {
 fn read_cells(bytes: &[u8], cells: usize) -> u64 {
     bytes.chunks_exact(4).take(cells).fold(0, |acc, c| (acc << 32) | u64::from(be32(c)))
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -691,7 +691,10 @@ mod tests {
         assert_eq!((cpu, cpu_size, vcpu, vcpu_size), (0xf902_0000, 0x2_0000, 0xf906_0000, 0x2_0000));
         assert_eq!(p.psci, Some(Conduit::Smc));
         assert_eq!(p.enable_method(), EnableMethod::Psci);
-        assert_eq!(p.ram(), &[Region { start: 0, size: 0x8000_0000 }, Region { start: 0x8_0000_0000, size: 0x8000_0000 }]);
+        assert_eq!(
+            p.ram(),
+            &[Region { start: 0, size: 0x8000_0000 }, Region { start: 0x8_0000_0000, size: 0x8000_0000 }]
+        );
         assert_eq!(boot.ram(), p.ram());
         // No /memreserve/, but page 0 is still kept out of use.
         assert!(boot.reserved().contains(&Region { start: 0, size: NULL_PAGE }));

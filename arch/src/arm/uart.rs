@@ -184,8 +184,13 @@ mod tests {
         }
     }
 
-    const ALL: [UartKind; 5] =
-        [UartKind::Pl011, UartKind::Ns16550 { reg_shift: 0 }, UartKind::Ns16550 { reg_shift: 2 }, UartKind::Cadence, UartKind::Imx];
+    const ALL: [UartKind; 5] = [
+        UartKind::Pl011,
+        UartKind::Ns16550 { reg_shift: 0 },
+        UartKind::Ns16550 { reg_shift: 2 },
+        UartKind::Cadence,
+        UartKind::Imx,
+    ];
 
     #[test]
     fn only_the_cadence_uart_is_switched_on_before_use() {
