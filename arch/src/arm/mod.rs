@@ -3,8 +3,6 @@
 //! exception syndromes, the virtual GICv3, the ARMv7 VFP switch.
 
 pub mod counter;
-#[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
-pub mod dtpath;
 pub mod gicv2;
 pub mod hwdt;
 pub mod lpae;

@@ -115,6 +115,99 @@ impl UartKind {
     }
 }
 
+/// A UART's registers at their physical address (identity-mapped, or the MMU off).
+pub struct Device(pub usize);
+
+impl Mmio for Device {
+    fn read(&mut self, reg: Reg) -> u32 {
+        let addr = self.0 + reg.offset as usize;
+        // SAFETY: `Device` is only made for the UART the device tree names (see
+        // [`console::set`]), whose registers are identity-mapped as device memory or reached
+        // with the MMU off; `reg` is one of its registers, read at the width its model gives.
+        // Reading a status register has no effect on memory Rust knows about.
+        unsafe {
+            match reg.width {
+                Width::U8 => u32::from(core::ptr::read_volatile(addr as *const u8)),
+                Width::U32 => core::ptr::read_volatile(addr as *const u32),
+            }
+        }
+    }
+    fn write(&mut self, reg: Reg, value: u32) {
+        let addr = self.0 + reg.offset as usize;
+        // SAFETY: as `read`, for its control and transmit registers.
+        unsafe {
+            match reg.width {
+                Width::U8 => core::ptr::write_volatile(addr as *mut u8, value as u8),
+                Width::U32 => core::ptr::write_volatile(addr as *mut u32, value),
+            }
+        }
+    }
+}
+
+/// The physical console both ARM backends write to: lock-free (any CPU, the MMU on or off,
+/// while the core's log lock is held), polled.
+pub mod console {
+    use super::{Device, Uart, UartKind};
+    use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+
+    /// Base of the UART, 0 until the device tree named one.
+    static BASE: AtomicUsize = AtomicUsize::new(0);
+    /// Its model, as [`encode`] writes it.
+    static KIND: AtomicU32 = AtomicU32::new(0);
+    /// Status polls per byte before it is written anyway (an unclocked UART never blocks us).
+    const MAX_POLLS: u32 = 1_000_000;
+
+    fn encode(kind: UartKind) -> u32 {
+        match kind {
+            UartKind::Pl011 => 0,
+            UartKind::Ns16550 { reg_shift } => 0x100 | u32::from(reg_shift),
+            UartKind::Cadence => 2,
+            UartKind::Imx => 3,
+        }
+    }
+
+    fn decode(v: u32) -> UartKind {
+        match v {
+            2 => UartKind::Cadence,
+            3 => UartKind::Imx,
+            v if v & 0x100 != 0 => UartKind::Ns16550 { reg_shift: v as u8 },
+            _ => UartKind::Pl011,
+        }
+    }
+
+    /// Use `uart` from now on (none, or one outside the address space: output is dropped).
+    /// Plain stores, safe with the MMU off.
+    pub fn set(uart: Option<Uart>) {
+        let Some((u, base)) = uart.and_then(|u| Some((u, usize::try_from(u.base).ok()?))) else {
+            BASE.store(0, Ordering::Relaxed);
+            return;
+        };
+        u.kind.init(&mut Device(base));
+        KIND.store(encode(u.kind), Ordering::Relaxed);
+        BASE.store(base, Ordering::Relaxed);
+    }
+
+    pub fn has_uart() -> bool {
+        BASE.load(Ordering::Relaxed) != 0
+    }
+
+    /// Write bytes to the UART (`\n` as `\r\n` if `crlf`); dropped if there is no UART.
+    pub fn write(bytes: &[u8], crlf: bool) {
+        let base = BASE.load(Ordering::Relaxed);
+        if base == 0 {
+            return;
+        }
+        let kind = decode(KIND.load(Ordering::Relaxed));
+        let mut dev = Device(base);
+        for &b in bytes {
+            if crlf && b == b'\n' {
+                kind.put(&mut dev, b'\r', MAX_POLLS);
+            }
+            kind.put(&mut dev, b, MAX_POLLS);
+        }
+    }
+}
+
 const fn ns16550_reg(index: u64, reg_shift: u8) -> Reg {
     let width = if reg_shift >= 2 { Width::U32 } else { Width::U8 };
     Reg { offset: index << reg_shift, width }
