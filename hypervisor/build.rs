@@ -17,6 +17,15 @@ fn main() {
             // become relocations there too (we write them before the MMU is on).
             println!("cargo:rustc-link-arg-bins=-znotext");
         }
+        if arch == "arm" {
+            // ARMv7 cannot be a PIE (the precompiled core uses MOVW/MOVT absolute addresses):
+            // a board whose RAM is not at 0x4000_0000 gets an image linked for it (xtask sets
+            // this to the board's RAM base + 0x10000, where QEMU loads a raw image).
+            println!("cargo:rerun-if-env-changed=XHV_ARMV7_LINK_BASE");
+            if let Ok(base) = std::env::var("XHV_ARMV7_LINK_BASE") {
+                println!("cargo:rustc-link-arg-bins=--defsym=XHV_LINK_BASE={base}");
+            }
+        }
     }
     println!("cargo:rerun-if-changed=build.rs");
 }

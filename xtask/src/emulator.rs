@@ -347,10 +347,12 @@ pub fn boot_until(run: &Boot, echo: Echo, done: &dyn Fn(&str) -> bool) -> Result
 fn qemu_arm(run: &Boot, echo: Echo, done: &dyn Fn(&str) -> bool) -> Result<Outcome> {
     let a = &run.args;
     let (binary, machine, cpu) = qemu_machine(run.arch, run.args.gic)?;
-    let hypervisor = match a.hypervisor {
-        Hypervisor::Xhv => run.built.hypervisor.clone(),
-        Hypervisor::Xen => xen::image()?,
+    let hypervisor = match (a.hypervisor, a.board.and_then(|b| b.profile().link_base)) {
+        (Hypervisor::Xhv, Some(base)) => crate::build::armv7_image_at(base)?,
+        (Hypervisor::Xhv, None) => run.built.hypervisor.clone(),
+        (Hypervisor::Xen, _) => xen::image()?,
     };
+    let binary = a.board.map_or(binary, |b| b.profile().qemu);
     let mut cmd = Command::new(binary);
     match a.board {
         // The board's own CPUs, RAM and UART wiring.

@@ -100,18 +100,23 @@ fn linux_scenarios() -> Vec<Scenario> {
     // The same domU on QEMU's models of real boards, booted from each board's own Debian DTB
     // (issue 18): the hypervisor finds its UART, GIC, timer, CPUs and memory there.
     for board in BOARDS {
-        let mut s = linux(&format!("board-{}", board.name()), "console=hvc0", 1);
-        // Arch's report of what it found comes before the core's banner.
-        // Secondaries start by spin-table (raspi4b) or PSCI (zcu102) and park.
-        let found = [
-            "(XEN) console: ",
-            "(XEN) GICv2: distributor ",
-            "(XEN) timer: ",
-            "(XEN) CPUs: 4 in the device tree",
-            "(XEN) memory: ",
-            "(XEN) CPU3 online at EL2",
-        ];
-        s.expect.in_order.splice(0..0, found.map(String::from));
+        let arch = board.profile().arch;
+        let mut s = linux_on(arch, &format!("board-{}", board.name()), "console=hvc0", 1);
+        // Arch's report of what it found comes before the core's banner. On aarch64 the
+        // secondaries start by spin-table (raspi4b) or PSCI (zcu102) and park; the ARMv7
+        // backend runs on the boot CPU only.
+        let found: &[&str] = match arch {
+            Arch::Aarch64 => &[
+                "(XEN) console: ",
+                "(XEN) GICv2: distributor ",
+                "(XEN) timer: ",
+                "(XEN) CPUs: 4 in the device tree",
+                "(XEN) memory: ",
+                "(XEN) CPU3 online at EL2",
+            ],
+            _ => &["(XEN) console: ", "(XEN) timer: ", "(XEN) CPUs: ", "(XEN) memory: ", "(XEN) GICv2: GICD "],
+        };
+        s.expect.in_order.splice(0..0, found.iter().map(|l| l.to_string()));
         all.push(s);
     }
     // Two domUs from a configuration written as Xen users write them, sharing one CPU: both
@@ -954,7 +959,12 @@ fn needs(chosen: &[Scenario], host: bool) -> crate::prereq::Needs {
 }
 
 /// The boards with a `board-<name>` scenario.
-const BOARDS: [crate::boards::Board; 2] = [crate::boards::Board::Raspi4b, crate::boards::Board::XlnxZcu102];
+const BOARDS: [crate::boards::Board; 4] = [
+    crate::boards::Board::Raspi4b,
+    crate::boards::Board::XlnxZcu102,
+    crate::boards::Board::VexpressA15,
+    crate::boards::Board::McImx7dSabre,
+];
 
 /// The board a `board-<name>` scenario boots on.
 fn board_of(name: &str) -> Option<crate::boards::Board> {

@@ -62,6 +62,7 @@ extern "C" fn boot_main(dtb: usize) -> ! {
         _ => Platform::default(),
     };
     start_console(platform.uart);
+    report(&platform, &boot);
     require_hyp_mode();
     vectors::install();
     vfp::init();
@@ -103,6 +104,29 @@ fn device_tree(dtb: usize) -> Option<Fdt<'static>> {
 /// The device tree's console, or (no usable tree) QEMU virt's PL011.
 fn start_console(uart: Option<Uart>) {
     console::init(Some(uart.unwrap_or(Uart { kind: UartKind::Pl011, base: FALLBACK_UART })));
+}
+
+/// What the device tree told us, before the core's banner (the GIC follows once set up).
+fn report(p: &Platform, boot: &BootInfo) {
+    match p.uart {
+        Some(u) => {
+            let _ = writeln!(Console, "(XEN) console: {} UART at {:#x}", u.kind.name(), u.base);
+        }
+        None => {
+            let _ = writeln!(Console, "(XEN) console: none in the device tree; QEMU virt's PL011 assumed");
+        }
+    }
+    if let Some([sec, phys, virt, hyp]) = p.timer_intids {
+        let _ = writeln!(
+            Console,
+            "(XEN) timer: {} kHz; INTIDs secure {sec}, physical {phys}, virtual {virt}, hypervisor {hyp}",
+            sysreg::cntfrq() / 1000
+        );
+    }
+    let _ = writeln!(Console, "(XEN) CPUs: {} in the device tree; the boot CPU runs the guests", boot.cpu_count);
+    for r in boot.ram() {
+        let _ = writeln!(Console, "(XEN) memory: {:#x}-{:#x} ({} MiB)", r.start, r.end(), r.size >> 20);
+    }
 }
 
 /// The hypervisor needs HYP mode; anything else means the machine was started without the
