@@ -16,6 +16,8 @@
 pub mod arm;
 pub mod boot;
 pub mod exit;
+/// Opening device trees with dtoolkit despite Linux's overlong property names.
+pub mod fdtcheck;
 /// x86 paging logic (EPT building, guest page walks), host-testable; used by [`x86_64`].
 pub mod x86;
 

@@ -275,7 +275,7 @@ pub fn parse_boot_config(dtb: &[u8], loader_memory_kib: u64) -> Result<Vec<Domai
 fn open(dtb: &[u8]) -> Result<Fdt<'_>> {
     let total = dtb.get(4..8).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize);
     let exact = total.and_then(|t| dtb.get(..t)).unwrap_or(dtb);
-    Fdt::new(exact).map_err(BootCfgError::InvalidDtb)
+    arch::fdtcheck::open(exact).map_err(BootCfgError::InvalidDtb)
 }
 
 /// How module sub-nodes say where their bytes are.

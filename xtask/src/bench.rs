@@ -94,6 +94,7 @@ pub fn run(arch: Option<Arch>, timeout: u64, against_xen: bool) -> Result<i32> {
         // x86: QEMU's TCG (deterministic under icount), never KVM.
         emulator: Some(crate::qemu_x86::Emulator::QemuTcg),
         guest_arch: None,
+        board: None,
         hypervisor: crate::xen::Hypervisor::Xhv,
     };
     let logs = target_dir().join("xtask/logs");

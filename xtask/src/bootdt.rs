@@ -122,7 +122,7 @@ fn cell(v: &[u8]) -> Option<u32> {
 fn open(dtb: &[u8]) -> Result<Fdt<'_>> {
     let total = dtb.get(4..8).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize);
     let exact = total.and_then(|t| dtb.get(..t)).unwrap_or(dtb);
-    Fdt::new(exact).context("the host DTB is not a valid flattened device tree")
+    arch::fdtcheck::open(exact).context("the host DTB is not a valid flattened device tree")
 }
 
 /// `#address-cells` and `#size-cells` are both 2, so any 64-bit address or size fits; the

@@ -93,10 +93,28 @@ pub fn hypervisor_and_guests(arch: Arch) -> Result<Built> {
     Ok(built)
 }
 
+/// The ARMv7 hypervisor linked at `link_base` (a board's RAM base + 0x10000: ARMv7 images
+/// cannot relocate themselves), as a flat binary next to the default one. The next default
+/// build links the default image again.
+pub fn armv7_image_at(link_base: u64) -> Result<PathBuf> {
+    let arch = Arch::Armv7;
+    cargo_build_env(arch, &["-p", "hypervisor"], &[("XHV_ARMV7_LINK_BASE", format!("{link_base:#x}"))])?;
+    let elf = target_dir().join(arch.target()).join("release/hypervisor");
+    let out = target_dir().join("xtask").join(arch.name()).join(format!("hypervisor-{link_base:x}.bin"));
+    export(arch, &elf, &out)?;
+    Ok(out)
+}
+
 fn cargo_build(arch: Arch, what: &[&str]) -> Result<()> {
+    cargo_build_env(arch, what, &[])
+}
+
+fn cargo_build_env(arch: Arch, what: &[&str], env: &[(&str, String)]) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(workspace_root())
+        .env_remove("XHV_ARMV7_LINK_BASE")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .args(["build", "--release", "--target", arch.target()])
         .args(what)
         .status()

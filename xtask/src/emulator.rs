@@ -172,8 +172,16 @@ pub fn configured_domus(built: &Built, args: &RunArgs, config: &Path) -> Result<
 /// dom0less nodes in the machine's DTB, and write that next to the build output.
 fn dom0less(built: &Built, args: &RunArgs, domains: &[ConfigDomain]) -> Result<Dom0less> {
     let cpus = domains.iter().map(|d| d.cpus).max().unwrap_or(1).max(args.smp);
-    let host = dump_dtb(args.arch, args.gic, cpus, &built.run_dir.join("qemu-virt.dtb"))?;
-    let mut next = ARM_KERNEL_ADDR;
+    let (host, mut next) = match args.board {
+        // The board's own DTB, byte for byte: only `/chosen` gets the domains.
+        Some(board) => {
+            let dtb = board.dtb()?;
+            eprintln!("xtask: {}: the board's device tree {}", board.name(), dtb.display());
+            let bytes = std::fs::read(&dtb).with_context(|| format!("reading {}", dtb.display()))?;
+            (bytes, board.profile().module_base)
+        }
+        None => (dump_dtb(args.arch, args.gic, cpus, &built.run_dir.join("qemu-virt.dtb"))?, ARM_KERNEL_ADDR),
+    };
     let mut images = Vec::new();
     let mut place = |file: &Path| -> Result<Module> {
         let m = Module { addr: next, size: file_size(file)? };
@@ -339,16 +347,39 @@ pub fn boot_until(run: &Boot, echo: Echo, done: &dyn Fn(&str) -> bool) -> Result
 fn qemu_arm(run: &Boot, echo: Echo, done: &dyn Fn(&str) -> bool) -> Result<Outcome> {
     let a = &run.args;
     let (binary, machine, cpu) = qemu_machine(run.arch, run.args.gic)?;
-    let hypervisor = match a.hypervisor {
-        Hypervisor::Xhv => run.built.hypervisor.clone(),
-        Hypervisor::Xen => xen::image()?,
+    let hypervisor = match (a.hypervisor, a.board.and_then(|b| b.profile().link_base)) {
+        (Hypervisor::Xhv, Some(base)) => crate::build::armv7_image_at(base)?,
+        (Hypervisor::Xhv, None) => run.built.hypervisor.clone(),
+        (Hypervisor::Xen, _) => xen::image()?,
     };
+    let binary = a.board.map_or(binary, |b| b.profile().qemu);
     let mut cmd = Command::new(binary);
-    cmd.args(["-machine", &machine, "-cpu", cpu, "-m", MACHINE_RAM, "-nographic", "-no-reboot", "-semihosting"])
-        .args(["-smp", &a.smp.to_string()])
-        .arg("-kernel")
-        .arg(&hypervisor);
+    match a.board {
+        // The board's own CPUs, RAM and UART wiring.
+        Some(board) => {
+            let p = board.profile();
+            cmd.args(["-machine", p.machine, "-m", p.memory, "-smp", &p.cpus.to_string()])
+                .args(["-nographic", "-no-reboot", "-semihosting"])
+                .args(p.serial);
+        }
+        None => {
+            cmd.args([
+                "-machine",
+                &machine,
+                "-cpu",
+                cpu,
+                "-m",
+                MACHINE_RAM,
+                "-nographic",
+                "-no-reboot",
+                "-semihosting",
+            ])
+            .args(["-smp", &a.smp.to_string()]);
+        }
+    }
+    cmd.arg("-kernel").arg(&hypervisor);
     match &run.guest {
+        Guest::Loader { .. } if a.board.is_some() => bail!("on a board, guests are described by a boot DT"),
         Guest::Loader { kernel } => {
             let mut loader = format!("guest-loader,addr={ARM_KERNEL_ADDR:#x},kernel={}", qemu_opt(kernel)?);
             if let Some(append) = &a.append {

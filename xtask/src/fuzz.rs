@@ -116,6 +116,7 @@ pub fn run(a: &FuzzArgs) -> Result<i32> {
         timeout: a.timeout,
         emulator: a.emulator,
         guest_arch: None,
+        board: None,
         hypervisor: crate::xen::Hypervisor::Xhv,
     };
     let guest = guest(&built, &mut args, a.two_domains)?;

@@ -108,6 +108,17 @@ fn linux_guest_of(pk: &Packages, cache_name: &str) -> Result<LinuxGuest> {
     Ok(LinuxGuest { kernel, initrd })
 }
 
+/// The unpacked kernel package `metapackage` (e.g. `linux-image-arm64:arm64`) points at
+/// today, for its board DTBs (fetched and unpacked once into the cache).
+pub fn kernel_package_root(arch: Arch, metapackage: &'static str) -> Result<PathBuf> {
+    let dir = cache_dir().join(arch.name());
+    std::fs::create_dir_all(&dir)?;
+    let _lock = lock(&dir.join(".lock"))?;
+    let pk = Packages { kernel_meta: metapackage, kernel_prefix: "linux-image-6.1.0-", busybox: "", kernel_file: "" };
+    let package = current_kernel_package(&pk)?;
+    unpacked(&dir, &package)
+}
+
 /// A file inside a Debian package for `arch` (fetched and unpacked once into the cache).
 pub fn package_file(arch: Arch, package: &str, file: &str) -> Result<PathBuf> {
     let dir = cache_dir().join(arch.name());

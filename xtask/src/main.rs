@@ -2,6 +2,7 @@
 
 mod arch;
 mod bench;
+mod boards;
 mod bootcfg_file;
 mod bootdt;
 mod build;
@@ -130,6 +131,10 @@ pub struct RunArgs {
     /// same boot device tree, to compare (aarch64 only).
     #[arg(long, value_enum, default_value_t)]
     pub hypervisor: xen::Hypervisor,
+    /// Boot on QEMU's model of a real board (instead of `virt`), from the board's own DTB
+    /// out of Debian's kernel package; implies its architecture.
+    #[arg(long, value_enum)]
+    pub board: Option<boards::Board>,
 }
 
 /// A guest architecture other than the hypervisor's own (`--guest-arch`).
@@ -199,6 +204,14 @@ fn run_needs(args: &RunArgs) -> prereq::Needs {
 }
 
 fn run_cmd(args: &RunArgs) -> Result<i32> {
+    let board_args;
+    let args = match args.board {
+        Some(b) => {
+            board_args = RunArgs { arch: b.profile().arch, ..args.clone() };
+            &board_args
+        }
+        None => args,
+    };
     prereq::ensure(&run_needs(args))?;
     let on_xen = args.hypervisor == xen::Hypervisor::Xen;
     anyhow::ensure!(!on_xen || args.arch == Arch::Aarch64, "--hypervisor xen boots aarch64 only");
@@ -231,6 +244,13 @@ fn run_cmd(args: &RunArgs) -> Result<i32> {
         (Some(name), _) => emulator::Guest::Loader { kernel: built.guest(name)? },
         (None, Some(kernel)) => emulator::Guest::Loader { kernel: kernel.clone() },
         (None, None) => emulator::Guest::Loader { kernel: built.guest("hello")? },
+    };
+    // On a board, QEMU's guest-loader never reaches RAM: a single guest becomes a boot DT.
+    let guest = match guest {
+        emulator::Guest::Loader { kernel } if args.board.is_some() => {
+            emulator::Guest::Dom0less(emulator::single_domu(&built, &args, &kernel)?)
+        }
+        other => other,
     };
     let run = emulator::Boot { arch: args.arch, built: &built, guest, args };
     let outcome = emulator::boot(&run, emulator::Echo::Stream)?;

@@ -1,4 +1,6 @@
-//! The physical console: the PL011 named by the device tree, polled, lock-free.
+//! The physical console: the UART the device tree names, polled, lock-free, through the
+//! register models of [`crate::arm::uart`] (PL011, 16550 incl. the BCM2835 mini UART,
+//! Cadence, i.MX).
 //!
 //! Deliberately tiny rather than `arm-pl011-uart`: this writer must work with the MMU off
 //! (before stage-1 is up, and on the early error path), from any CPU, and while the core's
@@ -6,53 +8,21 @@
 //! `UniqueMmioPointer` requires. Firmware (or QEMU) has already configured the UART's baud
 //! rate and enabled it, as for Linux's earlycon.
 
+use crate::arm::uart::{Uart, console};
 use core::fmt::{self, Write};
-use core::sync::atomic::{AtomicU64, Ordering};
 
-/// PL011 data register.
-const UARTDR: u64 = 0x00;
-/// PL011 flag register; TXFF (bit 5) = transmit FIFO full.
-const UARTFR: u64 = 0x18;
-const TXFF: u32 = 1 << 5;
-
-/// Physical (= virtual, identity map) base of the PL011, 0 until the device tree named one.
-static BASE: AtomicU64 = AtomicU64::new(0);
-
-/// Use the PL011 at `base` from now on. Plain store, safe with the MMU off.
-pub fn set_base(base: u64) {
-    BASE.store(base, Ordering::Relaxed);
+/// Use `uart` from now on (none: output is dropped). Safe with the MMU off.
+pub fn set_uart(uart: Option<Uart>) {
+    console::set(uart);
 }
 
 pub fn has_uart() -> bool {
-    BASE.load(Ordering::Relaxed) != 0
+    console::has_uart()
 }
 
 /// Write bytes to the UART, `\n` as `\r\n`; dropped if there is no UART.
 pub fn write(bytes: &[u8]) {
-    let base = BASE.load(Ordering::Relaxed);
-    if base == 0 {
-        return;
-    }
-    for &b in bytes {
-        if b == b'\n' {
-            put(base, b'\r');
-        }
-        put(base, b);
-    }
-}
-
-fn put(base: u64, byte: u8) {
-    let fr = (base + UARTFR) as *const u32;
-    let dr = (base + UARTDR) as *mut u32;
-    // SAFETY: `base` is the PL011 the device tree describes, identity-mapped as device
-    // memory (or reached with the MMU off); FR and DR are 32-bit registers inside its page.
-    // Polling FR and writing DR has no effect on memory Rust knows about.
-    unsafe {
-        while core::ptr::read_volatile(fr) & TXFF != 0 {
-            core::hint::spin_loop();
-        }
-        core::ptr::write_volatile(dr, u32::from(byte));
-    }
+    console::write(bytes, true);
 }
 
 /// `fmt::Write` over [`write`], for the arch's own log lines.

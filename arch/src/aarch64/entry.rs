@@ -2,7 +2,7 @@
 //! core's `hv_main` (device tree, MMU, secondary CPUs).
 
 use super::console::{self, early_log};
-use super::dt::{self, Gic, Platform};
+use super::dt::{self, EnableMethod, Gic, Platform};
 use super::{PLATFORM, gic, mmu, smp};
 use crate::ExitStatus;
 use crate::boot::{BootInfo, ModuleKind, Region};
@@ -12,13 +12,17 @@ unsafe extern "Rust" {
     fn hv_main(boot: &BootInfo) -> !;
 }
 
+/// Where the image is linked (hypervisor/link/aarch64.ld asserts the same); it runs
+/// wherever it is loaded, after `_start` relocates it. Its low 16 bits must be zero.
+const LINK_BASE: u64 = 0x4008_0000;
+
 unsafe extern "C" {
     static __image_start: u8;
     static __image_end: u8;
 }
 
 // The header follows Linux's Documentation/arch/arm64/booting.rst layout: code0 branches to
-// the real entry, text_offset 0x80000 (where we are linked: the image is not relocatable),
+// the real entry, text_offset 0x80000 (the image relocates itself, see below),
 // image_size covers .bss and the boot stack, flags = little-endian, 4 KiB pages, placed
 // 2 MiB-aligned near the start of RAM; magic "ARM\x64" at 0x38.
 //
@@ -60,7 +64,28 @@ primary_entry:
 1:  mov     x1, #(3 << 20)          // not EL2: CPACR_EL1.FPEN so the error path can run
     msr     cpacr_el1, x1
 2:  isb
-    adrp    x1, __boot_stack_top
+    // Relocate: the image was linked at {link_base} and runs where the loader put it.
+    // Each R_AARCH64_RELATIVE entry (r_offset, r_info, r_addend) asks for
+    // *(r_offset + delta) = r_addend + delta; nothing else is in .rela.dyn of a static PIE.
+    adrp    x1, __rela_start
+    add     x1, x1, :lo12:__rela_start
+    adrp    x2, __rela_end
+    add     x2, x2, :lo12:__rela_end
+    adrp    x3, __image_start
+    add     x3, x3, :lo12:__image_start
+    movz    x4, #({link_base} >> 16), lsl #16
+    sub     x3, x3, x4
+6:  cmp     x1, x2
+    b.hs    7f
+    ldp     x4, x5, [x1]
+    ldr     x6, [x1, #16]
+    add     x1, x1, #24
+    cmp     x5, #1027               // R_AARCH64_RELATIVE
+    b.ne    6b
+    add     x6, x6, x3
+    str     x6, [x4, x3]
+    b       6b
+7:  adrp    x1, __boot_stack_top
     add     x1, x1, :lo12:__boot_stack_top
     mov     sp, x1
     adrp    x1, __bss_start
@@ -79,6 +104,7 @@ primary_entry:
 "#,
     vectors = sym super::vectors::el2_vectors,
     boot_primary = sym boot_primary,
+    link_base = const LINK_BASE,
 );
 
 /// The boot CPU in Rust, MMU still off: discover the machine, map it, start the other
@@ -86,7 +112,7 @@ primary_entry:
 extern "C" fn boot_primary(dtb: u64, current_el: u64) -> ! {
     let mut boot = BootInfo::default();
     let platform = dt::discover(dtb, &mut boot).unwrap_or_else(|why| fatal(why));
-    console::set_base(platform.uart);
+    console::set_uart(platform.uart);
     if current_el != 2 {
         fatal("xhv must be entered at EL2 (QEMU: -machine virt,virtualization=on)");
     }
@@ -125,9 +151,14 @@ fn features(gic: &Gic) -> &'static str {
     }
 }
 
-/// What the device tree told us, before the core's banner.
+/// What the device tree told us, before the core's banner: the UART, GIC, timer, CPUs and
+/// memory the hypervisor found and uses.
 fn report(p: &Platform, boot: &BootInfo) {
-    early_log!("aarch64: device tree at {:#x} ({} bytes), console PL011 at {:#x}", p.dtb.start, p.dtb.size, p.uart);
+    early_log!("aarch64: device tree at {:#x} ({} bytes)", p.dtb.start, p.dtb.size);
+    match p.uart {
+        Some(u) => early_log!("console: {} UART at {:#x}", u.kind.name(), u.base),
+        None => early_log!("console: no UART we drive in the device tree"),
+    }
     match p.gic {
         Gic::V3 { dist, redist, maintenance } => early_log!(
             "GICv3: distributor {:#x}, redistributors {:#x}, maintenance INTID {}",
@@ -135,10 +166,11 @@ fn report(p: &Platform, boot: &BootInfo) {
             redist,
             maintenance
         ),
-        Gic::V2 { dist, cpu, hyp, vcpu, maintenance } => early_log!(
-            "GICv2: distributor {:#x}, CPU interface {:#x}, GICH {:#x}, GICV {:#x}, maintenance INTID {}",
+        Gic::V2 { dist, cpu, cpu_size, hyp, vcpu, maintenance, .. } => early_log!(
+            "GICv2: distributor {:#x}, CPU interface {:#x} ({} KiB), GICH {:#x}, GICV {:#x}, maintenance INTID {}",
             dist,
             cpu,
+            cpu_size >> 10,
             hyp,
             vcpu,
             maintenance
@@ -146,15 +178,28 @@ fn report(p: &Platform, boot: &BootInfo) {
         Gic::None => early_log!("no interrupt controller in the device tree"),
     }
     let hz = aarch64_cpu::registers::Readable::get(&aarch64_cpu::registers::CNTFRQ_EL0);
-    if let Some([sec, phys, virt, hyp]) = p.timer_intids {
-        early_log!(
+    match p.timer_intids {
+        Some([sec, phys, virt, hyp]) => early_log!(
             "timer: {} kHz; INTIDs secure {}, physical {}, virtual {}, hypervisor {}",
             hz / 1000,
             sec,
             phys,
             virt,
             hyp
-        );
+        ),
+        None => early_log!("timer: {} kHz; no timer node, default INTIDs", hz / 1000),
+    }
+    let method = match p.enable_method() {
+        EnableMethod::Psci => "PSCI",
+        EnableMethod::SpinTable { .. } => "spin-table",
+        EnableMethod::Unknown => "no known enable method",
+    };
+    early_log!("CPUs: {} in the device tree, secondaries by {}", p.cpu_count, method);
+    for r in p.ram() {
+        early_log!("memory: {:#x}-{:#x} ({} MiB)", r.start, r.end(), r.size >> 20);
+    }
+    for r in boot.reserved() {
+        early_log!("reserved: {:#x}-{:#x}", r.start, r.end());
     }
     for m in boot.modules() {
         let args = core::str::from_utf8(m.cmdline()).unwrap_or("?");

@@ -99,8 +99,15 @@ fn poll(mut done: impl FnMut() -> bool) -> bool {
 pub fn init_boot_cpu(p: &Platform) {
     let vtimer = p.timer_intids.map(|t| t[2]).unwrap_or(27);
     let hyp_timer = p.timer_intids.map(|t| t[3]).unwrap_or(26);
-    if let Gic::V2 { dist, cpu, hyp, vcpu, maintenance } = p.gic {
-        let regions = Gicv2Regions { dist, cpu, hyp, vcpu };
+    if let Gic::V2 { dist, cpu, cpu_size, hyp, vcpu, vcpu_size, maintenance } = p.gic {
+        // ZynqMP's GIC-400 repeats each 4 KiB page of GICC (and GICV) over 64 KiB.
+        let cpu_contiguous = gicv2::contiguous_base(cpu, cpu_size, |a| mmio_read(a + gicv2::IIDR));
+        let aliased = cpu_contiguous != cpu;
+        let vcpu = gicv2::contiguous_vcpu_base(vcpu, vcpu_size, aliased);
+        if aliased {
+            early_log!("GICv2: 64 KiB-aliased CPU interface: using {:#x}, GICV {:#x}", cpu_contiguous, vcpu);
+        }
+        let regions = Gicv2Regions { dist, cpu: cpu_contiguous, hyp, vcpu };
         if hyp == 0 || vcpu == 0 || !gicv2::init(regions, &[vtimer, maintenance, hyp_timer]) {
             early_log!("GICv2 without virtualization extensions: guests get no virtual interrupt controller");
             return;

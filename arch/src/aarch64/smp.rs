@@ -1,11 +1,12 @@
-//! Secondary CPUs: started with PSCI CPU_ON, they join the identity map, say they are
-//! online and park in WFI. Guests run on the boot CPU only, for now.
+//! Secondary CPUs: started with PSCI CPU_ON, or released from the firmware's spin table
+//! (the Raspberry Pi's `enable-method = "spin-table"`), they join the identity map, say they
+//! are online and park in WFI. Guests run on the boot CPU only, for now.
 
 use super::console::early_log;
-use super::dt::{Conduit, MAX_CPUS, Platform};
+use super::dt::{Conduit, EnableMethod, MAX_CPUS, Platform};
 use super::{BootCell, mmu};
 use aarch64_cpu::registers::{CNTFRQ_EL0, CNTPCT_EL0, MPIDR_EL1, Readable};
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use smccc::Smc;
 
 const STACK_SIZE: usize = 16 * 1024;
@@ -80,14 +81,42 @@ secondary_entry:
     main = sym secondary_main,
 );
 
+// Entered from a spin table with the MMU off and nothing useful in x0: the logical CPU
+// number is the one the boot CPU published in SPIN_TABLE_CPU before releasing this CPU
+// (one CPU at a time), written back to memory so a non-cacheable read sees it.
+core::arch::global_asm!(
+    r#"
+.section .text.boot, "ax"
+.global spin_table_entry
+spin_table_entry:
+    adrp    x0, {cpu}
+    add     x0, x0, :lo12:{cpu}
+    ldr     x0, [x0]
+    b       secondary_entry
+"#,
+    cpu = sym SPIN_TABLE_CPU,
+);
+
+/// The logical number of the CPU being released from the spin table.
+static SPIN_TABLE_CPU: AtomicU64 = AtomicU64::new(0);
+
 unsafe extern "C" {
     fn secondary_entry();
+    fn spin_table_entry();
 }
 
 /// Start every CPU the device tree lists besides this one, one at a time.
 pub fn start_secondaries(p: &Platform) {
     if p.cpu_count <= 1 {
         return;
+    }
+    match p.enable_method() {
+        EnableMethod::Psci => {}
+        EnableMethod::SpinTable { .. } => return release_spin_table(p),
+        EnableMethod::Unknown => {
+            early_log!("no enable method we know for the secondary CPUs: running on the boot CPU only");
+            return;
+        }
     }
     match p.psci {
         Some(Conduit::Smc) => {}
@@ -110,6 +139,39 @@ pub fn start_secondaries(p: &Platform) {
             Ok(()) if wait_online(cpu) => {}
             Ok(()) => early_log!("CPU{} (MPIDR {:#x}) did not come online", cpu, mpidr),
             Err(e) => early_log!("CPU{} (MPIDR {:#x}) could not be started: {:?}", cpu, mpidr, e),
+        }
+    }
+}
+
+/// Release each secondary from the firmware's spin table: publish its logical number, write
+/// the entry address to its `cpu-release-addr` (where the firmware's loop polls with its MMU
+/// off, so the write is cleaned to memory), wake it with SEV, wait for it.
+fn release_spin_table(p: &Platform) {
+    let me = MPIDR_EL1.get() & AFFINITY;
+    let entry = spin_table_entry as *const () as u64;
+    for (cpu, (&mpidr, method)) in p.mpidrs().iter().zip(&p.enable).enumerate() {
+        if mpidr & AFFINITY == me {
+            continue;
+        }
+        let EnableMethod::SpinTable { release_addr } = *method else {
+            early_log!("CPU{} (MPIDR {:#x}) has no cpu-release-addr: left off", cpu, mpidr);
+            continue;
+        };
+        if release_addr == 0 || !release_addr.is_multiple_of(8) {
+            early_log!("CPU{}: cpu-release-addr {:#x} is unusable: left off", cpu, release_addr);
+            continue;
+        }
+        SPIN_TABLE_CPU.store(cpu as u64, Ordering::SeqCst);
+        let published = &raw const SPIN_TABLE_CPU as u64;
+        mmu::clean_invalidate_dcache(published, 8);
+        // SAFETY: the DT names this 8-byte aligned word as the CPU's release address, which
+        // the firmware set aside for exactly this write (it lies in a reserved range such as
+        // the /memreserve/ page, never in memory we hand out); it is identity-mapped.
+        unsafe { core::ptr::write_volatile(release_addr as *mut u64, entry) };
+        mmu::clean_invalidate_dcache(release_addr, 8);
+        aarch64_cpu::asm::sev();
+        if !wait_online(cpu) {
+            early_log!("CPU{} (MPIDR {:#x}) did not come online from the spin table", cpu, mpidr);
         }
     }
 }

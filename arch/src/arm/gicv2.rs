@@ -154,3 +154,61 @@ pub fn save() -> (u32, u32) {
 pub fn cpu_interface(vmcr: u32, apr: u32) -> CpuInterface {
     CpuInterface::from_gich_vmcr(vmcr, apr)
 }
+
+/// GICC_IIDR (and GICV_IIDR): the interface's implementer and product.
+pub const IIDR: u64 = 0xfc;
+/// A 128 KiB CPU interface region whose 4 KiB pages are each repeated over 64 KiB.
+const ALIASED_SIZE: u64 = 0x2_0000;
+/// Where in that region the last alias of page 0 sits, followed by the first of page 1.
+const ALIASED_OFFSET: u64 = 0xf000;
+
+/// Whether an IIDR value is a GIC-400's (ARM, product 0x02, any revision), as Linux checks.
+pub fn is_gic400(iidr: u32) -> bool {
+    iidr & 0x00ff_0fff == 0x0002_043b
+}
+
+/// The base of the 8 KiB contiguous CPU interface within `[base, base + size)`: where the DT
+/// gives 128 KiB and the GIC-400's IIDR reads the same at `base` and at `base + 0xf000`, the
+/// two 4 KiB pages are aliased every 64 KiB (ZynqMP) and the last alias of the first page,
+/// `base + 0xf000`, runs straight into the second one; Linux's GIC driver decides the same
+/// way. Otherwise `base` itself. `iidr_at(a)` reads the IIDR of the interface at `a`.
+pub fn contiguous_base(base: u64, size: u64, iidr_at: impl Fn(u64) -> u32) -> u64 {
+    if size == ALIASED_SIZE && is_gic400(iidr_at(base)) && is_gic400(iidr_at(base + ALIASED_OFFSET)) {
+        base + ALIASED_OFFSET
+    } else {
+        base
+    }
+}
+
+/// The GICV counterpart of an interface [`contiguous_base`] moved: the same layout.
+pub fn contiguous_vcpu_base(vcpu: u64, vcpu_size: u64, cpu_was_aliased: bool) -> u64 {
+    if cpu_was_aliased && vcpu_size == ALIASED_SIZE { vcpu + ALIASED_OFFSET } else { vcpu }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GIC400: u32 = 0x0202_143b;
+
+    #[test]
+    fn an_aliased_128k_gic400_interface_moves_to_its_contiguous_8k() {
+        // ZynqMP: GICC 0xf902_0000, 128 KiB, page 0 repeated up to 0xf902_f000.
+        let aliased = |a: u64| if a == 0xf902_0000 || a == 0xf902_f000 { GIC400 } else { 0 };
+        assert_eq!(contiguous_base(0xf902_0000, 0x2_0000, aliased), 0xf902_f000);
+        assert_eq!(contiguous_vcpu_base(0xf906_0000, 0x2_0000, true), 0xf906_f000);
+    }
+
+    #[test]
+    fn plain_layouts_stay_where_the_dt_says() {
+        // Raspberry Pi 4 (8 KiB) and QEMU virt: no alias check at all.
+        assert_eq!(contiguous_base(0xff84_2000, 0x2000, |_| GIC400), 0xff84_2000);
+        // 128 KiB, but page 0 does not repeat at +0xf000 (a GIC with a real 128 KiB frame).
+        let not_repeated = |a: u64| if a == 0x1000_0000 { GIC400 } else { 0 };
+        assert_eq!(contiguous_base(0x1000_0000, 0x2_0000, not_repeated), 0x1000_0000);
+        // Not a GIC-400.
+        assert_eq!(contiguous_base(0x1000_0000, 0x2_0000, |_| 0x0000_043b), 0x1000_0000);
+        assert_eq!(contiguous_vcpu_base(0x2000_0000, 0x2_0000, false), 0x2000_0000);
+        assert_eq!(contiguous_vcpu_base(0x2000_0000, 0x2000, true), 0x2000_0000);
+    }
+}

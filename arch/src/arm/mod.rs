@@ -3,13 +3,12 @@
 //! exception syndromes, the virtual GICv3, the ARMv7 VFP switch.
 
 pub mod counter;
-#[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
-pub mod dtpath;
-#[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
 pub mod gicv2;
+pub mod hwdt;
 pub mod lpae;
 pub mod psci;
 pub mod stage2;
 pub mod syndrome;
+pub mod uart;
 pub mod vfp;
 pub mod vgic;

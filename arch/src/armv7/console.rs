@@ -1,38 +1,18 @@
-//! The physical console: the PL011 the device tree names in `/chosen/stdout-path`.
+//! The physical console: the UART the device tree names (`/chosen/stdout-path` or the
+//! `serial*` aliases), through the shared register models of [`crate::arm::uart`] (PL011 on
+//! `virt` and vexpress, i.MX on the i.MX7 SABRE board).
 
-use arm_pl011_uart::{PL011Registers, Uart, UniqueMmioPointer};
-use core::ptr::NonNull;
-use spin::Mutex;
+use crate::arm::uart::{Uart, console};
 
-static UART: Mutex<Option<Uart<'static>>> = Mutex::new(None);
-
-/// Take the PL011 at physical `base` as the console. Firmware (QEMU) already enabled it, so
-/// its line settings are left alone.
-///
-/// # Safety
-/// `base` must be the address of a PL011's register block, identity-mapped (or the MMU off),
-/// and nothing else may drive that UART.
-pub unsafe fn init(base: usize) {
-    let Some(regs) = NonNull::new(base as *mut PL011Registers) else {
-        return;
-    };
-    // SAFETY: the caller promised a PL011 at `base` that only this console uses.
-    let regs = unsafe { UniqueMmioPointer::new(regs) };
-    *UART.lock() = Some(Uart::new(regs));
+/// Take `uart` as the console. Firmware (QEMU) already configured it; models that need a
+/// switch turned on first (see [`crate::arm::uart::UartKind::init`]) get it here.
+pub fn init(uart: Option<Uart>) {
+    console::set(uart);
 }
 
 /// Write bytes to the console; dropped while no console is set up.
 pub fn console_write(bytes: &[u8]) {
-    let mut uart = UART.lock();
-    let Some(uart) = uart.as_mut() else {
-        return;
-    };
-    for &b in bytes {
-        while uart.is_tx_fifo_full() {
-            core::hint::spin_loop();
-        }
-        uart.write_word(b);
-    }
+    console::write(bytes, false);
 }
 
 /// `core::fmt` onto the console, for the few messages arch prints before the core's log.

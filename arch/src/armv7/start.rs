@@ -8,9 +8,10 @@ use super::console::{self, Console};
 use super::dt::{self, GicVersion, Platform};
 use super::{mmu, sysreg, vectors, vfp};
 use crate::ExitStatus;
+use crate::arm::uart::{Uart, UartKind};
 use crate::boot::{BootInfo, Region};
 use core::fmt::Write;
-use fdt::Fdt;
+use dtoolkit::fdt::Fdt;
 
 core::arch::global_asm!(
     r#"
@@ -55,8 +56,13 @@ unsafe extern "C" {
 extern "C" fn boot_main(dtb: usize) -> ! {
     let tree = device_tree(dtb);
     let mut boot = BootInfo { privilege: "HYP", cpu_count: 1, ..BootInfo::default() };
-    let platform = tree.as_ref().map_or_else(Platform::default, |t| dt::discover(t, &mut boot));
+    let tree_region = tree.map(|t| Region { start: dtb as u64, size: t.data().len() as u64 });
+    let platform = match (tree, tree_region) {
+        (Some(t), Some(region)) => dt::discover(t, region, &mut boot),
+        _ => Platform::default(),
+    };
     start_console(platform.uart);
+    report(&platform, &boot);
     require_hyp_mode();
     vectors::install();
     vfp::init();
@@ -65,7 +71,6 @@ extern "C" fn boot_main(dtb: usize) -> ! {
         console::console_write(b"xhv: no memory in the device tree (r2); assuming QEMU virt's\n");
         boot.add_ram(FALLBACK_RAM);
     }
-    let tree_region = tree.map(|t| Region { start: dtb as u64, size: t.total_size() as u64 });
     boot.dtb = tree_region;
     reserve_boot_regions(&mut boot, tree_region);
     keep_below_4g(&mut boot);
@@ -84,19 +89,44 @@ fn device_tree(dtb: usize) -> Option<Fdt<'static>> {
     }
     // SAFETY: the bootloader passes the physical address of the tree in r2, and nothing
     // writes to it afterwards (it is reserved below). With the MMU off every physical address
-    // is accessible; `from_ptr` checks the magic and size before trusting the rest.
-    unsafe { Fdt::from_ptr(dtb as *const u8) }.ok()
+    // is accessible: the 8-byte header start, then `totalsize` bytes once the magic matched.
+    let blob = unsafe {
+        let header = core::slice::from_raw_parts(dtb as *const u8, 8);
+        if header[..4] != 0xd00d_feedu32.to_be_bytes() {
+            return None;
+        }
+        let total = u32::from_be_bytes([header[4], header[5], header[6], header[7]]) as usize;
+        core::slice::from_raw_parts(dtb as *const u8, total)
+    };
+    crate::fdtcheck::open(blob).ok()
 }
 
-fn start_console(uart: Option<u64>) {
-    let base = uart.unwrap_or(FALLBACK_UART);
-    let Ok(base) = usize::try_from(base) else {
-        return;
-    };
-    // SAFETY: the device tree names this PL011 as the console (or we are on QEMU virt, whose
-    // PL011 is at the fallback address); the MMU is off so its registers are reachable, and
-    // the hypervisor's identity map keeps them there later. Nothing else drives it.
-    unsafe { console::init(base) };
+/// The device tree's console, or (no usable tree) QEMU virt's PL011.
+fn start_console(uart: Option<Uart>) {
+    console::init(Some(uart.unwrap_or(Uart { kind: UartKind::Pl011, base: FALLBACK_UART })));
+}
+
+/// What the device tree told us, before the core's banner (the GIC follows once set up).
+fn report(p: &Platform, boot: &BootInfo) {
+    match p.uart {
+        Some(u) => {
+            let _ = writeln!(Console, "(XEN) console: {} UART at {:#x}", u.kind.name(), u.base);
+        }
+        None => {
+            let _ = writeln!(Console, "(XEN) console: none in the device tree; QEMU virt's PL011 assumed");
+        }
+    }
+    if let Some([sec, phys, virt, hyp]) = p.timer_intids {
+        let _ = writeln!(
+            Console,
+            "(XEN) timer: {} kHz; INTIDs secure {sec}, physical {phys}, virtual {virt}, hypervisor {hyp}",
+            sysreg::cntfrq() / 1000
+        );
+    }
+    let _ = writeln!(Console, "(XEN) CPUs: {} in the device tree; the boot CPU runs the guests", boot.cpu_count);
+    for r in boot.ram() {
+        let _ = writeln!(Console, "(XEN) memory: {:#x}-{:#x} ({} MiB)", r.start, r.end(), r.size >> 20);
+    }
 }
 
 /// The hypervisor needs HYP mode; anything else means the machine was started without the
