@@ -1,31 +1,38 @@
 //! The run loop: pick a vCPU, enter it, decide on its exit, until every domain has ended.
 //!
-//! The core owns this loop; arch only enters the guest and decodes exits. Every vCPU of every
-//! domain is multiplexed on the boot CPU: a [`Scheduler`] picks among the runnable ones and
-//! each runs until its slice ends (arch preempts it), it halts, yields or stops. A halted
-//! vCPU sleeps until an interrupt is pending for it (its timer, an SGI, an upcall); when
-//! every vCPU sleeps the CPU idles until the earliest timer. Time comes from the [`Host`],
-//! never from the scheduler.
+//! The core owns this loop; arch only enters the guest and decodes exits. Every pCPU of the
+//! pool runs its own copy of it ([`run_cpu`]) over one shared [`RunLoop`] and the domains,
+//! behind one lock (the *core lock*, see [`run_cpu`]): a pCPU holds it to pick a vCPU and to
+//! decide on an exit, and lets go of it while its vCPU runs in the guest or while it idles.
+//! A vCPU leaves its slot while it runs, so only one pCPU holds it. A [`Scheduler`] picks
+//! among the runnable vCPUs for each pCPU and each runs until its slice ends (arch preempts
+//! it), it halts, yields or stops. A halted vCPU sleeps until an interrupt is pending for it
+//! (its timer, an SGI, an upcall); a pCPU with nothing to run idles until the earliest timer
+//! or a kick from another pCPU ([`Host::kick`]): when a vCPU becomes runnable for it, or an
+//! event or virtual interrupt targets the vCPU it runs. Time comes from the [`Host`], never
+//! from the scheduler. On one pCPU ([`RunLoop::run`]) this is the same loop.
 
 use crate::domain::{Domain, DomainEnd, Others, pair_mut};
 use crate::hvlog;
 use crate::hypercall::grant_map;
 use crate::hypercall::{self, Outcome};
-use crate::sched::{Scheduler, VcpuRef};
+use crate::sched::{Cpu, Scheduler, VcpuRef};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use arch::exit::{CpuOnResult, Exit, FaultKind, GuestFault, VirtualCpu};
 use guest_abi::sched;
 
-/// The loop runs on one pCPU, its pool's CPU 0 (the SMP host is not brought up yet).
-const CPU: usize = 0;
-
 /// What the run loop needs from the physical CPU it runs on.
 pub trait Host {
     /// The platform clock, in nanoseconds.
     fn now_ns(&mut self) -> u64;
-    /// Wait until `deadline_ns` (`None`: no deadline) or an interrupt; may return early.
+    /// Wait until `deadline_ns` (`None`: no deadline), an interrupt or a kick; may return
+    /// early.
     fn idle(&mut self, deadline_ns: Option<u64>);
+    /// Make pCPU `cpu` of the pool (never the caller's own) leave its guest or its idle
+    /// wait and look again. A kick sent while that pCPU is between the two is not lost: it
+    /// ends its next guest entry or idle wait at once.
+    fn kick(&mut self, _cpu: Cpu) {}
 }
 
 /// A vCPU's power and scheduling state, as the core sees it.
@@ -47,6 +54,10 @@ struct Slot<V> {
     /// Boxed: it leaves its slot while it runs, and a pointer moves cheaper than a vCPU.
     vcpu: Option<Box<V>>,
     power: Power,
+    /// The pCPU running it (it is out of its slot then).
+    running_on: Option<Cpu>,
+    /// An upcall raised while it was out of its slot: raised on it before its next entry.
+    upcall: bool,
 }
 
 /// After an exit: keep running the vCPU, or go back to the scheduler.
@@ -65,14 +76,115 @@ pub struct RunLoop<V, S> {
     first: Vec<usize>,
     nr_vcpus: Vec<usize>,
     ends: Vec<Option<DomainEnd>>,
+    /// The domain's teardown (channels, grants) was done, by the pCPU that ended it.
+    torn_down: Vec<bool>,
     /// vCPUs in [`Power::Halted`]: with none, no exit needs to look for sleepers to wake.
     halted: usize,
+    /// The runnable vCPUs were handed to the scheduler ([`RunLoop::start`]).
+    started: bool,
+    /// The pCPU that holds the core lock and works on the loop now.
+    cpu: Cpu,
+    /// pCPUs to kick (bit n: pCPU n) once the current step is done.
+    kicks: u64,
     sched: S,
+}
+
+/// One pCPU's own state in the loop: the vCPU it runs and when that slice ends.
+pub struct PerCpu {
+    pub cpu: Cpu,
+    current: Option<(VcpuRef, u64)>,
+}
+
+impl PerCpu {
+    pub fn new(cpu: Cpu) -> Self {
+        Self { cpu, current: None }
+    }
+}
+
+/// What a pCPU does next, as [`RunLoop::next_step`] decides under the core lock.
+pub enum Step<V> {
+    /// Enter `vcpu` (taken out of its slot `slot`) without the lock, then hand its exit to
+    /// [`RunLoop::exited`].
+    Run { slot: VcpuRef, vcpu: Box<V> },
+    /// Nothing to run: idle until this time (`None`: until a kick or an interrupt).
+    Idle(Option<u64>),
+    /// Every domain has ended.
+    Done,
+}
+
+/// The state every pCPU's loop shares, behind the core lock: the run loop (slots,
+/// scheduler) and the domains.
+pub struct Core<'a, V, S> {
+    pub run_loop: &'a mut RunLoop<V, S>,
+    pub domains: &'a mut [Domain],
+}
+
+/// Run pCPU `cpu`'s loop (pCPU `cpu` of the scheduler's pool) until every domain has ended;
+/// returns how each ended. Call [`RunLoop::start`] first, once.
+///
+/// `core` is the *core lock*, the one lock of the core. Lock order: the core lock first;
+/// under it a vCPU's arch state may take its domain's own lock (the aarch64 `DomainSpace`
+/// spin lock, innermost: it never takes another and is not held while a guest runs), and
+/// the heap's allocator lock is taken (and let go) anywhere. The core lock is never held
+/// while a guest runs or while the pCPU idles, and never taken with a domain's lock held.
+pub fn run_cpu<V: VirtualCpu, S: Scheduler>(
+    cpu: Cpu,
+    core: &spin::Mutex<Core<'_, V, S>>,
+    host: &mut impl Host,
+) -> Vec<DomainEnd> {
+    let mut pc = PerCpu::new(cpu);
+    let mut guard = core.lock();
+    loop {
+        let now = host.now_ns();
+        let Core { run_loop, domains } = &mut *guard;
+        let step = run_loop.next_step(&mut pc, domains, now);
+        let kicks = run_loop.take_kicks();
+        match step {
+            Step::Done => return run_loop.ends(),
+            Step::Idle(deadline) => {
+                drop(guard);
+                send_kicks(kicks, host);
+                host.idle(deadline);
+            }
+            Step::Run { mut vcpu, .. } => {
+                drop(guard);
+                send_kicks(kicks, host);
+                let exit = vcpu.run();
+                let mut relocked = core.lock();
+                let now = host.now_ns();
+                let Core { run_loop, domains } = &mut *relocked;
+                run_loop.exited(&mut pc, vcpu, exit, domains, now);
+                let kicks = run_loop.take_kicks();
+                drop(relocked);
+                send_kicks(kicks, host);
+            }
+        }
+        guard = core.lock();
+    }
+}
+
+fn send_kicks(mut kicks: u64, host: &mut impl Host) {
+    while kicks != 0 {
+        let cpu = kicks.trailing_zeros() as usize;
+        kicks &= kicks - 1;
+        host.kick(cpu);
+    }
 }
 
 impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
     pub fn new(sched: S) -> Self {
-        Self { slots: Vec::new(), first: Vec::new(), nr_vcpus: Vec::new(), ends: Vec::new(), halted: 0, sched }
+        Self {
+            slots: Vec::new(),
+            first: Vec::new(),
+            nr_vcpus: Vec::new(),
+            ends: Vec::new(),
+            torn_down: Vec::new(),
+            halted: 0,
+            started: false,
+            cpu: 0,
+            kicks: 0,
+            sched,
+        }
     }
 
     /// Add the next domain (its index is the number added before): `vcpu0` is runnable, its
@@ -82,12 +194,13 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
         self.first.push(self.slots.len());
         self.nr_vcpus.push(nr_vcpus.max(1));
         self.ends.push(None);
+        self.torn_down.push(false);
         let mut vcpu0 = Some(Box::new(vcpu0));
         for index in 0..nr_vcpus.max(1) {
             let vcpu = vcpu0.take();
             let power = if vcpu.is_some() { Power::Runnable } else { Power::Off };
             self.sched.add_vcpu(self.slots.len(), domain, index, 0);
-            self.slots.push(Slot { domain, index, vcpu, power });
+            self.slots.push(Slot { domain, index, vcpu, power, running_on: None, upcall: false });
         }
         domain
     }
@@ -97,7 +210,7 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
         &mut self.sched
     }
 
-    /// vCPU `index` of domain `domain`, if it exists and is on.
+    /// vCPU `index` of domain `domain`, if it exists, is on and is in its slot.
     pub fn vcpu(&self, domain: usize, index: usize) -> Option<&V> {
         let slot = self.slot_of(domain, index)?;
         self.slots[slot].vcpu.as_deref()
@@ -107,65 +220,149 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
         (index < *self.nr_vcpus.get(domain)?).then(|| self.first[domain] + index)
     }
 
-    /// Run until every domain has ended; `domains[d]` is the domain added `d`-th.
+    /// Run on this one pCPU (pCPU 0 of the pool) until every domain has ended;
+    /// `domains[d]` is the domain added `d`-th.
     pub fn run(&mut self, domains: &mut [Domain], host: &mut impl Host) -> Vec<DomainEnd> {
         assert_eq!(domains.len(), self.first.len(), "one Domain per added domain");
-        let now = host.now_ns();
+        self.start(host.now_ns());
+        let core = spin::Mutex::new(Core { run_loop: self, domains });
+        run_cpu(0, &core, host)
+    }
+
+    /// Hand the runnable vCPUs to the scheduler, before any pCPU's loop starts.
+    pub fn start(&mut self, now: u64) {
+        if core::mem::replace(&mut self.started, true) {
+            return;
+        }
         for (i, slot) in self.slots.iter().enumerate() {
             if slot.power == Power::Runnable {
                 self.sched.wake(i, now);
             }
         }
-        while self.ends.iter().any(Option::is_none) {
-            let now = host.now_ns();
-            self.wake_halted(domains, now);
-            match self.sched.pick(CPU, now) {
-                Some(d) => self.run_slice(d.vcpu, now.saturating_add(d.slice_ns), domains, host),
-                None => {
-                    // Until a sleeper's timer, or until the policy has something (an ARINC
-                    // 653 window opens, a capped vCPU is unparked).
-                    let policy = self.sched.next_event(CPU, now);
-                    let timer = self.earliest_timer();
-                    host.idle(match (policy, timer) {
-                        (Some(p), Some(t)) => Some(p.min(t)),
-                        (p, t) => p.or(t),
-                    });
-                }
-            }
-        }
+    }
+
+    /// How each domain ended (a domain still running counts as crashed).
+    pub fn ends(&self) -> Vec<DomainEnd> {
         self.ends.iter().map(|e| e.unwrap_or(DomainEnd::Crashed)).collect()
     }
 
-    /// Run vCPU `i` until `slice_end` or until something takes it off the CPU.
-    fn run_slice(&mut self, i: VcpuRef, slice_end: u64, domains: &mut [Domain], host: &mut impl Host) {
-        loop {
-            // A sleeper's timer also ends the slice, so that it wakes on time.
-            let deadline = self.earliest_timer().map_or(slice_end, |t| t.min(slice_end));
-            let Some(mut vcpu) = self.slots[i].vcpu.take() else { return };
-            vcpu.set_preemption_deadline(Some(deadline));
-            let exit = vcpu.run();
-            let now = host.now_ns();
-            let next = self.decide(i, &mut vcpu, exit, domains, now);
-            let d = self.slots[i].domain;
-            // Events may have reached this domain's other vCPUs, or other domains.
-            for (dd, dom) in domains.iter_mut().enumerate() {
-                if dom.remote_upcalls != 0 {
-                    self.raise_remote_upcalls(dd, dom);
+    /// The pCPUs other than the current one that must look again (and forget them).
+    pub fn take_kicks(&mut self) -> u64 {
+        core::mem::take(&mut self.kicks) & !(1u64 << (self.cpu % 64))
+    }
+
+    /// The scheduler named pCPU `tickled` for a woken vCPU: true if that is the current
+    /// pCPU (its running vCPU should make way), else that pCPU is kicked.
+    fn tickle(&mut self, tickled: Option<Cpu>) -> bool {
+        match tickled {
+            Some(c) if c == self.cpu => true,
+            Some(c) => {
+                self.kicks |= 1u64 << (c % 64);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Under the core lock: what pCPU `pc.cpu` does next at `now`: go on with the vCPU it
+    /// runs, or pick one, or idle.
+    pub fn next_step(&mut self, pc: &mut PerCpu, domains: &mut [Domain], now: u64) -> Step<V> {
+        self.cpu = pc.cpu;
+        if self.ends.iter().all(Option::is_some) {
+            return Step::Done;
+        }
+        let (i, slice_end) = match pc.current {
+            Some(current) => current,
+            None => {
+                self.wake_halted(domains, now);
+                match self.sched.pick(pc.cpu, now) {
+                    Some(d) => *pc.current.insert((d.vcpu, now.saturating_add(d.slice_ns))),
+                    None => {
+                        // Until a sleeper's timer, or until the policy has something (an
+                        // ARINC 653 window opens, a capped vCPU is unparked), or a kick.
+                        let policy = self.sched.next_event(pc.cpu, now);
+                        let timer = self.earliest_timer();
+                        return Step::Idle(match (policy, timer) {
+                            (Some(p), Some(t)) => Some(p.min(t)),
+                            (p, t) => p.or(t),
+                        });
+                    }
                 }
             }
-            if self.ends[d].is_some() {
-                // The domain ended: `vcpu` goes with it.
+        };
+        // A sleeper's timer also ends the slice, so that it wakes on time.
+        let deadline = self.earliest_timer().map_or(slice_end, |t| t.min(slice_end));
+        let Some(mut vcpu) = self.slots[i].vcpu.take() else {
+            // Not in its slot (its domain is gone): back to the scheduler.
+            pc.current = None;
+            return Step::Idle(Some(now));
+        };
+        if core::mem::take(&mut self.slots[i].upcall) {
+            vcpu.raise_upcall();
+        }
+        self.slots[i].running_on = Some(pc.cpu);
+        vcpu.set_preemption_deadline(Some(deadline));
+        Step::Run { slot: i, vcpu }
+    }
+
+    /// Under the core lock: the vCPU [`RunLoop::next_step`] gave pCPU `pc.cpu` left the
+    /// guest with `exit` at `now`. Decide on it, wake whom it woke, and put the vCPU back
+    /// in its slot (unloaded from this pCPU if the scheduler is to look again).
+    pub fn exited(&mut self, pc: &mut PerCpu, mut vcpu: Box<V>, exit: Exit, domains: &mut [Domain], now: u64) {
+        self.cpu = pc.cpu;
+        let Some((i, slice_end)) = pc.current else { return };
+        self.slots[i].running_on = None;
+        if core::mem::take(&mut self.slots[i].upcall) {
+            vcpu.raise_upcall();
+        }
+        let d = self.slots[i].domain;
+        if self.ends[d].is_some() {
+            // Its domain ended on another pCPU while it ran: `vcpu` goes with it.
+            pc.current = None;
+            return;
+        }
+        let next = self.decide(i, &mut vcpu, exit, domains, now);
+        // Virtual interrupts it made pending for siblings running elsewhere.
+        let siblings = vcpu.take_sibling_kicks();
+        self.kick_running(d, siblings);
+        // Events may have reached this domain's other vCPUs, or other domains.
+        for (dd, dom) in domains.iter_mut().enumerate() {
+            if dom.remote_upcalls != 0 {
+                self.raise_remote_upcalls(dd, dom);
+            }
+        }
+        if self.ends[d].is_some() {
+            // The domain ended: `vcpu` goes with it.
+            if !core::mem::replace(&mut self.torn_down[d], true) {
                 self.tear_down(d, domains);
-                return;
             }
-            self.slots[i].vcpu = Some(vcpu);
-            let woke = self.wake_halted(domains, now);
-            if next == Next::Yield && self.slots[i].power == Power::Runnable {
-                self.sched.yield_now(i, now);
+            pc.current = None;
+            return;
+        }
+        self.slots[i].vcpu = Some(vcpu);
+        let woke = self.wake_halted(domains, now);
+        if next == Next::Yield && self.slots[i].power == Power::Runnable {
+            self.sched.yield_now(i, now);
+        }
+        if next != Next::Continue || woke || now >= slice_end {
+            // Back to the scheduler, which requeues vCPU `i` if it is still runnable and may
+            // give it to another pCPU.
+            if let Some(vcpu) = self.slots[i].vcpu.as_deref_mut() {
+                vcpu.unload();
             }
-            if next != Next::Continue || woke || now >= slice_end {
-                // Back to the scheduler, which requeues vCPU `i` if it is still runnable.
-                return;
+            pc.current = None;
+        }
+    }
+
+    /// Kick the pCPUs running the vCPUs of domain `d` in `mask` (bit n: vCPU n), but this one.
+    fn kick_running(&mut self, d: usize, mut mask: u64) {
+        while mask != 0 {
+            let n = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            if let Some(c) = self.slot_of(d, n).and_then(|s| self.slots[s].running_on)
+                && c != self.cpu
+            {
+                self.kicks |= 1u64 << (c % 64);
             }
         }
     }
@@ -247,7 +444,9 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
         let Some(vcpu) = caller.power_on_sibling(target, entry, context) else { return CpuOnResult::Failed };
         self.slots[t].vcpu = Some(Box::new(vcpu));
         self.slots[t].power = Power::Runnable;
-        self.sched.wake(t, now);
+        // Another pCPU may be idle for it; this one goes on with the caller.
+        let tickled = self.sched.wake(t, now);
+        self.tickle(tickled);
         CpuOnResult::Started
     }
 
@@ -269,7 +468,8 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
             return false;
         }
         let mut woke = false;
-        for (i, slot) in self.slots.iter_mut().enumerate() {
+        for i in 0..self.slots.len() {
+            let slot = &mut self.slots[i];
             if slot.power != Power::Halted {
                 continue;
             }
@@ -277,7 +477,8 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
             if vcpu.interrupt_pending() || domains[slot.domain].upcall_due(Some(vcpu), slot.index) {
                 slot.power = Power::Runnable;
                 self.halted -= 1;
-                woke |= self.sched.wake(i, now) == Some(CPU);
+                let tickled = self.sched.wake(i, now);
+                woke |= self.tickle(tickled);
             }
         }
         woke
@@ -308,8 +509,19 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
         while mask != 0 {
             let n = mask.trailing_zeros() as usize;
             mask &= mask - 1;
-            if let Some(vcpu) = self.slot_of(d, n).and_then(|s| self.slots[s].vcpu.as_mut()) {
+            let Some(s) = self.slot_of(d, n) else { continue };
+            let slot = &mut self.slots[s];
+            if let Some(vcpu) = slot.vcpu.as_mut() {
                 vcpu.raise_upcall();
+            } else if slot.power != Power::Off {
+                // Out of its slot: running on a pCPU (this one's, in hand, or another's,
+                // which must leave the guest to take it). Raised before its next entry.
+                slot.upcall = true;
+                if let Some(c) = slot.running_on
+                    && c != self.cpu
+                {
+                    self.kicks |= 1u64 << (c % 64);
+                }
             }
         }
     }
@@ -341,6 +553,11 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
         for i in first..first + self.nr_vcpus[d] {
             self.set_power(i, Power::Off);
             self.slots[i].vcpu = None;
+            self.slots[i].upcall = false;
+            if let Some(c) = self.slots[i].running_on {
+                // It runs on another pCPU, which drops it at its next exit: make that soon.
+                self.kicks |= 1u64 << (c % 64);
+            }
             self.sched.remove_vcpu(i, now);
         }
         domain.console_flush();

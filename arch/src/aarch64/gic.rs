@@ -2,15 +2,16 @@
 //! (ICH_*_EL2) through which the vGIC injects interrupts; or, on a GICv2 (GIC-400), the same
 //! through the shared [`crate::arm::gicv2`] driver (GICH list registers, GICV for the guest).
 //!
-//! The hypervisor itself takes only three interrupts, all PPIs of the boot CPU: the virtual
+//! The hypervisor itself takes only four interrupts, all private to each CPU: the virtual
 //! timer's (the guest's CNTV, which fires while the guest runs), the virtualization
-//! maintenance interrupt (list registers ran dry) and the EL2 physical timer's (a vCPU's
-//! slice is over, or an idle wait ends). It never unmasks IRQs at EL2: with
+//! maintenance interrupt (list registers ran dry), the EL2 physical timer's (a vCPU's
+//! slice is over, or an idle wait ends) and, on a GICv3, the kick SGI another pCPU sends
+//! ([`KICK_SGI`]). It never unmasks IRQs at EL2: with
 //! HCR_EL2.IMO set, a physical IRQ arriving while a guest runs exits to EL2, where it is
 //! acknowledged and completed synchronously.
 
 use super::console::early_log;
-use super::dt::{Gic, Platform};
+use super::dt::{Gic, MAX_CPUS, Platform};
 use crate::arm::gicv2::{self, Gicv2Regions};
 use crate::arm::vgic::{CpuInterface, GicVersion};
 use aarch64_cpu::asm::barrier::{self, isb};
@@ -27,6 +28,12 @@ static AP_REGS: AtomicU32 = AtomicU32::new(0);
 static VTIMER_INTID: AtomicU32 = AtomicU32::new(27);
 static MAINTENANCE_INTID: AtomicU32 = AtomicU32::new(25);
 static HYP_TIMER_INTID: AtomicU32 = AtomicU32::new(26);
+
+/// The SGI one pCPU sends another to make it leave its guest (or its idle wait) and look
+/// at the scheduler and its vCPU's interrupts again.
+pub const KICK_SGI: u32 = 1;
+/// Where the GICv3 distributor is (secondary CPUs' redistributors are found from it).
+static REDIST_BASE: AtomicU64 = AtomicU64::new(0);
 
 /// INTIDs from 1020 up are special (spurious, ...): nothing to complete.
 pub const SPURIOUS: u32 = 1020;
@@ -75,7 +82,8 @@ fn mmio_read(addr: u64) -> u32 {
 }
 
 fn mmio_write(addr: u64, value: u32) {
-    // SAFETY: as `mmio_read`; the GIC is programmed only by the boot CPU during boot.
+    // SAFETY: as `mmio_read`; the distributor is programmed only by the boot CPU during
+    // boot, each redistributor only by its own CPU.
     unsafe { core::ptr::write_volatile(addr as *mut u32, value) }
 }
 
@@ -125,9 +133,10 @@ pub fn init_boot_cpu(p: &Platform) {
         early_log!("GICv3: the redistributor at {:#x} does not wake up", rd);
         return;
     }
-    for intid in [vtimer, maintenance, hyp_timer] {
+    for intid in [vtimer, maintenance, hyp_timer, KICK_SGI] {
         enable_ppi(rd, intid);
     }
+    REDIST_BASE.store(redist, Ordering::Relaxed);
     enable_cpu_interface();
     let vtr = read_sysreg!("ICH_VTR_EL2");
     LR_COUNT.store((vtr & 0x1f) as u32 + 1, Ordering::Relaxed);
@@ -143,6 +152,75 @@ pub fn init_boot_cpu(p: &Platform) {
     HYP_TIMER_INTID.store(hyp_timer, Ordering::Relaxed);
     READY.store(true, Ordering::Release);
     early_log!("GICv3: {} list registers, {} preemption bits; vtimer INTID {}", lr_count(), pre_bits, vtimer);
+}
+
+/// Set up a secondary CPU's part of the GICv3 the boot CPU configured: its redistributor
+/// awake, the PPIs and the kick SGI enabled, its system-register interface on, its list
+/// registers empty. False (the CPU cannot run guests) without a GICv3 or its redistributor.
+pub fn init_secondary() -> bool {
+    if !READY.load(Ordering::Acquire) {
+        return false;
+    }
+    let Some(rd) = find_redistributor(REDIST_BASE.load(Ordering::Relaxed)) else {
+        return false;
+    };
+    if !wake_redistributor(rd) {
+        return false;
+    }
+    for intid in [vtimer_intid(), maintenance_intid(), hyp_timer_intid(), KICK_SGI] {
+        enable_ppi(rd, intid);
+    }
+    enable_cpu_interface();
+    for n in 0..lr_count() {
+        write_lr(n, 0);
+    }
+    write_sysreg!("ICH_HCR_EL2", 0);
+    isb(barrier::SY);
+    true
+}
+
+/// Cross-CPU kicks are possible (a GICv3 was set up: SGIs by affinity).
+pub fn can_kick() -> bool {
+    READY.load(Ordering::Acquire)
+}
+
+/// Send [`KICK_SGI`] to the CPU with affinity `mpidr` (ICC_SGI1R_EL1: Aff3.Aff2.Aff1 and
+/// one bit of the target list for Aff0, its range selector for Aff0 >= 16).
+pub fn send_kick(mpidr: u64) {
+    if !can_kick() {
+        return;
+    }
+    let aff0 = mpidr & 0xff;
+    let aff1 = (mpidr >> 8) & 0xff;
+    let aff2 = (mpidr >> 16) & 0xff;
+    let aff3 = (mpidr >> 32) & 0xff;
+    let value = (1u64 << (aff0 % 16))
+        | (aff1 << 16)
+        | (u64::from(KICK_SGI) << 24)
+        | (aff2 << 32)
+        | ((aff0 / 16) << 44)
+        | (aff3 << 48);
+    // The kick must not overtake the writes that made it necessary (a vCPU put back in its
+    // slot, an event marked pending).
+    barrier::dsb(barrier::ISHST);
+    write_sysreg!("ICC_SGI1R_EL1", value);
+    isb(barrier::SY);
+}
+
+/// Take and complete the kicks pending at this CPU (after an idle wait, which they ended):
+/// what they asked for is looked at by the caller anyway. Other interrupts stay pending.
+pub fn drain_kicks() {
+    if !can_kick() {
+        return;
+    }
+    for _ in 0..4 {
+        let pending = (read_sysreg!("ICC_HPPIR1_EL1") & 0xff_ffff) as u32;
+        if pending != KICK_SGI {
+            return;
+        }
+        let intid = acknowledge();
+        end_of_interrupt(intid);
+    }
 }
 
 /// This CPU's redistributor: walk the frames until GICR_TYPER's affinity is ours.
@@ -177,9 +255,9 @@ fn wake_redistributor(rd: u64) -> bool {
     poll(|| mmio_read(rd + GICR_WAKER) & WAKER_CHILDREN_ASLEEP == 0)
 }
 
-/// Group 1, our priority, enabled.
+/// Group 1, our priority, enabled (a PPI or an SGI of this CPU).
 fn enable_ppi(rd: u64, intid: u32) {
-    if !(16..32).contains(&intid) {
+    if intid >= 32 {
         return;
     }
     let bit = 1 << intid;
@@ -324,9 +402,10 @@ pub fn cpu_interface(state: &VcpuInterface) -> CpuInterface {
     CpuInterface::from_vmcr(state.vmcr, &active[..count])
 }
 
-/// The vCPU whose interface state (VMCR, active priorities) the CPU holds: the guest changes
-/// it without trapping, each exit saves it, and an entry of the same vCPU need not load it.
-pub static VIF_OWNER: AtomicU64 = AtomicU64::new(0);
+/// Per physical CPU: the vCPU whose interface state (VMCR, active priorities) that CPU holds:
+/// the guest changes it without trapping, each exit saves it, and an entry of the same vCPU
+/// need not load it.
+pub static VIF_OWNER: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
 /// ICH_HCR_EL2: En, and NPIE (maintenance when no LR is pending) if interrupts wait.
 pub fn load(state: &VcpuInterface, refill_wanted: bool, reload: bool) {

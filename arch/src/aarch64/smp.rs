@@ -1,14 +1,18 @@
-//! Secondary CPUs: started with PSCI CPU_ON, they join the identity map, say they are
-//! online and park in WFI. Guests run on the boot CPU only, for now.
+//! Secondary CPUs: started with PSCI CPU_ON, they join the identity map, set up their own
+//! part of the GIC, say they are online and enter the core's `hv_secondary_main`, which runs
+//! guests on them (or parks them). Logical CPU numbers are the device tree's CPU order; each
+//! CPU keeps its own in TPIDR_EL2 ([`this_cpu`]).
 
 use super::console::early_log;
 use super::dt::{Conduit, MAX_CPUS, Platform};
+use super::gic;
 use super::{BootCell, mmu};
 use aarch64_cpu::registers::{CNTFRQ_EL0, CNTPCT_EL0, MPIDR_EL1, Readable};
 use core::sync::atomic::{AtomicBool, Ordering};
 use smccc::Smc;
 
-const STACK_SIZE: usize = 16 * 1024;
+/// The core's loop runs hypercalls on these stacks, as the boot CPU does on its boot stack.
+const STACK_SIZE: usize = 64 * 1024;
 /// MPIDR affinity fields Aff3..Aff0.
 const AFFINITY: u64 = 0xff_00ff_ffff;
 
@@ -20,6 +24,63 @@ pub struct Stack([u8; STACK_SIZE]);
 static STACKS: BootCell<[Stack; MAX_CPUS]> = BootCell::new([const { Stack([0; STACK_SIZE]) }; MAX_CPUS]);
 
 static ONLINE: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+/// The CPU runs at EL2 with its GIC part set up: it can run guests and take kicks.
+static READY: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+/// MPIDR affinity of each logical CPU (written before that CPU starts).
+static AFFINITIES: [core::sync::atomic::AtomicU64; MAX_CPUS] =
+    [const { core::sync::atomic::AtomicU64::new(0) }; MAX_CPUS];
+
+unsafe extern "Rust" {
+    /// The core's entry for a secondary CPU that can run guests, defined by the hypervisor
+    /// binary: it waits until the boot CPU has built the domains, then runs its loop.
+    fn hv_secondary_main(cpu: usize) -> !;
+}
+
+/// This CPU's logical number (0 .. the device tree's CPU count).
+pub fn this_cpu() -> usize {
+    // SAFETY: reading TPIDR_EL2, which each CPU set to its number before any Rust code that
+    // asks for it ran, has no side effect.
+    let v: u64 = unsafe {
+        let v: u64;
+        core::arch::asm!("mrs {}, tpidr_el2", out(reg) v, options(nomem, nostack));
+        v
+    };
+    (v as usize).min(MAX_CPUS - 1)
+}
+
+fn set_this_cpu(cpu: usize) {
+    // SAFETY: TPIDR_EL2 is a scratch register the hypervisor reserves for its CPU number.
+    unsafe { core::arch::asm!("msr tpidr_el2, {}", in(reg) cpu as u64, options(nomem, nostack)) };
+}
+
+/// The boot CPU: its number is its place among the device tree's CPUs (0 if not found).
+pub fn init_boot_cpu(p: &Platform) {
+    let me = MPIDR_EL1.get() & AFFINITY;
+    let cpu = p.mpidrs().iter().position(|&m| m & AFFINITY == me).unwrap_or(0);
+    for (n, &mpidr) in p.mpidrs().iter().enumerate() {
+        AFFINITIES[n].store(mpidr & AFFINITY, Ordering::Relaxed);
+    }
+    set_this_cpu(cpu);
+    READY[cpu].store(gic::ready(), Ordering::Release);
+}
+
+/// Logical CPU `cpu` can run guests (it is online at EL2 with its GIC interface set up, and
+/// kicks reach it); the boot CPU always can.
+pub fn cpu_ready(cpu: usize) -> bool {
+    cpu == this_cpu() || READY.get(cpu).is_some_and(|r| r.load(Ordering::Acquire))
+}
+
+/// The MPIDR affinity of logical CPU `cpu` (the `reg` of its device-tree node).
+pub fn cpu_affinity(cpu: usize) -> Option<u64> {
+    AFFINITIES.get(cpu).map(|a| a.load(Ordering::Relaxed))
+}
+
+/// Make logical CPU `cpu` leave its guest, or its idle wait, and look again.
+pub fn kick(cpu: usize) {
+    if cpu != this_cpu() && cpu_ready(cpu) {
+        gic::send_kick(AFFINITIES[cpu].load(Ordering::Relaxed));
+    }
+}
 
 // Entered by PSCI CPU_ON with the MMU off and x0 = logical CPU number (the context id).
 // At EL2 it joins the boot CPU's identity map (the MMU registers were written to memory
@@ -128,13 +189,27 @@ fn wait_online(cpu: usize) -> bool {
 
 extern "C" fn secondary_main(cpu: u64, current_el: u64) -> ! {
     let mpidr = MPIDR_EL1.get() & AFFINITY;
-    if current_el == 2 {
-        early_log!("CPU{} online at EL2 (MPIDR {:#x}), parked", cpu, mpidr);
+    let cpu = cpu as usize;
+    set_this_cpu(cpu);
+    // Guests need the kick SGI on every CPU that runs them: a GICv3's.
+    let ready = current_el == 2 && cpu < MAX_CPUS && gic::can_kick() && gic::init_secondary();
+    if ready {
+        early_log!("CPU{} online at EL2 (MPIDR {:#x})", cpu, mpidr);
+    } else if current_el == 2 {
+        early_log!("CPU{} online at EL2 (MPIDR {:#x}), parked: no GICv3 to run guests with", cpu, mpidr);
     } else {
         early_log!("CPU{} (MPIDR {:#x}) came up at EL{}, not EL2: parked", cpu, mpidr, current_el);
     }
-    if let Some(flag) = ONLINE.get(cpu as usize) {
+    if let Some(flag) = READY.get(cpu) {
+        flag.store(ready, Ordering::Release);
+    }
+    if let Some(flag) = ONLINE.get(cpu) {
         flag.store(true, Ordering::Release);
+    }
+    if ready {
+        // SAFETY: the core's entry for secondaries, with exactly this signature; this CPU is
+        // at EL2 with the MMU on, its vectors, stack and GIC interface, as it requires.
+        unsafe { hv_secondary_main(cpu) }
     }
     loop {
         aarch64_cpu::asm::wfi();
