@@ -1,7 +1,7 @@
 //! Secondary CPUs: started with PSCI CPU_ON, they join the identity map, set up their own
 //! part of the GIC, say they are online and enter the core's `hv_secondary_main`, which runs
-//! guests on them (or parks them). Logical CPU numbers are the device tree's CPU order; each
-//! CPU keeps its own in TPIDR_EL2 ([`this_cpu`]).
+//! guests on them (or parks them). Logical CPU numbers are the device tree's CPU order
+//! ([`this_cpu`]).
 
 use super::console::early_log;
 use super::dt::{Conduit, MAX_CPUS, Platform};
@@ -36,21 +36,11 @@ unsafe extern "Rust" {
     fn hv_secondary_main(cpu: usize) -> !;
 }
 
-/// This CPU's logical number (0 .. the device tree's CPU count).
+/// This CPU's logical number (0 .. the device tree's CPU count): its MPIDR affinity's place
+/// among the device tree's CPUs. (TPIDR_EL2 is taken: guest entry keeps its context there.)
 pub fn this_cpu() -> usize {
-    // SAFETY: reading TPIDR_EL2, which each CPU set to its number before any Rust code that
-    // asks for it ran, has no side effect.
-    let v: u64 = unsafe {
-        let v: u64;
-        core::arch::asm!("mrs {}, tpidr_el2", out(reg) v, options(nomem, nostack));
-        v
-    };
-    (v as usize).min(MAX_CPUS - 1)
-}
-
-fn set_this_cpu(cpu: usize) {
-    // SAFETY: TPIDR_EL2 is a scratch register the hypervisor reserves for its CPU number.
-    unsafe { core::arch::asm!("msr tpidr_el2, {}", in(reg) cpu as u64, options(nomem, nostack)) };
+    let me = MPIDR_EL1.get() & AFFINITY;
+    AFFINITIES.iter().position(|a| a.load(Ordering::Relaxed) == me).unwrap_or(0)
 }
 
 /// The boot CPU: its number is its place among the device tree's CPUs (0 if not found).
@@ -60,7 +50,10 @@ pub fn init_boot_cpu(p: &Platform) {
     for (n, &mpidr) in p.mpidrs().iter().enumerate() {
         AFFINITIES[n].store(mpidr & AFFINITY, Ordering::Relaxed);
     }
-    set_this_cpu(cpu);
+    // CPUs the device tree does not list (or beyond MAX_CPUS) never match.
+    for a in AFFINITIES.iter().skip(p.mpidrs().len()) {
+        a.store(u64::MAX, Ordering::Relaxed);
+    }
     READY[cpu].store(gic::ready(), Ordering::Release);
 }
 
@@ -190,7 +183,6 @@ fn wait_online(cpu: usize) -> bool {
 extern "C" fn secondary_main(cpu: u64, current_el: u64) -> ! {
     let mpidr = MPIDR_EL1.get() & AFFINITY;
     let cpu = cpu as usize;
-    set_this_cpu(cpu);
     // Guests need the kick SGI on every CPU that runs them: a GICv3's.
     let ready = current_el == 2 && cpu < MAX_CPUS && gic::can_kick() && gic::init_secondary();
     if ready {
