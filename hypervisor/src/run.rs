@@ -900,6 +900,132 @@ mod tests {
         assert!(!log.iter().any(|l| l.starts_with("idle")), "{log:?}");
     }
 
+    /// Two pCPUs stepping one run loop by hand, as `run_cpu` does on each under the lock.
+    struct TwoCpus {
+        world: World,
+        rl: RunLoop<Scripted, RoundRobin>,
+        cpus: [PerCpu; 2],
+    }
+
+    impl TwoCpus {
+        fn new(world: &World) -> Self {
+            TwoCpus {
+                world: world.clone(),
+                rl: RunLoop::new(RoundRobin::new(SLICE)),
+                cpus: [PerCpu::new(0), PerCpu::new(1)],
+            }
+        }
+
+        /// pCPU `c` steps: the vCPU it is to enter (out of its slot), if any.
+        fn step(&mut self, c: usize, doms: &mut [Domain]) -> Option<Box<Scripted>> {
+            let now = self.world.clock.get();
+            match self.rl.next_step(&mut self.cpus[c], doms, now) {
+                Step::Run { vcpu, .. } => Some(vcpu),
+                Step::Idle(_) => {
+                    self.world.note(format!("cpu{c} idle"));
+                    None
+                }
+                Step::Done => {
+                    self.world.note(format!("cpu{c} done"));
+                    None
+                }
+            }
+        }
+
+        /// The guest of pCPU `c` leaves with its next exit; returns the pCPUs to kick.
+        fn exit(&mut self, c: usize, mut vcpu: Box<Scripted>, doms: &mut [Domain]) -> u64 {
+            let exit = vcpu.run();
+            let now = self.world.clock.get();
+            self.rl.exited(&mut self.cpus[c], vcpu, exit, doms, now);
+            self.rl.take_kicks()
+        }
+    }
+
+    fn with_xen_pages(dom: &mut Domain, vcpu0: &mut Scripted) {
+        let mut next = 0x10_0000u64;
+        dom.setup_xen_pages(vcpu0, 0x3900_0000, &mut || {
+            next += 0x1000;
+            Some(HostPage::on_heap(next))
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn on_two_pcpus_both_vcpus_run_at_once_and_an_event_for_the_running_one_kicks_its_pcpu() {
+        let world = World::default();
+        // vCPU 1 binds an IPI port to vCPU 0 and sends on it (the port the binding wrote at 4).
+        let bind = hc(nr::EVENT_CHANNEL_OP, [ev::EVTCHNOP_BIND_IPI, 0, 0, 0, 0]);
+        let send = hc(nr::EVENT_CHANNEL_OP, [ev::EVTCHNOP_SEND, 4, 0, 0, 0]);
+        let mut vcpu0 = Scripted::new(&world, 0, vec![cpu_on(1), Exit::Preempted, Exit::PowerOff]);
+        vcpu0.siblings.push(sibling(&world, vec![bind, send, Exit::Preempted], None));
+        let mut doms = [Domain::with_vcpus(1, 2)];
+        with_xen_pages(&mut doms[0], &mut vcpu0);
+        let mut m = TwoCpus::new(&world);
+        m.rl.add_domain(2, vcpu0);
+        m.rl.start(0);
+        // pCPU 0 runs vCPU 0, which starts vCPU 1 and goes on.
+        let v0 = m.step(0, &mut doms).expect("vCPU 0 for pCPU 0");
+        assert_eq!(m.exit(0, v0, &mut doms), 0);
+        let v0 = m.step(0, &mut doms).expect("vCPU 0 goes on");
+        // pCPU 1 takes vCPU 1: both are out of their slots, in two guests at once.
+        let v1 = m.step(1, &mut doms).expect("vCPU 1 for pCPU 1");
+        assert_eq!((v0.id, v1.id), (0, 1));
+        assert!(m.rl.vcpu(0, 0).is_none() && m.rl.vcpu(0, 1).is_none());
+        // vCPU 1's bind, then its send: vCPU 0 runs on pCPU 0, which is kicked; the upcall
+        // waits for vCPU 0's exit and is raised before it enters again.
+        assert_eq!(m.exit(1, v1, &mut doms), 0);
+        let v1 = m.step(1, &mut doms).unwrap();
+        assert_eq!(m.exit(1, v1, &mut doms), 1 << 0, "pCPU 0 is kicked");
+        assert!(!world.log().contains(&"v0 upcall".to_string()));
+        assert_eq!(m.exit(0, v0, &mut doms), 0);
+        let log = world.log();
+        let exit = log.iter().position(|l| l == "v0 Preempted").unwrap();
+        assert_eq!(log[exit + 1], "v0 upcall", "{log:?}");
+    }
+
+    #[test]
+    fn a_vcpu_woken_for_an_idle_pcpu_kicks_it_and_runs_there() {
+        let world = World::default();
+        let mut vcpu0 = Scripted::new(&world, 0, vec![Exit::Preempted, cpu_on(1), Exit::PowerOff]);
+        vcpu0.siblings.push(sibling(&world, vec![Exit::PowerOff], None));
+        let mut doms = [Domain::with_vcpus(1, 2)];
+        let mut m = TwoCpus::new(&world);
+        m.rl.add_domain(2, vcpu0);
+        m.rl.start(0);
+        let v0 = m.step(0, &mut doms).unwrap();
+        // Nothing for pCPU 1: it idles (the scheduler now knows it is idle).
+        assert!(m.step(1, &mut doms).is_none());
+        assert_eq!(m.exit(0, v0, &mut doms), 0, "a preemption kicks nobody");
+        let v0 = m.step(0, &mut doms).unwrap();
+        assert_eq!(m.exit(0, v0, &mut doms), 1 << 1, "CPU_ON's new vCPU is for idle pCPU 1");
+        let v1 = m.step(1, &mut doms).expect("pCPU 1 runs vCPU 1");
+        assert_eq!(v1.id, 1);
+    }
+
+    #[test]
+    fn a_domain_ended_on_one_pcpu_kicks_the_other_which_drops_its_vcpu() {
+        let world = World::default();
+        let mut vcpu0 = Scripted::new(&world, 0, vec![cpu_on(1), Exit::Preempted, Exit::PowerOff]);
+        vcpu0.siblings.push(sibling(&world, vec![Exit::Preempted, Exit::Preempted], None));
+        let mut doms = [Domain::with_vcpus(1, 2)];
+        let mut m = TwoCpus::new(&world);
+        m.rl.add_domain(2, vcpu0);
+        m.rl.start(0);
+        let v0 = m.step(0, &mut doms).unwrap();
+        m.exit(0, v0, &mut doms);
+        let v0 = m.step(0, &mut doms).unwrap();
+        let v1 = m.step(1, &mut doms).unwrap();
+        m.exit(0, v0, &mut doms);
+        // vCPU 0 powers the domain off while vCPU 1 runs on pCPU 1: pCPU 1 is kicked.
+        let v0 = m.step(0, &mut doms).unwrap();
+        assert_eq!(m.exit(0, v0, &mut doms), 1 << 1);
+        // pCPU 1's exit drops vCPU 1 with its domain; both pCPUs are done.
+        assert_eq!(m.exit(1, v1, &mut doms), 0);
+        assert!(m.step(1, &mut doms).is_none() && m.step(0, &mut doms).is_none());
+        assert_eq!(m.rl.ends(), [DomainEnd::PoweredOff]);
+        assert!(world.log().ends_with(&["cpu1 done".to_string(), "cpu0 done".to_string()]), "{:?}", world.log());
+    }
+
     #[test]
     fn under_arinc653_each_domain_runs_only_in_its_windows_and_the_cpu_idles_between() {
         use crate::sched::{Arinc653, Arinc653Schedule, Scheduler, Window};

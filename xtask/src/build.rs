@@ -16,6 +16,7 @@ pub const GUESTS: [&str; 15] = [
     "hypercall-page",
     "bench",
     "simd-isolation",
+    "smp-parallel",
     "fuzz",
     "evtchn-pingpong",
     "evtchn-limits",
