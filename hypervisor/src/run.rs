@@ -93,11 +93,15 @@ pub struct RunLoop<V, S> {
 pub struct PerCpu {
     pub cpu: Cpu,
     current: Option<(VcpuRef, u64)>,
+    /// The vCPU back in its slot whose state the last run left loaded in this pCPU: if the
+    /// scheduler picks it again here it enters at no cost; else it is unloaded before the
+    /// core lock is let go, so that any pCPU may take it.
+    loaded: Option<VcpuRef>,
 }
 
 impl PerCpu {
     pub fn new(cpu: Cpu) -> Self {
-        Self { cpu, current: None }
+        Self { cpu, current: None, loaded: None }
     }
 }
 
@@ -150,13 +154,15 @@ pub fn run_cpu<V: VirtualCpu, S: Scheduler>(
                 drop(guard);
                 send_kicks(kicks, host);
                 let exit = vcpu.run();
-                let mut relocked = core.lock();
+                guard = core.lock();
                 let now = host.now_ns();
-                let Core { run_loop, domains } = &mut *relocked;
+                let Core { run_loop, domains } = &mut *guard;
                 run_loop.exited(&mut pc, vcpu, exit, domains, now);
                 let kicks = run_loop.take_kicks();
-                drop(relocked);
                 send_kicks(kicks, host);
+                // The next step follows under the same hold of the lock: a vCPU left
+                // loaded here is picked again or unloaded before anyone else sees it.
+                continue;
             }
         }
         guard = core.lock();
@@ -269,13 +275,22 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
     pub fn next_step(&mut self, pc: &mut PerCpu, domains: &mut [Domain], now: u64) -> Step<V> {
         self.cpu = pc.cpu;
         if self.ends.iter().all(Option::is_some) {
+            pc.current = None;
+            pc.loaded = None;
             return Step::Done;
         }
         let (i, slice_end) = match pc.current {
             Some(current) => current,
             None => {
                 self.wake_halted(domains, now);
-                match self.sched.pick(pc.cpu, now) {
+                let picked = self.sched.pick(pc.cpu, now);
+                if let Some(l) = pc.loaded.take()
+                    && picked.is_none_or(|d| d.vcpu != l)
+                    && let Some(vcpu) = self.slots[l].vcpu.as_deref_mut()
+                {
+                    vcpu.unload();
+                }
+                match picked {
                     Some(d) => *pc.current.insert((d.vcpu, now.saturating_add(d.slice_ns))),
                     None => {
                         // Until a sleeper's timer, or until the policy has something (an
@@ -307,7 +322,8 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
 
     /// Under the core lock: the vCPU [`RunLoop::next_step`] gave pCPU `pc.cpu` left the
     /// guest with `exit` at `now`. Decide on it, wake whom it woke, and put the vCPU back
-    /// in its slot (unloaded from this pCPU if the scheduler is to look again).
+    /// in its slot. If the scheduler is to look again, the vCPU stays loaded in this pCPU
+    /// until the next step, which must follow under the same hold of the core lock.
     pub fn exited(&mut self, pc: &mut PerCpu, mut vcpu: Box<V>, exit: Exit, domains: &mut [Domain], now: u64) {
         self.cpu = pc.cpu;
         let Some((i, slice_end)) = pc.current else { return };
@@ -346,10 +362,8 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
         }
         if next != Next::Continue || woke || now >= slice_end {
             // Back to the scheduler, which requeues vCPU `i` if it is still runnable and may
-            // give it to another pCPU.
-            if let Some(vcpu) = self.slots[i].vcpu.as_deref_mut() {
-                vcpu.unload();
-            }
+            // give it to another pCPU (the next step unloads it unless it runs here again).
+            pc.loaded = Some(i);
             pc.current = None;
         }
     }
