@@ -86,6 +86,10 @@ pub struct RunLoop<V, S> {
     cpu: Cpu,
     /// pCPUs to kick (bit n: pCPU n) once the current step is done.
     kicks: u64,
+    /// Grant mappings of an ended domain (mapper domain, guest-physical address) to remove
+    /// from the mapper's stage 2 when one of its vCPUs is next in hand (none was in its slot
+    /// at the teardown: they all ran on other pCPUs).
+    pending_unmaps: Vec<(usize, u64)>,
     sched: S,
 }
 
@@ -189,6 +193,7 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
             started: false,
             cpu: 0,
             kicks: 0,
+            pending_unmaps: Vec::new(),
             sched,
         }
     }
@@ -336,6 +341,14 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
             // Its domain ended on another pCPU while it ran: `vcpu` goes with it.
             pc.current = None;
             return;
+        }
+        if !self.pending_unmaps.is_empty() {
+            self.pending_unmaps.retain(|&(o, gpa)| {
+                if o == d {
+                    let _ = vcpu.unmap_grant(gpa);
+                }
+                o != d
+            });
         }
         let next = self.decide(i, &mut vcpu, exit, domains, now);
         // Virtual interrupts it made pending for siblings running elsewhere.
@@ -555,6 +568,16 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
             // Any vCPU of the mapper changes its domain's address space.
             let slots = (0..self.nr_vcpus[o]).filter_map(|n| self.slot_of(o, n));
             let holder = slots.into_iter().find(|&s| self.slots[s].vcpu.is_some());
+            if holder.is_none() {
+                // Every vCPU of the mapper runs on another pCPU: the first of them to exit
+                // unmaps these pages from its domain's stage 2 (they are kicked to exit).
+                let gpas = domains[o].grants.mappings().filter(|(_, m)| m.granter == id).map(|(_, m)| m.gpa);
+                self.pending_unmaps.extend(gpas.map(|gpa| (o, gpa)));
+                let running: u64 = (0..self.nr_vcpus[o])
+                    .map(|n| self.slot_of(o, n).and_then(|s| self.slots[s].running_on))
+                    .fold(0, |acc, c| acc | c.map_or(0, |c| 1u64 << (c % 64)));
+                self.kicks |= running;
+            }
             let vcpu = holder.and_then(|s| self.slots[s].vcpu.as_deref_mut()).map(|v| v as &mut dyn VirtualCpu);
             let (lender, mapper) = pair_mut(domains, d, o);
             grant_map::revoke_lent(lender, mapper, vcpu);
