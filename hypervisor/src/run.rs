@@ -610,6 +610,10 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
             );
         }
         self.ends[d] = Some(end);
+        if self.ends.iter().all(Option::is_some) {
+            // The last one: every other pCPU, idle ones included, must see that it is done.
+            self.kicks = u64::MAX;
+        }
     }
 }
 
@@ -1055,12 +1059,42 @@ mod tests {
         m.exit(0, v0, &mut doms);
         // vCPU 0 powers the domain off while vCPU 1 runs on pCPU 1: pCPU 1 is kicked.
         let v0 = m.step(0, &mut doms).unwrap();
-        assert_eq!(m.exit(0, v0, &mut doms), 1 << 1);
+        assert_ne!(m.exit(0, v0, &mut doms) & (1 << 1), 0);
         // pCPU 1's exit drops vCPU 1 with its domain; both pCPUs are done.
         assert_eq!(m.exit(1, v1, &mut doms), 0);
         assert!(m.step(1, &mut doms).is_none() && m.step(0, &mut doms).is_none());
         assert_eq!(m.rl.ends(), [DomainEnd::PoweredOff]);
         assert!(world.log().ends_with(&["cpu1 done".to_string(), "cpu0 done".to_string()]), "{:?}", world.log());
+    }
+
+    #[test]
+    fn the_last_domain_to_end_kicks_the_idle_pcpu_so_that_it_stops_too() {
+        let world = World::default();
+        let mut doms = [Domain::new(1), Domain::new(2)];
+        let mut m = TwoCpus::new(&world);
+        m.rl.add_domain(1, Scripted::new(&world, 0, vec![Exit::Preempted, Exit::PowerOff]));
+        m.rl.add_domain(1, Scripted::new(&world, 1, vec![Exit::PowerOff]));
+        m.rl.start(0);
+        let a = m.step(0, &mut doms).unwrap();
+        let b = m.step(1, &mut doms).unwrap();
+        // Domain 2 ends on pCPU 1: domain 1 runs on and nobody is kicked; pCPU 1 idles.
+        assert_eq!(m.exit(1, b, &mut doms), 0);
+        assert!(m.step(1, &mut doms).is_none());
+        assert_eq!(m.exit(0, a, &mut doms), 0);
+        // Domain 1 ends on pCPU 0, the last: idle pCPU 1 is kicked, and finds it done.
+        let a = m.step(0, &mut doms).unwrap();
+        assert_ne!(m.exit(0, a, &mut doms) & (1 << 1), 0);
+        assert!(m.step(1, &mut doms).is_none());
+        assert!(
+            world.log().ends_with(&[
+                "cpu1 idle".to_string(),
+                "v0 Preempted".into(),
+                "v0 PowerOff".into(),
+                "cpu1 done".into()
+            ]),
+            "{:?}",
+            world.log()
+        );
     }
 
     #[test]
