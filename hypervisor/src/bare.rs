@@ -177,6 +177,10 @@ fn run_domains(
 /// pCPU of the pool.
 #[cfg(target_arch = "aarch64")]
 struct Shared {
+    /// The core lock: the run loop (slots, scheduler) and every domain. Lock order (see
+    /// `run::run_cpu`): core lock, then a domain's `DomainSpace` lock (arch, innermost but
+    /// for the leaves); the log line lock and the heap lock are leaves taken anywhere. Held
+    /// for scheduling decisions and exit handling, never while a guest runs or a pCPU idles.
     core: spin::Mutex<run::Core<'static, cpu::Vcpu, PoolScheduler>>,
     cpus: Vec<usize>,
 }

@@ -132,9 +132,10 @@ pub struct Core<'a, V, S> {
 ///
 /// `core` is the *core lock*, the one lock of the core. Lock order: the core lock first;
 /// under it a vCPU's arch state may take its domain's own lock (the aarch64 `DomainSpace`
-/// spin lock, innermost: it never takes another and is not held while a guest runs), and
-/// the heap's allocator lock is taken (and let go) anywhere. The core lock is never held
-/// while a guest runs or while the pCPU idles, and never taken with a domain's lock held.
+/// spin lock: it takes no other but the leaves and is not held while a guest runs); the
+/// leaves, the heap's allocator lock and the log's line lock, are taken (and let go)
+/// anywhere. The core lock is never held while a guest runs or while the pCPU idles, and
+/// never taken with a domain's lock held.
 pub fn run_cpu<V: VirtualCpu, S: Scheduler>(
     cpu: Cpu,
     core: &spin::Mutex<Core<'_, V, S>>,
