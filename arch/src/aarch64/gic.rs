@@ -5,8 +5,7 @@
 //! The hypervisor itself takes only four interrupts, all private to each CPU: the virtual
 //! timer's (the guest's CNTV, which fires while the guest runs), the virtualization
 //! maintenance interrupt (list registers ran dry), the EL2 physical timer's (a vCPU's
-//! slice is over, or an idle wait ends) and, on a GICv3, the kick SGI another pCPU sends
-//! ([`KICK_SGI`]). It never unmasks IRQs at EL2: with
+//! slice is over, or an idle wait ends) and the kick SGI another pCPU sends ([`KICK_SGI`]). It never unmasks IRQs at EL2: with
 //! HCR_EL2.IMO set, a physical IRQ arriving while a guest runs exits to EL2, where it is
 //! acknowledged and completed synchronously.
 
@@ -109,7 +108,7 @@ pub fn init_boot_cpu(p: &Platform) {
     let hyp_timer = p.timer_intids.map(|t| t[3]).unwrap_or(26);
     if let Gic::V2 { dist, cpu, hyp, vcpu, maintenance } = p.gic {
         let regions = Gicv2Regions { dist, cpu, hyp, vcpu };
-        if hyp == 0 || vcpu == 0 || !gicv2::init(regions, &[vtimer, maintenance, hyp_timer]) {
+        if hyp == 0 || vcpu == 0 || !gicv2::init(regions, &[vtimer, maintenance, hyp_timer, KICK_SGI]) {
             early_log!("GICv2 without virtualization extensions: guests get no virtual interrupt controller");
             return;
         }
@@ -154,10 +153,34 @@ pub fn init_boot_cpu(p: &Platform) {
     early_log!("GICv3: {} list registers, {} preemption bits; vtimer INTID {}", lr_count(), pre_bits, vtimer);
 }
 
-/// Set up a secondary CPU's part of the GICv3 the boot CPU configured: its redistributor
-/// awake, the PPIs and the kick SGI enabled, its system-register interface on, its list
-/// registers empty. False (the CPU cannot run guests) without a GICv3 or its redistributor.
-pub fn init_secondary() -> bool {
+/// Each logical CPU's interface as a GICv2 SGI target (GICD_ITARGETSR0), set by that CPU.
+static V2_TARGETS: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
+
+/// Note logical CPU `cpu` (this one) as a kick target (a GICv2 learns it from the CPU).
+pub fn note_cpu(cpu: usize) {
+    if is_v2()
+        && let Some(t) = V2_TARGETS.get(cpu)
+    {
+        t.store(u32::from(gicv2::own_target()), Ordering::Relaxed);
+    }
+}
+
+/// Set up a secondary CPU's part of the GIC the boot CPU configured: on a GICv3 its
+/// redistributor awake, the PPIs and the kick SGI enabled, its system-register interface on,
+/// its list registers empty; on a GICv2 its banked SGIs, PPIs and interfaces. False (the CPU
+/// cannot run guests) without a GIC or its redistributor.
+pub fn init_secondary(cpu: usize) -> bool {
+    if is_v2() {
+        let intids = [vtimer_intid(), maintenance_intid(), hyp_timer_intid(), KICK_SGI];
+        if !gicv2::init_cpu(&intids) {
+            return false;
+        }
+        for n in 0..lr_count() {
+            write_lr(n, 0);
+        }
+        note_cpu(cpu);
+        return true;
+    }
     if !READY.load(Ordering::Acquire) {
         return false;
     }
@@ -179,14 +202,23 @@ pub fn init_secondary() -> bool {
     true
 }
 
-/// Cross-CPU kicks are possible (a GICv3 was set up: SGIs by affinity).
+/// Cross-CPU kicks are possible (a GICv3 or a GICv2 with virtualization was set up).
 pub fn can_kick() -> bool {
-    READY.load(Ordering::Acquire)
+    READY.load(Ordering::Acquire) || is_v2()
 }
 
-/// Send [`KICK_SGI`] to the CPU with affinity `mpidr` (ICC_SGI1R_EL1: Aff3.Aff2.Aff1 and
-/// one bit of the target list for Aff0, its range selector for Aff0 >= 16).
-pub fn send_kick(mpidr: u64) {
+/// Send [`KICK_SGI`] to logical CPU `cpu`, whose affinity is `mpidr`. GICv3: ICC_SGI1R_EL1
+/// with Aff3.Aff2.Aff1 and one bit of the target list for Aff0 (its range selector for
+/// Aff0 >= 16). GICv2: GICD_SGIR with the CPU's interface bit.
+pub fn send_kick(cpu: usize, mpidr: u64) {
+    if is_v2() {
+        let target = V2_TARGETS.get(cpu).map_or(0, |t| t.load(Ordering::Relaxed)) as u8;
+        if target != 0 {
+            barrier::dsb(barrier::SY);
+            gicv2::send_sgi(KICK_SGI, target);
+        }
+        return;
+    }
     if !can_kick() {
         return;
     }
@@ -214,12 +246,13 @@ pub fn drain_kicks() {
         return;
     }
     for _ in 0..4 {
-        let pending = (read_sysreg!("ICC_HPPIR1_EL1") & 0xff_ffff) as u32;
+        let pending =
+            if is_v2() { gicv2::highest_pending() } else { (read_sysreg!("ICC_HPPIR1_EL1") & 0xff_ffff) as u32 };
         if pending != KICK_SGI {
             return;
         }
-        let intid = acknowledge();
-        end_of_interrupt(intid);
+        let iar = acknowledge();
+        end_of_interrupt(iar);
     }
 }
 
@@ -314,16 +347,22 @@ pub fn hyp_timer_intid() -> u32 {
     HYP_TIMER_INTID.load(Ordering::Relaxed)
 }
 
-/// Acknowledge the highest-priority pending group-1 interrupt (≥ [`SPURIOUS`] if none).
+/// Acknowledge the highest-priority pending group-1 interrupt: the value to hand to
+/// [`end_of_interrupt`] (a GICv2 SGI's carries its source CPU); [`intid_of`] it is the INTID
+/// (≥ [`SPURIOUS`] if none).
 pub fn acknowledge() -> u32 {
     if is_v2() {
-        // The hypervisor takes PPIs only, whose IAR has no source CPU: the INTID is all of it.
-        return gicv2::acknowledge() & 0x3ff;
+        return gicv2::acknowledge() & 0x1fff;
     }
     (read_sysreg!("ICC_IAR1_EL1") & 0xff_ffff) as u32
 }
 
-/// Drop the priority of and deactivate `intid` (EOImode 0).
+/// The INTID of what [`acknowledge`] returned.
+pub fn intid_of(iar: u32) -> u32 {
+    if is_v2() { iar & 0x3ff } else { iar }
+}
+
+/// Drop the priority of and deactivate what [`acknowledge`] returned (EOImode 0).
 pub fn end_of_interrupt(intid: u32) {
     if is_v2() {
         gicv2::end_of_interrupt(intid);

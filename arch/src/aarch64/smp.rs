@@ -54,6 +54,7 @@ pub fn init_boot_cpu(p: &Platform) {
     for a in AFFINITIES.iter().skip(p.mpidrs().len()) {
         a.store(u64::MAX, Ordering::Relaxed);
     }
+    gic::note_cpu(cpu);
     READY[cpu].store(gic::ready(), Ordering::Release);
 }
 
@@ -71,7 +72,7 @@ pub fn cpu_affinity(cpu: usize) -> Option<u64> {
 /// Make logical CPU `cpu` leave its guest, or its idle wait, and look again.
 pub fn kick(cpu: usize) {
     if cpu != this_cpu() && cpu_ready(cpu) {
-        gic::send_kick(AFFINITIES[cpu].load(Ordering::Relaxed));
+        gic::send_kick(cpu, AFFINITIES[cpu].load(Ordering::Relaxed));
     }
 }
 
@@ -183,12 +184,12 @@ fn wait_online(cpu: usize) -> bool {
 extern "C" fn secondary_main(cpu: u64, current_el: u64) -> ! {
     let mpidr = MPIDR_EL1.get() & AFFINITY;
     let cpu = cpu as usize;
-    // Guests need the kick SGI on every CPU that runs them: a GICv3's.
-    let ready = current_el == 2 && cpu < MAX_CPUS && gic::can_kick() && gic::init_secondary();
+    // Guests need the kick SGI on every CPU that runs them.
+    let ready = current_el == 2 && cpu < MAX_CPUS && gic::can_kick() && gic::init_secondary(cpu);
     if ready {
         early_log!("CPU{} online at EL2 (MPIDR {:#x})", cpu, mpidr);
     } else if current_el == 2 {
-        early_log!("CPU{} online at EL2 (MPIDR {:#x}), parked: no GICv3 to run guests with", cpu, mpidr);
+        early_log!("CPU{} online at EL2 (MPIDR {:#x}), parked: no GIC to run guests with", cpu, mpidr);
     } else {
         early_log!("CPU{} (MPIDR {:#x}) came up at EL{}, not EL2: parked", cpu, mpidr, current_el);
     }

@@ -408,7 +408,8 @@ impl Vcpu {
         if !gic::ready() {
             return Some(Exit::Preempted);
         }
-        let intid = gic::acknowledge();
+        let iar = gic::acknowledge();
+        let intid = gic::intid_of(iar);
         if intid >= gic::SPURIOUS {
             return None;
         }
@@ -420,19 +421,19 @@ impl Vcpu {
         } else if intid == gic::KICK_SGI {
             // Another pCPU wants this one to look again (an event, an interrupt or a vCPU
             // for it): leave the guest; the core resumes it if nothing changed.
-            gic::end_of_interrupt(intid);
+            gic::end_of_interrupt(iar);
             return Some(Exit::Preempted);
         } else if intid == gic::hyp_timer_intid() {
             // The slice is over: stop the timer (dropping its level) and let the core decide.
             msr!("cnthp_ctl_el2", 0);
-            gic::end_of_interrupt(intid);
+            gic::end_of_interrupt(iar);
             return Some(Exit::Preempted);
         } else if intid != gic::maintenance_intid() {
             early_log!("unexpected physical interrupt {} while a guest ran", intid);
         }
         // The maintenance interrupt needs nothing more: the list registers were read back
         // on the way out and are refilled on the way in.
-        gic::end_of_interrupt(intid);
+        gic::end_of_interrupt(iar);
         None
     }
 
