@@ -172,6 +172,16 @@ pub trait VirtualCpu {
     /// Leave the guest with [`Exit::Preempted`] once the platform clock reaches
     /// `deadline_ns` (`None`: no time limit), for the next `run()`.
     fn set_preemption_deadline(&mut self, _deadline_ns: Option<u64>) {}
+    /// The vCPU leaves this physical CPU for the scheduler (it may run on another one next):
+    /// save whatever of its state the last `run()` left loaded in the CPU, so that any pCPU
+    /// can enter it next and its saved state (timer, interrupt interface) is current.
+    fn unload(&mut self) {}
+    /// The vCPUs of this domain (bit n: vCPU n) for which this vCPU's last exit may have made
+    /// an interrupt pending (a virtual SGI, an SPI routed to them): if one of them runs on
+    /// another pCPU, that pCPU must leave the guest to load it. Cleared by the call.
+    fn take_sibling_kicks(&mut self) -> u64 {
+        0
+    }
 
     // Xen's x86 HVM/PVH interfaces that only the backend can carry out.
 

@@ -81,10 +81,11 @@ fn run_boot_domains(boot: &BootInfo) -> ExitStatus {
     let mut frames = FrameAllocator::new(boot.ram(), &reserved);
     let mut failed = false;
     let mut domains = Vec::new();
-    // The boot CPU's pool names the policy (round robin without a pool); it runs with one
-    // pCPU, the boot CPU, until the SMP host brings up the others.
+    // The boot CPU's pool names the policy (round robin without a pool) and the pCPUs that
+    // run guests: those of its CPUs that came up able to (aarch64), else the boot CPU alone.
     let kind = sched_cfg.as_ref().map_or(SchedKind::RoundRobin, |c| c.pools[c.boot_pool].sched);
-    let mut run_loop = run::RunLoop::new(PoolScheduler::new(kind, 1, SLICE_NS));
+    let loop_cpus = loop_cpus(sched_cfg.as_ref());
+    let mut run_loop = run::RunLoop::new(PoolScheduler::new(kind, loop_cpus.len(), SLICE_NS));
     let mut names: Vec<&str> = Vec::new();
     let started = run::Host::now_ns(&mut BootCpu);
     let mut largest = 0;
@@ -135,9 +136,114 @@ fn run_boot_domains(boot: &BootInfo) -> ExitStatus {
     }
     let ids: Vec<u16> = domains.iter().map(|d| d.id).collect();
     domains.iter_mut().for_each(|d| d.known_domains.clone_from(&ids));
-    // Every vCPU of every domain shares the boot CPU.
-    let ends = run_loop.run(&mut domains, &mut BootCpu);
+    let ends = run_domains(run_loop, domains, loop_cpus);
     if failed || ends.contains(&DomainEnd::Crashed) { ExitStatus::Failure } else { ExitStatus::Success }
+}
+
+/// The logical CPUs that run the core's loop, in the boot pool's order (the pool's pCPU `i`
+/// is `loop_cpus[i]`): the boot pool's CPUs that are up and able to run guests, the boot
+/// CPU always among them.
+#[cfg(target_arch = "aarch64")]
+fn loop_cpus(cfg: Option<&SchedConfig>) -> Vec<usize> {
+    let me = cpu::this_cpu();
+    let logical = |reg: u64| (0..arch::cpu::MAX_CPUS).find(|&c| cpu::cpu_affinity(c) == Some(reg));
+    let mut cpus: Vec<usize> = match cfg {
+        Some(c) => c.pools[c.boot_pool].cpus.iter().filter_map(|&reg| logical(reg)).collect(),
+        None => (0..arch::cpu::MAX_CPUS).collect(),
+    };
+    cpus.retain(|&c| c == me || cpu::cpu_ready(c));
+    if !cpus.contains(&me) {
+        cpus.insert(0, me);
+    }
+    cpus
+}
+#[cfg(not(target_arch = "aarch64"))]
+fn loop_cpus(_cfg: Option<&SchedConfig>) -> Vec<usize> {
+    alloc::vec![0]
+}
+
+/// Every vCPU of every domain shares the boot CPU (ARMv7, x86: no SMP host yet).
+#[cfg(not(target_arch = "aarch64"))]
+fn run_domains(
+    mut run_loop: run::RunLoop<cpu::Vcpu, PoolScheduler>,
+    mut domains: Vec<Domain>,
+    _cpus: Vec<usize>,
+) -> Vec<DomainEnd> {
+    hvlog!("SMP host: 1 pCPU runs guests");
+    run_loop.run(&mut domains, &mut BootCpu)
+}
+
+/// What every pCPU's loop shares (behind the core lock), and which logical CPU is which
+/// pCPU of the pool.
+#[cfg(target_arch = "aarch64")]
+struct Shared {
+    /// The core lock: the run loop (slots, scheduler) and every domain. Lock order (see
+    /// `run::run_cpu`): core lock, then a domain's `DomainSpace` lock (arch, innermost but
+    /// for the leaves); the log line lock and the heap lock are leaves taken anywhere. Held
+    /// for scheduling decisions and exit handling, never while a guest runs or a pCPU idles.
+    core: spin::Mutex<run::Core<'static, cpu::Vcpu, PoolScheduler>>,
+    cpus: Vec<usize>,
+}
+
+/// Published by the boot CPU once the domains are built; the secondaries wait for it.
+#[cfg(target_arch = "aarch64")]
+static SHARED: spin::Once<Shared> = spin::Once::new();
+
+/// Every pCPU of the boot pool runs the core's loop over the one run loop and the domains;
+/// the boot CPU returns when every domain has ended.
+#[cfg(target_arch = "aarch64")]
+fn run_domains(
+    mut run_loop: run::RunLoop<cpu::Vcpu, PoolScheduler>,
+    domains: Vec<Domain>,
+    cpus: Vec<usize>,
+) -> Vec<DomainEnd> {
+    let list: Vec<String> = cpus.iter().map(|c| format!("CPU{c}")).collect();
+    hvlog!("SMP host: {} pCPU(s) run guests ({})", cpus.len(), list.join(", "));
+    run_loop.start(cpu::now_ns());
+    // They live as long as the hypervisor: every pCPU's loop reaches them.
+    let run_loop = alloc::boxed::Box::leak(alloc::boxed::Box::new(run_loop));
+    let domains = domains.leak();
+    let shared = SHARED.call_once(|| Shared { core: spin::Mutex::new(run::Core { run_loop, domains }), cpus });
+    let me = cpu::this_cpu();
+    let index = shared.cpus.iter().position(|&c| c == me).unwrap_or(0);
+    run::run_cpu(index, &shared.core, &mut PoolCpu { cpus: &shared.cpus })
+}
+
+/// A secondary CPU, up at EL2 with its GIC interface: once the domains are built it runs the
+/// core's loop if it belongs to the boot pool, else it stays parked.
+#[cfg(target_arch = "aarch64")]
+#[unsafe(no_mangle)]
+pub fn hv_secondary_main(me: usize) -> ! {
+    let shared = SHARED.wait();
+    if let Some(index) = shared.cpus.iter().position(|&c| c == me) {
+        hvlog!("CPU{}: running guests as pCPU {} of the boot pool", me, index);
+        run::run_cpu(index, &shared.core, &mut PoolCpu { cpus: &shared.cpus });
+    }
+    loop {
+        cpu::idle_until(None);
+    }
+}
+
+/// One pCPU of the boot pool as its loop's clock, idler and kicker.
+#[cfg(target_arch = "aarch64")]
+struct PoolCpu<'a> {
+    /// The logical CPU of each pCPU of the pool.
+    cpus: &'a [usize],
+}
+
+#[cfg(target_arch = "aarch64")]
+impl run::Host for PoolCpu<'_> {
+    fn now_ns(&mut self) -> u64 {
+        cpu::now_ns()
+    }
+    fn idle(&mut self, deadline_ns: Option<u64>) {
+        cpu::idle_until(deadline_ns);
+    }
+    fn kick(&mut self, pcpu: usize) {
+        if let Some(&c) = self.cpus.get(pcpu) {
+            cpu::kick(c);
+        }
+    }
 }
 
 /// How long a vCPU runs before another runnable one gets the CPU.

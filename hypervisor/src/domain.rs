@@ -465,6 +465,11 @@ impl VcpuInfoAccess for RamInfo<'_> {
             }
         }
     }
+    fn or_u64(&mut self, off: usize, bits: u64) -> u64 {
+        // Each half on its own: setting bits needs no more than that to be atomic.
+        let half = |o, part: u32| self.word(o).map_or(0, |(w, _)| u64::from(w.fetch_or(part, SeqCst)));
+        half(off, bits as u32) | half(off + 4, (bits >> 32) as u32) << 32
+    }
 }
 
 /// A `vcpu_info` the guest registered in its own RAM, reached by guest-physical address.

@@ -156,6 +156,13 @@ pub trait VcpuInfoAccess {
     fn write_byte(&mut self, off: usize, v: u8);
     fn read_u64(&mut self, off: usize) -> u64;
     fn write_u64(&mut self, off: usize, v: u64);
+    /// Set `bits` of the u64 at `off` (atomically where the guest may change other bits at
+    /// the same time); the old value.
+    fn or_u64(&mut self, off: usize, bits: u64) -> u64 {
+        let old = self.read_u64(off);
+        self.write_u64(off, old | bits);
+        old
+    }
 }
 
 /// A `vcpu_info` inside a host page at a byte offset.
@@ -177,6 +184,9 @@ impl VcpuInfoAccess for InPage<'_> {
     fn write_u64(&mut self, off: usize, v: u64) {
         self.page.set_u64(self.base + off, v);
     }
+    fn or_u64(&mut self, off: usize, bits: u64) -> u64 {
+        self.page.fetch_or_u64(self.base + off, bits)
+    }
 }
 
 /// Mark `port` pending in the shared info page. True when the port became pending and is
@@ -187,11 +197,11 @@ impl VcpuInfoAccess for InPage<'_> {
 pub fn mark_pending(abi: GuestAbi, shared: &mut HostPage, port: u32) -> bool {
     let (word, bit) = ((port / 64) as usize, 1u64 << (port % 64));
     let pending_off = abi.evtchn_pending_offset() + word * 8;
-    let pending = shared.u64_at(pending_off);
-    if pending & bit != 0 {
+    // One atomic RMW: the guest clears other pending bits of this word meanwhile on other
+    // pCPUs (and a plain write could bring them back).
+    if shared.fetch_or_u64(pending_off, bit) & bit != 0 {
         return false; // already pending: the guest has been told
     }
-    shared.set_u64(pending_off, pending | bit);
     shared.u64_at(abi.evtchn_mask_offset() + word * 8) & bit == 0
 }
 
@@ -200,8 +210,7 @@ pub fn mark_pending(abi: GuestAbi, shared: &mut HostPage, port: u32) -> bool {
 pub fn clear_mask(abi: GuestAbi, shared: &mut HostPage, port: u32) -> bool {
     let (word, bit) = ((port / 64) as usize, 1u64 << (port % 64));
     let mask_off = abi.evtchn_mask_offset() + word * 8;
-    let mask = shared.u64_at(mask_off);
-    shared.set_u64(mask_off, mask & !bit);
+    let mask = shared.fetch_and_u64(mask_off, !bit);
     mask & bit != 0 && shared.u64_at(abi.evtchn_pending_offset() + word * 8) & bit != 0
 }
 
@@ -210,12 +219,13 @@ pub fn clear_mask(abi: GuestAbi, shared: &mut HostPage, port: u32) -> bool {
 /// and it will find the port there). Returns true when the upcall flag went from 0 to 1:
 /// the caller raises the upcall interrupt.
 pub fn notify_port(vcpu: &mut dyn VcpuInfoAccess, abi: GuestAbi, port: u32) -> bool {
+    // An atomic OR on the aligned 64-bit word holding the selector bit (the guest takes
+    // selector bits meanwhile on other pCPUs); the other bytes of that word are left alone.
     let (at, bit) = abi.pending_sel_bit(port);
-    let sel = vcpu.read_byte(at);
-    if sel & bit != 0 {
+    let (word_at, mask) = (at & !7, u64::from(bit) << ((at % 8) * 8));
+    if vcpu.or_u64(word_at, mask) & mask != 0 {
         return false;
     }
-    vcpu.write_byte(at, sel | bit);
     let was = vcpu.read_byte(vcpu_info::UPCALL_PENDING);
     vcpu.write_byte(vcpu_info::UPCALL_PENDING, 1);
     was == 0

@@ -2,6 +2,7 @@
 //! the PV console ring), and the guest ABI layout they are read with.
 
 use alloc::boxed::Box;
+use core::sync::atomic::{AtomicU64, Ordering};
 use guest_abi::compat;
 use guest_abi::features as feat;
 use guest_abi::shared_info::{arm, x86};
@@ -18,7 +19,9 @@ pub struct HostPage {
 impl HostPage {
     /// A page that lives on the heap: for host tests, where no physical memory exists.
     pub fn on_heap(hpa: u64) -> Self {
-        Self { hpa, data: Box::leak(Box::new([0u8; PAGE_SIZE])) }
+        // Words, so that its u64 fields are aligned as in a real page.
+        let words: &'static mut [u64; PAGE_SIZE / 8] = Box::leak(Box::new([0u64; PAGE_SIZE / 8]));
+        Self { hpa, data: zerocopy::IntoBytes::as_mut_bytes(words) }
     }
 
     pub fn u32_at(&self, off: usize) -> u32 {
@@ -32,6 +35,30 @@ impl HostPage {
     }
     pub fn set_u64(&mut self, off: usize, v: u64) {
         self.data[off..off + 8].copy_from_slice(&v.to_ne_bytes());
+    }
+    /// Set `bits` in the aligned u64 at `off` with one atomic read-modify-write (the guest
+    /// may change other bits of it at the same time, on another pCPU); the old value.
+    pub fn fetch_or_u64(&mut self, off: usize, bits: u64) -> u64 {
+        match <AtomicU64 as zerocopy::FromBytes>::mut_from_bytes(&mut self.data[off..off + 8]) {
+            Ok(word) => word.fetch_or(bits, Ordering::SeqCst),
+            Err(_) => {
+                let old = self.u64_at(off);
+                self.set_u64(off, old | bits);
+                old
+            }
+        }
+    }
+    /// Keep only `mask`'s bits of the aligned u64 at `off`, atomically as
+    /// [`HostPage::fetch_or_u64`]; the old value.
+    pub fn fetch_and_u64(&mut self, off: usize, mask: u64) -> u64 {
+        match <AtomicU64 as zerocopy::FromBytes>::mut_from_bytes(&mut self.data[off..off + 8]) {
+            Ok(word) => word.fetch_and(mask, Ordering::SeqCst),
+            Err(_) => {
+                let old = self.u64_at(off);
+                self.set_u64(off, old & mask);
+                old
+            }
+        }
     }
 }
 

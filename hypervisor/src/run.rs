@@ -1,31 +1,38 @@
 //! The run loop: pick a vCPU, enter it, decide on its exit, until every domain has ended.
 //!
-//! The core owns this loop; arch only enters the guest and decodes exits. Every vCPU of every
-//! domain is multiplexed on the boot CPU: a [`Scheduler`] picks among the runnable ones and
-//! each runs until its slice ends (arch preempts it), it halts, yields or stops. A halted
-//! vCPU sleeps until an interrupt is pending for it (its timer, an SGI, an upcall); when
-//! every vCPU sleeps the CPU idles until the earliest timer. Time comes from the [`Host`],
-//! never from the scheduler.
+//! The core owns this loop; arch only enters the guest and decodes exits. Every pCPU of the
+//! pool runs its own copy of it ([`run_cpu`]) over one shared [`RunLoop`] and the domains,
+//! behind one lock (the *core lock*, see [`run_cpu`]): a pCPU holds it to pick a vCPU and to
+//! decide on an exit, and lets go of it while its vCPU runs in the guest or while it idles.
+//! A vCPU leaves its slot while it runs, so only one pCPU holds it. A [`Scheduler`] picks
+//! among the runnable vCPUs for each pCPU and each runs until its slice ends (arch preempts
+//! it), it halts, yields or stops. A halted vCPU sleeps until an interrupt is pending for it
+//! (its timer, an SGI, an upcall); a pCPU with nothing to run idles until the earliest timer
+//! or a kick from another pCPU ([`Host::kick`]): when a vCPU becomes runnable for it, or an
+//! event or virtual interrupt targets the vCPU it runs. Time comes from the [`Host`], never
+//! from the scheduler. On one pCPU ([`RunLoop::run`]) this is the same loop.
 
 use crate::domain::{Domain, DomainEnd, Others, pair_mut};
 use crate::hvlog;
 use crate::hypercall::grant_map;
 use crate::hypercall::{self, Outcome};
-use crate::sched::{Scheduler, VcpuRef};
+use crate::sched::{Cpu, Scheduler, VcpuRef};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use arch::exit::{CpuOnResult, Exit, FaultKind, GuestFault, VirtualCpu};
 use guest_abi::sched;
 
-/// The loop runs on one pCPU, its pool's CPU 0 (the SMP host is not brought up yet).
-const CPU: usize = 0;
-
 /// What the run loop needs from the physical CPU it runs on.
 pub trait Host {
     /// The platform clock, in nanoseconds.
     fn now_ns(&mut self) -> u64;
-    /// Wait until `deadline_ns` (`None`: no deadline) or an interrupt; may return early.
+    /// Wait until `deadline_ns` (`None`: no deadline), an interrupt or a kick; may return
+    /// early.
     fn idle(&mut self, deadline_ns: Option<u64>);
+    /// Make pCPU `cpu` of the pool (never the caller's own) leave its guest or its idle
+    /// wait and look again. A kick sent while that pCPU is between the two is not lost: it
+    /// ends its next guest entry or idle wait at once.
+    fn kick(&mut self, _cpu: Cpu) {}
 }
 
 /// A vCPU's power and scheduling state, as the core sees it.
@@ -47,6 +54,10 @@ struct Slot<V> {
     /// Boxed: it leaves its slot while it runs, and a pointer moves cheaper than a vCPU.
     vcpu: Option<Box<V>>,
     power: Power,
+    /// The pCPU running it (it is out of its slot then).
+    running_on: Option<Cpu>,
+    /// An upcall raised while it was out of its slot: raised on it before its next entry.
+    upcall: bool,
 }
 
 /// After an exit: keep running the vCPU, or go back to the scheduler.
@@ -65,14 +76,127 @@ pub struct RunLoop<V, S> {
     first: Vec<usize>,
     nr_vcpus: Vec<usize>,
     ends: Vec<Option<DomainEnd>>,
+    /// The domain's teardown (channels, grants) was done, by the pCPU that ended it.
+    torn_down: Vec<bool>,
     /// vCPUs in [`Power::Halted`]: with none, no exit needs to look for sleepers to wake.
     halted: usize,
+    /// The runnable vCPUs were handed to the scheduler ([`RunLoop::start`]).
+    started: bool,
+    /// The pCPU that holds the core lock and works on the loop now.
+    cpu: Cpu,
+    /// pCPUs to kick (bit n: pCPU n) once the current step is done.
+    kicks: u64,
+    /// Grant mappings of an ended domain (mapper domain, guest-physical address) to remove
+    /// from the mapper's stage 2 when one of its vCPUs is next in hand (none was in its slot
+    /// at the teardown: they all ran on other pCPUs).
+    pending_unmaps: Vec<(usize, u64)>,
     sched: S,
+}
+
+/// One pCPU's own state in the loop: the vCPU it runs and when that slice ends.
+pub struct PerCpu {
+    pub cpu: Cpu,
+    current: Option<(VcpuRef, u64)>,
+    /// The vCPU back in its slot whose state the last run left loaded in this pCPU: if the
+    /// scheduler picks it again here it enters at no cost; else it is unloaded before the
+    /// core lock is let go, so that any pCPU may take it.
+    loaded: Option<VcpuRef>,
+}
+
+impl PerCpu {
+    pub fn new(cpu: Cpu) -> Self {
+        Self { cpu, current: None, loaded: None }
+    }
+}
+
+/// What a pCPU does next, as [`RunLoop::next_step`] decides under the core lock.
+pub enum Step<V> {
+    /// Enter `vcpu` (taken out of its slot `slot`) without the lock, then hand its exit to
+    /// [`RunLoop::exited`].
+    Run { slot: VcpuRef, vcpu: Box<V> },
+    /// Nothing to run: idle until this time (`None`: until a kick or an interrupt).
+    Idle(Option<u64>),
+    /// Every domain has ended.
+    Done,
+}
+
+/// The state every pCPU's loop shares, behind the core lock: the run loop (slots,
+/// scheduler) and the domains.
+pub struct Core<'a, V, S> {
+    pub run_loop: &'a mut RunLoop<V, S>,
+    pub domains: &'a mut [Domain],
+}
+
+/// Run pCPU `cpu`'s loop (pCPU `cpu` of the scheduler's pool) until every domain has ended;
+/// returns how each ended. Call [`RunLoop::start`] first, once.
+///
+/// `core` is the *core lock*, the one lock of the core. Lock order: the core lock first;
+/// under it a vCPU's arch state may take its domain's own lock (the aarch64 `DomainSpace`
+/// spin lock: it takes no other but the leaves and is not held while a guest runs); the
+/// leaves, the heap's allocator lock and the log's line lock, are taken (and let go)
+/// anywhere. The core lock is never held while a guest runs or while the pCPU idles, and
+/// never taken with a domain's lock held.
+pub fn run_cpu<V: VirtualCpu, S: Scheduler>(
+    cpu: Cpu,
+    core: &spin::Mutex<Core<'_, V, S>>,
+    host: &mut impl Host,
+) -> Vec<DomainEnd> {
+    let mut pc = PerCpu::new(cpu);
+    let mut guard = core.lock();
+    loop {
+        let now = host.now_ns();
+        let Core { run_loop, domains } = &mut *guard;
+        let step = run_loop.next_step(&mut pc, domains, now);
+        let kicks = run_loop.take_kicks();
+        match step {
+            Step::Done => return run_loop.ends(),
+            Step::Idle(deadline) => {
+                drop(guard);
+                send_kicks(kicks, host);
+                host.idle(deadline);
+            }
+            Step::Run { mut vcpu, .. } => {
+                drop(guard);
+                send_kicks(kicks, host);
+                let exit = vcpu.run();
+                guard = core.lock();
+                let now = host.now_ns();
+                let Core { run_loop, domains } = &mut *guard;
+                run_loop.exited(&mut pc, vcpu, exit, domains, now);
+                let kicks = run_loop.take_kicks();
+                send_kicks(kicks, host);
+                // The next step follows under the same hold of the lock: a vCPU left
+                // loaded here is picked again or unloaded before anyone else sees it.
+                continue;
+            }
+        }
+        guard = core.lock();
+    }
+}
+
+fn send_kicks(mut kicks: u64, host: &mut impl Host) {
+    while kicks != 0 {
+        let cpu = kicks.trailing_zeros() as usize;
+        kicks &= kicks - 1;
+        host.kick(cpu);
+    }
 }
 
 impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
     pub fn new(sched: S) -> Self {
-        Self { slots: Vec::new(), first: Vec::new(), nr_vcpus: Vec::new(), ends: Vec::new(), halted: 0, sched }
+        Self {
+            slots: Vec::new(),
+            first: Vec::new(),
+            nr_vcpus: Vec::new(),
+            ends: Vec::new(),
+            torn_down: Vec::new(),
+            halted: 0,
+            started: false,
+            cpu: 0,
+            kicks: 0,
+            pending_unmaps: Vec::new(),
+            sched,
+        }
     }
 
     /// Add the next domain (its index is the number added before): `vcpu0` is runnable, its
@@ -82,12 +206,13 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
         self.first.push(self.slots.len());
         self.nr_vcpus.push(nr_vcpus.max(1));
         self.ends.push(None);
+        self.torn_down.push(false);
         let mut vcpu0 = Some(Box::new(vcpu0));
         for index in 0..nr_vcpus.max(1) {
             let vcpu = vcpu0.take();
             let power = if vcpu.is_some() { Power::Runnable } else { Power::Off };
             self.sched.add_vcpu(self.slots.len(), domain, index, 0);
-            self.slots.push(Slot { domain, index, vcpu, power });
+            self.slots.push(Slot { domain, index, vcpu, power, running_on: None, upcall: false });
         }
         domain
     }
@@ -97,7 +222,7 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
         &mut self.sched
     }
 
-    /// vCPU `index` of domain `domain`, if it exists and is on.
+    /// vCPU `index` of domain `domain`, if it exists, is on and is in its slot.
     pub fn vcpu(&self, domain: usize, index: usize) -> Option<&V> {
         let slot = self.slot_of(domain, index)?;
         self.slots[slot].vcpu.as_deref()
@@ -107,65 +232,165 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
         (index < *self.nr_vcpus.get(domain)?).then(|| self.first[domain] + index)
     }
 
-    /// Run until every domain has ended; `domains[d]` is the domain added `d`-th.
+    /// Run on this one pCPU (pCPU 0 of the pool) until every domain has ended;
+    /// `domains[d]` is the domain added `d`-th.
     pub fn run(&mut self, domains: &mut [Domain], host: &mut impl Host) -> Vec<DomainEnd> {
         assert_eq!(domains.len(), self.first.len(), "one Domain per added domain");
-        let now = host.now_ns();
+        self.start(host.now_ns());
+        let core = spin::Mutex::new(Core { run_loop: self, domains });
+        run_cpu(0, &core, host)
+    }
+
+    /// Hand the runnable vCPUs to the scheduler, before any pCPU's loop starts.
+    pub fn start(&mut self, now: u64) {
+        if core::mem::replace(&mut self.started, true) {
+            return;
+        }
         for (i, slot) in self.slots.iter().enumerate() {
             if slot.power == Power::Runnable {
                 self.sched.wake(i, now);
             }
         }
-        while self.ends.iter().any(Option::is_none) {
-            let now = host.now_ns();
-            self.wake_halted(domains, now);
-            match self.sched.pick(CPU, now) {
-                Some(d) => self.run_slice(d.vcpu, now.saturating_add(d.slice_ns), domains, host),
-                None => {
-                    // Until a sleeper's timer, or until the policy has something (an ARINC
-                    // 653 window opens, a capped vCPU is unparked).
-                    let policy = self.sched.next_event(CPU, now);
-                    let timer = self.earliest_timer();
-                    host.idle(match (policy, timer) {
-                        (Some(p), Some(t)) => Some(p.min(t)),
-                        (p, t) => p.or(t),
-                    });
-                }
-            }
-        }
+    }
+
+    /// How each domain ended (a domain still running counts as crashed).
+    pub fn ends(&self) -> Vec<DomainEnd> {
         self.ends.iter().map(|e| e.unwrap_or(DomainEnd::Crashed)).collect()
     }
 
-    /// Run vCPU `i` until `slice_end` or until something takes it off the CPU.
-    fn run_slice(&mut self, i: VcpuRef, slice_end: u64, domains: &mut [Domain], host: &mut impl Host) {
-        loop {
-            // A sleeper's timer also ends the slice, so that it wakes on time.
-            let deadline = self.earliest_timer().map_or(slice_end, |t| t.min(slice_end));
-            let Some(mut vcpu) = self.slots[i].vcpu.take() else { return };
-            vcpu.set_preemption_deadline(Some(deadline));
-            let exit = vcpu.run();
-            let now = host.now_ns();
-            let next = self.decide(i, &mut vcpu, exit, domains, now);
-            let d = self.slots[i].domain;
-            // Events may have reached this domain's other vCPUs, or other domains.
-            for (dd, dom) in domains.iter_mut().enumerate() {
-                if dom.remote_upcalls != 0 {
-                    self.raise_remote_upcalls(dd, dom);
+    /// The pCPUs other than the current one that must look again (and forget them).
+    pub fn take_kicks(&mut self) -> u64 {
+        core::mem::take(&mut self.kicks) & !(1u64 << (self.cpu % 64))
+    }
+
+    /// The scheduler named pCPU `tickled` for a woken vCPU: true if that is the current
+    /// pCPU (its running vCPU should make way), else that pCPU is kicked.
+    fn tickle(&mut self, tickled: Option<Cpu>) -> bool {
+        match tickled {
+            Some(c) if c == self.cpu => true,
+            Some(c) => {
+                self.kicks |= 1u64 << (c % 64);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Under the core lock: what pCPU `pc.cpu` does next at `now`: go on with the vCPU it
+    /// runs, or pick one, or idle.
+    pub fn next_step(&mut self, pc: &mut PerCpu, domains: &mut [Domain], now: u64) -> Step<V> {
+        self.cpu = pc.cpu;
+        if self.ends.iter().all(Option::is_some) {
+            pc.current = None;
+            pc.loaded = None;
+            return Step::Done;
+        }
+        let (i, slice_end) = match pc.current {
+            Some(current) => current,
+            None => {
+                self.wake_halted(domains, now);
+                let picked = self.sched.pick(pc.cpu, now);
+                if let Some(l) = pc.loaded.take()
+                    && picked.is_none_or(|d| d.vcpu != l)
+                    && let Some(vcpu) = self.slots[l].vcpu.as_deref_mut()
+                {
+                    vcpu.unload();
+                }
+                match picked {
+                    Some(d) => *pc.current.insert((d.vcpu, now.saturating_add(d.slice_ns))),
+                    None => {
+                        // Until a sleeper's timer, or until the policy has something (an
+                        // ARINC 653 window opens, a capped vCPU is unparked), or a kick.
+                        let policy = self.sched.next_event(pc.cpu, now);
+                        let timer = self.earliest_timer();
+                        return Step::Idle(match (policy, timer) {
+                            (Some(p), Some(t)) => Some(p.min(t)),
+                            (p, t) => p.or(t),
+                        });
+                    }
                 }
             }
-            if self.ends[d].is_some() {
-                // The domain ended: `vcpu` goes with it.
+        };
+        // A sleeper's timer also ends the slice, so that it wakes on time.
+        let deadline = self.earliest_timer().map_or(slice_end, |t| t.min(slice_end));
+        let Some(mut vcpu) = self.slots[i].vcpu.take() else {
+            // Not in its slot (its domain is gone): back to the scheduler.
+            pc.current = None;
+            return Step::Idle(Some(now));
+        };
+        if core::mem::take(&mut self.slots[i].upcall) {
+            vcpu.raise_upcall();
+        }
+        self.slots[i].running_on = Some(pc.cpu);
+        vcpu.set_preemption_deadline(Some(deadline));
+        Step::Run { slot: i, vcpu }
+    }
+
+    /// Under the core lock: the vCPU [`RunLoop::next_step`] gave pCPU `pc.cpu` left the
+    /// guest with `exit` at `now`. Decide on it, wake whom it woke, and put the vCPU back
+    /// in its slot. If the scheduler is to look again, the vCPU stays loaded in this pCPU
+    /// until the next step, which must follow under the same hold of the core lock.
+    pub fn exited(&mut self, pc: &mut PerCpu, mut vcpu: Box<V>, exit: Exit, domains: &mut [Domain], now: u64) {
+        self.cpu = pc.cpu;
+        let Some((i, slice_end)) = pc.current else { return };
+        self.slots[i].running_on = None;
+        if core::mem::take(&mut self.slots[i].upcall) {
+            vcpu.raise_upcall();
+        }
+        let d = self.slots[i].domain;
+        if self.ends[d].is_some() {
+            // Its domain ended on another pCPU while it ran: `vcpu` goes with it.
+            pc.current = None;
+            return;
+        }
+        if !self.pending_unmaps.is_empty() {
+            self.pending_unmaps.retain(|&(o, gpa)| {
+                if o == d {
+                    let _ = vcpu.unmap_grant(gpa);
+                }
+                o != d
+            });
+        }
+        let next = self.decide(i, &mut vcpu, exit, domains, now);
+        // Virtual interrupts it made pending for siblings running elsewhere.
+        let siblings = vcpu.take_sibling_kicks();
+        self.kick_running(d, siblings);
+        // Events may have reached this domain's other vCPUs, or other domains.
+        for (dd, dom) in domains.iter_mut().enumerate() {
+            if dom.remote_upcalls != 0 {
+                self.raise_remote_upcalls(dd, dom);
+            }
+        }
+        if self.ends[d].is_some() {
+            // The domain ended: `vcpu` goes with it.
+            if !core::mem::replace(&mut self.torn_down[d], true) {
                 self.tear_down(d, domains);
-                return;
             }
-            self.slots[i].vcpu = Some(vcpu);
-            let woke = self.wake_halted(domains, now);
-            if next == Next::Yield && self.slots[i].power == Power::Runnable {
-                self.sched.yield_now(i, now);
-            }
-            if next != Next::Continue || woke || now >= slice_end {
-                // Back to the scheduler, which requeues vCPU `i` if it is still runnable.
-                return;
+            pc.current = None;
+            return;
+        }
+        self.slots[i].vcpu = Some(vcpu);
+        let woke = self.wake_halted(domains, now);
+        if next == Next::Yield && self.slots[i].power == Power::Runnable {
+            self.sched.yield_now(i, now);
+        }
+        if next != Next::Continue || woke || now >= slice_end {
+            // Back to the scheduler, which requeues vCPU `i` if it is still runnable and may
+            // give it to another pCPU (the next step unloads it unless it runs here again).
+            pc.loaded = Some(i);
+            pc.current = None;
+        }
+    }
+
+    /// Kick the pCPUs running the vCPUs of domain `d` in `mask` (bit n: vCPU n), but this one.
+    fn kick_running(&mut self, d: usize, mut mask: u64) {
+        while mask != 0 {
+            let n = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            if let Some(c) = self.slot_of(d, n).and_then(|s| self.slots[s].running_on)
+                && c != self.cpu
+            {
+                self.kicks |= 1u64 << (c % 64);
             }
         }
     }
@@ -247,7 +472,9 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
         let Some(vcpu) = caller.power_on_sibling(target, entry, context) else { return CpuOnResult::Failed };
         self.slots[t].vcpu = Some(Box::new(vcpu));
         self.slots[t].power = Power::Runnable;
-        self.sched.wake(t, now);
+        // Another pCPU may be idle for it; this one goes on with the caller.
+        let tickled = self.sched.wake(t, now);
+        self.tickle(tickled);
         CpuOnResult::Started
     }
 
@@ -269,7 +496,8 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
             return false;
         }
         let mut woke = false;
-        for (i, slot) in self.slots.iter_mut().enumerate() {
+        for i in 0..self.slots.len() {
+            let slot = &mut self.slots[i];
             if slot.power != Power::Halted {
                 continue;
             }
@@ -277,7 +505,8 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
             if vcpu.interrupt_pending() || domains[slot.domain].upcall_due(Some(vcpu), slot.index) {
                 slot.power = Power::Runnable;
                 self.halted -= 1;
-                woke |= self.sched.wake(i, now) == Some(CPU);
+                let tickled = self.sched.wake(i, now);
+                woke |= self.tickle(tickled);
             }
         }
         woke
@@ -308,8 +537,19 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
         while mask != 0 {
             let n = mask.trailing_zeros() as usize;
             mask &= mask - 1;
-            if let Some(vcpu) = self.slot_of(d, n).and_then(|s| self.slots[s].vcpu.as_mut()) {
+            let Some(s) = self.slot_of(d, n) else { continue };
+            let slot = &mut self.slots[s];
+            if let Some(vcpu) = slot.vcpu.as_mut() {
                 vcpu.raise_upcall();
+            } else if slot.power != Power::Off {
+                // Out of its slot: running on a pCPU (this one's, in hand, or another's,
+                // which must leave the guest to take it). Raised before its next entry.
+                slot.upcall = true;
+                if let Some(c) = slot.running_on
+                    && c != self.cpu
+                {
+                    self.kicks |= 1u64 << (c % 64);
+                }
             }
         }
     }
@@ -329,6 +569,16 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
             // Any vCPU of the mapper changes its domain's address space.
             let slots = (0..self.nr_vcpus[o]).filter_map(|n| self.slot_of(o, n));
             let holder = slots.into_iter().find(|&s| self.slots[s].vcpu.is_some());
+            if holder.is_none() {
+                // Every vCPU of the mapper runs on another pCPU: the first of them to exit
+                // unmaps these pages from its domain's stage 2 (they are kicked to exit).
+                let gpas = domains[o].grants.mappings().filter(|(_, m)| m.granter == id).map(|(_, m)| m.gpa);
+                self.pending_unmaps.extend(gpas.map(|gpa| (o, gpa)));
+                let running: u64 = (0..self.nr_vcpus[o])
+                    .map(|n| self.slot_of(o, n).and_then(|s| self.slots[s].running_on))
+                    .fold(0, |acc, c| acc | c.map_or(0, |c| 1u64 << (c % 64)));
+                self.kicks |= running;
+            }
             let vcpu = holder.and_then(|s| self.slots[s].vcpu.as_deref_mut()).map(|v| v as &mut dyn VirtualCpu);
             let (lender, mapper) = pair_mut(domains, d, o);
             grant_map::revoke_lent(lender, mapper, vcpu);
@@ -341,6 +591,11 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
         for i in first..first + self.nr_vcpus[d] {
             self.set_power(i, Power::Off);
             self.slots[i].vcpu = None;
+            self.slots[i].upcall = false;
+            if let Some(c) = self.slots[i].running_on {
+                // It runs on another pCPU, which drops it at its next exit: make that soon.
+                self.kicks |= 1u64 << (c % 64);
+            }
             self.sched.remove_vcpu(i, now);
         }
         domain.console_flush();
@@ -356,6 +611,10 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
             );
         }
         self.ends[d] = Some(end);
+        if self.ends.iter().all(Option::is_some) {
+            // The last one: every other pCPU, idle ones included, must see that it is done.
+            self.kicks = u64::MAX;
+        }
     }
 }
 
@@ -681,6 +940,162 @@ mod tests {
         let log = world.log();
         assert!(log.ends_with(&["v0 Halt".to_string(), "v0 PowerOff".to_string()]), "{log:?}");
         assert!(!log.iter().any(|l| l.starts_with("idle")), "{log:?}");
+    }
+
+    /// Two pCPUs stepping one run loop by hand, as `run_cpu` does on each under the lock.
+    struct TwoCpus {
+        world: World,
+        rl: RunLoop<Scripted, RoundRobin>,
+        cpus: [PerCpu; 2],
+    }
+
+    impl TwoCpus {
+        fn new(world: &World) -> Self {
+            TwoCpus {
+                world: world.clone(),
+                rl: RunLoop::new(RoundRobin::new(SLICE)),
+                cpus: [PerCpu::new(0), PerCpu::new(1)],
+            }
+        }
+
+        /// pCPU `c` steps: the vCPU it is to enter (out of its slot), if any.
+        fn step(&mut self, c: usize, doms: &mut [Domain]) -> Option<Box<Scripted>> {
+            let now = self.world.clock.get();
+            match self.rl.next_step(&mut self.cpus[c], doms, now) {
+                Step::Run { vcpu, .. } => Some(vcpu),
+                Step::Idle(_) => {
+                    self.world.note(format!("cpu{c} idle"));
+                    None
+                }
+                Step::Done => {
+                    self.world.note(format!("cpu{c} done"));
+                    None
+                }
+            }
+        }
+
+        /// The guest of pCPU `c` leaves with its next exit; returns the pCPUs to kick.
+        fn exit(&mut self, c: usize, mut vcpu: Box<Scripted>, doms: &mut [Domain]) -> u64 {
+            let exit = vcpu.run();
+            let now = self.world.clock.get();
+            self.rl.exited(&mut self.cpus[c], vcpu, exit, doms, now);
+            self.rl.take_kicks()
+        }
+    }
+
+    fn with_xen_pages(dom: &mut Domain, vcpu0: &mut Scripted) {
+        let mut next = 0x10_0000u64;
+        dom.setup_xen_pages(vcpu0, 0x3900_0000, &mut || {
+            next += 0x1000;
+            Some(HostPage::on_heap(next))
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn on_two_pcpus_both_vcpus_run_at_once_and_an_event_for_the_running_one_kicks_its_pcpu() {
+        let world = World::default();
+        // vCPU 1 binds an IPI port to vCPU 0 and sends on it (the port the binding wrote at 4).
+        let bind = hc(nr::EVENT_CHANNEL_OP, [ev::EVTCHNOP_BIND_IPI, 0, 0, 0, 0]);
+        let send = hc(nr::EVENT_CHANNEL_OP, [ev::EVTCHNOP_SEND, 4, 0, 0, 0]);
+        let mut vcpu0 = Scripted::new(&world, 0, vec![cpu_on(1), Exit::Preempted, Exit::PowerOff]);
+        vcpu0.siblings.push(sibling(&world, vec![bind, send, Exit::Preempted], None));
+        let mut doms = [Domain::with_vcpus(1, 2)];
+        with_xen_pages(&mut doms[0], &mut vcpu0);
+        let mut m = TwoCpus::new(&world);
+        m.rl.add_domain(2, vcpu0);
+        m.rl.start(0);
+        // pCPU 0 runs vCPU 0, which starts vCPU 1 and goes on.
+        let v0 = m.step(0, &mut doms).expect("vCPU 0 for pCPU 0");
+        assert_eq!(m.exit(0, v0, &mut doms), 0);
+        let v0 = m.step(0, &mut doms).expect("vCPU 0 goes on");
+        // pCPU 1 takes vCPU 1: both are out of their slots, in two guests at once.
+        let v1 = m.step(1, &mut doms).expect("vCPU 1 for pCPU 1");
+        assert_eq!((v0.id, v1.id), (0, 1));
+        assert!(m.rl.vcpu(0, 0).is_none() && m.rl.vcpu(0, 1).is_none());
+        // vCPU 1's bind, then its send: vCPU 0 runs on pCPU 0, which is kicked; the upcall
+        // waits for vCPU 0's exit and is raised before it enters again.
+        assert_eq!(m.exit(1, v1, &mut doms), 0);
+        let v1 = m.step(1, &mut doms).unwrap();
+        assert_eq!(m.exit(1, v1, &mut doms), 1 << 0, "pCPU 0 is kicked");
+        assert!(!world.log().contains(&"v0 upcall".to_string()));
+        assert_eq!(m.exit(0, v0, &mut doms), 0);
+        let log = world.log();
+        let exit = log.iter().position(|l| l == "v0 Preempted").unwrap();
+        assert_eq!(log[exit + 1], "v0 upcall", "{log:?}");
+    }
+
+    #[test]
+    fn a_vcpu_woken_for_an_idle_pcpu_kicks_it_and_runs_there() {
+        let world = World::default();
+        let mut vcpu0 = Scripted::new(&world, 0, vec![Exit::Preempted, cpu_on(1), Exit::PowerOff]);
+        vcpu0.siblings.push(sibling(&world, vec![Exit::PowerOff], None));
+        let mut doms = [Domain::with_vcpus(1, 2)];
+        let mut m = TwoCpus::new(&world);
+        m.rl.add_domain(2, vcpu0);
+        m.rl.start(0);
+        let v0 = m.step(0, &mut doms).unwrap();
+        // Nothing for pCPU 1: it idles (the scheduler now knows it is idle).
+        assert!(m.step(1, &mut doms).is_none());
+        assert_eq!(m.exit(0, v0, &mut doms), 0, "a preemption kicks nobody");
+        let v0 = m.step(0, &mut doms).unwrap();
+        assert_eq!(m.exit(0, v0, &mut doms), 1 << 1, "CPU_ON's new vCPU is for idle pCPU 1");
+        let v1 = m.step(1, &mut doms).expect("pCPU 1 runs vCPU 1");
+        assert_eq!(v1.id, 1);
+    }
+
+    #[test]
+    fn a_domain_ended_on_one_pcpu_kicks_the_other_which_drops_its_vcpu() {
+        let world = World::default();
+        let mut vcpu0 = Scripted::new(&world, 0, vec![cpu_on(1), Exit::Preempted, Exit::PowerOff]);
+        vcpu0.siblings.push(sibling(&world, vec![Exit::Preempted, Exit::Preempted], None));
+        let mut doms = [Domain::with_vcpus(1, 2)];
+        let mut m = TwoCpus::new(&world);
+        m.rl.add_domain(2, vcpu0);
+        m.rl.start(0);
+        let v0 = m.step(0, &mut doms).unwrap();
+        m.exit(0, v0, &mut doms);
+        let v0 = m.step(0, &mut doms).unwrap();
+        let v1 = m.step(1, &mut doms).unwrap();
+        m.exit(0, v0, &mut doms);
+        // vCPU 0 powers the domain off while vCPU 1 runs on pCPU 1: pCPU 1 is kicked.
+        let v0 = m.step(0, &mut doms).unwrap();
+        assert_ne!(m.exit(0, v0, &mut doms) & (1 << 1), 0);
+        // pCPU 1's exit drops vCPU 1 with its domain; both pCPUs are done.
+        assert_eq!(m.exit(1, v1, &mut doms), 0);
+        assert!(m.step(1, &mut doms).is_none() && m.step(0, &mut doms).is_none());
+        assert_eq!(m.rl.ends(), [DomainEnd::PoweredOff]);
+        assert!(world.log().ends_with(&["cpu1 done".to_string(), "cpu0 done".to_string()]), "{:?}", world.log());
+    }
+
+    #[test]
+    fn the_last_domain_to_end_kicks_the_idle_pcpu_so_that_it_stops_too() {
+        let world = World::default();
+        let mut doms = [Domain::new(1), Domain::new(2)];
+        let mut m = TwoCpus::new(&world);
+        m.rl.add_domain(1, Scripted::new(&world, 0, vec![Exit::Preempted, Exit::PowerOff]));
+        m.rl.add_domain(1, Scripted::new(&world, 1, vec![Exit::PowerOff]));
+        m.rl.start(0);
+        let a = m.step(0, &mut doms).unwrap();
+        let b = m.step(1, &mut doms).unwrap();
+        // Domain 2 ends on pCPU 1: domain 1 runs on and nobody is kicked; pCPU 1 idles.
+        assert_eq!(m.exit(1, b, &mut doms), 0);
+        assert!(m.step(1, &mut doms).is_none());
+        assert_eq!(m.exit(0, a, &mut doms), 0);
+        // Domain 1 ends on pCPU 0, the last: idle pCPU 1 is kicked, and finds it done.
+        let a = m.step(0, &mut doms).unwrap();
+        assert_ne!(m.exit(0, a, &mut doms) & (1 << 1), 0);
+        assert!(m.step(1, &mut doms).is_none());
+        assert!(
+            world.log().ends_with(&[
+                "cpu1 idle".to_string(),
+                "v0 Preempted".into(),
+                "v0 PowerOff".into(),
+                "cpu1 done".into()
+            ]),
+            "{:?}",
+            world.log()
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The test guests of `qemu/guests/hello`, one binary per scenario.
-pub const GUESTS: [&str; 15] = [
+pub const GUESTS: [&str; 16] = [
     "hello",
     "enosys",
     "guest-fault",
@@ -16,6 +16,7 @@ pub const GUESTS: [&str; 15] = [
     "hypercall-page",
     "bench",
     "simd-isolation",
+    "smp-parallel",
     "fuzz",
     "evtchn-pingpong",
     "evtchn-limits",

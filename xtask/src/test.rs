@@ -558,12 +558,50 @@ fn scenarios() -> Vec<Scenario> {
         });
     }
     all.extend(simd_isolation_scenarios());
+    all.extend(smp_host_scenarios());
     all.extend(evtchn_scenarios());
     all
 }
 
 /// The `simd-isolation` guest: every vCPU's vector registers survive preemption, yields and
 /// blocking waits while another vCPU (of its domain, or another domain) fills its own.
+/// The SMP host (issue 15): every pCPU of the boot pool runs guests. A 2-vCPU domain on a
+/// 2-CPU machine plays a lockstep handshake without exits (`smp-parallel`), which is faster
+/// than one pCPU could ever make it only if both vCPUs run at once; the hypervisor says how
+/// many pCPUs run its loop, and that the second one entered it.
+fn smp_host_scenarios() -> Vec<Scenario> {
+    // On the GICv3 of QEMU's `virt`, and on its GICv2 (kicks by GICD_SGIR there).
+    ["", "-gicv2"]
+        .into_iter()
+        .map(|suffix| {
+            let mut in_order = banner(Arch::Aarch64);
+            in_order.extend(
+                [
+                    "(XEN) SMP host: 2 pCPU(s) run guests (CPU0, CPU1)",
+                    "(XEN) d1v1: powered on by v0",
+                    "(d1) smp-parallel: vCPU 1 started",
+                    "(d1) PASS smp-parallel: both vCPUs ran at once",
+                    "(d1) SMP-PARALLEL-DONE rounds=2000",
+                    "(XEN) stopping: all domains powered off",
+                ]
+                .map(String::from),
+            );
+            Scenario {
+                name: format!("smp-parallel-aarch64{suffix}"),
+                arch: Arch::Aarch64,
+                guest: TestGuest::GuestConfig { file: "smp-parallel.dts", guest: "smp-parallel" },
+                expect: Expect {
+                    in_order,
+                    // CPU1 says so when it enters the loop (before or after vCPU 1 powers on).
+                    count: Some(("(XEN) CPU1: running guests as pCPU 1 of the boot pool".into(), 1)),
+                    forbidden: vec!["PANIC", "FAIL"],
+                    exit_zero: true,
+                },
+            }
+        })
+        .collect()
+}
+
 /// Passes on the guest's own markers: every round checked, zero wrong registers.
 fn simd_isolation_scenarios() -> Vec<Scenario> {
     /// Rounds each vCPU of the guest runs (`ROUNDS` in simd_isolation.rs).

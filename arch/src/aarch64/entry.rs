@@ -129,6 +129,7 @@ extern "C" fn boot_primary(dtb: u64, current_el: u64) -> ! {
     let platform = PLATFORM.call_once(|| platform);
     report(platform, &boot);
     gic::init_boot_cpu(platform);
+    smp::init_boot_cpu(platform);
     smp::start_secondaries(platform);
     // SAFETY: `hv_main` is the core's entry with exactly this signature; the CPU is at EL2
     // with the MMU on, a console and exception vectors, as the contract requires. `boot`

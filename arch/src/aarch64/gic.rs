@@ -2,15 +2,15 @@
 //! (ICH_*_EL2) through which the vGIC injects interrupts; or, on a GICv2 (GIC-400), the same
 //! through the shared [`crate::arm::gicv2`] driver (GICH list registers, GICV for the guest).
 //!
-//! The hypervisor itself takes only three interrupts, all PPIs of the boot CPU: the virtual
+//! The hypervisor itself takes only four interrupts, all private to each CPU: the virtual
 //! timer's (the guest's CNTV, which fires while the guest runs), the virtualization
-//! maintenance interrupt (list registers ran dry) and the EL2 physical timer's (a vCPU's
-//! slice is over, or an idle wait ends). It never unmasks IRQs at EL2: with
+//! maintenance interrupt (list registers ran dry), the EL2 physical timer's (a vCPU's
+//! slice is over, or an idle wait ends) and the kick SGI another pCPU sends ([`KICK_SGI`]). It never unmasks IRQs at EL2: with
 //! HCR_EL2.IMO set, a physical IRQ arriving while a guest runs exits to EL2, where it is
 //! acknowledged and completed synchronously.
 
 use super::console::early_log;
-use super::dt::{Gic, Platform};
+use super::dt::{Gic, MAX_CPUS, Platform};
 use crate::arm::gicv2::{self, Gicv2Regions};
 use crate::arm::vgic::{CpuInterface, GicVersion};
 use aarch64_cpu::asm::barrier::{self, isb};
@@ -27,6 +27,12 @@ static AP_REGS: AtomicU32 = AtomicU32::new(0);
 static VTIMER_INTID: AtomicU32 = AtomicU32::new(27);
 static MAINTENANCE_INTID: AtomicU32 = AtomicU32::new(25);
 static HYP_TIMER_INTID: AtomicU32 = AtomicU32::new(26);
+
+/// The SGI one pCPU sends another to make it leave its guest (or its idle wait) and look
+/// at the scheduler and its vCPU's interrupts again.
+pub const KICK_SGI: u32 = 1;
+/// Where the GICv3 distributor is (secondary CPUs' redistributors are found from it).
+static REDIST_BASE: AtomicU64 = AtomicU64::new(0);
 
 /// INTIDs from 1020 up are special (spurious, ...): nothing to complete.
 pub const SPURIOUS: u32 = 1020;
@@ -75,7 +81,8 @@ fn mmio_read(addr: u64) -> u32 {
 }
 
 fn mmio_write(addr: u64, value: u32) {
-    // SAFETY: as `mmio_read`; the GIC is programmed only by the boot CPU during boot.
+    // SAFETY: as `mmio_read`; the distributor is programmed only by the boot CPU during
+    // boot, each redistributor only by its own CPU.
     unsafe { core::ptr::write_volatile(addr as *mut u32, value) }
 }
 
@@ -108,7 +115,7 @@ pub fn init_boot_cpu(p: &Platform) {
             early_log!("GICv2: 64 KiB-aliased CPU interface: using {:#x}, GICV {:#x}", cpu_contiguous, vcpu);
         }
         let regions = Gicv2Regions { dist, cpu: cpu_contiguous, hyp, vcpu };
-        if hyp == 0 || vcpu == 0 || !gicv2::init(regions, &[vtimer, maintenance, hyp_timer]) {
+        if hyp == 0 || vcpu == 0 || !gicv2::init(regions, &[vtimer, maintenance, hyp_timer, KICK_SGI]) {
             early_log!("GICv2 without virtualization extensions: guests get no virtual interrupt controller");
             return;
         }
@@ -132,9 +139,10 @@ pub fn init_boot_cpu(p: &Platform) {
         early_log!("GICv3: the redistributor at {:#x} does not wake up", rd);
         return;
     }
-    for intid in [vtimer, maintenance, hyp_timer] {
+    for intid in [vtimer, maintenance, hyp_timer, KICK_SGI] {
         enable_ppi(rd, intid);
     }
+    REDIST_BASE.store(redist, Ordering::Relaxed);
     enable_cpu_interface();
     let vtr = read_sysreg!("ICH_VTR_EL2");
     LR_COUNT.store((vtr & 0x1f) as u32 + 1, Ordering::Relaxed);
@@ -150,6 +158,109 @@ pub fn init_boot_cpu(p: &Platform) {
     HYP_TIMER_INTID.store(hyp_timer, Ordering::Relaxed);
     READY.store(true, Ordering::Release);
     early_log!("GICv3: {} list registers, {} preemption bits; vtimer INTID {}", lr_count(), pre_bits, vtimer);
+}
+
+/// Each logical CPU's interface as a GICv2 SGI target (GICD_ITARGETSR0), set by that CPU.
+static V2_TARGETS: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
+
+/// Note logical CPU `cpu` (this one) as a kick target (a GICv2 learns it from the CPU).
+pub fn note_cpu(cpu: usize) {
+    if is_v2()
+        && let Some(t) = V2_TARGETS.get(cpu)
+    {
+        t.store(u32::from(gicv2::own_target()), Ordering::Relaxed);
+    }
+}
+
+/// Set up a secondary CPU's part of the GIC the boot CPU configured: on a GICv3 its
+/// redistributor awake, the PPIs and the kick SGI enabled, its system-register interface on,
+/// its list registers empty; on a GICv2 its banked SGIs, PPIs and interfaces. False (the CPU
+/// cannot run guests) without a GIC or its redistributor.
+pub fn init_secondary(cpu: usize) -> bool {
+    if is_v2() {
+        let intids = [vtimer_intid(), maintenance_intid(), hyp_timer_intid(), KICK_SGI];
+        if !gicv2::init_cpu(&intids) {
+            return false;
+        }
+        for n in 0..lr_count() {
+            write_lr(n, 0);
+        }
+        note_cpu(cpu);
+        return true;
+    }
+    if !READY.load(Ordering::Acquire) {
+        return false;
+    }
+    let Some(rd) = find_redistributor(REDIST_BASE.load(Ordering::Relaxed)) else {
+        return false;
+    };
+    if !wake_redistributor(rd) {
+        return false;
+    }
+    for intid in [vtimer_intid(), maintenance_intid(), hyp_timer_intid(), KICK_SGI] {
+        enable_ppi(rd, intid);
+    }
+    enable_cpu_interface();
+    for n in 0..lr_count() {
+        write_lr(n, 0);
+    }
+    write_sysreg!("ICH_HCR_EL2", 0);
+    isb(barrier::SY);
+    true
+}
+
+/// Cross-CPU kicks are possible (a GICv3 or a GICv2 with virtualization was set up).
+pub fn can_kick() -> bool {
+    READY.load(Ordering::Acquire) || is_v2()
+}
+
+/// Send [`KICK_SGI`] to logical CPU `cpu`, whose affinity is `mpidr`. GICv3: ICC_SGI1R_EL1
+/// with Aff3.Aff2.Aff1 and one bit of the target list for Aff0 (its range selector for
+/// Aff0 >= 16). GICv2: GICD_SGIR with the CPU's interface bit.
+pub fn send_kick(cpu: usize, mpidr: u64) {
+    if is_v2() {
+        let target = V2_TARGETS.get(cpu).map_or(0, |t| t.load(Ordering::Relaxed)) as u8;
+        if target != 0 {
+            barrier::dsb(barrier::SY);
+            gicv2::send_sgi(KICK_SGI, target);
+        }
+        return;
+    }
+    if !can_kick() {
+        return;
+    }
+    let aff0 = mpidr & 0xff;
+    let aff1 = (mpidr >> 8) & 0xff;
+    let aff2 = (mpidr >> 16) & 0xff;
+    let aff3 = (mpidr >> 32) & 0xff;
+    let value = (1u64 << (aff0 % 16))
+        | (aff1 << 16)
+        | (u64::from(KICK_SGI) << 24)
+        | (aff2 << 32)
+        | ((aff0 / 16) << 44)
+        | (aff3 << 48);
+    // The kick must not overtake the writes that made it necessary (a vCPU put back in its
+    // slot, an event marked pending).
+    barrier::dsb(barrier::ISHST);
+    write_sysreg!("ICC_SGI1R_EL1", value);
+    isb(barrier::SY);
+}
+
+/// Take and complete the kicks pending at this CPU (after an idle wait, which they ended):
+/// what they asked for is looked at by the caller anyway. Other interrupts stay pending.
+pub fn drain_kicks() {
+    if !can_kick() {
+        return;
+    }
+    for _ in 0..4 {
+        let pending =
+            if is_v2() { gicv2::highest_pending() } else { (read_sysreg!("ICC_HPPIR1_EL1") & 0xff_ffff) as u32 };
+        if pending != KICK_SGI {
+            return;
+        }
+        let iar = acknowledge();
+        end_of_interrupt(iar);
+    }
 }
 
 /// This CPU's redistributor: walk the frames until GICR_TYPER's affinity is ours.
@@ -184,9 +295,9 @@ fn wake_redistributor(rd: u64) -> bool {
     poll(|| mmio_read(rd + GICR_WAKER) & WAKER_CHILDREN_ASLEEP == 0)
 }
 
-/// Group 1, our priority, enabled.
+/// Group 1, our priority, enabled (a PPI or an SGI of this CPU).
 fn enable_ppi(rd: u64, intid: u32) {
-    if !(16..32).contains(&intid) {
+    if intid >= 32 {
         return;
     }
     let bit = 1 << intid;
@@ -243,16 +354,22 @@ pub fn hyp_timer_intid() -> u32 {
     HYP_TIMER_INTID.load(Ordering::Relaxed)
 }
 
-/// Acknowledge the highest-priority pending group-1 interrupt (≥ [`SPURIOUS`] if none).
+/// Acknowledge the highest-priority pending group-1 interrupt: the value to hand to
+/// [`end_of_interrupt`] (a GICv2 SGI's carries its source CPU); [`intid_of`] it is the INTID
+/// (≥ [`SPURIOUS`] if none).
 pub fn acknowledge() -> u32 {
     if is_v2() {
-        // The hypervisor takes PPIs only, whose IAR has no source CPU: the INTID is all of it.
-        return gicv2::acknowledge() & 0x3ff;
+        return gicv2::acknowledge() & 0x1fff;
     }
     (read_sysreg!("ICC_IAR1_EL1") & 0xff_ffff) as u32
 }
 
-/// Drop the priority of and deactivate `intid` (EOImode 0).
+/// The INTID of what [`acknowledge`] returned.
+pub fn intid_of(iar: u32) -> u32 {
+    if is_v2() { iar & 0x3ff } else { iar }
+}
+
+/// Drop the priority of and deactivate what [`acknowledge`] returned (EOImode 0).
 pub fn end_of_interrupt(intid: u32) {
     if is_v2() {
         gicv2::end_of_interrupt(intid);
@@ -331,9 +448,10 @@ pub fn cpu_interface(state: &VcpuInterface) -> CpuInterface {
     CpuInterface::from_vmcr(state.vmcr, &active[..count])
 }
 
-/// The vCPU whose interface state (VMCR, active priorities) the CPU holds: the guest changes
-/// it without trapping, each exit saves it, and an entry of the same vCPU need not load it.
-pub static VIF_OWNER: AtomicU64 = AtomicU64::new(0);
+/// Per physical CPU: the vCPU whose interface state (VMCR, active priorities) that CPU holds:
+/// the guest changes it without trapping, each exit saves it, and an entry of the same vCPU
+/// need not load it.
+pub static VIF_OWNER: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
 /// ICH_HCR_EL2: En, and NPIE (maintenance when no LR is pending) if interrupts wait.
 pub fn load(state: &VcpuInterface, refill_wanted: bool, reload: bool) {

@@ -6,7 +6,7 @@
 //! - [`gic`]: the physical GICv3 at EL2 and the virtual CPU interface's registers;
 //! - [`mmu`]: EL2 identity map and cache maintenance (zeroing guest RAM with DC ZVA);
 //! - [`mem`]: a faster `memcpy` than compiler-builtins' portable one;
-//! - [`smp`]: secondary CPUs via PSCI CPU_ON;
+//! - [`smp`]: secondary CPUs via PSCI CPU_ON, each CPU's number, kicks between CPUs;
 //! - [`time`]: the platform clock in nanoseconds, idling until a deadline;
 //! - [`vectors`]: EL2 exception vectors, guest entry and exit;
 //! - [`vcpu`]: [`Vcpu`] and the [`DomainSpace`] its domain's vCPUs share: stage-2, exit
@@ -23,6 +23,8 @@ mod time;
 mod vcpu;
 mod vectors;
 
+pub use dt::MAX_CPUS;
+pub use smp::{cpu_affinity, cpu_ready, kick, this_cpu};
 pub use time::{idle_until, now_ns};
 pub use vcpu::{DomainSpace, Vcpu};
 

@@ -1,15 +1,19 @@
 //! Secondary CPUs: started with PSCI CPU_ON, or released from the firmware's spin table
-//! (the Raspberry Pi's `enable-method = "spin-table"`), they join the identity map, say they
-//! are online and park in WFI. Guests run on the boot CPU only, for now.
+//! (the Raspberry Pi's `enable-method = "spin-table"`), they join the identity map, set up
+//! their own part of the GIC, say they are online and enter the core's `hv_secondary_main`,
+//! which runs guests on them (or parks them). Logical CPU numbers are the device tree's CPU
+//! order ([`this_cpu`]).
 
 use super::console::early_log;
 use super::dt::{Conduit, EnableMethod, MAX_CPUS, Platform};
+use super::gic;
 use super::{BootCell, mmu};
 use aarch64_cpu::registers::{CNTFRQ_EL0, CNTPCT_EL0, MPIDR_EL1, Readable};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use smccc::Smc;
 
-const STACK_SIZE: usize = 16 * 1024;
+/// The core's loop runs hypercalls on these stacks, as the boot CPU does on its boot stack.
+const STACK_SIZE: usize = 64 * 1024;
 /// MPIDR affinity fields Aff3..Aff0.
 const AFFINITY: u64 = 0xff_00ff_ffff;
 
@@ -21,6 +25,57 @@ pub struct Stack([u8; STACK_SIZE]);
 static STACKS: BootCell<[Stack; MAX_CPUS]> = BootCell::new([const { Stack([0; STACK_SIZE]) }; MAX_CPUS]);
 
 static ONLINE: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+/// The CPU runs at EL2 with its GIC part set up: it can run guests and take kicks.
+static READY: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+/// MPIDR affinity of each logical CPU (written before that CPU starts).
+static AFFINITIES: [core::sync::atomic::AtomicU64; MAX_CPUS] =
+    [const { core::sync::atomic::AtomicU64::new(0) }; MAX_CPUS];
+
+unsafe extern "Rust" {
+    /// The core's entry for a secondary CPU that can run guests, defined by the hypervisor
+    /// binary: it waits until the boot CPU has built the domains, then runs its loop.
+    fn hv_secondary_main(cpu: usize) -> !;
+}
+
+/// This CPU's logical number (0 .. the device tree's CPU count): its MPIDR affinity's place
+/// among the device tree's CPUs. (TPIDR_EL2 is taken: guest entry keeps its context there.)
+pub fn this_cpu() -> usize {
+    let me = MPIDR_EL1.get() & AFFINITY;
+    AFFINITIES.iter().position(|a| a.load(Ordering::Relaxed) == me).unwrap_or(0)
+}
+
+/// The boot CPU: its number is its place among the device tree's CPUs (0 if not found).
+pub fn init_boot_cpu(p: &Platform) {
+    let me = MPIDR_EL1.get() & AFFINITY;
+    let cpu = p.mpidrs().iter().position(|&m| m & AFFINITY == me).unwrap_or(0);
+    for (n, &mpidr) in p.mpidrs().iter().enumerate() {
+        AFFINITIES[n].store(mpidr & AFFINITY, Ordering::Relaxed);
+    }
+    // CPUs the device tree does not list (or beyond MAX_CPUS) never match.
+    for a in AFFINITIES.iter().skip(p.mpidrs().len()) {
+        a.store(u64::MAX, Ordering::Relaxed);
+    }
+    gic::note_cpu(cpu);
+    READY[cpu].store(gic::ready(), Ordering::Release);
+}
+
+/// Logical CPU `cpu` can run guests (it is online at EL2 with its GIC interface set up, and
+/// kicks reach it); the boot CPU always can.
+pub fn cpu_ready(cpu: usize) -> bool {
+    cpu == this_cpu() || READY.get(cpu).is_some_and(|r| r.load(Ordering::Acquire))
+}
+
+/// The MPIDR affinity of logical CPU `cpu` (the `reg` of its device-tree node).
+pub fn cpu_affinity(cpu: usize) -> Option<u64> {
+    AFFINITIES.get(cpu).map(|a| a.load(Ordering::Relaxed))
+}
+
+/// Make logical CPU `cpu` leave its guest, or its idle wait, and look again.
+pub fn kick(cpu: usize) {
+    if cpu != this_cpu() && cpu_ready(cpu) {
+        gic::send_kick(cpu, AFFINITIES[cpu].load(Ordering::Relaxed));
+    }
+}
 
 // Entered by PSCI CPU_ON with the MMU off and x0 = logical CPU number (the context id).
 // At EL2 it joins the boot CPU's identity map (the MMU registers were written to memory
@@ -190,13 +245,26 @@ fn wait_online(cpu: usize) -> bool {
 
 extern "C" fn secondary_main(cpu: u64, current_el: u64) -> ! {
     let mpidr = MPIDR_EL1.get() & AFFINITY;
-    if current_el == 2 {
-        early_log!("CPU{} online at EL2 (MPIDR {:#x}), parked", cpu, mpidr);
+    let cpu = cpu as usize;
+    // Guests need the kick SGI on every CPU that runs them.
+    let ready = current_el == 2 && cpu < MAX_CPUS && gic::can_kick() && gic::init_secondary(cpu);
+    if ready {
+        early_log!("CPU{} online at EL2 (MPIDR {:#x})", cpu, mpidr);
+    } else if current_el == 2 {
+        early_log!("CPU{} online at EL2 (MPIDR {:#x}), parked: no GIC to run guests with", cpu, mpidr);
     } else {
         early_log!("CPU{} (MPIDR {:#x}) came up at EL{}, not EL2: parked", cpu, mpidr, current_el);
     }
-    if let Some(flag) = ONLINE.get(cpu as usize) {
+    if let Some(flag) = READY.get(cpu) {
+        flag.store(ready, Ordering::Release);
+    }
+    if let Some(flag) = ONLINE.get(cpu) {
         flag.store(true, Ordering::Release);
+    }
+    if ready {
+        // SAFETY: the core's entry for secondaries, with exactly this signature; this CPU is
+        // at EL2 with the MMU on, its vectors, stack and GIC interface, as it requires.
+        unsafe { hv_secondary_main(cpu) }
     }
     loop {
         aarch64_cpu::asm::wfi();

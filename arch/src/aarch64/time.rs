@@ -47,4 +47,6 @@ pub fn idle_until(deadline_ns: Option<u64>) {
     aarch64_cpu::asm::wfi();
     // SAFETY: stops the EL2 physical timer (dropping its interrupt line).
     unsafe { core::arch::asm!("msr cnthp_ctl_el2, xzr", "isb", options(nomem, nostack)) };
+    // A kick from another CPU may have ended the wait: the caller looks again anyway.
+    super::gic::drain_kicks();
 }

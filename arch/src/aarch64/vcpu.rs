@@ -1,10 +1,12 @@
 //! One vCPU of a domain: its registers, the domain's shared address space and virtual GIC
 //! ([`DomainSpace`]), and the decoding of its exits.
 //!
-//! The core multiplexes every vCPU on the boot CPU. The general-purpose and FP/SIMD registers
-//! (which the hypervisor's own code uses) are switched around every entry in [`Context`]; the
-//! guest's EL1 system registers, its virtual timer included, are saved after every run and
-//! loaded again only when another vCPU ran in between ([`El1State`]). The EL2 physical timer
+//! The core runs vCPUs on every pCPU of its pool, one vCPU on one pCPU at a time. The
+//! general-purpose and FP/SIMD registers (which the hypervisor's own code uses) are switched
+//! around every entry in [`Context`]; the guest's EL1 system registers, its virtual timer
+//! included, stay loaded across exits that return to the same vCPU and are saved when the
+//! vCPU goes back to the scheduler ([`VirtualCpu::unload`], [`El1State`]), so that any pCPU
+//! can enter it next. The EL2 physical timer
 //! (CNTHP) bounds a run to the slice the core gave it: it exits with [`Exit::Preempted`].
 //!
 //! Interrupts: the vGIC model ([`Vgic`]) is loaded into the list registers before every entry
@@ -15,8 +17,10 @@
 extern crate alloc;
 
 use super::console::early_log;
+use super::dt::MAX_CPUS;
 use super::gic::{self, VcpuInterface};
 use super::mmu::clean_invalidate_dcache;
+use super::this_cpu;
 use super::vectors::{enter_guest, kind};
 use crate::arm::psci;
 use crate::arm::stage2::{self, PAGE, Stage2Tables};
@@ -30,16 +34,17 @@ use aarch64_cpu::registers::{
     ID_AA64MMFR0_EL1, PAR_EL1, Readable, SPSR_EL1, VBAR_EL1, VMPIDR_EL2, VTCR_EL2, VTTBR_EL2, Writeable,
 };
 use alloc::boxed::Box;
-use alloc::rc::Rc;
-use core::cell::RefCell;
-use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use alloc::sync::Arc;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 /// The Xen hypercall immediate: `hvc #0xEA1`.
 const XEN_HVC_IMM: u16 = 0xea1;
 /// HCR_EL2 while a guest runs: VM (stage-2), SWIO, FMO/IMO/AMO (physical interrupts to
-/// EL2), TWI/TWE (trap WFI/WFE), TSC (trap SMC), RW (EL1 is AArch64).
+/// EL2), FB (the guest's TLB and I-cache maintenance is broadcast to every pCPU, where its
+/// other vCPUs run or ran: as Xen), TWI/TWE (trap WFI/WFE), TSC (trap SMC), RW (EL1 is
+/// AArch64).
 const HCR_GUEST: u64 =
-    (1 << 0) | (1 << 1) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 13) | (1 << 14) | (1 << 19) | (1 << 31);
+    (1 << 0) | (1 << 1) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 9) | (1 << 13) | (1 << 14) | (1 << 19) | (1 << 31);
 /// SCTLR_EL1 as a CPU comes out of reset, MMU and caches off (RES1 bits only).
 const SCTLR_EL1_RESET: u64 = 0x30d0_0800;
 /// CNTHCTL_EL2: EL1 may use the physical counter and timer (EL1PCTEN, EL1PCEN).
@@ -105,15 +110,15 @@ el1_state! {
     mdscr = "mdscr_el1", cntv_cval = "cntv_cval_el0", cntv_ctl = "cntv_ctl_el0",
 }
 
-/// The vCPU whose [`El1State`] the CPU's EL1 registers hold (0: none yet); each vCPU gets a
-/// fresh number, so a new vCPU never mistakes a dead one's state for its own.
-static EL1_OWNER: AtomicU64 = AtomicU64::new(0);
-/// Where [`EL1_OWNER`]'s registers go when another vCPU needs the CPU's EL1: they are saved
-/// then, not on every exit. A vCPU that is dropped while it owns EL1 clears both.
-static EL1_LIVE: AtomicPtr<El1State> = AtomicPtr::new(core::ptr::null_mut());
-/// The vCPU whose EL2 controls (stage-2, traps, virtual IDs, counter offset) are loaded; 0
-/// after anything else wrote them. An exit that returns to the same vCPU loads nothing.
-static ACTIVE: AtomicU64 = AtomicU64::new(0);
+/// Per physical CPU: the vCPU whose [`El1State`] that CPU's EL1 registers hold (0: none);
+/// each vCPU gets a fresh number, so a new vCPU never mistakes a dead one's state for its
+/// own. A vCPU is [`VirtualCpu::unload`]ed (its EL1 state saved, this record cleared)
+/// before it goes back to the scheduler, so any pCPU may enter it next.
+static EL1_OWNER: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// Per physical CPU: the vCPU whose EL2 controls (stage-2, traps, virtual IDs, counter
+/// offset) are loaded; 0 after anything else wrote them or the vCPU was unloaded. An exit
+/// that returns to the same vCPU loads nothing.
+static ACTIVE: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 static NEXT_VCPU_UID: AtomicU64 = AtomicU64::new(1);
 
 /// Guest registers plus the host state `enter_guest` keeps across a run. The layout is
@@ -128,16 +133,17 @@ pub struct Context {
     /// x19-x30, sp, d8-d15, fpcr, fpsr of the host while the guest runs.
     pub host: [u64; 23],
     pub fp: [u128; 32],
-    /// The guest's EL1 registers while another vCPU's are loaded (the assembly never touches
-    /// them; boxed with the rest, their address is stable for [`EL1_LIVE`]).
+    /// The guest's EL1 registers while they are not loaded in a CPU (the assembly never
+    /// touches them).
     el1: El1State,
 }
 
 /// What the vCPUs of one domain share: its stage-2 tables and VMID, its virtual GIC (every
 /// vCPU's redistributor included), its virtual counter and which of its vCPUs are on.
 ///
-/// Every vCPU runs on the boot CPU, so a plain `Rc<RefCell<..>>` serves; vCPUs on several
-/// physical CPUs would need a lock here (and a TLB-owner record per CPU).
+/// vCPUs of a domain run on several physical CPUs at once, so it sits behind a spin lock.
+/// Lock order: the core's lock (if held) before this one; this one is innermost: nothing
+/// is locked while it is held, and it is never held while a guest runs.
 pub struct DomainSpace {
     tables: Box<Stage2Tables>,
     /// The domain's RAM (the vCPU fields of the setup are vCPU 0's).
@@ -145,8 +151,12 @@ pub struct DomainSpace {
     vmid: u8,
     /// TLB entries of this VMID have been flushed since the tables were built.
     tlb_clean: bool,
-    /// The vCPU of this domain that ran last on the CPU (the TLB may hold its translations).
-    last_ran: Option<usize>,
+    /// Per physical CPU: the vCPU of this domain that ran there last (that CPU's TLB may
+    /// hold its stage-1 translations).
+    last_ran: [Option<usize>; MAX_CPUS],
+    /// vCPUs (bit n: vCPU n) an exit may have made an interrupt pending for: see
+    /// [`VirtualCpu::take_sibling_kicks`].
+    kicks: u64,
     vgic: Box<Vgic>,
     /// The guest's virtual counter starts near 0: CNTVOFF = the physical count at creation,
     /// the same for every vCPU of the domain.
@@ -158,6 +168,12 @@ pub struct DomainSpace {
 }
 
 impl DomainSpace {
+    /// Every vCPU of the domain but `id` (bit n: vCPU n).
+    fn others(&self, id: usize) -> u64 {
+        let all = if self.vgic.nr_vcpus() >= 64 { u64::MAX } else { (1u64 << self.vgic.nr_vcpus()) - 1 };
+        all & !(1u64 << (id % 64))
+    }
+
     /// Say once per offset (for the first few) that the guest touched a register we lack.
     fn log_unknown_vgic(&mut self, ipa: u64, write: bool) {
         if self.unknown_logged.contains(&ipa) || self.unknown_count >= UNKNOWN_LOGGED {
@@ -172,7 +188,7 @@ impl DomainSpace {
 
 pub struct Vcpu {
     ctx: Box<Context>,
-    space: Rc<RefCell<DomainSpace>>,
+    space: Arc<spin::Mutex<DomainSpace>>,
     /// This vCPU's index in its domain (its redistributor, MPIDR Aff0).
     id: usize,
     /// Names this vCPU for [`EL1_OWNER`].
@@ -228,7 +244,8 @@ impl Vcpu {
             setup: *setup,
             vmid,
             tlb_clean: false,
-            last_ran: None,
+            last_ran: [None; MAX_CPUS],
+            kicks: 0,
             vgic: Box::new(Vgic::with_version(version, nr_vcpus)),
             cntvoff: CNTPCT_EL0.get(),
             online: [false; vgic::MAX_VCPUS],
@@ -239,13 +256,13 @@ impl Vcpu {
         if id >= nr_vcpus {
             return Err("vCPU id beyond the domain's vCPU count");
         }
-        Ok(Vcpu::powered_on(Rc::new(RefCell::new(space)), id, setup.entry, setup.boot_arg))
+        Ok(Vcpu::powered_on(Arc::new(spin::Mutex::new(space)), id, setup.entry, setup.boot_arg))
     }
 
     /// vCPU `id` of the domain `space`, out of reset at `entry` with `x0` in x0: EL1h with
     /// every exception masked, MMU and caches off, timer off.
-    fn powered_on(space: Rc<RefCell<DomainSpace>>, id: usize, entry: u64, x0: u64) -> Vcpu {
-        space.borrow_mut().online[id] = true;
+    fn powered_on(space: Arc<spin::Mutex<DomainSpace>>, id: usize, entry: u64, x0: u64) -> Vcpu {
+        space.lock().online[id] = true;
         let mut ctx = zeroed_box::<Context>();
         ctx.x[0] = x0;
         ctx.elr = entry;
@@ -275,14 +292,15 @@ impl Vcpu {
         gpa: u64,
         change: impl FnOnce(&mut Stage2Tables) -> Result<(), crate::arm::lpae::MapError>,
     ) -> Result<(), BadGuestAddress> {
-        let mut space = self.space.borrow_mut();
+        let mut space = self.space.lock();
         change(&mut space.tables).map_err(|_| BadGuestAddress(gpa))?;
         // Possibly another domain's than the one loaded: the next entry loads its own.
-        ACTIVE.store(0, Ordering::Relaxed);
+        ACTIVE[this_cpu()].store(0, Ordering::Relaxed);
         VTTBR_EL2.set(stage2::vttbr(space.tables.root_address(), space.vmid));
         isb(barrier::SY);
         // SAFETY: publishes the new descriptor to the table walker, then drops every cached
-        // translation of this VMID (the one just loaded), the replaced page's included.
+        // translation of this VMID (the one just loaded), the replaced page's included, on
+        // every CPU of the inner-shareable domain: other pCPUs may be running vCPUs of it.
         unsafe { core::arch::asm!("dsb ishst", "tlbi vmalls12e1is", "dsb ish", "isb", options(nostack)) };
         Ok(())
     }
@@ -290,10 +308,11 @@ impl Vcpu {
     /// Load this vCPU's EL2 controls (stage-2, traps, virtual IDs) and, if another vCPU ran
     /// since it last did, its EL1 state, before entering it.
     fn activate(&mut self) {
-        if ACTIVE.load(Ordering::Relaxed) == self.uid {
+        let cpu = this_cpu();
+        if ACTIVE[cpu].load(Ordering::Relaxed) == self.uid {
             return; // its controls are still loaded: nothing has run or changed them since
         }
-        let mut space = self.space.borrow_mut();
+        let mut space = self.space.lock();
         HCR_EL2.set(HCR_GUEST);
         VTCR_EL2.set(stage2::VTCR_EL2);
         VTTBR_EL2.set(stage2::vttbr(space.tables.root_address(), space.vmid));
@@ -301,32 +320,27 @@ impl Vcpu {
         CNTHCTL_EL2.set(CNTHCTL_EL1_PHYS);
         CNTVOFF_EL2.set(space.cntvoff);
         isb(barrier::SY);
-        if EL1_OWNER.load(Ordering::Relaxed) != self.uid {
-            let live = EL1_LIVE.load(Ordering::Relaxed);
-            if !live.is_null() {
-                // SAFETY: EL1_LIVE points into the boxed Context of the vCPU that owns the
-                // CPU's EL1 registers; it is alive (a vCPU clears EL1_LIVE when dropped) and not
-                // running, and nothing borrows its Context while this vCPU is being entered.
-                unsafe { (*live).save() };
-            }
+        if EL1_OWNER[cpu].load(Ordering::Relaxed) != self.uid {
+            // Whoever held this CPU's EL1 before was unloaded (saved) or dropped.
             self.ctx.el1.restore();
             isb(barrier::SY);
-            EL1_OWNER.store(self.uid, Ordering::Relaxed);
-            EL1_LIVE.store(&raw mut self.ctx.el1, Ordering::Relaxed);
+            EL1_OWNER[cpu].store(self.uid, Ordering::Relaxed);
         }
         if !space.tlb_clean {
             // A fresh domain: no stale translations of one with the same VMID may survive.
-            // SAFETY: invalidates stage-1+2 TLB entries of the current VMID only.
+            // SAFETY: invalidates stage-1+2 TLB entries of the current VMID only, on every CPU.
             unsafe { core::arch::asm!("dsb ishst", "tlbi vmalls12e1is", "dsb ish", "isb", options(nostack)) };
             space.tlb_clean = true;
-        } else if space.last_ran != Some(self.id) {
+        } else if space.last_ran[cpu] != Some(self.id) {
             // Another vCPU of this domain ran here: its stage-1 translations (same VMID, its
-            // own page tables and ASIDs) must not be mistaken for this one's.
+            // own page tables and ASIDs) must not be mistaken for this one's. (The guest's
+            // own TLB maintenance is broadcast, HCR_EL2.FB: a vCPU that ran elsewhere in
+            // between left no stale entries of its own here.)
             // SAFETY: invalidates this CPU's stage-1+2 TLB entries of the current VMID only.
             unsafe { core::arch::asm!("dsb nshst", "tlbi vmalls12e1", "dsb nsh", "isb", options(nostack)) };
         }
-        space.last_ran = Some(self.id);
-        ACTIVE.store(self.uid, Ordering::Relaxed);
+        space.last_ran[cpu] = Some(self.id);
+        ACTIVE[cpu].store(self.uid, Ordering::Relaxed);
     }
 
     /// Arm the EL2 physical timer for the end of this run's slice.
@@ -385,7 +399,7 @@ impl Vcpu {
     }
 
     fn in_ram(&self, ipa: u64) -> bool {
-        let setup = &self.space.borrow().setup;
+        let setup = &self.space.lock().setup;
         ipa >= setup.ram_guest && ipa - setup.ram_guest < setup.ram_size
     }
 
@@ -394,7 +408,8 @@ impl Vcpu {
         if !gic::ready() {
             return Some(Exit::Preempted);
         }
-        let intid = gic::acknowledge();
+        let iar = gic::acknowledge();
+        let intid = gic::intid_of(iar);
         if intid >= gic::SPURIOUS {
             return None;
         }
@@ -402,18 +417,23 @@ impl Vcpu {
             // The guest's timer fired. Masking it drops the level-sensitive line; the guest's
             // handler reprograms CNTV_CTL_EL0, which unmasks it again.
             CNTV_CTL_EL0.set(CNTV_CTL_EL0.get() | CNTV_IMASK);
-            self.space.borrow_mut().vgic.raise_private(self.vgic_cpu(), VTIMER_PPI);
+            self.space.lock().vgic.raise_private(self.vgic_cpu(), VTIMER_PPI);
+        } else if intid == gic::KICK_SGI {
+            // Another pCPU wants this one to look again (an event, an interrupt or a vCPU
+            // for it): leave the guest; the core resumes it if nothing changed.
+            gic::end_of_interrupt(iar);
+            return Some(Exit::Preempted);
         } else if intid == gic::hyp_timer_intid() {
             // The slice is over: stop the timer (dropping its level) and let the core decide.
             msr!("cnthp_ctl_el2", 0);
-            gic::end_of_interrupt(intid);
+            gic::end_of_interrupt(iar);
             return Some(Exit::Preempted);
         } else if intid != gic::maintenance_intid() {
             early_log!("unexpected physical interrupt {} while a guest ran", intid);
         }
         // The maintenance interrupt needs nothing more: the list registers were read back
         // on the way out and are refilled on the way in.
-        gic::end_of_interrupt(intid);
+        gic::end_of_interrupt(iar);
         None
     }
 
@@ -426,7 +446,7 @@ impl Vcpu {
         let ctl = CNTV_CTL_EL0.get();
         let timer_fired = ctl & (CNTV_ENABLE | CNTV_IMASK | CNTV_ISTATUS) == CNTV_ENABLE | CNTV_ISTATUS;
         let cpu = gic::cpu_interface(&self.vif);
-        let vgic = &self.space.borrow().vgic;
+        let vgic = &self.space.lock().vgic;
         (timer_fired && vgic.would_signal(self.vgic_cpu(), VTIMER_PPI, &cpu))
             || vgic.has_signalled(self.vgic_cpu(), &cpu)
     }
@@ -438,7 +458,7 @@ impl Vcpu {
         }
         let count = gic::lr_count().min(MAX_LRS);
         let mut overflow = false;
-        let mut space = self.space.borrow_mut();
+        let mut space = self.space.lock();
         // Most exits are not about interrupts: nothing to scan when nothing could be pending.
         if !space.vgic.is_quiet(self.id) {
             let plan = space.vgic.fill_lrs(self.id, count);
@@ -451,7 +471,7 @@ impl Vcpu {
         }
         drop(space);
         // The CPU interface state stays in the CPU while the same vCPU comes back.
-        let reload = gic::VIF_OWNER.swap(self.uid, Ordering::Relaxed) != self.uid;
+        let reload = gic::VIF_OWNER[this_cpu()].swap(self.uid, Ordering::Relaxed) != self.uid;
         gic::load(&self.vif, overflow, reload);
         isb(barrier::SY);
     }
@@ -470,7 +490,7 @@ impl Vcpu {
             *v = gic::read_lr(n);
             gic::write_lr(n, 0);
         }
-        self.space.borrow_mut().vgic.sync_lrs(self.vgic_cpu(), &values[..self.lrs_loaded]);
+        self.space.lock().vgic.sync_lrs(self.vgic_cpu(), &values[..self.lrs_loaded]);
         self.lrs_loaded = 0;
     }
 
@@ -479,14 +499,21 @@ impl Vcpu {
     fn handle_mmio(&mut self, ipa: u64, access: DataAccess, esr: Syndrome) -> Option<Exit> {
         let write = access.write.then(|| access.store_value(self.reg(access.reg)));
         self.ctx.elr += esr.instruction_length();
-        let outcome = self.space.borrow_mut().vgic.mmio(self.vgic_cpu(), ipa, access.size, write);
+        let outcome = self.space.lock().vgic.mmio(self.vgic_cpu(), ipa, access.size, write);
         if let Some(out) = outcome {
             if out.unknown {
-                self.space.borrow_mut().log_unknown_vgic(ipa, write.is_some());
+                self.space.lock().log_unknown_vgic(ipa, write.is_some());
             }
             if !access.write {
                 self.set_reg(access.reg, access.load_value(out.value));
-            } else if self.space.borrow().vgic.may_wake_sibling(ipa) {
+                return None;
+            }
+            let mut space = self.space.lock();
+            // A distributor write may make an interrupt pending for a sibling running on
+            // another pCPU (an SGI, a set-pending, an enable).
+            let others = space.others(self.id);
+            space.kicks |= others;
+            if space.vgic.may_wake_sibling(ipa) {
                 // A GICv2 SGI: a sibling may be asleep waiting for it.
                 return Some(Exit::Preempted);
             }
@@ -510,8 +537,10 @@ impl Vcpu {
             self.set_reg(rt, 0);
         } else if is_sgi {
             let value = self.reg(rt);
-            let mut space = self.space.borrow_mut();
+            let mut space = self.space.lock();
             space.vgic.write_sgi1r(self.vgic_cpu(), value);
+            let others = space.others(self.id);
+            space.kicks |= others;
             if space.vgic.nr_vcpus() > 1 {
                 // A sibling may be asleep waiting for this: let the core look.
                 return Some(Exit::Preempted);
@@ -539,7 +568,7 @@ impl Vcpu {
         len: usize,
         mut f: impl FnMut(u64, usize, usize),
     ) -> Result<(), BadGuestAddress> {
-        let space = self.space.borrow();
+        let space = self.space.lock();
         let mut done = 0;
         while done < len {
             let ipa = gpa.checked_add(done as u64).ok_or(BadGuestAddress(gpa))?;
@@ -572,7 +601,7 @@ impl Vcpu {
     fn handle_psci(&mut self) -> Option<Exit> {
         let x = &self.ctx.x;
         let action = {
-            let space = self.space.borrow();
+            let space = self.space.lock();
             let online = space.online;
             psci::handle_smp(x[0] as u32, [x[1], x[2], x[3]], space.vgic.nr_vcpus(), |n| online[n])
         };
@@ -585,7 +614,7 @@ impl Vcpu {
             psci::SmpAction::Plain(psci::Action::Reset) => Some(Exit::Reset),
             psci::SmpAction::CpuOn { target, entry, context } => Some(Exit::CpuOn { target, entry, context }),
             psci::SmpAction::CpuOff => {
-                self.space.borrow_mut().online[self.id] = false;
+                self.space.lock().online[self.id] = false;
                 Some(Exit::CpuOff)
             }
         }
@@ -629,7 +658,7 @@ impl Vcpu {
             return None;
         }
         let pa = (par & 0x0000_ffff_ffff_f000) | (gva & 0xfff);
-        let setup = &self.space.borrow().setup;
+        let setup = &self.space.lock().setup;
         let offset = pa.checked_sub(setup.ram_host)?;
         (offset < setup.ram_size).then_some(pa)
     }
@@ -738,18 +767,21 @@ impl VirtualCpu for Vcpu {
 
     fn unmap_grant(&mut self, gpa: u64) -> Result<(), BadGuestAddress> {
         let (ram_guest, ram_host, ram_size) = {
-            let s = self.space.borrow();
+            let s = self.space.lock();
             (s.setup.ram_guest, s.setup.ram_host, s.setup.ram_size)
         };
         self.change_stage2(gpa, |tables| tables.end_grant(gpa, ram_guest, ram_host, ram_size))
     }
 
     fn raise_upcall(&mut self) {
-        self.space.borrow_mut().vgic.raise_private(self.vgic_cpu(), UPCALL_PPI);
+        self.space.lock().vgic.raise_private(self.vgic_cpu(), UPCALL_PPI);
     }
 
     fn set_irq_line(&mut self, intid: u32, level: bool) {
-        self.space.borrow_mut().vgic.set_spi_line(intid, level);
+        let mut space = self.space.lock();
+        space.vgic.set_spi_line(intid, level);
+        let others = space.others(self.id);
+        space.kicks |= others;
     }
 
     fn enable_event_delivery(&mut self) {
@@ -761,14 +793,14 @@ impl VirtualCpu for Vcpu {
     }
 
     fn power_on_sibling(&mut self, index: usize, entry: u64, context: u64) -> Option<Vcpu> {
-        let nr_vcpus = self.space.borrow().vgic.nr_vcpus();
-        (index < nr_vcpus).then(|| Vcpu::powered_on(Rc::clone(&self.space), index, entry, context))
+        let nr_vcpus = self.space.lock().vgic.nr_vcpus();
+        (index < nr_vcpus).then(|| Vcpu::powered_on(Arc::clone(&self.space), index, entry, context))
     }
 
     fn interrupt_pending(&self) -> bool {
         let timer_due = self.timer_deadline_count().is_some_and(|due| CNTPCT_EL0.get() >= due);
         let cpu = gic::cpu_interface(&self.vif);
-        timer_due || self.space.borrow().vgic.has_signalled(self.vgic_cpu(), &cpu)
+        timer_due || self.space.lock().vgic.has_signalled(self.vgic_cpu(), &cpu)
     }
 
     fn timer_deadline_ns(&self) -> Option<u64> {
@@ -778,6 +810,25 @@ impl VirtualCpu for Vcpu {
     fn set_preemption_deadline(&mut self, deadline_ns: Option<u64>) {
         self.preempt_at = deadline_ns.map(super::time::ns_to_count);
     }
+
+    fn unload(&mut self) {
+        let cpu = this_cpu();
+        if EL1_OWNER[cpu].load(Ordering::Relaxed) == self.uid {
+            self.ctx.el1.save();
+            // Its timer stays in the saved state; the CPU's must not wake another vCPU's run.
+            msr!("cntv_ctl_el0", 0);
+            isb(barrier::SY);
+            EL1_OWNER[cpu].store(0, Ordering::Relaxed);
+        }
+        // Another pCPU may enter it next and change what this one holds of it: the next
+        // entry here loads everything again.
+        ACTIVE[cpu].store(0, Ordering::Relaxed);
+        gic::VIF_OWNER[cpu].store(0, Ordering::Relaxed);
+    }
+
+    fn take_sibling_kicks(&mut self) -> u64 {
+        core::mem::take(&mut self.space.lock().kicks)
+    }
 }
 
 impl Vcpu {
@@ -785,7 +836,7 @@ impl Vcpu {
     /// PPI would then be signalled (a timer whose interrupt the vCPU masks wakes nothing).
     /// The CPU's EL1 registers are this vCPU's (its saved copy is stale).
     fn owns_el1(&self) -> bool {
-        EL1_OWNER.load(Ordering::Relaxed) == self.uid
+        EL1_OWNER[this_cpu()].load(Ordering::Relaxed) == self.uid
     }
 
     fn timer_deadline_count(&self) -> Option<u64> {
@@ -797,7 +848,7 @@ impl Vcpu {
         if ctl & (CNTV_ENABLE | CNTV_IMASK) != CNTV_ENABLE {
             return None;
         }
-        let space = self.space.borrow();
+        let space = self.space.lock();
         if !space.vgic.would_signal(self.vgic_cpu(), VTIMER_PPI, &gic::cpu_interface(&self.vif)) {
             return None;
         }
@@ -815,8 +866,7 @@ impl Drop for Vcpu {
     /// A vCPU that goes while its EL1 state is loaded leaves nothing behind to save into.
     fn drop(&mut self) {
         if self.owns_el1() {
-            EL1_LIVE.store(core::ptr::null_mut(), Ordering::Relaxed);
-            EL1_OWNER.store(0, Ordering::Relaxed);
+            EL1_OWNER[this_cpu()].store(0, Ordering::Relaxed);
         }
     }
 }

@@ -37,11 +37,14 @@ const PRIORITY: u8 = 0x80;
 const GICD_CTLR: usize = 0x000;
 const GICD_ISENABLER: usize = 0x100;
 const GICD_IPRIORITYR: usize = 0x400;
+const GICD_ITARGETSR: usize = 0x800;
+const GICD_SGIR: usize = 0xf00;
 const GICC_CTLR: usize = 0x000;
 const GICC_PMR: usize = 0x004;
 const GICC_BPR: usize = 0x008;
 const GICC_IAR: usize = 0x00c;
 const GICC_EOIR: usize = 0x010;
+const GICC_HPPIR: usize = 0x018;
 const GICH_HCR: usize = 0x000;
 const GICH_VTR: usize = 0x004;
 const GICH_VMCR: usize = 0x008;
@@ -63,7 +66,9 @@ fn read(base: &AtomicUsize, offset: usize) -> u32 {
 
 fn write(base: &AtomicUsize, offset: usize, value: u32) {
     let addr = base.load(Ordering::Relaxed) + offset;
-    // SAFETY: as `read`; only the boot CPU programs the GIC.
+    // SAFETY: as `read`; the distributor's shared registers are programmed by the boot CPU
+    // only, the banked ones (SGIs, PPIs, CPU interface, GICH) by their own CPU; GICD_SGIR
+    // writes only raise SGIs.
     unsafe { core::ptr::write_volatile(addr as *mut u32, value) }
 }
 
@@ -99,6 +104,43 @@ pub fn init(regions: Gicv2Regions, ppis: &[u32]) -> bool {
     LR_COUNT.store((read(&HYP, GICH_VTR) & 0x3f) + 1, Ordering::Relaxed);
     READY.store(true, Ordering::Release);
     true
+}
+
+/// This CPU's SGIs and PPIs among `intids` (< 32, banked per CPU) at our priority, enabled.
+fn enable_banked(intids: &[u32]) {
+    for &intid in intids.iter().filter(|i| **i < 32) {
+        write_byte(&DIST, GICD_IPRIORITYR + intid as usize, PRIORITY);
+        write(&DIST, GICD_ISENABLER, 1 << intid);
+    }
+}
+
+/// A secondary CPU's banked part of the GIC the boot CPU set up with [`init`]: the SGIs and
+/// PPIs `intids`, its CPU interface, its virtual interface control. False without [`init`].
+pub fn init_cpu(intids: &[u32]) -> bool {
+    if !ready() {
+        return false;
+    }
+    enable_banked(intids);
+    write(&CPU, GICC_PMR, 0xff);
+    write(&CPU, GICC_BPR, 0);
+    write(&CPU, GICC_CTLR, 1);
+    write(&HYP, GICH_HCR, 0);
+    true
+}
+
+/// This CPU's interface as an SGI target (bit n: CPU interface n): the banked GICD_ITARGETSR0.
+pub fn own_target() -> u8 {
+    read(&DIST, GICD_ITARGETSR) as u8
+}
+
+/// Raise SGI `intid` (0-15) at the CPU interfaces in `targets`.
+pub fn send_sgi(intid: u32, targets: u8) {
+    write(&DIST, GICD_SGIR, (u32::from(targets) << 16) | (intid & 0xf));
+}
+
+/// The INTID of the highest-priority pending interrupt of this CPU (1023: none).
+pub fn highest_pending() -> u32 {
+    read(&CPU, GICC_HPPIR) & 0x3ff
 }
 
 pub fn ready() -> bool {

@@ -1,5 +1,5 @@
-//! Round robin: every runnable vCPU in turn, one fixed slice each, on one pCPU (every pick
-//! names pCPU 0's queue; a pool of several CPUs shares the one queue). The simplest policy.
+//! Round robin: every runnable vCPU in turn, one fixed slice each; a pool of several pCPUs
+//! shares the one queue, each pCPU taking the next in line when it picks. The simplest policy.
 
 use super::{Cpu, Decision, DomainRef, Scheduler, VcpuRef};
 use alloc::collections::VecDeque;
@@ -49,8 +49,9 @@ impl Scheduler for RoundRobin {
         if !self.is_running(vcpu) {
             self.queue.push_back(vcpu);
         }
-        // Every wake ends the running slice, so the woken vCPU's turn comes soon.
-        Some(0)
+        // An idle pCPU (its last pick found nothing) takes it at once; else the running slice
+        // of pCPU 0 ends, so the woken vCPU's turn comes soon.
+        Some(self.current.iter().position(Option::is_none).unwrap_or(0))
     }
 
     fn sleep(&mut self, vcpu: VcpuRef, _now: u64) {
@@ -125,6 +126,26 @@ mod tests {
         }
         s.yield_now(0, 1);
         assert_eq!((0..3).map(|t| s.pick(0, t).unwrap().vcpu).collect::<Vec<_>>(), [1, 2, 0]);
+    }
+
+    #[test]
+    fn two_pcpus_share_the_queue_and_a_wake_names_the_idle_one() {
+        let mut s = rr(3, 10);
+        s.wake(0, 0);
+        s.wake(1, 0);
+        // Each pCPU takes the next in line; a running vCPU is never given to the other.
+        assert_eq!(s.pick(0, 0).unwrap().vcpu, 0);
+        assert_eq!(s.pick(1, 0).unwrap().vcpu, 1);
+        assert_eq!(s.pick(0, 10).map(|d| d.vcpu), Some(0));
+        // vCPU 1 blocks: pCPU 1 finds nothing and idles; a wake names it, not busy pCPU 0.
+        s.block(1, 12);
+        assert_eq!(s.pick(1, 12), None);
+        assert_eq!(s.wake(2, 13), Some(1));
+        assert_eq!(s.pick(1, 13).unwrap().vcpu, 2);
+        // Nobody idle: pCPU 0 is told to make way.
+        assert_eq!(s.wake(1, 14), Some(0));
+        assert_eq!(s.pick(0, 15).unwrap().vcpu, 1);
+        assert_eq!(s.pick(1, 16).unwrap().vcpu, 0);
     }
 
     #[test]
