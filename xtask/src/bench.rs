@@ -71,14 +71,25 @@ fn boot_bench(
     Ok(out.console)
 }
 
-pub fn run(arch: Option<Arch>, timeout: u64, against_xen: bool) -> Result<i32> {
+pub fn run(
+    arch: Option<Arch>,
+    timeout: u64,
+    against_xen: bool,
+    emulator: Option<crate::qemu_x86::Emulator>,
+) -> Result<i32> {
+    use crate::qemu_x86::Emulator;
     let arch = arch.unwrap_or(Arch::Aarch64);
     if against_xen && arch != Arch::Aarch64 {
         bail!("--against xen: the reference Xen (Debian's 4.17) runs on arm64 only");
     }
-    let command = format!("cargo xtask bench --arch {}", arch.name());
+    let bochs = emulator == Some(Emulator::Bochs);
+    if emulator.is_some() && arch != Arch::X86_64 {
+        bail!("--emulator chooses the x86_64 backend; ARM benches run in QEMU under icount");
+    }
+    let command = format!("cargo xtask bench --arch {}{}", arch.name(), if bochs { " --emulator bochs" } else { "" });
     let mut needs = crate::prereq::Needs::default();
-    crate::prereq::ensure(needs.boot(arch, crate::prereq::X86Emulator::Qemu))?;
+    let x86_emulator = if bochs { crate::prereq::X86Emulator::Bochs } else { crate::prereq::X86Emulator::Qemu };
+    crate::prereq::ensure(needs.boot(arch, x86_emulator))?;
     let built = build::hypervisor_and_guests(arch)?;
     let args = RunArgs {
         arch,
@@ -88,11 +99,12 @@ pub fn run(arch: Option<Arch>, timeout: u64, against_xen: bool) -> Result<i32> {
         config: None,
         smp: 1,
         gic: None,
-        icount: true,
+        // Bochs has no icount: its clock follows its own instruction count.
+        icount: !bochs,
         guest: Some("bench".into()),
         timeout,
-        // x86: QEMU's TCG (deterministic under icount), never KVM.
-        emulator: Some(crate::qemu_x86::Emulator::QemuTcg),
+        // x86: QEMU's TCG (deterministic under icount), never KVM; or Bochs for VT-x.
+        emulator: Some(if bochs { Emulator::Bochs } else { Emulator::QemuTcg }),
         guest_arch: None,
         board: None,
         hypervisor: crate::xen::Hypervisor::Xhv,
@@ -116,7 +128,10 @@ pub fn run(arch: Option<Arch>, timeout: u64, against_xen: bool) -> Result<i32> {
     let build = domain_build(&console);
     let out_console = console + &pair_console + &smp2_console;
     let mut figures = parse(&out_console);
-    figures.extend(build);
+    // In instructions only under icount.
+    if !bochs {
+        figures.extend(build);
+    }
     if figures.is_empty() {
         bail!("the bench guest printed no BENCH lines (console: {})", log.display());
     }

@@ -80,6 +80,10 @@ enum Cmd {
         /// and print both columns and their ratio from this one run.
         #[arg(long, value_enum)]
         against: Option<xen::Hypervisor>,
+        /// x86_64: `bochs` times the VT-x backend in Bochs (TSC cycles of Bochs' own
+        /// instruction-driven clock) instead of AMD-V in QEMU under icount.
+        #[arg(long, value_enum)]
+        emulator: Option<qemu_x86::Emulator>,
     },
 }
 
@@ -154,7 +158,9 @@ fn main() {
         }
         Cmd::Setup => setup::run(),
         Cmd::Lint => prereq::ensure(&prereq::Needs::default()).and_then(|()| build::lint()),
-        Cmd::Bench { arch, timeout, against } => bench::run(arch, timeout, against == Some(xen::Hypervisor::Xen)),
+        Cmd::Bench { arch, timeout, against, emulator } => {
+            bench::run(arch, timeout, against == Some(xen::Hypervisor::Xen), emulator)
+        }
         Cmd::Fuzz(args) => {
             let mut needs = prereq::Needs::default();
             needs.boot(args.arch, prereq::X86Emulator::of(args.emulator));
