@@ -392,14 +392,26 @@ impl Domain {
         let read = |info: &mut dyn VcpuInfoAccess| {
             info.read_byte(vcpu_info::UPCALL_PENDING) != 0 && !(has_mask && info.read_byte(vcpu_info::UPCALL_MASK) != 0)
         };
+        self.access_vcpu_info(own, target, read).unwrap_or(false)
+    }
+
+    /// Run `f` on `target`'s `vcpu_info` wherever it lives: the shared info page, or the
+    /// guest RAM it was registered at (reached through `vcpu`, `target`'s own, when the
+    /// domain's RAM is not mapped here). `None` when it is nowhere we can reach.
+    fn access_vcpu_info<'o, R>(
+        &mut self,
+        vcpu: Option<&mut (dyn VirtualCpu + 'o)>,
+        target: usize,
+        f: impl FnOnce(&mut dyn VcpuInfoAccess) -> R,
+    ) -> Option<R> {
         let loc = self.vcpus.get(target).map_or(VcpuInfoLoc::Nowhere, |v| v.info);
         let size = self.abi.vcpu_info_size();
-        let Some(xen) = self.xen.as_mut() else { return false };
-        match (loc, &self.ram, own) {
-            (VcpuInfoLoc::Shared(slot), _, _) => read(&mut InPage { page: &mut xen.shared_info, base: slot * size }),
-            (VcpuInfoLoc::Guest(gpa), Some(ram), _) => read(&mut RamInfo { ram, gpa }),
-            (VcpuInfoLoc::Guest(gpa), None, Some(vcpu)) => read(&mut GuestPhysInfo { vcpu, gpa }),
-            (VcpuInfoLoc::Guest(_), None, None) | (VcpuInfoLoc::Nowhere, _, _) => false,
+        let xen = self.xen.as_mut()?;
+        match (loc, &self.ram, vcpu) {
+            (VcpuInfoLoc::Shared(slot), _, _) => Some(f(&mut InPage { page: &mut xen.shared_info, base: slot * size })),
+            (VcpuInfoLoc::Guest(gpa), Some(ram), _) => Some(f(&mut RamInfo { ram, gpa })),
+            (VcpuInfoLoc::Guest(gpa), None, Some(vcpu)) => Some(f(&mut GuestPhysInfo { vcpu, gpa })),
+            (VcpuInfoLoc::Guest(_), None, None) | (VcpuInfoLoc::Nowhere, _, _) => None,
         }
     }
 
@@ -411,17 +423,8 @@ impl Domain {
         target: usize,
         update: impl FnOnce(&mut dyn VcpuInfoAccess) -> bool,
     ) {
-        let loc = self.vcpus.get(target).map_or(VcpuInfoLoc::Nowhere, |v| v.info);
-        let size = self.abi.vcpu_info_size();
-        let Some(xen) = self.xen.as_mut() else { return };
         let mut current = current.filter(|_| target == self.current_vcpu);
-        let raise = match (loc, &self.ram, current.as_deref_mut()) {
-            (VcpuInfoLoc::Shared(slot), _, _) => update(&mut InPage { page: &mut xen.shared_info, base: slot * size }),
-            (VcpuInfoLoc::Guest(gpa), Some(ram), _) => update(&mut RamInfo { ram, gpa }),
-            (VcpuInfoLoc::Guest(gpa), None, Some(vcpu)) => update(&mut GuestPhysInfo { vcpu, gpa }),
-            (VcpuInfoLoc::Guest(_), None, None) | (VcpuInfoLoc::Nowhere, _, _) => false,
-        };
-        if raise {
+        if self.access_vcpu_info(current.as_deref_mut(), target, update) == Some(true) {
             match current {
                 Some(vcpu) => vcpu.raise_upcall(),
                 None if target < 64 => self.remote_upcalls |= 1 << target,
