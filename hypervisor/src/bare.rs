@@ -126,7 +126,7 @@ fn run_boot_domains(boot: &BootInfo) -> ExitStatus {
         let pool = &cfg.pools[cfg.boot_pool];
         hvlog!("cpupool {}: scheduler {}, {} CPU(s)", pool.name, kind.name(), pool.cpus.len());
         let now = run::Host::now_ns(&mut BootCpu);
-        match apply_boot_config(run_loop.sched_mut(), kind, cfg, &names, now) {
+        match apply_boot_config(run_loop.sched_mut(), kind, cfg, &names, loop_cpus.len(), now) {
             Ok(notes) => notes.iter().for_each(|n| hvlog!("{}", n)),
             Err(why) => {
                 hvlog!("boot configuration rejected: {}", why);

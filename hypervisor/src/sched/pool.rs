@@ -117,30 +117,33 @@ impl Scheduler for PoolScheduler {
 }
 
 /// Apply the boot DT's scheduling configuration to `sched`, the boot pool's scheduler, on
-/// which the single-CPU run loop runs every domain: `names[d]` is the node name of the run
-/// loop's domain `d`, whose vCPUs were added already. Returns lines to log (what could not
-/// be honoured and why) or the reason to refuse the boot.
+/// which the run loop runs every domain: `names[d]` is the node name of the run loop's
+/// domain `d`, whose vCPUs were added already; `running` is how many of the pool's pCPUs
+/// (its first ones, in `cpupool-cpus` order) run the loop. Returns lines to log (what could
+/// not be honoured and why) or the reason to refuse the boot.
 pub fn apply_boot_config(
     sched: &mut dyn Scheduler,
     kind: SchedKind,
     cfg: &crate::bootcfg::SchedConfig,
     names: &[&str],
+    running: usize,
     now: u64,
 ) -> Result<Vec<String>, String> {
     let mut notes = Vec::new();
     let boot = &cfg.pools[cfg.boot_pool];
-    if boot.cpus.len() > 1 {
+    if boot.cpus.len() > running {
         notes.push(format!(
-            "cpupool {}: {} CPUs, but only the boot CPU runs guests yet (no SMP host)",
+            "cpupool {}: {} CPUs, but only {} run guests (the others did not come up able to)",
             boot.name,
-            boot.cpus.len()
+            boot.cpus.len(),
+            running
         ));
     }
     for (d, name) in names.iter().enumerate() {
         let Some(dc) = cfg.domains.iter().find(|c| c.domain == *name) else { continue };
         if dc.pool != cfg.boot_pool {
             notes.push(format!(
-                "{name}: its cpupool {} has no running CPU yet (no SMP host): it runs in {}",
+                "{name}: its cpupool {} has no running CPU yet (only the boot pool runs guests): it runs in {}",
                 cfg.pools[dc.pool].name, boot.name
             ));
         }
@@ -158,18 +161,18 @@ pub fn apply_boot_config(
     }
     if kind == SchedKind::Arinc653 {
         let Some(a) = &boot.arinc653 else { return Err(format!("cpupool {}: no ARINC 653 schedule", boot.name)) };
-        let mut windows = Vec::new();
+        let mut cpus = alloc::vec![Vec::new(); running.max(1)];
         for w in &a.windows {
-            if w.cpu != 0 {
-                notes.push(format!("cpupool {}: a window on its pCPU {} does not run (no SMP host)", boot.name, w.cpu));
+            let Some(windows) = cpus.get_mut(w.cpu) else {
+                notes.push(format!("cpupool {}: a window on its pCPU {} does not run (that CPU is not up)", boot.name, w.cpu));
                 continue;
-            }
+            };
             let Some(d) = names.iter().position(|n| *n == w.domain) else {
                 return Err(format!("cpupool {}: window for {}, which was not built", boot.name, w.domain));
             };
             windows.push(Window { start_ns: w.start_ns, len_ns: w.len_ns, domain: d, vcpu: w.vcpu as usize });
         }
-        let schedule = Arinc653Schedule { major_frame_ns: a.major_frame_ns, cpus: alloc::vec![windows] };
+        let schedule = Arinc653Schedule { major_frame_ns: a.major_frame_ns, cpus };
         sched
             .set_arinc653(schedule, now)
             .map_err(|e| format!("cpupool {}: ARINC 653 schedule refused: {e:?}", boot.name))?;
@@ -209,7 +212,7 @@ mod tests {
     #[test]
     fn credit_weights_from_the_dt_split_the_cpu() {
         let mut s = with_two_domains(SchedKind::Credit);
-        let notes = apply_boot_config(&mut s, SchedKind::Credit, &config(SchedKind::Credit, None), &["a", "b"], 0);
+        let notes = apply_boot_config(&mut s, SchedKind::Credit, &config(SchedKind::Credit, None), &["a", "b"], 1, 0);
         assert_eq!(notes, Ok(vec![]));
         let mut used = [0u64; 2];
         let mut now = 0;
@@ -231,23 +234,33 @@ mod tests {
         ];
         let cfg = config(SchedKind::Arinc653, Some(Arinc653Config { major_frame_ns: 10 * MS, windows }));
         let mut s = with_two_domains(SchedKind::Arinc653);
-        let notes = apply_boot_config(&mut s, SchedKind::Arinc653, &cfg, &["a", "b"], 0).unwrap();
+        let notes = apply_boot_config(&mut s, SchedKind::Arinc653, &cfg, &["a", "b"], 1, 0).unwrap();
         assert_eq!(notes.len(), 3, "{notes:?}");
-        assert_eq!(notes[2], "cpupool p: a window on its pCPU 1 does not run (no SMP host)");
+        assert_eq!(notes[2], "cpupool p: a window on its pCPU 1 does not run (that CPU is not up)");
         assert_eq!(s.pick(0, 10 * MS), Some(Decision { vcpu: 1, slice_ns: 2 * MS }));
         assert_eq!(s.pick(0, 12 * MS), None);
         assert_eq!(s.next_event(0, 12 * MS), Some(15 * MS));
         assert_eq!(s.pick(0, 15 * MS), Some(Decision { vcpu: 0, slice_ns: 3 * MS }));
+        // With both pCPUs of the pool up, pCPU 1 runs its window too.
+        let mut s = PoolScheduler::new(SchedKind::Arinc653, 2, MS);
+        s.add_vcpu(0, 0, 0, 0);
+        s.add_vcpu(1, 1, 0, 0);
+        s.wake(0, 0);
+        s.wake(1, 0);
+        let notes = apply_boot_config(&mut s, SchedKind::Arinc653, &cfg, &["a", "b"], 2, 0).unwrap();
+        assert_eq!(notes.len(), 2, "the weights only: {notes:?}");
+        assert_eq!(s.pick(1, 10 * MS), Some(Decision { vcpu: 0, slice_ns: 3 * MS }));
+        assert_eq!(s.pick(0, 10 * MS), Some(Decision { vcpu: 1, slice_ns: 2 * MS }));
         // A window for a domain that was not built refuses the boot.
         let mut s = with_two_domains(SchedKind::Arinc653);
-        assert!(apply_boot_config(&mut s, SchedKind::Arinc653, &cfg, &["a"], 0).is_err());
+        assert!(apply_boot_config(&mut s, SchedKind::Arinc653, &cfg, &["a"], 1, 0).is_err());
     }
 
     #[test]
     fn weights_in_a_round_robin_pool_are_reported_not_applied() {
         let mut s = with_two_domains(SchedKind::RoundRobin);
         let notes =
-            apply_boot_config(&mut s, SchedKind::RoundRobin, &config(SchedKind::RoundRobin, None), &["a", "b"], 0);
+            apply_boot_config(&mut s, SchedKind::RoundRobin, &config(SchedKind::RoundRobin, None), &["a", "b"], 1, 0);
         assert_eq!(notes.unwrap().len(), 2);
     }
 }
