@@ -134,6 +134,16 @@ fn run_boot_domains(boot: &BootInfo) -> ExitStatus {
             }
         }
     }
+    if let PoolScheduler::Arinc653(a) = run_loop.sched_mut()
+        && let Some((schedule, epoch)) = a.schedule()
+    {
+        hvlog!(
+            "arinc653: major frame {} us on {} pCPU(s), first frame at {} ns",
+            schedule.major_frame_ns / 1000,
+            schedule.cpus.len(),
+            epoch
+        );
+    }
     let ids: Vec<u16> = domains.iter().map(|d| d.id).collect();
     domains.iter_mut().for_each(|d| d.known_domains.clone_from(&ids));
     let ends = run_domains(run_loop, domains, loop_cpus);
@@ -399,6 +409,10 @@ fn build(
     };
     hvlog!("d{}: entry {:#x}", id, setup.entry);
     let mut vcpu = cpu::Vcpu::new(&setup)?;
+    // Guests that report instants of their virtual counter (sched-probe) are related to the
+    // hypervisor's clock through this.
+    #[cfg(target_arch = "aarch64")]
+    hvlog!("d{}: virtual counter offset {} ticks", id, vcpu.counter_offset());
     let mut domain = Domain::with_vcpus(id, usize::from(nr_vcpus));
     domain.set_ram(setup.ram_guest, ram_size);
     domain.ram = Some(GuestRam { base: setup.ram_guest, host: ram_host, words: ram_words(ram_host, ram_size) });

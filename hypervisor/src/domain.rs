@@ -97,6 +97,9 @@ pub struct VcpuXen {
     pub info: VcpuInfoLoc,
     /// `VCPUOP_register_runstate_memory_area`: guest virtual address of its runstate info.
     pub runstate_gva: Option<u64>,
+    /// Nanoseconds it has held a pCPU (the run loop adds each run at its exit): its
+    /// runstate's `time[RUNSTATE_running]`.
+    pub running_ns: u64,
 }
 
 pub struct Domain {
@@ -160,6 +163,7 @@ impl Domain {
             .map(|i| VcpuXen {
                 info: if i < abi.shared_vcpu_slots() { VcpuInfoLoc::Shared(i) } else { VcpuInfoLoc::Nowhere },
                 runstate_gva: None,
+                running_ns: 0,
             })
             .collect();
         Self {

@@ -101,11 +101,14 @@ pub struct PerCpu {
     /// scheduler picks it again here it enters at no cost; else it is unloaded before the
     /// core lock is let go, so that any pCPU may take it.
     loaded: Option<VcpuRef>,
+    /// When the vCPU it runs was last entered (its time is added to the vCPU's running time
+    /// at the exit).
+    entered: u64,
 }
 
 impl PerCpu {
     pub fn new(cpu: Cpu) -> Self {
-        Self { cpu, current: None, loaded: None }
+        Self { cpu, current: None, loaded: None, entered: 0 }
     }
 }
 
@@ -322,6 +325,7 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
             vcpu.raise_upcall();
         }
         self.slots[i].running_on = Some(pc.cpu);
+        pc.entered = now;
         vcpu.set_preemption_deadline(Some(deadline));
         Step::Run { slot: i, vcpu }
     }
@@ -342,6 +346,9 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
             // Its domain ended on another pCPU while it ran: `vcpu` goes with it.
             pc.current = None;
             return;
+        }
+        if let Some(x) = domains.get_mut(d).and_then(|dom| dom.vcpus.get_mut(self.slots[i].index)) {
+            x.running_ns += now.saturating_sub(pc.entered);
         }
         if !self.pending_unmaps.is_empty() {
             self.pending_unmaps.retain(|&(o, gpa)| {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The test guests of `qemu/guests/hello`, one binary per scenario.
-pub const GUESTS: [&str; 16] = [
+pub const GUESTS: [&str; 17] = [
     "hello",
     "enosys",
     "guest-fault",
@@ -23,6 +23,7 @@ pub const GUESTS: [&str; 16] = [
     "grant-copy",
     "grant-ring",
     "evtchn-scale",
+    "sched-probe",
 ];
 
 /// What a build produced for one architecture.

@@ -832,6 +832,12 @@ impl VirtualCpu for Vcpu {
 }
 
 impl Vcpu {
+    /// The domain's virtual counter offset (CNTVOFF_EL2, physical count at its creation):
+    /// its virtual count is the physical count minus this.
+    pub fn counter_offset(&self) -> u64 {
+        self.space.lock().cntvoff
+    }
+
     /// The physical count at which this vCPU's saved virtual timer fires, if it can and its
     /// PPI would then be signalled (a timer whose interrupt the vCPU masks wakes nothing).
     /// The CPU's EL1 registers are this vCPU's (its saved copy is stale).

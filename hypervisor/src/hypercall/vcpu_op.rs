@@ -18,11 +18,14 @@ pub fn handle(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, cmd: u64, vcpu_id:
             domain.vcpus[id].runstate_gva = (gva != 0).then_some(gva);
             if gva != 0 {
                 // Xen fills it at once; an unmapped area is the guest's problem, not an error.
-                let _ = args::write_abi(domain.call_compat, vcpu, gva, &runstate_running());
+                let _ = args::write_abi(domain.call_compat, vcpu, gva, &runstate_running(domain.vcpus[id].running_ns));
             }
             Ok(0)
         }
-        v::VCPUOP_GET_RUNSTATE_INFO => args::write_abi(domain.call_compat, vcpu, arg, &runstate_running()).map(|_| 0),
+        v::VCPUOP_GET_RUNSTATE_INFO => {
+            let info = runstate_running(domain.vcpus[id].running_ns);
+            args::write_abi(domain.call_compat, vcpu, arg, &info).map(|_| 0)
+        }
         // Only vCPU 0 runs until secondary vCPUs come up through PSCI / VCPUOP_up.
         v::VCPUOP_IS_UP => Ok(i64::from(id == 0)),
         // No periodic Xen timer is ever armed, so stopping it is a no-op success.
@@ -74,9 +77,12 @@ fn register_vcpu_info(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, id: usize,
     Ok(0)
 }
 
-/// A runstate record saying "running since boot": no time accounting yet.
-fn runstate_running() -> VcpuRunstateInfo {
-    VcpuRunstateInfo { state: v::RUNSTATE_RUNNING, ..Default::default() }
+/// A runstate record saying "running", with the time the vCPU has held a pCPU (up to the
+/// exit being handled); the other states' times are not accounted yet (0).
+fn runstate_running(running_ns: u64) -> VcpuRunstateInfo {
+    let mut time = [0; 4];
+    time[v::RUNSTATE_RUNNING as usize] = running_ns;
+    VcpuRunstateInfo { state: v::RUNSTATE_RUNNING, time, ..Default::default() }
 }
 
 #[cfg(test)]

@@ -7,7 +7,8 @@
 //!   pCPU runs is charged, loses a BOOST, and becomes *active* (it takes part in sharing).
 //! - Every 3 ticks (30 ms) *accounting* hands out 300 credits per pCPU of the pool among the
 //!   active domains in proportion to weight × active vCPUs, at most 300 per active vCPU and
-//!   at most the cap's worth (cap% of 300), split evenly among the domain's active vCPUs.
+//!   at most the cap's worth (cap% of 300), split evenly among the domain's active vCPUs;
+//!   what such a limit keeps from a domain goes to the others by weight.
 //!   Credits never fall below -300. A vCPU with negative credit is OVER; one with credit is
 //!   UNDER; one over 300 stops being active (it is not using its share) and keeps half.
 //!   A vCPU of a capped domain whose credit is below minus the cap's worth is *parked*
@@ -180,7 +181,47 @@ impl Credit {
             return;
         }
         let credit_total = self.cpus.len() as u64 * CREDITS_PER_ACCT as u64;
-        // Per domain: what each active vCPU earns, and its cap's worth (0: no cap).
+        // Per domain: what its active vCPUs earn together, and its cap's worth (0: no cap).
+        // A domain's fair share by weight is clamped to its cap and to 300 per active vCPU;
+        // what clamping leaves over goes to the others by weight again (as Xen's accounting
+        // hands a capped domain's excess back), until no share moves: the pool's credits
+        // then match the CPU time its vCPUs burn, so weights decide the shares.
+        let limit = |d: usize, n: u64| {
+            let p = self.params(d);
+            let mut l = n * CREDITS_PER_ACCT as u64;
+            if p.cap != 0 {
+                l = l.min((u64::from(p.cap) * CREDITS_PER_ACCT as u64).div_ceil(100));
+            }
+            l
+        };
+        let mut total: Vec<u64> = alloc::vec![0; active.len()];
+        let mut clamped: Vec<bool> = active.iter().map(|&n| n == 0).collect();
+        let mut left = credit_total;
+        let mut weight_left = weight_total;
+        loop {
+            let mut moved = false;
+            for (d, &n) in active.iter().enumerate() {
+                if clamped[d] {
+                    continue;
+                }
+                let fair = (left * u64::from(self.params(d).weight) * n).div_ceil(weight_left.max(1));
+                if fair > limit(d, n) {
+                    total[d] = limit(d, n);
+                    clamped[d] = true;
+                    left = left.saturating_sub(total[d]);
+                    weight_left -= u64::from(self.params(d).weight) * n;
+                    moved = true;
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+        for (d, &n) in active.iter().enumerate() {
+            if !clamped[d] {
+                total[d] = (left * u64::from(self.params(d).weight) * n).div_ceil(weight_left.max(1));
+            }
+        }
         let share: Vec<(i64, i64)> = active
             .iter()
             .enumerate()
@@ -189,13 +230,8 @@ impl Credit {
                     return (0, 0);
                 }
                 let p = self.params(d);
-                let mut fair = (credit_total * u64::from(p.weight) * n).div_ceil(weight_total);
-                fair = fair.min(n * CREDITS_PER_ACCT as u64);
                 let cap_credit = (u64::from(p.cap) * CREDITS_PER_ACCT as u64).div_ceil(100) as i64;
-                if p.cap != 0 {
-                    fair = fair.min(cap_credit as u64);
-                }
-                (fair.div_ceil(n) as i64, cap_credit)
+                (total[d].div_ceil(n) as i64, cap_credit)
             })
             .collect();
         for i in 0..self.vcpus.len() {
@@ -626,6 +662,21 @@ mod tests {
         let (used, idle) = simulate(&mut s, 3, 2, 10 * S);
         assert_eq!(idle, [0, 0]);
         assert_share(&used, 2, 0.5, 0.02);
+    }
+
+    #[test]
+    fn six_domains_on_two_pcpus_one_capped_share_by_weight() {
+        // The credit-shares-aarch64 scenario's pool: weights 256, 512, 1024 (1:2:4), 1024
+        // capped at 20%, 256, 256. The capped domain gets its 0.2 pCPU; the other 1.8 go by
+        // weight, 0.2 pCPU per 256 (its excess over the cap handed back to the others).
+        let capped = CreditParams { weight: 1024, cap: 20 };
+        let mut s = hogs(2, &[w(256), w(512), w(1024), capped, w(256), w(256)]);
+        let (used, idle) = simulate(&mut s, 6, 2, 10 * S);
+        assert_eq!(idle, [0, 0]);
+        for (i, want) in [0.2, 0.4, 0.8, 0.2, 0.2, 0.2].into_iter().enumerate() {
+            let got = used[i] as f64 / (10 * S) as f64;
+            assert!((got - want).abs() < 0.02, "vCPU {i}: {got:.4} of a pCPU, expected {want}; {used:?}");
+        }
     }
 
     #[test]
