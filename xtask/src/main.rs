@@ -11,6 +11,7 @@ mod fuzz;
 mod images;
 mod prereq;
 mod qemu_x86;
+mod sched_check;
 mod setup;
 mod test;
 mod xen;

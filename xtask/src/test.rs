@@ -557,6 +557,7 @@ fn scenarios() -> Vec<Scenario> {
             },
         });
     }
+    all.extend(sched_scenarios());
     all.extend(simd_isolation_scenarios());
     all.extend(smp_host_scenarios());
     all.extend(evtchn_scenarios());
@@ -600,6 +601,62 @@ fn smp_host_scenarios() -> Vec<Scenario> {
             }
         })
         .collect()
+}
+
+/// The schedulers measured from inside guests (issue 15), on a 2-CPU machine under QEMU
+/// `-icount` (exact guest time): the `sched-probe` guests print figures that
+/// [`crate::sched_check`] compares with the schedule (see [`figures`]).
+fn sched_scenarios() -> Vec<Scenario> {
+    // `done`: the line each domain prints last with its figures.
+    let probe = |name: &str, file: &'static str, pool: &str, lines: &[&str], done: &str, domains: usize| {
+        let mut in_order = banner(Arch::Aarch64);
+        in_order.push(format!("(XEN) cpupool {pool}, 2 CPU(s)"));
+        in_order.extend(lines.iter().map(|l| l.to_string()));
+        in_order.push("(XEN) stopping: all domains powered off".into());
+        Scenario {
+            name: name.into(),
+            arch: Arch::Aarch64,
+            guest: TestGuest::GuestConfig { file, guest: "sched-probe" },
+            expect: Expect {
+                in_order,
+                count: Some((done.into(), domains)),
+                forbidden: vec!["PANIC", "FAIL", "rejected", "ignored", "does not run"],
+                exit_zero: true,
+            },
+        }
+    };
+    vec![
+        probe(
+            "credit-shares-aarch64",
+            "credit-shares.dts",
+            "cpupool-credit: scheduler credit",
+            &["(XEN) SMP host: 2 pCPU(s) run guests (CPU0, CPU1)"],
+            "SCHED-PROBE ran-us=",
+            6,
+        ),
+        probe(
+            "arinc653-frames-aarch64",
+            "arinc653-frames.dts",
+            "cpupool-a653: scheduler arinc653",
+            &["(XEN) arinc653: major frame 30000 us on 2 pCPU(s), first frame at ", "(XEN) SMP host: 2 pCPU(s)"],
+            "SCHED-PROBE done vcpus=2 ",
+            3,
+        ),
+    ]
+}
+
+/// The figures a scenario's guests printed, checked against what its configuration asks
+/// for: a summary for the PASS line, or why it fails. `None`: the scenario has none.
+fn figures(name: &str, console: &str) -> Option<Result<String, String>> {
+    use crate::sched_check as sc;
+    match name {
+        "credit-shares-aarch64" => Some(sc::credit_shares(console, &sc::CREDIT_SHARES)),
+        "arinc653-frames-aarch64" => {
+            let mut phases = [sc::Phase { from_ns: 0, major_ms: 30, windows: sc::xen_example() }];
+            Some(sc::arinc653_runs(console, &mut phases))
+        }
+        _ => None,
+    }
 }
 
 /// Passes on the guest's own markers: every round checked, zero wrong registers.
@@ -1093,6 +1150,8 @@ fn run_one(s: &Scenario, built: &Built, logs: &std::path::Path, hypervisor: Hype
         }
         TestGuest::GuestConfig { file, guest } => {
             let config = config_with_guest(file, guest, built).map_err(|e| format!("{e:#}"))?;
+            // The scheduler probes measure guest time: exact under icount.
+            args.icount = guest == "sched-probe";
             // x86: every vCPU shares the boot CPU, whatever the machine has.
             args.smp = if s.arch == Arch::X86_64 { 1 } else { 2 };
             emulator::configured(built, &args, &config).map_err(|e| format!("{e:#}"))?
@@ -1118,6 +1177,10 @@ fn run_one(s: &Scenario, built: &Built, logs: &std::path::Path, hypervisor: Hype
     let log = logs.join(format!("{prefix}{}.log", s.name));
     let _ = std::fs::write(&log, &out.console);
     s.judge(&out).map_err(|why| format!("{why} (console: {})", log.display()))?;
+    if let Some(result) = figures(&s.name, &out.console) {
+        let summary = result.map_err(|why| format!("{why} (console: {})", log.display()))?;
+        println!("  {}: {summary}", s.name);
+    }
     Ok(out.elapsed.as_secs_f64())
 }
 
