@@ -103,6 +103,7 @@ pub mod memory;
 pub mod sched;
 pub mod shared_info;
 pub mod start_info;
+pub mod sysctl;
 pub mod vcpu;
 pub mod version;
 pub mod xen;

@@ -86,6 +86,7 @@ fn run_boot_domains(boot: &BootInfo) -> ExitStatus {
     let kind = sched_cfg.as_ref().map_or(SchedKind::RoundRobin, |c| c.pools[c.boot_pool].sched);
     let loop_cpus = loop_cpus(sched_cfg.as_ref());
     let mut run_loop = run::RunLoop::new(PoolScheduler::new(kind, loop_cpus.len(), SLICE_NS));
+    run_loop.set_cpus(loop_cpus.len());
     let mut names: Vec<&str> = Vec::new();
     let started = run::Host::now_ns(&mut BootCpu);
     let mut largest = 0;
@@ -143,6 +144,15 @@ fn run_boot_domains(boot: &BootInfo) -> ExitStatus {
             schedule.cpus.len(),
             epoch
         );
+    }
+    // Xen's DOMAIN_CAPS_CONTROL marks the control domain, the one that may use sysctl/domctl.
+    if let Some(cfg) = sched_cfg.as_ref() {
+        for (d, name) in names.iter().enumerate() {
+            if cfg.domains.iter().any(|c| c.domain == *name && c.control) {
+                domains[d].privileged = true;
+                hvlog!("d{}: {}: control domain (capabilities: DOMAIN_CAPS_CONTROL)", domains[d].id, name);
+            }
+        }
     }
     let ids: Vec<u16> = domains.iter().map(|d| d.id).collect();
     domains.iter_mut().for_each(|d| d.known_domains.clone_from(&ids));

@@ -128,6 +128,9 @@ pub struct Domain {
     /// Ids of every domain that exists, this one included: naming another is -EPERM for a
     /// domU, naming none is -ESRCH, as Xen answers.
     pub known_domains: Vec<u16>,
+    /// The control domain: its boot DT node has Xen's `capabilities` with
+    /// DOMAIN_CAPS_CONTROL; only it may use `sysctl` and `domctl` (others get -EPERM).
+    pub privileged: bool,
     /// The domain's RAM for atomic access (FIFO event pages), where the builder provides it.
     pub ram: Option<GuestRam>,
     /// The FIFO port ABI, once the guest asked for it (`EVTCHNOP_init_control`).
@@ -182,6 +185,7 @@ impl Domain {
             current_vcpu: 0,
             remote_upcalls: 0,
             known_domains: alloc::vec![id],
+            privileged: false,
             ram: None,
             fifo: None,
             grants: Grants::default(),

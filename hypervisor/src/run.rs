@@ -90,6 +90,8 @@ pub struct RunLoop<V, S> {
     /// from the mapper's stage 2 when one of its vCPUs is next in hand (none was in its slot
     /// at the teardown: they all ran on other pCPUs).
     pending_unmaps: Vec<(usize, u64)>,
+    /// pCPUs of the pool whose loops run it ([`RunLoop::set_cpus`]).
+    nr_cpus: usize,
     sched: S,
 }
 
@@ -198,8 +200,14 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
             cpu: 0,
             kicks: 0,
             pending_unmaps: Vec::new(),
+            nr_cpus: 1,
             sched,
         }
+    }
+
+    /// How many pCPUs run this loop (pCPUs 0 .. n of the scheduler's pool).
+    pub fn set_cpus(&mut self, n: usize) {
+        self.nr_cpus = n.max(1);
     }
 
     /// Add the next domain (its index is the number added before): `vcpu0` is runnable, its
@@ -405,6 +413,11 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
     /// Act on one exit of vCPU `i` (out of its slot while this runs).
     fn decide(&mut self, i: VcpuRef, vcpu: &mut V, exit: Exit, domains: &mut [Domain], now: u64) -> Next {
         let (d, index) = (self.slots[i].domain, self.slots[i].index);
+        if let Exit::Hypercall(call) = exit
+            && (call.nr == guest_abi::hypercall::SYSCTL || call.nr == guest_abi::hypercall::DOMCTL)
+        {
+            return self.sched_ctl(d, index, vcpu, call.nr, call.args[0], domains, now);
+        }
         let (domain, mut peers) = Others::split(domains, d);
         domain.current_vcpu = index;
         match exit {
@@ -468,6 +481,55 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
             }
         }
         Next::Continue
+    }
+
+    /// `sysctl`/`domctl` from vCPU `index` of domain `d`: the scheduler's control operations.
+    #[allow(clippy::too_many_arguments)]
+    fn sched_ctl(
+        &mut self,
+        d: usize,
+        index: usize,
+        vcpu: &mut V,
+        nr: u64,
+        arg: u64,
+        domains: &mut [Domain],
+        now: u64,
+    ) -> Next {
+        use hypercall::sched_ctl::{self, Changed, SchedCtl};
+        let domids: Vec<u16> = domains.iter().map(|x| x.id).collect();
+        let nr_cpus = self.nr_cpus;
+        let domain = &mut domains[d];
+        domain.current_vcpu = index;
+        domain.call_compat = false;
+        let mut ctl = SchedCtl { sched: &mut self.sched, domids: &domids, nr_cpus, now };
+        let (result, changed) = if nr == guest_abi::hypercall::SYSCTL {
+            sched_ctl::sysctl(domain, vcpu, arg, &mut ctl)
+        } else {
+            sched_ctl::domctl(domain, vcpu, arg, &mut ctl)
+        };
+        match changed {
+            Changed::Nothing => {}
+            Changed::Arinc653 { major_frame_ns, at } => hvlog!(
+                "d{}: new ARINC 653 schedule (major frame {} us) in force from {} ns on every pCPU",
+                domain.id,
+                major_frame_ns / 1000,
+                at
+            ),
+            Changed::CreditGlobals(t, r) => hvlog!("d{}: credit timeslice {} ms, rate limit {} us", domain.id, t, r),
+            Changed::Credit(id, p) => hvlog!("d{}: d{} weight {} cap {}", domain.id, id, p.weight, p.cap),
+        }
+        let v = match result {
+            Ok(v) => v,
+            Err(e) => -e,
+        };
+        vcpu.set_hypercall_result(hypercall::result_register(v));
+        // A new schedule may change what every pCPU runs: all look again.
+        if matches!(changed, Changed::Nothing) {
+            Next::Continue
+        } else {
+            self.kicks |= if nr_cpus >= 64 { u64::MAX } else { (1u64 << nr_cpus) - 1 };
+            Next::Reschedule
+        }
     }
 
     /// PSCI CPU_ON from a vCPU of domain `d` for its vCPU `target`.

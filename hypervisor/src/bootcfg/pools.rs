@@ -29,6 +29,11 @@ use alloc::vec::Vec;
 use dtoolkit::fdt::{Fdt, FdtNode};
 use dtoolkit::{Node, Property};
 
+/// Xen's domain capabilities (`capabilities` of a `xen,domain` node, Xen's
+/// docs/misc/arm/device-tree/booting.txt): control, hardware, xenstore.
+const DOMAIN_CAPS_CONTROL: u32 = 1 << 0;
+const DOMAIN_CAPS_MASK: u32 = 0b111;
+
 /// One ARINC 653 window as the DT gives it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WindowConfig {
@@ -66,6 +71,10 @@ pub struct DomainSchedConfig {
     pub pool: usize,
     pub weight: Option<u16>,
     pub cap: Option<u16>,
+    /// Xen's `capabilities` has DOMAIN_CAPS_CONTROL (bit 0): the control domain, which may
+    /// use `sysctl`/`domctl` (the hardware and xenstore bits are accepted and mean nothing
+    /// here).
+    pub control: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -132,7 +141,12 @@ fn sched_config(fdt: &Fdt<'_>) -> Result<SchedConfig> {
                 return Err(bad(&path, "xhv,sched-weight"));
             }
             let cap = read_u16(&node, &path, "xhv,sched-cap")?;
-            domains.push(DomainSchedConfig { domain: node.name().to_string(), pool, weight, cap });
+            let caps = read_u32(&node, &path, "capabilities")?.unwrap_or(0);
+            if caps & !DOMAIN_CAPS_MASK != 0 {
+                return Err(bad(&path, "capabilities"));
+            }
+            let control = caps & DOMAIN_CAPS_CONTROL != 0;
+            domains.push(DomainSchedConfig { domain: node.name().to_string(), pool, weight, cap, control });
         }
     }
     Ok(SchedConfig { pools, boot_pool, domains })
@@ -359,6 +373,16 @@ mod tests {
     }
 
     #[test]
+    fn xen_capabilities_mark_the_control_domain() {
+        let caps = |v: u32| vec![("capabilities", cells(&[v]))];
+        let blob = dtb(&[], &[("domU1", caps(1)), ("domU2", caps(0)), ("domU3", vec![]), ("domU4", caps(0b110))]);
+        let c = parse_sched_config(&blob).unwrap();
+        assert_eq!(c.domains.iter().map(|d| d.control).collect::<Vec<_>>(), [true, false, false, false]);
+        let blob = dtb(&[], &[("domU1", caps(8))]);
+        assert!(parse_sched_config(&blob).is_err(), "a capability Xen does not define");
+    }
+
+    #[test]
     fn xen_pools_with_our_weights_caps_and_arinc653_windows() {
         let windows = cells(&[CPU1, 0, 5000, DOM2, 0, CPU2, 5000, 10_000, DOM2, 1]);
         let blob = dtb(
@@ -399,9 +423,9 @@ mod tests {
         assert_eq!(
             c.domains,
             [
-                DomainSchedConfig { domain: "domU1".into(), pool: 0, weight: Some(512), cap: Some(50) },
-                DomainSchedConfig { domain: "domU2".into(), pool: 1, weight: None, cap: None },
-                DomainSchedConfig { domain: "domU3".into(), pool: 0, weight: None, cap: None },
+                DomainSchedConfig { domain: "domU1".into(), pool: 0, weight: Some(512), cap: Some(50), control: false },
+                DomainSchedConfig { domain: "domU2".into(), pool: 1, weight: None, cap: None, control: false },
+                DomainSchedConfig { domain: "domU3".into(), pool: 0, weight: None, cap: None, control: false },
             ]
         );
     }

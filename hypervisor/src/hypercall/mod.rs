@@ -17,6 +17,7 @@ mod grant_table_op;
 mod hvm_op;
 mod memory_op;
 mod sched_op;
+pub mod sched_ctl;
 mod vcpu_op;
 mod xen_version;
 

@@ -214,6 +214,18 @@ impl Scheduler for Arinc653 {
         self.advance(now);
         Ok(())
     }
+
+    fn kind(&self) -> Option<super::SchedKind> {
+        Some(super::SchedKind::Arinc653)
+    }
+
+    fn arinc653_schedule(&self) -> Option<(Arinc653Schedule, u64)> {
+        match (&self.pending, &self.active) {
+            (Some((s, at, _)), _) => Some((s.clone(), *at)),
+            (None, Some(a)) => Some((a.schedule.clone(), a.epoch)),
+            (None, None) => None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -32,7 +32,7 @@ const MS: u64 = 1_000_000;
 /// Accounting tick: the running vCPU is charged and its BOOST dropped.
 pub const TICK_NS: u64 = 10 * MS;
 const TICKS_PER_ACCT: u64 = 3;
-/// The slice a picked vCPU runs at most.
+/// The slice a picked vCPU runs at most, by default.
 pub const TSLICE_NS: u64 = 30 * MS;
 const CREDITS_PER_MSEC: u64 = 10;
 /// Credits one pCPU hands out per accounting period (30 ms × 10 per ms).
@@ -95,6 +95,11 @@ pub struct Credit {
     ticks: u64,
     /// Where the next new vCPU is placed.
     place: Cpu,
+    /// The slice a picked vCPU runs at most (`XEN_SYSCTL_scheduler_op` may change it).
+    tslice_ns: u64,
+    /// The context-switch rate limit set through `XEN_SYSCTL_scheduler_op`, in µs: kept and
+    /// reported, not applied (see "Left out" above).
+    ratelimit_us: u32,
 }
 
 impl Credit {
@@ -107,6 +112,8 @@ impl Credit {
             next_tick: None,
             ticks: 0,
             place: 0,
+            tslice_ns: TSLICE_NS,
+            ratelimit_us: 0,
         }
     }
 
@@ -440,7 +447,7 @@ impl Scheduler for Credit {
         let capped = self.params(domain).cap != 0;
         self.cpus[cpu].current = Some(next);
         // A capped vCPU comes back at the next accounting, which may park it.
-        let slice = if capped { TSLICE_NS.min(self.next_acct(now) - now) } else { TSLICE_NS };
+        let slice = if capped { self.tslice_ns.min(self.next_acct(now) - now) } else { self.tslice_ns };
         Some(Decision { vcpu: next, slice_ns: slice })
     }
 
@@ -456,6 +463,27 @@ impl Scheduler for Credit {
             self.domains.resize(domain + 1, CreditParams::default());
         }
         self.domains[domain] = params;
+        Ok(())
+    }
+
+    fn kind(&self) -> Option<super::SchedKind> {
+        Some(super::SchedKind::Credit)
+    }
+
+    fn credit(&self, domain: DomainRef) -> Option<CreditParams> {
+        Some(self.params(domain))
+    }
+
+    fn credit_globals(&self) -> Option<(u32, u32)> {
+        Some(((self.tslice_ns / MS) as u32, self.ratelimit_us))
+    }
+
+    fn set_credit_globals(&mut self, tslice_ms: u32, ratelimit_us: u32) -> Result<(), SchedError> {
+        if tslice_ms == 0 {
+            return Err(SchedError::Invalid("timeslice of 0 ms"));
+        }
+        self.tslice_ns = u64::from(tslice_ms) * MS;
+        self.ratelimit_us = ratelimit_us;
         Ok(())
     }
 }

@@ -88,4 +88,25 @@ pub trait Scheduler {
     fn set_arinc653(&mut self, _schedule: Arinc653Schedule, _now: u64) -> Result<(), SchedError> {
         Err(SchedError::NotSupported)
     }
+    /// The policy, for the control hypercalls (`None`: a policy they cannot name).
+    fn kind(&self) -> Option<SchedKind> {
+        None
+    }
+    /// `domain`'s credit parameters.
+    fn credit(&self, _domain: DomainRef) -> Option<CreditParams> {
+        None
+    }
+    /// Credit's global parameters: timeslice (ms) and context-switch rate limit (µs).
+    fn credit_globals(&self) -> Option<(u32, u32)> {
+        None
+    }
+    /// Set them (the caller checked their ranges).
+    fn set_credit_globals(&mut self, _tslice_ms: u32, _ratelimit_us: u32) -> Result<(), SchedError> {
+        Err(SchedError::NotSupported)
+    }
+    /// The ARINC 653 schedule set last (in force, or waiting for its boundary) and the time
+    /// it takes (or took) effect.
+    fn arinc653_schedule(&self) -> Option<(Arinc653Schedule, u64)> {
+        None
+    }
 }

@@ -114,6 +114,21 @@ impl Scheduler for PoolScheduler {
     fn set_arinc653(&mut self, schedule: Arinc653Schedule, now: u64) -> Result<(), SchedError> {
         self.inner().set_arinc653(schedule, now)
     }
+    fn kind(&self) -> Option<SchedKind> {
+        Some(PoolScheduler::kind(self))
+    }
+    fn credit(&self, domain: DomainRef) -> Option<CreditParams> {
+        self.inner_ref().credit(domain)
+    }
+    fn credit_globals(&self) -> Option<(u32, u32)> {
+        self.inner_ref().credit_globals()
+    }
+    fn set_credit_globals(&mut self, tslice_ms: u32, ratelimit_us: u32) -> Result<(), SchedError> {
+        self.inner().set_credit_globals(tslice_ms, ratelimit_us)
+    }
+    fn arinc653_schedule(&self) -> Option<(Arinc653Schedule, u64)> {
+        self.inner_ref().arinc653_schedule()
+    }
 }
 
 /// Apply the boot DT's scheduling configuration to `sched`, the boot pool's scheduler, on
@@ -194,8 +209,8 @@ mod tests {
             pools: vec![PoolConfig { name: "p".to_string(), cpus: vec![0], sched, arinc653 }],
             boot_pool: 0,
             domains: vec![
-                DomainSchedConfig { domain: "a".to_string(), pool: 0, weight: Some(256), cap: None },
-                DomainSchedConfig { domain: "b".to_string(), pool: 0, weight: Some(512), cap: None },
+                DomainSchedConfig { domain: "a".to_string(), pool: 0, weight: Some(256), cap: None, control: false },
+                DomainSchedConfig { domain: "b".to_string(), pool: 0, weight: Some(512), cap: None, control: false },
             ],
         }
     }
