@@ -95,6 +95,11 @@ pub struct Phase {
 /// Check every domain's runs against `phases` (the first from the `first frame at` line
 /// on; each later one from its own start). Returns a summary of what was checked.
 pub fn arinc653_runs(console: &str, phases: &mut [Phase]) -> Result<String, String> {
+    runs_checked(console, phases).map(|(summary, _)| summary)
+}
+
+/// [`arinc653_runs`], and each domain's first and last instant recorded.
+fn runs_checked(console: &str, phases: &mut [Phase]) -> Result<(String, Vec<(u16, i64, i64)>), String> {
     let epoch: i64 = console
         .lines()
         .find_map(|l| field(l, "first frame at "))
@@ -127,6 +132,7 @@ pub fn arinc653_runs(console: &str, phases: &mut [Phase]) -> Result<String, Stri
     }
     let mut checked = 0;
     let mut worst = 0i64;
+    let mut spans = Vec::new();
     for (&d, rs) in &runs {
         let off = *offsets.get(&d).ok_or_else(|| format!("no counter offset for d{d}"))?;
         let f = *freq.get(&d).ok_or_else(|| format!("d{d} printed no frequency"))?;
@@ -134,6 +140,7 @@ pub fn arinc653_runs(console: &str, phases: &mut [Phase]) -> Result<String, Stri
         let mut abs: Vec<(i64, i64)> = rs.iter().map(|&(a, b)| (ns(a), ns(b))).collect();
         abs.sort_unstable();
         let (first, last) = (abs[0].0, abs.iter().map(|r| r.1).max().unwrap_or(0));
+        spans.push((d, first, last));
         let expected = windows_between(phases, d, first, last);
         // Every piece inside one of the domain's windows.
         for &(a, b) in &abs {
@@ -175,12 +182,50 @@ pub fn arinc653_runs(console: &str, phases: &mut [Phase]) -> Result<String, Stri
         }
         checked += clipped.len();
     }
-    Ok(format!(
+    let summary = format!(
         "{checked} windows of {} domains matched, worst boundary {:.1} us off (tolerance {} us)",
         runs.len(),
         worst as f64 / 1000.0,
         WINDOW_TOLERANCE_NS / 1000
-    ))
+    );
+    Ok((summary, spans))
+}
+
+/// The arinc653-switch configuration's boot schedule (20 ms frame) and the one its control
+/// domain sets at run time (12 ms), for domains 1 (control), 2 and 3 (the same on both pCPUs
+/// for 2 and 3; domain 1 prints no runs).
+pub fn switch_schedules() -> (Phase, Phase) {
+    let w = |start_ms, len_ms, domain| Win { start_ms, len_ms, domain };
+    let before = Phase { from_ns: 0, major_ms: 20, windows: vec![w(0, 2, 1), w(2, 8, 2), w(10, 8, 3)] };
+    let after = Phase { from_ns: 0, major_ms: 12, windows: vec![w(0, 2, 1), w(2, 3, 3), w(5, 6, 2)] };
+    (before, after)
+}
+
+/// A schedule set at run time: the hypervisor's `in force from` instant must be a major-frame
+/// boundary of the old schedule, every domain's recording must span it, and the runs must
+/// follow the old schedule before it and the new one after it.
+pub fn arinc653_switch(console: &str, before: Phase, mut after: Phase) -> Result<String, String> {
+    let epoch: i64 = console
+        .lines()
+        .find_map(|l| field(l, "first frame at "))
+        .ok_or("the hypervisor printed no `first frame at` line")?;
+    let at: i64 = console
+        .lines()
+        .find_map(|l| field(l, "in force from "))
+        .ok_or("no new schedule was set (no `in force from` line)")?;
+    let major = before.major_ms * MS;
+    if (at - epoch) % major != 0 || at <= epoch {
+        return Err(format!("the new schedule came {} ms after the first frame: not on a boundary", fmt_ms(at - epoch)));
+    }
+    after.from_ns = at;
+    let mut phases = [before, after];
+    let (summary, spans) = runs_checked(console, &mut phases)?;
+    for (d, first, last) in spans {
+        if !(first < at && at < last) {
+            return Err(format!("d{d} recorded {} to {} ms, not across the switch at {} ms", fmt_ms(first), fmt_ms(last), fmt_ms(at)));
+        }
+    }
+    Ok(format!("switched {} ms after the first frame (frame {}); {summary}", fmt_ms(at - epoch), (at - epoch) / major))
 }
 
 /// Domain `d`'s windows overlapping `[first, last]`, as absolute (start, end) instants.

@@ -642,6 +642,23 @@ fn sched_scenarios() -> Vec<Scenario> {
             "SCHED-PROBE done vcpus=2 ",
             3,
         ),
+        probe(
+            "arinc653-switch-aarch64",
+            "arinc653-switch.dts",
+            "cpupool-a653: scheduler arinc653",
+            &[
+                "(XEN) arinc653: major frame 20000 us on 2 pCPU(s), first frame at ",
+                "(XEN) d1: domU1: control domain (capabilities: DOMAIN_CAPS_CONTROL)",
+                "(d1) SCHED-CTL wrong-version rc=-13",
+                "(d1) SCHED-CTL too-long rc=-22",
+                "(XEN) d1: new ARINC 653 schedule (major frame 12000 us) in force from ",
+                "(d1) SCHED-CTL putinfo rc=0",
+                "(d1) PASS sched-ctl",
+            ],
+            // Both probes were refused the sysctl (-EPERM), and both printed their runs.
+            "SCHED-PROBE sysctl rc=-1",
+            2,
+        ),
     ]
 }
 
@@ -654,6 +671,11 @@ fn figures(name: &str, console: &str) -> Option<Result<String, String>> {
         "arinc653-frames-aarch64" => {
             let mut phases = [sc::Phase { from_ns: 0, major_ms: 30, windows: sc::xen_example() }];
             Some(sc::arinc653_runs(console, &mut phases))
+        }
+        "arinc653-switch-aarch64" => {
+            let (before, after) = sc::switch_schedules();
+            let done = console.matches("SCHED-PROBE done vcpus=2 ").count();
+            Some(if done == 2 { sc::arinc653_switch(console, before, after) } else { Err(format!("{done} of 2 probes finished")) })
         }
         _ => None,
     }

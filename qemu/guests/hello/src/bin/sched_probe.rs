@@ -20,8 +20,18 @@
 //!   `SCHED-PROBE done vcpus=V runs=N`. Under QEMU `-icount` with several CPUs, QEMU runs
 //!   them in turn, so one vCPU sees its run cut into pieces while QEMU runs the other CPU;
 //!   the runs of vCPUs with the same windows on different pCPUs together cover the windows.
+//! - `probe.mode=control probe.switch-ms=T probe.major-us=M probe.entries=E` (the control
+//!   domain): at T ms of its counter it sets a new ARINC 653 schedule for pool 0 with
+//!   `XEN_SYSCTL_scheduler_op` putinfo: major frame M µs, entries E, a comma-separated list
+//!   of `d<domid>v<vcpu>:<µs>`, `idle:<µs>` (a gap) and `next` (the next pCPU's entries
+//!   follow). Before, it checks that a wrong interface version gets -EACCES and a schedule
+//!   longer than its major frame -EINVAL; after, that getinfo returns what it set. It
+//!   prints `SCHED-CTL ...` lines, then `PASS sched-ctl` or `FAIL sched-ctl: why`.
+//! - In `windows` mode a domain first asks for the ARINC 653 schedule with
+//!   `XEN_SYSCTL_scheduler_op` getinfo and prints `SCHED-PROBE sysctl rc=R` (-1, -EPERM,
+//!   for a domain without Xen's control capability).
 //!
-//! Neither mode makes any exit while it measures (no hypercall, no WFI, no timer armed):
+//! Neither measuring mode makes any exit while it measures (no hypercall, no WFI, no timer armed):
 //! only the hypervisor's own preemption takes the pCPU away.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
@@ -49,6 +59,10 @@ mod guest {
 mod guest {
     use crate::bootargs;
     use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+    use guest_abi::sysctl::{
+        ARINC653_MAX_DOMAINS_PER_SCHEDULE, XEN_SCHEDULER_ARINC653, XEN_SYSCTL_INTERFACE_VERSION,
+        XEN_SYSCTL_SCHEDOP_GETINFO, XEN_SYSCTL_SCHEDOP_PUTINFO, XEN_SYSCTL_SCHEDULER_OP,
+    };
     use guest_abi::vcpu::{self, VcpuRunstateInfo};
     use guest_abi::{hypercall as nr, sched};
     use hello_guest::{hypercall, println, shutdown, simd};
@@ -107,13 +121,17 @@ mod guest {
                 }
                 println!("SCHED-PROBE ran-us={} count={} from-ms={} to-ms={}", ran_ns / 1000, n, from, to);
             }
+            Some(b"control") => control(&args, ms),
             Some(b"windows") => {
+                let mut sched = [0u8; 2064];
+                let rc = sysctl_arinc653(XEN_SYSCTL_INTERFACE_VERSION, XEN_SYSCTL_SCHEDOP_GETINFO, &mut sched);
+                println!("SCHED-PROBE sysctl rc={}", rc);
                 let vcpus = (args.number("probe.vcpus").unwrap_or(1) as usize).clamp(1, MAX_VCPUS);
                 FROM.store(args.number("probe.from-ms").unwrap_or(100) * ms, Ordering::Relaxed);
                 TO.store(args.number("probe.to-ms").unwrap_or(200) * ms, Ordering::Relaxed);
                 windows(vcpus);
             }
-            _ => println!("FAIL sched-probe: no probe.mode=count|windows on the command line"),
+            _ => println!("FAIL sched-probe: no probe.mode=count|windows|control on the command line"),
         }
         shutdown(sched::SHUTDOWN_POWEROFF)
     }
@@ -219,5 +237,97 @@ mod guest {
         }
         RECORDED[v].store(n as u64, Ordering::Relaxed);
         DONE[v].store(1, Ordering::Release);
+    }
+
+    /// `sysctl` `XEN_SYSCTL_scheduler_op` `cmd` on pool 0's ARINC 653 scheduler, with the
+    /// schedule (a `xen_sysctl_arinc653_schedule`, 2064 bytes) in `schedule`.
+    fn sysctl_arinc653(version: u32, cmd: u32, schedule: &mut [u8; 2064]) -> i64 {
+        // struct xen_sysctl: cmd, interface_version, then xen_sysctl_scheduler_op:
+        // cpupool_id, sched_id, cmd, padding, the schedule's guest handle.
+        let mut op = [0u8; 136];
+        op[0..4].copy_from_slice(&XEN_SYSCTL_SCHEDULER_OP.to_ne_bytes());
+        op[4..8].copy_from_slice(&version.to_ne_bytes());
+        op[12..16].copy_from_slice(&XEN_SCHEDULER_ARINC653.to_ne_bytes());
+        op[16..20].copy_from_slice(&cmd.to_ne_bytes());
+        op[24..32].copy_from_slice(&(schedule.as_mut_ptr() as u64).to_ne_bytes());
+        let r = hypercall(nr::SYSCTL, [op.as_mut_ptr() as u64, 0, 0, 0, 0]);
+        // The hypervisor wrote the schedule behind the compiler's back.
+        core::sync::atomic::compiler_fence(Ordering::SeqCst);
+        r
+    }
+
+    /// A schedule in Xen's layout from `probe.entries` (see the module's documentation).
+    fn schedule_from(major_us: u64, entries: &[u8]) -> Option<([u8; 2064], usize)> {
+        let mut s = [0u8; 2064];
+        s[0..8].copy_from_slice(&(major_us * 1000).to_ne_bytes());
+        let mut n = 0;
+        for e in entries.split(|&b| b == b',') {
+            if n == ARINC653_MAX_DOMAINS_PER_SCHEDULE {
+                return None;
+            }
+            let at = 16 + 32 * n;
+            let (who, us) = match e.iter().position(|&b| b == b':') {
+                Some(i) => (&e[..i], bootargs::parse_number(&e[i + 1..])?),
+                None => (e, 0),
+            };
+            let (domid, vcpu_id) = match who {
+                b"next" => (0, u32::MAX),
+                b"idle" => (0, 0),
+                [b'd', rest @ ..] => {
+                    let v = rest.iter().position(|&b| b == b'v')?;
+                    (bootargs::parse_number(&rest[..v])? as u16, bootargs::parse_number(&rest[v + 1..])? as u32)
+                }
+                _ => return None,
+            };
+            // dom_handle: 14 zero bytes, then the domain id big-endian (ours; 0: no domain).
+            s[at + 14..at + 16].copy_from_slice(&domid.to_be_bytes());
+            s[at + 16..at + 20].copy_from_slice(&vcpu_id.to_ne_bytes());
+            s[at + 24..at + 32].copy_from_slice(&(us * 1000).to_ne_bytes());
+            n += 1;
+        }
+        s[8] = n as u8;
+        Some((s, n))
+    }
+
+    fn control(args: &bootargs::Cmdline, ms: u64) {
+        let major_us = args.number("probe.major-us").unwrap_or(0);
+        let Some((mut new, n)) = args.value("probe.entries").and_then(|e| schedule_from(major_us, e)) else {
+            println!("FAIL sched-ctl: bad probe.entries / probe.major-us");
+            return;
+        };
+        let mut failures = 0;
+        let mut expect = |what: &str, rc: i64, want: i64| {
+            println!("SCHED-CTL {} rc={}", what, rc);
+            if rc != want {
+                println!("FAIL sched-ctl: {} returned {}, expected {}", what, rc, want);
+                failures += 1;
+            }
+        };
+        let mut scratch = new;
+        expect("wrong-version", sysctl_arinc653(0x14, XEN_SYSCTL_SCHEDOP_PUTINFO, &mut scratch), -13);
+        // The same entries in a frame one µs shorter than the first pCPU's need: -EINVAL.
+        let needed: u64 = (0..n)
+            .map(|i| 16 + 32 * i)
+            .take_while(|&e| new[e + 16..e + 20] != [0xff; 4])
+            .map(|e| u64::from_ne_bytes(new[e + 24..e + 32].try_into().unwrap_or_default()))
+            .sum();
+        scratch[0..8].copy_from_slice(&(needed - 1000).to_ne_bytes());
+        expect("too-long", sysctl_arinc653(XEN_SYSCTL_INTERFACE_VERSION, XEN_SYSCTL_SCHEDOP_PUTINFO, &mut scratch), -22);
+        let switch = args.number("probe.switch-ms").unwrap_or(100) * ms;
+        while counter() < switch {
+            core::hint::spin_loop();
+        }
+        let at = counter();
+        expect("putinfo", sysctl_arinc653(XEN_SYSCTL_INTERFACE_VERSION, XEN_SYSCTL_SCHEDOP_PUTINFO, &mut new), 0);
+        println!("SCHED-CTL put at counter {}", at);
+        let mut back = [0u8; 2064];
+        expect("getinfo", sysctl_arinc653(XEN_SYSCTL_INTERFACE_VERSION, XEN_SYSCTL_SCHEDOP_GETINFO, &mut back), 0);
+        if back[..16 + 32 * n] != new[..16 + 32 * n] {
+            println!("FAIL sched-ctl: getinfo returned another schedule than the one set");
+            failures += 1;
+        }
+        if failures == 0 {
+            println!("PASS sched-ctl: errors as Xen's, the new schedule set and read back ({} entries)", n);
+        }
     }
 }
