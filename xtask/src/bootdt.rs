@@ -58,8 +58,7 @@ pub fn with_domains(host_dtb: &[u8], domains: &[DomainSpec]) -> Result<Vec<u8>> 
 /// `phandle`, `domain-cpupool`, `xhv,sched-weight`, `xhv,sched-cap` and Xen's `capabilities`. The configuration
 /// describes its CPUs under its own `/cpus` (`device_type = "cpu"`, `reg`, a label).
 pub fn with_sched(boot_dtb: &[u8], config_dtb: &[u8]) -> Result<Vec<u8>> {
-    const DOMAIN_PROPS: [&str; 5] =
-        ["phandle", "domain-cpupool", "xhv,sched-weight", "xhv,sched-cap", "capabilities"];
+    const DOMAIN_PROPS: [&str; 5] = ["phandle", "domain-cpupool", "xhv,sched-weight", "xhv,sched-cap", "capabilities"];
     let boot = open(boot_dtb)?;
     let config = Fdt::new(config_dtb).context("the configuration is not a valid device tree")?;
     let cpus_of = |fdt: &Fdt<'_>| -> Vec<(u32, u32)> {

@@ -98,8 +98,11 @@ pub fn arinc653_runs(console: &str, phases: &mut [Phase]) -> Result<String, Stri
     runs_checked(console, phases).map(|(summary, _)| summary)
 }
 
-/// [`arinc653_runs`], and each domain's first and last instant recorded.
-fn runs_checked(console: &str, phases: &mut [Phase]) -> Result<(String, Vec<(u16, i64, i64)>), String> {
+/// A domain and the first and last instants it recorded.
+type Span = (u16, i64, i64);
+
+/// [`arinc653_runs`], and each domain's span.
+fn runs_checked(console: &str, phases: &mut [Phase]) -> Result<(String, Vec<Span>), String> {
     let epoch: i64 = console
         .lines()
         .find_map(|l| field(l, "first frame at "))
@@ -215,14 +218,22 @@ pub fn arinc653_switch(console: &str, before: Phase, mut after: Phase) -> Result
         .ok_or("no new schedule was set (no `in force from` line)")?;
     let major = before.major_ms * MS;
     if (at - epoch) % major != 0 || at <= epoch {
-        return Err(format!("the new schedule came {} ms after the first frame: not on a boundary", fmt_ms(at - epoch)));
+        return Err(format!(
+            "the new schedule came {} ms after the first frame: not on a boundary",
+            fmt_ms(at - epoch)
+        ));
     }
     after.from_ns = at;
     let mut phases = [before, after];
     let (summary, spans) = runs_checked(console, &mut phases)?;
     for (d, first, last) in spans {
         if !(first < at && at < last) {
-            return Err(format!("d{d} recorded {} to {} ms, not across the switch at {} ms", fmt_ms(first), fmt_ms(last), fmt_ms(at)));
+            return Err(format!(
+                "d{d} recorded {} to {} ms, not across the switch at {} ms",
+                fmt_ms(first),
+                fmt_ms(last),
+                fmt_ms(at)
+            ));
         }
     }
     Ok(format!("switched {} ms after the first frame (frame {}); {summary}", fmt_ms(at - epoch), (at - epoch) / major))
@@ -289,10 +300,13 @@ mod tests {
     #[test]
     fn runs_must_match_the_windows() {
         // One domain, one window 1-3 ms of a 10 ms frame, counter at 1 GHz, offset 0.
-        let phases = || vec![Phase { from_ns: 0, major_ms: 10, windows: vec![Win { start_ms: 1, len_ms: 2, domain: 1 }] }];
+        let phases =
+            || vec![Phase { from_ns: 0, major_ms: 10, windows: vec![Win { start_ms: 1, len_ms: 2, domain: 1 }] }];
         let head = "(XEN) arinc653: major frame 10000 us on 1 pCPU(s), first frame at 0 ns\n\
                     (XEN) d1: virtual counter offset 0 ticks\n(d1) SCHED-PROBE freq=1000000000\n";
-        let ok = format!("{head}(d1) SCHED-PROBE run v0 1002000 2000000\n(d1) SCHED-PROBE run v0 2000100 3000000\n(d1) SCHED-PROBE run v0 11001000 13000000\n");
+        let ok = format!(
+            "{head}(d1) SCHED-PROBE run v0 1002000 2000000\n(d1) SCHED-PROBE run v0 2000100 3000000\n(d1) SCHED-PROBE run v0 11001000 13000000\n"
+        );
         assert!(arinc653_runs(&ok, &mut phases()).is_ok(), "{:?}", arinc653_runs(&ok, &mut phases()));
         let late = ok.replace("11001000", "11100000");
         assert!(arinc653_runs(&late, &mut phases()).is_err());

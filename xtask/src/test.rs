@@ -675,7 +675,11 @@ fn figures(name: &str, console: &str) -> Option<Result<String, String>> {
         "arinc653-switch-aarch64" => {
             let (before, after) = sc::switch_schedules();
             let done = console.matches("SCHED-PROBE done vcpus=2 ").count();
-            Some(if done == 2 { sc::arinc653_switch(console, before, after) } else { Err(format!("{done} of 2 probes finished")) })
+            Some(if done == 2 {
+                sc::arinc653_switch(console, before, after)
+            } else {
+                Err(format!("{done} of 2 probes finished"))
+            })
         }
         _ => None,
     }

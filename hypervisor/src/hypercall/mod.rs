@@ -16,8 +16,8 @@ pub mod grant_map;
 mod grant_table_op;
 mod hvm_op;
 mod memory_op;
-mod sched_op;
 pub mod sched_ctl;
+mod sched_op;
 mod vcpu_op;
 mod xen_version;
 

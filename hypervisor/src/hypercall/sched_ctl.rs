@@ -43,7 +43,10 @@ pub struct SchedCtl<'a> {
 pub enum Changed {
     Nothing,
     /// A new ARINC 653 schedule of this major frame (ns), in force from this time.
-    Arinc653 { major_frame_ns: u64, at: u64 },
+    Arinc653 {
+        major_frame_ns: u64,
+        at: u64,
+    },
     /// Credit's timeslice (ms) and rate limit (µs).
     CreditGlobals(u32, u32),
     /// Domain (id) weight and cap.
@@ -108,7 +111,8 @@ fn scheduler_op(vcpu: &mut dyn VirtualCpu, u: &mut [u8; 128], ctl: &mut SchedCtl
             let mut c = x::XenSysctlCreditSchedule::read_from_prefix(op.u.as_bytes()).map_err(|_| errno::EINVAL)?.0;
             if put {
                 let bad_rate = c.ratelimit_us != 0
-                    && !(x::XEN_SYSCTL_SCHED_RATELIMIT_MIN..=x::XEN_SYSCTL_SCHED_RATELIMIT_MAX).contains(&c.ratelimit_us);
+                    && !(x::XEN_SYSCTL_SCHED_RATELIMIT_MIN..=x::XEN_SYSCTL_SCHED_RATELIMIT_MAX)
+                        .contains(&c.ratelimit_us);
                 if !(x::XEN_SYSCTL_CSCHED_TSLICE_MIN..=x::XEN_SYSCTL_CSCHED_TSLICE_MAX).contains(&c.tslice_ms)
                     || bad_rate
                     || u64::from(c.ratelimit_us) > u64::from(c.tslice_ms) * 1000
@@ -404,7 +408,10 @@ mod tests {
         // A new one set at 13 ms lands on the boundary at 20 ms.
         put_schedule(&mut vcpu, 5 * MS, &[entry(3, 0, 5 * MS)]);
         sysctl_op(&mut vcpu, x::XEN_SYSCTL_INTERFACE_VERSION, x::XEN_SYSCTL_SCHEDULER_OP, a653_op(0));
-        assert_eq!(call(&privileged(), &mut vcpu, &mut s, 13 * MS).1, Changed::Arinc653 { major_frame_ns: 5 * MS, at: 20 * MS });
+        assert_eq!(
+            call(&privileged(), &mut vcpu, &mut s, 13 * MS).1,
+            Changed::Arinc653 { major_frame_ns: 5 * MS, at: 20 * MS }
+        );
     }
 
     #[test]
@@ -416,13 +423,18 @@ mod tests {
             sysctl_op(&mut vcpu, x::XEN_SYSCTL_INTERFACE_VERSION, x::XEN_SYSCTL_SCHEDULER_OP, a653_op(0));
             call(&privileged(), &mut vcpu, &mut s, 0).0
         };
-        assert_eq!(try_put(10 * MS, &[entry(1, 0, 6 * MS), entry(2, 0, 5 * MS)]), Err(errno::EINVAL), "sum over the frame");
+        assert_eq!(
+            try_put(10 * MS, &[entry(1, 0, 6 * MS), entry(2, 0, 5 * MS)]),
+            Err(errno::EINVAL),
+            "sum over the frame"
+        );
         assert_eq!(try_put(10 * MS, &[entry(9, 0, MS)]), Err(errno::EINVAL), "unknown domain");
         assert_eq!(try_put(10 * MS, &[entry(2, 5, MS)]), Err(errno::EINVAL), "unknown vCPU");
         assert_eq!(try_put(10 * MS, &[entry(1, 0, 0)]), Err(errno::EINVAL), "runtime 0");
         assert_eq!(try_put(0, &[entry(1, 0, MS)]), Err(errno::EINVAL), "major frame 0");
         assert_eq!(try_put(10 * MS, &[]), Err(errno::EINVAL), "no entries");
-        let three_cpus = [entry(1, 0, MS), entry(0, NEXT_CPU, 0), entry(2, 0, MS), entry(0, NEXT_CPU, 0), entry(3, 0, MS)];
+        let three_cpus =
+            [entry(1, 0, MS), entry(0, NEXT_CPU, 0), entry(2, 0, MS), entry(0, NEXT_CPU, 0), entry(3, 0, MS)];
         assert_eq!(try_put(10 * MS, &three_cpus), Err(errno::EINVAL), "a pCPU outside the pool");
         let twice = [entry(2, 0, 2 * MS), entry(0, NEXT_CPU, 0), entry(0, 0, MS), entry(2, 0, MS)];
         assert_eq!(try_put(10 * MS, &twice), Err(errno::EINVAL), "one vCPU in two windows at once");

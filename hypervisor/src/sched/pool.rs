@@ -179,7 +179,10 @@ pub fn apply_boot_config(
         let mut cpus = alloc::vec![Vec::new(); running.max(1)];
         for w in &a.windows {
             let Some(windows) = cpus.get_mut(w.cpu) else {
-                notes.push(format!("cpupool {}: a window on its pCPU {} does not run (that CPU is not up)", boot.name, w.cpu));
+                notes.push(format!(
+                    "cpupool {}: a window on its pCPU {} does not run (that CPU is not up)",
+                    boot.name, w.cpu
+                ));
                 continue;
             };
             let Some(d) = names.iter().position(|n| *n == w.domain) else {

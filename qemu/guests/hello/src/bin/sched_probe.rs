@@ -139,10 +139,7 @@ mod guest {
     /// Nanoseconds vCPU 0 has run, from its runstate.
     fn running_ns() -> u64 {
         let mut info = VcpuRunstateInfo::default();
-        let r = hypercall(
-            nr::VCPU_OP,
-            [vcpu::VCPUOP_GET_RUNSTATE_INFO, 0, (&raw mut info) as u64, 0, 0],
-        );
+        let r = hypercall(nr::VCPU_OP, [vcpu::VCPUOP_GET_RUNSTATE_INFO, 0, (&raw mut info) as u64, 0, 0]);
         if r != 0 {
             println!("FAIL sched-probe: VCPUOP_get_runstate_info returned {}", r);
         }
@@ -167,11 +164,11 @@ mod guest {
 
     fn windows(vcpus: usize) {
         for v in 1..vcpus {
-            // SAFETY: vCPU v's own stack, which nothing uses before it starts; its two top
-            // words are the entry and argument `secondary_start` reads.
-            let top = unsafe { (&raw mut STACKS[v]) as usize } + STACK;
+            // vCPU v's own stack, which nothing uses before it starts.
+            let top = (&raw mut STACKS) as usize + v * size_of::<Stack>() + STACK;
             let words = (top - 2 * size_of::<usize>()) as *mut usize;
-            // SAFETY: as above.
+            // SAFETY: the two top words of that stack: the entry and argument
+            // `secondary_start` reads.
             unsafe {
                 words.write_volatile(secondary_main as *const () as usize);
                 words.add(1).write_volatile(v);
@@ -312,7 +309,11 @@ mod guest {
             .map(|e| u64::from_ne_bytes(new[e + 24..e + 32].try_into().unwrap_or_default()))
             .sum();
         scratch[0..8].copy_from_slice(&(needed - 1000).to_ne_bytes());
-        expect("too-long", sysctl_arinc653(XEN_SYSCTL_INTERFACE_VERSION, XEN_SYSCTL_SCHEDOP_PUTINFO, &mut scratch), -22);
+        expect(
+            "too-long",
+            sysctl_arinc653(XEN_SYSCTL_INTERFACE_VERSION, XEN_SYSCTL_SCHEDOP_PUTINFO, &mut scratch),
+            -22,
+        );
         let switch = args.number("probe.switch-ms").unwrap_or(100) * ms;
         while counter() < switch {
             core::hint::spin_loop();
