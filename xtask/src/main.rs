@@ -85,6 +85,10 @@ enum Cmd {
         /// instruction-driven clock) instead of AMD-V in QEMU under icount.
         #[arg(long, value_enum)]
         emulator: Option<qemu_x86::Emulator>,
+        /// Instead: time one scheduling decision of each policy on the host with 1, 16 and
+        /// 256 runnable vCPUs (hypervisor/examples/sched_bench.rs), ns of host time each.
+        #[arg(long)]
+        sched: bool,
     },
 }
 
@@ -159,7 +163,8 @@ fn main() {
         }
         Cmd::Setup => setup::run(),
         Cmd::Lint => prereq::ensure(&prereq::Needs::default()).and_then(|()| build::lint()),
-        Cmd::Bench { arch, timeout, against, emulator } => {
+        Cmd::Bench { sched: true, .. } => bench::sched_host(),
+        Cmd::Bench { arch, timeout, against, emulator, sched: false } => {
             bench::run(arch, timeout, against == Some(xen::Hypervisor::Xen), emulator)
         }
         Cmd::Fuzz(args) => {
