@@ -953,6 +953,48 @@ mod tests {
     }
 
     #[test]
+    fn each_vcpu_is_charged_the_time_it_held_the_pcpu_for_its_runstate() {
+        let world = World::default();
+        // Two domains on one pCPU, 1 ms slices: d1 runs 0-1 ms and 2-2.001 ms (its power
+        // off), d2 runs 1-2 ms and 2.001-2.002 ms.
+        let mut doms = vec![Domain::with_vcpus(1, 1), Domain::with_vcpus(2, 1)];
+        let mut rl = RunLoop::new(RoundRobin::new(SLICE));
+        rl.add_domain(1, Scripted::new(&world, 0, vec![Exit::Preempted]));
+        rl.add_domain(1, Scripted::new(&world, 1, vec![Exit::Preempted]));
+        rl.run(&mut doms, &mut world.clone());
+        assert_eq!(runs(&world.log()), ["v0", "v1"], "{:?}", world.log());
+        assert_eq!(doms[0].vcpus[0].running_ns, SLICE + 1_000);
+        assert_eq!(doms[1].vcpus[0].running_ns, SLICE + 1_000);
+    }
+
+    #[test]
+    fn sysctl_from_the_control_domain_reaches_the_scheduler_and_others_get_eperm() {
+        use guest_abi::sysctl as x;
+        let world = World::default();
+        // A sysctl getinfo of the credit parameters, at guest address 0 (136 bytes).
+        let mut op = [0u8; 136];
+        op[0..4].copy_from_slice(&x::XEN_SYSCTL_SCHEDULER_OP.to_ne_bytes());
+        op[4..8].copy_from_slice(&x::XEN_SYSCTL_INTERFACE_VERSION.to_ne_bytes());
+        op[12..16].copy_from_slice(&x::XEN_SCHEDULER_CREDIT.to_ne_bytes());
+        op[16..20].copy_from_slice(&x::XEN_SYSCTL_SCHEDOP_GETINFO.to_ne_bytes());
+        let caller = |id| {
+            let mut v = Scripted::new(&world, id, vec![hc(nr::SYSCTL, [0; 5])]);
+            v.mem = vec![0; 256];
+            v.mem[..136].copy_from_slice(&op);
+            v
+        };
+        let mut doms = vec![Domain::with_vcpus(1, 1), Domain::with_vcpus(2, 1)];
+        doms[0].privileged = true;
+        let mut rl = RunLoop::new(crate::sched::PoolScheduler::new(crate::sched::SchedKind::Credit, 1, SLICE));
+        rl.add_domain(1, caller(0));
+        rl.add_domain(1, caller(1));
+        rl.run(&mut doms, &mut world.clone());
+        let log = world.log();
+        assert!(log.contains(&"v0 result 0x0".to_string()), "{log:?}");
+        assert!(log.contains(&format!("v1 result {:#x}", (-errno::EPERM) as u64)), "{log:?}");
+    }
+
+    #[test]
     fn a_halted_vcpu_sleeps_until_its_timer_then_runs_again() {
         let world = World::default();
         let mut vcpu0 = Scripted::new(&world, 0, vec![cpu_on(1), Exit::Halt]);
