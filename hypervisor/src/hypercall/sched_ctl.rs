@@ -521,4 +521,51 @@ mod tests {
         vcpu.mem[SYSCTL_AT as usize..SYSCTL_AT as usize + 136].copy_from_slice(op.as_bytes());
         assert_eq!(call(&privileged(), &mut vcpu, &mut s, 0).0, Err(errno::ENOENT), "no pool after 0");
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 3000, ..Default::default() })]
+
+        /// Hostile structures from the control domain (the only one that gets past the
+        /// privilege check) never panic, whatever the pool's scheduler.
+        #[test]
+        fn hostile_structures_get_an_errno_not_a_panic(
+            kind in 0..3usize,
+            cmd in 0..40u32,
+            sub in proptest::collection::vec(0..4u32, 4),
+            raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0x1000),
+            arg in 0..0x1100u64,
+            domctl_call in proptest::prelude::any::<bool>(),
+        ) {
+            let kind = [SchedKind::Credit, SchedKind::Arinc653, SchedKind::RoundRobin][kind];
+            let mut s = pool(kind);
+            let mut vcpu = FakeVcpu::new(0x1000);
+            vcpu.mem.copy_from_slice(&raw);
+            // Make the headers mostly valid, so that the operations themselves get exercised.
+            if arg + 144 <= 0x1000 && cmd < 30 {
+                let a = arg as usize;
+                let c = if domctl_call { x::XEN_DOMCTL_SCHEDULER_OP } else if cmd % 2 == 0 { x::XEN_SYSCTL_SCHEDULER_OP } else { x::XEN_SYSCTL_CPUPOOL_OP };
+                vcpu.mem[a..a + 4].copy_from_slice(&c.to_ne_bytes());
+                vcpu.mem[a + 4..a + 8].copy_from_slice(&x::XEN_SYSCTL_INTERFACE_VERSION.to_ne_bytes());
+                if domctl_call {
+                    vcpu.mem[a + 8..a + 10].copy_from_slice(&(1 + (sub[0] as u16 % 3)).to_ne_bytes());
+                    vcpu.mem[a + 20..a + 24].copy_from_slice(&sub[1].to_ne_bytes());
+                } else {
+                    vcpu.mem[a + 8..a + 12].copy_from_slice(&(sub[0] % 2).to_ne_bytes());
+                    vcpu.mem[a + 12..a + 16].copy_from_slice(&(5 + sub[1] % 3).to_ne_bytes());
+                    vcpu.mem[a + 16..a + 20].copy_from_slice(&(sub[2] % 2).to_ne_bytes());
+                    // The schedule handle points somewhere in (or past) guest memory.
+                    vcpu.mem[a + 24..a + 32].copy_from_slice(&(u64::from(sub[3]) * 0x400).to_ne_bytes());
+                }
+            }
+            let mut ctl = SchedCtl { sched: &mut s, domids: &[1, 2, 3], nr_cpus: 2, now: 5 * MS };
+            let (r, _) = if domctl_call {
+                domctl(&privileged(), &mut vcpu, arg, &mut ctl)
+            } else {
+                sysctl(&privileged(), &mut vcpu, arg, &mut ctl)
+            };
+            if let Err(e) = r {
+                proptest::prop_assert!(e > 0 && e < 200, "errno {}", e);
+            }
+        }
+    }
 }
