@@ -294,6 +294,17 @@ fn table(refs: &References, figures: &[Figure]) -> String {
     s
 }
 
+/// `cargo xtask bench --sched`: the host benchmark of one scheduling decision per policy
+/// (`hypervisor/examples/sched_bench.rs`, release build), its lines as it prints them.
+pub fn sched_host() -> Result<i32> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .current_dir(build::workspace_root())
+        .args(["run", "--quiet", "--release", "-p", "hypervisor", "--example", "sched_bench"])
+        .status()?;
+    Ok(status.code().unwrap_or(1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,15 +360,4 @@ mod tests {
         assert!(json.contains("\"value\": 301.5, \"reference\": 420, \"reference_source\": \"measured in this run\""));
         assert!(json.contains("\"value\": 500, \"reference\": null"));
     }
-}
-
-/// `cargo xtask bench --sched`: the host benchmark of one scheduling decision per policy
-/// (`hypervisor/examples/sched_bench.rs`, release build), its lines as it prints them.
-pub fn sched_host() -> Result<i32> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = std::process::Command::new(cargo)
-        .current_dir(build::workspace_root())
-        .args(["run", "--quiet", "--release", "-p", "hypervisor", "--example", "sched_bench"])
-        .status()?;
-    Ok(status.code().unwrap_or(1))
 }
