@@ -19,7 +19,7 @@ use crate::hypercall::{self, Outcome};
 use crate::sched::{Cpu, Scheduler, VcpuRef};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
-use arch::exit::{CpuOnResult, Exit, FaultKind, GuestFault, VirtualCpu};
+use arch::exit::{AfterExit, CpuOnResult, Exit, FaultKind, GuestFault, VirtualCpu};
 use guest_abi::sched;
 
 /// What the run loop needs from the physical CPU it runs on.
@@ -101,11 +101,14 @@ pub struct PerCpu {
     /// scheduler picks it again here it enters at no cost; else it is unloaded before the
     /// core lock is let go, so that any pCPU may take it.
     loaded: Option<VcpuRef>,
+    /// A hypercall handled in place woke a vCPU the scheduler wants on this pCPU: the exit
+    /// that follows goes back to the scheduler.
+    resched: bool,
 }
 
 impl PerCpu {
     pub fn new(cpu: Cpu) -> Self {
-        Self { cpu, current: None, loaded: None }
+        Self { cpu, current: None, loaded: None, resched: false }
     }
 }
 
@@ -158,7 +161,7 @@ pub fn run_cpu<V: VirtualCpu, S: Scheduler>(
             Step::Run { mut vcpu, .. } => {
                 drop(guard);
                 send_kicks(kicks, host);
-                let exit = vcpu.run();
+                let exit = vcpu.run_with(&mut |v, exit| in_place(core, &mut pc, host, v, exit));
                 guard = core.lock();
                 let now = host.now_ns();
                 let Core { run_loop, domains } = &mut *guard;
@@ -172,6 +175,31 @@ pub fn run_cpu<V: VirtualCpu, S: Scheduler>(
         }
         guard = core.lock();
     }
+}
+
+/// The per-exit fast path, offered every exit while the vCPU stays loaded in this pCPU: a
+/// hypercall that always returns to its caller is handled under the core lock and the guest
+/// resumes, with no scheduling decision and nothing put away. Anything else, or anything
+/// that needs the full path (an upcall or unmap left for this vCPU, its domain ended), leaves.
+fn in_place<V: VirtualCpu, S: Scheduler>(
+    core: &spin::Mutex<Core<'_, V, S>>,
+    pc: &mut PerCpu,
+    host: &mut impl Host,
+    vcpu: &mut V,
+    exit: Exit,
+) -> AfterExit {
+    let Exit::Hypercall(call) = exit else { return AfterExit::Leave(exit) };
+    let Some((i, _)) = pc.current else { return AfterExit::Leave(exit) };
+    if !hypercall::returns_in_place(call.nr) {
+        return AfterExit::Leave(exit);
+    }
+    let mut guard = core.lock();
+    let Core { run_loop, domains } = &mut *guard;
+    let after = run_loop.hypercall_in_place(pc, i, vcpu, call, domains, host);
+    let kicks = run_loop.take_kicks();
+    drop(guard);
+    send_kicks(kicks, host);
+    after
 }
 
 fn send_kicks(mut kicks: u64, host: &mut impl Host) {
@@ -332,6 +360,7 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
     /// until the next step, which must follow under the same hold of the core lock.
     pub fn exited(&mut self, pc: &mut PerCpu, mut vcpu: Box<V>, exit: Exit, domains: &mut [Domain], now: u64) {
         self.cpu = pc.cpu;
+        let resched = core::mem::take(&mut pc.resched);
         let Some((i, slice_end)) = pc.current else { return };
         self.slots[i].running_on = None;
         if core::mem::take(&mut self.slots[i].upcall) {
@@ -374,12 +403,50 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
         if next == Next::Yield && self.slots[i].power == Power::Runnable {
             self.sched.yield_now(i, now);
         }
-        if next != Next::Continue || woke || now >= slice_end {
+        if next != Next::Continue || woke || resched || now >= slice_end {
             // Back to the scheduler, which requeues vCPU `i` if it is still runnable and may
             // give it to another pCPU (the next step unloads it unless it runs here again).
             pc.loaded = Some(i);
             pc.current = None;
         }
+    }
+
+    /// Under the core lock, vCPU `i` still loaded in pCPU `pc.cpu` (see [`in_place`]): handle
+    /// hypercall `call`, for which [`hypercall::returns_in_place`] holds, unless the full
+    /// path has something to do on this exit.
+    fn hypercall_in_place(
+        &mut self,
+        pc: &mut PerCpu,
+        i: VcpuRef,
+        vcpu: &mut V,
+        call: arch::exit::HypercallArgs,
+        domains: &mut [Domain],
+        host: &mut impl Host,
+    ) -> AfterExit {
+        self.cpu = pc.cpu;
+        let (d, index) = (self.slots[i].domain, self.slots[i].index);
+        if self.slots[i].upcall || self.ends[d].is_some() || !self.pending_unmaps.is_empty() {
+            return AfterExit::Leave(Exit::Hypercall(call));
+        }
+        let (domain, mut peers) = Others::split(domains, d);
+        domain.current_vcpu = index;
+        let result = hypercall::dispatch_returning(domain, &mut peers, vcpu, call);
+        vcpu.set_hypercall_result(hypercall::result_register(result.unwrap_or_else(|e| -e)));
+        // What the full path does after any exit: kicks for siblings, upcalls for others,
+        // sleepers woken.
+        let siblings = vcpu.take_sibling_kicks();
+        self.kick_running(d, siblings);
+        for (dd, dom) in domains.iter_mut().enumerate() {
+            if dom.remote_upcalls != 0 {
+                self.raise_remote_upcalls(dd, dom);
+            }
+        }
+        if self.halted != 0 && self.wake_halted(domains, host.now_ns()) {
+            // The scheduler wants this pCPU for the one woken.
+            pc.resched = true;
+            return AfterExit::Leave(Exit::Preempted);
+        }
+        AfterExit::Resume
     }
 
     /// Kick the pCPUs running the vCPUs of domain `d` in `mask` (bit n: vCPU n), but this one.
