@@ -130,8 +130,8 @@ pub struct Context {
     pub spsr: u64,
     pub fpcr: u64,
     pub fpsr: u64,
-    /// x19-x30, sp, d8-d15, fpcr, fpsr of the host while the guest runs.
-    pub host: [u64; 23],
+    /// x19-x30 and sp of the host while the guest runs.
+    pub host: [u64; 13],
     pub fp: [u128; 32],
     /// The guest's EL1 registers while they are not loaded in a CPU (the assembly never
     /// touches them).
@@ -323,6 +323,9 @@ impl Vcpu {
         if EL1_OWNER[cpu].load(Ordering::Relaxed) != self.uid {
             // Whoever held this CPU's EL1 before was unloaded (saved) or dropped.
             self.ctx.el1.restore();
+            // SAFETY: `ctx` is this vCPU's live Context; FP/SIMD registers are the guest's
+            // alone (the hypervisor is soft-float) and its previous owner saved them.
+            unsafe { super::vectors::fp_restore(&*self.ctx) };
             isb(barrier::SY);
             EL1_OWNER[cpu].store(self.uid, Ordering::Relaxed);
         }
@@ -823,6 +826,9 @@ impl VirtualCpu for Vcpu {
         let cpu = this_cpu();
         if EL1_OWNER[cpu].load(Ordering::Relaxed) == self.uid {
             self.ctx.el1.save();
+            // SAFETY: `ctx` is this vCPU's live Context, exclusively borrowed; the CPU's
+            // FP/SIMD registers are this vCPU's (it owns this CPU's EL1).
+            unsafe { super::vectors::fp_save(&mut *self.ctx) };
             // Its timer stays in the saved state; the CPU's must not wake another vCPU's run.
             msr!("cntv_ctl_el0", 0);
             isb(barrier::SY);
