@@ -73,9 +73,9 @@ pub enum Exit {
 pub enum AfterExit {
     /// Handled in place: enter the guest again at once, nothing else to decide.
     Resume,
-    /// Leave `run_with` with this exit (the one offered, or one standing for what is left
-    /// to decide) for the core's full path.
-    Leave(Exit),
+    /// Leave `run_with` with the exit as the hook left it (the one offered, or one it wrote
+    /// over it for what is left to decide) for the core's full path.
+    Leave,
 }
 
 /// One trapped MMIO access, already decoded (the PC has moved past the instruction).
@@ -114,13 +114,13 @@ pub trait VirtualCpu {
     /// back to the guest without the vCPU being put away and entered afresh). A backend
     /// whose entry has fixed costs worth skipping overrides this; the default re-enters
     /// through `run`.
-    fn run_with(&mut self, hook: &mut dyn FnMut(&mut Self, Exit) -> AfterExit) -> Exit
+    fn run_with(&mut self, hook: &mut dyn FnMut(&mut Self, &mut Exit) -> AfterExit) -> Exit
     where
         Self: Sized,
     {
         loop {
-            let exit = self.run();
-            if let AfterExit::Leave(exit) = hook(self, exit) {
+            let mut exit = self.run();
+            if hook(self, &mut exit) == AfterExit::Leave {
                 return exit;
             }
         }

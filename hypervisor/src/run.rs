@@ -165,7 +165,7 @@ pub fn run_cpu<V: VirtualCpu, S: Scheduler>(
                 guard = core.lock();
                 let now = host.now_ns();
                 let Core { run_loop, domains } = &mut *guard;
-                run_loop.exited(&mut pc, vcpu, exit, domains, now);
+                run_loop.exited(&mut pc, vcpu, &exit, domains, now);
                 let kicks = run_loop.take_kicks();
                 send_kicks(kicks, host);
                 // The next step follows under the same hold of the lock: a vCPU left
@@ -186,16 +186,16 @@ fn in_place<V: VirtualCpu, S: Scheduler>(
     pc: &mut PerCpu,
     host: &mut impl Host,
     vcpu: &mut V,
-    exit: Exit,
+    exit: &mut Exit,
 ) -> AfterExit {
-    let Exit::Hypercall(call) = exit else { return AfterExit::Leave(exit) };
-    let Some((i, _)) = pc.current else { return AfterExit::Leave(exit) };
+    let Exit::Hypercall(call) = *exit else { return AfterExit::Leave };
+    let Some((i, _)) = pc.current else { return AfterExit::Leave };
     if !hypercall::returns_in_place(call.nr) {
-        return AfterExit::Leave(exit);
+        return AfterExit::Leave;
     }
     let mut guard = core.lock();
     let Core { run_loop, domains } = &mut *guard;
-    let after = run_loop.hypercall_in_place(pc, i, vcpu, call, domains, host);
+    let after = run_loop.hypercall_in_place(pc, i, vcpu, exit, domains, host);
     let kicks = run_loop.take_kicks();
     drop(guard);
     send_kicks(kicks, host);
@@ -358,7 +358,7 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
     /// guest with `exit` at `now`. Decide on it, wake whom it woke, and put the vCPU back
     /// in its slot. If the scheduler is to look again, the vCPU stays loaded in this pCPU
     /// until the next step, which must follow under the same hold of the core lock.
-    pub fn exited(&mut self, pc: &mut PerCpu, mut vcpu: Box<V>, exit: Exit, domains: &mut [Domain], now: u64) {
+    pub fn exited(&mut self, pc: &mut PerCpu, mut vcpu: Box<V>, exit: &Exit, domains: &mut [Domain], now: u64) {
         self.cpu = pc.cpu;
         let resched = core::mem::take(&mut pc.resched);
         let Some((i, slice_end)) = pc.current else { return };
@@ -412,21 +412,22 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
     }
 
     /// Under the core lock, vCPU `i` still loaded in pCPU `pc.cpu` (see [`in_place`]): handle
-    /// hypercall `call`, for which [`hypercall::returns_in_place`] holds, unless the full
-    /// path has something to do on this exit.
+    /// the hypercall `exit` reports, one for which [`hypercall::returns_in_place`] holds,
+    /// unless the full path has something to do on this exit.
     fn hypercall_in_place(
         &mut self,
         pc: &mut PerCpu,
         i: VcpuRef,
         vcpu: &mut V,
-        call: arch::exit::HypercallArgs,
+        exit: &mut Exit,
         domains: &mut [Domain],
         host: &mut impl Host,
     ) -> AfterExit {
         self.cpu = pc.cpu;
+        let Exit::Hypercall(call) = *exit else { return AfterExit::Leave };
         let (d, index) = (self.slots[i].domain, self.slots[i].index);
         if self.slots[i].upcall || self.ends[d].is_some() || !self.pending_unmaps.is_empty() {
-            return AfterExit::Leave(Exit::Hypercall(call));
+            return AfterExit::Leave;
         }
         let (domain, mut peers) = Others::split(domains, d);
         domain.current_vcpu = index;
@@ -444,7 +445,8 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
         if self.halted != 0 && self.wake_halted(domains, host.now_ns()) {
             // The scheduler wants this pCPU for the one woken.
             pc.resched = true;
-            return AfterExit::Leave(Exit::Preempted);
+            *exit = Exit::Preempted;
+            return AfterExit::Leave;
         }
         AfterExit::Resume
     }
@@ -463,11 +465,11 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
     }
 
     /// Act on one exit of vCPU `i` (out of its slot while this runs).
-    fn decide(&mut self, i: VcpuRef, vcpu: &mut V, exit: Exit, domains: &mut [Domain], now: u64) -> Next {
+    fn decide(&mut self, i: VcpuRef, vcpu: &mut V, exit: &Exit, domains: &mut [Domain], now: u64) -> Next {
         let (d, index) = (self.slots[i].domain, self.slots[i].index);
         let (domain, mut peers) = Others::split(domains, d);
         domain.current_vcpu = index;
-        match exit {
+        match *exit {
             Exit::Hypercall(call) => match hypercall::dispatch_with(domain, &mut peers, vcpu, call) {
                 Outcome::Return(v) => vcpu.set_hypercall_result(hypercall::result_register(v)),
                 Outcome::Yield => {
@@ -1045,7 +1047,7 @@ mod tests {
         fn exit(&mut self, c: usize, mut vcpu: Box<Scripted>, doms: &mut [Domain]) -> u64 {
             let exit = vcpu.run();
             let now = self.world.clock.get();
-            self.rl.exited(&mut self.cpus[c], vcpu, exit, doms, now);
+            self.rl.exited(&mut self.cpus[c], vcpu, &exit, doms, now);
             self.rl.take_kicks()
         }
     }

@@ -27,7 +27,9 @@ use crate::arm::stage2::{self, PAGE, Stage2Tables};
 use crate::arm::syndrome::{self, DataAccess, Syndrome, SysRegAccess, ec, sysreg};
 use crate::arm::vgic::{self, GicVersion, MAX_LRS, UPCALL_PPI, VTIMER_PPI, Vgic};
 use crate::boot::GuestSetup;
-use crate::exit::{AfterExit, BadGuestAddress, CpuOnResult, Exit, FaultKind, GuestFault, HypercallArgs, MmioAccess, VirtualCpu};
+use crate::exit::{
+    AfterExit, BadGuestAddress, CpuOnResult, Exit, FaultKind, GuestFault, HypercallArgs, MmioAccess, VirtualCpu,
+};
 use aarch64_cpu::asm::barrier::{self, isb};
 use aarch64_cpu::registers::{
     CNTHCTL_EL2, CNTPCT_EL0, CNTV_CTL_EL0, CNTVOFF_EL2, ELR_EL1, ESR_EL1, ESR_EL2, FAR_EL2, HCR_EL2, HPFAR_EL2,
@@ -688,10 +690,10 @@ impl Vcpu {
 
 impl VirtualCpu for Vcpu {
     fn run(&mut self) -> Exit {
-        self.run_with(&mut |_, exit| AfterExit::Leave(exit))
+        self.run_with(&mut |_, _| AfterExit::Leave)
     }
 
-    fn run_with(&mut self, hook: &mut dyn FnMut(&mut Self, Exit) -> AfterExit) -> Exit {
+    fn run_with(&mut self, hook: &mut dyn FnMut(&mut Self, &mut Exit) -> AfterExit) -> Exit {
         self.activate();
         self.arm_preemption();
         let exit = loop {
@@ -701,11 +703,11 @@ impl VirtualCpu for Vcpu {
             // the EL2 controls for this guest were loaded by `activate`.
             let exit_kind = unsafe { enter_guest(&mut *self.ctx) };
             self.save_interrupts();
-            let Some(exit) = self.handle(exit_kind) else { continue };
+            let Some(mut exit) = self.handle(exit_kind) else { continue };
             // Controls, EL1, the vGIC interface and the armed preemption timer all stay as
             // they are while the hook runs: a timer that fires meanwhile is taken as an IRQ
             // exit on the next entry.
-            if let AfterExit::Leave(exit) = hook(self, exit) {
+            if hook(self, &mut exit) == AfterExit::Leave {
                 break exit;
             }
         };
