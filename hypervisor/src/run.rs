@@ -58,6 +58,8 @@ struct Slot<V> {
     running_on: Option<Cpu>,
     /// An upcall raised while it was out of its slot: raised on it before its next entry.
     upcall: bool,
+    /// The pCPU that ran it last.
+    last_cpu: Option<Cpu>,
 }
 
 /// After an exit: keep running the vCPU, or go back to the scheduler.
@@ -90,6 +92,8 @@ pub struct RunLoop<V, S> {
     /// from the mapper's stage 2 when one of its vCPUs is next in hand (none was in its slot
     /// at the teardown: they all ran on other pCPUs).
     pending_unmaps: Vec<(usize, u64)>,
+    /// Per domain: how many times one of its vCPUs ran on another pCPU than the last time.
+    moves: Vec<u64>,
     sched: S,
 }
 
@@ -223,6 +227,7 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
             cpu: 0,
             kicks: 0,
             pending_unmaps: Vec::new(),
+            moves: Vec::new(),
             sched,
         }
     }
@@ -235,12 +240,13 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
         self.nr_vcpus.push(nr_vcpus.max(1));
         self.ends.push(None);
         self.torn_down.push(false);
+        self.moves.push(0);
         let mut vcpu0 = Some(Box::new(vcpu0));
         for index in 0..nr_vcpus.max(1) {
             let vcpu = vcpu0.take();
             let power = if vcpu.is_some() { Power::Runnable } else { Power::Off };
             self.sched.add_vcpu(self.slots.len(), domain, index, 0);
-            self.slots.push(Slot { domain, index, vcpu, power, running_on: None, upcall: false });
+            self.slots.push(Slot { domain, index, vcpu, power, running_on: None, upcall: false, last_cpu: None });
         }
         domain
     }
@@ -349,7 +355,11 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
         if core::mem::take(&mut self.slots[i].upcall) {
             vcpu.raise_upcall();
         }
-        self.slots[i].running_on = Some(pc.cpu);
+        let slot = &mut self.slots[i];
+        slot.running_on = Some(pc.cpu);
+        if slot.last_cpu.replace(pc.cpu).is_some_and(|c| c != pc.cpu) {
+            self.moves[slot.domain] += 1;
+        }
         vcpu.set_preemption_deadline(Some(deadline));
         Step::Run { slot: i, vcpu }
     }
@@ -668,6 +678,9 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
             self.sched.remove_vcpu(i, now);
         }
         domain.console_flush();
+        if self.moves[d] > 0 {
+            hvlog!("d{}: its vCPUs moved between pCPUs {} times", domain.id, self.moves[d]);
+        }
         // Where the host has a clock, say when: under QEMU's -icount this is the exact
         // guest-virtual time since power-on (the boot benchmark reads it).
         if now > 0 {
@@ -962,6 +975,57 @@ mod tests {
         let tail: Vec<&str> = log.iter().skip(3).map(String::as_str).collect();
         let idle = format!("idle until {}", 50 * SLICE);
         assert_eq!(tail, ["v0 Halt", "v1 Halt", idle.as_str(), "v1 PowerOff"]);
+    }
+
+    /// Round robin that notes each pick in the world's log.
+    struct NotedPicks {
+        inner: RoundRobin,
+        world: World,
+    }
+
+    impl Scheduler for NotedPicks {
+        fn add_vcpu(&mut self, vcpu: VcpuRef, domain: usize, index: usize, now: u64) {
+            self.inner.add_vcpu(vcpu, domain, index, now);
+        }
+        fn remove_vcpu(&mut self, vcpu: VcpuRef, now: u64) {
+            self.inner.remove_vcpu(vcpu, now);
+        }
+        fn wake(&mut self, vcpu: VcpuRef, now: u64) -> Option<Cpu> {
+            self.inner.wake(vcpu, now)
+        }
+        fn sleep(&mut self, vcpu: VcpuRef, now: u64) {
+            self.inner.sleep(vcpu, now);
+        }
+        fn yield_now(&mut self, vcpu: VcpuRef, now: u64) {
+            self.inner.yield_now(vcpu, now);
+        }
+        fn pick(&mut self, cpu: Cpu, now: u64) -> Option<crate::sched::Decision> {
+            self.world.note("pick".into());
+            self.inner.pick(cpu, now)
+        }
+    }
+
+    #[test]
+    fn hypercalls_that_return_are_answered_in_place_without_a_scheduling_decision() {
+        let world = World::default();
+        let yield_ = hc(nr::SCHED_OP, [sched::SCHEDOP_YIELD, 0, 0, 0, 0]);
+        let version = hc(nr::XEN_VERSION, [0; 5]);
+        let vcpu = Scripted::new(&world, 0, vec![version, version, hc(nr::MMU_UPDATE, [0; 5]), yield_, version]);
+        let mut rl = RunLoop::new(NotedPicks { inner: RoundRobin::new(SLICE), world: world.clone() });
+        let mut dom = Domain::new(1);
+        rl.add_domain(1, vcpu);
+        assert_eq!(rl.run(core::slice::from_mut(&mut dom), &mut world.clone()), [DomainEnd::PoweredOff]);
+        let log = world.log();
+        let seen: Vec<&str> = log.iter().map(String::as_str).filter(|l| *l == "pick" || l.contains("result")).collect();
+        let enosys = format!("v0 result {:#x}", (-errno::ENOSYS) as u64);
+        let version = format!("v0 result {:#x}", (4 << 16) | 17);
+        // One pick to start, one after the yield (which is not a call that returns in place),
+        // none for the others: they were answered while the vCPU stayed in hand.
+        assert_eq!(
+            seen,
+            ["pick", version.as_str(), version.as_str(), enosys.as_str(), "v0 result 0x0", "pick", version.as_str()],
+            "{log:?}"
+        );
     }
 
     #[test]
