@@ -590,6 +590,15 @@ pub(crate) fn watch_until(
     let mut hopeless: Option<(&'static str, Instant)> = None;
     let mut marker_at = None;
     let mut scanned: usize = 0;
+    // Only what arrived since the last look can hold the marker (plus a marker's overlap).
+    let mut look_for_marker = |console: &[u8]| {
+        if marker_at.is_none()
+            && console[scanned.saturating_sub(MARKER.len())..].windows(MARKER.len()).any(|w| w == MARKER)
+        {
+            marker_at = Some(start.elapsed());
+        }
+        scanned = console.len();
+    };
     let take = |bytes: Vec<u8>, console: &mut Vec<u8>| {
         if echo == Echo::Stream && !bytes.is_empty() {
             let mut out = std::io::stdout().lock();
@@ -600,6 +609,7 @@ pub(crate) fn watch_until(
     };
     let status = loop {
         take(source.poll(), &mut console);
+        look_for_marker(&console);
         if let Some(st) = child.try_wait()? {
             break Some(st.code().unwrap_or(128));
         }
@@ -608,13 +618,6 @@ pub(crate) fn watch_until(
             let tail = &console[console.len().saturating_sub(64 * 1024)..];
             let text = String::from_utf8_lossy(tail);
             hopeless = HOPELESS.iter().find(|h| text.contains(*h)).map(|h| (*h, Instant::now()));
-        }
-        if marker_at.is_none() {
-            // Only what arrived since the last look can hold it (plus a marker's overlap).
-            if console[scanned.saturating_sub(MARKER.len())..].windows(MARKER.len()).any(|w| w == MARKER) {
-                marker_at = Some(start.elapsed());
-            }
-            scanned = console.len();
         }
         if finished.is_none() && done(&String::from_utf8_lossy(&console)) {
             finished = Some(Instant::now());
@@ -631,6 +634,7 @@ pub(crate) fn watch_until(
     // The pipe may still hold the last lines.
     std::thread::sleep(Duration::from_millis(100));
     take(source.poll(), &mut console);
+    look_for_marker(&console);
     let stopped_on = if status.is_none() { hopeless.map(|(h, _)| h) } else { None };
     Ok(Outcome {
         status,

@@ -175,7 +175,9 @@ pub fn script(target: Target, layout: &Layout, has_chosen: bool) -> Result<Strin
     if !has_chosen {
         writeln!(w, "fdt mknode / chosen")?;
     }
-    for d in &layout.domains {
+    // `fdt mknode` puts a new node before its siblings (libfdt's fdt_add_subnode): made last
+    // to first, the domains end up in the configuration's order, which gives them their ids.
+    for d in layout.domains.iter().rev() {
         domain_commands(w, d).with_context(|| format!("domain {}", d.name))?;
     }
     // Keep the tree where it is (U-Boot would copy it below its own idea of the top).
@@ -214,10 +216,11 @@ fn domain_commands(w: &mut String, d: &DomainSpec) -> Result<()> {
         }
         Ok(())
     };
-    module("multiboot,kernel", d.kernel, d.bootargs.as_deref())?;
+    // Last to first, as the domains.
     if let Some(r) = d.ramdisk {
         module("multiboot,ramdisk", r, None)?;
     }
+    module("multiboot,kernel", d.kernel, d.bootargs.as_deref())?;
     Ok(())
 }
 
@@ -605,7 +608,14 @@ mod tests {
             match words[1].as_str() {
                 "addr" | "resize" => {}
                 "mknode" => {
-                    node_at(&mut tree.root, &words[2]).add_child(DeviceTreeNode::new(words[3].as_str()).unwrap());
+                    // libfdt's fdt_add_subnode puts the new node before its siblings.
+                    let parent = node_at(&mut tree.root, &words[2]);
+                    let names: Vec<String> = (&*parent).children().map(|c| c.name().to_string()).collect();
+                    let siblings: Vec<_> = names.iter().filter_map(|n| parent.remove_child(n)).collect();
+                    parent.add_child(DeviceTreeNode::new(words[3].as_str()).unwrap());
+                    for c in siblings {
+                        parent.add_child(c);
+                    }
                 }
                 "set" => {
                     let node = node_at(&mut tree.root, &words[2]);
