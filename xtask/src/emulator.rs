@@ -397,10 +397,8 @@ fn qemu_arm(run: &Boot, echo: Echo, done: &dyn Fn(&str) -> bool) -> Result<Outco
     match &run.guest {
         // U-Boot loads the hypervisor and everything else from the disk.
         Guest::UBoot(disk) => {
-            cmd.args(["-bios", crate::uboot::qemu_firmware(run.arch)?])
-                .arg("-drive")
-                .arg(format!("if=none,format=raw,id=xhvboot,file={}", qemu_opt(&disk.image)?))
-                .args(["-device", "virtio-blk-device,drive=xhvboot", "-nic", "none"]);
+            let target = crate::uboot::Target { arch: run.arch, board: a.board };
+            cmd.args(crate::uboot::qemu_args(target, disk)?);
         }
         _ => {
             cmd.arg("-kernel").arg(&hypervisor);

@@ -247,7 +247,7 @@ fn run_needs(args: &RunArgs) -> prereq::Needs {
         needs.dtc();
     }
     if args.firmware == Some(Firmware::UBoot) {
-        needs.uboot(args.arch);
+        needs.uboot(args.arch, args.board);
     }
     needs
 }
@@ -271,9 +271,10 @@ fn run_cmd(args: &RunArgs) -> Result<i32> {
          drop --kernel/--initrd/--append, or write them into the configuration"
     );
     anyhow::ensure!(
-        args.firmware.is_none() || (args.board.is_none() && !on_xen && args.arch != Arch::X86_64),
-        "--firmware u-boot boots our hypervisor on QEMU `virt` (aarch64, armv7); for a board, \
-         `cargo xtask uboot --board NAME` writes the script and files for its SD card"
+        args.firmware.is_none()
+            || (matches!(args.board, None | Some(boards::Board::Raspi4b)) && !on_xen && args.arch != Arch::X86_64),
+        "--firmware u-boot boots our hypervisor on QEMU `virt` (aarch64, armv7) and raspi4b; for \
+         another board, `cargo xtask uboot --board NAME` writes the script and files for its SD card"
     );
     let built = build::hypervisor_and_guests(args.arch)?;
     let mut args = args.clone();

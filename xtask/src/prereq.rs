@@ -89,6 +89,8 @@ const MKIMAGE: Req = apt(Check::Bin("mkimage"), "u-boot-tools", FOR_UBOOT);
 const MTOOLS: Req = apt(Check::Bin("mcopy"), "mtools", FOR_UBOOT);
 const UBOOT_ARM64: Req = apt(Check::Path(crate::uboot::QEMU_ARM64_UBOOT), "u-boot-qemu", FOR_UBOOT);
 const UBOOT_ARM: Req = apt(Check::Path(crate::uboot::QEMU_ARM_UBOOT), "u-boot-qemu", FOR_UBOOT);
+/// An arm64 package: apt's foreign architecture arm64 is there for the aarch64 guest kernel.
+const UBOOT_RPI4: Req = apt(Check::Path(crate::uboot::RPI4_UBOOT), "u-boot-rpi:arm64", FOR_UBOOT);
 
 /// Debian architectures whose guest kernels and busybox the ARM guests use.
 fn foreign_arch(arch: Arch) -> Option<&'static str> {
@@ -131,8 +133,10 @@ pub struct Needs {
     dtc: bool,
     /// `mkimage` for U-Boot scripts (`cargo xtask uboot`).
     uboot_script: bool,
-    /// Architectures booted through Debian's U-Boot for QEMU from a FAT disk image.
+    /// Architectures booted through Debian's U-Boot for QEMU `virt` from a FAT disk image.
     uboot: BTreeSet<Arch>,
+    /// The same on QEMU's raspi4b, with Debian's U-Boot for the Raspberry Pi 4.
+    uboot_rpi4: bool,
 }
 
 impl Needs {
@@ -172,9 +176,18 @@ impl Needs {
         self
     }
 
-    /// Boot `arch` through Debian's U-Boot for QEMU `virt` from a FAT disk image.
-    pub fn uboot(&mut self, arch: Arch) -> &mut Self {
-        self.uboot.insert(arch);
+    /// Boot `arch` through Debian's U-Boot from a FAT disk image: its QEMU `virt` build, or
+    /// its Raspberry Pi 4 build on raspi4b (with the arm64 apt architecture it comes from).
+    pub fn uboot(&mut self, arch: Arch, board: Option<crate::boards::Board>) -> &mut Self {
+        match board {
+            Some(crate::boards::Board::Raspi4b) => {
+                self.uboot_rpi4 = true;
+                self.linux(Arch::Aarch64);
+            }
+            _ => {
+                self.uboot.insert(arch);
+            }
+        }
         self.uboot_script()
     }
 
@@ -185,7 +198,7 @@ impl Needs {
             n.boot(arch, X86Emulator::Qemu).linux(arch);
         }
         n.boot(Arch::X86_64, X86Emulator::Bochs);
-        n.uboot(Arch::Aarch64).uboot(Arch::Armv7);
+        n.uboot(Arch::Aarch64, None).uboot(Arch::Armv7, None).uboot(Arch::Aarch64, Some(crate::boards::Board::Raspi4b));
         n.linux_i386();
         n.dtc();
         n
@@ -199,6 +212,9 @@ impl Needs {
         }
         if self.uboot_script {
             reqs.insert(MKIMAGE);
+        }
+        if self.uboot_rpi4 {
+            reqs.extend([UBOOT_RPI4, MTOOLS]);
         }
         for arch in &self.uboot {
             reqs.insert(MTOOLS);
@@ -526,7 +542,7 @@ mod tests {
     #[test]
     fn a_uboot_boot_needs_the_firmware_mkimage_and_mtools() {
         let mut n = Needs::default();
-        n.boot(Arch::Armv7, X86Emulator::Qemu).uboot(Arch::Armv7);
+        n.boot(Arch::Armv7, X86Emulator::Qemu).uboot(Arch::Armv7, None);
         let checks: BTreeSet<&str> = n.requirements().iter().map(|r| r.check.name()).collect();
         let want = ["dtc", "qemu-system-arm", "mkimage", "mcopy", crate::uboot::QEMU_ARM_UBOOT];
         assert_eq!(checks, BTreeSet::from(want));

@@ -135,6 +135,21 @@ fn linux_scenarios() -> Vec<Scenario> {
         s.expect.in_order.splice(0..0, through);
         all.push(s);
     }
+    // The same on QEMU's Raspberry Pi 4 B with Debian's U-Boot for it, started where the
+    // Pi's firmware starts it, reading the SD card; the hypervisor finds the board in its
+    // unedited DT (whose /memory U-Boot fills in), the secondaries by spin-table.
+    let mut s = linux_on(arch, "uboot-raspi4b", "console=hvc0", 1);
+    let through = [
+        "U-Boot 20",
+        "Found U-Boot script /boot.scr",
+        "xhv: U-Boot script for raspi4b",
+        "## Flattened Device Tree blob at",
+        "(XEN) console: 16550 UART",
+        "(XEN) CPUs: 4 in the device tree",
+        "(XEN) CPU3 online at EL2",
+    ];
+    s.expect.in_order.splice(0..0, through.map(String::from));
+    all.push(s);
     // Two domUs from a configuration written as Xen users write them, sharing one CPU: both
     // reach init and power off (arm64 Images, and armhf zImages from the same file).
     for (arch, name) in [(arch, "linux-arm64-two-domus"), (Arch::Armv7, "linux-armv7-two-domus")] {
@@ -1035,7 +1050,7 @@ fn needs(chosen: &[Scenario], host: bool) -> crate::prereq::Needs {
             needs.linux(s.arch);
         }
         if s.name.starts_with("uboot-") {
-            needs.uboot(s.arch);
+            needs.uboot(s.arch, uboot_board_of(&s.name));
         }
         if matches!(s.guest, TestGuest::LinuxI386 { .. }) {
             needs.linux_i386();
@@ -1069,6 +1084,12 @@ struct Times {
     marker: Option<f64>,
 }
 
+/// The board a `uboot-<board>` scenario boots on (`uboot-aarch64`, `uboot-armv7`: `virt`).
+fn uboot_board_of(name: &str) -> Option<crate::boards::Board> {
+    let board = name.strip_prefix("uboot-")?;
+    BOARDS.into_iter().find(|b| b.name() == board)
+}
+
 fn run_one(s: &Scenario, built: &Built, logs: &std::path::Path, hypervisor: Hypervisor) -> Result<Times, String> {
     let mut args = RunArgs {
         hypervisor,
@@ -1084,7 +1105,7 @@ fn run_one(s: &Scenario, built: &Built, logs: &std::path::Path, hypervisor: Hype
         timeout: s.timeout_secs(),
         emulator: Some(crate::qemu_x86::emulator_for_scenario(&s.name)),
         guest_arch: None,
-        board: board_of(&s.name),
+        board: board_of(&s.name).or(uboot_board_of(&s.name)),
         firmware: s.name.starts_with("uboot-").then_some(crate::Firmware::UBoot),
     };
     if s.name.ends_with("-gicv2") || s.arch == Arch::Armv7 {

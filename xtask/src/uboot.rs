@@ -349,7 +349,10 @@ pub fn disk_image(files: &[PathBuf], out: &Path) -> Result<()> {
     let mut disk = mbr(START_SECTOR, fat.len() as u64 / 512)?;
     disk.resize((START_SECTOR * 512) as usize, 0);
     disk.extend_from_slice(&fat);
-    std::fs::write(out, disk).with_context(|| format!("writing {}", out.display()))
+    std::fs::write(out, &disk).with_context(|| format!("writing {}", out.display()))?;
+    // QEMU's SD card model takes only power-of-two sizes: pad (sparsely) to one.
+    let f = std::fs::OpenOptions::new().write(true).open(out)?;
+    f.set_len((disk.len() as u64).next_power_of_two()).with_context(|| format!("padding {}", out.display()))
 }
 
 /// A master boot record with one bootable FAT32 (LBA) partition.
@@ -504,6 +507,36 @@ pub fn disk_for_run(built: &Built, args: &RunArgs) -> Result<Disk> {
     Ok(Disk { image, domains: written.layout.domains.len() })
 }
 
+/// The QEMU options that start U-Boot with the disk: on `virt`, Debian's `u-boot-qemu` build
+/// as `-bios` (QEMU hands it its own DTB) and the disk on virtio-mmio; on raspi4b, Debian's
+/// `u-boot-rpi` build where the Pi's firmware would put it (`-kernel`: RAM + 0x80000, the
+/// secondaries in QEMU's spin-table stub), the board's DTB as the firmware would pass it, and
+/// the disk as the SD card.
+pub fn qemu_args(target: Target, disk: &Disk) -> Result<Vec<String>> {
+    let image = disk.image.to_string_lossy().replace(',', ",,");
+    Ok(match (target.board, target.arch) {
+        (None, arch) => vec![
+            "-bios".into(),
+            qemu_firmware(arch)?.into(),
+            "-drive".into(),
+            format!("if=none,format=raw,id=xhvboot,file={image}"),
+            "-device".into(),
+            "virtio-blk-device,drive=xhvboot".into(),
+            "-nic".into(),
+            "none".into(),
+        ],
+        (Some(Board::Raspi4b), _) => vec![
+            "-kernel".into(),
+            RPI4_UBOOT.into(),
+            "-dtb".into(),
+            Board::Raspi4b.dtb()?.to_string_lossy().into_owned(),
+            "-drive".into(),
+            format!("if=sd,format=raw,file={image}"),
+        ],
+        (Some(b), _) => bail!("--firmware u-boot runs on QEMU `virt` and raspi4b, not on {}", b.name()),
+    })
+}
+
 /// Debian's `u-boot-qemu` build for QEMU `virt` of this architecture.
 pub fn qemu_firmware(arch: Arch) -> Result<&'static str> {
     match arch {
@@ -515,6 +548,8 @@ pub fn qemu_firmware(arch: Arch) -> Result<&'static str> {
 
 pub const QEMU_ARM64_UBOOT: &str = "/usr/lib/u-boot/qemu_arm64/u-boot.bin";
 pub const QEMU_ARM_UBOOT: &str = "/usr/lib/u-boot/qemu_arm/u-boot.bin";
+/// Debian's `u-boot-rpi` (arm64) build for the Raspberry Pi 4.
+pub const RPI4_UBOOT: &str = "/usr/lib/u-boot/rpi_4/u-boot.bin";
 
 #[cfg(test)]
 mod tests {
