@@ -139,8 +139,9 @@ fn linux_scenarios() -> Vec<Scenario> {
     // Pi's firmware starts it, reading the SD card; the hypervisor finds the board in its
     // unedited DT (whose /memory U-Boot fills in), the secondaries by spin-table.
     let mut s = linux_on(arch, "uboot-raspi4b", "console=hvc0", 1);
+    // (U-Boot's banner goes to the HDMI console only, until the mini UART is its console.)
     let through = [
-        "U-Boot 20",
+        "Scanning mmc 0:1",
         "Found U-Boot script /boot.scr",
         "xhv: U-Boot script for raspi4b",
         "## Flattened Device Tree blob at",
