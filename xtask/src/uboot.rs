@@ -645,7 +645,7 @@ mod tests {
                 "mknode" => {
                     // libfdt's fdt_add_subnode puts the new node before its siblings.
                     let parent = node_at(&mut tree.root, &words[2]);
-                    let names: Vec<String> = (&*parent).children().map(|c| c.name().to_string()).collect();
+                    let names: Vec<String> = (*parent).children().map(|c| c.name().to_string()).collect();
                     let siblings: Vec<_> = names.iter().filter_map(|n| parent.remove_child(n)).collect();
                     parent.add_child(DeviceTreeNode::new(words[3].as_str()).unwrap());
                     for c in siblings {
