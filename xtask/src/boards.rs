@@ -48,8 +48,8 @@ pub struct Profile {
     /// ARMv7: where the image must be linked (RAM base + 0x10000, where QEMU loads a raw
     /// image); `None` where the image relocates itself (aarch64) or virt's default fits.
     pub link_base: Option<u64>,
-    /// The RAM the board's DT describes, base and size (where `cargo xtask uboot` places the
-    /// images a board's U-Boot loads).
+    /// The board's RAM as QEMU models it (`-m`, within what its DT describes), base and size:
+    /// where `cargo xtask uboot` places the images a board's U-Boot loads.
     pub ram: (u64, u64),
 }
 
