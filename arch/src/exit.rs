@@ -68,6 +68,16 @@ pub enum Exit {
     Mmio(MmioAccess),
 }
 
+/// What the core's [`VirtualCpu::run_with`] hook did with an exit offered to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AfterExit {
+    /// Handled in place: enter the guest again at once, nothing else to decide.
+    Resume,
+    /// Leave `run_with` with the exit as the hook left it (the one offered, or one it wrote
+    /// over it for what is left to decide) for the core's full path.
+    Leave,
+}
+
 /// One trapped MMIO access, already decoded (the PC has moved past the instruction).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MmioAccess {
@@ -99,6 +109,22 @@ pub struct BadGuestAddress(pub u64);
 pub trait VirtualCpu {
     /// Enter the guest until something the core must decide on happens.
     fn run(&mut self) -> Exit;
+    /// [`VirtualCpu::run`], offering each exit to `hook` first while this vCPU stays
+    /// loaded (the per-exit fast path: a hypercall that needs no scheduling decision goes
+    /// back to the guest without the vCPU being put away and entered afresh). A backend
+    /// whose entry has fixed costs worth skipping overrides this; the default re-enters
+    /// through `run`.
+    fn run_with(&mut self, hook: &mut dyn FnMut(&mut Self, &mut Exit) -> AfterExit) -> Exit
+    where
+        Self: Sized,
+    {
+        loop {
+            let mut exit = self.run();
+            if hook(self, &mut exit) == AfterExit::Leave {
+                return exit;
+            }
+        }
+    }
     /// Set the return value of the hypercall reported by the last exit.
     fn set_hypercall_result(&mut self, value: u64);
     /// The guest's current program counter (for reports).

@@ -19,7 +19,7 @@ use crate::hypercall::{self, Outcome};
 use crate::sched::{Cpu, Scheduler, VcpuRef};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
-use arch::exit::{CpuOnResult, Exit, FaultKind, GuestFault, VirtualCpu};
+use arch::exit::{AfterExit, CpuOnResult, Exit, FaultKind, GuestFault, VirtualCpu};
 use guest_abi::sched;
 
 /// What the run loop needs from the physical CPU it runs on.
@@ -58,6 +58,8 @@ struct Slot<V> {
     running_on: Option<Cpu>,
     /// An upcall raised while it was out of its slot: raised on it before its next entry.
     upcall: bool,
+    /// The pCPU that ran it last.
+    last_cpu: Option<Cpu>,
 }
 
 /// After an exit: keep running the vCPU, or go back to the scheduler.
@@ -92,6 +94,8 @@ pub struct RunLoop<V, S> {
     pending_unmaps: Vec<(usize, u64)>,
     /// pCPUs of the pool whose loops run it ([`RunLoop::set_cpus`]).
     nr_cpus: usize,
+    /// Per domain: how many times one of its vCPUs ran on another pCPU than the last time.
+    moves: Vec<u64>,
     sched: S,
 }
 
@@ -106,11 +110,14 @@ pub struct PerCpu {
     /// When the vCPU it runs was last entered (its time is added to the vCPU's running time
     /// at the exit).
     entered: u64,
+    /// A hypercall handled in place woke a vCPU the scheduler wants on this pCPU: the exit
+    /// that follows goes back to the scheduler.
+    resched: bool,
 }
 
 impl PerCpu {
     pub fn new(cpu: Cpu) -> Self {
-        Self { cpu, current: None, loaded: None, entered: 0 }
+        Self { cpu, current: None, loaded: None, entered: 0, resched: false }
     }
 }
 
@@ -163,11 +170,11 @@ pub fn run_cpu<V: VirtualCpu, S: Scheduler>(
             Step::Run { mut vcpu, .. } => {
                 drop(guard);
                 send_kicks(kicks, host);
-                let exit = vcpu.run();
+                let exit = vcpu.run_with(&mut |v, exit| in_place(core, &mut pc, host, v, exit));
                 guard = core.lock();
                 let now = host.now_ns();
                 let Core { run_loop, domains } = &mut *guard;
-                run_loop.exited(&mut pc, vcpu, exit, domains, now);
+                run_loop.exited(&mut pc, vcpu, &exit, domains, now);
                 let kicks = run_loop.take_kicks();
                 send_kicks(kicks, host);
                 // The next step follows under the same hold of the lock: a vCPU left
@@ -177,6 +184,31 @@ pub fn run_cpu<V: VirtualCpu, S: Scheduler>(
         }
         guard = core.lock();
     }
+}
+
+/// The per-exit fast path, offered every exit while the vCPU stays loaded in this pCPU: a
+/// hypercall that always returns to its caller is handled under the core lock and the guest
+/// resumes, with no scheduling decision and nothing put away. Anything else, or anything
+/// that needs the full path (an upcall or unmap left for this vCPU, its domain ended), leaves.
+fn in_place<V: VirtualCpu, S: Scheduler>(
+    core: &spin::Mutex<Core<'_, V, S>>,
+    pc: &mut PerCpu,
+    host: &mut impl Host,
+    vcpu: &mut V,
+    exit: &mut Exit,
+) -> AfterExit {
+    let Exit::Hypercall(call) = *exit else { return AfterExit::Leave };
+    let Some((i, _)) = pc.current else { return AfterExit::Leave };
+    if !hypercall::returns_in_place(call.nr) {
+        return AfterExit::Leave;
+    }
+    let mut guard = core.lock();
+    let Core { run_loop, domains } = &mut *guard;
+    let after = run_loop.hypercall_in_place(pc, i, vcpu, exit, domains, host);
+    let kicks = run_loop.take_kicks();
+    drop(guard);
+    send_kicks(kicks, host);
+    after
 }
 
 fn send_kicks(mut kicks: u64, host: &mut impl Host) {
@@ -201,6 +233,7 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
             kicks: 0,
             pending_unmaps: Vec::new(),
             nr_cpus: 1,
+            moves: Vec::new(),
             sched,
         }
     }
@@ -218,12 +251,13 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
         self.nr_vcpus.push(nr_vcpus.max(1));
         self.ends.push(None);
         self.torn_down.push(false);
+        self.moves.push(0);
         let mut vcpu0 = Some(Box::new(vcpu0));
         for index in 0..nr_vcpus.max(1) {
             let vcpu = vcpu0.take();
             let power = if vcpu.is_some() { Power::Runnable } else { Power::Off };
             self.sched.add_vcpu(self.slots.len(), domain, index, 0);
-            self.slots.push(Slot { domain, index, vcpu, power, running_on: None, upcall: false });
+            self.slots.push(Slot { domain, index, vcpu, power, running_on: None, upcall: false, last_cpu: None });
         }
         domain
     }
@@ -332,7 +366,11 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
         if core::mem::take(&mut self.slots[i].upcall) {
             vcpu.raise_upcall();
         }
-        self.slots[i].running_on = Some(pc.cpu);
+        let slot = &mut self.slots[i];
+        slot.running_on = Some(pc.cpu);
+        if slot.last_cpu.replace(pc.cpu).is_some_and(|c| c != pc.cpu) {
+            self.moves[slot.domain] += 1;
+        }
         pc.entered = now;
         vcpu.set_preemption_deadline(Some(deadline));
         Step::Run { slot: i, vcpu }
@@ -342,8 +380,9 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
     /// guest with `exit` at `now`. Decide on it, wake whom it woke, and put the vCPU back
     /// in its slot. If the scheduler is to look again, the vCPU stays loaded in this pCPU
     /// until the next step, which must follow under the same hold of the core lock.
-    pub fn exited(&mut self, pc: &mut PerCpu, mut vcpu: Box<V>, exit: Exit, domains: &mut [Domain], now: u64) {
+    pub fn exited(&mut self, pc: &mut PerCpu, mut vcpu: Box<V>, exit: &Exit, domains: &mut [Domain], now: u64) {
         self.cpu = pc.cpu;
+        let resched = core::mem::take(&mut pc.resched);
         let Some((i, slice_end)) = pc.current else { return };
         self.slots[i].running_on = None;
         if core::mem::take(&mut self.slots[i].upcall) {
@@ -389,12 +428,58 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
         if next == Next::Yield && self.slots[i].power == Power::Runnable {
             self.sched.yield_now(i, now);
         }
-        if next != Next::Continue || woke || now >= slice_end {
+        if next != Next::Continue || woke || resched || now >= slice_end {
             // Back to the scheduler, which requeues vCPU `i` if it is still runnable and may
             // give it to another pCPU (the next step unloads it unless it runs here again).
             pc.loaded = Some(i);
             pc.current = None;
         }
+    }
+
+    /// Under the core lock, vCPU `i` still loaded in pCPU `pc.cpu` (see [`in_place`]): handle
+    /// the hypercall `exit` reports, one for which [`hypercall::returns_in_place`] holds,
+    /// unless the full path has something to do on this exit.
+    fn hypercall_in_place(
+        &mut self,
+        pc: &mut PerCpu,
+        i: VcpuRef,
+        vcpu: &mut V,
+        exit: &mut Exit,
+        domains: &mut [Domain],
+        host: &mut impl Host,
+    ) -> AfterExit {
+        self.cpu = pc.cpu;
+        let Exit::Hypercall(call) = *exit else { return AfterExit::Leave };
+        let (d, index) = (self.slots[i].domain, self.slots[i].index);
+        if self.slots[i].upcall || self.ends[d].is_some() || !self.pending_unmaps.is_empty() {
+            return AfterExit::Leave;
+        }
+        // Its running time so far, for a runstate read in place.
+        let now = host.now_ns();
+        if let Some(x) = domains.get_mut(d).and_then(|dom| dom.vcpus.get_mut(index)) {
+            x.running_ns += now.saturating_sub(pc.entered);
+        }
+        pc.entered = now;
+        let (domain, mut peers) = Others::split(domains, d);
+        domain.current_vcpu = index;
+        let result = hypercall::dispatch_returning(domain, &mut peers, vcpu, call);
+        vcpu.set_hypercall_result(hypercall::result_register(result.unwrap_or_else(|e| -e)));
+        // What the full path does after any exit: kicks for siblings, upcalls for others,
+        // sleepers woken.
+        let siblings = vcpu.take_sibling_kicks();
+        self.kick_running(d, siblings);
+        for (dd, dom) in domains.iter_mut().enumerate() {
+            if dom.remote_upcalls != 0 {
+                self.raise_remote_upcalls(dd, dom);
+            }
+        }
+        if self.halted != 0 && self.wake_halted(domains, host.now_ns()) {
+            // The scheduler wants this pCPU for the one woken.
+            pc.resched = true;
+            *exit = Exit::Preempted;
+            return AfterExit::Leave;
+        }
+        AfterExit::Resume
     }
 
     /// Kick the pCPUs running the vCPUs of domain `d` in `mask` (bit n: vCPU n), but this one.
@@ -411,16 +496,16 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
     }
 
     /// Act on one exit of vCPU `i` (out of its slot while this runs).
-    fn decide(&mut self, i: VcpuRef, vcpu: &mut V, exit: Exit, domains: &mut [Domain], now: u64) -> Next {
+    fn decide(&mut self, i: VcpuRef, vcpu: &mut V, exit: &Exit, domains: &mut [Domain], now: u64) -> Next {
         let (d, index) = (self.slots[i].domain, self.slots[i].index);
-        if let Exit::Hypercall(call) = exit
+        if let Exit::Hypercall(call) = *exit
             && (call.nr == guest_abi::hypercall::SYSCTL || call.nr == guest_abi::hypercall::DOMCTL)
         {
             return self.sched_ctl(d, index, vcpu, call.nr, call.args[0], domains, now);
         }
         let (domain, mut peers) = Others::split(domains, d);
         domain.current_vcpu = index;
-        match exit {
+        match *exit {
             Exit::Hypercall(call) => match hypercall::dispatch_with(domain, &mut peers, vcpu, call) {
                 Outcome::Return(v) => vcpu.set_hypercall_result(hypercall::result_register(v)),
                 Outcome::Yield => {
@@ -668,6 +753,9 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
             self.sched.remove_vcpu(i, now);
         }
         domain.console_flush();
+        if self.moves[d] > 0 {
+            hvlog!("d{}: its vCPUs moved between pCPUs {} times", domain.id, self.moves[d]);
+        }
         // Where the host has a clock, say when: under QEMU's -icount this is the exact
         // guest-virtual time since power-on (the boot benchmark reads it).
         if now > 0 {
@@ -1006,6 +1094,57 @@ mod tests {
         assert_eq!(tail, ["v0 Halt", "v1 Halt", idle.as_str(), "v1 PowerOff"]);
     }
 
+    /// Round robin that notes each pick in the world's log.
+    struct NotedPicks {
+        inner: RoundRobin,
+        world: World,
+    }
+
+    impl Scheduler for NotedPicks {
+        fn add_vcpu(&mut self, vcpu: VcpuRef, domain: usize, index: usize, now: u64) {
+            self.inner.add_vcpu(vcpu, domain, index, now);
+        }
+        fn remove_vcpu(&mut self, vcpu: VcpuRef, now: u64) {
+            self.inner.remove_vcpu(vcpu, now);
+        }
+        fn wake(&mut self, vcpu: VcpuRef, now: u64) -> Option<Cpu> {
+            self.inner.wake(vcpu, now)
+        }
+        fn sleep(&mut self, vcpu: VcpuRef, now: u64) {
+            self.inner.sleep(vcpu, now);
+        }
+        fn yield_now(&mut self, vcpu: VcpuRef, now: u64) {
+            self.inner.yield_now(vcpu, now);
+        }
+        fn pick(&mut self, cpu: Cpu, now: u64) -> Option<crate::sched::Decision> {
+            self.world.note("pick".into());
+            self.inner.pick(cpu, now)
+        }
+    }
+
+    #[test]
+    fn hypercalls_that_return_are_answered_in_place_without_a_scheduling_decision() {
+        let world = World::default();
+        let yield_ = hc(nr::SCHED_OP, [sched::SCHEDOP_YIELD, 0, 0, 0, 0]);
+        let version = hc(nr::XEN_VERSION, [0; 5]);
+        let vcpu = Scripted::new(&world, 0, vec![version, version, hc(nr::MMU_UPDATE, [0; 5]), yield_, version]);
+        let mut rl = RunLoop::new(NotedPicks { inner: RoundRobin::new(SLICE), world: world.clone() });
+        let mut dom = Domain::new(1);
+        rl.add_domain(1, vcpu);
+        assert_eq!(rl.run(core::slice::from_mut(&mut dom), &mut world.clone()), [DomainEnd::PoweredOff]);
+        let log = world.log();
+        let seen: Vec<&str> = log.iter().map(String::as_str).filter(|l| *l == "pick" || l.contains("result")).collect();
+        let enosys = format!("v0 result {:#x}", (-errno::ENOSYS) as u64);
+        let version = format!("v0 result {:#x}", (4 << 16) | 17);
+        // One pick to start, one after the yield (which is not a call that returns in place),
+        // none for the others: they were answered while the vCPU stayed in hand.
+        assert_eq!(
+            seen,
+            ["pick", version.as_str(), version.as_str(), enosys.as_str(), "v0 result 0x0", "pick", version.as_str()],
+            "{log:?}"
+        );
+    }
+
     #[test]
     fn an_event_for_a_halted_sibling_wakes_it() {
         let world = World::default();
@@ -1089,7 +1228,7 @@ mod tests {
         fn exit(&mut self, c: usize, mut vcpu: Box<Scripted>, doms: &mut [Domain]) -> u64 {
             let exit = vcpu.run();
             let now = self.world.clock.get();
-            self.rl.exited(&mut self.cpus[c], vcpu, exit, doms, now);
+            self.rl.exited(&mut self.cpus[c], vcpu, &exit, doms, now);
             self.rl.take_kicks()
         }
     }

@@ -35,6 +35,16 @@ impl Arch {
         }
     }
 
+    /// The hypervisor's own target. On aarch64 it is the soft-float one: the hypervisor never
+    /// touches FP/SIMD registers, so a guest's stay loaded across its exits and are switched
+    /// only when another vCPU takes the CPU.
+    pub fn hypervisor_target(self) -> &'static str {
+        match self {
+            Arch::Aarch64 => "aarch64-unknown-none-softfloat",
+            other => other.target(),
+        }
+    }
+
     /// ARM images are flat binaries (QEMU loads them as Linux images); x86 stays ELF for GRUB.
     pub fn flat_binary(self) -> bool {
         !matches!(self, Arch::X86_64)

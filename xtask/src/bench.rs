@@ -107,6 +107,7 @@ pub fn run(
         emulator: Some(if bochs { Emulator::Bochs } else { Emulator::QemuTcg }),
         guest_arch: None,
         board: None,
+        firmware: None,
         hypervisor: crate::xen::Hypervisor::Xhv,
     };
     let logs = target_dir().join("xtask/logs");

@@ -48,6 +48,9 @@ pub struct Profile {
     /// ARMv7: where the image must be linked (RAM base + 0x10000, where QEMU loads a raw
     /// image); `None` where the image relocates itself (aarch64) or virt's default fits.
     pub link_base: Option<u64>,
+    /// The board's RAM as QEMU models it (`-m`, within what its DT describes), base and size:
+    /// where `cargo xtask uboot` places the images a board's U-Boot loads.
+    pub ram: (u64, u64),
 }
 
 impl Board {
@@ -75,6 +78,7 @@ impl Board {
                 dtb_path: "broadcom/bcm2711-rpi-4-b.dtb",
                 module_base: 0x0A00_0000,
                 link_base: None,
+                ram: (0, 0x3c00_0000),
             },
             // EL2 only with virtualization=on; secure=off leaves no EL3 (QEMU answers PSCI SMCs).
             Board::XlnxZcu102 => Profile {
@@ -88,6 +92,7 @@ impl Board {
                 dtb_path: "xilinx/zynqmp-zcu102-rev1.0.dtb",
                 module_base: 0x0A00_0000,
                 link_base: None,
+                ram: (0, 0x8000_0000),
             },
             // HYP only without the secure world.
             Board::VexpressA15 => Profile {
@@ -101,6 +106,7 @@ impl Board {
                 dtb_path: "vexpress-v2p-ca15-tc1.dtb",
                 module_base: 0x8A00_0000,
                 link_base: Some(0x8001_0000),
+                ram: (0x8000_0000, 1 << 30),
             },
             Board::McImx7dSabre => Profile {
                 arch: Arch::Armv7,
@@ -113,6 +119,7 @@ impl Board {
                 dtb_path: "imx7d-sdb.dtb",
                 module_base: 0x8A00_0000,
                 link_base: Some(0x8001_0000),
+                ram: (0x8000_0000, 1 << 30),
             },
         }
     }

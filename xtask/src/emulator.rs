@@ -53,6 +53,9 @@ pub enum Guest {
     /// x86: a boot configuration DT and the images it names by index, all multiboot2 modules
     /// of the GRUB ISO, the DT first.
     Multiboot(MultibootConfig),
+    /// ARM through U-Boot (`--firmware u-boot`): a disk image whose FAT partition holds the
+    /// script `cargo xtask uboot` writes and everything it loads.
+    UBoot(crate::uboot::Disk),
 }
 
 pub struct MultibootConfig {
@@ -81,6 +84,11 @@ pub struct Dom0less {
 /// `--initrd` name others, described by a dom0less node added to the DTB QEMU generates for
 /// the same machine, written next to the build output.
 pub fn linux_domu(built: &Built, args: &RunArgs) -> Result<Dom0less> {
+    dom0less(built, args, &[linux_domain(args)?])
+}
+
+/// The ARM Linux domU `run` boots, as a configuration would describe it.
+pub fn linux_domain(args: &RunArgs) -> Result<ConfigDomain> {
     ensure!(matches!(args.arch, Arch::Aarch64 | Arch::Armv7), "a Linux domU is ARM's (x86_64 boots PVH)");
     let (kernel, initrd) = match (&args.kernel, &args.initrd) {
         (Some(k), Some(i)) => (k.clone(), i.clone()),
@@ -89,7 +97,7 @@ pub fn linux_domu(built: &Built, args: &RunArgs) -> Result<Dom0less> {
             (k.clone().unwrap_or(fetched.kernel), i.clone().unwrap_or(fetched.initrd))
         }
     };
-    let domain = ConfigDomain {
+    Ok(ConfigDomain {
         name: LINUX_DOMU_NAME.to_string(),
         cpus: args.smp,
         memory_kib: LINUX_DOMU_MEMORY_MIB << 10,
@@ -97,8 +105,7 @@ pub fn linux_domu(built: &Built, args: &RunArgs) -> Result<Dom0less> {
         kernel,
         bootargs: Some(args.append.clone().unwrap_or_else(|| DEFAULT_LINUX_BOOTARGS.to_string())),
         ramdisk: Some(initrd),
-    };
-    dom0less(built, args, &[domain])
+    })
 }
 
 /// Prepare the domains a hand-written dom0less configuration (`--config F.dts`) describes:
@@ -153,11 +160,7 @@ fn grub_word(s: &str) -> String {
 /// (ARM: a boot DTB for QEMU).
 pub fn configured_domus(built: &Built, args: &RunArgs, config: &Path) -> Result<Dom0less> {
     ensure!(matches!(args.arch, Arch::Aarch64 | Arch::Armv7), "this boot configuration form is ARM's");
-    let mut domains = bootcfg_file::load(config)?;
-    for d in &mut domains {
-        d.kernel = built.config_image(&d.kernel)?;
-        d.ramdisk = d.ramdisk.as_deref().map(|r| built.config_image(r)).transpose()?;
-    }
+    let domains = config_domains(built, config)?;
     let boot = dom0less(built, args, &domains)?;
     // CPU pools and scheduler properties travel from the configuration into the boot DTB.
     let config_dtb = bootcfg_file::compile(config)?;
@@ -166,6 +169,16 @@ pub fn configured_domus(built: &Built, args: &RunArgs, config: &Path) -> Result<
         bootdt::with_sched(&dtb, &config_dtb).with_context(|| format!("boot configuration {}", config.display()))?;
     std::fs::write(&boot.dtb, dtb).with_context(|| format!("writing {}", boot.dtb.display()))?;
     Ok(boot)
+}
+
+/// The domains of a configuration, their images found (files, or built-in test guests).
+pub fn config_domains(built: &Built, config: &Path) -> Result<Vec<ConfigDomain>> {
+    let mut domains = bootcfg_file::load(config)?;
+    for d in &mut domains {
+        d.kernel = built.config_image(&d.kernel)?;
+        d.ramdisk = d.ramdisk.as_deref().map(|r| built.config_image(r)).transpose()?;
+    }
+    Ok(domains)
 }
 
 /// Place every domain's images one after another above QEMU's own DTB, describe them with
@@ -244,7 +257,7 @@ pub fn single_domu(built: &Built, args: &RunArgs, kernel: &Path) -> Result<Dom0l
 }
 
 /// The DTB QEMU builds for the machine `cargo xtask run` boots (`-machine ...,dumpdtb=`).
-fn dump_dtb(arch: Arch, gic: Option<u8>, smp: u32, out: &Path) -> Result<Vec<u8>> {
+pub(crate) fn dump_dtb(arch: Arch, gic: Option<u8>, smp: u32, out: &Path) -> Result<Vec<u8>> {
     let (binary, machine, cpu) = qemu_machine(arch, gic)?;
     let _ = std::fs::remove_file(out);
     let res = Command::new(binary)
@@ -258,7 +271,7 @@ fn dump_dtb(arch: Arch, gic: Option<u8>, smp: u32, out: &Path) -> Result<Vec<u8>
 }
 
 /// Binary, `-machine` and `-cpu` for `arch`, with the GIC version `gic` if one is asked for.
-fn qemu_machine(arch: Arch, gic: Option<u8>) -> Result<(&'static str, String, &'static str)> {
+pub(crate) fn qemu_machine(arch: Arch, gic: Option<u8>) -> Result<(&'static str, String, &'static str)> {
     let (binary, machine, cpu) = match arch {
         Arch::Aarch64 => QEMU_AARCH64,
         Arch::Armv7 => QEMU_ARMV7,
@@ -286,6 +299,8 @@ pub enum Echo {
 /// Console text after which a guest never recovers (it spins forever): the run is stopped
 /// a moment later instead of waiting for the timeout.
 const HOPELESS: [&str; 1] = ["---[ end Kernel panic"];
+/// What Linux's test `/init` prints once it is up: the end of a boot.
+const MARKER: &[u8] = b"XHV-INIT-MARKER";
 /// How long the console may keep talking after a [`HOPELESS`] line.
 const HOPELESS_GRACE: Duration = Duration::from_secs(2);
 
@@ -298,6 +313,8 @@ pub struct Outcome {
     pub finished: bool,
     pub console: String,
     pub elapsed: Duration,
+    /// When the Linux init marker (`XHV-INIT-MARKER`) first appeared: the boot time.
+    pub marker_at: Option<Duration>,
 }
 
 impl Outcome {
@@ -377,8 +394,18 @@ fn qemu_arm(run: &Boot, echo: Echo, done: &dyn Fn(&str) -> bool) -> Result<Outco
             .args(["-smp", &a.smp.to_string()]);
         }
     }
-    cmd.arg("-kernel").arg(&hypervisor);
     match &run.guest {
+        // U-Boot loads the hypervisor and everything else from the disk.
+        Guest::UBoot(disk) => {
+            let target = crate::uboot::Target { arch: run.arch, board: a.board };
+            cmd.args(crate::uboot::qemu_args(target, disk)?);
+        }
+        _ => {
+            cmd.arg("-kernel").arg(&hypervisor);
+        }
+    }
+    match &run.guest {
+        Guest::UBoot(_) => {}
         Guest::Loader { .. } if a.board.is_some() => bail!("on a board, guests are described by a boot DT"),
         Guest::Loader { kernel } => {
             let mut loader = format!("guest-loader,addr={ARM_KERNEL_ADDR:#x},kernel={}", qemu_opt(kernel)?);
@@ -409,6 +436,7 @@ fn qemu_arm(run: &Boot, echo: Echo, done: &dyn Fn(&str) -> bool) -> Result<Outco
     let domains = match &run.guest {
         Guest::Dom0less(d) => d.domains,
         Guest::Multiboot(m) => m.domains,
+        Guest::UBoot(d) => d.domains,
         Guest::Loader { .. } => 1,
     };
     let on_xen = a.hypervisor == Hypervisor::Xen;
@@ -463,7 +491,7 @@ fn iso_modules(run: &Boot) -> Result<Vec<IsoModule>> {
         Guest::Multiboot(c) => {
             Ok(c.modules.iter().map(|m| IsoModule { file: m.file.clone(), cmdline: m.cmdline.clone() }).collect())
         }
-        Guest::Dom0less(_) => bail!("an ARM boot device tree cannot boot x86_64: use --config"),
+        Guest::Dom0less(_) | Guest::UBoot(_) => bail!("an ARM boot device tree cannot boot x86_64: use --config"),
     }
 }
 
@@ -558,6 +586,17 @@ pub(crate) fn watch_until(
     let mut finished: Option<Instant> = None;
     let mut console = Vec::new();
     let mut hopeless: Option<(&'static str, Instant)> = None;
+    let mut marker_at = None;
+    let mut scanned: usize = 0;
+    // Only what arrived since the last look can hold the marker (plus a marker's overlap).
+    let mut look_for_marker = |console: &[u8]| {
+        if marker_at.is_none()
+            && console[scanned.saturating_sub(MARKER.len())..].windows(MARKER.len()).any(|w| w == MARKER)
+        {
+            marker_at = Some(start.elapsed());
+        }
+        scanned = console.len();
+    };
     let take = |bytes: Vec<u8>, console: &mut Vec<u8>| {
         if echo == Echo::Stream && !bytes.is_empty() {
             let mut out = std::io::stdout().lock();
@@ -568,6 +607,7 @@ pub(crate) fn watch_until(
     };
     let status = loop {
         take(source.poll(), &mut console);
+        look_for_marker(&console);
         if let Some(st) = child.try_wait()? {
             break Some(st.code().unwrap_or(128));
         }
@@ -592,6 +632,7 @@ pub(crate) fn watch_until(
     // The pipe may still hold the last lines.
     std::thread::sleep(Duration::from_millis(100));
     take(source.poll(), &mut console);
+    look_for_marker(&console);
     let stopped_on = if status.is_none() { hopeless.map(|(h, _)| h) } else { None };
     Ok(Outcome {
         status,
@@ -599,6 +640,7 @@ pub(crate) fn watch_until(
         finished: status.is_none() && finished.is_some(),
         console: String::from_utf8_lossy(&console).into_owned(),
         elapsed: start.elapsed(),
+        marker_at,
     })
 }
 

@@ -117,6 +117,7 @@ pub fn run(a: &FuzzArgs) -> Result<i32> {
         emulator: a.emulator,
         guest_arch: None,
         board: None,
+        firmware: None,
         hypervisor: crate::xen::Hypervisor::Xhv,
     };
     let guest = guest(&built, &mut args, a.two_domains)?;

@@ -14,6 +14,7 @@ mod qemu_x86;
 mod sched_check;
 mod setup;
 mod test;
+mod uboot;
 mod xen;
 
 use anyhow::Result;
@@ -68,6 +69,11 @@ enum Cmd {
     /// A hypercall fuzzing campaign: the `fuzz` guest makes `--calls` random hypercalls from
     /// `--seed`; passes when it reports its canaries intact and nothing panicked.
     Fuzz(fuzz::FuzzArgs),
+    /// Write a U-Boot script (boot.cmd, and boot.scr through mkimage) that loads the hypervisor,
+    /// the board's device tree and every domain's images at computed addresses, adds the
+    /// domains to /chosen with `fdt` commands and starts the hypervisor (booti / bootz), next
+    /// to copies of those files: the contents of a board's FAT boot partition.
+    Uboot(UbootArgs),
     /// Time hypercall, event channel and vGIC round trips in the `bench` guest under QEMU icount
     /// (smp 1), compare with real Xen's figures and write target/xtask/bench.json.
     Bench {
@@ -144,6 +150,39 @@ pub struct RunArgs {
     /// out of Debian's kernel package; implies its architecture.
     #[arg(long, value_enum)]
     pub board: Option<boards::Board>,
+    /// Boot through a bootloader instead of QEMU's `-kernel`: `u-boot` runs the script
+    /// `cargo xtask uboot` writes from a FAT disk image (QEMU `virt`, aarch64 and ARMv7).
+    #[arg(long, value_enum)]
+    pub firmware: Option<Firmware>,
+}
+
+/// What starts the hypervisor (`--firmware`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Firmware {
+    /// Debian's `u-boot-qemu` (`-bios`), which finds `boot.scr` on a FAT partition of a
+    /// virtio disk and runs it: the script `cargo xtask uboot` writes (QEMU `virt` only).
+    #[value(name = "u-boot")]
+    UBoot,
+}
+
+#[derive(clap::Args, Clone)]
+pub struct UbootArgs {
+    /// A dom0less configuration (as for `run --config`); default: the Debian Linux domU `run`
+    /// boots.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The board whose DTB (Debian's, unedited) and RAM the script is for; default: QEMU `virt`.
+    #[arg(long, value_enum)]
+    pub board: Option<boards::Board>,
+    /// The hypervisor's architecture on QEMU `virt` (a board implies its own).
+    #[arg(long, value_enum, default_value_t = Arch::Aarch64)]
+    pub arch: Arch,
+    /// vCPUs of the default Linux domU (and CPUs of the `virt` DTB).
+    #[arg(long, default_value_t = 2)]
+    pub smp: u32,
+    /// Where to write the files (default: target/xtask/uboot/<board or virt-arch>/).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 /// A guest architecture other than the hypervisor's own (`--guest-arch`).
@@ -162,6 +201,7 @@ fn main() {
             test::run(filter.as_deref(), !no_host, no_linux, hypervisor)
         }
         Cmd::Setup => setup::run(),
+        Cmd::Uboot(args) => uboot::command(&args),
         Cmd::Lint => prereq::ensure(&prereq::Needs::default()).and_then(|()| build::lint()),
         Cmd::Bench { sched: true, .. } => bench::sched_host(),
         Cmd::Bench { arch, timeout, against, emulator, sched: false } => {
@@ -212,6 +252,9 @@ fn run_needs(args: &RunArgs) -> prereq::Needs {
     if args.config.is_some() {
         needs.dtc();
     }
+    if args.firmware == Some(Firmware::UBoot) {
+        needs.uboot(args.arch, args.board);
+    }
     needs
 }
 
@@ -233,9 +276,16 @@ fn run_cmd(args: &RunArgs) -> Result<i32> {
         "--config names every domain's kernel, ramdisk and bootargs itself (`xen,uefi-binary`, `bootargs`): \
          drop --kernel/--initrd/--append, or write them into the configuration"
     );
+    anyhow::ensure!(
+        args.firmware.is_none()
+            || (matches!(args.board, None | Some(boards::Board::Raspi4b)) && !on_xen && args.arch != Arch::X86_64),
+        "--firmware u-boot boots our hypervisor on QEMU `virt` (aarch64, armv7) and raspi4b; for \
+         another board, `cargo xtask uboot --board NAME` writes the script and files for its SD card"
+    );
     let built = build::hypervisor_and_guests(args.arch)?;
     let mut args = args.clone();
     let guest = match (&args.guest, &args.kernel) {
+        _ if args.firmware.is_some() => emulator::Guest::UBoot(uboot::disk_for_run(&built, &args)?),
         _ if args.config.is_some() => emulator::configured(&built, &args, args.config.as_deref().unwrap())?,
         // Xen boots domUs from a boot device tree only: a single guest becomes one.
         (Some(name), _) if on_xen => {

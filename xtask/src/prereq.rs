@@ -63,6 +63,7 @@ const FOR_ARM: &str = "QEMU for the ARM guests";
 const FOR_X86: &str = "QEMU for x86 (AMD-V)";
 const FOR_ISO: &str = "GRUB and its ISO tools for x86 boot images";
 const FOR_BOCHS: &str = "Bochs for x86 (VT-x)";
+const FOR_UBOOT: &str = "U-Boot, mkimage and mtools to boot through U-Boot from a FAT disk";
 
 const DTC: Req = apt(Check::Bin("dtc"), "device-tree-compiler", FOR_DT);
 const QEMU_AARCH64: Req = backports(Check::Bin("qemu-system-aarch64"), "qemu-system-arm", FOR_ARM);
@@ -81,6 +82,15 @@ const BOCHS: [Req; 3] = [
     apt(Check::Path("/usr/share/bochs/BIOS-bochs-latest"), "bochsbios", FOR_BOCHS),
     apt(Check::Path("/usr/share/vgabios/vgabios.bin"), "vgabios", FOR_BOCHS),
 ];
+
+/// `mkimage`, which turns a U-Boot script into `boot.scr`.
+const MKIMAGE: Req = apt(Check::Bin("mkimage"), "u-boot-tools", FOR_UBOOT);
+/// `mformat` and `mcopy` build the FAT boot partition.
+const MTOOLS: Req = apt(Check::Bin("mcopy"), "mtools", FOR_UBOOT);
+const UBOOT_ARM64: Req = apt(Check::Path(crate::uboot::QEMU_ARM64_UBOOT), "u-boot-qemu", FOR_UBOOT);
+const UBOOT_ARM: Req = apt(Check::Path(crate::uboot::QEMU_ARM_UBOOT), "u-boot-qemu", FOR_UBOOT);
+/// An arm64 package: apt's foreign architecture arm64 is there for the aarch64 guest kernel.
+const UBOOT_RPI4: Req = apt(Check::Path(crate::uboot::RPI4_UBOOT), "u-boot-rpi:arm64", FOR_UBOOT);
 
 /// Debian architectures whose guest kernels and busybox the ARM guests use.
 fn foreign_arch(arch: Arch) -> Option<&'static str> {
@@ -121,6 +131,12 @@ pub struct Needs {
     linux_i386: bool,
     /// `dtc`: boot configurations written as `.dts`, and the host tests' cross-checks.
     dtc: bool,
+    /// `mkimage` for U-Boot scripts (`cargo xtask uboot`).
+    uboot_script: bool,
+    /// Architectures booted through Debian's U-Boot for QEMU `virt` from a FAT disk image.
+    uboot: BTreeSet<Arch>,
+    /// The same on QEMU's raspi4b, with Debian's U-Boot for the Raspberry Pi 4.
+    uboot_rpi4: bool,
 }
 
 impl Needs {
@@ -153,6 +169,28 @@ impl Needs {
         self
     }
 
+    /// `mkimage` (u-boot-tools), for `cargo xtask uboot`.
+    pub fn uboot_script(&mut self) -> &mut Self {
+        self.uboot_script = true;
+        self.dtc = true;
+        self
+    }
+
+    /// Boot `arch` through Debian's U-Boot from a FAT disk image: its QEMU `virt` build, or
+    /// its Raspberry Pi 4 build on raspi4b (with the arm64 apt architecture it comes from).
+    pub fn uboot(&mut self, arch: Arch, board: Option<crate::boards::Board>) -> &mut Self {
+        match board {
+            Some(crate::boards::Board::Raspi4b) => {
+                self.uboot_rpi4 = true;
+                self.linux(Arch::Aarch64);
+            }
+            _ => {
+                self.uboot.insert(arch);
+            }
+        }
+        self.uboot_script()
+    }
+
     /// What `cargo xtask setup` installs: every emulator and every guest kernel.
     pub fn everything() -> Needs {
         let mut n = Needs::default();
@@ -160,6 +198,7 @@ impl Needs {
             n.boot(arch, X86Emulator::Qemu).linux(arch);
         }
         n.boot(Arch::X86_64, X86Emulator::Bochs);
+        n.uboot(Arch::Aarch64, None).uboot(Arch::Armv7, None).uboot(Arch::Aarch64, Some(crate::boards::Board::Raspi4b));
         n.linux_i386();
         n.dtc();
         n
@@ -170,6 +209,20 @@ impl Needs {
         let mut reqs = BTreeSet::new();
         if self.dtc {
             reqs.insert(DTC);
+        }
+        if self.uboot_script {
+            reqs.insert(MKIMAGE);
+        }
+        if self.uboot_rpi4 {
+            reqs.extend([UBOOT_RPI4, MTOOLS]);
+        }
+        for arch in &self.uboot {
+            reqs.insert(MTOOLS);
+            match arch {
+                Arch::Aarch64 => reqs.insert(UBOOT_ARM64),
+                Arch::Armv7 => reqs.insert(UBOOT_ARM),
+                Arch::X86_64 => false,
+            };
         }
         for arch in &self.arches {
             match arch {
@@ -484,6 +537,17 @@ mod tests {
         n.boot(Arch::Armv7, X86Emulator::Qemu);
         let checks: BTreeSet<&str> = n.requirements().iter().map(|r| r.check.name()).collect();
         assert_eq!(checks, BTreeSet::from(["dtc", "qemu-system-arm"]));
+    }
+
+    #[test]
+    fn a_uboot_boot_needs_the_firmware_mkimage_and_mtools() {
+        let mut n = Needs::default();
+        n.boot(Arch::Armv7, X86Emulator::Qemu).uboot(Arch::Armv7, None);
+        let checks: BTreeSet<&str> = n.requirements().iter().map(|r| r.check.name()).collect();
+        let want = ["dtc", "qemu-system-arm", "mkimage", "mcopy", crate::uboot::QEMU_ARM_UBOOT];
+        assert_eq!(checks, BTreeSet::from(want));
+        let pkgs: BTreeSet<&str> = n.requirements().iter().map(|r| r.package).collect();
+        assert!(pkgs.contains("u-boot-qemu") && pkgs.contains("u-boot-tools") && pkgs.contains("mtools"));
     }
 
     #[test]

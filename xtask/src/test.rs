@@ -119,6 +119,38 @@ fn linux_scenarios() -> Vec<Scenario> {
         s.expect.in_order.splice(0..0, found.iter().map(|l| l.to_string()));
         all.push(s);
     }
+    // The same domU through Debian's U-Boot for QEMU `virt` (issue 18): U-Boot finds the
+    // script `cargo xtask uboot` writes on a FAT partition of a virtio disk, loads the
+    // hypervisor, QEMU's DTB and the domU's images, fills /chosen with `fdt` commands and
+    // starts the hypervisor with booti (arm64 Image) or bootz (zImage header) at EL2 / in HYP.
+    for (arch, boot) in [(arch, "booti"), (Arch::Armv7, "bootz")] {
+        let mut s = linux_on(arch, &format!("uboot-{}", arch.name()), "console=hvc0", 1);
+        let through = [
+            "U-Boot 20".to_string(),
+            "Found U-Boot script /boot.scr".into(),
+            format!("xhv: U-Boot script for virt-{}", arch.name()),
+            // booti's or bootz's own report of the image before it jumps.
+            if boot == "booti" { "## Flattened Device Tree blob at".into() } else { "Kernel image @ ".into() },
+        ];
+        s.expect.in_order.splice(0..0, through);
+        all.push(s);
+    }
+    // The same on QEMU's Raspberry Pi 4 B with Debian's U-Boot for it, started where the
+    // Pi's firmware starts it, reading the SD card; the hypervisor finds the board in its
+    // unedited DT (whose /memory U-Boot fills in), the secondaries by spin-table.
+    let mut s = linux_on(arch, "uboot-raspi4b", "console=hvc0", 1);
+    // (U-Boot's banner goes to the HDMI console only, until the mini UART is its console.)
+    let through = [
+        "Scanning mmc 0:1",
+        "Found U-Boot script /boot.scr",
+        "xhv: U-Boot script for raspi4b",
+        "## Flattened Device Tree blob at",
+        "(XEN) console: 16550 UART",
+        "(XEN) CPUs: 4 in the device tree",
+        "(XEN) CPU3 online at EL2",
+    ];
+    s.expect.in_order.splice(0..0, through.map(String::from));
+    all.push(s);
     // Two domUs from a configuration written as Xen users write them, sharing one CPU: both
     // reach init and power off (arm64 Images, and armhf zImages from the same file).
     for (arch, name) in [(arch, "linux-arm64-two-domus"), (Arch::Armv7, "linux-armv7-two-domus")] {
@@ -743,6 +775,20 @@ fn simd_isolation_scenarios() -> Vec<Scenario> {
             },
         });
     }
+    // Four vCPUs (two domains of two) on the two pCPUs of the aarch64 SMP host: vCPUs are
+    // switched out and taken up again by the other pCPU (the hypervisor counts the moves),
+    // and each finds exactly its own FP/SIMD registers wherever it runs next.
+    let mut in_order = banner(Arch::Aarch64);
+    let done = format!("SIMD-ISOLATION-DONE failures=0 checks={} vcpus=2 ", 2 * ROUNDS);
+    in_order
+        .extend(["(XEN) d1: domU1: ", "(XEN) d2: domU2: ", "(XEN) SMP host: 2 pCPU(s) run guests"].map(String::from));
+    in_order.extend([format!("(d1) {done}"), "(XEN) d1: its vCPUs moved between pCPUs".into()]);
+    all.push(Scenario {
+        name: "simd-isolation-4-on-2-aarch64".into(),
+        arch: Arch::Aarch64,
+        guest: TestGuest::GuestConfig { file: "simd-isolation-4-on-2.dts", guest: "simd-isolation" },
+        expect: Expect { in_order, count: Some((done, 2)), forbidden: vec!["PANIC", "FAIL"], exit_zero: true },
+    });
     all
 }
 
@@ -1051,7 +1097,10 @@ pub fn run(filter: Option<&str>, host: bool, skip_linux: bool, hypervisor: Hyper
             Err(e) => Err(format!("build failed: {e}")),
         };
         match &result {
-            Ok(secs) => println!("PASS {} ({secs:.1} s)", s.name),
+            Ok(Times { total, marker: Some(m) }) => {
+                println!("PASS {} ({total:.1} s; XHV-INIT-MARKER after {m:.1} s)", s.name)
+            }
+            Ok(Times { total, marker: None }) => println!("PASS {} ({total:.1} s)", s.name),
             Err(why) => println!("FAIL {}: {why}", s.name),
         }
         tally(result.is_ok());
@@ -1098,6 +1147,9 @@ fn needs(chosen: &[Scenario], host: bool) -> crate::prereq::Needs {
         if matches!(s.guest, TestGuest::Linux { .. } | TestGuest::Config(_)) {
             needs.linux(s.arch);
         }
+        if s.name.starts_with("uboot-") {
+            needs.uboot(s.arch, uboot_board_of(&s.name));
+        }
         if matches!(s.guest, TestGuest::LinuxI386 { .. }) {
             needs.linux_i386();
         }
@@ -1123,7 +1175,20 @@ fn board_of(name: &str) -> Option<crate::boards::Board> {
     BOARDS.into_iter().find(|b| b.name() == board)
 }
 
-fn run_one(s: &Scenario, built: &Built, logs: &std::path::Path, hypervisor: Hypervisor) -> Result<f64, String> {
+/// A passed scenario's wall-clock times: the whole run, and from the emulator's start to the
+/// Linux init marker (boot time) where there is one.
+struct Times {
+    total: f64,
+    marker: Option<f64>,
+}
+
+/// The board a `uboot-<board>` scenario boots on (`uboot-aarch64`, `uboot-armv7`: `virt`).
+fn uboot_board_of(name: &str) -> Option<crate::boards::Board> {
+    let board = name.strip_prefix("uboot-")?;
+    BOARDS.into_iter().find(|b| b.name() == board)
+}
+
+fn run_one(s: &Scenario, built: &Built, logs: &std::path::Path, hypervisor: Hypervisor) -> Result<Times, String> {
     let mut args = RunArgs {
         hypervisor,
         arch: s.arch,
@@ -1138,7 +1203,8 @@ fn run_one(s: &Scenario, built: &Built, logs: &std::path::Path, hypervisor: Hype
         timeout: s.timeout_secs(),
         emulator: Some(crate::qemu_x86::emulator_for_scenario(&s.name)),
         guest_arch: None,
-        board: board_of(&s.name),
+        board: board_of(&s.name).or(uboot_board_of(&s.name)),
+        firmware: s.name.starts_with("uboot-").then_some(crate::Firmware::UBoot),
     };
     if s.name.ends_with("-gicv2") || s.arch == Arch::Armv7 {
         args.gic = Some(2);
@@ -1164,7 +1230,11 @@ fn run_one(s: &Scenario, built: &Built, logs: &std::path::Path, hypervisor: Hype
         TestGuest::Linux { append, smp } => {
             args.append = Some(append.into());
             args.smp = smp;
-            Guest::Dom0less(emulator::linux_domu(built, &args).map_err(|e| format!("{e:#}"))?)
+            if args.firmware.is_some() {
+                Guest::UBoot(crate::uboot::disk_for_run(built, &args).map_err(|e| format!("{e:#}"))?)
+            } else {
+                Guest::Dom0less(emulator::linux_domu(built, &args).map_err(|e| format!("{e:#}"))?)
+            }
         }
         TestGuest::Fuzz { calls, two_domains } => {
             args.append = Some(crate::fuzz::guest_args(FUZZ_SEED, calls, None));
@@ -1207,7 +1277,7 @@ fn run_one(s: &Scenario, built: &Built, logs: &std::path::Path, hypervisor: Hype
         let summary = result.map_err(|why| format!("{why} (console: {})", log.display()))?;
         println!("  {}: {summary}", s.name);
     }
-    Ok(out.elapsed.as_secs_f64())
+    Ok(Times { total: out.elapsed.as_secs_f64(), marker: out.marker_at.map(|d| d.as_secs_f64()) })
 }
 
 /// Copy `qemu/configs/<file>` next to links named as its modules' images (`Image`,

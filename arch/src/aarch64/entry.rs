@@ -23,8 +23,9 @@ unsafe extern "C" {
 
 // The header follows Linux's Documentation/arch/arm64/booting.rst layout: code0 branches to
 // the real entry, text_offset 0x80000 (the image relocates itself, see below),
-// image_size covers .bss and the boot stack, flags = little-endian, 4 KiB pages, placed
-// 2 MiB-aligned near the start of RAM; magic "ARM\x64" at 0x38.
+// image_size covers .bss and the boot stack, flags = little-endian, 4 KiB pages, 2 MiB-aligned
+// base anywhere in RAM (bit 3: U-Boot's `booti` then runs it where it was loaded instead of
+// moving it to RAM base + text_offset); magic "ARM\x64" at 0x38.
 //
 // `primary_entry` runs with the MMU and caches off, x0 = DTB. It gives EL2 the FP/SIMD unit
 // (Rust code uses it) and its vectors, takes the boot stack, clears .bss and enters Rust;
@@ -38,7 +39,7 @@ _start:
     .word   0
     .quad   0x80000
     .quad   __image_size
-    .quad   0x2
+    .quad   0xa
     .quad   0
     .quad   0
     .quad   0

@@ -27,7 +27,9 @@ use crate::arm::stage2::{self, PAGE, Stage2Tables};
 use crate::arm::syndrome::{self, DataAccess, Syndrome, SysRegAccess, ec, sysreg};
 use crate::arm::vgic::{self, GicVersion, MAX_LRS, UPCALL_PPI, VTIMER_PPI, Vgic};
 use crate::boot::GuestSetup;
-use crate::exit::{BadGuestAddress, CpuOnResult, Exit, FaultKind, GuestFault, HypercallArgs, MmioAccess, VirtualCpu};
+use crate::exit::{
+    AfterExit, BadGuestAddress, CpuOnResult, Exit, FaultKind, GuestFault, HypercallArgs, MmioAccess, VirtualCpu,
+};
 use aarch64_cpu::asm::barrier::{self, isb};
 use aarch64_cpu::registers::{
     CNTHCTL_EL2, CNTPCT_EL0, CNTV_CTL_EL0, CNTVOFF_EL2, ELR_EL1, ESR_EL1, ESR_EL2, FAR_EL2, HCR_EL2, HPFAR_EL2,
@@ -130,8 +132,8 @@ pub struct Context {
     pub spsr: u64,
     pub fpcr: u64,
     pub fpsr: u64,
-    /// x19-x30, sp, d8-d15, fpcr, fpsr of the host while the guest runs.
-    pub host: [u64; 23],
+    /// x19-x30 and sp of the host while the guest runs.
+    pub host: [u64; 13],
     pub fp: [u128; 32],
     /// The guest's EL1 registers while they are not loaded in a CPU (the assembly never
     /// touches them).
@@ -323,6 +325,9 @@ impl Vcpu {
         if EL1_OWNER[cpu].load(Ordering::Relaxed) != self.uid {
             // Whoever held this CPU's EL1 before was unloaded (saved) or dropped.
             self.ctx.el1.restore();
+            // SAFETY: `ctx` is this vCPU's live Context; FP/SIMD registers are the guest's
+            // alone (the hypervisor is soft-float) and its previous owner saved them.
+            unsafe { super::vectors::fp_restore(&*self.ctx) };
             isb(barrier::SY);
             EL1_OWNER[cpu].store(self.uid, Ordering::Relaxed);
         }
@@ -685,6 +690,10 @@ impl Vcpu {
 
 impl VirtualCpu for Vcpu {
     fn run(&mut self) -> Exit {
+        self.run_with(&mut |_, _| AfterExit::Leave)
+    }
+
+    fn run_with(&mut self, hook: &mut dyn FnMut(&mut Self, &mut Exit) -> AfterExit) -> Exit {
         self.activate();
         self.arm_preemption();
         let exit = loop {
@@ -694,7 +703,11 @@ impl VirtualCpu for Vcpu {
             // the EL2 controls for this guest were loaded by `activate`.
             let exit_kind = unsafe { enter_guest(&mut *self.ctx) };
             self.save_interrupts();
-            if let Some(exit) = self.handle(exit_kind) {
+            let Some(mut exit) = self.handle(exit_kind) else { continue };
+            // Controls, EL1, the vGIC interface and the armed preemption timer all stay as
+            // they are while the hook runs: a timer that fires meanwhile is taken as an IRQ
+            // exit on the next entry.
+            if hook(self, &mut exit) == AfterExit::Leave {
                 break exit;
             }
         };
@@ -815,6 +828,9 @@ impl VirtualCpu for Vcpu {
         let cpu = this_cpu();
         if EL1_OWNER[cpu].load(Ordering::Relaxed) == self.uid {
             self.ctx.el1.save();
+            // SAFETY: `ctx` is this vCPU's live Context, exclusively borrowed; the CPU's
+            // FP/SIMD registers are this vCPU's (it owns this CPU's EL1).
+            unsafe { super::vectors::fp_save(&mut *self.ctx) };
             // Its timer stays in the saved state; the CPU's must not wake another vCPU's run.
             msr!("cntv_ctl_el0", 0);
             isb(barrier::SY);

@@ -4,7 +4,8 @@
 //! vCPU's [`Context`] and `eret`s, and an exception from the lower EL, which saves the
 //! guest's registers into the same `Context` (found through TPIDR_EL2), restores the host
 //! state and returns from `enter_guest` with the kind of exception. Floating-point/SIMD
-//! registers are switched too: the hypervisor's Rust code uses them.
+//! registers are not touched here: the hypervisor is built soft-float, so a guest's stay in
+//! the CPU across its exits and are switched with its EL1 state (`vcpu.rs`).
 //!
 //! An exception taken from EL2 itself is a hypervisor bug: it is reported and panics.
 
@@ -23,51 +24,18 @@ pub mod kind {
 unsafe extern "C" {
     /// Run the guest whose state `ctx` holds until it traps; returns a [`kind`].
     pub fn enter_guest(ctx: *mut Context) -> u64;
+    /// Save the CPU's FP/SIMD registers, FPCR and FPSR into `ctx` (its guest's).
+    pub fn fp_save(ctx: *mut Context);
+    /// Load `ctx`'s FP/SIMD registers, FPCR and FPSR into the CPU.
+    pub fn fp_restore(ctx: *const Context);
     /// Base of the EL2 vector table (2 KiB aligned), for VBAR_EL2.
     pub static el2_vectors: [u8; 2048];
 }
 
 core::arch::global_asm!(
     r#"
-.macro save_fp_simd base
-    stp q0, q1, [\base, #0]
-    stp q2, q3, [\base, #32]
-    stp q4, q5, [\base, #64]
-    stp q6, q7, [\base, #96]
-    stp q8, q9, [\base, #128]
-    stp q10, q11, [\base, #160]
-    stp q12, q13, [\base, #192]
-    stp q14, q15, [\base, #224]
-    stp q16, q17, [\base, #256]
-    stp q18, q19, [\base, #288]
-    stp q20, q21, [\base, #320]
-    stp q22, q23, [\base, #352]
-    stp q24, q25, [\base, #384]
-    stp q26, q27, [\base, #416]
-    stp q28, q29, [\base, #448]
-    stp q30, q31, [\base, #480]
-.endm
-
-.macro load_fp_simd base
-    ldp q0, q1, [\base, #0]
-    ldp q2, q3, [\base, #32]
-    ldp q4, q5, [\base, #64]
-    ldp q6, q7, [\base, #96]
-    ldp q8, q9, [\base, #128]
-    ldp q10, q11, [\base, #160]
-    ldp q12, q13, [\base, #192]
-    ldp q14, q15, [\base, #224]
-    ldp q16, q17, [\base, #256]
-    ldp q18, q19, [\base, #288]
-    ldp q20, q21, [\base, #320]
-    ldp q22, q23, [\base, #352]
-    ldp q24, q25, [\base, #384]
-    ldp q26, q27, [\base, #416]
-    ldp q28, q29, [\base, #448]
-    ldp q30, q31, [\base, #480]
-.endm
-
-// Host state kept across a guest run: x19-x30, sp, d8-d15, fpcr, fpsr (AAPCS64 callee-saved).
+// Host state kept across a guest run: x19-x30 and sp (AAPCS64 callee-saved; the hypervisor
+// is built soft-float and has no FP/SIMD state of its own).
 .macro save_host base
     stp x19, x20, [\base, #0]
     stp x21, x22, [\base, #16]
@@ -77,13 +45,6 @@ core::arch::global_asm!(
     stp x29, x30, [\base, #80]
     mov x3, sp
     str x3, [\base, #96]
-    stp d8, d9, [\base, #104]
-    stp d10, d11, [\base, #120]
-    stp d12, d13, [\base, #136]
-    stp d14, d15, [\base, #152]
-    mrs x3, fpcr
-    mrs x4, fpsr
-    stp x3, x4, [\base, #168]
 .endm
 
 .macro load_host base
@@ -95,13 +56,6 @@ core::arch::global_asm!(
     ldp x29, x30, [\base, #80]
     ldr x3, [\base, #96]
     mov sp, x3
-    ldp d8, d9, [\base, #104]
-    ldp d10, d11, [\base, #120]
-    ldp d12, d13, [\base, #136]
-    ldp d14, d15, [\base, #152]
-    ldp x3, x4, [\base, #168]
-    msr fpcr, x3
-    msr fpsr, x4
 .endm
 
 // A vector that leaves the guest: x0/x1 go on the (host) stack, x1 = kind.
@@ -152,11 +106,6 @@ enter_guest:
     ldp x2, x3, [x0, #{elr}]
     msr elr_el2, x2
     msr spsr_el2, x3
-    ldp x2, x3, [x0, #{fpcr}]
-    msr fpcr, x2
-    msr fpsr, x3
-    add x2, x0, #{fp}
-    load_fp_simd x2
     ldp x2, x3, [x0, #16]
     ldp x4, x5, [x0, #32]
     ldp x6, x7, [x0, #48]
@@ -198,11 +147,6 @@ guest_exit:
     mrs x2, elr_el2
     mrs x3, spsr_el2
     stp x2, x3, [x0, #{elr}]
-    mrs x2, fpcr
-    mrs x3, fpsr
-    stp x2, x3, [x0, #{fpcr}]
-    add x2, x0, #{fp}
-    save_fp_simd x2
     add x2, x0, #{host}
     load_host x2
     mov x0, x1
@@ -231,8 +175,6 @@ el2_exception:
 "#,
     host = const offset_of!(Context, host),
     elr = const offset_of!(Context, elr),
-    fpcr = const offset_of!(Context, fpcr),
-    fp = const offset_of!(Context, fp),
     report = sym el2_exception_report,
 );
 
@@ -262,3 +204,63 @@ fn is_semihosting_call(pc: u64) -> bool {
         && pc.is_multiple_of(4)
         && unsafe { core::ptr::read_volatile(pc as *const u32) } == HLT_F000
 }
+
+// The only FP/SIMD instructions of the hypervisor (its Rust code is soft-float): a guest's
+// registers are moved when the CPU changes hands, never on an exit.
+core::arch::global_asm!(
+    r#"
+.arch_extension fp
+.arch_extension simd
+.text
+.balign 4
+.global fp_save
+fp_save:
+    add x1, x0, #{fp}
+    stp q0, q1, [x1, #0]
+    stp q2, q3, [x1, #32]
+    stp q4, q5, [x1, #64]
+    stp q6, q7, [x1, #96]
+    stp q8, q9, [x1, #128]
+    stp q10, q11, [x1, #160]
+    stp q12, q13, [x1, #192]
+    stp q14, q15, [x1, #224]
+    stp q16, q17, [x1, #256]
+    stp q18, q19, [x1, #288]
+    stp q20, q21, [x1, #320]
+    stp q22, q23, [x1, #352]
+    stp q24, q25, [x1, #384]
+    stp q26, q27, [x1, #416]
+    stp q28, q29, [x1, #448]
+    stp q30, q31, [x1, #480]
+    mrs x2, fpcr
+    mrs x3, fpsr
+    stp x2, x3, [x0, #{fpcr}]
+    ret
+
+.global fp_restore
+fp_restore:
+    add x1, x0, #{fp}
+    ldp q0, q1, [x1, #0]
+    ldp q2, q3, [x1, #32]
+    ldp q4, q5, [x1, #64]
+    ldp q6, q7, [x1, #96]
+    ldp q8, q9, [x1, #128]
+    ldp q10, q11, [x1, #160]
+    ldp q12, q13, [x1, #192]
+    ldp q14, q15, [x1, #224]
+    ldp q16, q17, [x1, #256]
+    ldp q18, q19, [x1, #288]
+    ldp q20, q21, [x1, #320]
+    ldp q22, q23, [x1, #352]
+    ldp q24, q25, [x1, #384]
+    ldp q26, q27, [x1, #416]
+    ldp q28, q29, [x1, #448]
+    ldp q30, q31, [x1, #480]
+    ldp x2, x3, [x0, #{fpcr}]
+    msr fpcr, x2
+    msr fpsr, x3
+    ret
+"#,
+    fpcr = const offset_of!(Context, fpcr),
+    fp = const offset_of!(Context, fp),
+);

@@ -1,4 +1,4 @@
-//! Boot: `_start` as QEMU (or a Linux-style bootloader) enters it, then the Rust half.
+//! Boot: `_start` as QEMU or U-Boot's `bootz` (a zImage header) enters it, then the Rust half.
 //!
 //! Entry state (Linux's ARM boot protocol, which QEMU follows for a raw `-kernel` image):
 //! r0 = 0, r1 = machine type, r2 = physical address of the device tree, MMU and caches off,
@@ -19,7 +19,19 @@ core::arch::global_asm!(
     .arm
     .global _start
 _start:
-    cpsid aif
+    @ A zImage header (Linux's arch/arm/boot/compressed/head.S layout, which U-Boot's
+    @ `bootz` checks): nine words of code, the magic at 0x24, then the image's link
+    @ address and end (.bss and boot stack included) at 0x28 and 0x2c. The image is not
+    @ position-independent: a loader must put it at the start address.
+    .rept 8
+    mov r0, r0
+    .endr
+    b 1f
+    .word 0x016f2818            @ 0x24: zImage magic
+    .word __image_start         @ 0x28: where the image must be loaded and entered
+    .word __image_end           @ 0x2c: its end, .bss and boot stack included
+    .word 0x04030201            @ 0x30: little-endian
+1:  cpsid aif
     mov r4, r2                  @ device tree address, kept across the .bss loop
     ldr sp, =__stack_top
     ldr r0, =__bss_start

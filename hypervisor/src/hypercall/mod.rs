@@ -68,19 +68,40 @@ pub fn dispatch_with(
     vcpu: &mut dyn VirtualCpu,
     call: HypercallArgs,
 ) -> Outcome {
+    if call.nr == nr::SCHED_OP {
+        domain.call_compat = call.compat;
+        return sched_op::handle(domain, vcpu, call.args[0], call.args[1]);
+    }
+    dispatch_returning(domain, peers, vcpu, call).into()
+}
+
+/// True if hypercall `nr` always returns to its caller with a value (never yields, blocks
+/// or ends the domain): [`dispatch_returning`] takes it, and the run loop may handle it
+/// without a scheduling decision.
+pub fn returns_in_place(nr: u64) -> bool {
+    // sysctl/domctl reach the scheduler, which the run loop holds (`sched_ctl`).
+    nr != nr::SCHED_OP && nr != nr::SYSCTL && nr != nr::DOMCTL
+}
+
+/// Every hypercall for which [`returns_in_place`] holds (ENOSYS for unknown numbers).
+pub fn dispatch_returning(
+    domain: &mut Domain,
+    peers: &mut dyn Peers,
+    vcpu: &mut dyn VirtualCpu,
+    call: HypercallArgs,
+) -> HcResult {
     let [a0, a1, a2, ..] = call.args;
     domain.call_compat = call.compat;
     match call.nr {
-        nr::XEN_VERSION => xen_version::handle(domain, vcpu, a0, a1).into(),
-        nr::CONSOLE_IO => console_io::handle(domain, vcpu, a0, a1, a2).into(),
-        nr::SCHED_OP => sched_op::handle(domain, vcpu, a0, a1),
-        nr::MEMORY_OP => memory_op::handle(domain, vcpu, a0, a1).into(),
-        nr::HVM_OP => hvm_op::handle(domain, vcpu, a0, a1).into(),
-        nr::VCPU_OP => vcpu_op::handle(domain, vcpu, a0, a1, a2).into(),
-        nr::EVENT_CHANNEL_OP => event_channel_op::handle_with(domain, peers, vcpu, a0, a1).into(),
-        nr::GRANT_TABLE_OP => grant_table_op::handle(domain, peers, vcpu, a0, a1, a2).into(),
-        nr::VM_ASSIST => vm_assist(domain, a0, a1).into(),
-        _ => err(errno::ENOSYS),
+        nr::XEN_VERSION => xen_version::handle(domain, vcpu, a0, a1),
+        nr::CONSOLE_IO => console_io::handle(domain, vcpu, a0, a1, a2),
+        nr::MEMORY_OP => memory_op::handle(domain, vcpu, a0, a1),
+        nr::HVM_OP => hvm_op::handle(domain, vcpu, a0, a1),
+        nr::VCPU_OP => vcpu_op::handle(domain, vcpu, a0, a1, a2),
+        nr::EVENT_CHANNEL_OP => event_channel_op::handle_with(domain, peers, vcpu, a0, a1),
+        nr::GRANT_TABLE_OP => grant_table_op::handle(domain, peers, vcpu, a0, a1, a2),
+        nr::VM_ASSIST => vm_assist(domain, a0, a1),
+        _ => Err(errno::ENOSYS),
     }
 }
 
