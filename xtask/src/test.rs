@@ -685,6 +685,8 @@ fn sched_scenarios() -> Vec<Scenario> {
                 "(d1) SCHED-CTL too-long rc=-22",
                 "(XEN) d1: new ARINC 653 schedule (major frame 12000 us) in force from ",
                 "(d1) SCHED-CTL putinfo rc=0",
+                // Pool 0: ARINC 653 (7), three domains, CPUs 0 and 1.
+                "(d1) SCHED-CTL cpupool-info rc=0 sched_id=7 n_dom=3 cpumap=0x3",
                 "(d1) PASS sched-ctl",
             ],
             // Both probes were refused the sysctl (-EPERM), and both printed their runs.

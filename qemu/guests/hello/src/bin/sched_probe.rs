@@ -25,7 +25,8 @@
 //!   `XEN_SYSCTL_scheduler_op` putinfo: major frame M µs, entries E, a comma-separated list
 //!   of `d<domid>v<vcpu>:<µs>`, `idle:<µs>` (a gap) and `next` (the next pCPU's entries
 //!   follow). Before, it checks that a wrong interface version gets -EACCES and a schedule
-//!   longer than its major frame -EINVAL; after, that getinfo returns what it set. It
+//!   longer than its major frame -EINVAL; after, that getinfo returns what it set, and
+//!   reads pool 0 with `XEN_SYSCTL_cpupool_op` INFO (`SCHED-CTL cpupool-info ...`). It
 //!   prints `SCHED-CTL ...` lines, then `PASS sched-ctl` or `FAIL sched-ctl: why`.
 //! - In `windows` mode a domain first asks for the ARINC 653 schedule with
 //!   `XEN_SYSCTL_scheduler_op` getinfo and prints `SCHED-PROBE sysctl rc=R` (-1, -EPERM,
@@ -60,8 +61,8 @@ mod guest {
     use crate::bootargs;
     use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
     use guest_abi::sysctl::{
-        ARINC653_MAX_DOMAINS_PER_SCHEDULE, XEN_SCHEDULER_ARINC653, XEN_SYSCTL_INTERFACE_VERSION,
-        XEN_SYSCTL_SCHEDOP_GETINFO, XEN_SYSCTL_SCHEDOP_PUTINFO, XEN_SYSCTL_SCHEDULER_OP,
+        ARINC653_MAX_DOMAINS_PER_SCHEDULE, XEN_SCHEDULER_ARINC653, XEN_SYSCTL_CPUPOOL_OP, XEN_SYSCTL_CPUPOOL_OP_INFO,
+        XEN_SYSCTL_INTERFACE_VERSION, XEN_SYSCTL_SCHEDOP_GETINFO, XEN_SYSCTL_SCHEDOP_PUTINFO, XEN_SYSCTL_SCHEDULER_OP,
     };
     use guest_abi::vcpu::{self, VcpuRunstateInfo};
     use guest_abi::{hypercall as nr, sched};
@@ -325,6 +326,25 @@ mod guest {
         expect("getinfo", sysctl_arinc653(XEN_SYSCTL_INTERFACE_VERSION, XEN_SYSCTL_SCHEDOP_GETINFO, &mut back), 0);
         if back[..16 + 32 * n] != new[..16 + 32 * n] {
             println!("FAIL sched-ctl: getinfo returned another schedule than the one set");
+            failures += 1;
+        }
+        // XEN_SYSCTL_cpupool_op INFO on pool 0: its scheduler, domains and CPUs.
+        let mut cpumap = [0u8; 8];
+        let mut op = [0u8; 136];
+        op[0..4].copy_from_slice(&XEN_SYSCTL_CPUPOOL_OP.to_ne_bytes());
+        op[4..8].copy_from_slice(&XEN_SYSCTL_INTERFACE_VERSION.to_ne_bytes());
+        op[8..12].copy_from_slice(&XEN_SYSCTL_CPUPOOL_OP_INFO.to_ne_bytes());
+        op[32..40].copy_from_slice(&(cpumap.as_mut_ptr() as u64).to_ne_bytes());
+        op[40..44].copy_from_slice(&64u32.to_ne_bytes());
+        let rc = hypercall(nr::SYSCTL, [op.as_mut_ptr() as u64, 0, 0, 0, 0]);
+        core::sync::atomic::compiler_fence(Ordering::SeqCst);
+        let word = |at: usize| u32::from_ne_bytes([op[at], op[at + 1], op[at + 2], op[at + 3]]);
+        // SAFETY: a plain load of the byte the hypervisor wrote (volatile: the compiler did
+        // not see the hypercall write it).
+        let cpus = unsafe { cpumap.as_ptr().read_volatile() };
+        println!("SCHED-CTL cpupool-info rc={} sched_id={} n_dom={} cpumap={:#x}", rc, word(16), word(28), cpus);
+        if rc != 0 || word(16) != XEN_SCHEDULER_ARINC653 {
+            println!("FAIL sched-ctl: cpupool INFO returned {} with scheduler {}", rc, word(16));
             failures += 1;
         }
         if failures == 0 {
