@@ -243,3 +243,11 @@ fn set_fixed_bits(caps: &Caps) {
         Cr4::write_raw(cr4);
     }
 }
+
+/// An application processor under VT-x: not used for guests yet. A VMCS moving between CPUs
+/// must be VMCLEARed on the one it was active on first (SDM vol. 3C, "VMCS life cycle"), and
+/// every CPU needs its own VMXON region; until the backend does both, VT-x guests run on the
+/// boot CPU only and this CPU stays parked.
+pub fn enable_ap() -> Result<(), &'static str> {
+    Err("VT-x guests run on the boot CPU only for now")
+}

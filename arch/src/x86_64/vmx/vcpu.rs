@@ -14,7 +14,7 @@
 use super::super::alloc::boxed::Box;
 use super::super::desc::{CODE_SELECTOR, DATA_SELECTOR, TSS_SELECTOR};
 use super::super::guestmem::{GuestRam, Translation};
-use super::super::space::{DomainSpace, SharedSpace};
+use super::super::space::{self, DomainSpace, SharedSpace};
 use super::super::tables::Page;
 use super::super::time;
 use super::super::vcpu::{Bare, WithCode};
@@ -118,8 +118,6 @@ pub struct Vcpu {
     /// This vCPU's index in its domain (its APIC id).
     id: usize,
     eptp: u64,
-    /// The tables' generation this vCPU's cached translations have seen.
-    ept_generation: u64,
     regs: Gprs,
     launched: bool,
     pub(in crate::x86_64) ram: GuestRam,
@@ -268,16 +266,15 @@ impl Vcpu {
     /// and host state set; the guest state is the caller's to fill in.
     fn with_space(space: SharedSpace, id: usize) -> Result<Vcpu, &'static str> {
         let caps = super::caps();
-        let (ram, domain_id, root, generation, upcall_vector, xapic) = {
+        let (ram, domain_id, root, upcall_vector, xapic) = {
             let s = space.borrow();
-            (s.ram, s.domain_id, s.root, s.generation, s.upcall_vector, s.xapic_at_reset)
+            (s.ram, s.domain_id, s.root, s.upcall_vector, s.xapic_at_reset)
         };
         let mut vcpu = Vcpu {
             vmcs: Page::new(),
             space,
             id,
             eptp: ept::eptp(root),
-            ept_generation: generation,
             regs: Gprs::default(),
             launched: false,
             ram,
@@ -548,43 +545,11 @@ type Handled = Option<Exit>;
 
 impl VirtualCpu for Vcpu {
     fn run(&mut self) -> Exit {
-        self.make_current();
-        loop {
-            let now = time::now_ns();
-            if self.timers.poll(now) || self.timers.preempt_due(now) {
-                return Exit::Preempted;
-            }
-            self.sync_with_domain();
-            self.inject_interrupts();
-            self.arm_preemption_timer();
-            self.fpu.enter(self.ctx.xcr0);
-            load_guest_cr2(self.cr2);
-            // SAFETY: the VMCS is current and fully set up, with EPT over this domain's RAM
-            // only; `regs` outlives the call; the assembly restores every callee-saved
-            // register and the stack.
-            let status = unsafe { xhv_vmx_enter(&mut self.regs, self.launched as u64) };
-            if status != 0 {
-                return self.entry_failed(status);
-            }
-            // The hypervisor takes no page faults: CR2 is still what the guest left.
-            self.cr2 = x86_64::registers::control::Cr2::read_raw();
-            self.launched = true;
-            self.sync_long_mode();
-            self.requeue_interrupted_event();
-            let exit = self.handle_exit();
-            if let Some(gpa) = self.ctx.hypercall_page.take() {
-                // A page outside RAM is the guest's loss: its later calls fault there.
-                let _ = self.ram.write_phys(gpa, &policy::hypercall_page(false), &self.space.borrow().hidden);
-            }
-            if let Some(ipi) = self.ctx.msrs.lapic.take_ipi()
-                && let Some(exit) = self.space.borrow_mut().send_ipi(ipi)
-            {
-                return exit;
-            }
-            if let Some(exit) = exit {
-                return exit;
-            }
-        }
+        let exit = self.run_here();
+        // The state must be in memory should another CPU run this vCPU next (with one CPU
+        // running guests, which is the VT-x case for now, this is free).
+        self.fpu.leave();
+        exit
     }
 
     fn set_hypercall_result(&mut self, value: u64) {
@@ -646,6 +611,47 @@ impl VirtualCpu for Vcpu {
 }
 
 impl Vcpu {
+    /// Enter the guest on this CPU until an exit the core must see.
+    fn run_here(&mut self) -> Exit {
+        self.make_current();
+        loop {
+            let now = time::now_ns();
+            if self.timers.poll(now) || self.timers.preempt_due(now) {
+                return Exit::Preempted;
+            }
+            self.sync_with_domain();
+            self.inject_interrupts();
+            self.arm_preemption_timer();
+            self.fpu.enter(self.ctx.xcr0);
+            load_guest_cr2(self.cr2);
+            // SAFETY: the VMCS is current and fully set up, with EPT over this domain's RAM
+            // only; `regs` outlives the call; the assembly restores every callee-saved
+            // register and the stack.
+            let status = unsafe { xhv_vmx_enter(&mut self.regs, self.launched as u64) };
+            space::left_guest();
+            if status != 0 {
+                return self.entry_failed(status);
+            }
+            // The hypervisor takes no page faults: CR2 is still what the guest left.
+            self.cr2 = x86_64::registers::control::Cr2::read_raw();
+            self.launched = true;
+            self.sync_long_mode();
+            self.requeue_interrupted_event();
+            let exit = self.handle_exit();
+            if let Some(gpa) = self.ctx.hypercall_page.take() {
+                // A page outside RAM is the guest's loss: its later calls fault there.
+                let _ = self.ram.write_phys(gpa, &policy::hypercall_page(false), &self.space.borrow().hidden);
+            }
+            if let Some(ipi) = self.ctx.msrs.lapic.take_ipi()
+                && let Some(exit) = self.space.borrow_mut().send_ipi(ipi)
+            {
+                return exit;
+            }
+            if let Some(exit) = exit {
+                return exit;
+            }
+        }
+    }
     fn translation(&self) -> Translation {
         self.make_current();
         let mode = PagingMode::from_registers(vmread(gs::CR0), vmread(gs::CR4), vmread(gs::IA32_EFER_FULL));
@@ -660,12 +666,7 @@ impl Vcpu {
     /// translations if the domain's EPT changed since this vCPU last ran.
     fn sync_with_domain(&mut self) {
         let ctx = &mut *self.ctx;
-        let stale = self.space.borrow_mut().sync_vcpu(
-            self.id,
-            &mut ctx.msrs.lapic,
-            &mut ctx.upcall_vector,
-            &mut self.ept_generation,
-        );
+        let stale = self.space.borrow_mut().sync_vcpu(self.id, &mut ctx.msrs.lapic, &mut ctx.upcall_vector);
         if stale {
             invept(self.eptp);
         }
