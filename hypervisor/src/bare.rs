@@ -152,6 +152,20 @@ fn loop_cpus(cfg: Option<&SchedConfig>) -> Vec<usize> {
         Some(c) => c.pools[c.boot_pool].cpus.iter().filter_map(|&reg| logical(reg)).collect(),
         None => (0..arch::cpu::MAX_CPUS).collect(),
     };
+    // x86: the configuration is a module whose `/cpus` (if it has one) need not list the
+    // machine's CPUs, which come from the ACPI MADT. As Xen's Pool-0 does, the implicit boot
+    // pool (the parser's `Pool-0`: no `xen,cpupool` node holds the boot CPU) takes every
+    // CPU of the machine that no pool names.
+    if cfg!(target_arch = "x86_64")
+        && let Some(c) = cfg.filter(|c| c.pools[c.boot_pool].name == "Pool-0")
+    {
+        let named = |reg: u64| c.pools.iter().any(|p| p.cpus.contains(&reg));
+        for l in 0..arch::cpu::MAX_CPUS {
+            if cpu::cpu_affinity(l).is_some_and(|reg| !named(reg)) && !cpus.contains(&l) {
+                cpus.push(l);
+            }
+        }
+    }
     cpus.retain(|&c| c == me || cpu::cpu_ready(c));
     if !cpus.contains(&me) {
         cpus.insert(0, me);
