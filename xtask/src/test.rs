@@ -574,8 +574,8 @@ fn scenarios() -> Vec<Scenario> {
 /// many pCPUs run its loop, and that the second one entered it.
 fn smp_host_scenarios() -> Vec<Scenario> {
     // On the GICv3 of QEMU's `virt`, and on its GICv2 (kicks by GICD_SGIR there); on x86 with
-    // AMD-V under QEMU (kicks by fixed IPIs through the host's xAPIC).
-    [(Arch::Aarch64, ""), (Arch::Aarch64, "-gicv2"), (Arch::X86_64, crate::qemu_x86::SVM_SUFFIX)]
+    // VT-x in Bochs and AMD-V under QEMU (kicks by fixed IPIs through the host's xAPIC).
+    [(Arch::Aarch64, ""), (Arch::Aarch64, "-gicv2"), (Arch::X86_64, ""), (Arch::X86_64, crate::qemu_x86::SVM_SUFFIX)]
         .into_iter()
         .map(|(arch, suffix)| {
             let mut in_order = banner(arch);

@@ -41,6 +41,14 @@ static ONLINE: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_C
 /// can run guests and take kicks.
 static READY: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 
+/// An application processor is ready: several CPUs run guests.
+static SEVERAL: AtomicBool = AtomicBool::new(false);
+
+/// Several CPUs run guests (a vCPU may run on one CPU, then on another).
+pub fn several() -> bool {
+    SEVERAL.load(Ordering::Acquire)
+}
+
 /// Read by the trampoline's 32- and 64-bit parts: the stack top and logical number of the
 /// processor being started (one at a time).
 #[unsafe(no_mangle)]
@@ -163,6 +171,7 @@ pub fn start_secondaries(boot: &crate::boot::BootInfo) {
             // A vCPU may run on this CPU after another: its vector state must be in memory
             // whenever a run ends.
             super::xstate::save_at_every_exit();
+            SEVERAL.store(true, Ordering::Release);
         }
     }
 }

@@ -97,6 +97,9 @@ impl VirtualCpu for Vcpu {
     fn interrupt_pending(&self) -> bool {
         each!(self, v => v.interrupt_pending())
     }
+    fn unload(&mut self) {
+        each!(self, v => v.unload())
+    }
     fn timer_deadline_ns(&self) -> Option<u64> {
         each!(self, v => v.timer_deadline_ns())
     }
