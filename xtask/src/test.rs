@@ -239,10 +239,11 @@ fn linux_scenarios() -> Vec<Scenario> {
         expect: Expect { in_order, count: None, forbidden: vec!["PANIC", "Kernel panic", "BUG:"], exit_zero: true },
     });
     // Two vCPUs on VT-x: vCPU 0 starts vCPU 1 with INIT/STARTUP (unrestricted guest runs the
-    // real-mode trampoline), init counts both.
+    // real-mode trampoline), init counts both. Bochs has two CPUs, and both run guests.
     let mut in_order = banner(Arch::X86_64);
     in_order.extend(
         [
+            "(XEN) SMP host: 2 pCPU(s) run guests (CPU0, CPU1)",
             "(XEN) d1v1: powered on by v0 at ",
             "XHV-INIT-MARKER hypervisor=xen cpus=2 ",
             "(XEN) d1: powered off",
