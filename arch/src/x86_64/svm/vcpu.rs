@@ -146,7 +146,7 @@ impl Vcpu {
     /// vCPU 0 of a new domain, in the PVH start state.
     pub fn new(setup: &GuestSetup) -> Result<Vcpu, &'static str> {
         let ram = GuestRam { host: setup.ram_host, guest: setup.ram_guest, size: setup.ram_size };
-        let space = DomainSpace::new(ept::NPT, ram, setup.domain_id, setup.nr_vcpus.into())?;
+        let space = DomainSpace::new_shared(ept::NPT, ram, setup.domain_id, setup.nr_vcpus.into())?;
         space.borrow_mut().xapic_at_reset = setup.xapic_at_reset;
         // The preemption timer is needed from the first run on (calibrated once).
         hostapic::available();

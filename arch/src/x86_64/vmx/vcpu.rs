@@ -259,7 +259,7 @@ impl Vcpu {
             return Err("this CPU's VT-x lacks EPT or unrestricted guest");
         }
         let ram = GuestRam { host: setup.ram_host, guest: setup.ram_guest, size: setup.ram_size };
-        let space = DomainSpace::new(ept::EPT, ram, setup.domain_id, setup.nr_vcpus.into())?;
+        let space = DomainSpace::new_shared(ept::EPT, ram, setup.domain_id, setup.nr_vcpus.into())?;
         space.borrow_mut().xapic_at_reset = setup.xapic_at_reset;
         let mut vcpu = Vcpu::with_space(space, setup.vcpu_id.into())?;
         vcpu.setup_guest(setup)?;
