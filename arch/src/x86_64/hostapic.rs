@@ -12,8 +12,8 @@
 //! #VMEXIT) is IF set, so the interrupt that ended the guest's run is taken by
 //! [`xhv_host_irq`], which only signals EOI, right after the exit.
 
-use core::sync::atomic::{AtomicU64, Ordering};
 use super::smp::MAX_CPUS;
+use core::sync::atomic::{AtomicU64, Ordering};
 use spin::Once;
 use x86_64::registers::model_specific::Msr;
 

@@ -114,7 +114,12 @@ pub fn shoot_down(space: &SharedSpace) {
 }
 impl DomainSpace {
     /// Tables in `fmt` mapping `ram`, for a domain of `nr_vcpus` vCPUs.
-    pub fn new_shared(fmt: Format, ram: GuestRam, domain_id: u16, nr_vcpus: usize) -> Result<SharedSpace, &'static str> {
+    pub fn new_shared(
+        fmt: Format,
+        ram: GuestRam,
+        domain_id: u16,
+        nr_vcpus: usize,
+    ) -> Result<SharedSpace, &'static str> {
         let (tables, root) = tables::second_level(fmt, &ram)?;
         Ok(SharedSpace(Arc::new(spin::Mutex::new(DomainSpace {
             fmt,

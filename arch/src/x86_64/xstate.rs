@@ -16,9 +16,9 @@
 //! carried, whatever the guest has enabled at that moment).
 
 use super::alloc::alloc::{Layout as AllocLayout, alloc_zeroed, dealloc, handle_alloc_error};
+use super::smp::{MAX_CPUS, this_cpu};
 use crate::x86::xstate::{CR4_OSXSAVE, Layout, RESET_XCR0};
 use core::ptr::NonNull;
-use super::smp::{MAX_CPUS, this_cpu};
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use spin::Once;
 use x86_64::registers::control::{Cr0, Cr4};

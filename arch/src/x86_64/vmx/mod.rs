@@ -165,8 +165,7 @@ struct Page(UnsafeCell<[u8; 4096]>);
 // then only read.
 unsafe impl Sync for Page {}
 /// Each logical CPU's VMXON region.
-static VMXON_REGIONS: [Page; super::smp::MAX_CPUS] =
-    [const { Page(UnsafeCell::new([0; 4096])) }; super::smp::MAX_CPUS];
+static VMXON_REGIONS: [Page; super::smp::MAX_CPUS] = [const { Page(UnsafeCell::new([0; 4096])) }; super::smp::MAX_CPUS];
 /// The MSR bitmap every VMCS points at: a set bit makes the RDMSR (first 2 KiB) or WRMSR
 /// (last 2 KiB) of that MSR exit; MSRs 0..0x1fff, then 0xc0000000..0xc0001fff.
 static MSR_BITMAP: Page = Page(UnsafeCell::new([0xff; 4096]));
