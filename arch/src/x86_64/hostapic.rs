@@ -9,8 +9,10 @@
 //! rate calibrated once against the TSC (itself calibrated against the PIT, [`super::time`]).
 //!
 //! The hypervisor runs with interrupts off; only around VMRUN (GIF clear, then set again after
-//! #VMEXIT) is IF set, so the interrupt that ended the guest's run is taken by
-//! [`xhv_host_irq`], which only signals EOI, right after the exit.
+//! #VMEXIT), after a VT-x external-interrupt exit and in the idle HLT ([`super::idle_until`])
+//! is IF set, so the interrupt that ended the guest's run or the wait is taken by
+//! [`xhv_host_irq`], which only signals EOI. A kick that arrives while IF is clear stays
+//! pending in the APIC until then: it is never lost.
 
 use super::smp::MAX_CPUS;
 use core::sync::atomic::{AtomicU64, Ordering};
