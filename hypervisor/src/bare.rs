@@ -82,7 +82,8 @@ fn run_boot_domains(boot: &BootInfo) -> ExitStatus {
     let mut failed = false;
     let mut domains = Vec::new();
     // The boot CPU's pool names the policy (round robin without a pool) and the pCPUs that
-    // run guests: those of its CPUs that came up able to (aarch64), else the boot CPU alone.
+    // run guests: those of its CPUs that came up able to (aarch64, x86_64), else the boot
+    // CPU alone.
     let kind = sched_cfg.as_ref().map_or(SchedKind::RoundRobin, |c| c.pools[c.boot_pool].sched);
     let loop_cpus = loop_cpus(sched_cfg.as_ref());
     let mut run_loop = run::RunLoop::new(PoolScheduler::new(kind, loop_cpus.len(), SLICE_NS));
@@ -163,7 +164,7 @@ fn run_boot_domains(boot: &BootInfo) -> ExitStatus {
 /// The logical CPUs that run the core's loop, in the boot pool's order (the pool's pCPU `i`
 /// is `loop_cpus[i]`): the boot pool's CPUs that are up and able to run guests, the boot
 /// CPU always among them.
-#[cfg(target_arch = "aarch64")]
+#[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
 fn loop_cpus(cfg: Option<&SchedConfig>) -> Vec<usize> {
     let me = cpu::this_cpu();
     let logical = |reg: u64| (0..arch::cpu::MAX_CPUS).find(|&c| cpu::cpu_affinity(c) == Some(reg));
@@ -171,19 +172,33 @@ fn loop_cpus(cfg: Option<&SchedConfig>) -> Vec<usize> {
         Some(c) => c.pools[c.boot_pool].cpus.iter().filter_map(|&reg| logical(reg)).collect(),
         None => (0..arch::cpu::MAX_CPUS).collect(),
     };
+    // x86: the configuration is a module whose `/cpus` (if it has one) need not list the
+    // machine's CPUs, which come from the ACPI MADT. As Xen's Pool-0 does, the implicit boot
+    // pool (the parser's `Pool-0`: no `xen,cpupool` node holds the boot CPU) takes every
+    // CPU of the machine that no pool names.
+    if cfg!(target_arch = "x86_64")
+        && let Some(c) = cfg.filter(|c| c.pools[c.boot_pool].name == "Pool-0")
+    {
+        let named = |reg: u64| c.pools.iter().any(|p| p.cpus.contains(&reg));
+        for l in 0..arch::cpu::MAX_CPUS {
+            if cpu::cpu_affinity(l).is_some_and(|reg| !named(reg)) && !cpus.contains(&l) {
+                cpus.push(l);
+            }
+        }
+    }
     cpus.retain(|&c| c == me || cpu::cpu_ready(c));
     if !cpus.contains(&me) {
         cpus.insert(0, me);
     }
     cpus
 }
-#[cfg(not(target_arch = "aarch64"))]
+#[cfg(not(any(target_arch = "aarch64", target_arch = "x86_64")))]
 fn loop_cpus(_cfg: Option<&SchedConfig>) -> Vec<usize> {
     alloc::vec![0]
 }
 
-/// Every vCPU of every domain shares the boot CPU (ARMv7, x86: no SMP host yet).
-#[cfg(not(target_arch = "aarch64"))]
+/// Every vCPU of every domain shares the boot CPU (ARMv7: no SMP host yet).
+#[cfg(not(any(target_arch = "aarch64", target_arch = "x86_64")))]
 fn run_domains(
     mut run_loop: run::RunLoop<cpu::Vcpu, PoolScheduler>,
     mut domains: Vec<Domain>,
@@ -195,7 +210,7 @@ fn run_domains(
 
 /// What every pCPU's loop shares (behind the core lock), and which logical CPU is which
 /// pCPU of the pool.
-#[cfg(target_arch = "aarch64")]
+#[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
 struct Shared {
     /// The core lock: the run loop (slots, scheduler) and every domain. Lock order (see
     /// `run::run_cpu`): core lock, then a domain's `DomainSpace` lock (arch, innermost but
@@ -206,12 +221,12 @@ struct Shared {
 }
 
 /// Published by the boot CPU once the domains are built; the secondaries wait for it.
-#[cfg(target_arch = "aarch64")]
+#[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
 static SHARED: spin::Once<Shared> = spin::Once::new();
 
 /// Every pCPU of the boot pool runs the core's loop over the one run loop and the domains;
 /// the boot CPU returns when every domain has ended.
-#[cfg(target_arch = "aarch64")]
+#[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
 fn run_domains(
     mut run_loop: run::RunLoop<cpu::Vcpu, PoolScheduler>,
     domains: Vec<Domain>,
@@ -229,9 +244,11 @@ fn run_domains(
     run::run_cpu(index, &shared.core, &mut PoolCpu { cpus: &shared.cpus })
 }
 
-/// A secondary CPU, up at EL2 with its GIC interface: once the domains are built it runs the
-/// core's loop if it belongs to the boot pool, else it stays parked.
-#[cfg(target_arch = "aarch64")]
+/// A secondary CPU, up at EL2 with its GIC interface (aarch64) or in VMX root / with SVM on
+/// and its local APIC set up (x86_64): once the domains are built it runs the core's loop if
+/// it belongs to the boot pool (only CPUs able to run guests are in `Shared::cpus`), else it
+/// stays parked.
+#[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
 #[unsafe(no_mangle)]
 pub fn hv_secondary_main(me: usize) -> ! {
     let shared = SHARED.wait();
@@ -245,13 +262,13 @@ pub fn hv_secondary_main(me: usize) -> ! {
 }
 
 /// One pCPU of the boot pool as its loop's clock, idler and kicker.
-#[cfg(target_arch = "aarch64")]
+#[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
 struct PoolCpu<'a> {
     /// The logical CPU of each pCPU of the pool.
     cpus: &'a [usize],
 }
 
-#[cfg(target_arch = "aarch64")]
+#[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
 impl run::Host for PoolCpu<'_> {
     fn now_ns(&mut self) -> u64 {
         cpu::now_ns()

@@ -4,7 +4,7 @@
 //! EBX = physical address of the boot information. We identity-map the first 4 GiB with
 //! 2 MiB pages, enable PAE + long mode + paging, load a 64-bit GDT and jump to 64-bit code.
 
-use super::{acpi, desc, mb2, serial};
+use super::{acpi, desc, mb2, serial, smp};
 use crate::boot::BootInfo;
 
 /// Multiboot2 header magic (spec §3.1.1) and the magic GRUB leaves in EAX.
@@ -108,12 +108,14 @@ core::arch::global_asm!(
     ".quad 0",
     ".quad 0x00af9a000000ffff", // 0x08: 64-bit code, DPL 0
     ".quad 0x00cf92000000ffff", // 0x10: data, DPL 0
+    ".global xhv_boot_gdt_ptr",
     "xhv_boot_gdt_ptr:",
     ".short 23",
     ".quad xhv_boot_gdt",
     "",
     ".section .bss.boot, \"aw\", @nobits",
     ".balign 4096",
+    ".global xhv_boot_pml4",
     "xhv_boot_pml4: .skip 4096",
     "xhv_boot_pdpt: .skip 4096",
     "xhv_boot_pd: .skip 4096 * 4",
@@ -125,7 +127,7 @@ core::arch::global_asm!(
 /// First Rust code, in long mode on the boot stack with interrupts off.
 extern "C" fn start64(magic: u32, info: u32) -> ! {
     serial::init();
-    desc::init();
+    desc::init(desc::BOOT);
     mask_legacy_pic();
     if magic != MB2_BOOT_MAGIC {
         panic!("not started by a multiboot2 loader (EAX={magic:#x})");
@@ -135,12 +137,17 @@ extern "C" fn start64(magic: u32, info: u32) -> ! {
     boot.add_reserved(image_region());
     // The real-mode IVT, BIOS data and option ROMs: never hand them to a domain.
     boot.add_reserved(crate::boot::Region { start: 0, size: 1 << 20 });
-    boot.cpu_count = mbi.rsdp.and_then(acpi::count_cpus).unwrap_or(1);
+    let mut apic_ids = [u32::MAX; smp::MAX_CPUS];
+    boot.cpu_count = mbi.rsdp.and_then(|r| acpi::cpus(r, &mut apic_ids)).unwrap_or(1);
+    smp::init_boot_cpu(&apic_ids);
     let (privilege, features) =
         super::enable_virtualization().unwrap_or_else(|why| panic!("cannot enable hardware virtualization: {why}"));
     boot.privilege = privilege;
     super::time::init();
     boot.features = features;
+    // The other CPUs come up now, with virtualization on, and wait in the core for the
+    // domains to be built.
+    smp::start_secondaries(&boot);
     unsafe extern "Rust" {
         fn hv_main(boot: &BootInfo) -> !;
     }

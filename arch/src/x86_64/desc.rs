@@ -32,28 +32,48 @@ struct Tables {
     idt: [[u64; 2]; 256],
 }
 
-/// Written once by [`init`] on the boot CPU before anything reads it.
-struct Shared(UnsafeCell<Tables>);
-// SAFETY: only `init` writes, once, on the single boot CPU with interrupts off; afterwards
-// the CPU alone reads the tables.
+/// One set per CPU (LTR marks a TSS descriptor busy, so two CPUs cannot load one GDT's):
+/// slot 0 is the boot CPU's, slot `n + 1` logical CPU `n`'s. Each slot is written once by
+/// [`init`] on its own CPU before that CPU loads it.
+struct Shared(UnsafeCell<[Tables; SLOTS]>);
+// SAFETY: each slot is written only by `init` on the one CPU it belongs to, with interrupts
+// off, before that CPU loads it; afterwards that CPU alone reads it.
 unsafe impl Sync for Shared {}
 
-static TABLES: Shared = Shared(UnsafeCell::new(Tables {
-    gdt: [0, 0x00af_9a00_0000_ffff, 0x00cf_9200_0000_ffff, 0, 0],
-    tss: Tss { reserved0: 0, rsp: [0; 3], reserved1: 0, ist: [0; 7], reserved2: 0, reserved3: 0, iomap_base: 104 },
-    idt: [[0; 2]; 256],
-}));
+const SLOTS: usize = super::smp::MAX_CPUS + 1;
+
+static TABLES: Shared = Shared(UnsafeCell::new(
+    [const {
+        Tables {
+            gdt: [0, 0x00af_9a00_0000_ffff, 0x00cf_9200_0000_ffff, 0, 0],
+            tss: Tss {
+                reserved0: 0,
+                rsp: [0; 3],
+                reserved1: 0,
+                ist: [0; 7],
+                reserved2: 0,
+                reserved3: 0,
+                iomap_base: 104,
+            },
+            idt: [[0; 2]; 256],
+        }
+    }; SLOTS],
+));
+
+/// The boot CPU's tables (before it knows its logical number).
+pub const BOOT: usize = usize::MAX;
 
 unsafe extern "C" {
     /// Addresses of the 32 exception entry stubs (below).
     static xhv_exception_stubs: [u64; 32];
 }
 
-/// Load the GDT (with TSS) and the IDT.
-pub fn init() {
-    let t = TABLES.0.get();
-    // SAFETY: see `Shared`: nothing else references the tables yet.
-    let tables = unsafe { &mut *t };
+/// Load this CPU's GDT (with TSS) and IDT: `cpu` is its logical number, or [`BOOT`].
+pub fn init(cpu: usize) {
+    let slot = if cpu == BOOT { 0 } else { cpu + 1 };
+    assert!(slot < SLOTS, "descriptor tables for CPU {cpu}");
+    // SAFETY: see `Shared`: this slot is this CPU's, and nothing references it yet.
+    let tables = unsafe { &mut (*TABLES.0.get())[slot] };
     let tss_base = (&raw const tables.tss) as u64;
     let limit = (size_of::<Tss>() - 1) as u64;
     // Available 64-bit TSS (type 9), present; base split over both descriptor words.
@@ -97,9 +117,13 @@ pub fn gdt_base() -> u64 {
 pub fn idt_base() -> u64 {
     x86_64::instructions::tables::sidt().base.as_u64()
 }
+/// This CPU's TSS: the base of the TSS descriptor in its own GDT.
 pub fn tss_base() -> u64 {
-    // SAFETY: reading an address only.
-    unsafe { (&raw const (*TABLES.0.get()).tss) as u64 }
+    let gdt = gdt_base() as *const u64;
+    // SAFETY: GDTR points at this CPU's `Tables::gdt`, whose entries 3 and 4 are the TSS
+    // descriptor `init` wrote; reading them has no effect.
+    let (low, high) = unsafe { (gdt.add(3).read_volatile(), gdt.add(4).read_volatile()) };
+    ((low >> 16) & 0xff_ffff) | (((low >> 56) & 0xff) << 24) | (high << 32)
 }
 
 /// What the stubs push: vector, error code (0 when the CPU gives none), then the CPU frame.

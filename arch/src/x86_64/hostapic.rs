@@ -1,14 +1,20 @@
-//! The boot CPU's own local APIC timer, through the xAPIC MMIO page: the interrupt that takes
-//! a vCPU out of the guest when its slice or its Xen timer is over (SVM: an INTR intercept).
+//! Each CPU's own local APIC, through the xAPIC MMIO page (every CPU sees its own APIC at
+//! the same address): its timer, the interrupt that takes a vCPU out of the guest when its
+//! slice or its Xen timer is over (SVM: an INTR intercept; VMX: an external-interrupt exit)
+//! or ends an idle HLT; and the inter-processor interrupts of the SMP host (INIT/STARTUP to
+//! start a CPU, [`KICK_VECTOR`] to make another CPU look again).
 //!
 //! MMIO, never the x2APIC MSRs: under QEMU's `-icount` an RDMSR/WRMSR of the timer is not
 //! treated as I/O and aborts QEMU ("Bad icount read"), while MMIO is. The timer counts at a
 //! rate calibrated once against the TSC (itself calibrated against the PIT, [`super::time`]).
 //!
 //! The hypervisor runs with interrupts off; only around VMRUN (GIF clear, then set again after
-//! #VMEXIT) is IF set, so the interrupt that ended the guest's run is taken by
-//! [`xhv_host_irq`], which only signals EOI, right after the exit.
+//! #VMEXIT), after a VT-x external-interrupt exit and in the idle HLT ([`super::idle_until`])
+//! is IF set, so the interrupt that ended the guest's run or the wait is taken by
+//! [`xhv_host_irq`], which only signals EOI. A kick that arrives while IF is clear stays
+//! pending in the APIC until then: it is never lost.
 
+use super::smp::MAX_CPUS;
 use core::sync::atomic::{AtomicU64, Ordering};
 use spin::Once;
 use x86_64::registers::model_specific::Msr;
@@ -17,6 +23,8 @@ use x86_64::registers::model_specific::Msr;
 pub const TIMER_VECTOR: u8 = 0x20;
 /// Spurious-interrupt vector (its low nibble must be all ones on old APICs).
 pub const SPURIOUS_VECTOR: u8 = 0xff;
+/// The kick one CPU sends another: its only effect is the exit (or the end of HLT) it causes.
+pub const KICK_VECTOR: u8 = 0x40;
 
 const MSR_APIC_BASE: u32 = 0x1b;
 const APIC_BASE_EN: u64 = 1 << 11;
@@ -25,6 +33,8 @@ const APIC_BASE_EXTD: u64 = 1 << 10;
 mod reg {
     pub const EOI: u64 = 0xb0;
     pub const SVR: u64 = 0xf0;
+    pub const ICR_LOW: u64 = 0x300;
+    pub const ICR_HIGH: u64 = 0x310;
     pub const LVT_TIMER: u64 = 0x320;
     pub const TIMER_INITIAL: u64 = 0x380;
     pub const TIMER_CURRENT: u64 = 0x390;
@@ -47,8 +57,10 @@ struct Timer {
 }
 
 static TIMER: Once<Option<Timer>> = Once::new();
-/// The deadline the timer is armed for (`u64::MAX`: stopped).
-static ARMED: AtomicU64 = AtomicU64::new(u64::MAX);
+/// The deadline each CPU's timer is armed for (`u64::MAX`: stopped).
+static ARMED: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(u64::MAX) }; MAX_CPUS];
+/// ICR delivery status (bit 12): the last IPI is still being sent.
+const ICR_PENDING: u32 = 1 << 12;
 
 fn read(base: u64, r: u64) -> u32 {
     // SAFETY: `base` is the enabled xAPIC page (checked in `init`), inside the boot identity
@@ -58,7 +70,9 @@ fn read(base: u64, r: u64) -> u32 {
 
 fn write(base: u64, r: u64, value: u32) {
     // SAFETY: as in `read`; the registers written (SVR, LVT timer, divide, counts, EOI) only
-    // configure this CPU's own interrupt delivery, for vectors the IDT handles.
+    // configure this CPU's own interrupt delivery, for vectors the IDT handles; the ICR sends
+    // INIT/STARTUP to CPUs this hypervisor starts, or a kick whose vector every CPU's IDT
+    // handles (`xhv_host_irq`). None of them touches memory.
     unsafe { core::ptr::write_volatile((base + r) as *mut u32, value) }
 }
 
@@ -105,17 +119,39 @@ pub fn available() -> bool {
     timer().is_some()
 }
 
+/// An application processor: its APIC enabled and its timer set up as the boot CPU's (the
+/// calibration holds for every CPU: the APIC timers share the bus clock).
+pub fn init_this_cpu() {
+    let Some(t) = timer() else { return };
+    write(t.base, reg::SVR, 0x100 | SPURIOUS_VECTOR as u32);
+    write(t.base, reg::TIMER_DIVIDE, DIVIDE_BY_1);
+    write(t.base, reg::TIMER_INITIAL, 0);
+    write(t.base, reg::LVT_TIMER, TIMER_VECTOR as u32);
+}
+
+/// Send `icr_low` (vector, delivery mode, level) to the CPU whose APIC id is `apic_id`
+/// (physical destination), once the previous IPI has left.
+pub fn send_ipi(apic_id: u32, icr_low: u32) {
+    let Some(t) = timer() else { return };
+    while read(t.base, reg::ICR_LOW) & ICR_PENDING != 0 {
+        core::hint::spin_loop();
+    }
+    write(t.base, reg::ICR_HIGH, apic_id << 24);
+    write(t.base, reg::ICR_LOW, icr_low);
+}
+
 /// Have the timer interrupt at `deadline_ns` of [`super::now_ns`] (`None`: stop it). A
 /// deadline already past fires at once.
 pub fn arm(deadline_ns: Option<u64>) {
     let Some(t) = timer() else { return };
     let want = deadline_ns.unwrap_or(u64::MAX);
     let now = super::now_ns();
+    let armed = &ARMED[super::smp::this_cpu()];
     // Re-arming the same future deadline is a no-op; a past one may have fired already.
-    if ARMED.load(Ordering::Relaxed) == want && want > now {
+    if armed.load(Ordering::Relaxed) == want && want > now {
         return;
     }
-    ARMED.store(want, Ordering::Relaxed);
+    armed.store(want, Ordering::Relaxed);
     let count = match deadline_ns {
         None => 0,
         Some(d) => {
@@ -126,7 +162,8 @@ pub fn arm(deadline_ns: Option<u64>) {
     write(t.base, reg::TIMER_INITIAL, count);
 }
 
-// Any external interrupt the host takes (the timer; a spurious one writes a harmless EOI).
+// Any external interrupt the host takes (the timer, a kick; a spurious one writes a
+// harmless EOI).
 core::arch::global_asm!(
     ".text",
     ".global xhv_host_irq",

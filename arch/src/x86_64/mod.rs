@@ -16,6 +16,7 @@ mod guestmem;
 mod hostapic;
 mod mb2;
 mod serial;
+mod smp;
 mod space;
 mod svm;
 mod tables;
@@ -24,6 +25,7 @@ mod vcpu;
 mod vmx;
 mod xstate;
 
+pub use smp::{MAX_CPUS, cpu_affinity, cpu_ready, kick, this_cpu};
 pub use time::{idle_until, now_ns, tsc_hz, tsc_zero};
 pub use vcpu::Vcpu;
 
@@ -57,6 +59,16 @@ fn enable_virtualization() -> Result<(&'static str, &'static str), &'static str>
     };
     BACKEND.call_once(|| chosen);
     result
+}
+
+/// An application processor: the backend the boot CPU chose, enabled on this CPU with areas
+/// of its own.
+fn enable_virtualization_ap() -> Result<(), &'static str> {
+    xstate::init();
+    match backend() {
+        Backend::Vmx => vmx::enable_ap(),
+        Backend::Svm => svm::enable_ap(),
+    }
 }
 
 /// vCPUs one domain may have: both backends start siblings (INIT/STARTUP through the

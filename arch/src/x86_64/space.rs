@@ -2,17 +2,26 @@
 //! (NPT or EPT) over its RAM, the IPIs in flight between their local APICs, and enough of
 //! the domain's identity to create a sibling vCPU (INIT/SIPI → the core's CPU_ON).
 //!
-//! Every vCPU runs on the boot CPU, so a plain `Rc<RefCell<..>>` serves; vCPUs on several
-//! physical CPUs would need a lock here and a TLB shootdown on [`DomainSpace::remap_4k`].
+//! The vCPUs of a domain run on several physical CPUs at once, so the state is behind a spin
+//! lock ([`SharedSpace`]). Lock order: the core's lock (when held), then one domain's space
+//! lock; nothing else is taken while a space lock is held, but the log line lock and the heap
+//! lock (leaves). Never held while a guest runs or while a CPU waits for another.
+//!
+//! TLB invalidation reaches every CPU that ran the domain: each CPU records which generation
+//! of the domain's tables it last flushed for ([`DomainSpace::sync_vcpu`] flushes when that
+//! is older: INVEPT of the domain's EPTP, or every ASID under SVM), and a change made while
+//! other CPUs are inside one of the domain's vCPUs kicks them out and waits until they have
+//! left ([`shoot_down`]): when the change returns, no CPU uses the old translation.
 
-use super::alloc::rc::Rc;
+use super::alloc::sync::Arc;
 use super::guestmem::GuestRam;
+use super::smp::{self, MAX_CPUS};
 use super::tables::{self, TablePages};
 use crate::exit::Exit;
 use crate::x86::ept::{self, Format};
 use crate::x86::hidden::HiddenFrames;
 use crate::x86::vlapic::{Ipi, IpiMailbox, MAX_APICS, Route, VLapic, route};
-use core::cell::RefCell;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 pub struct DomainSpace {
     pub fmt: Format,
@@ -32,20 +41,87 @@ pub struct DomainSpace {
     /// The Xen callback vector (`HVM_PARAM_CALLBACK_IRQ`): a domain-wide parameter that every
     /// vCPU, those started later included, delivers its upcall as.
     pub upcall_vector: Option<u8>,
-    /// Bumped by every change to the tables: a vCPU that last ran with an older value
-    /// flushes its TLB before it enters the guest again.
+    /// Bumped by every change to the tables: a CPU that last flushed for an older value
+    /// flushes before it enters one of the domain's vCPUs again.
     pub generation: u64,
+    /// Per logical CPU, the generation its TLB was last flushed for (0: never ran the
+    /// domain; generations count from 1).
+    flushed_on: [u64; MAX_CPUS],
     /// RAM frames a hypervisor page covers now: copies must not reach beneath them.
     pub hidden: HiddenFrames,
 }
 
-pub type SharedSpace = Rc<RefCell<DomainSpace>>;
+/// One domain's [`DomainSpace`], shared by its vCPUs on every CPU.
+#[derive(Clone)]
+pub struct SharedSpace(Arc<spin::Mutex<DomainSpace>>);
 
+impl SharedSpace {
+    /// The space, for reading (the lock: see the module's lock order).
+    pub fn borrow(&self) -> spin::MutexGuard<'_, DomainSpace> {
+        self.0.lock()
+    }
+    /// The space, for changing it.
+    pub fn borrow_mut(&self) -> spin::MutexGuard<'_, DomainSpace> {
+        self.0.lock()
+    }
+}
+
+/// Per logical CPU: the domain (id + 1, bits 63:48), vCPU (bits 47:40) and tables
+/// generation (bits 39:0) it is inside of, or 0 outside guests. Set under the space lock
+/// right before entry ([`DomainSpace::sync_vcpu`]), cleared right after the exit
+/// ([`left_guest`]).
+static IN_GUEST: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+const GENERATION_BITS: u64 = (1 << 40) - 1;
+
+fn in_guest_tag(domain_id: u16, vcpu: usize, generation: u64) -> u64 {
+    (u64::from(domain_id) + 1) << 48 | ((vcpu as u64 & 0xff) << 40) | (generation & GENERATION_BITS)
+}
+
+/// The CPU other than this one inside vCPU `vcpu` of domain `domain_id`, if any.
+fn cpu_running(domain_id: u16, vcpu: usize) -> Option<usize> {
+    let me = smp::this_cpu();
+    let want = in_guest_tag(domain_id, vcpu, 0);
+    (0..MAX_CPUS).find(|&c| c != me && IN_GUEST[c].load(Ordering::Acquire) & !GENERATION_BITS == want)
+}
+
+/// This CPU left the guest: no translation of any domain is in use here now.
+pub fn left_guest() {
+    IN_GUEST[smp::this_cpu()].store(0, Ordering::Release);
+}
+
+/// After a change of `space`'s tables (the lock released): kick every other CPU that is
+/// inside one of its vCPUs with an older generation and wait until it has left the guest;
+/// its next entry flushes ([`DomainSpace::sync_vcpu`]).
+pub fn shoot_down(space: &SharedSpace) {
+    let (domain_id, generation) = {
+        let s = space.borrow();
+        (s.domain_id, s.generation)
+    };
+    let me = smp::this_cpu();
+    let stale = |cpu: usize| {
+        let tag = IN_GUEST[cpu].load(Ordering::Acquire);
+        tag >> 48 == u64::from(domain_id) + 1 && tag & GENERATION_BITS < generation & GENERATION_BITS
+    };
+    for cpu in (0..MAX_CPUS).filter(|&c| c != me) {
+        if stale(cpu) {
+            smp::kick(cpu);
+            while stale(cpu) {
+                core::hint::spin_loop();
+            }
+        }
+    }
+}
 impl DomainSpace {
     /// Tables in `fmt` mapping `ram`, for a domain of `nr_vcpus` vCPUs.
-    pub fn new(fmt: Format, ram: GuestRam, domain_id: u16, nr_vcpus: usize) -> Result<SharedSpace, &'static str> {
+    pub fn new_shared(
+        fmt: Format,
+        ram: GuestRam,
+        domain_id: u16,
+        nr_vcpus: usize,
+    ) -> Result<SharedSpace, &'static str> {
         let (tables, root) = tables::second_level(fmt, &ram)?;
-        Ok(Rc::new(RefCell::new(DomainSpace {
+        Ok(SharedSpace(Arc::new(spin::Mutex::new(DomainSpace {
             fmt,
             tables,
             root,
@@ -56,9 +132,10 @@ impl DomainSpace {
             logical_ids: [0; MAX_APICS],
             upcall_vector: None,
             xapic_at_reset: false,
-            generation: 0,
+            generation: 1,
+            flushed_on: [0; MAX_CPUS],
             hidden: HiddenFrames::default(),
-        })))
+        }))))
     }
 
     /// APIC ids that exist in this domain, as a destination mask.
@@ -110,10 +187,11 @@ impl DomainSpace {
         Ok(())
     }
 
-    /// Before vCPU `id` enters the guest: take the IPIs other vCPUs sent it into `lapic` and
-    /// the domain's callback vector into `upcall_vector`, publish its xAPIC logical id; true if the tables changed since
-    /// `seen` (then updated), so that its TLB must be flushed first.
-    pub fn sync_vcpu(&mut self, id: usize, lapic: &mut VLapic, upcall_vector: &mut Option<u8>, seen: &mut u64) -> bool {
+    /// Right before vCPU `id` enters the guest on this CPU: take the IPIs other vCPUs sent it
+    /// into `lapic` and the domain's callback vector into `upcall_vector`, publish its xAPIC
+    /// logical id, and say that this CPU is inside the domain (until [`left_guest`]); true
+    /// if this CPU has not flushed its TLB since the tables last changed (it must now).
+    pub fn sync_vcpu(&mut self, id: usize, lapic: &mut VLapic, upcall_vector: &mut Option<u8>) -> bool {
         *upcall_vector = self.upcall_vector;
         if let Some(l) = self.logical_ids.get_mut(id) {
             *l = lapic.logical_id();
@@ -121,18 +199,30 @@ impl DomainSpace {
         if self.mailbox.has(id) {
             self.mailbox.deliver(lapic);
         }
-        let stale = self.generation != *seen;
-        *seen = self.generation;
+        let cpu = smp::this_cpu();
+        IN_GUEST[cpu].store(in_guest_tag(self.domain_id, id, self.generation), Ordering::Release);
+        let stale = self.flushed_on[cpu] != self.generation;
+        self.flushed_on[cpu] = self.generation;
         stale
     }
 
-    /// An ICR write for other vCPUs: fixed vectors go to their mailbox (and the sender
-    /// yields, so that a halted target wakes and runs); a STARTUP asks the core to power the
+    /// An ICR write for other vCPUs: fixed vectors go to their mailbox (the CPU a running
+    /// target is on is kicked, and the sender yields, so that a halted target wakes and runs); a STARTUP asks the core to power the
     /// (first) target on in real mode at `vector << 12`.
     pub fn send_ipi(&mut self, ipi: Ipi) -> Option<Exit> {
         match route(ipi, self.apic_mask(), &self.logical_ids) {
             Route::Post { targets, vector } => {
                 self.mailbox.post(targets, vector);
+                // A target inside the guest on another CPU takes it at its next entry: make
+                // that now. (One that enters later finds it in `sync_vcpu`.)
+                let mut t = targets;
+                while t != 0 {
+                    let n = t.trailing_zeros() as usize;
+                    t &= t - 1;
+                    if let Some(cpu) = cpu_running(self.domain_id, n) {
+                        smp::kick(cpu);
+                    }
+                }
                 Some(Exit::Yield)
             }
             Route::Start { target, entry } => Some(Exit::CpuOn { target, entry, context: 0 }),

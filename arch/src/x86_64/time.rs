@@ -83,9 +83,39 @@ pub fn now_ns() -> u64 {
     u64::try_from(u128::from(ticks) * 1_000_000_000 / u128::from(c.hz)).unwrap_or(u64::MAX)
 }
 
-/// Wait until `deadline_ns` (`None`: return at once; no host interrupt source is armed
-/// yet). The caller re-checks what it waits for.
+/// The longest idle wait: a caller that waits for nothing in particular looks again at
+/// least this often.
+const IDLE_MAX_NS: u64 = 10_000_000;
+
+/// Wait until `deadline_ns`, an interrupt (a kick from another CPU) or at most
+/// [`IDLE_MAX_NS`]: HLT with this CPU's APIC timer armed for the deadline (a kick that came
+/// while interrupts were off ends it at once: it is pending in the APIC). Without a usable
+/// APIC timer, spin until the deadline (`None`: return at once). The caller re-checks what
+/// it waits for.
 pub fn idle_until(deadline_ns: Option<u64>) {
+    if super::hostapic::available() {
+        let now = now_ns();
+        let until = deadline_ns.map_or(now + IDLE_MAX_NS, |d| d.min(now + IDLE_MAX_NS));
+        if until <= now {
+            return;
+        }
+        super::hostapic::arm(Some(until));
+        // SAFETY: STI's one-instruction shadow makes STI; HLT atomic: an interrupt pending
+        // now (a kick, the timer) ends the HLT rather than being taken before it. Every
+        // vector from 32 up has a gate (`hostapic::xhv_host_irq`, which only signals EOI),
+        // the exceptions have theirs; CLI restores the hypervisor's interrupts-off state.
+        unsafe { core::arch::asm!("sti", "hlt", "cli", options(nomem, nostack)) };
+        return;
+    }
+    delay_until(deadline_ns);
+}
+
+/// Spin `ns` nanoseconds.
+pub fn delay_ns(ns: u64) {
+    delay_until(Some(now_ns() + ns));
+}
+
+fn delay_until(deadline_ns: Option<u64>) {
     if let Some(deadline) = deadline_ns {
         let end = ns_to_tsc(deadline);
         while (rdtsc().wrapping_sub(end) as i64) < 0 {

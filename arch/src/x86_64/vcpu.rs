@@ -1,6 +1,6 @@
 //! The vCPU the core sees: VT-x or AMD-V, whichever the boot CPU was set up for.
 
-use super::{svm, vmx};
+use super::{space, svm, vmx};
 use crate::boot::GuestSetup;
 use crate::exit::{BadGuestAddress, CpuOnResult, Exit, VirtualCpu};
 use crate::x86::Backend;
@@ -57,14 +57,27 @@ impl VirtualCpu for Vcpu {
         each!(self, v => v.ram.write_phys(gpa, buf, &v.space.borrow().hidden))
     }
     fn map_host_page(&mut self, gpa: u64, hpa: u64) -> Result<(), BadGuestAddress> {
-        // Every vCPU of the domain drops the old translation before it runs again.
-        each!(self, v => v.space.borrow_mut().remap_4k(gpa, hpa).map_err(|_| BadGuestAddress(gpa)))
+        // Every CPU drops the old translation before it runs a vCPU of the domain again, and
+        // those inside one now leave the guest before this returns.
+        each!(self, v => {
+            let done = v.space.borrow_mut().remap_4k(gpa, hpa).map_err(|_| BadGuestAddress(gpa));
+            space::shoot_down(&v.space);
+            done
+        })
     }
     fn map_grant(&mut self, gpa: u64, hpa: u64, writable: bool) -> Result<(), BadGuestAddress> {
-        each!(self, v => v.space.borrow_mut().map_grant(gpa, hpa, writable).map_err(|_| BadGuestAddress(gpa)))
+        each!(self, v => {
+            let done = v.space.borrow_mut().map_grant(gpa, hpa, writable).map_err(|_| BadGuestAddress(gpa));
+            space::shoot_down(&v.space);
+            done
+        })
     }
     fn unmap_grant(&mut self, gpa: u64) -> Result<(), BadGuestAddress> {
-        each!(self, v => v.space.borrow_mut().unmap_grant(gpa).map_err(|_| BadGuestAddress(gpa)))
+        each!(self, v => {
+            let done = v.space.borrow_mut().unmap_grant(gpa).map_err(|_| BadGuestAddress(gpa));
+            space::shoot_down(&v.space);
+            done
+        })
     }
     fn raise_upcall(&mut self) {
         each!(self, v => v.ctx.upcall_pending = true)
@@ -83,6 +96,9 @@ impl VirtualCpu for Vcpu {
     }
     fn interrupt_pending(&self) -> bool {
         each!(self, v => v.interrupt_pending())
+    }
+    fn unload(&mut self) {
+        each!(self, v => v.unload())
     }
     fn timer_deadline_ns(&self) -> Option<u64> {
         each!(self, v => v.timer_deadline_ns())

@@ -16,19 +16,25 @@
 //! carried, whatever the guest has enabled at that moment).
 
 use super::alloc::alloc::{Layout as AllocLayout, alloc_zeroed, dealloc, handle_alloc_error};
+use super::smp::{MAX_CPUS, this_cpu};
 use crate::x86::xstate::{CR4_OSXSAVE, Layout, RESET_XCR0};
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use spin::Once;
 use x86_64::registers::control::{Cr0, Cr4};
 
 static LAYOUT: Once<Layout> = Once::new();
 
-/// The area of the vCPU whose state the registers hold now; 0 for nobody's (at boot, or after
-/// that vCPU was dropped). One such record per physical CPU: only the boot CPU runs vCPUs.
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-/// The XCR0 the CPU holds.
-static CURRENT_XCR0: AtomicU64 = AtomicU64::new(RESET_XCR0);
+/// Per logical CPU: the area of the vCPU whose state that CPU's registers hold; 0 for
+/// nobody's (at boot, or after that vCPU was dropped).
+static LIVE: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
+/// The XCR0 each CPU holds.
+static CURRENT_XCR0: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(RESET_XCR0) }; MAX_CPUS];
+/// Several CPUs run guests: a vCPU may run next on another CPU, whose registers cannot be
+/// reached from here, so each run ends with the state saved ([`GuestFpu::leave`]) and the
+/// next run on another CPU restores it. With one CPU the switch stays lazy: saved only when
+/// another vCPU is about to use the registers.
+static EAGER: AtomicBool = AtomicBool::new(false);
 
 /// XSAVE requires its area 64-byte aligned (FXSAVE 16).
 const AREA_ALIGN: usize = 64;
@@ -43,7 +49,12 @@ fn host_cpuid(leaf: u32, sub: u32) -> [u32; 4] {
     [r.eax, r.ebx, r.ecx, r.edx]
 }
 
-/// Make the vector state instructions usable on the boot CPU, before any vCPU exists: CR0.EM
+/// From now on every vCPU run ends with its vector state saved (several CPUs run guests).
+pub fn save_at_every_exit() {
+    EAGER.store(true, Ordering::Release);
+}
+
+/// Make the vector state instructions usable on this CPU, before it runs any vCPU: CR0.EM
 /// and CR0.TS clear (else FXSAVE/XSAVE fault), CR0.MP and CR4.OSFXSR/OSXMMEXCPT set (SSE
 /// state in FXSAVE's image), CR4.OSXSAVE when the switch uses XSAVE. The host's CR0/CR4 are
 /// what both backends restore at every exit.
@@ -62,14 +73,14 @@ pub fn init() {
         Cr4::write_raw(Cr4::read_raw() | CR4_OSFXSR | CR4_OSXMMEXCPT | cr4_xsave);
     }
     if layout.uses_xsave() {
-        CURRENT_XCR0.store(!RESET_XCR0, Ordering::Relaxed);
+        CURRENT_XCR0[this_cpu()].store(!RESET_XCR0, Ordering::Relaxed);
         set_xcr0(RESET_XCR0);
     }
 }
 
 /// Load XCR0 if the CPU does not hold `value` already.
 fn set_xcr0(value: u64) {
-    if CURRENT_XCR0.swap(value, Ordering::Relaxed) != value {
+    if CURRENT_XCR0[this_cpu()].swap(value, Ordering::Relaxed) != value {
         // SAFETY: CR4.OSXSAVE is set (`init`); `value` is the offered mask or a guest value
         // XSETBV's policy accepted (`Layout::xcr0_valid`), both within what the CPU supports.
         // XCR0 only selects which state XSAVE-family instructions and the guest may use.
@@ -86,7 +97,16 @@ pub struct GuestFpu {
     /// alignment). Held as a raw pointer: the CPU writes it (XSAVE) when another vCPU is
     /// about to run, reached through [`LIVE`], never through a Rust reference.
     area: NonNull<u8>,
+    /// The logical CPU this vCPU last entered the guest on.
+    last_cpu: usize,
+    /// Entered since the last [`GuestFpu::leave`]: the registers hold this vCPU's state.
+    entered: bool,
 }
+
+// SAFETY: the area is this vCPU's own heap allocation; the registers of a CPU are reached
+// only by the CPU itself, and a vCPU runs on one CPU at a time (the core hands it over under
+// its lock), so moving a `GuestFpu` between CPUs shares nothing.
+unsafe impl Send for GuestFpu {}
 
 impl GuestFpu {
     /// The reset state (FCW 0x37F, MXCSR 0x1F80, every XSAVE component in its initial state).
@@ -100,7 +120,7 @@ impl GuestFpu {
         layout.reset_image(unsafe { core::slice::from_raw_parts_mut(ptr, alloc.size()) });
         // SAFETY: the debug slots lie inside the same fresh allocation, 8-byte aligned.
         unsafe { debug_slots(ptr, layout).cast::<[u64; DEBUG_REGS]>().write(DEBUG_RESET) };
-        GuestFpu { area }
+        GuestFpu { area, last_cpu: usize::MAX, entered: false }
     }
 
     fn addr(&self) -> usize {
@@ -113,8 +133,21 @@ impl GuestFpu {
     pub fn enter(&mut self, guest_xcr0: u64) {
         let layout = layout();
         let me = self.addr();
-        let live = LIVE.load(Ordering::Relaxed);
-        if live != me {
+        let cpu = this_cpu();
+        let eager = EAGER.load(Ordering::Acquire);
+        let live = LIVE[cpu].load(Ordering::Relaxed);
+        if eager && !(live == me && self.last_cpu == cpu) {
+            // Whoever ran here last saved its state when its run ended (`leave`); this
+            // vCPU's area holds its latest state, wherever it ran last.
+            if layout.uses_xsave() {
+                set_xcr0(layout.offered);
+            }
+            // SAFETY: our own area, holding the reset image or what `save` wrote.
+            unsafe { restore(self.area.as_ptr(), layout) };
+            // SAFETY: our own debug slots, holding the reset values or what `save_debug` wrote.
+            unsafe { restore_debug(debug_slots(self.area.as_ptr(), layout)) };
+            LIVE[cpu].store(me, Ordering::Relaxed);
+        } else if !eager && live != me {
             if layout.uses_xsave() {
                 set_xcr0(layout.offered);
             }
@@ -130,11 +163,31 @@ impl GuestFpu {
             unsafe { restore(self.area.as_ptr(), layout) };
             // SAFETY: our own debug slots, holding the reset values or what `save_debug` wrote.
             unsafe { restore_debug(debug_slots(self.area.as_ptr(), layout)) };
-            LIVE.store(me, Ordering::Relaxed);
+            LIVE[cpu].store(me, Ordering::Relaxed);
         }
+        self.last_cpu = cpu;
+        self.entered = true;
         if layout.uses_xsave() {
             set_xcr0(guest_xcr0);
         }
+    }
+
+    /// When a run ends (the core may hand the vCPU to another CPU next): with several CPUs,
+    /// the registers' state (this vCPU's, if it entered since the last call) goes into its
+    /// area. The registers keep it too, so running again here restores nothing.
+    pub fn leave(&mut self) {
+        if !core::mem::take(&mut self.entered) || !EAGER.load(Ordering::Acquire) {
+            return;
+        }
+        let layout = layout();
+        if layout.uses_xsave() {
+            set_xcr0(layout.offered);
+        }
+        // SAFETY: our own area, exclusively ours (`&mut self`); XCR0 is the offered mask; the
+        // registers hold our state since `enter` on this CPU (`entered`).
+        unsafe { save(self.area.as_ptr(), layout) };
+        // SAFETY: our own debug slots, after the XSAVE area in the same allocation.
+        unsafe { save_debug(debug_slots(self.area.as_ptr(), layout)) };
     }
 }
 
@@ -148,7 +201,9 @@ impl Drop for GuestFpu {
     fn drop(&mut self) {
         // The registers may still hold this vCPU's state: nobody owns it now, and the next
         // vCPU to run overwrites all of it without saving it anywhere.
-        let _ = LIVE.compare_exchange(self.addr(), 0, Ordering::Relaxed, Ordering::Relaxed);
+        for live in &LIVE {
+            let _ = live.compare_exchange(self.addr(), 0, Ordering::Relaxed, Ordering::Relaxed);
+        }
         // SAFETY: allocated in `new` with this layout, and no longer reachable through LIVE.
         unsafe { dealloc(self.area.as_ptr(), area_alloc_layout(layout())) };
     }

@@ -3,6 +3,7 @@
 
 pub mod vcpu;
 
+use super::smp::MAX_CPUS;
 use crate::x86::vmcb::{IOPM_SIZE, MSRPM_SIZE, msrpm_allow};
 use core::cell::UnsafeCell;
 use spin::Once;
@@ -62,8 +63,10 @@ pub fn caps() -> &'static Caps {
 /// A page-aligned area the CPU owns (host save area, VMSAVE area, permission maps).
 #[repr(C, align(4096))]
 struct CpuArea<const N: usize>(UnsafeCell<[u8; N]>);
-// SAFETY: written only by `enable` on the boot CPU before any VMRUN; afterwards only the CPU
-// reads and writes them (VMRUN/#VMEXIT, VMSAVE/VMLOAD, permission checks).
+// SAFETY: the permission maps are written only by `enable` on the boot CPU before any VMRUN
+// and only read afterwards (by every CPU's permission checks); the save areas are each one
+// CPU's (`HOST_SAVE`, `HOST_VMSAVE`: indexed by logical CPU), which only that CPU's VMRUN,
+// #VMEXIT, VMSAVE and VMLOAD touch.
 unsafe impl<const N: usize> Sync for CpuArea<N> {}
 
 impl<const N: usize> CpuArea<N> {
@@ -73,17 +76,18 @@ impl<const N: usize> CpuArea<N> {
     }
 }
 
-/// Where VMRUN keeps the host's state while the guest runs (VM_HSAVE_PA).
-static HOST_SAVE: CpuArea<4096> = CpuArea(UnsafeCell::new([0; 4096]));
-/// The host's VMLOAD/VMSAVE state (TR, FS/GS, syscall MSRs) while a guest's is loaded.
-static HOST_VMSAVE: CpuArea<4096> = CpuArea(UnsafeCell::new([0; 4096]));
+/// Where VMRUN keeps each CPU's host state while a guest runs (its VM_HSAVE_PA).
+static HOST_SAVE: [CpuArea<4096>; MAX_CPUS] = [const { CpuArea(UnsafeCell::new([0; 4096])) }; MAX_CPUS];
+/// Each CPU's VMLOAD/VMSAVE host state (TR, FS/GS, syscall MSRs) while a guest's is loaded.
+static HOST_VMSAVE: [CpuArea<4096>; MAX_CPUS] = [const { CpuArea(UnsafeCell::new([0; 4096])) }; MAX_CPUS];
 /// I/O permission map: every port intercepted.
 static IOPM: CpuArea<IOPM_SIZE> = CpuArea(UnsafeCell::new([0xff; IOPM_SIZE]));
 /// MSR permission map: everything intercepted but the MSRs VMLOAD/VMSAVE switch anyway.
 static MSRPM: CpuArea<MSRPM_SIZE> = CpuArea(UnsafeCell::new([0xff; MSRPM_SIZE]));
 
+/// This CPU's host VMSAVE area.
 pub fn host_vmsave_area() -> u64 {
-    HOST_VMSAVE.addr()
+    HOST_VMSAVE[super::smp::this_cpu()].addr()
 }
 
 pub fn iopm() -> u64 {
@@ -112,14 +116,35 @@ pub fn enable() -> Result<&'static Caps, &'static str> {
     // Guest-owned MSRs the VMCB holds and VMLOAD/VMSAVE switch: reading or writing them
     // cannot reach the host.
     crate::x86::policy::GUEST_OWNED_MSRS.iter().for_each(|&m| msrpm_allow(msrpm, m));
+    enable_this_cpu();
+    Ok(caps)
+}
+
+/// EFER.SVME and this CPU's own host save area (APM vol. 2, "Enabling SVM": every CPU that
+/// executes VMRUN needs its VM_HSAVE_PA).
+fn enable_this_cpu() {
+    let area = HOST_SAVE[super::smp::this_cpu()].addr();
     let mut efer = Msr::new(msr::EFER);
     // SAFETY: setting EFER.SVME only enables the SVM instructions; the host save area is a
-    // page-aligned, identity-mapped page the CPU owns from now on.
+    // page-aligned, identity-mapped page this CPU owns from now on.
     unsafe {
         efer.write(efer.read() | EFER_SVME);
-        Msr::new(msr::VM_HSAVE_PA).write(HOST_SAVE.addr());
+        Msr::new(msr::VM_HSAVE_PA).write(area);
     }
-    Ok(caps)
+}
+
+/// An application processor: the boot CPU enabled SVM (and prepared the shared permission
+/// maps); this CPU must offer the same and gets its own host save area.
+pub fn enable_ap() -> Result<(), &'static str> {
+    if !cpu_has_svm() {
+        return Err("CPUID reports no SVM");
+    }
+    // SAFETY: as in `enable`: VM_CR exists where SVM is reported; reading it has no effect.
+    if unsafe { Msr::new(msr::VM_CR).read() } & VM_CR_SVMDIS != 0 {
+        return Err("SVM is disabled by firmware (VM_CR.SVMDIS)");
+    }
+    enable_this_cpu();
+    Ok(())
 }
 
 /// The banner's virtualization line, e.g. "SVM NPT NRIP (ASIDs: 16)".

@@ -11,7 +11,8 @@
 use super::super::alloc::boxed::Box;
 use super::super::guestmem::{GuestRam, Translation};
 use super::super::hostapic;
-use super::super::space::{DomainSpace, SharedSpace};
+use super::super::smp::{MAX_CPUS, this_cpu};
+use super::super::space::{self, DomainSpace, SharedSpace};
 use super::super::vcpu::WithCode;
 use super::super::xstate::GuestFpu;
 use crate::boot::GuestSetup;
@@ -33,12 +34,13 @@ const CR0_ET: u64 = 1 << 4;
 const REAL_CODE: u16 = 0x09b;
 const REAL_DATA: u16 = 0x093;
 
-/// The CPU's guest ASIDs, handed out in generations ([`AsidPool`]). Guests run on the boot
-/// CPU only, so there is one pool.
-static ASIDS: spin::Once<spin::Mutex<AsidPool>> = spin::Once::new();
+/// Each CPU's guest ASIDs, handed out in generations ([`AsidPool`]): an ASID tags TLB
+/// entries of one CPU only. Each pool is used by its own CPU alone (the lock is never
+/// contended).
+static ASIDS: [spin::Once<spin::Mutex<AsidPool>>; MAX_CPUS] = [const { spin::Once::new() }; MAX_CPUS];
 
-fn asid_pool() -> &'static spin::Mutex<AsidPool> {
-    ASIDS.call_once(|| spin::Mutex::new(AsidPool::new(super::caps().asids)))
+fn asid_pool(cpu: usize) -> &'static spin::Mutex<AsidPool> {
+    ASIDS[cpu].call_once(|| spin::Mutex::new(AsidPool::new(super::caps().asids)))
 }
 
 pub struct Vcpu {
@@ -47,8 +49,6 @@ pub struct Vcpu {
     pub(in crate::x86_64) space: SharedSpace,
     /// This vCPU's index in its domain (its APIC id).
     id: usize,
-    /// The tables' generation this vCPU's TLB has seen.
-    tlb_generation: u64,
     regs: Gprs,
     pub(in crate::x86_64) ram: GuestRam,
     /// Boxed: the vLAPIC and the debug-port buffer make it large.
@@ -60,8 +60,10 @@ pub struct Vcpu {
     preempt_at: Option<u64>,
     /// x87/SSE/AVX state while another vCPU runs (XCR0 is `ctx.xcr0`).
     fpu: GuestFpu,
-    /// The ASID it has on this CPU, and of which generation.
+    /// The ASID it has on the CPU it last ran on, and of which generation.
     asid: AsidTag,
+    /// That CPU (its ASID means nothing on another).
+    asid_cpu: usize,
 }
 
 unsafe extern "C" {
@@ -144,7 +146,7 @@ impl Vcpu {
     /// vCPU 0 of a new domain, in the PVH start state.
     pub fn new(setup: &GuestSetup) -> Result<Vcpu, &'static str> {
         let ram = GuestRam { host: setup.ram_host, guest: setup.ram_guest, size: setup.ram_size };
-        let space = DomainSpace::new(ept::NPT, ram, setup.domain_id, setup.nr_vcpus.into())?;
+        let space = DomainSpace::new_shared(ept::NPT, ram, setup.domain_id, setup.nr_vcpus.into())?;
         space.borrow_mut().xapic_at_reset = setup.xapic_at_reset;
         // The preemption timer is needed from the first run on (calibrated once).
         hostapic::available();
@@ -156,15 +158,14 @@ impl Vcpu {
     /// vCPU `id` of the domain `space` describes, its VMCB controls set, its state zero.
     fn with_space(space: SharedSpace, id: usize) -> Vcpu {
         let caps = super::caps();
-        let (ram, domain_id, root, generation, upcall_vector, xapic) = {
+        let (ram, domain_id, root, upcall_vector, xapic) = {
             let s = space.borrow();
-            (s.ram, s.domain_id, s.root, s.generation, s.upcall_vector, s.xapic_at_reset)
+            (s.ram, s.domain_id, s.root, s.upcall_vector, s.xapic_at_reset)
         };
         let mut vcpu = Vcpu {
             vmcb: Box::new(Vmcb::zeroed()),
             space,
             id,
-            tlb_generation: generation,
             regs: Gprs::default(),
             ram,
             ctx: Box::new(ExitContext::new(
@@ -178,6 +179,7 @@ impl Vcpu {
             preempt_at: None,
             fpu: GuestFpu::new(),
             asid: AsidTag::default(),
+            asid_cpu: usize::MAX,
         };
         vcpu.ctx.upcall_vector = upcall_vector;
         if xapic {
@@ -285,52 +287,10 @@ impl Vcpu {
 
 impl VirtualCpu for Vcpu {
     fn run(&mut self) -> Exit {
-        loop {
-            if self.check_timer() || self.preempt_at.is_some_and(|t| super::super::now_ns() >= t) {
-                return Exit::Preempted;
-            }
-            self.sync_with_domain();
-            svm::inject_interrupts(&mut self.vmcb, &mut self.ctx);
-            svm::before_run(&mut self.vmcb, &self.regs);
-            // The run ends at the first of the core's deadline and the Xen timer.
-            hostapic::arm(match (self.preempt_at, self.xen_timer) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            });
-            self.fpu.enter(self.ctx.xcr0);
-            self.enter_asid();
-            let vmcb = &raw mut *self.vmcb;
-            // SAFETY: the VMCB is page-aligned, identity mapped (physical = virtual) and fully
-            // set up, with nested paging over this domain's RAM only; the host VMSAVE area is
-            // ours; `regs` outlives the call; the assembly restores the callee-saved registers,
-            // the stack and the host's TR/FS/GS state. The interrupt it may open the host to
-            // has a gate in the IDT (`hostapic`'s stub), and IF is clear again on return.
-            unsafe { xhv_svm_run(&mut self.regs, vmcb as u64, super::host_vmsave_area()) };
-            // Later runs keep the TLB entries tagged with this vCPU's ASID.
-            self.vmcb.control.tlb_control = tlb::NOTHING;
-            svm::note_delivery(&self.vmcb, &mut self.ctx);
-            svm::after_exit(&mut self.vmcb, &mut self.regs);
-            let exit = {
-                let tr = self.translation();
-                let space = self.space.borrow();
-                let mut p = WithCode { ram: &self.ram, tr, hidden: &space.hidden };
-                svm::handle_exit(&mut self.vmcb, &mut self.regs, &mut self.ctx, &mut p)
-            };
-            if let Some(gpa) = self.ctx.hypercall_page.take() {
-                // A page outside RAM is the guest's loss: its later calls fault there.
-                let _ = self.ram.write_phys(gpa, &policy::hypercall_page(true), &self.space.borrow().hidden);
-            }
-            if let Some(ipi) = self.ctx.msrs.lapic.take_ipi()
-                && let Some(exit) = self.space.borrow_mut().send_ipi(ipi)
-            {
-                return exit;
-            }
-            match exit {
-                Some(exit) => return exit,
-                None if self.preempt_at.is_some_and(|t| super::super::now_ns() >= t) => return Exit::Preempted,
-                None => {}
-            }
-        }
+        let exit = self.run_here();
+        // The core may give this vCPU to another CPU next.
+        self.fpu.leave();
+        exit
     }
 
     fn set_hypercall_result(&mut self, value: u64) {
@@ -350,7 +310,8 @@ impl VirtualCpu for Vcpu {
     }
 
     fn power_on_sibling(&mut self, index: usize, entry: u64, _context: u64) -> Option<Vcpu> {
-        self.space.borrow().is_sibling(self.id, index).then(|| Vcpu::started_by_sipi(self.space.clone(), index, entry))
+        let sibling = self.space.borrow().is_sibling(self.id, index);
+        sibling.then(|| Vcpu::started_by_sipi(self.space.clone(), index, entry))
     }
 
     fn interrupt_pending(&self) -> bool {
@@ -381,26 +342,78 @@ impl VirtualCpu for Vcpu {
 }
 
 impl Vcpu {
+    /// Enter the guest on this CPU until an exit the core must see.
+    fn run_here(&mut self) -> Exit {
+        loop {
+            if self.check_timer() || self.preempt_at.is_some_and(|t| super::super::now_ns() >= t) {
+                return Exit::Preempted;
+            }
+            self.sync_with_domain();
+            svm::inject_interrupts(&mut self.vmcb, &mut self.ctx);
+            svm::before_run(&mut self.vmcb, &self.regs);
+            // The run ends at the first of the core's deadline and the Xen timer.
+            hostapic::arm(match (self.preempt_at, self.xen_timer) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            });
+            self.fpu.enter(self.ctx.xcr0);
+            self.enter_asid();
+            let vmcb = &raw mut *self.vmcb;
+            // SAFETY: the VMCB is page-aligned, identity mapped (physical = virtual) and fully
+            // set up, with nested paging over this domain's RAM only; the host VMSAVE area is
+            // ours; `regs` outlives the call; the assembly restores the callee-saved registers,
+            // the stack and the host's TR/FS/GS state. The interrupt it may open the host to
+            // has a gate in the IDT (`hostapic`'s stub), and IF is clear again on return.
+            unsafe { xhv_svm_run(&mut self.regs, vmcb as u64, super::host_vmsave_area()) };
+            space::left_guest();
+            // Later runs keep the TLB entries tagged with this vCPU's ASID.
+            self.vmcb.control.tlb_control = tlb::NOTHING;
+            svm::note_delivery(&self.vmcb, &mut self.ctx);
+            svm::after_exit(&mut self.vmcb, &mut self.regs);
+            let exit = {
+                let tr = self.translation();
+                let space = self.space.borrow();
+                let mut p = WithCode { ram: &self.ram, tr, hidden: &space.hidden };
+                svm::handle_exit(&mut self.vmcb, &mut self.regs, &mut self.ctx, &mut p)
+            };
+            if let Some(gpa) = self.ctx.hypercall_page.take() {
+                // A page outside RAM is the guest's loss: its later calls fault there.
+                let _ = self.ram.write_phys(gpa, &policy::hypercall_page(true), &self.space.borrow().hidden);
+            }
+            if let Some(ipi) = self.ctx.msrs.lapic.take_ipi()
+                && let Some(exit) = self.space.borrow_mut().send_ipi(ipi)
+            {
+                return exit;
+            }
+            match exit {
+                Some(exit) => return exit,
+                None if self.preempt_at.is_some_and(|t| super::super::now_ns() >= t) => return Exit::Preempted,
+                None => {}
+            }
+        }
+    }
+
     /// Take this vCPU's ASID for the coming VMRUN: its own while the CPU's generation lasts,
     /// a fresh one (after one flush of every tag) when the supply ran out since.
     fn enter_asid(&mut self) {
-        let a = asid_pool().lock().assign(&mut self.asid);
+        let cpu = this_cpu();
+        if self.asid_cpu != cpu {
+            // Another CPU's ASID: take one of this CPU's (a fresh one is clean).
+            self.asid = AsidTag::default();
+            self.asid_cpu = cpu;
+        }
+        let a = asid_pool(cpu).lock().assign(&mut self.asid);
         self.vmcb.control.guest_asid = a.asid;
         if a.flush_all {
             self.vmcb.control.tlb_control = tlb::FLUSH_ALL;
         }
     }
 
-    /// Before entering the guest: take the IPIs other vCPUs sent, and flush the TLB if the
-    /// domain's tables changed since this vCPU last ran.
+    /// Before entering the guest: take the IPIs other vCPUs sent, and flush this CPU's TLB
+    /// if the domain's tables changed since it last did.
     fn sync_with_domain(&mut self) {
         let ctx = &mut *self.ctx;
-        let stale = self.space.borrow_mut().sync_vcpu(
-            self.id,
-            &mut ctx.msrs.lapic,
-            &mut ctx.upcall_vector,
-            &mut self.tlb_generation,
-        );
+        let stale = self.space.borrow_mut().sync_vcpu(self.id, &mut ctx.msrs.lapic, &mut ctx.upcall_vector);
         if stale {
             self.vmcb.control.tlb_control = tlb::FLUSH_ALL;
         }

@@ -157,12 +157,15 @@ pub fn caps() -> &'static Caps {
     CAPS.get().expect("VMX not enabled")
 }
 
-/// The 4 KiB VMXON region of the boot CPU.
+/// A 4 KiB page the CPU owns: a VMXON region, the MSR bitmap.
 #[repr(C, align(4096))]
 struct Page(UnsafeCell<[u8; 4096]>);
-// SAFETY: written once by `enable` before VMXON, then owned by the CPU.
+// SAFETY: each VMXON region is written once by its own CPU before its VMXON, then owned by
+// that CPU; the MSR bitmap is written once by `enable` on the boot CPU before any VM entry,
+// then only read.
 unsafe impl Sync for Page {}
-static VMXON_REGION: Page = Page(UnsafeCell::new([0; 4096]));
+/// Each logical CPU's VMXON region.
+static VMXON_REGIONS: [Page; super::smp::MAX_CPUS] = [const { Page(UnsafeCell::new([0; 4096])) }; super::smp::MAX_CPUS];
 /// The MSR bitmap every VMCS points at: a set bit makes the RDMSR (first 2 KiB) or WRMSR
 /// (last 2 KiB) of that MSR exit; MSRs 0..0x1fff, then 0xc0000000..0xc0001fff.
 static MSR_BITMAP: Page = Page(UnsafeCell::new([0xff; 4096]));
@@ -203,16 +206,10 @@ pub fn enable() -> Result<&'static Caps, &'static str> {
     if caps.ctls2_allowed == 0 {
         return Err("no secondary processor-based controls (no EPT)");
     }
-    set_fixed_bits(caps);
     // SAFETY: the boot CPU alone, before any VM entry: nothing reads the bitmap yet.
     let bitmap = unsafe { &mut *MSR_BITMAP.0.get() };
     crate::x86::policy::GUEST_OWNED_MSRS.iter().for_each(|&m| msr_bitmap_allow(bitmap, m));
-    let region = VMXON_REGION.0.get();
-    // SAFETY: the region is ours alone until VMXON hands it to the CPU.
-    unsafe { (&mut *region)[..4].copy_from_slice(&caps.revision.to_le_bytes()) };
-    // SAFETY: CR4.VMXE is set, CR0/CR4 satisfy the fixed bits, the region is 4 KiB aligned,
-    // identity mapped (physical = virtual) and carries the revision id.
-    unsafe { ::x86::bits64::vmx::vmxon(region as u64) }.map_err(|_| "VMXON failed")?;
+    vmxon(caps)?;
     Ok(caps)
 }
 
@@ -242,4 +239,27 @@ fn set_fixed_bits(caps: &Caps) {
         Cr0::write_raw(cr0);
         Cr4::write_raw(cr4);
     }
+}
+
+/// An application processor: the boot CPU's VT-x (same capabilities, same shared MSR
+/// bitmap), turned on here with this CPU's own VMXON region (SDM vol. 3C, "Enabling and
+/// entering VMX operation": one region per logical processor).
+pub fn enable_ap() -> Result<(), &'static str> {
+    let cpuid = raw_cpuid::CpuId::new();
+    if !cpuid.get_feature_info().is_some_and(|f| f.has_vmx()) {
+        return Err("CPUID reports no VMX");
+    }
+    enable_in_feature_control()?;
+    vmxon(caps())
+}
+
+/// CR0/CR4 as VMX requires, then VMXON with this CPU's region.
+fn vmxon(caps: &Caps) -> Result<(), &'static str> {
+    set_fixed_bits(caps);
+    let region = VMXON_REGIONS[super::smp::this_cpu()].0.get();
+    // SAFETY: this CPU's region, ours alone until VMXON hands it to the CPU.
+    unsafe { (&mut *region)[..4].copy_from_slice(&caps.revision.to_le_bytes()) };
+    // SAFETY: CR4.VMXE is set, CR0/CR4 satisfy the fixed bits, the region is 4 KiB aligned,
+    // identity mapped (physical = virtual), carries the revision id and is this CPU's alone.
+    unsafe { ::x86::bits64::vmx::vmxon(region as u64) }.map_err(|_| "VMXON failed")
 }

@@ -14,7 +14,8 @@
 use super::super::alloc::boxed::Box;
 use super::super::desc::{CODE_SELECTOR, DATA_SELECTOR, TSS_SELECTOR};
 use super::super::guestmem::{GuestRam, Translation};
-use super::super::space::{DomainSpace, SharedSpace};
+use super::super::smp::{self, MAX_CPUS};
+use super::super::space::{self, DomainSpace, SharedSpace};
 use super::super::tables::Page;
 use super::super::time;
 use super::super::vcpu::{Bare, WithCode};
@@ -29,6 +30,7 @@ use crate::x86::policy::{self, Gprs, PortAction, RAX, RBX, RSP, RamRange};
 use crate::x86::vlapic::RealModeEntry;
 use crate::x86::walk::PagingMode;
 use ::x86::vmx::vmcs::{control, guest as gs, host, ro};
+use core::cell::Cell;
 use core::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 
 mod bits {
@@ -107,8 +109,8 @@ const GP: u8 = 13;
 /// The power-on PAT: WB, WT, UC-, UC, repeated.
 const DEFAULT_PAT: u64 = 0x0007_0406_0007_0406;
 
-/// Physical address of the VMCS this CPU has current (0: none).
-static CURRENT_VMCS: AtomicU64 = AtomicU64::new(0);
+/// Per logical CPU, the physical address of the VMCS it has current (0: none).
+static CURRENT_VMCS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 static NEXT_VPID: AtomicU16 = AtomicU16::new(1);
 
 pub struct Vcpu {
@@ -118,10 +120,12 @@ pub struct Vcpu {
     /// This vCPU's index in its domain (its APIC id).
     id: usize,
     eptp: u64,
-    /// The tables' generation this vCPU's cached translations have seen.
-    ept_generation: u64,
     regs: Gprs,
     launched: bool,
+    /// The CPU whose host state (TR, GDTR, IDTR bases) the VMCS holds.
+    host_cpu: Cell<usize>,
+    /// The CPU this vCPU last entered the guest on (`usize::MAX`: none yet).
+    last_cpu: usize,
     pub(in crate::x86_64) ram: GuestRam,
     entry_ctls: u32,
     primary_ctls: u32,
@@ -255,12 +259,13 @@ impl Vcpu {
             return Err("this CPU's VT-x lacks EPT or unrestricted guest");
         }
         let ram = GuestRam { host: setup.ram_host, guest: setup.ram_guest, size: setup.ram_size };
-        let space = DomainSpace::new(ept::EPT, ram, setup.domain_id, setup.nr_vcpus.into())?;
+        let space = DomainSpace::new_shared(ept::EPT, ram, setup.domain_id, setup.nr_vcpus.into())?;
         space.borrow_mut().xapic_at_reset = setup.xapic_at_reset;
         let mut vcpu = Vcpu::with_space(space, setup.vcpu_id.into())?;
         vcpu.setup_guest(setup)?;
         // Translations of an earlier user of this EPTP's tables may be cached.
         invept(vcpu.eptp);
+        vcpu.release();
         Ok(vcpu)
     }
 
@@ -268,18 +273,19 @@ impl Vcpu {
     /// and host state set; the guest state is the caller's to fill in.
     fn with_space(space: SharedSpace, id: usize) -> Result<Vcpu, &'static str> {
         let caps = super::caps();
-        let (ram, domain_id, root, generation, upcall_vector, xapic) = {
+        let (ram, domain_id, root, upcall_vector, xapic) = {
             let s = space.borrow();
-            (s.ram, s.domain_id, s.root, s.generation, s.upcall_vector, s.xapic_at_reset)
+            (s.ram, s.domain_id, s.root, s.upcall_vector, s.xapic_at_reset)
         };
         let mut vcpu = Vcpu {
             vmcs: Page::new(),
             space,
             id,
             eptp: ept::eptp(root),
-            ept_generation: generation,
             regs: Gprs::default(),
             launched: false,
+            host_cpu: Cell::new(smp::this_cpu()),
+            last_cpu: usize::MAX,
             ram,
             entry_ctls: 0,
             primary_ctls: 0,
@@ -345,12 +351,39 @@ impl Vcpu {
         Ok(vcpu)
     }
 
+    /// Make this vCPU's VMCS current on this CPU, with this CPU's host state. With several
+    /// CPUs running guests, the VMCS is active on no other CPU then: [`VirtualCpu::unload`]
+    /// cleared it on the CPU that ran it, before the core could hand it to another, and a
+    /// new vCPU is cleared once built ([`Vcpu::release`]).
     fn make_current(&self) {
         let addr = self.vmcs.addr();
-        if CURRENT_VMCS.swap(addr, Ordering::Relaxed) != addr {
-            // SAFETY: our VMCS region, cleared in `new` and owned until `drop` clears it.
+        let cpu = smp::this_cpu();
+        if CURRENT_VMCS[cpu].swap(addr, Ordering::Relaxed) != addr {
+            // SAFETY: our VMCS region, cleared in `new` and owned until `drop` clears it,
+            // active on no other CPU (see above).
             unsafe { ::x86::bits64::vmx::vmptrld(addr) }.expect("VMPTRLD of our own VMCS failed");
         }
+        if self.host_cpu.get() != cpu {
+            // The host state is the CPU's own: its TSS, GDT and IDT are per CPU.
+            set(host::TR_BASE, super::super::desc::tss_base());
+            set(host::GDTR_BASE, super::super::desc::gdt_base());
+            set(host::IDTR_BASE, super::super::desc::idt_base());
+            self.host_cpu.set(cpu);
+        }
+    }
+
+    /// With several CPUs running guests: VMCLEAR the VMCS on this CPU (SDM vol. 3C, "VMCS
+    /// life cycle": a VMCS must be cleared on the processor it is active on before another
+    /// processor loads it), so that any CPU may load it next; the next entry is a VMLAUNCH.
+    fn release(&mut self) {
+        if !smp::several() {
+            return;
+        }
+        let addr = self.vmcs.addr();
+        // SAFETY: our VMCS; VMCLEAR writes its state to memory and makes it inactive here.
+        let _ = unsafe { ::x86::bits64::vmx::vmclear(addr) };
+        let _ = CURRENT_VMCS[smp::this_cpu()].compare_exchange(addr, 0, Ordering::Relaxed, Ordering::Relaxed);
+        self.launched = false;
     }
 
     fn setup_controls(&mut self) -> Result<(), &'static str> {
@@ -537,7 +570,9 @@ impl Drop for Vcpu {
         // SAFETY: our VMCS; after VMCLEAR the CPU holds no cached state of it, so its memory
         // (and the MSR area) can be reused.
         let _ = unsafe { ::x86::bits64::vmx::vmclear(addr) };
-        let _ = CURRENT_VMCS.compare_exchange(addr, 0, Ordering::Relaxed, Ordering::Relaxed);
+        for current in &CURRENT_VMCS {
+            let _ = current.compare_exchange(addr, 0, Ordering::Relaxed, Ordering::Relaxed);
+        }
     }
 }
 
@@ -548,43 +583,11 @@ type Handled = Option<Exit>;
 
 impl VirtualCpu for Vcpu {
     fn run(&mut self) -> Exit {
-        self.make_current();
-        loop {
-            let now = time::now_ns();
-            if self.timers.poll(now) || self.timers.preempt_due(now) {
-                return Exit::Preempted;
-            }
-            self.sync_with_domain();
-            self.inject_interrupts();
-            self.arm_preemption_timer();
-            self.fpu.enter(self.ctx.xcr0);
-            load_guest_cr2(self.cr2);
-            // SAFETY: the VMCS is current and fully set up, with EPT over this domain's RAM
-            // only; `regs` outlives the call; the assembly restores every callee-saved
-            // register and the stack.
-            let status = unsafe { xhv_vmx_enter(&mut self.regs, self.launched as u64) };
-            if status != 0 {
-                return self.entry_failed(status);
-            }
-            // The hypervisor takes no page faults: CR2 is still what the guest left.
-            self.cr2 = x86_64::registers::control::Cr2::read_raw();
-            self.launched = true;
-            self.sync_long_mode();
-            self.requeue_interrupted_event();
-            let exit = self.handle_exit();
-            if let Some(gpa) = self.ctx.hypercall_page.take() {
-                // A page outside RAM is the guest's loss: its later calls fault there.
-                let _ = self.ram.write_phys(gpa, &policy::hypercall_page(false), &self.space.borrow().hidden);
-            }
-            if let Some(ipi) = self.ctx.msrs.lapic.take_ipi()
-                && let Some(exit) = self.space.borrow_mut().send_ipi(ipi)
-            {
-                return exit;
-            }
-            if let Some(exit) = exit {
-                return exit;
-            }
-        }
+        let exit = self.run_here();
+        // The state must be in memory should another CPU run this vCPU next (with one CPU
+        // running guests, which is the VT-x case for now, this is free).
+        self.fpu.leave();
+        exit
     }
 
     fn set_hypercall_result(&mut self, value: u64) {
@@ -611,7 +614,11 @@ impl VirtualCpu for Vcpu {
         if !self.space.borrow().is_sibling(self.id, index) {
             return None;
         }
-        let sibling = Vcpu::started_by_sipi(self.space.clone(), index, entry);
+        let sibling = Vcpu::started_by_sipi(self.space.clone(), index, entry).map(|mut v| {
+            // Any CPU may run it first.
+            v.release();
+            v
+        });
         // Creating it made its VMCS current: this vCPU's VMCS is reloaded on its next use.
         self.make_current();
         match sibling {
@@ -643,9 +650,63 @@ impl VirtualCpu for Vcpu {
     fn take_expired_timer(&mut self) -> bool {
         self.timers.take_fired(time::now_ns())
     }
+
+    fn unload(&mut self) {
+        self.release();
+    }
 }
 
 impl Vcpu {
+    /// Enter the guest on this CPU until an exit the core must see.
+    fn run_here(&mut self) -> Exit {
+        self.make_current();
+        let cpu = smp::this_cpu();
+        if self.last_cpu != cpu {
+            if self.last_cpu != usize::MAX {
+                // This CPU may still cache translations of this vCPU's VPID from when it
+                // last ran here, since changed by the guest elsewhere: drop the domain's.
+                invept(self.eptp);
+            }
+            self.last_cpu = cpu;
+        }
+        loop {
+            let now = time::now_ns();
+            if self.timers.poll(now) || self.timers.preempt_due(now) {
+                return Exit::Preempted;
+            }
+            self.sync_with_domain();
+            self.inject_interrupts();
+            self.arm_preemption_timer();
+            self.fpu.enter(self.ctx.xcr0);
+            load_guest_cr2(self.cr2);
+            // SAFETY: the VMCS is current and fully set up, with EPT over this domain's RAM
+            // only; `regs` outlives the call; the assembly restores every callee-saved
+            // register and the stack.
+            let status = unsafe { xhv_vmx_enter(&mut self.regs, self.launched as u64) };
+            space::left_guest();
+            if status != 0 {
+                return self.entry_failed(status);
+            }
+            // The hypervisor takes no page faults: CR2 is still what the guest left.
+            self.cr2 = x86_64::registers::control::Cr2::read_raw();
+            self.launched = true;
+            self.sync_long_mode();
+            self.requeue_interrupted_event();
+            let exit = self.handle_exit();
+            if let Some(gpa) = self.ctx.hypercall_page.take() {
+                // A page outside RAM is the guest's loss: its later calls fault there.
+                let _ = self.ram.write_phys(gpa, &policy::hypercall_page(false), &self.space.borrow().hidden);
+            }
+            if let Some(ipi) = self.ctx.msrs.lapic.take_ipi()
+                && let Some(exit) = self.space.borrow_mut().send_ipi(ipi)
+            {
+                return exit;
+            }
+            if let Some(exit) = exit {
+                return exit;
+            }
+        }
+    }
     fn translation(&self) -> Translation {
         self.make_current();
         let mode = PagingMode::from_registers(vmread(gs::CR0), vmread(gs::CR4), vmread(gs::IA32_EFER_FULL));
@@ -660,12 +721,7 @@ impl Vcpu {
     /// translations if the domain's EPT changed since this vCPU last ran.
     fn sync_with_domain(&mut self) {
         let ctx = &mut *self.ctx;
-        let stale = self.space.borrow_mut().sync_vcpu(
-            self.id,
-            &mut ctx.msrs.lapic,
-            &mut ctx.upcall_vector,
-            &mut self.ept_generation,
-        );
+        let stale = self.space.borrow_mut().sync_vcpu(self.id, &mut ctx.msrs.lapic, &mut ctx.upcall_vector);
         if stale {
             invept(self.eptp);
         }

@@ -614,8 +614,9 @@ pub mod simd {
         MAPPED.load(Ordering::Acquire) == 1
     }
 
-    /// Xen system time from `vcpu_info[0].time` (every vCPU's says the same here).
-    fn system_time_ns() -> Option<u64> {
+    /// Xen system time from `vcpu_info[0].time` (every vCPU's says the same here); `None`
+    /// if the shared info page cannot be mapped.
+    pub fn system_time_ns() -> Option<u64> {
         use core::mem::offset_of;
         use guest_abi::shared_info::{VcpuTimeInfo, x86};
         if !map_shared_info() {

@@ -1,12 +1,14 @@
 //! smp-parallel: two vCPUs of one domain really run at the same time, on two pCPUs.
 //!
-//! vCPU 0 starts vCPU 1 (PSCI CPU_ON), then the two play a lockstep handshake through
+//! vCPU 0 starts vCPU 1 (PSCI CPU_ON on aarch64; INIT/STARTUP through the x2APIC on x86),
+//! then the two play a lockstep handshake through
 //! shared memory: vCPU 0 writes round `n` to `PING` and spins until vCPU 1 answers `n` in
 //! `PONG`; vCPU 1 spins until it sees `n`, answers, and waits for `n + 1`. Neither makes a
-//! hypercall, a WFI/WFE or any other exit while it spins, and no timer of theirs is armed.
+//! hypercall, a WFI/WFE/HLT or any other exit while it spins, and no timer of theirs is armed.
 //! On a single pCPU the other vCPU therefore only runs once the hypervisor preempts the
 //! spinning one at the end of its slice (1 ms at the least), so every round trip takes two
-//! slices, 2 ms or more of guest time. Measured with the virtual counter, the best window of
+//! slices, 2 ms or more of guest time. Measured with the virtual counter (aarch64) or Xen
+//! system time through pvclock (x86: the TSC, which runs without exits), the best window of
 //! [`WINDOW`] consecutive round trips must take less than 1 ms per round trip: impossible
 //! unless both vCPUs ran on pCPUs of their own at once.
 //!
@@ -23,19 +25,19 @@ extern "C" fn guest_main() -> ! {
     guest::main()
 }
 
-#[cfg(all(target_os = "none", not(target_arch = "aarch64")))]
+#[cfg(all(target_os = "none", not(any(target_arch = "aarch64", target_arch = "x86_64"))))]
 mod guest {
     use guest_abi::sched;
     use hello_guest::{println, shutdown};
 
     pub fn main() -> ! {
-        println!("smp-parallel: only written for aarch64");
+        println!("smp-parallel: only written for aarch64 and x86_64");
         println!("SMP-PARALLEL-DONE");
         shutdown(sched::SHUTDOWN_POWEROFF)
     }
 }
 
-#[cfg(all(target_os = "none", target_arch = "aarch64"))]
+#[cfg(all(target_os = "none", any(target_arch = "aarch64", target_arch = "x86_64")))]
 mod guest {
     use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
     use guest_abi::{hypercall as nr, sched};
@@ -61,6 +63,7 @@ mod guest {
     struct Stack([u8; STACK]);
     static mut SECONDARY_STACK: Stack = Stack([0; STACK]);
 
+    #[cfg(target_arch = "aarch64")]
     fn counter() -> u64 {
         let t: u64;
         // SAFETY: reading the virtual counter has no side effect.
@@ -68,6 +71,7 @@ mod guest {
         t
     }
 
+    #[cfg(target_arch = "aarch64")]
     fn frequency() -> u64 {
         let f: u64;
         // SAFETY: reading the counter frequency has no side effect.
@@ -75,7 +79,24 @@ mod guest {
         f.max(1)
     }
 
+    /// Xen system time in ns (pvclock over the TSC: no exit once the shared info page is
+    /// mapped, which the first call does).
+    #[cfg(target_arch = "x86_64")]
+    fn counter() -> u64 {
+        simd::system_time_ns().unwrap_or(0)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn frequency() -> u64 {
+        1_000_000_000
+    }
+
     pub fn main() -> ! {
+        if counter() == 0 && cfg!(target_arch = "x86_64") {
+            println!("FAIL smp-parallel: no Xen system time (shared info not mapped)");
+            println!("SMP-PARALLEL-DONE");
+            shutdown(sched::SHUTDOWN_POWEROFF)
+        }
         if !start_sibling() {
             println!("FAIL smp-parallel: vCPU 1 did not start");
             println!("SMP-PARALLEL-DONE");
