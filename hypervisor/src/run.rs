@@ -454,12 +454,15 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
         if self.slots[i].upcall || self.ends[d].is_some() || !self.pending_unmaps.is_empty() {
             return AfterExit::Leave;
         }
-        // Its running time so far, for a runstate read in place.
-        let now = host.now_ns();
-        if let Some(x) = domains.get_mut(d).and_then(|dom| dom.vcpus.get_mut(index)) {
-            x.running_ns += now.saturating_sub(pc.entered);
+        if call.nr == guest_abi::hypercall::VCPU_OP {
+            // Its running time so far, for a runstate read in place (the only reader; other
+            // calls leave the clock unread).
+            let now = host.now_ns();
+            if let Some(x) = domains.get_mut(d).and_then(|dom| dom.vcpus.get_mut(index)) {
+                x.running_ns += now.saturating_sub(pc.entered);
+            }
+            pc.entered = now;
         }
-        pc.entered = now;
         let (domain, mut peers) = Others::split(domains, d);
         domain.current_vcpu = index;
         let result = hypercall::dispatch_returning(domain, &mut peers, vcpu, call);
