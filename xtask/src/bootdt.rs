@@ -33,6 +33,21 @@ pub struct DomainSpec {
     pub ramdisk: Option<Module>,
 }
 
+impl DomainSpec {
+    /// A configuration's domain, its kernel (and ramdisk) placed at `kernel` (`ramdisk`).
+    pub fn placed(d: &crate::bootcfg_file::ConfigDomain, kernel: Module, ramdisk: Option<Module>) -> Self {
+        DomainSpec {
+            name: d.name.clone(),
+            cpus: d.cpus,
+            memory_kib: d.memory_kib,
+            vpl011: d.vpl011,
+            kernel,
+            bootargs: d.bootargs.clone(),
+            ramdisk,
+        }
+    }
+}
+
 /// The host DTB with a `/chosen/<name>` node for every domain added; everything else (nodes,
 /// properties, memory reservations, boot CPU) is kept as it was.
 pub fn with_domains(host_dtb: &[u8], domains: &[DomainSpec]) -> Result<Vec<u8>> {

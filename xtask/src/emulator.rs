@@ -221,15 +221,7 @@ fn dom0less(built: &Built, args: &RunArgs, domains: &[ConfigDomain]) -> Result<D
                 .unwrap_or_default(),
             d.bootargs.as_deref().unwrap_or("")
         );
-        specs.push(DomainSpec {
-            name: d.name.clone(),
-            cpus: d.cpus,
-            memory_kib: d.memory_kib,
-            vpl011: d.vpl011,
-            kernel,
-            bootargs: d.bootargs.clone(),
-            ramdisk,
-        });
+        specs.push(DomainSpec::placed(d, kernel, ramdisk));
     }
     let mut dtb = bootdt::with_domains(&host, &specs)?;
     if args.hypervisor == Hypervisor::Xen {

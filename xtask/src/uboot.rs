@@ -129,15 +129,7 @@ pub fn layout(
     for d in domains {
         let kernel = place(&d.kernel)?;
         let ramdisk = d.ramdisk.as_deref().map(&mut place).transpose()?;
-        specs.push(DomainSpec {
-            name: d.name.clone(),
-            cpus: d.cpus,
-            memory_kib: d.memory_kib,
-            vpl011: d.vpl011,
-            kernel,
-            bootargs: d.bootargs.clone(),
-            ramdisk,
-        });
+        specs.push(DomainSpec::placed(d, kernel, ramdisk));
     }
     let end = modules.last().map_or(dtb.addr + dtb.size, |m| m.addr + m.size);
     ensure!(
