@@ -9,6 +9,30 @@
 
 extern crate alloc;
 
+/// The step into long mode the boot CPU and every application processor take from 32-bit
+/// protected mode, over the boot page tables and GDT: CR4.PAE, CR3, EFER.LME, then CR0.PG
+/// (with WP and PE) enters the compatibility submode; a far return to the 64-bit code segment
+/// (pushed by the caller) follows.
+macro_rules! enter_long_mode {
+    () => {
+        concat!(
+            "mov eax, cr4\n",
+            "or eax, 0x20\n",
+            "mov cr4, eax\n",
+            "mov eax, offset xhv_boot_pml4\n",
+            "mov cr3, eax\n",
+            "mov ecx, 0xC0000080\n",
+            "rdmsr\n",
+            "or eax, 0x100\n",
+            "wrmsr\n",
+            "mov eax, cr0\n",
+            "or eax, 0x80010001\n",
+            "mov cr0, eax\n",
+            "lgdt [xhv_boot_gdt_ptr]\n",
+        )
+    };
+}
+
 mod acpi;
 mod boot;
 mod desc;
