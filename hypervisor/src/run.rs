@@ -211,6 +211,15 @@ fn in_place<V: VirtualCpu, S: Scheduler>(
     after
 }
 
+/// Add to vCPU `index` of domain `d` the time it has run on `pc` since its entry there, up
+/// to `now` (its runstate's running time), and count from `now` on.
+fn charge_running(pc: &mut PerCpu, domains: &mut [Domain], d: usize, index: usize, now: u64) {
+    if let Some(x) = domains.get_mut(d).and_then(|dom| dom.vcpus.get_mut(index)) {
+        x.running_ns += now.saturating_sub(pc.entered);
+    }
+    pc.entered = now;
+}
+
 fn send_kicks(mut kicks: u64, host: &mut impl Host) {
     while kicks != 0 {
         let cpu = kicks.trailing_zeros() as usize;
@@ -394,9 +403,7 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
             pc.current = None;
             return;
         }
-        if let Some(x) = domains.get_mut(d).and_then(|dom| dom.vcpus.get_mut(self.slots[i].index)) {
-            x.running_ns += now.saturating_sub(pc.entered);
-        }
+        charge_running(pc, domains, d, self.slots[i].index, now);
         if !self.pending_unmaps.is_empty() {
             self.pending_unmaps.retain(|&(o, gpa)| {
                 if o == d {
@@ -457,11 +464,7 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
         if call.nr == guest_abi::hypercall::VCPU_OP {
             // Its running time so far, for a runstate read in place (the only reader; other
             // calls leave the clock unread).
-            let now = host.now_ns();
-            if let Some(x) = domains.get_mut(d).and_then(|dom| dom.vcpus.get_mut(index)) {
-                x.running_ns += now.saturating_sub(pc.entered);
-            }
-            pc.entered = now;
+            charge_running(pc, domains, d, index, host.now_ns());
         }
         let (domain, mut peers) = Others::split(domains, d);
         domain.current_vcpu = index;

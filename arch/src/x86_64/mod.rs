@@ -33,6 +33,22 @@ macro_rules! enter_long_mode {
     };
 }
 
+/// The first step in 64-bit code after [`enter_long_mode`]'s far return: the boot GDT's data
+/// segment in DS, ES and SS, null FS and GS.
+macro_rules! load_long_mode_segments {
+    () => {
+        concat!(
+            "mov ax, 0x10\n",
+            "mov ds, ax\n",
+            "mov es, ax\n",
+            "mov ss, ax\n",
+            "xor eax, eax\n",
+            "mov fs, ax\n",
+            "mov gs, ax\n",
+        )
+    };
+}
+
 mod acpi;
 mod boot;
 mod desc;
