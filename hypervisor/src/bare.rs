@@ -15,7 +15,7 @@ use hypervisor::domain_build;
 use hypervisor::frames::FrameAllocator;
 use hypervisor::guest_dt::{self, GuestArch};
 use hypervisor::page::{GuestRam, HostPage, PAGE_SIZE};
-use hypervisor::sched::{PoolScheduler, SchedKind, apply_boot_config};
+use hypervisor::sched::{PoolScheduler, Pools, SchedKind, apply_boot_config, plan_pools};
 use hypervisor::version::{HV_NAME, HV_VERSION, XEN_MAJOR, XEN_MINOR};
 use hypervisor::vpl011::Vpl011;
 use hypervisor::{hvlog, log, run};
@@ -81,13 +81,11 @@ fn run_boot_domains(boot: &BootInfo) -> ExitStatus {
     let mut frames = FrameAllocator::new(boot.ram(), &reserved);
     let mut failed = false;
     let mut domains = Vec::new();
-    // The boot CPU's pool names the policy (round robin without a pool) and the pCPUs that
-    // run guests: those of its CPUs that came up able to (aarch64, x86_64), else the boot
-    // CPU alone.
-    let kind = sched_cfg.as_ref().map_or(SchedKind::RoundRobin, |c| c.pools[c.boot_pool].sched);
-    let loop_cpus = loop_cpus(sched_cfg.as_ref());
-    let mut run_loop = run::RunLoop::new(PoolScheduler::new(kind, loop_cpus.len(), SLICE_NS));
-    run_loop.set_cpus(loop_cpus.len());
+    // Each CPU pool runs its domains on those of its CPUs that came up able to run guests
+    // (round robin on every such CPU without a configuration; ARMv7: the boot CPU alone).
+    let (pools, plan) = plan_pools(sched_cfg.as_ref(), &up_cpus(), boot_cpu(), SLICE_NS);
+    let mut run_loop = run::RunLoop::new(pools);
+    run_loop.set_cpus(plan.loop_cpus.len());
     let mut names: Vec<&str> = Vec::new();
     let started = run::Host::now_ns(&mut BootCpu);
     let mut largest = 0;
@@ -97,6 +95,7 @@ fn run_boot_domains(boot: &BootInfo) -> ExitStatus {
         match build(id, cfg, boot, &mut frames) {
             Ok((domain, vcpu0, overhead)) => {
                 largest = largest.max(overhead);
+                run_loop.sched_mut().place(domains.len(), plan.pool_of(sched_cfg.as_ref(), &cfg.name));
                 run_loop.add_domain(domain.vcpus.len(), vcpu0);
                 domains.push(domain);
                 names.push(&cfg.name);
@@ -125,10 +124,10 @@ fn run_boot_domains(boot: &BootInfo) -> ExitStatus {
             || c.domains.iter().any(|d| d.weight.is_some() || d.cap.is_some())
     };
     if let Some(cfg) = sched_cfg.as_ref().filter(explicit) {
-        let pool = &cfg.pools[cfg.boot_pool];
-        hvlog!("cpupool {}: scheduler {}, {} CPU(s)", pool.name, kind.name(), pool.cpus.len());
+        plan.notes.iter().for_each(|n| hvlog!("{}", n));
+        log_pools(run_loop.sched_mut(), &plan.loop_cpus);
         let now = run::Host::now_ns(&mut BootCpu);
-        match apply_boot_config(run_loop.sched_mut(), kind, cfg, &names, loop_cpus.len(), now) {
+        match apply_boot_config(run_loop.sched_mut(), &plan, cfg, &names, now) {
             Ok(notes) => notes.iter().for_each(|n| hvlog!("{}", n)),
             Err(why) => {
                 hvlog!("boot configuration rejected: {}", why);
@@ -136,15 +135,17 @@ fn run_boot_domains(boot: &BootInfo) -> ExitStatus {
             }
         }
     }
-    if let PoolScheduler::Arinc653(a) = run_loop.sched_mut()
-        && let Some((schedule, epoch)) = a.schedule()
-    {
-        hvlog!(
-            "arinc653: major frame {} us on {} pCPU(s), first frame at {} ns",
-            schedule.major_frame_ns / 1000,
-            schedule.cpus.len(),
-            epoch
-        );
+    for pool in run_loop.sched_mut().pools() {
+        if let PoolScheduler::Arinc653(a) = &pool.sched
+            && let Some((schedule, epoch)) = a.schedule()
+        {
+            hvlog!(
+                "arinc653: major frame {} us on {} pCPU(s), first frame at {} ns",
+                schedule.major_frame_ns / 1000,
+                schedule.cpus.len(),
+                epoch
+            );
+        }
     }
     // Xen's DOMAIN_CAPS_CONTROL marks the control domain, the one that may use sysctl/domctl.
     if let Some(cfg) = sched_cfg.as_ref() {
@@ -157,50 +158,53 @@ fn run_boot_domains(boot: &BootInfo) -> ExitStatus {
     }
     let ids: Vec<u16> = domains.iter().map(|d| d.id).collect();
     domains.iter_mut().for_each(|d| d.known_domains.clone_from(&ids));
-    let ends = run_domains(run_loop, domains, loop_cpus);
+    let ends = run_domains(run_loop, domains, plan.loop_cpus);
     if failed || ends.contains(&DomainEnd::Crashed) { ExitStatus::Failure } else { ExitStatus::Success }
 }
 
-/// The logical CPUs that run the core's loop, in the boot pool's order (the pool's pCPU `i`
-/// is `loop_cpus[i]`): the boot pool's CPUs that are up and able to run guests, the boot
-/// CPU always among them.
+/// Each pool's name, policy and CPUs, as the boot log shows them.
+fn log_pools(pools: &Pools, loop_cpus: &[usize]) {
+    for pool in pools.pools() {
+        let cpus: Vec<String> = pool.cpus().iter().map(|&c| format!("CPU{}", loop_cpus[c])).collect();
+        hvlog!(
+            "cpupool {}: scheduler {}, {} CPU(s) (Pool-{}: {})",
+            pool.name,
+            pool.sched.kind().name(),
+            cpus.len(),
+            pool.id,
+            cpus.join(", ")
+        );
+    }
+}
+
+/// (logical CPU, `reg`/APIC id) of each CPU up and able to run guests, the boot CPU among
+/// them.
 #[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
-fn loop_cpus(cfg: Option<&SchedConfig>) -> Vec<usize> {
+fn up_cpus() -> Vec<(usize, u64)> {
     let me = cpu::this_cpu();
-    let logical = |reg: u64| (0..arch::cpu::MAX_CPUS).find(|&c| cpu::cpu_affinity(c) == Some(reg));
-    let mut cpus: Vec<usize> = match cfg {
-        Some(c) => c.pools[c.boot_pool].cpus.iter().filter_map(|&reg| logical(reg)).collect(),
-        None => (0..arch::cpu::MAX_CPUS).collect(),
-    };
-    // x86: the configuration is a module whose `/cpus` (if it has one) need not list the
-    // machine's CPUs, which come from the ACPI MADT. As Xen's Pool-0 does, the implicit boot
-    // pool (the parser's `Pool-0`: no `xen,cpupool` node holds the boot CPU) takes every
-    // CPU of the machine that no pool names.
-    if cfg!(target_arch = "x86_64")
-        && let Some(c) = cfg.filter(|c| c.pools[c.boot_pool].name == "Pool-0")
-    {
-        let named = |reg: u64| c.pools.iter().any(|p| p.cpus.contains(&reg));
-        for l in 0..arch::cpu::MAX_CPUS {
-            if cpu::cpu_affinity(l).is_some_and(|reg| !named(reg)) && !cpus.contains(&l) {
-                cpus.push(l);
-            }
-        }
-    }
-    cpus.retain(|&c| c == me || cpu::cpu_ready(c));
-    if !cpus.contains(&me) {
-        cpus.insert(0, me);
-    }
-    cpus
+    (0..arch::cpu::MAX_CPUS)
+        .filter(|&c| c == me || cpu::cpu_ready(c))
+        .filter_map(|c| Some((c, cpu::cpu_affinity(c)?)))
+        .collect()
 }
 #[cfg(not(any(target_arch = "aarch64", target_arch = "x86_64")))]
-fn loop_cpus(_cfg: Option<&SchedConfig>) -> Vec<usize> {
-    alloc::vec![0]
+fn up_cpus() -> Vec<(usize, u64)> {
+    Vec::new()
+}
+
+#[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
+fn boot_cpu() -> usize {
+    cpu::this_cpu()
+}
+#[cfg(not(any(target_arch = "aarch64", target_arch = "x86_64")))]
+fn boot_cpu() -> usize {
+    0
 }
 
 /// Every vCPU of every domain shares the boot CPU (ARMv7: no SMP host yet).
 #[cfg(not(any(target_arch = "aarch64", target_arch = "x86_64")))]
 fn run_domains(
-    mut run_loop: run::RunLoop<cpu::Vcpu, PoolScheduler>,
+    mut run_loop: run::RunLoop<cpu::Vcpu, Pools>,
     mut domains: Vec<Domain>,
     _cpus: Vec<usize>,
 ) -> Vec<DomainEnd> {
@@ -216,7 +220,7 @@ struct Shared {
     /// `run::run_cpu`): core lock, then a domain's `DomainSpace` lock (arch, innermost but
     /// for the leaves); the log line lock and the heap lock are leaves taken anywhere. Held
     /// for scheduling decisions and exit handling, never while a guest runs or a pCPU idles.
-    core: spin::Mutex<run::Core<'static, cpu::Vcpu, PoolScheduler>>,
+    core: spin::Mutex<run::Core<'static, cpu::Vcpu, Pools>>,
     cpus: Vec<usize>,
 }
 
@@ -224,14 +228,10 @@ struct Shared {
 #[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
 static SHARED: spin::Once<Shared> = spin::Once::new();
 
-/// Every pCPU of the boot pool runs the core's loop over the one run loop and the domains;
+/// Every pCPU of every pool runs the core's loop over the one run loop and the domains;
 /// the boot CPU returns when every domain has ended.
 #[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
-fn run_domains(
-    mut run_loop: run::RunLoop<cpu::Vcpu, PoolScheduler>,
-    domains: Vec<Domain>,
-    cpus: Vec<usize>,
-) -> Vec<DomainEnd> {
+fn run_domains(mut run_loop: run::RunLoop<cpu::Vcpu, Pools>, domains: Vec<Domain>, cpus: Vec<usize>) -> Vec<DomainEnd> {
     let list: Vec<String> = cpus.iter().map(|c| format!("CPU{c}")).collect();
     hvlog!("SMP host: {} pCPU(s) run guests ({})", cpus.len(), list.join(", "));
     run_loop.start(cpu::now_ns());
@@ -246,14 +246,14 @@ fn run_domains(
 
 /// A secondary CPU, up at EL2 with its GIC interface (aarch64) or in VMX root / with SVM on
 /// and its local APIC set up (x86_64): once the domains are built it runs the core's loop if
-/// it belongs to the boot pool (only CPUs able to run guests are in `Shared::cpus`), else it
+/// it is in a pool (only CPUs able to run guests are in `Shared::cpus`), else it
 /// stays parked.
 #[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
 #[unsafe(no_mangle)]
 pub fn hv_secondary_main(me: usize) -> ! {
     let shared = SHARED.wait();
     if let Some(index) = shared.cpus.iter().position(|&c| c == me) {
-        hvlog!("CPU{}: running guests as pCPU {} of the boot pool", me, index);
+        hvlog!("CPU{}: running guests as pCPU {}", me, index);
         run::run_cpu(index, &shared.core, &mut PoolCpu { cpus: &shared.cpus });
     }
     loop {
@@ -261,7 +261,7 @@ pub fn hv_secondary_main(me: usize) -> ! {
     }
 }
 
-/// One pCPU of the boot pool as its loop's clock, idler and kicker.
+/// One pCPU of the loop as its clock, idler and kicker.
 #[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
 struct PoolCpu<'a> {
     /// The logical CPU of each pCPU of the pool.

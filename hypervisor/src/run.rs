@@ -16,7 +16,7 @@ use crate::domain::{Domain, DomainEnd, Others, pair_mut};
 use crate::hvlog;
 use crate::hypercall::grant_map;
 use crate::hypercall::{self, Outcome};
-use crate::sched::{Cpu, Scheduler, VcpuRef};
+use crate::sched::{Cpu, OnePool, PoolControl, Scheduler, VcpuRef};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use arch::exit::{AfterExit, CpuOnResult, Exit, FaultKind, GuestFault, VirtualCpu};
@@ -592,11 +592,17 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
         let domain = &mut domains[d];
         domain.current_vcpu = index;
         domain.call_compat = false;
-        let mut ctl = SchedCtl { sched: &mut self.sched, domids: &domids, nr_cpus, now };
-        let (result, changed) = if nr == guest_abi::hypercall::SYSCTL {
-            sched_ctl::sysctl(domain, vcpu, arg, &mut ctl)
-        } else {
-            sched_ctl::domctl(domain, vcpu, arg, &mut ctl)
+        let call = |pools: &mut dyn PoolControl, vcpu: &mut V| {
+            let mut ctl = SchedCtl { pools, domids: &domids, now };
+            if nr == guest_abi::hypercall::SYSCTL {
+                sched_ctl::sysctl(domain, vcpu, arg, &mut ctl)
+            } else {
+                sched_ctl::domctl(domain, vcpu, arg, &mut ctl)
+            }
+        };
+        let (result, changed) = match self.sched.control() {
+            Some(pools) => call(pools, vcpu),
+            None => call(&mut OnePool { sched: &mut self.sched, nr_cpus }, vcpu),
         };
         match changed {
             Changed::Nothing => {}

@@ -66,6 +66,13 @@ pub fn with_domains(host_dtb: &[u8], domains: &[DomainSpec]) -> Result<Vec<u8>> 
     Ok(out)
 }
 
+/// How many CPU nodes (`device_type = "cpu"`) a DTB's `/cpus` has.
+pub fn cpu_count(dtb: &[u8]) -> Result<usize> {
+    let fdt = Fdt::new(dtb).context("not a valid device tree")?;
+    let Some(cpus) = fdt.find_node("/cpus") else { return Ok(0) };
+    Ok(cpus.children().filter(|n| n.property("device_type").is_some_and(|p| p.value() == b"cpu\0")).count())
+}
+
 /// Carry a configuration's CPU pools and scheduler properties into a boot DTB `with_domains`
 /// built: its `xen,cpupool` nodes go under `/chosen` with every CPU phandle (`cpupool-cpus`,
 /// the first cell of each `xhv,arinc653-windows` entry) turned into the phandle of the

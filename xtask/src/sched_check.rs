@@ -27,6 +27,10 @@ const MS: i64 = 1_000_000;
 pub const CREDIT_SHARES: [(u16, f64, bool); 6] =
     [(1, 0.2, false), (2, 0.4, false), (3, 0.8, false), (4, 0.2, true), (5, 0.2, false), (6, 0.2, false)];
 
+/// The cpupools configuration (qemu/configs/cpupools.dts): the credit pool's two domains
+/// share its one pCPU 1:3.
+pub const CPUPOOLS_CREDIT_SHARES: [(u16, f64, bool); 2] = [(4, 0.25, false), (5, 0.75, false)];
+
 /// Check `ran-us` of every domain against `expected` (domain, pCPUs, capped).
 pub fn credit_shares(console: &str, expected: &[(u16, f64, bool)]) -> Result<String, String> {
     let mut got = BTreeMap::new();
@@ -95,14 +99,32 @@ pub struct Phase {
 /// Check every domain's runs against `phases` (the first from the `first frame at` line
 /// on; each later one from its own start). Returns a summary of what was checked.
 pub fn arinc653_runs(console: &str, phases: &mut [Phase]) -> Result<String, String> {
-    runs_checked(console, phases).map(|(summary, _)| summary)
+    runs_checked(console, phases, Boundaries::Exact).map(|(summary, _)| summary)
+}
+
+/// [`arinc653_runs`] on a machine whose other CPUs also run guests: QEMU's -icount runs its
+/// CPUs in turn, so while a CPU outside the pool has its turn (a few hundred µs) no
+/// partition records, and windows show holes and late starts that are not the schedule's
+/// (a short window can pass entirely during another CPU's turn). Every run must still lie
+/// inside one of its domain's windows; the summary says how many windows had runs.
+pub fn arinc653_runs_inside(console: &str, phases: &mut [Phase]) -> Result<String, String> {
+    runs_checked(console, phases, Boundaries::Inside).map(|(summary, _)| summary)
+}
+
+/// How closely a domain's runs must follow its windows.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Boundaries {
+    /// Merged, they are the windows, boundaries within [`WINDOW_TOLERANCE_NS`].
+    Exact,
+    /// They lie inside the windows.
+    Inside,
 }
 
 /// A domain and the first and last instants it recorded.
 type Span = (u16, i64, i64);
 
 /// [`arinc653_runs`], and each domain's span.
-fn runs_checked(console: &str, phases: &mut [Phase]) -> Result<(String, Vec<Span>), String> {
+fn runs_checked(console: &str, phases: &mut [Phase], how: Boundaries) -> Result<(String, Vec<Span>), String> {
     let epoch: i64 = console
         .lines()
         .find_map(|l| field(l, "first frame at "))
@@ -134,6 +156,7 @@ fn runs_checked(console: &str, phases: &mut [Phase]) -> Result<(String, Vec<Span
         return Err("no domain printed its runs".into());
     }
     let mut checked = 0;
+    let mut covered = 0;
     let mut worst = 0i64;
     let mut spans = Vec::new();
     for (&d, rs) in &runs {
@@ -161,6 +184,11 @@ fn runs_checked(console: &str, phases: &mut [Phase]) -> Result<(String, Vec<Span
         }
         let clipped: Vec<(i64, i64)> =
             expected.iter().map(|&(s, e)| (s.max(first), e.min(last))).filter(|(s, e)| s < e).collect();
+        if how == Boundaries::Inside {
+            covered += clipped.iter().filter(|&&(s, e)| abs.iter().any(|&(a, b)| a < e && b > s)).count();
+            checked += clipped.len();
+            continue;
+        }
         if merged.len() != clipped.len() {
             return Err(format!(
                 "d{d} ran in {} stretches from {} to {} ms, its schedule has {} windows there",
@@ -185,12 +213,17 @@ fn runs_checked(console: &str, phases: &mut [Phase]) -> Result<(String, Vec<Span
         }
         checked += clipped.len();
     }
-    let summary = format!(
-        "{checked} windows of {} domains matched, worst boundary {:.1} us off (tolerance {} us)",
-        runs.len(),
-        worst as f64 / 1000.0,
-        WINDOW_TOLERANCE_NS / 1000
-    );
+    let summary = match how {
+        Boundaries::Exact => format!(
+            "{checked} windows of {} domains matched, worst boundary {:.1} us off (tolerance {} us)",
+            runs.len(),
+            worst as f64 / 1000.0,
+            WINDOW_TOLERANCE_NS / 1000
+        ),
+        Boundaries::Inside => {
+            format!("every run of {} domains inside its windows; {covered} of {checked} windows had runs", runs.len())
+        }
+    };
     Ok((summary, spans))
 }
 
@@ -225,7 +258,7 @@ pub fn arinc653_switch(console: &str, before: Phase, mut after: Phase) -> Result
     }
     after.from_ns = at;
     let mut phases = [before, after];
-    let (summary, spans) = runs_checked(console, &mut phases)?;
+    let (summary, spans) = runs_checked(console, &mut phases, Boundaries::Exact)?;
     for (d, first, last) in spans {
         if !(first < at && at < last) {
             return Err(format!(
@@ -312,5 +345,10 @@ mod tests {
         assert!(arinc653_runs(&late, &mut phases()).is_err());
         let outside = format!("{ok}(d1) SCHED-PROBE run v0 14000000 14500000\n");
         assert!(arinc653_runs(&outside, &mut phases()).unwrap_err().contains("outside its windows"));
+        // Inside only: a late start, a hole and a window missed pass, a run outside fails.
+        assert!(arinc653_runs_inside(&late, &mut phases()).is_ok());
+        assert!(arinc653_runs_inside(&outside, &mut phases()).unwrap_err().contains("outside its windows"));
+        let missed = format!("{ok}(d1) SCHED-PROBE run v0 31001000 33000000\n");
+        assert!(arinc653_runs_inside(&missed, &mut phases()).unwrap().contains("3 of 4 windows had runs"));
     }
 }

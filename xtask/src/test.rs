@@ -602,7 +602,7 @@ fn scenarios() -> Vec<Scenario> {
 
 /// The `simd-isolation` guest: every vCPU's vector registers survive preemption, yields and
 /// blocking waits while another vCPU (of its domain, or another domain) fills its own.
-/// The SMP host (issue 15): every pCPU of the boot pool runs guests. A 2-vCPU domain on a
+/// The SMP host (issue 15): every pCPU runs guests. A 2-vCPU domain on a
 /// 2-CPU machine plays a lockstep handshake without exits (`smp-parallel`), which is faster
 /// than one pCPU could ever make it only if both vCPUs run at once; the hypervisor says how
 /// many pCPUs run its loop, and that the second one entered it.
@@ -631,7 +631,7 @@ fn smp_host_scenarios() -> Vec<Scenario> {
                 expect: Expect {
                     in_order,
                     // CPU1 says so when it enters the loop (before or after vCPU 1 powers on).
-                    count: Some(("(XEN) CPU1: running guests as pCPU 1 of the boot pool".into(), 1)),
+                    count: Some(("(XEN) CPU1: running guests as pCPU 1".into(), 1)),
                     forbidden: vec!["PANIC", "FAIL"],
                     exit_zero: true,
                 },
@@ -645,9 +645,8 @@ fn smp_host_scenarios() -> Vec<Scenario> {
 /// [`crate::sched_check`] compares with the schedule (see [`figures`]).
 fn sched_scenarios() -> Vec<Scenario> {
     // `done`: the line each domain prints last with its figures.
-    let probe = |name: &str, file: &'static str, pool: &str, lines: &[&str], done: &str, domains: usize| {
+    let probe = |name: &str, file: &'static str, lines: &[&str], done: &str, domains: usize| {
         let mut in_order = banner(Arch::Aarch64);
-        in_order.push(format!("(XEN) cpupool {pool}, 2 CPU(s)"));
         in_order.extend(lines.iter().map(|l| l.to_string()));
         in_order.push("(XEN) stopping: all domains powered off".into());
         Scenario {
@@ -666,24 +665,43 @@ fn sched_scenarios() -> Vec<Scenario> {
         probe(
             "credit-shares-aarch64",
             "credit-shares.dts",
-            "cpupool-credit: scheduler credit",
-            &["(XEN) SMP host: 2 pCPU(s) run guests (CPU0, CPU1)"],
+            &[
+                "(XEN) cpupool cpupool-credit: scheduler credit, 2 CPU(s) (Pool-0: CPU0, CPU1)",
+                "(XEN) SMP host: 2 pCPU(s) run guests (CPU0, CPU1)",
+            ],
             "SCHED-PROBE ran-us=",
             6,
         ),
         probe(
             "arinc653-frames-aarch64",
             "arinc653-frames.dts",
-            "cpupool-a653: scheduler arinc653",
-            &["(XEN) arinc653: major frame 30000 us on 2 pCPU(s), first frame at ", "(XEN) SMP host: 2 pCPU(s)"],
+            &[
+                "(XEN) cpupool cpupool-a653: scheduler arinc653, 2 CPU(s)",
+                "(XEN) arinc653: major frame 30000 us on 2 pCPU(s), first frame at ",
+                "(XEN) SMP host: 2 pCPU(s)",
+            ],
             "SCHED-PROBE done vcpus=2 ",
             3,
+        ),
+        // Two pools of their own schedulers on three pCPUs: the first frame's partitions
+        // (domains 1-3) on CPUs 1 and 2, credit for domains 4 and 5 on CPU0.
+        probe(
+            "cpupools-aarch64",
+            "cpupools.dts",
+            &[
+                "(XEN) cpupool cpupool-general: scheduler credit, 1 CPU(s) (Pool-0: CPU0)",
+                "(XEN) cpupool cpupool-a653: scheduler arinc653, 2 CPU(s) (Pool-1: CPU1, CPU2)",
+                "(XEN) arinc653: major frame 30000 us on 2 pCPU(s), first frame at ",
+                "(XEN) SMP host: 3 pCPU(s) run guests (CPU0, CPU1, CPU2)",
+            ],
+            "SCHED-PROBE ran-us=",
+            2,
         ),
         probe(
             "arinc653-switch-aarch64",
             "arinc653-switch.dts",
-            "cpupool-a653: scheduler arinc653",
             &[
+                "(XEN) cpupool cpupool-a653: scheduler arinc653, 2 CPU(s)",
                 "(XEN) arinc653: major frame 20000 us on 2 pCPU(s), first frame at ",
                 "(XEN) d1: domU1: control domain (capabilities: DOMAIN_CAPS_CONTROL)",
                 "(d1) SCHED-CTL wrong-version rc=-13",
@@ -710,6 +728,16 @@ fn figures(name: &str, console: &str) -> Option<Result<String, String>> {
         "arinc653-frames-aarch64" => {
             let mut phases = [sc::Phase { from_ns: 0, major_ms: 30, windows: sc::xen_example() }];
             Some(sc::arinc653_runs(console, &mut phases))
+        }
+        "cpupools-aarch64" => {
+            let done = console.matches("SCHED-PROBE done vcpus=2 ").count();
+            if done != 3 {
+                return Some(Err(format!("{done} of 3 partitions printed their runs")));
+            }
+            let mut phases = [sc::Phase { from_ns: 0, major_ms: 30, windows: sc::xen_example() }];
+            let windows = sc::arinc653_runs_inside(console, &mut phases);
+            let shares = sc::credit_shares(console, &sc::CPUPOOLS_CREDIT_SHARES);
+            Some(windows.and_then(|w| shares.map(|s| format!("pool 1: {w}; pool 0: {s}"))))
         }
         "arinc653-switch-aarch64" => {
             let (before, after) = sc::switch_schedules();
@@ -1024,7 +1052,9 @@ impl Scenario {
                 TestGuest::Linux { .. }
                 | TestGuest::LinuxI386 { .. }
                 | TestGuest::Fuzz { .. }
-                | TestGuest::Config("two-domus.dts"),
+                | TestGuest::Config("two-domus.dts")
+                // A second of exact guest time, the emulated CPUs run in turn.
+                | TestGuest::GuestConfig { guest: "sched-probe", .. },
                 _,
             )
             | (_, Arch::X86_64) => 300,
@@ -1256,8 +1286,14 @@ fn run_one(s: &Scenario, built: &Built, logs: &std::path::Path, hypervisor: Hype
             // The scheduler probes measure guest time: exact under icount.
             args.icount = guest == "sched-probe";
             // x86: one CPU, so that every vCPU shares the boot CPU as these scenarios
-            // expect; two for the SMP host's own.
-            args.smp = if s.arch == Arch::X86_64 && !s.name.starts_with("smp-parallel") { 1 } else { 2 };
+            // expect; two for the SMP host's own. ARM: as many as the configuration's
+            // `/cpus` names (its CPU pools), at least two.
+            args.smp = if s.arch == Arch::X86_64 && !s.name.starts_with("smp-parallel") {
+                1
+            } else {
+                let dtb = crate::bootcfg_file::compile(&config).map_err(|e| format!("{e:#}"))?;
+                crate::bootdt::cpu_count(&dtb).map_err(|e| format!("{e:#}"))?.max(2) as u32
+            };
             emulator::configured(built, &args, &config).map_err(|e| format!("{e:#}"))?
         }
         TestGuest::BuiltInSmp(name, smp) => {

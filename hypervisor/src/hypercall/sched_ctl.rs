@@ -4,8 +4,8 @@
 //! As Xen 4.17 does: the structure is copied in (-EFAULT), its interface version checked
 //! (-EACCES), for a domctl the target looked up (-ESRCH), and a domain without the control
 //! capability refused (-EPERM, what Xen's default XSM policy answers a domU). Then the
-//! operation: a pool other than the running one (id 0) is -ESRCH, a `sched_id` other than
-//! the pool's scheduler -EINVAL, bad parameters -EINVAL. Anything else is -ENOSYS (other
+//! operation: a pool id that names no pool is -ESRCH, a `sched_id` other than the pool's
+//! scheduler -EINVAL, bad parameters -EINVAL. A domctl reaches the target domain's pool. Anything else is -ENOSYS (other
 //! commands) or -EOPNOTSUPP (pool changes).
 //!
 //! ARINC 653 schedules cross in Xen's format, `xen_sysctl_arinc653_schedule`: entries run
@@ -18,7 +18,7 @@
 
 use super::{HcResult, args};
 use crate::domain::Domain;
-use crate::sched::{Arinc653Schedule, CreditParams, DomainRef, SchedKind, Scheduler, Window};
+use crate::sched::{Arinc653Schedule, CreditParams, DomainRef, PoolControl, SchedKind, Window};
 use alloc::vec::Vec;
 use arch::exit::VirtualCpu;
 use guest_abi::errno;
@@ -28,13 +28,11 @@ use zerocopy::{FromBytes, FromZeros, IntoBytes};
 /// `vcpu_id` of a zero-handle entry that moves to the next pCPU.
 pub const NEXT_CPU: u32 = 0xffff_ffff;
 
-/// What the control operations reach: the running pool's scheduler and who is in it.
+/// What the control operations reach: the CPU pools, their schedulers and the domains.
 pub struct SchedCtl<'a> {
-    pub sched: &'a mut dyn Scheduler,
-    /// Domain id of each of the scheduler's domains (`DomainRef` is the index).
+    pub pools: &'a mut dyn PoolControl,
+    /// Domain id of each domain (`DomainRef` is the index).
     pub domids: &'a [u16],
-    /// pCPUs of the pool.
-    pub nr_cpus: usize,
     pub now: u64,
 }
 
@@ -97,10 +95,9 @@ fn scheduler_op(vcpu: &mut dyn VirtualCpu, u: &mut [u8; 128], ctl: &mut SchedCtl
     if op.cmd != x::XEN_SYSCTL_SCHEDOP_PUTINFO && op.cmd != x::XEN_SYSCTL_SCHEDOP_GETINFO {
         return Err(errno::EINVAL);
     }
-    if op.cpupool_id != 0 {
-        return Err(errno::ESRCH);
-    }
-    let kind = ctl.sched.kind();
+    let nr_cpus = ctl.pools.pool_cpu_ids(op.cpupool_id).len();
+    let Some(sched) = ctl.pools.pool_sched(op.cpupool_id) else { return Err(errno::ESRCH) };
+    let kind = sched.kind();
     if sched_id(kind) != Some(op.sched_id) {
         return Err(errno::EINVAL);
     }
@@ -120,10 +117,10 @@ fn scheduler_op(vcpu: &mut dyn VirtualCpu, u: &mut [u8; 128], ctl: &mut SchedCtl
                 {
                     return Err(errno::EINVAL);
                 }
-                ctl.sched.set_credit_globals(c.tslice_ms, c.ratelimit_us).map_err(|_| errno::EINVAL)?;
+                sched.set_credit_globals(c.tslice_ms, c.ratelimit_us).map_err(|_| errno::EINVAL)?;
                 changed = Changed::CreditGlobals(c.tslice_ms, c.ratelimit_us);
             }
-            let (tslice_ms, ratelimit_us) = ctl.sched.credit_globals().ok_or(errno::EINVAL)?;
+            let (tslice_ms, ratelimit_us) = sched.credit_globals().ok_or(errno::EINVAL)?;
             // No migration delay is modelled: it reads back as 0.
             c = x::XenSysctlCreditSchedule { tslice_ms, ratelimit_us, vcpu_migr_delay_us: 0 };
             op.u.as_mut_bytes()[..12].copy_from_slice(c.as_bytes());
@@ -132,13 +129,13 @@ fn scheduler_op(vcpu: &mut dyn VirtualCpu, u: &mut [u8; 128], ctl: &mut SchedCtl
             let handle = op.u[0];
             if put {
                 let s: XenSysctlArinc653Schedule = args::read_struct(vcpu, handle)?;
-                let schedule = decode(&s, ctl.domids, ctl.nr_cpus)?;
+                let schedule = decode(&s, ctl.domids, nr_cpus)?;
                 let major_frame_ns = schedule.major_frame_ns;
-                ctl.sched.set_arinc653(schedule, ctl.now).map_err(|_| errno::EINVAL)?;
-                let at = ctl.sched.arinc653_schedule().map_or(ctl.now, |(_, at)| at);
+                sched.set_arinc653(schedule, ctl.now).map_err(|_| errno::EINVAL)?;
+                let at = sched.arinc653_schedule().map_or(ctl.now, |(_, at)| at);
                 changed = Changed::Arinc653 { major_frame_ns, at };
             } else {
-                let (s, _) = ctl.sched.arinc653_schedule().ok_or(errno::EINVAL)?;
+                let (s, _) = sched.arinc653_schedule().ok_or(errno::EINVAL)?;
                 let out = encode(&s, ctl.domids).ok_or(errno::EINVAL)?;
                 args::write_struct(vcpu, handle, &out)?;
             }
@@ -211,22 +208,21 @@ pub fn encode(s: &Arinc653Schedule, domids: &[u16]) -> Option<XenSysctlArinc653S
     Some(out)
 }
 
-/// `XEN_SYSCTL_cpupool_op`: INFO on the running pool (id 0); changing pools is not supported.
+/// `XEN_SYSCTL_cpupool_op`: INFO on a pool; changing pools is not supported.
 fn cpupool_op(vcpu: &mut dyn VirtualCpu, u: &mut [u8; 128], ctl: &mut SchedCtl) -> Result<(), i64> {
     let mut op = x::XenSysctlCpupoolOp::read_from_prefix(&u[..]).map_err(|_| errno::EINVAL)?.0;
     match op.op {
         x::XEN_SYSCTL_CPUPOOL_OP_INFO => {
             // Xen answers with the first pool whose id is at least the one asked for.
-            if op.cpupool_id != 0 {
-                return Err(errno::ENOENT);
-            }
-            op.sched_id = sched_id(ctl.sched.kind()).unwrap_or(0);
-            op.n_dom = ctl.domids.len() as u32;
-            // The pool's pCPUs as a bitmap of as many bytes as the caller's bits hold.
+            let id = ctl.pools.pool_ids().into_iter().find(|&id| id >= op.cpupool_id).ok_or(errno::ENOENT)?;
+            op.cpupool_id = id;
+            op.n_dom = ctl.pools.pool_domains(id, ctl.domids.len()) as u32;
+            // The pool's CPUs as a bitmap of as many bytes as the caller's bits hold.
             let mut bits = [0u8; 8];
-            for c in 0..ctl.nr_cpus.min(64) {
-                bits[c / 8] |= 1 << (c % 8);
+            for c in ctl.pools.pool_cpu_ids(id).into_iter().filter(|&c| c < 64) {
+                bits[c as usize / 8] |= 1 << (c % 8);
             }
+            op.sched_id = ctl.pools.pool_sched(id).and_then(|s| sched_id(s.kind())).unwrap_or(0);
             let bytes = (op.cpumap.nr_bits as usize).div_ceil(8).min(bits.len());
             if op.cpumap.bitmap != 0 && bytes > 0 {
                 args::write(vcpu, op.cpumap.bitmap, &bits[..bytes])?;
@@ -261,7 +257,10 @@ pub fn domctl(domain: &Domain, vcpu: &mut dyn VirtualCpu, arg: u64, ctl: &mut Sc
         Ok((s, _)) => s,
         Err(_) => return (Err(errno::EINVAL), Changed::Nothing),
     };
-    let kind = ctl.sched.kind();
+    let Some(sched) = ctl.pools.pool_sched(ctl.pools.pool_of(target)) else {
+        return (Err(errno::ESRCH), Changed::Nothing);
+    };
+    let kind = sched.kind();
     if sched_id(kind) != Some(s.sched_id) {
         return (Err(errno::EINVAL), Changed::Nothing);
     }
@@ -271,7 +270,7 @@ pub fn domctl(domain: &Domain, vcpu: &mut dyn VirtualCpu, arg: u64, ctl: &mut Sc
             let Ok((c, _)) = x::XenDomctlSchedCredit::read_from_prefix(s.u.as_bytes()) else {
                 return (Err(errno::EINVAL), Changed::Nothing);
             };
-            let mut p = ctl.sched.credit(target).unwrap_or_default();
+            let mut p = sched.credit(target).unwrap_or_default();
             if s.cmd == x::XEN_DOMCTL_SCHEDOP_PUTINFO {
                 // As Xen: weight 0 and cap 0xffff leave that parameter as it is.
                 if c.weight != 0 {
@@ -280,7 +279,7 @@ pub fn domctl(domain: &Domain, vcpu: &mut dyn VirtualCpu, arg: u64, ctl: &mut Sc
                 if c.cap != u16::MAX {
                     p.cap = c.cap;
                 }
-                if ctl.sched.set_credit(target, p).is_err() {
+                if sched.set_credit(target, p).is_err() {
                     return (Err(errno::EINVAL), Changed::Nothing);
                 }
                 changed = Changed::Credit(op.domain, p);
@@ -300,7 +299,7 @@ pub fn domctl(domain: &Domain, vcpu: &mut dyn VirtualCpu, arg: u64, ctl: &mut Sc
 mod tests {
     use super::*;
     use crate::hypercall::testing::FakeVcpu;
-    use crate::sched::{PoolScheduler, SchedKind};
+    use crate::sched::{OnePool, PoolScheduler, SchedKind, Scheduler};
 
     const MS: u64 = 1_000_000;
     const SYSCTL_AT: u64 = 0x100;
@@ -348,7 +347,7 @@ mod tests {
     }
 
     fn call(dom: &Domain, vcpu: &mut FakeVcpu, sched: &mut PoolScheduler, now: u64) -> (HcResult, Changed) {
-        let mut ctl = SchedCtl { sched, domids: &[1, 2, 3], nr_cpus: 2, now };
+        let mut ctl = SchedCtl { pools: &mut OnePool { sched, nr_cpus: 2 }, domids: &[1, 2, 3], now };
         sysctl(dom, vcpu, SYSCTL_AT, &mut ctl)
     }
 
@@ -475,7 +474,7 @@ mod tests {
             vcpu.mem[SYSCTL_AT as usize..SYSCTL_AT as usize + 144].copy_from_slice(op.as_bytes());
         };
         let dcall = |dom: &Domain, vcpu: &mut FakeVcpu, s: &mut PoolScheduler| {
-            let mut ctl = SchedCtl { sched: s, domids: &[1, 2, 3], nr_cpus: 2, now: 0 };
+            let mut ctl = SchedCtl { pools: &mut OnePool { sched: s, nr_cpus: 2 }, domids: &[1, 2, 3], now: 0 };
             domctl(dom, vcpu, SYSCTL_AT, &mut ctl)
         };
         domctl_op(&mut vcpu, 3, x::XEN_DOMCTL_SCHEDOP_PUTINFO, 512, 40);
@@ -557,7 +556,7 @@ mod tests {
                     vcpu.mem[a + 24..a + 32].copy_from_slice(&(u64::from(sub[3]) * 0x400).to_ne_bytes());
                 }
             }
-            let mut ctl = SchedCtl { sched: &mut s, domids: &[1, 2, 3], nr_cpus: 2, now: 5 * MS };
+            let mut ctl = SchedCtl { pools: &mut OnePool { sched: &mut s, nr_cpus: 2 }, domids: &[1, 2, 3], now: 5 * MS };
             let (r, _) = if domctl_call {
                 domctl(&privileged(), &mut vcpu, arg, &mut ctl)
             } else {

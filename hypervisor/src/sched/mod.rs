@@ -14,13 +14,15 @@
 mod arinc653;
 mod credit;
 mod pool;
+mod pools;
 #[cfg(test)]
 mod proptests;
 mod round_robin;
 
 pub use arinc653::{Arinc653, Arinc653Schedule, Window};
 pub use credit::{Credit, CreditParams};
-pub use pool::{PoolScheduler, SchedKind, apply_boot_config};
+pub use pool::{PoolPlan, PoolScheduler, SchedKind, apply_boot_config, plan_pools, pool_id};
+pub use pools::{OnePool, Pool, PoolControl, Pools};
 pub use round_robin::RoundRobin;
 
 /// Names one vCPU: its index in the core's vCPU table (the run loop's slot).
@@ -107,6 +109,11 @@ pub trait Scheduler {
     /// The ARINC 653 schedule set last (in force, or waiting for its boundary) and the time
     /// it takes (or took) effect.
     fn arinc653_schedule(&self) -> Option<(Arinc653Schedule, u64)> {
+        None
+    }
+    /// The CPU pools behind this scheduler, for the control operations; `None`: a lone
+    /// policy, which they see as pool 0 ([`OnePool`]).
+    fn control(&mut self) -> Option<&mut dyn PoolControl> {
         None
     }
 }
