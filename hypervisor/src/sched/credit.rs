@@ -20,8 +20,13 @@
 //!   run, it takes the first better vCPU waiting on another pCPU's queue (load balancing).
 //!   A vCPU that yields goes behind one vCPU of lower priority, if there is one.
 //!
-//! Left out: soft/hard affinity (every vCPU may run on every pCPU of the pool), the context
-//! switch rate limit, and the migration delay. Run queues are lists: a decision costs
+//! - The context-switch *rate limit* (default 1 ms, as Xen's `sched_ratelimit_us`): a pCPU
+//!   asked to decide again keeps a vCPU that has run less than that since it was picked
+//!   (unless it yielded, blocked or was parked) until it has, so wake-ups cannot make it
+//!   switch faster than that.
+//!
+//! Left out: soft/hard affinity (every vCPU may run on every pCPU of the pool) and the
+//! migration delay. Run queues are lists: a decision costs
 //! O(runnable vCPUs on the pCPU) plus a scan of the others' when it steals.
 
 use super::{Cpu, Decision, DomainRef, SchedError, Scheduler, VcpuRef};
@@ -38,6 +43,11 @@ const CREDITS_PER_MSEC: u64 = 10;
 /// Credits one pCPU hands out per accounting period (30 ms × 10 per ms).
 const CREDITS_PER_ACCT: i64 = (CREDITS_PER_MSEC * TICK_NS * TICKS_PER_ACCT / MS) as i64;
 pub const DEFAULT_WEIGHT: u16 = 256;
+/// Xen's default context-switch rate limit (`sched_ratelimit_us`).
+pub const DEFAULT_RATELIMIT_US: u32 = 1000;
+/// The shortest slice a rate-limited decision gives (Xen's CSCHED_MIN_TIMER): a shorter
+/// timer would cost more than it keeps.
+const MIN_TIMER_NS: u64 = 50_000;
 
 /// A domain's credit parameters (Xen's `xen_domctl_sched_credit`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,6 +94,8 @@ struct Vcpu {
 struct Pcpu {
     runq: VecDeque<VcpuRef>,
     current: Option<VcpuRef>,
+    /// When `current` was picked (a rate-limited decision keeps it).
+    since: u64,
 }
 
 pub struct Credit {
@@ -97,8 +109,7 @@ pub struct Credit {
     place: Cpu,
     /// The slice a picked vCPU runs at most (`XEN_SYSCTL_scheduler_op` may change it).
     tslice_ns: u64,
-    /// The context-switch rate limit set through `XEN_SYSCTL_scheduler_op`, in µs: kept and
-    /// reported, not applied (see "Left out" above).
+    /// The context-switch rate limit, in µs (0: none); `XEN_SYSCTL_scheduler_op` sets it.
     ratelimit_us: u32,
 }
 
@@ -113,7 +124,7 @@ impl Credit {
             ticks: 0,
             place: 0,
             tslice_ns: TSLICE_NS,
-            ratelimit_us: 0,
+            ratelimit_us: DEFAULT_RATELIMIT_US,
         }
     }
 
@@ -313,6 +324,20 @@ impl Credit {
     }
 
     /// The first vCPU waiting on another pCPU's queue that is better than `than`.
+    /// `cpu` keeps running its vCPU while it has run less than the rate limit since it was
+    /// picked, if it could go on (runnable, not parked, did not yield): for the rest of it.
+    fn rate_limited(&mut self, cpu: Cpu, now: u64) -> Option<Decision> {
+        let limit = u64::from(self.ratelimit_us) * 1000;
+        let (cur, since) = (self.cpus[cpu].current?, self.cpus[cpu].since);
+        let v = self.vcpus.get(cur)?.as_ref()?;
+        let ran = now.saturating_sub(since);
+        if limit == 0 || ran >= limit || !v.runnable || v.parked || v.yielded {
+            return None;
+        }
+        self.burn(cur, now);
+        Some(Decision { vcpu: cur, slice_ns: (limit - ran).max(MIN_TIMER_NS) })
+    }
+
     fn steal(&mut self, cpu: Cpu, than: Option<Priority>) -> Option<VcpuRef> {
         let n = self.cpus.len();
         for peer in (1..n).map(|k| (cpu + k) % n) {
@@ -421,6 +446,9 @@ impl Scheduler for Credit {
             return None;
         }
         self.catch_up(now);
+        if let Some(keep) = self.rate_limited(cpu, now) {
+            return Some(keep);
+        }
         if let Some(prev) = self.cpus[cpu].current.take() {
             self.burn(prev, now);
             if let Some(v) = self.v(prev)
@@ -446,6 +474,7 @@ impl Scheduler for Credit {
         let domain = v.domain;
         let capped = self.params(domain).cap != 0;
         self.cpus[cpu].current = Some(next);
+        self.cpus[cpu].since = now;
         // A capped vCPU comes back at the next accounting, which may park it.
         let slice = if capped { self.tslice_ns.min(self.next_acct(now) - now) } else { self.tslice_ns };
         Some(Decision { vcpu: next, slice_ns: slice })
@@ -650,6 +679,8 @@ mod tests {
     #[test]
     fn yield_goes_behind_one_lower_priority_vcpu() {
         let mut s = Credit::new(1);
+        // Decisions 1 ns apart: no rate limit.
+        s.set_credit_globals(30, 0).unwrap();
         for v in 0..3 {
             s.add_vcpu(v, v, 0, 0);
             s.wake(v, 0);
@@ -660,6 +691,32 @@ mod tests {
         assert_eq!(s.pick(0, 1).unwrap().vcpu, 1);
         assert_eq!(s.pick(0, 2).unwrap().vcpu, 2);
         assert_eq!(s.pick(0, 3).unwrap().vcpu, 0);
+    }
+
+    #[test]
+    fn the_rate_limit_keeps_a_vcpu_that_ran_less_than_it_unless_it_yields() {
+        let mut s = hogs(1, &[w(256)]);
+        s.add_vcpu(1, 1, 0, 0);
+        s.block(1, 0);
+        assert_eq!(s.pick(0, 0).unwrap().vcpu, 0);
+        // A boosted wake 200 µs in: the pCPU decides again, and keeps the hog for the 800 µs
+        // left of Xen's default 1 ms; then the woken vCPU runs.
+        let at = 200_000;
+        assert_eq!(s.wake(1, at), Some(0));
+        assert_eq!(s.pick(0, at), Some(Decision { vcpu: 0, slice_ns: 800_000 }));
+        assert_eq!(s.pick(0, MS).unwrap().vcpu, 1);
+        // Less than the shortest timer left: the slice is that timer.
+        s.block(1, MS + 10_000);
+        assert_eq!(s.pick(0, MS + 10_000).unwrap().vcpu, 0);
+        assert_eq!(s.pick(0, 2 * MS), Some(Decision { vcpu: 0, slice_ns: MIN_TIMER_NS }));
+        // A vCPU that yields is not kept.
+        let mut s = hogs(1, &[w(256), w(256)]);
+        assert_eq!(s.pick(0, 0).unwrap().vcpu, 0);
+        s.yield_now(0, 1000);
+        assert_eq!(s.pick(0, 1000).unwrap().vcpu, 1);
+        // Rate limit 0: every decision may switch.
+        s.set_credit_globals(30, 0).unwrap();
+        assert_eq!(s.pick(0, 2000).unwrap().vcpu, 0);
     }
 
     #[test]
