@@ -143,6 +143,12 @@ pub trait VirtualCpu {
     fn read_guest_phys(&mut self, gpa: u64, _buf: &mut [u8]) -> Result<(), BadGuestAddress> {
         Err(BadGuestAddress(gpa))
     }
+    /// The guest-physical address guest virtual `gva` maps to for a write, through the
+    /// guest's own page tables as they are now (`None`: unmapped, or a backend that cannot
+    /// tell). Only valid while this vCPU is the one in hand (in a hypercall).
+    fn guest_phys_of(&mut self, _gva: u64) -> Option<u64> {
+        None
+    }
     /// Copy to guest-physical memory, RAM only.
     fn write_guest_phys(&mut self, gpa: u64, _buf: &[u8]) -> Result<(), BadGuestAddress> {
         Err(BadGuestAddress(gpa))

@@ -9,6 +9,7 @@ use crate::guest_dt;
 use crate::log;
 use crate::page::{GuestAbi, GuestRam, HostPage, PAGE_SIZE, vcpu_info};
 use crate::pvconsole;
+use crate::runstate::{Runstate, State};
 use crate::vpl011::Vpl011;
 use alloc::vec::Vec;
 use arch::exit::{FaultKind, GuestFault, MmioAccess, VirtualCpu};
@@ -95,11 +96,8 @@ pub enum VcpuInfoLoc {
 #[derive(Clone, Copy, Debug)]
 pub struct VcpuXen {
     pub info: VcpuInfoLoc,
-    /// `VCPUOP_register_runstate_memory_area`: guest virtual address of its runstate info.
-    pub runstate_gva: Option<u64>,
-    /// Nanoseconds it has held a pCPU (the run loop adds each run at its exit): its
-    /// runstate's `time[RUNSTATE_running]`.
-    pub running_ns: u64,
+    /// Its runstate and where the guest keeps a copy (the run loop moves it between states).
+    pub runstate: Runstate,
 }
 
 pub struct Domain {
@@ -155,6 +153,12 @@ impl Domain {
         Self::with_vcpus(id, 1)
     }
 
+    /// The guest asked (`VMASST_TYPE_runstate_update_flag`) to see its runstate copies
+    /// flagged while they are rewritten.
+    pub fn runstate_update_flag(&self) -> bool {
+        self.vm_assist & (1 << guest_abi::xen::VMASST_TYPE_RUNSTATE_UPDATE_FLAG) != 0
+    }
+
     /// A domain of `nr_vcpus` vCPUs speaking the native guest ABI.
     pub fn with_vcpus(id: u16, nr_vcpus: usize) -> Self {
         let abi = if cfg!(all(target_arch = "x86_64", target_os = "none")) { GuestAbi::X86Pvh } else { GuestAbi::Arm };
@@ -165,8 +169,8 @@ impl Domain {
         let vcpus = (0..nr_vcpus.max(1))
             .map(|i| VcpuXen {
                 info: if i < abi.shared_vcpu_slots() { VcpuInfoLoc::Shared(i) } else { VcpuInfoLoc::Nowhere },
-                runstate_gva: None,
-                running_ns: 0,
+                // vCPU 0 waits for its first run; the others for a CPU_ON.
+                runstate: Runstate::new(if i == 0 { State::Runnable } else { State::Offline }),
             })
             .collect();
         Self {

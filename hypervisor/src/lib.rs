@@ -24,6 +24,7 @@ pub mod page;
 pub mod pvconsole;
 pub mod pvh;
 pub mod run;
+pub mod runstate;
 pub mod sched;
 pub mod version;
 pub mod vpl011;

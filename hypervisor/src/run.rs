@@ -16,6 +16,7 @@ use crate::domain::{Domain, DomainEnd, Others, pair_mut};
 use crate::hvlog;
 use crate::hypercall::grant_map;
 use crate::hypercall::{self, Outcome};
+use crate::runstate::State;
 use crate::sched::{Cpu, OnePool, PoolControl, Scheduler, VcpuRef};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -107,9 +108,6 @@ pub struct PerCpu {
     /// scheduler picks it again here it enters at no cost; else it is unloaded before the
     /// core lock is let go, so that any pCPU may take it.
     loaded: Option<VcpuRef>,
-    /// When the vCPU it runs was last entered (its time is added to the vCPU's running time
-    /// at the exit).
-    entered: u64,
     /// A hypercall handled in place woke a vCPU the scheduler wants on this pCPU: the exit
     /// that follows goes back to the scheduler.
     resched: bool,
@@ -117,7 +115,7 @@ pub struct PerCpu {
 
 impl PerCpu {
     pub fn new(cpu: Cpu) -> Self {
-        Self { cpu, current: None, loaded: None, entered: 0, resched: false }
+        Self { cpu, current: None, loaded: None, resched: false }
     }
 }
 
@@ -211,13 +209,22 @@ fn in_place<V: VirtualCpu, S: Scheduler>(
     after
 }
 
-/// Add to vCPU `index` of domain `d` the time it has run on `pc` since its entry there, up
-/// to `now` (its runstate's running time), and count from `now` on.
-fn charge_running(pc: &mut PerCpu, domains: &mut [Domain], d: usize, index: usize, now: u64) {
+/// Count vCPU `index` of domain `d`'s time in its current runstate up to `now`.
+fn charge(domains: &mut [Domain], d: usize, index: usize, now: u64) {
     if let Some(x) = domains.get_mut(d).and_then(|dom| dom.vcpus.get_mut(index)) {
-        x.running_ns += now.saturating_sub(pc.entered);
+        x.runstate.charge(now);
     }
-    pc.entered = now;
+}
+
+/// Move vCPU `index` of `domain` (`vcpu`) to runstate `state` at `now`, and if that is a
+/// change, copy the record to the area the guest registered.
+fn runstate_to(domain: &mut Domain, index: usize, vcpu: &mut dyn VirtualCpu, state: State, now: u64) {
+    let flag = domain.runstate_update_flag();
+    if let Some(x) = domain.vcpus.get_mut(index)
+        && x.runstate.enter(state, now)
+    {
+        x.runstate.publish(vcpu, flag);
+    }
 }
 
 fn send_kicks(mut kicks: u64, host: &mut impl Host) {
@@ -339,6 +346,7 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
             pc.loaded = None;
             return Step::Done;
         }
+        let mut picked_now = false;
         let (i, slice_end) = match pc.current {
             Some(current) => current,
             None => {
@@ -346,10 +354,10 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
                 let picked = self.sched.pick(pc.cpu, now);
                 if let Some(l) = pc.loaded.take()
                     && picked.is_none_or(|d| d.vcpu != l)
-                    && let Some(vcpu) = self.slots[l].vcpu.as_deref_mut()
                 {
-                    vcpu.unload();
+                    self.descheduled(l, domains, now);
                 }
+                picked_now = true;
                 match picked {
                     Some(d) => *pc.current.insert((d.vcpu, now.saturating_add(d.slice_ns))),
                     None => {
@@ -380,7 +388,9 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
         if slot.last_cpu.replace(pc.cpu).is_some_and(|c| c != pc.cpu) {
             self.moves[slot.domain] += 1;
         }
-        pc.entered = now;
+        if picked_now {
+            runstate_to(&mut domains[slot.domain], slot.index, &mut *vcpu, State::Running, now);
+        }
         vcpu.set_preemption_deadline(Some(deadline));
         Step::Run { slot: i, vcpu }
     }
@@ -403,7 +413,7 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
             pc.current = None;
             return;
         }
-        charge_running(pc, domains, d, self.slots[i].index, now);
+        charge(domains, d, self.slots[i].index, now);
         if !self.pending_unmaps.is_empty() {
             self.pending_unmaps.retain(|&(o, gpa)| {
                 if o == d {
@@ -464,7 +474,7 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
         if call.nr == guest_abi::hypercall::VCPU_OP {
             // Its running time so far, for a runstate read in place (the only reader; other
             // calls leave the clock unread).
-            charge_running(pc, domains, d, index, host.now_ns());
+            charge(domains, d, index, host.now_ns());
         }
         let (domain, mut peers) = Others::split(domains, d);
         domain.current_vcpu = index;
@@ -556,6 +566,9 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
                 let result = self.cpu_on(d, vcpu, target, entry, context, now);
                 if result == CpuOnResult::Started {
                     hvlog!("d{}v{}: powered on by v{} at {:#x}", domain.id, target, index, entry);
+                    if let Some(t) = self.slot_of(d, target).and_then(|t| self.slots[t].vcpu.as_deref_mut()) {
+                        runstate_to(domain, target, t, State::Runnable, now);
+                    }
                 }
                 vcpu.complete_cpu_on(result);
             }
@@ -669,6 +682,7 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
             }
             let Some(vcpu) = slot.vcpu.as_deref_mut() else { continue };
             if vcpu.interrupt_pending() || domains[slot.domain].upcall_due(Some(vcpu), slot.index) {
+                runstate_to(&mut domains[slot.domain], slot.index, vcpu, State::Runnable, now);
                 slot.power = Power::Runnable;
                 self.halted -= 1;
                 let tickled = self.sched.wake(i, now);
@@ -676,6 +690,21 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
             }
         }
         woke
+    }
+
+    /// vCPU `l`, which this pCPU ran until its last exit and kept loaded, was not picked
+    /// again: it is put away, and its runstate follows its power state (runnable, blocked,
+    /// offline) from `now`.
+    fn descheduled(&mut self, l: VcpuRef, domains: &mut [Domain], now: u64) {
+        let slot = &mut self.slots[l];
+        let Some(vcpu) = slot.vcpu.as_deref_mut() else { return };
+        vcpu.unload();
+        let state = match slot.power {
+            Power::Runnable => State::Runnable,
+            Power::Halted => State::Blocked,
+            Power::Off => State::Offline,
+        };
+        runstate_to(&mut domains[slot.domain], slot.index, vcpu, state, now);
     }
 
     /// Change slot `i`'s power state, keeping count of the halted ones.
@@ -1063,8 +1092,29 @@ mod tests {
         rl.add_domain(1, Scripted::new(&world, 1, vec![Exit::Preempted]));
         rl.run(&mut doms, &mut world.clone());
         assert_eq!(runs(&world.log()), ["v0", "v1"], "{:?}", world.log());
-        assert_eq!(doms[0].vcpus[0].running_ns, SLICE + 1_000);
-        assert_eq!(doms[1].vcpus[0].running_ns, SLICE + 1_000);
+        let time = |d: usize| doms[d].vcpus[0].runstate.time;
+        let (running, runnable) = (State::Running as usize, State::Runnable as usize);
+        assert_eq!((time(0)[running], time(1)[running]), (SLICE + 1_000, SLICE + 1_000));
+        // Each waited while the other ran.
+        assert_eq!((time(0)[runnable], time(1)[runnable]), (SLICE, SLICE + 1_000));
+    }
+
+    #[test]
+    fn a_vcpu_is_offline_until_cpu_on_and_blocked_while_halted() {
+        let world = World::default();
+        let mut vcpu0 = Scripted::new(&world, 0, vec![cpu_on(1), Exit::Halt]);
+        vcpu0.siblings.push(sibling(&world, vec![Exit::Halt, Exit::PowerOff], Some(50 * SLICE)));
+        let mut dom = Domain::with_vcpus(1, 2);
+        assert_eq!(run_domain(&world, &mut dom, vcpu0), DomainEnd::PoweredOff);
+        let v1 = dom.vcpus[1].runstate;
+        // Off from the start until v0's CPU_ON, blocked from its halt until its timer woke it
+        // at 50 slices, then runnable and running until it powered the domain off.
+        assert!(v1.time[State::Offline as usize] > 0, "{v1:?}");
+        let blocked = v1.time[State::Blocked as usize];
+        assert!(blocked > 45 * SLICE && blocked < 50 * SLICE, "{v1:?}");
+        assert_eq!(v1.state, State::Running);
+        assert!(v1.entry_ns >= 50 * SLICE, "{v1:?}");
+        assert_eq!(dom.vcpus[0].runstate.state, State::Blocked);
     }
 
     #[test]

@@ -646,23 +646,7 @@ impl Vcpu {
     /// MMU walks both, with the guest's MMU on or off) to a host-physical address in this
     /// domain's RAM.
     fn translate(&self, gva: u64, write: bool) -> Option<u64> {
-        let saved = PAR_EL1.get(); // PAR_EL1 belongs to the guest
-        // SAFETY: AT only writes PAR_EL1, restored below. Our stage-2 (VTTBR, HCR.VM) and
-        // the guest's EL1 translation registers are loaded, so the walk is the guest's.
-        unsafe {
-            if write {
-                core::arch::asm!("at s12e1w, {}", in(reg) gva, options(nostack));
-            } else {
-                core::arch::asm!("at s12e1r, {}", in(reg) gva, options(nostack));
-            }
-        }
-        isb(barrier::SY);
-        let par = PAR_EL1.get();
-        PAR_EL1.set(saved);
-        if par & 1 != 0 {
-            return None;
-        }
-        let pa = (par & 0x0000_ffff_ffff_f000) | (gva & 0xfff);
+        let pa = address_translate(gva, if write { At::S12Write } else { At::S12Read })?;
         let setup = &self.space.lock().setup;
         let offset = pa.checked_sub(setup.ram_host)?;
         (offset < setup.ram_size).then_some(pa)
@@ -686,6 +670,34 @@ impl Vcpu {
         }
         Ok(())
     }
+}
+
+/// The address-translation instructions the hypervisor runs for a guest.
+#[derive(Clone, Copy)]
+enum At {
+    S12Read,
+    S12Write,
+    S1Write,
+}
+
+/// The address `op` translates `gva` to (host-physical for stage 1 then 2,
+/// guest-physical for stage 1 alone), or `None` if the walk faults. The vCPU's EL1
+/// translation registers and our stage 2 must be loaded.
+fn address_translate(gva: u64, op: At) -> Option<u64> {
+    let saved = PAR_EL1.get(); // PAR_EL1 belongs to the guest
+    // SAFETY: AT only writes PAR_EL1, restored below. Our stage-2 (VTTBR, HCR.VM) and the
+    // guest's EL1 translation registers are loaded, so the walk is the guest's.
+    unsafe {
+        match op {
+            At::S12Read => core::arch::asm!("at s12e1r, {}", in(reg) gva, options(nostack)),
+            At::S12Write => core::arch::asm!("at s12e1w, {}", in(reg) gva, options(nostack)),
+            At::S1Write => core::arch::asm!("at s1e1w, {}", in(reg) gva, options(nostack)),
+        }
+    }
+    isb(barrier::SY);
+    let par = PAR_EL1.get();
+    PAR_EL1.set(saved);
+    (par & 1 == 0).then_some((par & 0x0000_ffff_ffff_f000) | (gva & 0xfff))
 }
 
 impl VirtualCpu for Vcpu {
@@ -752,6 +764,11 @@ impl VirtualCpu for Vcpu {
             clean_invalidate_dcache(pa, n as u64);
             buf[off..off + n].copy_from_slice(super::phys_slice(pa, n as u64));
         })
+    }
+
+    fn guest_phys_of(&mut self, gva: u64) -> Option<u64> {
+        // The guest's stage 1 alone gives the intermediate-physical (guest-physical) address.
+        address_translate(gva, At::S1Write)
     }
 
     fn write_guest_phys(&mut self, gpa: u64, buf: &[u8]) -> Result<(), BadGuestAddress> {

@@ -59,13 +59,18 @@ impl GuestRam {
         while done < len {
             let va = gva.checked_add(done as u64).ok_or(BadGuestAddress(gva))?;
             let chunk = ((PAGE - va % PAGE) as usize).min(len - done);
-            let mut reader = |gpa: u64, width: usize| self.read_entry(gpa, width, hidden);
-            let gpa = walk::translate(tr.mode, tr.cr3, va, &mut reader).ok_or(BadGuestAddress(va))?;
+            let gpa = self.guest_phys(tr, va, hidden).ok_or(BadGuestAddress(va))?;
             let host = self.host_range(gpa, chunk as u64, hidden).ok_or(BadGuestAddress(va))?;
             f(host, done, chunk);
             done += chunk;
         }
         Ok(())
+    }
+
+    /// The guest-physical address `gva` maps to under `tr`, if its page tables are in RAM.
+    pub fn guest_phys(&self, tr: Translation, gva: u64, hidden: &HiddenFrames) -> Option<u64> {
+        let mut reader = |gpa: u64, width: usize| self.read_entry(gpa, width, hidden);
+        walk::translate(tr.mode, tr.cr3, gva, &mut reader)
     }
 
     /// Copy from guest-physical `[gpa, gpa + len)`, RAM only.

@@ -53,6 +53,9 @@ impl VirtualCpu for Vcpu {
     fn read_guest_phys(&mut self, gpa: u64, buf: &mut [u8]) -> Result<(), BadGuestAddress> {
         each!(self, v => v.ram.read_phys(gpa, buf, &v.space.borrow().hidden))
     }
+    fn guest_phys_of(&mut self, gva: u64) -> Option<u64> {
+        each!(self, v => v.guest_phys_of(gva))
+    }
     fn write_guest_phys(&mut self, gpa: u64, buf: &[u8]) -> Result<(), BadGuestAddress> {
         each!(self, v => v.ram.write_phys(gpa, buf, &v.space.borrow().hidden))
     }

@@ -210,6 +210,9 @@ pub(crate) mod testing {
         fn write_guest_phys(&mut self, gpa: u64, buf: &[u8]) -> Result<(), BadGuestAddress> {
             self.copy_to_guest(gpa, buf)
         }
+        fn guest_phys_of(&mut self, gva: u64) -> Option<u64> {
+            (gva < self.mem.len() as u64).then_some(gva)
+        }
         fn map_host_page(&mut self, gpa: u64, hpa: u64) -> Result<(), BadGuestAddress> {
             self.mapped.push((gpa, hpa));
             Ok(())

@@ -4,6 +4,7 @@ use super::HcResult;
 use super::args;
 use crate::domain::{Domain, VcpuInfoLoc};
 use crate::page::{PAGE_SIZE, vcpu_info};
+use crate::runstate::Area;
 use arch::exit::VirtualCpu;
 use guest_abi::errno;
 use guest_abi::vcpu::{self as v, VcpuRegisterVcpuInfo, VcpuRunstateInfo};
@@ -14,16 +15,16 @@ pub fn handle(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, cmd: u64, vcpu_id:
         v::VCPUOP_REGISTER_VCPU_INFO => register_vcpu_info(domain, vcpu, id, arg),
         v::VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA => {
             let area: v::VcpuRegisterRunstateMemoryArea = args::read_struct(vcpu, arg)?;
-            let gva = area.addr;
-            domain.vcpus[id].runstate_gva = (gva != 0).then_some(gva);
-            if gva != 0 {
+            let runstate = &mut domain.vcpus[id].runstate;
+            runstate.area = runstate_area(vcpu, area.addr, domain.call_compat);
+            if area.addr != 0 {
                 // Xen fills it at once; an unmapped area is the guest's problem, not an error.
-                let _ = args::write_abi(domain.call_compat, vcpu, gva, &runstate_running(domain.vcpus[id].running_ns));
+                let _ = args::write_abi(domain.call_compat, vcpu, area.addr, &runstate.info());
             }
             Ok(0)
         }
         v::VCPUOP_GET_RUNSTATE_INFO => {
-            let info = runstate_running(domain.vcpus[id].running_ns);
+            let info = domain.vcpus[id].runstate.info();
             args::write_abi(domain.call_compat, vcpu, arg, &info).map(|_| 0)
         }
         // Only vCPU 0 runs until secondary vCPUs come up through PSCI / VCPUOP_up.
@@ -77,12 +78,16 @@ fn register_vcpu_info(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, id: usize,
     Ok(0)
 }
 
-/// A runstate record saying "running", with the time the vCPU has held a pCPU (up to the
-/// exit being handled); the other states' times are not accounted yet (0).
-fn runstate_running(running_ns: u64) -> VcpuRunstateInfo {
-    let mut time = [0; 4];
-    time[v::RUNSTATE_RUNNING as usize] = running_ns;
-    VcpuRunstateInfo { state: v::RUNSTATE_RUNNING, time, ..Default::default() }
+/// Where the copies of a runstate registered at guest virtual `gva` go: its guest-physical
+/// address now, through the caller's page tables, if the whole record lies in one
+/// contiguous stretch (`None`: unregistered, unmapped, or not kept up to date).
+fn runstate_area(vcpu: &mut dyn VirtualCpu, gva: u64, compat: bool) -> Option<Area> {
+    if gva == 0 {
+        return None;
+    }
+    let last = args::abi_size::<VcpuRunstateInfo>(compat) - 1;
+    let gpa = vcpu.guest_phys_of(gva)?;
+    (vcpu.guest_phys_of(gva.checked_add(last)?)? == gpa + last).then_some(Area { gpa, compat })
 }
 
 #[cfg(test)]
@@ -93,6 +98,7 @@ mod tests {
     #[test]
     fn runstate_and_timer_follow_the_callers_layout() {
         let mut d = Domain::new(1);
+        d.vcpus[0].runstate.enter(crate::runstate::State::Running, 0);
         let mut vcpu = FakeVcpu::new(0x100);
         // 64-bit: state at 0, state_entry_time at 8; 32-bit: state_entry_time at 4, 44 bytes.
         vcpu.mem[0x80..0xc0].fill(0xee);
@@ -166,11 +172,16 @@ mod tests {
     #[test]
     fn runstate_area_is_filled_when_registered() {
         let mut d = Domain::new(1);
+        d.vcpus[0].runstate.enter(crate::runstate::State::Running, 0);
         let mut vcpu = FakeVcpu::new(0x100);
         vcpu.mem[0x40] = 0xff;
         args::put_u64(&mut vcpu.mem, 0, 0x40);
         assert_eq!(handle(&mut d, &mut vcpu, v::VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA, 0, 0), Ok(0));
-        assert_eq!(d.vcpus[0].runstate_gva, Some(0x40));
+        assert_eq!(d.vcpus[0].runstate.area, Some(Area { gpa: 0x40, compat: false }));
         assert_eq!(vcpu.mem[0x40], 0, "state RUNSTATE_running");
+        // One that runs past the end of guest memory is written once, then not kept.
+        args::put_u64(&mut vcpu.mem, 0, 0xe0);
+        assert_eq!(handle(&mut d, &mut vcpu, v::VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA, 0, 0), Ok(0));
+        assert_eq!(d.vcpus[0].runstate.area, None);
     }
 }

@@ -309,6 +309,10 @@ impl VirtualCpu for Vcpu {
         self.ram.copy_to(self.translation(), gva, buf, &self.space.borrow().hidden)
     }
 
+    fn guest_phys_of(&mut self, gva: u64) -> Option<u64> {
+        self.ram.guest_phys(self.translation(), gva, &self.space.borrow().hidden)
+    }
+
     fn power_on_sibling(&mut self, index: usize, entry: u64, _context: u64) -> Option<Vcpu> {
         let sibling = self.space.borrow().is_sibling(self.id, index);
         sibling.then(|| Vcpu::started_by_sipi(self.space.clone(), index, entry))

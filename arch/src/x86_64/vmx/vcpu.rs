@@ -610,6 +610,11 @@ impl VirtualCpu for Vcpu {
         self.ram.copy_to(tr, gva, buf, &self.space.borrow().hidden)
     }
 
+    fn guest_phys_of(&mut self, gva: u64) -> Option<u64> {
+        let tr = self.translation();
+        self.ram.guest_phys(tr, gva, &self.space.borrow().hidden)
+    }
+
     fn power_on_sibling(&mut self, index: usize, entry: u64, _context: u64) -> Option<Vcpu> {
         if !self.space.borrow().is_sibling(self.id, index) {
             return None;
