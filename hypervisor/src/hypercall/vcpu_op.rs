@@ -4,7 +4,7 @@ use super::HcResult;
 use super::args;
 use crate::domain::{Domain, VcpuInfoLoc};
 use crate::page::{PAGE_SIZE, vcpu_info};
-use crate::runstate::Area;
+use crate::runstate::{Area, State};
 use arch::exit::VirtualCpu;
 use guest_abi::errno;
 use guest_abi::vcpu::{self as v, VcpuRegisterVcpuInfo, VcpuRunstateInfo};
@@ -27,8 +27,8 @@ pub fn handle(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, cmd: u64, vcpu_id:
             let info = domain.vcpus[id].runstate.info();
             args::write_abi(domain.call_compat, vcpu, arg, &info).map(|_| 0)
         }
-        // Only vCPU 0 runs until secondary vCPUs come up through PSCI / VCPUOP_up.
-        v::VCPUOP_IS_UP => Ok(i64::from(id == 0)),
+        // Up from its CPU_ON (vCPU 0: from the start) until it powers off.
+        v::VCPUOP_IS_UP => Ok(i64::from(domain.vcpus[id].runstate.state != State::Offline)),
         // No periodic Xen timer is ever armed, so stopping it is a no-op success.
         v::VCPUOP_STOP_PERIODIC_TIMER => Ok(0),
         // The one-shot timer lives in the backend, which raises VIRQ_TIMER through the core.
@@ -98,7 +98,7 @@ mod tests {
     #[test]
     fn runstate_and_timer_follow_the_callers_layout() {
         let mut d = Domain::new(1);
-        d.vcpus[0].runstate.enter(crate::runstate::State::Running, 0);
+        d.vcpus[0].runstate.enter(State::Running, 0);
         let mut vcpu = FakeVcpu::new(0x100);
         // 64-bit: state at 0, state_entry_time at 8; 32-bit: state_entry_time at 4, 44 bytes.
         vcpu.mem[0x80..0xc0].fill(0xee);
@@ -170,9 +170,20 @@ mod tests {
     }
 
     #[test]
+    fn a_vcpu_is_up_unless_offline() {
+        let mut d = Domain::with_vcpus(1, 2);
+        let mut vcpu = FakeVcpu::new(0x10);
+        assert_eq!(handle(&mut d, &mut vcpu, v::VCPUOP_IS_UP, 0, 0), Ok(1));
+        assert_eq!(handle(&mut d, &mut vcpu, v::VCPUOP_IS_UP, 1, 0), Ok(0), "not powered on yet");
+        d.vcpus[1].runstate.enter(State::Runnable, 5);
+        assert_eq!(handle(&mut d, &mut vcpu, v::VCPUOP_IS_UP, 1, 0), Ok(1));
+        assert_eq!(handle(&mut d, &mut vcpu, v::VCPUOP_IS_UP, 2, 0), Err(errno::ENOENT));
+    }
+
+    #[test]
     fn runstate_area_is_filled_when_registered() {
         let mut d = Domain::new(1);
-        d.vcpus[0].runstate.enter(crate::runstate::State::Running, 0);
+        d.vcpus[0].runstate.enter(State::Running, 0);
         let mut vcpu = FakeVcpu::new(0x100);
         vcpu.mem[0x40] = 0xff;
         args::put_u64(&mut vcpu.mem, 0, 0x40);
