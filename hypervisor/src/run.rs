@@ -222,6 +222,7 @@ fn runstate_to(domain: &mut Domain, index: usize, vcpu: &mut dyn VirtualCpu, sta
     let flag = domain.runstate_update_flag();
     if let Some(x) = domain.vcpus.get_mut(index)
         && x.runstate.enter(state, now)
+        && x.runstate.area.is_some()
     {
         x.runstate.publish(vcpu, flag);
     }
@@ -346,18 +347,20 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
             pc.loaded = None;
             return Step::Done;
         }
-        let mut picked_now = false;
+        // A vCPU picked now that is not the one this pCPU just put back changes runstate.
+        let mut switched_in = false;
         let (i, slice_end) = match pc.current {
             Some(current) => current,
             None => {
                 self.wake_halted(domains, now);
                 let picked = self.sched.pick(pc.cpu, now);
-                if let Some(l) = pc.loaded.take()
+                let loaded = pc.loaded.take();
+                if let Some(l) = loaded
                     && picked.is_none_or(|d| d.vcpu != l)
                 {
                     self.descheduled(l, domains, now);
                 }
-                picked_now = true;
+                switched_in = picked.is_some_and(|d| Some(d.vcpu) != loaded);
                 match picked {
                     Some(d) => *pc.current.insert((d.vcpu, now.saturating_add(d.slice_ns))),
                     None => {
@@ -388,7 +391,7 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
         if slot.last_cpu.replace(pc.cpu).is_some_and(|c| c != pc.cpu) {
             self.moves[slot.domain] += 1;
         }
-        if picked_now {
+        if switched_in {
             runstate_to(&mut domains[slot.domain], slot.index, &mut *vcpu, State::Running, now);
         }
         vcpu.set_preemption_deadline(Some(deadline));

@@ -46,6 +46,9 @@ pub struct Pools {
     of_domain: Vec<usize>,
     /// The pool of each vCPU added.
     of_vcpu: Vec<usize>,
+    /// One pool of every loop pCPU, in the loop's order: calls go straight to it (the
+    /// common case, kept as cheap as a lone policy).
+    single: bool,
 }
 
 impl Pools {
@@ -71,6 +74,7 @@ impl Pools {
             self.of_cpu[cpu] = Some((index, local));
         }
         self.pools.push(Pool { id, name, sched, cpus, cpu_ids });
+        self.single = self.pools.len() == 1 && self.pools[0].cpus.iter().enumerate().all(|(i, &c)| i == c);
         index
     }
 
@@ -102,6 +106,9 @@ impl Pools {
 
     /// The pool of `vcpu` and its policy.
     fn of(&mut self, vcpu: VcpuRef) -> Option<&mut Pool> {
+        if self.single {
+            return self.pools.first_mut();
+        }
         let p = *self.of_vcpu.get(vcpu)?;
         self.pools.get_mut(p)
     }
@@ -153,6 +160,9 @@ impl Scheduler for Pools {
         self.pools.iter_mut().for_each(|p| p.sched.tick(now));
     }
     fn pick(&mut self, cpu: Cpu, now: u64) -> Option<Decision> {
+        if self.single {
+            return self.pools.first_mut()?.sched.pick(cpu, now);
+        }
         let (p, local) = (*self.of_cpu.get(cpu)?)?;
         self.pools[p].sched.pick(local, now)
     }
