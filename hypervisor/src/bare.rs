@@ -82,8 +82,7 @@ fn run_boot_domains(boot: &BootInfo) -> ExitStatus {
     let mut failed = false;
     let mut domains = Vec::new();
     // The boot CPU's pool names the policy (round robin without a pool) and the pCPUs that
-    // run guests: those of its CPUs that came up able to (aarch64, x86_64), else the boot
-    // CPU alone.
+    // run guests: those of its CPUs that came up able to, the boot CPU always among them.
     let kind = sched_cfg.as_ref().map_or(SchedKind::RoundRobin, |c| c.pools[c.boot_pool].sched);
     let loop_cpus = loop_cpus(sched_cfg.as_ref());
     let mut run_loop = run::RunLoop::new(PoolScheduler::new(kind, loop_cpus.len(), SLICE_NS));
@@ -164,7 +163,6 @@ fn run_boot_domains(boot: &BootInfo) -> ExitStatus {
 /// The logical CPUs that run the core's loop, in the boot pool's order (the pool's pCPU `i`
 /// is `loop_cpus[i]`): the boot pool's CPUs that are up and able to run guests, the boot
 /// CPU always among them.
-#[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
 fn loop_cpus(cfg: Option<&SchedConfig>) -> Vec<usize> {
     let me = cpu::this_cpu();
     let logical = |reg: u64| (0..arch::cpu::MAX_CPUS).find(|&c| cpu::cpu_affinity(c) == Some(reg));
@@ -192,25 +190,9 @@ fn loop_cpus(cfg: Option<&SchedConfig>) -> Vec<usize> {
     }
     cpus
 }
-#[cfg(not(any(target_arch = "aarch64", target_arch = "x86_64")))]
-fn loop_cpus(_cfg: Option<&SchedConfig>) -> Vec<usize> {
-    alloc::vec![0]
-}
-
-/// Every vCPU of every domain shares the boot CPU (ARMv7: no SMP host yet).
-#[cfg(not(any(target_arch = "aarch64", target_arch = "x86_64")))]
-fn run_domains(
-    mut run_loop: run::RunLoop<cpu::Vcpu, PoolScheduler>,
-    mut domains: Vec<Domain>,
-    _cpus: Vec<usize>,
-) -> Vec<DomainEnd> {
-    hvlog!("SMP host: 1 pCPU runs guests");
-    run_loop.run(&mut domains, &mut BootCpu)
-}
 
 /// What every pCPU's loop shares (behind the core lock), and which logical CPU is which
 /// pCPU of the pool.
-#[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
 struct Shared {
     /// The core lock: the run loop (slots, scheduler) and every domain. Lock order (see
     /// `run::run_cpu`): core lock, then a domain's `DomainSpace` lock (arch, innermost but
@@ -221,12 +203,10 @@ struct Shared {
 }
 
 /// Published by the boot CPU once the domains are built; the secondaries wait for it.
-#[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
 static SHARED: spin::Once<Shared> = spin::Once::new();
 
 /// Every pCPU of the boot pool runs the core's loop over the one run loop and the domains;
 /// the boot CPU returns when every domain has ended.
-#[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
 fn run_domains(
     mut run_loop: run::RunLoop<cpu::Vcpu, PoolScheduler>,
     domains: Vec<Domain>,
@@ -244,11 +224,10 @@ fn run_domains(
     run::run_cpu(index, &shared.core, &mut PoolCpu { cpus: &shared.cpus })
 }
 
-/// A secondary CPU, up at EL2 with its GIC interface (aarch64) or in VMX root / with SVM on
-/// and its local APIC set up (x86_64): once the domains are built it runs the core's loop if
+/// A secondary CPU, up at EL2 (aarch64) or in HYP mode (ARMv7) with its GIC interface, or
+/// in VMX root / with SVM on and its local APIC set up (x86_64): once the domains are built it runs the core's loop if
 /// it belongs to the boot pool (only CPUs able to run guests are in `Shared::cpus`), else it
 /// stays parked.
-#[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
 #[unsafe(no_mangle)]
 pub fn hv_secondary_main(me: usize) -> ! {
     let shared = SHARED.wait();
@@ -262,13 +241,11 @@ pub fn hv_secondary_main(me: usize) -> ! {
 }
 
 /// One pCPU of the boot pool as its loop's clock, idler and kicker.
-#[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
 struct PoolCpu<'a> {
     /// The logical CPU of each pCPU of the pool.
     cpus: &'a [usize],
 }
 
-#[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
 impl run::Host for PoolCpu<'_> {
     fn now_ns(&mut self) -> u64 {
         cpu::now_ns()
