@@ -94,7 +94,7 @@ fn linux_scenarios() -> Vec<Scenario> {
         // Debian's armhf (armmp-lpae) zImage in HYP mode on the shared vGICv2; the second
         // vCPU comes up through PSCI CPU_ON and runs /init's concurrent workload beside the first.
         linux_on(Arch::Armv7, "linux-armv7-domu", "console=hvc0", 1),
-        with_stress(linux_on(Arch::Armv7, "linux-armv7-domu-smp2", "console=hvc0 xhv.stress=4", 2)),
+        on_two_pcpus(with_stress(linux_on(Arch::Armv7, "linux-armv7-domu-smp2", "console=hvc0 xhv.stress=4", 2))),
         linux_on(Arch::Armv7, "linux-armv7-domu-ttyAMA0", "console=ttyAMA0", 1),
     ];
     // The same domU on QEMU's models of real boards, booted from each board's own Debian DTB
@@ -432,6 +432,15 @@ fn linux_scenarios() -> Vec<Scenario> {
 /// A 2-vCPU Linux scenario whose append carries `xhv.stress=N`: /init's concurrent
 /// hashing/regex/memcpy workload (qemu/initramfs/init) must report every answer right and
 /// nothing killed before its marker. Vector state leaking between vCPUs shows up there.
+/// The scenario's machine has two CPUs and the hypervisor must run guests on both (on one
+/// pCPU the SMP host line names one CPU and CPU1 never enters the loop: the scenario fails).
+fn on_two_pcpus(mut s: Scenario) -> Scenario {
+    let at = s.expect.in_order.len().min(banner(s.arch).len());
+    s.expect.in_order.insert(at, "(XEN) SMP host: 2 pCPU(s) run guests (CPU0, CPU1)".into());
+    s.expect.count = Some(("(XEN) CPU1: running guests as pCPU 1 of the boot pool".into(), 1));
+    s
+}
+
 fn with_stress(mut s: Scenario) -> Scenario {
     let marker = s.expect.in_order.iter().position(|m| m.starts_with("XHV-INIT-MARKER"));
     let at = marker.unwrap_or(s.expect.in_order.len());
