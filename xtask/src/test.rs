@@ -430,9 +430,6 @@ fn linux_scenarios() -> Vec<Scenario> {
     all
 }
 
-/// A 2-vCPU Linux scenario whose append carries `xhv.stress=N`: /init's concurrent
-/// hashing/regex/memcpy workload (qemu/initramfs/init) must report every answer right and
-/// nothing killed before its marker. Vector state leaking between vCPUs shows up there.
 /// The scenario's machine has two CPUs and the hypervisor must run guests on both (on one
 /// pCPU the SMP host line names one CPU and CPU1 never enters the loop: the scenario fails).
 fn on_two_pcpus(mut s: Scenario) -> Scenario {
@@ -442,6 +439,9 @@ fn on_two_pcpus(mut s: Scenario) -> Scenario {
     s
 }
 
+/// A 2-vCPU Linux scenario whose append carries `xhv.stress=N`: /init's concurrent
+/// hashing/regex/memcpy workload (qemu/initramfs/init) must report every answer right and
+/// nothing killed before its marker. Vector state leaking between vCPUs shows up there.
 fn with_stress(mut s: Scenario) -> Scenario {
     let marker = s.expect.in_order.iter().position(|m| m.starts_with("XHV-INIT-MARKER"));
     let at = marker.unwrap_or(s.expect.in_order.len());

@@ -8,7 +8,7 @@ use super::console::early_log;
 use super::dt::{Conduit, EnableMethod, MAX_CPUS, Platform};
 use super::gic;
 use super::{BootCell, mmu};
-use crate::arm::smp::{AFFINITY, CpuTable};
+use crate::arm::smp::{AFFINITY, CPUS};
 use aarch64_cpu::registers::{CNTFRQ_EL0, CNTPCT_EL0, MPIDR_EL1, Readable};
 use core::sync::atomic::{AtomicU64, Ordering};
 use smccc::Smc;
@@ -22,8 +22,6 @@ pub struct Stack([u8; STACK_SIZE]);
 /// One stack per logical CPU number (the boot CPU's slot is unused); only the assembly in
 /// `secondary_entry` refers to it, each CPU to its own slot.
 static STACKS: BootCell<[Stack; MAX_CPUS]> = BootCell::new([const { Stack([0; STACK_SIZE]) }; MAX_CPUS]);
-
-static CPUS: CpuTable = CpuTable::new();
 
 unsafe extern "Rust" {
     /// The core's entry for a secondary CPU that can run guests, defined by the hypervisor
@@ -48,11 +46,6 @@ pub fn init_boot_cpu(p: &Platform) {
 /// kicks reach it); the boot CPU always can.
 pub fn cpu_ready(cpu: usize) -> bool {
     cpu == this_cpu() || CPUS.is_ready(cpu)
-}
-
-/// The MPIDR affinity of logical CPU `cpu` (the `reg` of its device-tree node).
-pub fn cpu_affinity(cpu: usize) -> Option<u64> {
-    CPUS.affinity(cpu)
 }
 
 /// Make logical CPU `cpu` leave its guest, or its idle wait, and look again.

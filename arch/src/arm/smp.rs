@@ -91,6 +91,14 @@ impl CpuTable {
     }
 }
 
+/// The machine's CPUs (one backend is built in: the aarch64 or the ARMv7 one fills it).
+pub static CPUS: CpuTable = CpuTable::new();
+
+/// The MPIDR affinity of logical CPU `cpu` (the `reg` of its device-tree node).
+pub fn cpu_affinity(cpu: usize) -> Option<u64> {
+    CPUS.affinity(cpu)
+}
+
 impl Default for CpuTable {
     fn default() -> Self {
         Self::new()

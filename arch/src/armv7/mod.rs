@@ -28,8 +28,9 @@ use crate::ExitStatus;
 use crate::boot::{MAX_REGIONS, Region};
 
 pub use crate::arm::hwdt::MAX_CPUS;
+pub use crate::arm::smp::cpu_affinity;
 pub use console::console_write;
-pub use smp::{cpu_affinity, cpu_ready, kick, this_cpu};
+pub use smp::{cpu_ready, kick, this_cpu};
 pub use time::{idle_until, now_ns};
 pub use vcpu::Vcpu;
 

@@ -9,7 +9,7 @@ use super::console::Console;
 use super::dt::Platform;
 use super::{MAX_CPUS, gic, mmu, sysreg, vectors, vfp};
 use crate::arm::hwdt::{Conduit, EnableMethod};
-use crate::arm::smp::{AFFINITY, CpuTable};
+use crate::arm::smp::{AFFINITY, CPUS};
 use core::fmt::Write;
 use smccc::Smc;
 
@@ -25,8 +25,6 @@ pub struct Stack([u8; STACK_SIZE]);
 /// `armv7_secondary_entry` refers to it, each CPU to its own slot, below which HYP-mode
 /// exception entry also runs (SP_hyp is this stack while the CPU's guests run).
 static mut ARMV7_SECONDARY_STACKS: [Stack; MAX_CPUS] = [const { Stack([0; STACK_SIZE]) }; MAX_CPUS];
-
-static CPUS: CpuTable = CpuTable::new();
 
 unsafe extern "Rust" {
     /// The core's entry for a secondary CPU that can run guests, defined by the hypervisor
@@ -50,11 +48,6 @@ pub fn init_boot_cpu(p: &Platform) {
 /// and kicks reach it); the boot CPU always can.
 pub fn cpu_ready(cpu: usize) -> bool {
     cpu == this_cpu() || CPUS.is_ready(cpu)
-}
-
-/// The MPIDR affinity of logical CPU `cpu` (the `reg` of its device-tree node).
-pub fn cpu_affinity(cpu: usize) -> Option<u64> {
-    CPUS.affinity(cpu)
 }
 
 /// Make logical CPU `cpu` leave its guest, or its idle wait, and look again.
