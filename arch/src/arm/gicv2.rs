@@ -80,10 +80,11 @@ fn write_byte(base: &AtomicUsize, offset: usize, value: u8) {
     unsafe { core::ptr::write_volatile(addr as *mut u8, value) }
 }
 
-/// Set up the distributor and this CPU's interface, enable the PPIs `ppis` (INTIDs 16-31) at
-/// our priority, and read how many list registers the virtual interface has. Returns false
-/// when a region does not fit the address space.
-pub fn init(regions: Gicv2Regions, ppis: &[u32]) -> bool {
+/// Set up the distributor and this CPU's interface, enable this CPU's SGIs and PPIs `intids`
+/// (INTIDs 0-31: the kick SGI too, whose enable bit need not be set at reset) at our
+/// priority, and read how many list registers the virtual interface has. Returns false when
+/// a region does not fit the address space.
+pub fn init(regions: Gicv2Regions, intids: &[u32]) -> bool {
     let fit = |a: u64| usize::try_from(a).ok().filter(|&a| a != 0);
     let (Some(d), Some(c), Some(h), Some(v)) =
         (fit(regions.dist), fit(regions.cpu), fit(regions.hyp), fit(regions.vcpu))
@@ -94,10 +95,7 @@ pub fn init(regions: Gicv2Regions, ppis: &[u32]) -> bool {
     CPU.store(c, Ordering::Relaxed);
     HYP.store(h, Ordering::Relaxed);
     VCPU.store(v, Ordering::Relaxed);
-    for &intid in ppis.iter().filter(|i| (16..32).contains(*i)) {
-        write_byte(&DIST, GICD_IPRIORITYR + intid as usize, PRIORITY);
-        write(&DIST, GICD_ISENABLER, 1 << intid);
-    }
+    enable_banked(intids);
     write(&DIST, GICD_CTLR, 1);
     write(&CPU, GICC_PMR, 0xff);
     write(&CPU, GICC_BPR, 0);
