@@ -24,7 +24,7 @@ pub struct Stack([u8; STACK_SIZE]);
 /// One stack per logical CPU number (the boot CPU's slot is unused). Only the assembly in
 /// `armv7_secondary_entry` refers to it, each CPU to its own slot, below which HYP-mode
 /// exception entry also runs (SP_hyp is this stack while the CPU's guests run).
-static mut ARMV7_SECONDARY_STACKS: [Stack; MAX_CPUS] = [const { Stack([0; STACK_SIZE]) }; MAX_CPUS];
+static mut STACKS: [Stack; MAX_CPUS] = [const { Stack([0; STACK_SIZE]) }; MAX_CPUS];
 
 unsafe extern "Rust" {
     /// The core's entry for a secondary CPU that can run guests, defined by the hypervisor
@@ -101,7 +101,7 @@ armv7_secondary_entry:
     "#,
     hyp = const MODE_HYP,
     regs = sym mmu::SECONDARY_REGS,
-    stacks = sym ARMV7_SECONDARY_STACKS,
+    stacks = sym STACKS,
     stack_size = const STACK_SIZE,
     main = sym secondary_main,
 );
