@@ -3,7 +3,7 @@
 //! HYP address space, take the HYP vectors, set up their own part of the GIC, say they are
 //! online and enter the core's `hv_secondary_main`, which runs guests on them (or parks
 //! them). Logical CPU numbers are the device tree's CPU order ([`this_cpu`]), kept in the
-//! [`CpuTable`] shared with aarch64.
+//! [`crate::arm::smp::CpuTable`] shared with aarch64.
 
 use super::console::Console;
 use super::dt::Platform;
