@@ -799,20 +799,24 @@ fn simd_isolation_scenarios() -> Vec<Scenario> {
             },
         });
     }
-    // Four vCPUs (two domains of two) on the two pCPUs of the aarch64 SMP host: vCPUs are
+    // Four vCPUs (two domains of two) on the two pCPUs of the ARM SMP hosts: vCPUs are
     // switched out and taken up again by the other pCPU (the hypervisor counts the moves),
-    // and each finds exactly its own FP/SIMD registers wherever it runs next.
-    let mut in_order = banner(Arch::Aarch64);
-    let done = format!("SIMD-ISOLATION-DONE failures=0 checks={} vcpus=2 ", 2 * ROUNDS);
-    in_order
-        .extend(["(XEN) d1: domU1: ", "(XEN) d2: domU2: ", "(XEN) SMP host: 2 pCPU(s) run guests"].map(String::from));
-    in_order.extend([format!("(d1) {done}"), "(XEN) d1: its vCPUs moved between pCPUs".into()]);
-    all.push(Scenario {
-        name: "simd-isolation-4-on-2-aarch64".into(),
-        arch: Arch::Aarch64,
-        guest: TestGuest::GuestConfig { file: "simd-isolation-4-on-2.dts", guest: "simd-isolation" },
-        expect: Expect { in_order, count: Some((done, 2)), forbidden: vec!["PANIC", "FAIL"], exit_zero: true },
-    });
+    // and each finds exactly its own FP/SIMD (ARMv7: VFP/Advanced SIMD) registers wherever it
+    // runs next.
+    for arch in [Arch::Aarch64, Arch::Armv7] {
+        let mut in_order = banner(arch);
+        let done = format!("SIMD-ISOLATION-DONE failures=0 checks={} vcpus=2 ", 2 * ROUNDS);
+        in_order.extend(
+            ["(XEN) d1: domU1: ", "(XEN) d2: domU2: ", "(XEN) SMP host: 2 pCPU(s) run guests"].map(String::from),
+        );
+        in_order.extend([format!("(d1) {done}"), "(XEN) d1: its vCPUs moved between pCPUs".into()]);
+        all.push(Scenario {
+            name: format!("simd-isolation-4-on-2-{}", arch.name()),
+            arch,
+            guest: TestGuest::GuestConfig { file: "simd-isolation-4-on-2.dts", guest: "simd-isolation" },
+            expect: Expect { in_order, count: Some((done, 2)), forbidden: vec!["PANIC", "FAIL"], exit_zero: true },
+        });
+    }
     all
 }
 
