@@ -82,8 +82,8 @@ fn run_boot_domains(boot: &BootInfo) -> ExitStatus {
     let mut failed = false;
     let mut domains = Vec::new();
     // Each CPU pool runs its domains on those of its CPUs that came up able to run guests
-    // (round robin on every such CPU without a configuration; ARMv7: the boot CPU alone).
-    let (pools, plan) = plan_pools(sched_cfg.as_ref(), &up_cpus(), boot_cpu(), SLICE_NS);
+    // (round robin on every such CPU without a configuration).
+    let (pools, plan) = plan_pools(sched_cfg.as_ref(), &up_cpus(), cpu::this_cpu(), SLICE_NS);
     let mut run_loop = run::RunLoop::new(pools);
     run_loop.set_cpus(plan.loop_cpus.len());
     let mut names: Vec<&str> = Vec::new();
@@ -179,7 +179,6 @@ fn log_pools(pools: &Pools, loop_cpus: &[usize]) {
 
 /// (logical CPU, `reg`/APIC id) of each CPU up and able to run guests, the boot CPU among
 /// them.
-#[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
 fn up_cpus() -> Vec<(usize, u64)> {
     let me = cpu::this_cpu();
     (0..arch::cpu::MAX_CPUS)
@@ -187,34 +186,9 @@ fn up_cpus() -> Vec<(usize, u64)> {
         .filter_map(|c| Some((c, cpu::cpu_affinity(c)?)))
         .collect()
 }
-#[cfg(not(any(target_arch = "aarch64", target_arch = "x86_64")))]
-fn up_cpus() -> Vec<(usize, u64)> {
-    Vec::new()
-}
-
-#[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
-fn boot_cpu() -> usize {
-    cpu::this_cpu()
-}
-#[cfg(not(any(target_arch = "aarch64", target_arch = "x86_64")))]
-fn boot_cpu() -> usize {
-    0
-}
-
-/// Every vCPU of every domain shares the boot CPU (ARMv7: no SMP host yet).
-#[cfg(not(any(target_arch = "aarch64", target_arch = "x86_64")))]
-fn run_domains(
-    mut run_loop: run::RunLoop<cpu::Vcpu, Pools>,
-    mut domains: Vec<Domain>,
-    _cpus: Vec<usize>,
-) -> Vec<DomainEnd> {
-    hvlog!("SMP host: 1 pCPU runs guests");
-    run_loop.run(&mut domains, &mut BootCpu)
-}
 
 /// What every pCPU's loop shares (behind the core lock), and which logical CPU is which
 /// pCPU of the pool.
-#[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
 struct Shared {
     /// The core lock: the run loop (slots, scheduler) and every domain. Lock order (see
     /// `run::run_cpu`): core lock, then a domain's `DomainSpace` lock (arch, innermost but
@@ -225,12 +199,10 @@ struct Shared {
 }
 
 /// Published by the boot CPU once the domains are built; the secondaries wait for it.
-#[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
 static SHARED: spin::Once<Shared> = spin::Once::new();
 
 /// Every pCPU of every pool runs the core's loop over the one run loop and the domains;
 /// the boot CPU returns when every domain has ended.
-#[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
 fn run_domains(mut run_loop: run::RunLoop<cpu::Vcpu, Pools>, domains: Vec<Domain>, cpus: Vec<usize>) -> Vec<DomainEnd> {
     let list: Vec<String> = cpus.iter().map(|c| format!("CPU{c}")).collect();
     hvlog!("SMP host: {} pCPU(s) run guests ({})", cpus.len(), list.join(", "));
@@ -244,11 +216,10 @@ fn run_domains(mut run_loop: run::RunLoop<cpu::Vcpu, Pools>, domains: Vec<Domain
     run::run_cpu(index, &shared.core, &mut PoolCpu { cpus: &shared.cpus })
 }
 
-/// A secondary CPU, up at EL2 with its GIC interface (aarch64) or in VMX root / with SVM on
-/// and its local APIC set up (x86_64): once the domains are built it runs the core's loop if
-/// it is in a pool (only CPUs able to run guests are in `Shared::cpus`), else it
+/// A secondary CPU, up at EL2 (aarch64) or in HYP mode (ARMv7) with its GIC interface, or
+/// in VMX root / with SVM on and its local APIC set up (x86_64): once the domains are built
+/// it runs the core's loop if it is in a pool (only CPUs able to run guests are in `Shared::cpus`), else it
 /// stays parked.
-#[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
 #[unsafe(no_mangle)]
 pub fn hv_secondary_main(me: usize) -> ! {
     let shared = SHARED.wait();
@@ -262,13 +233,11 @@ pub fn hv_secondary_main(me: usize) -> ! {
 }
 
 /// One pCPU of the loop as its clock, idler and kicker.
-#[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
 struct PoolCpu<'a> {
     /// The logical CPU of each pCPU of the pool.
     cpus: &'a [usize],
 }
 
-#[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
 impl run::Host for PoolCpu<'_> {
     fn now_ns(&mut self) -> u64 {
         cpu::now_ns()

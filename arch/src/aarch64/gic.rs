@@ -160,15 +160,10 @@ pub fn init_boot_cpu(p: &Platform) {
     early_log!("GICv3: {} list registers, {} preemption bits; vtimer INTID {}", lr_count(), pre_bits, vtimer);
 }
 
-/// Each logical CPU's interface as a GICv2 SGI target (GICD_ITARGETSR0), set by that CPU.
-static V2_TARGETS: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
-
 /// Note logical CPU `cpu` (this one) as a kick target (a GICv2 learns it from the CPU).
 pub fn note_cpu(cpu: usize) {
-    if is_v2()
-        && let Some(t) = V2_TARGETS.get(cpu)
-    {
-        t.store(u32::from(gicv2::own_target()), Ordering::Relaxed);
+    if is_v2() {
+        gicv2::note_cpu(cpu);
     }
 }
 
@@ -179,14 +174,7 @@ pub fn note_cpu(cpu: usize) {
 pub fn init_secondary(cpu: usize) -> bool {
     if is_v2() {
         let intids = [vtimer_intid(), maintenance_intid(), hyp_timer_intid(), KICK_SGI];
-        if !gicv2::init_cpu(&intids) {
-            return false;
-        }
-        for n in 0..lr_count() {
-            write_lr(n, 0);
-        }
-        note_cpu(cpu);
-        return true;
+        return gicv2::init_cpu(cpu, &intids);
     }
     if !READY.load(Ordering::Acquire) {
         return false;
@@ -219,11 +207,8 @@ pub fn can_kick() -> bool {
 /// Aff0 >= 16). GICv2: GICD_SGIR with the CPU's interface bit.
 pub fn send_kick(cpu: usize, mpidr: u64) {
     if is_v2() {
-        let target = V2_TARGETS.get(cpu).map_or(0, |t| t.load(Ordering::Relaxed)) as u8;
-        if target != 0 {
-            barrier::dsb(barrier::SY);
-            gicv2::send_sgi(KICK_SGI, target);
-        }
+        barrier::dsb(barrier::SY);
+        gicv2::send_sgi_to_cpu(KICK_SGI, cpu);
         return;
     }
     if !can_kick() {
@@ -249,13 +234,15 @@ pub fn send_kick(cpu: usize, mpidr: u64) {
 /// Take and complete the kicks pending at this CPU (after an idle wait, which they ended):
 /// what they asked for is looked at by the caller anyway. Other interrupts stay pending.
 pub fn drain_kicks() {
+    if is_v2() {
+        gicv2::drain_sgi(KICK_SGI);
+        return;
+    }
     if !can_kick() {
         return;
     }
     for _ in 0..4 {
-        let pending =
-            if is_v2() { gicv2::highest_pending() } else { (read_sysreg!("ICC_HPPIR1_EL1") & 0xff_ffff) as u32 };
-        if pending != KICK_SGI {
+        if (read_sysreg!("ICC_HPPIR1_EL1") & 0xff_ffff) as u32 != KICK_SGI {
             return;
         }
         let iar = acknowledge();

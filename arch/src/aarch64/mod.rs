@@ -23,8 +23,9 @@ mod time;
 mod vcpu;
 mod vectors;
 
+pub use crate::arm::smp::cpu_affinity;
 pub use dt::MAX_CPUS;
-pub use smp::{cpu_affinity, cpu_ready, kick, this_cpu};
+pub use smp::{cpu_ready, kick, this_cpu};
 pub use time::{idle_until, now_ns};
 pub use vcpu::{DomainSpace, Vcpu};
 

@@ -8,14 +8,13 @@ use super::console::early_log;
 use super::dt::{Conduit, EnableMethod, MAX_CPUS, Platform};
 use super::gic;
 use super::{BootCell, mmu};
+use crate::arm::smp::{AFFINITY, CPUS};
 use aarch64_cpu::registers::{CNTFRQ_EL0, CNTPCT_EL0, MPIDR_EL1, Readable};
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 use smccc::Smc;
 
 /// The core's loop runs hypercalls on these stacks, as the boot CPU does on its boot stack.
 const STACK_SIZE: usize = 64 * 1024;
-/// MPIDR affinity fields Aff3..Aff0.
-const AFFINITY: u64 = 0xff_00ff_ffff;
 
 #[repr(C, align(16))]
 pub struct Stack([u8; STACK_SIZE]);
@@ -23,13 +22,6 @@ pub struct Stack([u8; STACK_SIZE]);
 /// One stack per logical CPU number (the boot CPU's slot is unused); only the assembly in
 /// `secondary_entry` refers to it, each CPU to its own slot.
 static STACKS: BootCell<[Stack; MAX_CPUS]> = BootCell::new([const { Stack([0; STACK_SIZE]) }; MAX_CPUS]);
-
-static ONLINE: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
-/// The CPU runs at EL2 with its GIC part set up: it can run guests and take kicks.
-static READY: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
-/// MPIDR affinity of each logical CPU (written before that CPU starts).
-static AFFINITIES: [core::sync::atomic::AtomicU64; MAX_CPUS] =
-    [const { core::sync::atomic::AtomicU64::new(0) }; MAX_CPUS];
 
 unsafe extern "Rust" {
     /// The core's entry for a secondary CPU that can run guests, defined by the hypervisor
@@ -40,40 +32,26 @@ unsafe extern "Rust" {
 /// This CPU's logical number (0 .. the device tree's CPU count): its MPIDR affinity's place
 /// among the device tree's CPUs. (TPIDR_EL2 is taken: guest entry keeps its context there.)
 pub fn this_cpu() -> usize {
-    let me = MPIDR_EL1.get() & AFFINITY;
-    AFFINITIES.iter().position(|a| a.load(Ordering::Relaxed) == me).unwrap_or(0)
+    CPUS.index_of(MPIDR_EL1.get())
 }
 
 /// The boot CPU: its number is its place among the device tree's CPUs (0 if not found).
 pub fn init_boot_cpu(p: &Platform) {
-    let me = MPIDR_EL1.get() & AFFINITY;
-    let cpu = p.mpidrs().iter().position(|&m| m & AFFINITY == me).unwrap_or(0);
-    for (n, &mpidr) in p.mpidrs().iter().enumerate() {
-        AFFINITIES[n].store(mpidr & AFFINITY, Ordering::Relaxed);
-    }
-    // CPUs the device tree does not list (or beyond MAX_CPUS) never match.
-    for a in AFFINITIES.iter().skip(p.mpidrs().len()) {
-        a.store(u64::MAX, Ordering::Relaxed);
-    }
+    let cpu = CPUS.record(p.mpidrs(), MPIDR_EL1.get());
     gic::note_cpu(cpu);
-    READY[cpu].store(gic::ready(), Ordering::Release);
+    CPUS.set_ready(cpu, gic::ready());
 }
 
 /// Logical CPU `cpu` can run guests (it is online at EL2 with its GIC interface set up, and
 /// kicks reach it); the boot CPU always can.
 pub fn cpu_ready(cpu: usize) -> bool {
-    cpu == this_cpu() || READY.get(cpu).is_some_and(|r| r.load(Ordering::Acquire))
-}
-
-/// The MPIDR affinity of logical CPU `cpu` (the `reg` of its device-tree node).
-pub fn cpu_affinity(cpu: usize) -> Option<u64> {
-    AFFINITIES.get(cpu).map(|a| a.load(Ordering::Relaxed))
+    cpu == this_cpu() || CPUS.is_ready(cpu)
 }
 
 /// Make logical CPU `cpu` leave its guest, or its idle wait, and look again.
 pub fn kick(cpu: usize) {
     if cpu != this_cpu() && cpu_ready(cpu) {
-        gic::send_kick(cpu, AFFINITIES[cpu].load(Ordering::Relaxed));
+        gic::send_kick(cpu, CPUS.affinity(cpu).unwrap_or(0));
     }
 }
 
@@ -184,12 +162,8 @@ pub fn start_secondaries(p: &Platform) {
             return;
         }
     }
-    let me = MPIDR_EL1.get() & AFFINITY;
     let entry = secondary_entry as *const () as u64;
-    for (cpu, &mpidr) in p.mpidrs().iter().enumerate() {
-        if mpidr & AFFINITY == me {
-            continue;
-        }
+    for (cpu, mpidr) in CPUS.others(MPIDR_EL1.get()) {
         match smccc::psci::cpu_on::<Smc>(mpidr, entry, cpu as u64) {
             Ok(()) if wait_online(cpu) => {}
             Ok(()) => early_log!("CPU{} (MPIDR {:#x}) did not come online", cpu, mpidr),
@@ -202,13 +176,9 @@ pub fn start_secondaries(p: &Platform) {
 /// the entry address to its `cpu-release-addr` (where the firmware's loop polls with its MMU
 /// off, so the write is cleaned to memory), wake it with SEV, wait for it.
 fn release_spin_table(p: &Platform) {
-    let me = MPIDR_EL1.get() & AFFINITY;
     let entry = spin_table_entry as *const () as u64;
-    for (cpu, (&mpidr, method)) in p.mpidrs().iter().zip(&p.enable).enumerate() {
-        if mpidr & AFFINITY == me {
-            continue;
-        }
-        let EnableMethod::SpinTable { release_addr } = *method else {
+    for (cpu, mpidr) in CPUS.others(MPIDR_EL1.get()) {
+        let EnableMethod::SpinTable { release_addr } = p.enable[cpu] else {
             early_log!("CPU{} (MPIDR {:#x}) has no cpu-release-addr: left off", cpu, mpidr);
             continue;
         };
@@ -233,14 +203,7 @@ fn release_spin_table(p: &Platform) {
 
 /// Wait up to a second for `cpu` to report (its line is printed by then).
 fn wait_online(cpu: usize) -> bool {
-    let deadline = CNTPCT_EL0.get() + CNTFRQ_EL0.get();
-    while !ONLINE[cpu].load(Ordering::Acquire) {
-        if CNTPCT_EL0.get() > deadline {
-            return false;
-        }
-        core::hint::spin_loop();
-    }
-    true
+    CPUS.wait_online(cpu, || CNTPCT_EL0.get(), CNTPCT_EL0.get() + CNTFRQ_EL0.get())
 }
 
 extern "C" fn secondary_main(cpu: u64, current_el: u64) -> ! {
@@ -255,12 +218,8 @@ extern "C" fn secondary_main(cpu: u64, current_el: u64) -> ! {
     } else {
         early_log!("CPU{} (MPIDR {:#x}) came up at EL{}, not EL2: parked", cpu, mpidr, current_el);
     }
-    if let Some(flag) = READY.get(cpu) {
-        flag.store(ready, Ordering::Release);
-    }
-    if let Some(flag) = ONLINE.get(cpu) {
-        flag.store(true, Ordering::Release);
-    }
+    CPUS.set_ready(cpu, ready);
+    CPUS.set_online(cpu);
     if ready {
         // SAFETY: the core's entry for secondaries, with exactly this signature; this CPU is
         // at EL2 with the MMU on, its vectors, stack and GIC interface, as it requires.

@@ -5,9 +5,11 @@
 //! backend maps into the guest's stage 2 at [`crate::arm::vgic::GUEST_GICC_BASE`].
 //!
 //! Register blocks are reached at their physical addresses (both backends identity-map
-//! everything outside RAM as device memory). Only the boot CPU programs them, once at boot,
+//! everything outside RAM as device memory). The boot CPU programs the distributor once at
+//! boot; each CPU its own banked part (SGIs, PPIs, CPU interface, GICH), at its start and
 //! then around every guest entry and exit.
 
+use crate::arm::hwdt::MAX_CPUS;
 use crate::arm::vgic::CpuInterface;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
@@ -78,10 +80,11 @@ fn write_byte(base: &AtomicUsize, offset: usize, value: u8) {
     unsafe { core::ptr::write_volatile(addr as *mut u8, value) }
 }
 
-/// Set up the distributor and this CPU's interface, enable the PPIs `ppis` (INTIDs 16-31) at
-/// our priority, and read how many list registers the virtual interface has. Returns false
-/// when a region does not fit the address space.
-pub fn init(regions: Gicv2Regions, ppis: &[u32]) -> bool {
+/// Set up the distributor and this CPU's interface, enable this CPU's SGIs and PPIs `intids`
+/// (INTIDs 0-31: the kick SGI too, whose enable bit need not be set at reset) at our
+/// priority, and read how many list registers the virtual interface has. Returns false when
+/// a region does not fit the address space.
+pub fn init(regions: Gicv2Regions, intids: &[u32]) -> bool {
     let fit = |a: u64| usize::try_from(a).ok().filter(|&a| a != 0);
     let (Some(d), Some(c), Some(h), Some(v)) =
         (fit(regions.dist), fit(regions.cpu), fit(regions.hyp), fit(regions.vcpu))
@@ -92,10 +95,7 @@ pub fn init(regions: Gicv2Regions, ppis: &[u32]) -> bool {
     CPU.store(c, Ordering::Relaxed);
     HYP.store(h, Ordering::Relaxed);
     VCPU.store(v, Ordering::Relaxed);
-    for &intid in ppis.iter().filter(|i| (16..32).contains(*i)) {
-        write_byte(&DIST, GICD_IPRIORITYR + intid as usize, PRIORITY);
-        write(&DIST, GICD_ISENABLER, 1 << intid);
-    }
+    enable_banked(intids);
     write(&DIST, GICD_CTLR, 1);
     write(&CPU, GICC_PMR, 0xff);
     write(&CPU, GICC_BPR, 0);
@@ -114,9 +114,10 @@ fn enable_banked(intids: &[u32]) {
     }
 }
 
-/// A secondary CPU's banked part of the GIC the boot CPU set up with [`init`]: the SGIs and
-/// PPIs `intids`, its CPU interface, its virtual interface control. False without [`init`].
-pub fn init_cpu(intids: &[u32]) -> bool {
+/// Secondary logical CPU `cpu`'s banked part of the GIC the boot CPU set up with [`init`]:
+/// the SGIs and PPIs `intids`, its CPU interface, its virtual interface control with empty
+/// list registers; and its place as an SGI target ([`note_cpu`]). False without [`init`].
+pub fn init_cpu(cpu: usize, intids: &[u32]) -> bool {
     if !ready() {
         return false;
     }
@@ -125,6 +126,11 @@ pub fn init_cpu(intids: &[u32]) -> bool {
     write(&CPU, GICC_BPR, 0);
     write(&CPU, GICC_CTLR, 1);
     write(&HYP, GICH_HCR, 0);
+    // Entries write only the list registers they fill, and exits empty those again.
+    for n in 0..lr_count() {
+        write_lr(n, 0);
+    }
+    note_cpu(cpu);
     true
 }
 
@@ -136,6 +142,37 @@ pub fn own_target() -> u8 {
 /// Raise SGI `intid` (0-15) at the CPU interfaces in `targets`.
 pub fn send_sgi(intid: u32, targets: u8) {
     write(&DIST, GICD_SGIR, (u32::from(targets) << 16) | (intid & 0xf));
+}
+
+/// Each logical CPU's interface as an SGI target (its GICD_ITARGETSR0), set by that CPU: a
+/// GICv2 numbers its interfaces its own way, which only the CPU itself can read.
+static TARGETS: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
+
+/// Note logical CPU `cpu` (the calling one) as an SGI target.
+pub fn note_cpu(cpu: usize) {
+    if let Some(t) = TARGETS.get(cpu) {
+        t.store(u32::from(own_target()), Ordering::Relaxed);
+    }
+}
+
+/// Raise SGI `intid` at logical CPU `cpu`, if it noted itself. The caller orders its earlier
+/// memory writes before this (a DSB: a device write is not ordered by a DMB).
+pub fn send_sgi_to_cpu(intid: u32, cpu: usize) {
+    let target = TARGETS.get(cpu).map_or(0, |t| t.load(Ordering::Relaxed)) as u8;
+    if target != 0 {
+        send_sgi(intid, target);
+    }
+}
+
+/// Take and complete SGI `intid` while it is this CPU's highest-priority pending interrupt
+/// (a few at most: one per sender). What it asked for the caller looks at anyway.
+pub fn drain_sgi(intid: u32) {
+    for _ in 0..4 {
+        if highest_pending() != intid {
+            return;
+        }
+        end_of_interrupt(acknowledge());
+    }
 }
 
 /// The INTID of the highest-priority pending interrupt of this CPU (1023: none).

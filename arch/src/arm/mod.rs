@@ -7,6 +7,7 @@ pub mod gicv2;
 pub mod hwdt;
 pub mod lpae;
 pub mod psci;
+pub mod smp;
 pub mod stage2;
 pub mod syndrome;
 pub mod uart;

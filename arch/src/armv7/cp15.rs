@@ -8,6 +8,7 @@
 //! virtual timer is here too: it keeps counting toward the guest's compare value while the
 //! hypervisor handles an exit, and only another vCPU's entry replaces it.
 
+use super::MAX_CPUS;
 use super::switched::{OnCpu, Switched};
 use super::sysreg;
 use crate::arm::vfp::Residency;
@@ -16,8 +17,8 @@ use crate::arm::vfp::Residency;
 /// (bits 4, 5, 11, 16, 18, 22, 23 of the ARMv7 SCTLR).
 const SCTLR_RESET: u32 = 0x00c5_0830;
 
-/// Whose CP15 context the CPU holds.
-static RESIDENT: spin::Mutex<Residency<usize>> = spin::Mutex::new(Residency::new());
+/// Per physical CPU: whose CP15 context it holds.
+static RESIDENT: [spin::Mutex<Residency<usize>>; MAX_CPUS] = [const { spin::Mutex::new(Residency::new()) }; MAX_CPUS];
 
 /// Defines [`Cp15State`] over 32-bit and 64-bit registers, each a reader and a writer in
 /// [`sysreg`].
@@ -83,7 +84,7 @@ pub fn reset() -> GuestCp15 {
 }
 
 impl OnCpu for Cp15State {
-    fn resident() -> &'static spin::Mutex<Residency<usize>> {
+    fn residents() -> &'static [spin::Mutex<Residency<usize>>; MAX_CPUS] {
         &RESIDENT
     }
 

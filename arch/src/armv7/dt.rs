@@ -30,12 +30,15 @@ pub struct Platform {
     pub maintenance: u32,
     /// Timer INTIDs: secure physical, non-secure physical, virtual, hypervisor.
     pub timer_intids: Option<[u32; 4]>,
+    /// The CPUs (MPIDRs, enable methods) and the PSCI conduit: the shared reader's record.
+    pub cpus: hwdt::Platform,
 }
 
 /// Read the tree (at `region`) and fill `boot` with RAM, reservations, modules and CPUs.
 pub fn discover(fdt: Fdt, region: Region, boot: &mut BootInfo) -> Platform {
     let p = hwdt::discover(fdt, region, boot);
-    let mut out = Platform { uart: p.uart, maintenance: 25, timer_intids: p.timer_intids, ..Platform::default() };
+    let mut out =
+        Platform { uart: p.uart, maintenance: 25, timer_intids: p.timer_intids, cpus: p, ..Platform::default() };
     match p.gic {
         Gic::V2 { dist, cpu, hyp, vcpu, maintenance, .. } => {
             out.gic = Some((GicVersion::V2, dist));

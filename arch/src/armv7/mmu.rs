@@ -8,6 +8,7 @@ use super::dt::ADDRESS_LIMIT;
 use super::sysreg;
 use crate::arm::lpae::{BlockTables, attrs, identity_map};
 use crate::boot::{MAX_REGIONS, Region};
+use core::sync::atomic::{AtomicU32, Ordering};
 use spin::Mutex;
 
 /// HTCR: T0SZ = 0 (32-bit input, the walk starts at level 1 with four entries), walks
@@ -23,6 +24,11 @@ const HSCTLR_WXN: u32 = 1 << 19;
 
 /// Four level-2 tables: the worst case, where RAM starts or ends inside every gigabyte.
 static TABLES: Mutex<BlockTables<4>> = Mutex::new(BlockTables::new());
+
+/// What a secondary CPU loads to join the boot CPU's HYP address space, in this order:
+/// HMAIR0, HMAIR1, HTCR, HTTBR (low, high word), HSCTLR. Written by the boot CPU and
+/// cleaned to memory before any secondary starts; its entry reads it with the MMU off.
+pub static SECONDARY_REGS: [AtomicU32; 6] = [const { AtomicU32::new(0) }; 6];
 
 /// Build the identity map and turn on the HYP MMU and caches. Called once, at boot.
 pub fn enable(ram: &[Region]) {
@@ -47,7 +53,12 @@ pub fn enable(ram: &[Region]) {
     sysreg::iciallu(0);
     sysreg::dsb();
     sysreg::isb();
-    let hsctlr = sysreg::hsctlr() & !(HSCTLR_A | HSCTLR_WXN);
-    sysreg::write_hsctlr(hsctlr | HSCTLR_M | HSCTLR_C | HSCTLR_I);
+    let hsctlr = (sysreg::hsctlr() & !(HSCTLR_A | HSCTLR_WXN)) | HSCTLR_M | HSCTLR_C | HSCTLR_I;
+    sysreg::write_hsctlr(hsctlr);
     sysreg::isb();
+    let regs = [attrs::S1_MAIR as u32, 0, HTCR, root as u32, (root >> 32) as u32, hsctlr];
+    for (slot, value) in SECONDARY_REGS.iter().zip(regs) {
+        slot.store(value, Ordering::Relaxed);
+    }
+    super::time::clean_invalidate_dcache((&raw const SECONDARY_REGS) as u64, 24);
 }

@@ -6,6 +6,7 @@
 //! - [`vcpu`]: [`Vcpu`], its LPAE stage-2 tables and the decoding of HYP traps.
 //! - [`vfp`] and [`cp15`]: each vCPU's VFP/Advanced SIMD registers and CP15 context, moved
 //!   only when the vCPU on the CPU changes ([`switched`]).
+//! - [`smp`]: secondary CPUs via PSCI CPU_ON, each CPU's number, kicks between CPUs.
 //! - [`console`] (PL011) and [`semihosting`] (ending QEMU with a status).
 
 mod console;
@@ -14,6 +15,7 @@ mod dt;
 mod gic;
 mod mmu;
 mod semihosting;
+mod smp;
 mod start;
 mod switched;
 mod sysreg;
@@ -25,7 +27,10 @@ mod vfp;
 use crate::ExitStatus;
 use crate::boot::{MAX_REGIONS, Region};
 
+pub use crate::arm::hwdt::MAX_CPUS;
+pub use crate::arm::smp::cpu_affinity;
 pub use console::console_write;
+pub use smp::{cpu_ready, kick, this_cpu};
 pub use time::{idle_until, now_ns};
 pub use vcpu::Vcpu;
 

@@ -6,7 +6,7 @@
 
 use super::console::{self, Console};
 use super::dt::{self, GicVersion, Platform};
-use super::{mmu, sysreg, vectors, vfp};
+use super::{mmu, smp, sysreg, vectors, vfp};
 use crate::ExitStatus;
 use crate::arm::uart::{Uart, UartKind};
 use crate::boot::{BootInfo, Region};
@@ -89,6 +89,8 @@ extern "C" fn boot_main(dtb: usize) -> ! {
     super::record_ram(boot.ram());
     mmu::enable(boot.ram());
     super::gic::init(&platform);
+    smp::init_boot_cpu(&platform);
+    smp::start_secondaries(&platform);
     // SAFETY: `hv_main` is the core's entry point, defined with this exact signature in the
     // hypervisor binary; the CPU is in HYP mode with vectors, stack and console ready.
     unsafe { hv_main(&boot) }
@@ -135,7 +137,7 @@ fn report(p: &Platform, boot: &BootInfo) {
             sysreg::cntfrq() / 1000
         );
     }
-    let _ = writeln!(Console, "(XEN) CPUs: {} in the device tree; the boot CPU runs the guests", boot.cpu_count);
+    let _ = writeln!(Console, "(XEN) CPUs: {} in the device tree", boot.cpu_count);
     for r in boot.ram() {
         let _ = writeln!(Console, "(XEN) memory: {:#x}-{:#x} ({} MiB)", r.start, r.end(), r.size >> 20);
     }

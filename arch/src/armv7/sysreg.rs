@@ -66,6 +66,7 @@ macro_rules! cp15_64 {
 }
 
 cp15!(r /** Main ID register (what guests read back through VPIDR). */ midr = "0", "c0", "c0", "0");
+cp15!(r /** Multiprocessor affinity: which CPU of the cluster(s) this is. */ mpidr = "0", "c0", "c0", "5");
 cp15!(w /** Virtualization processor ID: the MIDR a guest reads. */ write_vpidr = "4", "c0", "c0", "0");
 cp15!(w /** Virtualization multiprocessor ID: the MPIDR a guest reads. */ write_vmpidr = "4", "c0", "c0", "5");
 cp15!(r /** Hyp system control: MMU, caches, alignment checks of HYP mode. */ hsctlr = "4", "c1", "c0", "0");
@@ -82,8 +83,10 @@ cp15!(r /** Hyp IPA fault address: IPA\[39:12\] of a stage-2 fault in bits \[31:
 cp15!(w /** Translate a guest PL1 read: Non-secure PL1&0 stage 1, then stage 2. */ ats12nsopr = "0", "c7", "c8", "4");
 cp15!(w /** Translate a guest PL1 write: Non-secure PL1&0 stage 1, then stage 2. */ ats12nsopw = "0", "c7", "c8", "5");
 cp15!(w /** Invalidate the whole instruction cache to the point of unification. */ iciallu = "0", "c7", "c5", "0");
+cp15!(w /** [`iciallu`] on every CPU of the Inner Shareable domain. */ icialluis = "0", "c7", "c1", "0");
 cp15!(w /** Invalidate all HYP-regime TLB entries. */ tlbiallh = "4", "c8", "c7", "0");
 cp15!(w /** Invalidate all Non-secure non-HYP TLB entries, every VMID. */ tlbiallnsnh = "4", "c8", "c7", "4");
+cp15!(w /** [`tlbiallnsnh`] on every CPU of the Inner Shareable domain. */ tlbiallnsnhis = "4", "c8", "c3", "4");
 cp15!(w /** Invalidate all TLB entries, Inner Shareable. From HYP mode: every stage-1 and stage-2
     entry of the current VMID (VTTBR's), as KVM's ARMv7 port relies on for stage-2 changes. */ tlbiallis = "0", "c8", "c3", "0");
 cp15!(w /** Hyp memory attribute indirection 0 (attributes 0..3). */ write_hmair0 = "4", "c10", "c2", "0");

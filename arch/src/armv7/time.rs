@@ -49,6 +49,8 @@ pub fn idle_until(deadline_ns: Option<u64>) {
     unsafe { core::arch::asm!("wfi", options(nomem, nostack, preserves_flags)) };
     sysreg::write_cnthp_ctl(0);
     sysreg::isb();
+    // A kick from another CPU may have ended the wait: the caller looks again anyway.
+    super::gic::drain_kicks();
 }
 
 /// Clean and invalidate `[addr, addr + size)` (identity-mapped RAM) to the point of

@@ -1,8 +1,8 @@
 //! One vCPU of a domain: LPAE stage-2 over its RAM (shared by the domain's vCPUs), the HYP
 //! trap configuration, and the decoding of what brought it back to the hypervisor.
 //!
-//! Siblings come up through PSCI CPU_ON; every vCPU runs on the boot CPU, so what they
-//! share is a plain `Rc<DomainSpace>`.
+//! Siblings come up through PSCI CPU_ON; a domain's vCPUs run on several physical CPUs at
+//! once, so what they share sits behind a spin lock (`Arc<spin::Mutex<DomainSpace>>`).
 //!
 //! Interrupts: the domain's virtual GICv2 ([`Vgic`]) is loaded into the GICH list registers
 //! before every entry and read back after every exit; the guest's GICC is the hardware's
@@ -11,16 +11,18 @@
 //! as virtual PPI 27, as on aarch64. The Hyp physical timer (CNTHP) ends a vCPU's slice.
 //!
 //! An exit that comes back to the same vCPU moves no state: its trap configuration, CP15
-//! context, virtual timer and VFP registers stay on the CPU (see [`ACTIVE`]), and the list
+//! context, virtual timer and VFP registers stay on the CPU (see [`ACTIVE`]) until the vCPU
+//! goes back to the scheduler ([`VirtualCpu::unload`]), and the list
 //! registers are filled only when its vGIC has something for it.
 
 extern crate alloc;
 
 use super::cp15::{self, GuestCp15};
+use super::smp::this_cpu;
 use super::time::{clean_invalidate_dcache, count_to_ns, ns_to_count};
 use super::vectors::{EXIT_FIQ, EXIT_IRQ, EXIT_TRAP, GuestRegs, armv7_enter_guest};
 use super::vfp::{self, GuestVfp};
-use super::{gic, sysreg};
+use super::{MAX_CPUS, gic, sysreg};
 use crate::arm::gicv2;
 use crate::arm::psci::{self, Action, SmpAction};
 use crate::arm::stage2::{self, Stage2Tables};
@@ -29,14 +31,14 @@ use crate::arm::vgic::{self, GicVersion, MAX_LRS, UPCALL_PPI, VTIMER_PPI, Vgic};
 use crate::boot::GuestSetup;
 use crate::exit::{BadGuestAddress, CpuOnResult, Exit, FaultKind, GuestFault, HypercallArgs, MmioAccess, VirtualCpu};
 use alloc::boxed::Box;
-use alloc::rc::Rc;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::cell::RefCell;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-/// The `uid` of the vCPU whose trap configuration, stage 2 and switched state the CPU holds
-/// (0: none); only [`Vcpu::activate`] changes what it names. One CPU runs guests.
-static ACTIVE: AtomicUsize = AtomicUsize::new(0);
+/// Per physical CPU: the `uid` of the vCPU whose trap configuration and stage 2 that CPU
+/// holds (0: none, or something else wrote them, or the vCPU was unloaded). An exit that
+/// returns to the same vCPU loads nothing.
+static ACTIVE: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
 /// The next vCPU `uid` (never reused, so a dropped vCPU cannot be mistaken for a new one).
 static NEXT_UID: AtomicUsize = AtomicUsize::new(1);
 
@@ -45,14 +47,16 @@ const XEN_HVC_IMM: u16 = 0xea1;
 const PSCI_HVC_IMM: u16 = 0;
 
 /// HCR for a running guest: stage-2 on (VM), set/way cache ops become clean+invalidate
-/// (SWIO), physical FIQ/IRQ/asynchronous aborts go to HYP (FMO, IMO, AMO), SMC traps (TSC),
-/// WFI and WFE trap (TWI, TWE).
-const HCR_GUEST: u32 = HCR_VM | HCR_SWIO | HCR_FMO | HCR_IMO | HCR_AMO | HCR_TWI | HCR_TWE | HCR_TSC;
+/// (SWIO), physical FIQ/IRQ/asynchronous aborts go to HYP (FMO, IMO, AMO), the guest's TLB
+/// and branch predictor maintenance is broadcast to every pCPU, where its other vCPUs run or
+/// ran (FB, as aarch64), SMC traps (TSC), WFI and WFE trap (TWI, TWE).
+const HCR_GUEST: u32 = HCR_VM | HCR_SWIO | HCR_FMO | HCR_IMO | HCR_AMO | HCR_FB | HCR_TWI | HCR_TWE | HCR_TSC;
 const HCR_VM: u32 = 1 << 0;
 const HCR_SWIO: u32 = 1 << 1;
 const HCR_FMO: u32 = 1 << 3;
 const HCR_IMO: u32 = 1 << 4;
 const HCR_AMO: u32 = 1 << 5;
+const HCR_FB: u32 = 1 << 9;
 const HCR_TWI: u32 = 1 << 13;
 const HCR_TWE: u32 = 1 << 14;
 const HCR_TSC: u32 = 1 << 19;
@@ -80,22 +84,34 @@ const WFX_IS_WFE: u64 = 1;
 /// CPSR.I: the guest's IRQ mask.
 const CPSR_I: u32 = 1 << 7;
 
-/// What the vCPUs of one domain share.
+/// What the vCPUs of one domain share. Lock order: the core's lock (if held) before this
+/// one; nothing is locked while it is held, and it is never held while a guest runs.
 struct DomainSpace {
     /// Stage-2 tables; VTTBR points into them, so they live as long as any vCPU. Changed
-    /// only by [`VirtualCpu::map_host_page`], for every vCPU of the domain at once.
-    stage2: RefCell<Box<Stage2Tables>>,
+    /// only by [`Vcpu::change_stage2`], for every vCPU of the domain at once.
+    stage2: Box<Stage2Tables>,
     /// vCPU n is on (created and not powered off).
-    online: RefCell<Vec<bool>>,
+    online: Vec<bool>,
     /// The domain's virtual GICv2, every vCPU's banked state included.
-    vgic: RefCell<Vgic>,
+    vgic: Vgic,
     /// The guest's virtual counter starts near 0: CNTVOFF = the physical count at creation.
     cntvoff: u64,
+    /// vCPUs (bit n: vCPU n) an exit may have made an interrupt pending for: see
+    /// [`VirtualCpu::take_sibling_kicks`].
+    kicks: u64,
+}
+
+impl DomainSpace {
+    /// Note that every vCPU of the domain but `id` may have an interrupt newly pending.
+    fn kick_others(&mut self, id: usize) {
+        let all = if self.online.len() >= 64 { u64::MAX } else { (1u64 << self.online.len()) - 1 };
+        self.kicks |= all & !(1u64 << (id % 64));
+    }
 }
 
 pub struct Vcpu {
     regs: GuestRegs,
-    space: Rc<DomainSpace>,
+    space: Arc<spin::Mutex<DomainSpace>>,
     vttbr: u64,
     vmpidr: u32,
     /// The domain's RAM (the vCPU fields of the setup are vCPU 0's).
@@ -137,12 +153,14 @@ impl Vcpu {
                     .map_err(|_| "the GICv2 virtual CPU interface cannot be mapped at stage 2")?;
             }
         }
-        // The instruction side: lines of these frames from an earlier owner must not be hit.
-        sysreg::iciallu(0);
+        // The instruction side: lines of these frames from an earlier owner must not be hit,
+        // on whichever CPU the domain's vCPUs run.
+        sysreg::icialluis(0);
         let vttbr = stage2::vttbr(tables.root_address(), vmid);
-        // A VMID may have been used by an earlier domain: forget its translations.
+        // A VMID may have been used by an earlier domain: forget its translations, on every
+        // CPU (the inner-shareable form; DSB SY covers the inner-shareable domain).
         sysreg::dsb();
-        sysreg::tlbiallnsnh(0);
+        sysreg::tlbiallnsnhis(0);
         sysreg::dsb();
         let mut regs = GuestRegs { pc: entry, cpsr: CPSR_SVC_MASKED, ..GuestRegs::default() };
         // Linux's ARM boot protocol: r0 = 0, r1 = machine type (~0: "use the DT"), r2 = DT.
@@ -151,16 +169,23 @@ impl Vcpu {
         let nr_vcpus = usize::from(setup.nr_vcpus).clamp(1, vgic::MAX_VCPUS);
         let mut online = alloc::vec![false; nr_vcpus];
         online[0] = true;
-        let space = Rc::new(DomainSpace {
-            stage2: RefCell::new(tables),
-            online: RefCell::new(online),
-            vgic: RefCell::new(Vgic::with_version(GicVersion::V2, nr_vcpus)),
+        let space = Arc::new(spin::Mutex::new(DomainSpace {
+            stage2: tables,
+            online,
+            vgic: Vgic::with_version(GicVersion::V2, nr_vcpus),
             cntvoff: sysreg::cntpct(),
-        });
+            kicks: 0,
+        }));
         Ok(Vcpu::with_regs(space, vttbr, *setup, 0, regs))
     }
 
-    fn with_regs(space: Rc<DomainSpace>, vttbr: u64, ram: GuestSetup, id: usize, regs: GuestRegs) -> Vcpu {
+    fn with_regs(
+        space: Arc<spin::Mutex<DomainSpace>>,
+        vttbr: u64,
+        ram: GuestSetup,
+        id: usize,
+        regs: GuestRegs,
+    ) -> Vcpu {
         let vmpidr = VMPIDR_BASE | (id as u32 & 0xff);
         Vcpu {
             regs,
@@ -183,17 +208,19 @@ impl Vcpu {
 
     /// Make this vCPU's stage-2, trap configuration and CP15 context the CPU's.
     fn activate(&mut self) {
-        if ACTIVE.load(Ordering::Relaxed) == self.uid {
-            return; // still loaded: no other vCPU has run since
+        let cpu = this_cpu();
+        if ACTIVE[cpu].load(Ordering::Relaxed) == self.uid {
+            return; // still loaded: no other vCPU has run here since, nor was it unloaded
         }
-        ACTIVE.store(self.uid, Ordering::Relaxed);
+        ACTIVE[cpu].store(self.uid, Ordering::Relaxed);
+        let cntvoff = self.space.lock().cntvoff;
         sysreg::write_vtcr(stage2::VTCR_V7);
         sysreg::write_vttbr(self.vttbr);
         sysreg::write_vpidr(sysreg::midr());
         sysreg::write_vmpidr(self.vmpidr);
         sysreg::write_hcr(HCR_GUEST);
         sysreg::write_cnthctl(CNTHCTL_PL1_PHYS);
-        sysreg::write_cntvoff(self.space.cntvoff);
+        sysreg::write_cntvoff(cntvoff);
         sysreg::isb();
         self.cp15.load();
         self.vfp.load();
@@ -249,7 +276,12 @@ impl Vcpu {
             // The guest's timer fired. Masking it drops the level-sensitive line; the guest's
             // handler reprograms CNTV_CTL, which unmasks it again.
             sysreg::write_cntv_ctl(sysreg::cntv_ctl() | CNTV_IMASK);
-            self.space.vgic.borrow_mut().raise_private(self.id, VTIMER_PPI);
+            self.space.lock().vgic.raise_private(self.id, VTIMER_PPI);
+        } else if intid == gic::KICK_SGI {
+            // Another pCPU wants this one to look again (an event, an interrupt or a vCPU
+            // for it): leave the guest; the core resumes it if nothing changed.
+            gicv2::end_of_interrupt(iar);
+            return Some(Exit::Preempted);
         } else if intid == gic::hyp_timer_intid() {
             sysreg::write_cnthp_ctl(0);
             gicv2::end_of_interrupt(iar);
@@ -267,7 +299,7 @@ impl Vcpu {
         let ctl = sysreg::cntv_ctl();
         let fired = ctl & (CNTV_ENABLE | CNTV_IMASK | CNTV_ISTATUS) == CNTV_ENABLE | CNTV_ISTATUS;
         let cpu = gicv2::cpu_interface(self.vmcr, self.apr);
-        let vgic = self.space.vgic.borrow();
+        let vgic = &self.space.lock().vgic;
         (fired && vgic.would_signal(self.id, VTIMER_PPI, &cpu)) || vgic.has_signalled(self.id, &cpu)
     }
 
@@ -277,7 +309,8 @@ impl Vcpu {
             return;
         }
         let mut overflow = false;
-        let mut vgic = self.space.vgic.borrow_mut();
+        let mut space = self.space.lock();
+        let vgic = &mut space.vgic;
         // Most exits are not about interrupts: nothing to scan when nothing could be pending.
         if !vgic.is_quiet(self.id) {
             let plan = vgic.fill_lrs(self.id, gicv2::lr_count().min(MAX_LRS));
@@ -288,7 +321,7 @@ impl Vcpu {
             self.lrs_loaded = plan.count;
             overflow = plan.overflow;
         }
-        drop(vgic);
+        drop(space);
         gicv2::load(self.vmcr, self.apr, overflow);
     }
 
@@ -306,7 +339,7 @@ impl Vcpu {
             *v = u64::from(gicv2::read_lr(n));
             gicv2::write_lr(n, 0);
         }
-        self.space.vgic.borrow_mut().sync_lrs(self.id, &values[..self.lrs_loaded]);
+        self.space.lock().vgic.sync_lrs(self.id, &values[..self.lrs_loaded]);
         self.lrs_loaded = 0;
     }
 
@@ -315,11 +348,18 @@ impl Vcpu {
     fn handle_mmio(&mut self, gpa: u64, access: DataAccess, hsr: Syndrome) -> Option<Exit> {
         let write = access.write.then(|| access.store_value(u64::from(self.reg(access.reg))));
         self.regs.pc = self.regs.pc.wrapping_add(hsr.instruction_length() as u32);
-        let outcome = self.space.vgic.borrow_mut().mmio(self.id, gpa, access.size, write);
+        let outcome = self.space.lock().vgic.mmio(self.id, gpa, access.size, write);
         if let Some(out) = outcome {
             if !access.write {
                 self.set_reg(access.reg, access.load_value(out.value) as u32);
-            } else if self.space.vgic.borrow().may_wake_sibling(gpa) {
+                return None;
+            }
+            let mut space = self.space.lock();
+            // A distributor write may make an interrupt pending for a sibling running on
+            // another pCPU (an SGI, a set-pending, an enable).
+            space.kick_others(self.id);
+            if space.vgic.may_wake_sibling(gpa) {
+                // An SGI: a sibling may be asleep waiting for it.
                 return Some(Exit::Preempted);
             }
             return None;
@@ -378,10 +418,11 @@ impl Vcpu {
             return None;
         }
         let cpu = gicv2::cpu_interface(self.vmcr, self.apr);
-        if !self.space.vgic.borrow().would_signal(self.id, VTIMER_PPI, &cpu) {
+        let space = self.space.lock();
+        if !space.vgic.would_signal(self.id, VTIMER_PPI, &cpu) {
             return None;
         }
-        cval.checked_add(self.space.cntvoff)
+        cval.checked_add(space.cntvoff)
     }
 
     /// nr in r12, arguments in r0..r4; HVC's preferred return already points past it.
@@ -393,8 +434,8 @@ impl Vcpu {
     fn psci(&mut self) -> Option<Exit> {
         let r = &self.regs.r;
         let action = {
-            let online = self.space.online.borrow();
-            psci::handle_smp(r[0], [r[1], r[2], r[3]].map(u64::from), online.len(), |n| online[n])
+            let space = self.space.lock();
+            psci::handle_smp(r[0], [r[1], r[2], r[3]].map(u64::from), space.online.len(), |n| space.online[n])
         };
         match action {
             SmpAction::Plain(Action::Return(v)) => {
@@ -405,7 +446,7 @@ impl Vcpu {
             SmpAction::Plain(Action::Reset) => Some(Exit::Reset),
             SmpAction::CpuOn { target, entry, context } => Some(Exit::CpuOn { target, entry, context }),
             SmpAction::CpuOff => {
-                self.space.online.borrow_mut()[self.id] = false;
+                self.space.lock().online[self.id] = false;
                 Some(Exit::CpuOff)
             }
         }
@@ -448,7 +489,7 @@ impl Vcpu {
     fn copy_guest_phys(&self, gpa: u64, len: usize, f: impl FnMut(u64, usize, usize)) -> Result<(), BadGuestAddress> {
         let ram = &self.ram;
         let in_ram = |pa: u64, n: usize| pa >= ram.ram_host && pa - ram.ram_host + n as u64 <= ram.ram_size;
-        self.space.stage2.borrow().for_each_host_piece(gpa, len, in_ram, f).map_err(BadGuestAddress)
+        self.space.lock().stage2.for_each_host_piece(gpa, len, in_ram, f).map_err(BadGuestAddress)
     }
 
     /// Copy between guest virtual memory and `len` bytes, one guest page at a time.
@@ -508,17 +549,20 @@ impl Vcpu {
         gpa: u64,
         change: impl FnOnce(&mut Stage2Tables) -> Result<(), crate::arm::lpae::MapError>,
     ) -> Result<(), BadGuestAddress> {
-        change(&mut self.space.stage2.borrow_mut()).map_err(|_| BadGuestAddress(gpa))?;
+        let space = &mut *self.space.lock();
+        change(&mut space.stage2).map_err(|_| BadGuestAddress(gpa))?;
         // ARMv7 has no by-IPA invalidation (TLBIIPAS2 is ARMv8's): with this domain's VTTBR
         // loaded, TLBIALLIS from HYP drops every stage-1 and stage-2 entry of its VMID, the
-        // replaced block's and page's included. The DSB before it publishes the descriptor
-        // to the table walker; the DSB and ISB after it complete the invalidation before the
-        // guest (or an ATS of a copy) translates again.
+        // replaced block's and page's included, on every CPU of the inner-shareable domain:
+        // other pCPUs may be running vCPUs of it. The DSB before it publishes the descriptor
+        // to the table walkers; the DSB and ISB after it complete the invalidation (DSB SY
+        // waits for it on every CPU) before the guest (or an ATS of a copy) translates again.
         sysreg::dsb();
         sysreg::write_vttbr(self.vttbr);
-        if ACTIVE.load(Ordering::Relaxed) != self.uid {
+        let cpu = this_cpu();
+        if ACTIVE[cpu].load(Ordering::Relaxed) != self.uid {
             // Another vCPU's controls were loaded: the next entry loads them all again.
-            ACTIVE.store(0, Ordering::Relaxed);
+            ACTIVE[cpu].store(0, Ordering::Relaxed);
         }
         sysreg::isb();
         sysreg::tlbiallis(0);
@@ -630,11 +674,13 @@ impl VirtualCpu for Vcpu {
     }
 
     fn raise_upcall(&mut self) {
-        self.space.vgic.borrow_mut().raise_private(self.id, UPCALL_PPI);
+        self.space.lock().vgic.raise_private(self.id, UPCALL_PPI);
     }
 
     fn set_irq_line(&mut self, intid: u32, level: bool) {
-        self.space.vgic.borrow_mut().set_spi_line(intid, level);
+        let mut space = self.space.lock();
+        space.vgic.set_spi_line(intid, level);
+        space.kick_others(self.id);
     }
 
     fn enable_event_delivery(&mut self) {
@@ -644,7 +690,7 @@ impl VirtualCpu for Vcpu {
     fn interrupt_pending(&self) -> bool {
         let timer_due = self.timer_deadline_count().is_some_and(|due| sysreg::cntpct() >= due);
         let cpu = gicv2::cpu_interface(self.vmcr, self.apr);
-        timer_due || self.space.vgic.borrow().has_signalled(self.id, &cpu)
+        timer_due || self.space.lock().vgic.has_signalled(self.id, &cpu)
     }
 
     fn timer_deadline_ns(&self) -> Option<u64> {
@@ -662,9 +708,28 @@ impl VirtualCpu for Vcpu {
     /// in r0, over the same stage-2 tables and VMID.
     fn power_on_sibling(&mut self, index: usize, entry: u64, context: u64) -> Option<Vcpu> {
         let pc = u32::try_from(entry).ok()?;
-        self.space.online.borrow_mut().get_mut(index).map(|on| *on = true)?;
+        self.space.lock().online.get_mut(index).map(|on| *on = true)?;
         let mut regs = GuestRegs { pc, cpsr: CPSR_SVC_MASKED, ..GuestRegs::default() };
         regs.r[0] = context as u32;
-        Some(Vcpu::with_regs(Rc::clone(&self.space), self.vttbr, self.ram, index, regs))
+        Some(Vcpu::with_regs(Arc::clone(&self.space), self.vttbr, self.ram, index, regs))
+    }
+
+    /// Save what of this vCPU the CPU holds (CP15 context with its virtual timer, VFP
+    /// registers) and forget its controls here: any pCPU may enter it next.
+    fn unload(&mut self) {
+        let cpu = this_cpu();
+        if self.cp15.on_cpu() {
+            self.cp15.unload();
+            // Its timer stays in the saved state; the CPU's must not wake an idle wait or
+            // another vCPU's run.
+            sysreg::write_cntv_ctl(0);
+            sysreg::isb();
+        }
+        self.vfp.unload();
+        ACTIVE[cpu].store(0, Ordering::Relaxed);
+    }
+
+    fn take_sibling_kicks(&mut self) -> u64 {
+        core::mem::take(&mut self.space.lock().kicks)
     }
 }

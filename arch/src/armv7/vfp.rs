@@ -10,6 +10,7 @@
 //! as it was. FPEXC.EX and the FPINST registers are left out: VFPv4 on Cortex-A15/A7 has
 //! no trapped floating-point exceptions, so EX stays 0.
 
+use super::MAX_CPUS;
 use super::switched::{OnCpu, Switched};
 use super::sysreg;
 use crate::arm::vfp::{Residency, has_d32};
@@ -30,8 +31,8 @@ pub struct VfpState {
 const _: () = assert!(core::mem::offset_of!(VfpState, fpscr) == 256);
 const _: () = assert!(core::mem::offset_of!(VfpState, fpexc) == 260);
 
-/// Whose VFP registers the CPU holds.
-static RESIDENT: spin::Mutex<Residency<usize>> = spin::Mutex::new(Residency::new());
+/// Per physical CPU: whose VFP registers it holds.
+static RESIDENT: [spin::Mutex<Residency<usize>>; MAX_CPUS] = [const { spin::Mutex::new(Residency::new()) }; MAX_CPUS];
 /// d16-d31 exist (MVFR0), read once at boot.
 static D32: AtomicBool = AtomicBool::new(false);
 
@@ -106,7 +107,7 @@ pub fn reset() -> GuestVfp {
 }
 
 impl OnCpu for VfpState {
-    fn resident() -> &'static spin::Mutex<Residency<usize>> {
+    fn residents() -> &'static [spin::Mutex<Residency<usize>>; MAX_CPUS] {
         &RESIDENT
     }
 

@@ -1,13 +1,13 @@
 //! smp-parallel: two vCPUs of one domain really run at the same time, on two pCPUs.
 //!
-//! vCPU 0 starts vCPU 1 (PSCI CPU_ON on aarch64; INIT/STARTUP through the x2APIC on x86),
+//! vCPU 0 starts vCPU 1 (PSCI CPU_ON on ARM; INIT/STARTUP through the x2APIC on x86),
 //! then the two play a lockstep handshake through
 //! shared memory: vCPU 0 writes round `n` to `PING` and spins until vCPU 1 answers `n` in
 //! `PONG`; vCPU 1 spins until it sees `n`, answers, and waits for `n + 1`. Neither makes a
 //! hypercall, a WFI/WFE/HLT or any other exit while it spins, and no timer of theirs is armed.
 //! On a single pCPU the other vCPU therefore only runs once the hypervisor preempts the
 //! spinning one at the end of its slice (1 ms at the least), so every round trip takes two
-//! slices, 2 ms or more of guest time. Measured with the virtual counter (aarch64) or Xen
+//! slices, 2 ms or more of guest time. Measured with the virtual counter (ARM) or Xen
 //! system time through pvclock (x86: the TSC, which runs without exits), the best window of
 //! [`WINDOW`] consecutive round trips must take less than 1 ms per round trip: impossible
 //! unless both vCPUs ran on pCPUs of their own at once.
@@ -25,21 +25,21 @@ extern "C" fn guest_main() -> ! {
     guest::main()
 }
 
-#[cfg(all(target_os = "none", not(any(target_arch = "aarch64", target_arch = "x86_64"))))]
+#[cfg(all(target_os = "none", not(any(target_arch = "aarch64", target_arch = "arm", target_arch = "x86_64"))))]
 mod guest {
     use guest_abi::sched;
     use hello_guest::{println, shutdown};
 
     pub fn main() -> ! {
-        println!("smp-parallel: only written for aarch64 and x86_64");
+        println!("smp-parallel: only written for aarch64, ARMv7 and x86_64");
         println!("SMP-PARALLEL-DONE");
         shutdown(sched::SHUTDOWN_POWEROFF)
     }
 }
 
-#[cfg(all(target_os = "none", any(target_arch = "aarch64", target_arch = "x86_64")))]
+#[cfg(all(target_os = "none", any(target_arch = "aarch64", target_arch = "arm", target_arch = "x86_64")))]
 mod guest {
-    use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+    use core::sync::atomic::{AtomicU32, Ordering};
     use guest_abi::{hypercall as nr, sched};
     use hello_guest::{hypercall, println, shutdown, simd};
 
@@ -52,9 +52,10 @@ mod guest {
     /// Yields the boot vCPU waits for vCPU 1 to show up.
     const START_YIELDS: u32 = 100_000;
 
-    /// Single-writer words (plain loads and stores: the MMU is off, memory is device-typed).
-    static PING: AtomicU64 = AtomicU64::new(0);
-    static PONG: AtomicU64 = AtomicU64::new(0);
+    /// Single-writer words (plain loads and stores: the MMU is off, memory is device-typed;
+    /// 32 bits, which ARMv7 stores without exclusives, as it does not a 64-bit atomic).
+    static PING: AtomicU32 = AtomicU32::new(0);
+    static PONG: AtomicU32 = AtomicU32::new(0);
     static STARTED: AtomicU32 = AtomicU32::new(0);
     /// vCPU 0 gave up: vCPU 1 stops waiting.
     static STOP: AtomicU32 = AtomicU32::new(0);
@@ -77,6 +78,24 @@ mod guest {
         // SAFETY: reading the counter frequency has no side effect.
         unsafe { core::arch::asm!("mrs {}, cntfrq_el0", out(reg) f, options(nostack, nomem)) };
         f.max(1)
+    }
+
+    #[cfg(target_arch = "arm")]
+    fn counter() -> u64 {
+        let (lo, hi): (u32, u32);
+        // SAFETY: reading the virtual counter (CNTVCT) has no side effect.
+        unsafe {
+            core::arch::asm!("isb", "mrrc p15, 1, {}, {}, c14", out(reg) lo, out(reg) hi, options(nostack, nomem))
+        };
+        (u64::from(hi) << 32) | u64::from(lo)
+    }
+
+    #[cfg(target_arch = "arm")]
+    fn frequency() -> u64 {
+        let f: u32;
+        // SAFETY: reading the counter frequency (CNTFRQ) has no side effect.
+        unsafe { core::arch::asm!("mrc p15, 0, {}, c14, c0, 0", out(reg) f, options(nostack, nomem)) };
+        u64::from(f).max(1)
     }
 
     /// Xen system time in ns (pvclock over the TSC: no exit once the shared info page is
@@ -110,8 +129,8 @@ mod guest {
         let mut window_start = start;
         let mut done = 0;
         'rounds: for n in 1..=ROUNDS {
-            PING.store(n, Ordering::Release);
-            while PONG.load(Ordering::Acquire) != n {
+            PING.store(n as u32, Ordering::Release);
+            while PONG.load(Ordering::Acquire) != n as u32 {
                 core::hint::spin_loop();
                 if counter() > give_up {
                     break 'rounds;
@@ -177,8 +196,8 @@ mod guest {
         STARTED.store(1, Ordering::Release);
         let mut n = 1;
         while n <= ROUNDS && STOP.load(Ordering::Acquire) == 0 {
-            if PING.load(Ordering::Acquire) == n {
-                PONG.store(n, Ordering::Release);
+            if PING.load(Ordering::Acquire) == n as u32 {
+                PONG.store(n as u32, Ordering::Release);
                 n += 1;
             }
             core::hint::spin_loop();
