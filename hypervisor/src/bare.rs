@@ -203,10 +203,14 @@ static SHARED: spin::Once<Shared> = spin::Once::new();
 
 /// Every pCPU of every pool runs the core's loop over the one run loop and the domains;
 /// the boot CPU returns when every domain has ended.
-fn run_domains(mut run_loop: run::RunLoop<cpu::Vcpu, Pools>, domains: Vec<Domain>, cpus: Vec<usize>) -> Vec<DomainEnd> {
+fn run_domains(
+    mut run_loop: run::RunLoop<cpu::Vcpu, Pools>,
+    mut domains: Vec<Domain>,
+    cpus: Vec<usize>,
+) -> Vec<DomainEnd> {
     let list: Vec<String> = cpus.iter().map(|c| format!("CPU{c}")).collect();
     hvlog!("SMP host: {} pCPU(s) run guests ({})", cpus.len(), list.join(", "));
-    run_loop.start(cpu::now_ns());
+    run_loop.start(&mut domains, cpu::now_ns());
     // They live as long as the hypervisor: every pCPU's loop reaches them.
     let run_loop = alloc::boxed::Box::leak(alloc::boxed::Box::new(run_loop));
     let domains = domains.leak();

@@ -298,16 +298,18 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
     /// `domains[d]` is the domain added `d`-th.
     pub fn run(&mut self, domains: &mut [Domain], host: &mut impl Host) -> Vec<DomainEnd> {
         assert_eq!(domains.len(), self.first.len(), "one Domain per added domain");
-        self.start(host.now_ns());
+        self.start(domains, host.now_ns());
         let core = spin::Mutex::new(Core { run_loop: self, domains });
         run_cpu(0, &core, host)
     }
 
-    /// Hand the runnable vCPUs to the scheduler, before any pCPU's loop starts.
-    pub fn start(&mut self, now: u64) {
+    /// Hand the runnable vCPUs to the scheduler, before any pCPU's loop starts; every
+    /// vCPU's runstate times count from `now` (building the domains is nobody's steal time).
+    pub fn start(&mut self, domains: &mut [Domain], now: u64) {
         if core::mem::replace(&mut self.started, true) {
             return;
         }
+        domains.iter_mut().flat_map(|d| d.vcpus.iter_mut()).for_each(|x| x.runstate.restart(now));
         for (i, slot) in self.slots.iter().enumerate() {
             if slot.power == Power::Runnable {
                 self.sched.wake(i, now);
@@ -1319,7 +1321,7 @@ mod tests {
         with_xen_pages(&mut doms[0], &mut vcpu0);
         let mut m = TwoCpus::new(&world);
         m.rl.add_domain(2, vcpu0);
-        m.rl.start(0);
+        m.rl.start(&mut doms, 0);
         // pCPU 0 runs vCPU 0, which starts vCPU 1 and goes on.
         let v0 = m.step(0, &mut doms).expect("vCPU 0 for pCPU 0");
         assert_eq!(m.exit(0, v0, &mut doms), 0);
@@ -1348,7 +1350,7 @@ mod tests {
         let mut doms = [Domain::with_vcpus(1, 2)];
         let mut m = TwoCpus::new(&world);
         m.rl.add_domain(2, vcpu0);
-        m.rl.start(0);
+        m.rl.start(&mut doms, 0);
         let v0 = m.step(0, &mut doms).unwrap();
         // Nothing for pCPU 1: it idles (the scheduler now knows it is idle).
         assert!(m.step(1, &mut doms).is_none());
@@ -1367,7 +1369,7 @@ mod tests {
         let mut doms = [Domain::with_vcpus(1, 2)];
         let mut m = TwoCpus::new(&world);
         m.rl.add_domain(2, vcpu0);
-        m.rl.start(0);
+        m.rl.start(&mut doms, 0);
         let v0 = m.step(0, &mut doms).unwrap();
         m.exit(0, v0, &mut doms);
         let v0 = m.step(0, &mut doms).unwrap();
@@ -1390,7 +1392,7 @@ mod tests {
         let mut m = TwoCpus::new(&world);
         m.rl.add_domain(1, Scripted::new(&world, 0, vec![Exit::Preempted, Exit::PowerOff]));
         m.rl.add_domain(1, Scripted::new(&world, 1, vec![Exit::PowerOff]));
-        m.rl.start(0);
+        m.rl.start(&mut doms, 0);
         let a = m.step(0, &mut doms).unwrap();
         let b = m.step(1, &mut doms).unwrap();
         // Domain 2 ends on pCPU 1: domain 1 runs on and nobody is kicked; pCPU 1 idles.

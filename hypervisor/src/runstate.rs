@@ -49,6 +49,13 @@ impl Runstate {
         Self { state, entry_ns: 0, time: [0; 4], counted_ns: 0, area: None }
     }
 
+    /// Count from `now` on, with nothing counted before: the state is as it was entered then.
+    pub fn restart(&mut self, now: u64) {
+        self.entry_ns = now;
+        self.counted_ns = now;
+        self.time = [0; 4];
+    }
+
     /// Count the time in the current state up to `now`.
     pub fn charge(&mut self, now: u64) {
         let s = self.state as usize;

@@ -55,6 +55,28 @@ pub fn credit_shares(console: &str, expected: &[(u16, f64, bool)]) -> Result<Str
     Ok(format!("pCPU shares {} (expected ± {SHARE_TOLERANCE})", figures.join(", ")))
 }
 
+/// `two-linux-one-cpu-aarch64`: two Linux domains share one pCPU, so each spends time
+/// runnable while the other runs, and Linux reads it from the runstate areas the hypervisor
+/// keeps as steal time; each of the `domains` markers must report some.
+pub fn steal_seen(console: &str, domains: usize) -> Result<String, String> {
+    let steals: Vec<(String, u64)> = console
+        .lines()
+        .filter_map(|l| {
+            let at = l.find("XHV-INIT-MARKER ")?;
+            let who = l[..at].trim().to_string();
+            Some((who, field::<u64>(l, "steal=")?))
+        })
+        .collect();
+    if steals.len() < domains {
+        return Err(format!("{} of {domains} markers reported steal time", steals.len()));
+    }
+    let list: Vec<String> = steals.iter().map(|(who, s)| format!("{who} {s}")).collect();
+    if let Some((who, _)) = steals.iter().find(|(_, s)| *s == 0) {
+        return Err(format!("{who} saw no steal time ({})", list.join(", ")));
+    }
+    Ok(format!("steal time (USER_HZ ticks) {}", list.join(", ")))
+}
+
 /// One window of an ARINC 653 schedule, in ms from the start of the major frame.
 #[derive(Clone, Copy)]
 pub struct Win {
@@ -318,6 +340,15 @@ fn field<T: std::str::FromStr>(s: &str, key: &str) -> Option<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn steal_must_be_seen_by_every_domain() {
+        let both = "(d1) XHV-INIT-MARKER hypervisor=xen cpus=1 uptime=3.1 steal=12\n\
+                    (d2) XHV-INIT-MARKER hypervisor=xen cpus=1 uptime=3.4 steal=9\n";
+        assert_eq!(steal_seen(both, 2), Ok("steal time (USER_HZ ticks) (d1) 12, (d2) 9".into()));
+        assert!(steal_seen(&both.replace("steal=9", "steal=0"), 2).unwrap_err().contains("(d2) saw no steal"));
+        assert!(steal_seen(&both.replace(" steal=9", ""), 2).is_err());
+    }
 
     #[test]
     fn shares_within_tolerance_pass_and_outside_fail() {

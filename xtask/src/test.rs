@@ -746,6 +746,7 @@ fn figures(name: &str, console: &str) -> Option<Result<String, String>> {
             let mut phases = [sc::Phase { from_ns: 0, major_ms: 30, windows: sc::xen_example() }];
             Some(sc::arinc653_runs(console, &mut phases))
         }
+        "two-linux-one-cpu-aarch64" => Some(sc::steal_seen(console, 2)),
         "cpupools-aarch64" => {
             let done = console.matches("SCHED-PROBE done vcpus=2 ").count();
             if done != 3 {

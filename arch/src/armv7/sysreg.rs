@@ -82,6 +82,7 @@ cp15!(r /** Hyp instruction fault address. */ hifar = "4", "c6", "c0", "2");
 cp15!(r /** Hyp IPA fault address: IPA\[39:12\] of a stage-2 fault in bits \[31:4\]. */ hpfar = "4", "c6", "c0", "4");
 cp15!(w /** Translate a guest PL1 read: Non-secure PL1&0 stage 1, then stage 2. */ ats12nsopr = "0", "c7", "c8", "4");
 cp15!(w /** Translate a guest PL1 write: Non-secure PL1&0 stage 1, then stage 2. */ ats12nsopw = "0", "c7", "c8", "5");
+cp15!(w /** Translate a guest PL1 write through stage 1 alone (the result is an IPA). */ ats1cpw = "0", "c7", "c8", "1");
 cp15!(w /** Invalidate the whole instruction cache to the point of unification. */ iciallu = "0", "c7", "c5", "0");
 cp15!(w /** [`iciallu`] on every CPU of the Inner Shareable domain. */ icialluis = "0", "c7", "c1", "0");
 cp15!(w /** Invalidate all HYP-regime TLB entries. */ tlbiallh = "4", "c8", "c7", "0");

@@ -471,14 +471,17 @@ impl Vcpu {
     fn host_address(&mut self, gva: u64, write: bool) -> Option<u64> {
         let va = u32::try_from(gva).ok()?;
         self.activate();
-        let par = translate(va & !(PAGE as u32 - 1), write);
-        if par & PAR_F != 0 {
-            return None;
-        }
-        let page = if par & PAR_LPAE != 0 { par & 0xff_ffff_f000 } else { par & 0xffff_f000 };
-        let pa = page | (gva & (PAGE - 1));
+        let pa = par_address(translate(va & !(PAGE as u32 - 1), write), gva)?;
         let ram = &self.ram;
         (pa >= ram.ram_host && pa - ram.ram_host < ram.ram_size).then_some(pa)
+    }
+
+    /// The guest-physical (intermediate-physical) address of `gva` for a guest PL1 write,
+    /// through the guest's stage 1 alone.
+    fn stage1_write(&mut self, gva: u64) -> Option<u64> {
+        let va = u32::try_from(gva).ok()?;
+        self.activate();
+        par_address(address_translate(va & !(PAGE as u32 - 1), sysreg::ats1cpw), gva)
     }
 
     /// Walk guest-physical `[gpa, gpa + len)` through the domain's stage 2, calling
@@ -529,12 +532,22 @@ fn zeroed_stage2() -> Box<Stage2Tables> {
 /// Run the address translation operation for a guest PL1 read or write and return PAR.
 /// The guest's own PAR (its last ATS result) is put back afterwards.
 fn translate(va: u32, write: bool) -> u64 {
-    let guest_par = sysreg::par();
-    if write {
-        sysreg::ats12nsopw(va);
-    } else {
-        sysreg::ats12nsopr(va);
+    address_translate(va, if write { sysreg::ats12nsopw } else { sysreg::ats12nsopr })
+}
+
+/// The address a successful translation of `gva` reported in `par` (either PAR format).
+fn par_address(par: u64, gva: u64) -> Option<u64> {
+    if par & PAR_F != 0 {
+        return None;
     }
+    let page = if par & PAR_LPAE != 0 { par & 0xff_ffff_f000 } else { par & 0xffff_f000 };
+    Some(page | (gva & (PAGE - 1)))
+}
+
+/// PAR after the address-translation operation `op` on `va`, the guest's PAR put back.
+fn address_translate(va: u32, op: fn(u32)) -> u64 {
+    let guest_par = sysreg::par();
+    op(va);
     sysreg::isb();
     let result = sysreg::par();
     sysreg::write_par(guest_par);
@@ -630,6 +643,10 @@ impl VirtualCpu for Vcpu {
             clean_invalidate_dcache(pa, n as u64);
             buf[at..at + n].copy_from_slice(super::phys_slice(pa, n as u64));
         })
+    }
+
+    fn guest_phys_of(&mut self, gva: u64) -> Option<u64> {
+        self.stage1_write(gva)
     }
 
     fn write_guest_phys(&mut self, gpa: u64, buf: &[u8]) -> Result<(), BadGuestAddress> {
