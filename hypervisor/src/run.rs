@@ -519,11 +519,6 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
     /// Act on one exit of vCPU `i` (out of its slot while this runs).
     fn decide(&mut self, i: VcpuRef, vcpu: &mut V, exit: &Exit, domains: &mut [Domain], now: u64) -> Next {
         let (d, index) = (self.slots[i].domain, self.slots[i].index);
-        if let Exit::Hypercall(call) = *exit
-            && (call.nr == guest_abi::hypercall::SYSCTL || call.nr == guest_abi::hypercall::DOMCTL)
-        {
-            return self.sched_ctl(d, index, vcpu, call.nr, call.args[0], domains, now);
-        }
         let (domain, mut peers) = Others::split(domains, d);
         domain.current_vcpu = index;
         match *exit {
@@ -541,6 +536,7 @@ impl<V: VirtualCpu, S: Scheduler> RunLoop<V, S> {
                     let end = shutdown_end(domain, reason);
                     self.end_domain(d, domain, end, now);
                 }
+                Outcome::SchedCtl(nr, arg) => return self.sched_ctl(d, index, vcpu, nr, arg, domains, now),
             },
             Exit::Halt => return self.halt(i, vcpu, domain, now),
             Exit::Preempted => {

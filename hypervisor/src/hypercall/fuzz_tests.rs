@@ -295,6 +295,10 @@ fn check_outcome(call: &HypercallArgs, out: Outcome) -> Result<(), TestCaseError
         Outcome::Yield | Outcome::Block => {
             prop_assert_eq!(call.nr, nr::SCHED_OP, "{:x?} yielded or blocked", call);
         }
+        Outcome::SchedCtl(n, arg) => {
+            prop_assert!(n == nr::SYSCTL || n == nr::DOMCTL, "{call:x?} went to the schedulers");
+            prop_assert_eq!((n, arg), (call.nr, call.args[0]));
+        }
         Outcome::Shutdown(reason) => {
             prop_assert_eq!(call.nr, nr::SCHED_OP);
             prop_assert_eq!(call.args[0], sched::SCHEDOP_SHUTDOWN);

@@ -36,6 +36,9 @@ pub enum Outcome {
     Block,
     /// The domain asked to shut down with this `SHUTDOWN_*` reason.
     Shutdown(u32),
+    /// `sysctl`/`domctl` (this number, this argument): they reach the CPU pools'
+    /// schedulers, which the run loop holds and answers them with (`sched_ctl`).
+    SchedCtl(u64, u64),
 }
 
 /// The result of a handler that either returns to the guest or fails with a Xen errno.
@@ -72,6 +75,10 @@ pub fn dispatch_with(
         domain.call_compat = call.compat;
         return sched_op::handle(domain, vcpu, call.args[0], call.args[1]);
     }
+    if call.nr == nr::SYSCTL || call.nr == nr::DOMCTL {
+        domain.call_compat = call.compat;
+        return Outcome::SchedCtl(call.nr, call.args[0]);
+    }
     dispatch_returning(domain, peers, vcpu, call).into()
 }
 
@@ -79,7 +86,7 @@ pub fn dispatch_with(
 /// or ends the domain): [`dispatch_returning`] takes it, and the run loop may handle it
 /// without a scheduling decision.
 pub fn returns_in_place(nr: u64) -> bool {
-    // sysctl/domctl reach the scheduler, which the run loop holds (`sched_ctl`).
+    // sched_op may yield, block or end the domain; sysctl/domctl go to the run loop.
     nr != nr::SCHED_OP && nr != nr::SYSCTL && nr != nr::DOMCTL
 }
 
