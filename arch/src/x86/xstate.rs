@@ -243,7 +243,7 @@ const XSTATE_BV_OFFSET: usize = LEGACY_SIZE;
 /// Why: QEMU's TCG (checked on 10.0) models FERR#/IGNNE# for the boot CPU only, and every
 /// x87 load of a status word with ES clear (XRSTOR of x87 state, FXRSTOR, FRSTOR, FLDENV), on
 /// whichever CPU, clears IGNNE in the *boot CPU's* `hflags2` with an unlocked
-/// read-modify-write from its own thread. That word also holds the boot CPU's SVM state
+/// read-modify-write from the loading CPU's thread. That word also holds the boot CPU's SVM state
 /// (nested paging on, GIF, virtual interrupt masking), which the boot CPU changes at each
 /// VMRUN and #VMEXIT; when the two meet, the boot CPU's update is lost: its guest runs
 /// without nested paging (its page walk reads host memory, a #PF with no IDT, a shutdown)
