@@ -1247,6 +1247,26 @@ fn uboot_board_of(name: &str) -> Option<crate::boards::Board> {
     BOARDS.into_iter().find(|b| b.name() == board)
 }
 
+/// pCPUs for a scenario booted from a configuration (`config`, a copy of `file`): two, as
+/// the SMP hosts run, or on ARM as many as the configuration's `/cpus` names (its CPU pools)
+/// if more. On x86 one under Bochs (its SMP is slow; `smp-parallel` needs two all the same),
+/// and one for the vector state isolation of domains that share the boot CPU (what that
+/// scenario checks).
+fn config_smp(s: &Scenario, file: &str, config: &std::path::Path) -> Result<u32, String> {
+    let bochs = crate::qemu_x86::emulator_for_scenario(&s.name) == crate::qemu_x86::Emulator::Bochs;
+    let one = s.arch == Arch::X86_64
+        && !s.name.starts_with("smp-parallel")
+        && (bochs || file.starts_with("simd-isolation-two-domains"));
+    if one {
+        return Ok(1);
+    }
+    if s.arch == Arch::X86_64 {
+        return Ok(2);
+    }
+    let dtb = crate::bootcfg_file::compile(config).map_err(|e| format!("{e:#}"))?;
+    Ok(crate::bootdt::cpu_count(&dtb).map_err(|e| format!("{e:#}"))?.max(2) as u32)
+}
+
 fn run_one(s: &Scenario, built: &Built, logs: &std::path::Path, hypervisor: Hypervisor) -> Result<Times, String> {
     let mut args = RunArgs {
         hypervisor,
@@ -1307,15 +1327,7 @@ fn run_one(s: &Scenario, built: &Built, logs: &std::path::Path, hypervisor: Hype
             let config = config_with_guest(file, guest, built).map_err(|e| format!("{e:#}"))?;
             // The scheduler probes measure guest time: exact under icount.
             args.icount = guest == "sched-probe";
-            // x86: one CPU, so that every vCPU shares the boot CPU as these scenarios
-            // expect; two for the SMP host's own. ARM: as many as the configuration's
-            // `/cpus` names (its CPU pools), at least two.
-            args.smp = if s.arch == Arch::X86_64 && !s.name.starts_with("smp-parallel") {
-                1
-            } else {
-                let dtb = crate::bootcfg_file::compile(&config).map_err(|e| format!("{e:#}"))?;
-                crate::bootdt::cpu_count(&dtb).map_err(|e| format!("{e:#}"))?.max(2) as u32
-            };
+            args.smp = config_smp(s, file, &config)?;
             emulator::configured(built, &args, &config).map_err(|e| format!("{e:#}"))?
         }
         TestGuest::BuiltInSmp(name, smp) => {

@@ -229,6 +229,42 @@ impl Layout {
     }
 }
 
+/// The legacy region's x87 part: FCW, FSW, abridged FTW, FOP, FIP, FDP (bytes 0..24, MXCSR
+/// follows and belongs to SSE), then ST0-ST7 (bytes 32..160).
+const X87_CONTROL: core::ops::Range<usize> = 0..24;
+const X87_REGISTERS: core::ops::Range<usize> = 32..160;
+/// XSTATE_BV, first field of the XSAVE header.
+const XSTATE_BV_OFFSET: usize = LEGACY_SIZE;
+
+/// Before XRSTOR from a standard-format `area`: if its x87 state is the initial one (FCW
+/// 0x37F, everything else zero), clear XSTATE_BV's x87 bit, so that XRSTOR initializes x87
+/// instead of loading it; the registers end up the same. True if it did.
+///
+/// Why: QEMU's TCG (checked on 10.0) models FERR#/IGNNE# for the boot CPU only, and every
+/// x87 load of a status word with ES clear (XRSTOR of x87 state, FXRSTOR, FRSTOR, FLDENV), on
+/// whichever CPU, clears IGNNE in the *boot CPU's* `hflags2` with an unlocked
+/// read-modify-write from the loading CPU's thread. That word also holds the boot CPU's SVM state
+/// (nested paging on, GIF, virtual interrupt masking), which the boot CPU changes at each
+/// VMRUN and #VMEXIT; when the two meet, the boot CPU's update is lost: its guest runs
+/// without nested paging (its page walk reads host memory, a #PF with no IDT, a shutdown)
+/// or its host runs with nested paging (the first fetch after #VMEXIT walks the host's CR3
+/// through the guest's tables and "exits" again, writing the host's state into the guest's
+/// VMCB). The hypervisor's own restores are the one such load that happens at every vCPU
+/// switch on an SMP host; guests that never touch x87 (most) now cost the boot CPU nothing.
+pub fn mark_x87_initial(area: &mut [u8]) -> bool {
+    if area.len() < XSTATE_BV_OFFSET + 8 {
+        return false;
+    }
+    let fcw = u16::from_le_bytes([area[0], area[1]]);
+    // Byte 5 is reserved: whatever it holds, it is not x87 state.
+    let control_zero = area[X87_CONTROL].iter().enumerate().all(|(i, &b)| i < 2 || i == 5 || b == 0);
+    if fcw != RESET_FCW || !control_zero || area[X87_REGISTERS].iter().any(|&b| b != 0) {
+        return false;
+    }
+    area[XSTATE_BV_OFFSET] &= !(X87 as u8);
+    true
+}
+
 /// Feature bits and the components they need: (bit, needed components).
 const LEAF1_ECX: [(u32, u64); 3] = [(1 << 12, AVX), (1 << 28, AVX), (1 << 29, AVX)]; // FMA, AVX, F16C
 const LEAF7_EBX: [(u32, u64); 10] = [
@@ -316,6 +352,31 @@ mod tests {
 
     fn no_xsave(leaf: u32, _sub: u32) -> [u32; 4] {
         if leaf == 0 { [0xd, 0, 0, 0] } else { [0; 4] }
+    }
+
+    #[test]
+    fn an_initial_x87_state_is_restored_by_initializing_it() {
+        let layout = Layout::from_cpuid(qemu_host);
+        let mut area = std::vec![0u8; layout.area_size()];
+        layout.reset_image(&mut area);
+        area[XSTATE_BV_OFFSET] = 0x07;
+        assert!(mark_x87_initial(&mut area));
+        assert_eq!(area[XSTATE_BV_OFFSET], 0x06);
+        // MXCSR (SSE) and the reserved byte do not count.
+        area[MXCSR_OFFSET] = 0xa0;
+        area[5] = 0xff;
+        area[XSTATE_BV_OFFSET] = 0x07;
+        assert!(mark_x87_initial(&mut area));
+        // A used x87 (another control word, a status bit, a register) is loaded as it is.
+        for (at, value) in [(1, 0x02), (2, 0x01), (4, 0x80), (40, 0x01), (159, 0x01)] {
+            let mut used = area.clone();
+            used[XSTATE_BV_OFFSET] = 0x07;
+            used[at] = value;
+            assert!(!mark_x87_initial(&mut used), "byte {at}");
+            assert_eq!(used[XSTATE_BV_OFFSET], 0x07);
+        }
+        // An FXSAVE-sized area has no header.
+        assert!(!mark_x87_initial(&mut area[..LEGACY_SIZE]));
     }
 
     #[test]

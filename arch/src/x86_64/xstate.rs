@@ -287,15 +287,19 @@ unsafe fn save(area: *mut u8, layout: &Layout) {
 }
 
 /// Load the registers from `area` (XRSTOR: components whose XSTATE_BV bit is clear get their
-/// initial state; FXRSTOR without XSAVE).
+/// initial state; FXRSTOR without XSAVE). An x87 state still in its initial state is
+/// initialized rather than loaded ([`crate::x86::xstate::mark_x87_initial`]: an x87 load on
+/// any CPU races with the boot CPU's VMRUN under QEMU's multi-threaded TCG).
 ///
 /// # Safety
 /// As for [`save`]; the area holds the reset image or what [`save`] wrote under the same
 /// XCR0 (so its header is valid for XRSTOR and MXCSR has no reserved bits set).
-unsafe fn restore(area: *const u8, layout: &Layout) {
-    // SAFETY: per this function's contract; the instructions only read the area.
+unsafe fn restore(area: *mut u8, layout: &Layout) {
+    // SAFETY: per this function's contract (the area is exclusively ours, `area_size` bytes);
+    // the instructions only read it, and the one write before XRSTOR keeps its header valid.
     unsafe {
         if layout.uses_xsave() {
+            crate::x86::xstate::mark_x87_initial(core::slice::from_raw_parts_mut(area, layout.area_size()));
             core::arch::asm!("xrstor64 [{}]", in(reg) area, in("eax") u32::MAX, in("edx") u32::MAX,
                 options(nostack, preserves_flags, readonly));
         } else {
