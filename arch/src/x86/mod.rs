@@ -10,6 +10,7 @@ pub mod guest;
 pub mod hidden;
 pub mod mmio;
 pub mod policy;
+pub mod scale;
 pub mod svm;
 pub mod vlapic;
 pub mod vmcb;

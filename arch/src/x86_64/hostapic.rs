@@ -15,6 +15,7 @@
 //! pending in the APIC until then: it is never lost.
 
 use super::smp::MAX_CPUS;
+use crate::x86::scale::Scale;
 use core::sync::atomic::{AtomicU64, Ordering};
 use spin::Once;
 use x86_64::registers::model_specific::Msr;
@@ -52,9 +53,14 @@ static XHV_HOST_APIC_EOI: AtomicU64 = AtomicU64::new(0);
 
 struct Timer {
     base: u64,
-    /// Timer ticks per second.
-    hz: u64,
+    /// Nanoseconds to timer ticks, without a division per arming.
+    ticks_per_ns: Scale,
 }
+
+/// The longest wait one arming covers: the count register is 32 bits, which lasts about
+/// 4.3 s at QEMU's 1 GHz (less on faster timers: the count is clamped). A longer deadline
+/// takes a spurious exit first, after which the run loop arms the timer again.
+const MAX_ARM_NS: u64 = 4_000_000_000;
 
 static TIMER: Once<Option<Timer>> = Once::new();
 /// The deadline each CPU's timer is armed for (`u64::MAX`: stopped).
@@ -107,7 +113,7 @@ fn init() -> Option<Timer> {
     let tsc_hz = super::time::tsc_hz();
     let hz = (u128::from(ticks) * u128::from(tsc_hz) / u128::from(elapsed.max(1))) as u64;
     write(base, reg::LVT_TIMER, TIMER_VECTOR as u32);
-    Some(Timer { base, hz: hz.max(1) })
+    Some(Timer { base, ticks_per_ns: Scale::new(hz.max(1), 1_000_000_000, MAX_ARM_NS) })
 }
 
 fn timer() -> Option<&'static Timer> {
@@ -145,17 +151,19 @@ pub fn send_ipi(apic_id: u32, icr_low: u32) {
 pub fn arm(deadline_ns: Option<u64>) {
     let Some(t) = timer() else { return };
     let want = deadline_ns.unwrap_or(u64::MAX);
-    let now = super::now_ns();
     let armed = &ARMED[super::smp::this_cpu()];
-    // Re-arming the same future deadline is a no-op; a past one may have fired already.
-    if armed.load(Ordering::Relaxed) == want && want > now {
-        return;
+    if armed.load(Ordering::Relaxed) == want {
+        // Re-arming the same future deadline (or stopping a stopped timer) is a no-op; a past
+        // one may have fired already and must fire again. The clock is read only when needed.
+        if deadline_ns.is_none_or(|d| d > super::now_ns()) {
+            return;
+        }
     }
     armed.store(want, Ordering::Relaxed);
     let count = match deadline_ns {
         None => 0,
         Some(d) => {
-            let ticks = u128::from(d.saturating_sub(now)) * u128::from(t.hz) / 1_000_000_000;
+            let ticks = t.ticks_per_ns.apply(d.saturating_sub(super::now_ns()));
             u32::try_from(ticks).unwrap_or(u32::MAX).max(1)
         }
     };

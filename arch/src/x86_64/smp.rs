@@ -5,9 +5,14 @@
 //! local APIC timer, before they enter the core's `hv_secondary_main`, which runs guests on
 //! them.
 //!
-//! Logical CPU numbers are the MADT's order of enabled processors; [`this_cpu`] finds a CPU's
-//! number from its initial APIC id (CPUID leaf 1), so no per-CPU register is needed (GS base
-//! is switched by VMLOAD/VMSAVE and by VM exits).
+//! Logical CPU numbers are the MADT's order of enabled processors. At boot a CPU's number is
+//! found from its initial APIC id (CPUID leaf 1); after that [`this_cpu`] derives it from the
+//! stack pointer: each application processor runs on its own slot of [`STACKS`] and the boot
+//! CPU on its boot stack, for good (no task switch, no IST stack, no stack switch anywhere).
+//! RSP is the one per-CPU register every path restores: VMX loads HOST_RSP on each exit, SVM's
+//! VMRUN returns on the host's stack, while GS base is switched by VMLOAD/VMSAVE (and is not
+//! restored by #VMEXIT) and CPUID is slow, serializing and itself an exit when nested. A few
+//! instructions instead of about 84, several times per guest exit.
 //!
 //! The sequence follows the Intel SDM (vol. 3A, "MP initialization": INIT, 10 ms, STARTUP,
 //! 200 µs, a second STARTUP only if the processor has not answered) and AMD's APM (vol. 2,
@@ -15,7 +20,7 @@
 //! processor starts at, CS = page >> 4, IP = 0.
 
 use super::{desc, hostapic, time};
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// Logical CPUs this build knows (more in the MADT are left off).
 pub const MAX_CPUS: usize = 8;
@@ -40,6 +45,9 @@ static ONLINE: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_C
 /// The CPU runs at the hypervisor's privilege with virtualization on and its APIC set up: it
 /// can run guests and take kicks.
 static READY: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+
+/// The boot CPU's logical number: the CPU whose stack is none of [`STACKS`].
+static BOOT_CPU: AtomicUsize = AtomicUsize::new(0);
 
 /// An application processor is ready: several CPUs run guests.
 static SEVERAL: AtomicBool = AtomicBool::new(false);
@@ -79,10 +87,26 @@ fn initial_apic_id() -> u32 {
     core::arch::x86_64::__cpuid(1).ebx >> 24
 }
 
-/// This CPU's logical number (its place among the MADT's processors; 0 when unknown).
-pub fn this_cpu() -> usize {
+/// The logical CPU whose APIC id this CPU's CPUID reports, if the MADT named it (for boot).
+fn cpu_by_apic_id() -> Option<usize> {
     let me = initial_apic_id();
-    APIC_IDS.iter().position(|a| a.load(Ordering::Relaxed) == me).unwrap_or(0)
+    APIC_IDS.iter().position(|a| a.load(Ordering::Relaxed) == me)
+}
+
+/// The application processor whose slot of [`STACKS`] holds `sp`, if any.
+fn cpu_of_stack(sp: u64) -> Option<usize> {
+    let base = STACKS.0.get() as u64;
+    let cpu = sp.wrapping_sub(base) / STACK_SIZE as u64;
+    (cpu < MAX_CPUS as u64).then_some(cpu as usize)
+}
+
+/// This CPU's logical number (its place among the MADT's processors; 0 when unknown), from
+/// the stack it runs on (see the module doc for why not CPUID or GS base).
+pub fn this_cpu() -> usize {
+    let sp: u64;
+    // SAFETY: only copies RSP into a register.
+    unsafe { core::arch::asm!("mov {}, rsp", out(reg) sp, options(nomem, nostack, preserves_flags)) };
+    cpu_of_stack(sp).unwrap_or_else(|| BOOT_CPU.load(Ordering::Relaxed))
 }
 
 /// Logical CPU `cpu` can run guests and take kicks; the boot CPU always can.
@@ -113,14 +137,16 @@ pub fn init_boot_cpu(apic_ids: &[u32]) {
     for (slot, &id) in APIC_IDS.iter().zip(apic_ids) {
         slot.store(id, Ordering::Relaxed);
     }
-    let me = this_cpu();
-    if cpu_affinity(me) != Some(u64::from(initial_apic_id())) {
+    let me = cpu_by_apic_id().unwrap_or_else(|| {
         // No MADT (or the boot CPU is not in it): it alone, as logical CPU 0.
         APIC_IDS[0].store(initial_apic_id(), Ordering::Relaxed);
         APIC_IDS[1..].iter().for_each(|a| a.store(u32::MAX, Ordering::Relaxed));
-    }
-    ONLINE[this_cpu()].store(true, Ordering::Release);
-    READY[this_cpu()].store(true, Ordering::Release);
+        0
+    });
+    BOOT_CPU.store(me, Ordering::Relaxed);
+    assert_eq!(this_cpu(), me, "the boot CPU runs on its boot stack");
+    ONLINE[me].store(true, Ordering::Release);
+    READY[me].store(true, Ordering::Release);
 }
 
 /// A 4 KiB page below 1 MiB for the trampoline: conventional RAM the boot information does
@@ -204,6 +230,7 @@ fn install_trampoline(page: u64) {
 /// off: its own descriptor tables, vector state, virtualization and APIC, then the core.
 extern "C" fn ap_main(cpu: u64) -> ! {
     let cpu = cpu as usize;
+    assert_eq!(this_cpu(), cpu, "an application processor runs on its own stack");
     ONLINE[cpu].store(true, Ordering::Release);
     desc::init(cpu);
     match super::enable_virtualization_ap() {

@@ -4,6 +4,7 @@
 //! Under QEMU's `-icount` the TSC and the PIT both follow the virtual clock, so this is the
 //! exact guest-virtual time since power-on (1 GHz: one instruction per nanosecond).
 
+use crate::x86::scale::Scale;
 use spin::Once;
 
 /// The PIT's input clock.
@@ -15,6 +16,17 @@ struct Clock {
     hz: u64,
     /// TSC at nanosecond 0: power-on.
     zero: u64,
+    /// TSC ticks to nanoseconds and back, read on every guest exit and entry: a multiply and
+    /// a shift, not a 128-bit division (`__udivti3`).
+    to_ns: Scale,
+    to_tsc: Scale,
+}
+
+impl Clock {
+    fn new(hz: u64, zero: u64) -> Clock {
+        const NS: u64 = 1_000_000_000;
+        Clock { hz, zero, to_ns: Scale::new(NS, hz, u64::MAX), to_tsc: Scale::new(hz, NS, u64::MAX) }
+    }
 }
 
 static CLOCK: Once<Clock> = Once::new();
@@ -48,7 +60,7 @@ fn calibrate() -> Clock {
     let end = rdtsc();
     // The window is exactly `latch` PIT ticks (slightly under 1/50 s).
     let hz = if spins >= 50_000_000 { 1_000_000_000 } else { (end - start).max(1) * PIT_HZ / latch };
-    Clock { hz, zero: 0 }
+    Clock::new(hz, 0)
 }
 
 fn clock() -> &'static Clock {
@@ -73,14 +85,14 @@ pub fn tsc_zero() -> u64 {
 /// The TSC value at `ns`.
 pub fn ns_to_tsc(ns: u64) -> u64 {
     let c = clock();
-    c.zero.wrapping_add((u128::from(ns) * u128::from(c.hz) / 1_000_000_000) as u64)
+    c.zero.wrapping_add(c.to_tsc.apply(ns))
 }
 
 /// Nanoseconds since power-on.
 pub fn now_ns() -> u64 {
     let c = clock();
     let ticks = rdtsc().wrapping_sub(c.zero);
-    u64::try_from(u128::from(ticks) * 1_000_000_000 / u128::from(c.hz)).unwrap_or(u64::MAX)
+    c.to_ns.apply(ticks)
 }
 
 /// The longest idle wait: a caller that waits for nothing in particular looks again at
