@@ -11,6 +11,7 @@ use super::{MAX_CPUS, gic, mmu, sysreg, vectors, vfp};
 use crate::arm::hwdt::{Conduit, EnableMethod};
 use crate::arm::smp::{AFFINITY, CPUS};
 use core::fmt::Write;
+use core::sync::atomic::{AtomicBool, Ordering};
 use smccc::Smc;
 
 /// The core's loop runs hypercalls on these stacks, as the boot CPU does on its boot stack.
@@ -32,14 +33,23 @@ unsafe extern "Rust" {
     fn hv_secondary_main(cpu: usize) -> !;
 }
 
-/// This CPU's logical number: its MPIDR affinity's place among the device tree's CPUs.
+/// This CPU's logical number: its MPIDR affinity's place among the device tree's CPUs,
+/// which each CPU keeps in HTPIDR once it knows it (a register read: the exit path asks
+/// often, and searching the table reads 64-bit atomics, each an LDREXD here). Until then,
+/// or if HTPIDR holds what reset left there, the search.
 pub fn this_cpu() -> usize {
-    CPUS.index_of(u64::from(sysreg::mpidr()))
+    let cpu = sysreg::htpidr() as usize;
+    if cpu < MAX_CPUS && KNOWN.load(Ordering::Relaxed) { cpu } else { CPUS.index_of(u64::from(sysreg::mpidr())) }
 }
+
+/// Every CPU that runs hypervisor code past its bring-up has its number in HTPIDR.
+static KNOWN: AtomicBool = AtomicBool::new(false);
 
 /// The boot CPU: record the device tree's CPUs, note this one as a kick target.
 pub fn init_boot_cpu(p: &Platform) {
     let cpu = CPUS.record(p.cpus.mpidrs(), u64::from(sysreg::mpidr()));
+    sysreg::write_htpidr(cpu as u32);
+    KNOWN.store(true, Ordering::Relaxed);
     crate::arm::gicv2::note_cpu(cpu);
     CPUS.set_ready(cpu, crate::arm::gicv2::ready());
 }
@@ -147,6 +157,7 @@ fn wait_online(cpu: usize) -> bool {
 /// A secondary on its own stack (with its MMU on, in HYP mode): its vectors, VFP access, GIC
 /// part and timers, then the core's loop.
 extern "C" fn secondary_main(cpu: u32, mode: u32) -> ! {
+    sysreg::write_htpidr(cpu);
     let cpu = cpu as usize;
     let mpidr = u64::from(sysreg::mpidr()) & AFFINITY;
     let ready = mode == MODE_HYP && cpu < MAX_CPUS && prepare(cpu);

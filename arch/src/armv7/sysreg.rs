@@ -67,6 +67,8 @@ macro_rules! cp15_64 {
 
 cp15!(r /** Main ID register (what guests read back through VPIDR). */ midr = "0", "c0", "c0", "0");
 cp15!(r /** Multiprocessor affinity: which CPU of the cluster(s) this is. */ mpidr = "0", "c0", "c0", "5");
+cp15!(r /** Hyp software thread ID: this CPU's logical number (PL2 only, guests never see it). */ htpidr = "4", "c13", "c0", "2");
+cp15!(w /** Set the Hyp software thread ID. */ write_htpidr = "4", "c13", "c0", "2");
 cp15!(w /** Virtualization processor ID: the MIDR a guest reads. */ write_vpidr = "4", "c0", "c0", "0");
 cp15!(w /** Virtualization multiprocessor ID: the MPIDR a guest reads. */ write_vmpidr = "4", "c0", "c0", "5");
 cp15!(r /** Hyp system control: MMU, caches, alignment checks of HYP mode. */ hsctlr = "4", "c1", "c0", "0");

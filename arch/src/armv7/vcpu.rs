@@ -29,7 +29,9 @@ use crate::arm::stage2::{self, Stage2Tables};
 use crate::arm::syndrome::{DataAccess, Syndrome, ec, fault_ipa};
 use crate::arm::vgic::{self, GicVersion, MAX_LRS, UPCALL_PPI, VTIMER_PPI, Vgic};
 use crate::boot::GuestSetup;
-use crate::exit::{BadGuestAddress, CpuOnResult, Exit, FaultKind, GuestFault, HypercallArgs, MmioAccess, VirtualCpu};
+use crate::exit::{
+    AfterExit, BadGuestAddress, CpuOnResult, Exit, FaultKind, GuestFault, HypercallArgs, MmioAccess, VirtualCpu,
+};
 use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -587,6 +589,10 @@ impl Vcpu {
 
 impl VirtualCpu for Vcpu {
     fn run(&mut self) -> Exit {
+        self.run_with(&mut |_, _| AfterExit::Leave)
+    }
+
+    fn run_with(&mut self, hook: &mut dyn FnMut(&mut Self, &mut Exit) -> AfterExit) -> Exit {
         self.activate();
         match self.preempt_at {
             Some(count) => {
@@ -604,7 +610,11 @@ impl VirtualCpu for Vcpu {
             // exception it cannot handle itself coming back here through the HYP vectors.
             let reason = unsafe { armv7_enter_guest(&raw mut self.regs) };
             self.save_interrupts();
-            if let Some(exit) = self.handle_exit(reason) {
+            let Some(mut exit) = self.handle_exit(reason) else { continue };
+            // The trap controls, CP15 context and the armed preemption timer stay as they are
+            // while the hook runs (as on aarch64): a timer that fires meanwhile is taken as
+            // an IRQ exit on the next entry.
+            if hook(self, &mut exit) == AfterExit::Leave {
                 break exit;
             }
         };
