@@ -137,9 +137,11 @@ impl Scheduler for PoolScheduler {
 pub struct PoolPlan {
     /// The logical CPU of each of the loop's pCPUs (loop pCPU `i` is `loop_cpus[i]`).
     pub loop_cpus: Vec<usize>,
-    /// For each pool of the configuration, the index in `pools` that runs its domains (the
-    /// boot pool's when none of its CPUs is up).
-    pub of_config: Vec<usize>,
+    /// For each pool of the configuration, its index in `pools` (`None`: not made, none of
+    /// its CPUs is up).
+    pub of_config: Vec<Option<usize>>,
+    /// The index in `pools` of the boot pool, which runs the domains of pools not made.
+    pub boot: usize,
     /// For each pool of the configuration and each of its CPUs (`cpupool-cpus` order), that
     /// CPU's pCPU number in its pool, if it is up.
     pub local: Vec<Vec<Option<Cpu>>>,
@@ -150,9 +152,14 @@ pub struct PoolPlan {
 impl PoolPlan {
     /// The index in `pools` of the pool that runs the domain named `name`.
     pub fn pool_of(&self, cfg: Option<&SchedConfig>, name: &str) -> usize {
-        let Some(cfg) = cfg else { return 0 };
+        let Some(cfg) = cfg else { return self.boot };
         let pool = cfg.domains.iter().find(|d| d.domain == name).map_or(cfg.boot_pool, |d| d.pool);
-        self.of_config.get(pool).copied().unwrap_or(0)
+        self.runs_in(pool)
+    }
+
+    /// The index in `pools` of the pool that runs configuration pool `i`'s domains.
+    pub fn runs_in(&self, i: usize) -> usize {
+        self.of_config.get(i).copied().flatten().unwrap_or(self.boot)
     }
 }
 
@@ -185,7 +192,8 @@ pub fn plan_pools(
     rr_slice_ns: u64,
 ) -> (Pools, PoolPlan) {
     let mut pools = Pools::new();
-    let mut plan = PoolPlan { loop_cpus: Vec::new(), of_config: Vec::new(), local: Vec::new(), notes: Vec::new() };
+    let mut plan =
+        PoolPlan { loop_cpus: Vec::new(), of_config: Vec::new(), boot: 0, local: Vec::new(), notes: Vec::new() };
     let Some(cfg) = cfg else {
         let mut cpus: Vec<usize> = up.iter().map(|&(c, _)| c).collect();
         if !cpus.contains(&boot_cpu) {
@@ -243,7 +251,8 @@ pub fn plan_pools(
             ));
         }
     }
-    plan.of_config = made.into_iter().map(|m| m.unwrap_or(boot)).collect();
+    plan.boot = boot;
+    plan.of_config = made;
     (pools, plan)
 }
 
@@ -279,7 +288,7 @@ pub fn apply_boot_config(
         if dc.weight.is_none() && dc.cap.is_none() {
             continue;
         }
-        let pool = pools.pool_mut(plan.of_config[dc.pool]).ok_or("no pool")?;
+        let pool = pools.pool_mut(plan.runs_in(dc.pool)).ok_or("no pool")?;
         if pool.sched.kind() == SchedKind::Credit {
             let weight = dc.weight.unwrap_or(super::credit::DEFAULT_WEIGHT);
             let params = CreditParams { weight, cap: dc.cap.unwrap_or(0) };
@@ -289,12 +298,9 @@ pub fn apply_boot_config(
         }
     }
     for (i, pc) in cfg.pools.iter().enumerate() {
-        let Some(pool) = pools.pool_mut(plan.of_config[i]).filter(|p| p.sched.kind() == SchedKind::Arinc653) else {
-            continue;
-        };
-        if pool.name != pc.name {
-            continue;
-        }
+        // A pool not made has no pCPU to run a schedule on.
+        let made = plan.of_config[i].and_then(|p| pools.pool_mut(p));
+        let Some(pool) = made.filter(|p| p.sched.kind() == SchedKind::Arinc653) else { continue };
         let Some(a) = &pc.arinc653 else { return Err(format!("cpupool {}: no ARINC 653 schedule", pc.name)) };
         let mut cpus = alloc::vec![Vec::new(); pool.cpus().len()];
         for w in &a.windows {
