@@ -28,7 +28,9 @@ pub const CREDIT_SHARES: [(u16, f64, bool); 6] =
     [(1, 0.2, false), (2, 0.4, false), (3, 0.8, false), (4, 0.2, true), (5, 0.2, false), (6, 0.2, false)];
 
 /// The cpupools configuration (qemu/configs/cpupools.dts): the credit pool's two domains
-/// share its one pCPU 1:3.
+/// share its one pCPU 1:3. Each measures 2 s of its own clock (the domains' clocks start
+/// apart): an interval that is not a whole number of credit's 120 ms rounds (three 30 ms
+/// slices for domain 5, one for domain 4) is off by up to a slice, 0.015 of 2 s.
 pub const CPUPOOLS_CREDIT_SHARES: [(u16, f64, bool); 2] = [(4, 0.25, false), (5, 0.75, false)];
 
 /// Check `ran-us` of every domain against `expected` (domain, pCPUs, capped).
