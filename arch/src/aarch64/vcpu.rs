@@ -226,7 +226,9 @@ impl Vcpu {
             let gicv = crate::arm::gicv2::vcpu_interface();
             for off in (0..vgic::GUEST_GICC_SIZE).step_by(PAGE as usize) {
                 tables
-                    .map_device_page(vgic::GUEST_GICC_BASE + off, gicv + off)
+                    .map_device_page(vgic::GUEST_GICC_BASE + off, gicv + off, &mut |_| {
+                        // Tables no CPU has walked yet: nothing cached to drop.
+                    })
                     .map_err(|_| "the GICv2 virtual CPU interface cannot be mapped at stage 2")?;
             }
         }
@@ -287,23 +289,29 @@ impl Vcpu {
         self.id
     }
 
-    /// Change one page of the domain's stage-2 tables with `change`, then make every vCPU of
-    /// the domain see the change: the next `activate` loads VTTBR again whichever vCPU runs.
+    /// Change one page of the domain's stage-2 tables with `change`, which other pCPUs may be
+    /// walking for vCPUs of the domain: the tables break each valid descriptor they replace
+    /// and have `tlb` drop its cached translations before they make the new one.
     fn change_stage2(
         &mut self,
         gpa: u64,
-        change: impl FnOnce(&mut Stage2Tables) -> Result<(), crate::arm::lpae::MapError>,
+        change: impl FnOnce(&mut Stage2Tables, &mut dyn FnMut(u64)) -> Result<(), crate::arm::lpae::MapError>,
     ) -> Result<(), BadGuestAddress> {
         let mut space = self.space.lock();
-        change(&mut space.tables).map_err(|_| BadGuestAddress(gpa))?;
         // Possibly another domain's than the one loaded: the next entry loads its own.
         ACTIVE[this_cpu()].store(0, Ordering::Relaxed);
+        // TLB maintenance by VMID acts on the one in VTTBR_EL2: this domain's.
         VTTBR_EL2.set(stage2::vttbr(space.tables.root_address(), space.vmid));
         isb(barrier::SY);
-        // SAFETY: publishes the new descriptor to the table walker, then drops every cached
-        // translation of this VMID (the one just loaded), the replaced page's included, on
-        // every CPU of the inner-shareable domain: other pCPUs may be running vCPUs of it.
-        unsafe { core::arch::asm!("dsb ishst", "tlbi vmalls12e1is", "dsb ish", "isb", options(nostack)) };
+        let mut tlb = |_ipa: u64| {
+            // SAFETY: publishes the broken (invalid) descriptor to the table walkers, then
+            // drops every cached stage-1+2 translation of this VMID on every CPU of the
+            // inner-shareable domain, and waits until they all have.
+            unsafe { core::arch::asm!("dsb ishst", "tlbi vmalls12e1is", "dsb ish", "isb", options(nostack)) };
+        };
+        change(&mut space.tables, &mut tlb).map_err(|_| BadGuestAddress(gpa))?;
+        // SAFETY: publishes the new descriptors to the table walkers before the guest runs.
+        unsafe { core::arch::asm!("dsb ishst", "isb", options(nostack)) };
         Ok(())
     }
 
@@ -392,6 +400,11 @@ impl Vcpu {
             ec::DABT_LOWER | ec::IABT_LOWER if esr.is_stage2_abort() => {
                 let ipa = syndrome::fault_ipa(HPFAR_EL2.get(), FAR_EL2.get());
                 if self.in_ram(ipa) {
+                    if esr.is_translation_fault() && self.space.lock().tables.translate(ipa).is_some() {
+                        // Another pCPU was changing this part of the tables (break-before-
+                        // make) and has finished: it holds the lock while they change.
+                        return None;
+                    }
                     return Some(self.fault(FaultKind::UnhandledTrap, ipa, esr.0));
                 }
                 match esr.data_access() {
@@ -784,7 +797,7 @@ impl VirtualCpu for Vcpu {
         if vgic::claims(gpa) || !hpa.is_multiple_of(PAGE) || !super::is_ram(hpa, PAGE) {
             return Err(BadGuestAddress(gpa));
         }
-        self.change_stage2(gpa, |tables| tables.map_page(gpa, hpa))
+        self.change_stage2(gpa, |tables, tlb| tables.map_page(gpa, hpa, tlb))
     }
 
     fn map_grant(&mut self, gpa: u64, hpa: u64, writable: bool) -> Result<(), BadGuestAddress> {
@@ -792,7 +805,7 @@ impl VirtualCpu for Vcpu {
         if vgic::claims(gpa) || !hpa.is_multiple_of(PAGE) || !super::is_ram(hpa, PAGE) {
             return Err(BadGuestAddress(gpa));
         }
-        self.change_stage2(gpa, |tables| tables.map_granted_page(gpa, hpa, writable))
+        self.change_stage2(gpa, |tables, tlb| tables.map_granted_page(gpa, hpa, writable, tlb))
     }
 
     fn unmap_grant(&mut self, gpa: u64) -> Result<(), BadGuestAddress> {
@@ -800,7 +813,7 @@ impl VirtualCpu for Vcpu {
             let s = self.space.lock();
             (s.setup.ram_guest, s.setup.ram_host, s.setup.ram_size)
         };
-        self.change_stage2(gpa, |tables| tables.end_grant(gpa, ram_guest, ram_host, ram_size))
+        self.change_stage2(gpa, |tables, tlb| tables.end_grant(gpa, (ram_guest, ram_host, ram_size), tlb))
     }
 
     fn raise_upcall(&mut self) {

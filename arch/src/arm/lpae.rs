@@ -148,13 +148,38 @@ impl<const N: usize> BlockTables<N> {
     }
 
     /// The level-2 entry covering `input`, creating its level-2 table if needed, for callers
-    /// that hang level-3 tables of their own there. `Overlap` if a 1 GiB block covers it.
-    pub fn level2_entry_mut(&mut self, input: u64) -> Result<&mut u64, MapError> {
+    /// that hang level-3 tables of their own there. A 1 GiB block covering `input` is first
+    /// split into a table of the same 512 2 MiB blocks, break-before-make: the root entry is
+    /// made invalid and `invalidate(input)` drops what the TLBs hold of it before the table
+    /// goes in (tables a CPU may be walking must never show two translations of an address).
+    pub fn level2_entry_mut(&mut self, input: u64, invalidate: &mut dyn FnMut(u64)) -> Result<&mut u64, MapError> {
         if input >= Self::limit() {
             return Err(MapError::OutOfRange);
         }
+        let r = (input / L1_BLOCK) as usize;
+        if self.root[r] & (VALID | TABLE) == VALID {
+            self.split_l1_block(r, invalidate)?;
+        }
         let table = self.level2_for(input)?;
         Ok(&mut self.level2[table][((input % L1_BLOCK) / L2_BLOCK) as usize])
+    }
+
+    /// Replace the 1 GiB block of root entry `r` by a level-2 table of 2 MiB blocks with the
+    /// same output and attributes, break-before-make.
+    fn split_l1_block(&mut self, r: usize, invalidate: &mut dyn FnMut(u64)) -> Result<(), MapError> {
+        if self.used == N {
+            return Err(MapError::NoTables);
+        }
+        let block = self.root[r];
+        let base = block & ADDR_MASK & !(L1_BLOCK - 1);
+        let idx = self.used;
+        self.used += 1;
+        for (i, entry) in self.level2[idx].iter_mut().enumerate() {
+            *entry = block_descriptor(base + i as u64 * L2_BLOCK, block & !ADDR_MASK);
+        }
+        let table = (self.level2[idx].as_ptr() as u64 & ADDR_MASK) | TABLE | VALID;
+        break_before_make(&mut self.root[r], table, || invalidate(r as u64 * L1_BLOCK));
+        Ok(())
     }
 
     /// The level-2 entry covering `input`, if there is a level-2 table for it.
@@ -213,6 +238,19 @@ impl<const N: usize> BlockTables<N> {
     pub fn tables_used(&self) -> usize {
         self.used
     }
+}
+
+/// Replace the valid descriptor `slot` by `new` the way the architecture asks when other
+/// CPUs may be walking the tables: make it invalid, let `invalidate` drop every TLB entry it
+/// gave, then write `new`. Volatile writes: the invalid value must reach memory although
+/// nothing in this program reads it back (the table walkers do).
+pub(crate) fn break_before_make(slot: &mut u64, new: u64, invalidate: impl FnOnce()) {
+    let slot: *mut u64 = slot;
+    // SAFETY: `slot` comes from a live `&mut u64`, so it is valid and aligned for writes.
+    unsafe { slot.write_volatile(0) };
+    invalidate();
+    // SAFETY: as above.
+    unsafe { slot.write_volatile(new) };
 }
 
 fn block_descriptor(output: u64, attrs: u64) -> u64 {

@@ -4,8 +4,16 @@
 //! The same tables serve ARMv8 (VTTBR_EL2/VTCR_EL2) and ARMv7 LPAE (VTTBR/VTCR): a 40-bit
 //! IPA space starting at level 1 with two concatenated level-1 tables. Anything the guest
 //! touches outside what is mapped faults to the hypervisor with the IPA.
+//!
+//! Other CPUs may be running the domain while its tables change (a grant mapped over RAM
+//! splits a 2 MiB block). Every change of a valid descriptor is break-before-make: the
+//! descriptor goes invalid, the caller's `tlb(ipa)` drops what any CPU's TLB holds of it,
+//! then the new descriptor goes in. A vCPU that touches the range in between takes a
+//! stage-2 translation fault, which the backend answers by letting it try again once the
+//! change is complete. Filling an invalid descriptor needs no invalidation (TLBs never hold
+//! a translation fault).
 
-use super::lpae::{ADDR_MASK, BlockTables, ENTRIES, L2_BLOCK, MapError, TABLE, VALID, attrs};
+use super::lpae::{ADDR_MASK, BlockTables, ENTRIES, L2_BLOCK, MapError, TABLE, VALID, attrs, break_before_make};
 
 /// Level-2 tables per domain: guest RAM may span this many gigabytes of IPA space.
 pub const LEVEL2_TABLES: usize = 4;
@@ -101,72 +109,89 @@ impl Stage2Tables {
     /// Map the 4 KiB page at `ipa` onto host page `pa` (read/write, never executed),
     /// replacing any page mapped there. Inside a 2 MiB RAM block the block is first split
     /// into pages (Linux puts shared_info in a page of its own RAM).
-    pub fn map_page(&mut self, ipa: u64, pa: u64) -> Result<(), MapError> {
-        self.set_page(ipa, pa, attrs::S2_SHARED_PAGE)
+    pub fn map_page(&mut self, ipa: u64, pa: u64, tlb: &mut dyn FnMut(u64)) -> Result<(), MapError> {
+        self.set_page(ipa, pa, attrs::S2_SHARED_PAGE, tlb)
     }
 
     /// Map the 4 KiB page at `ipa` onto another domain's RAM page `pa`, lent by a grant:
     /// never executed, and read-only unless `writable`. Replaces what was there, as
     /// [`Self::map_page`] does.
-    pub fn map_granted_page(&mut self, ipa: u64, pa: u64, writable: bool) -> Result<(), MapError> {
+    pub fn map_granted_page(
+        &mut self,
+        ipa: u64,
+        pa: u64,
+        writable: bool,
+        tlb: &mut dyn FnMut(u64),
+    ) -> Result<(), MapError> {
         let attrs = if writable { attrs::S2_SHARED_PAGE } else { attrs::S2_READONLY_PAGE };
-        self.set_page(ipa, pa, attrs)
+        self.set_page(ipa, pa, attrs, tlb)
     }
 
     /// Map the 4 KiB device page `pa` at `ipa` (device memory, read/write, never executed):
     /// hardware the guest uses directly, the GICv2 virtual CPU interface.
-    pub fn map_device_page(&mut self, ipa: u64, pa: u64) -> Result<(), MapError> {
-        self.set_page(ipa, pa, attrs::S2_DEVICE_PAGE)
+    pub fn map_device_page(&mut self, ipa: u64, pa: u64, tlb: &mut dyn FnMut(u64)) -> Result<(), MapError> {
+        self.set_page(ipa, pa, attrs::S2_DEVICE_PAGE, tlb)
     }
 
     /// Put RAM page `pa` back at `ipa` with RAM's attributes (after a grant mapping over it
     /// ends).
-    pub fn restore_ram_page(&mut self, ipa: u64, pa: u64) -> Result<(), MapError> {
-        self.set_page(ipa, pa, attrs::S2_RAM)
+    pub fn restore_ram_page(&mut self, ipa: u64, pa: u64, tlb: &mut dyn FnMut(u64)) -> Result<(), MapError> {
+        self.set_page(ipa, pa, attrs::S2_RAM, tlb)
     }
 
-    /// End a grant mapping at `ipa`: inside the domain's RAM (`size` bytes at `ram_ipa`, host
-    /// `ram_pa`) its own page comes back, anywhere else nothing is left mapped.
-    pub fn end_grant(&mut self, ipa: u64, ram_ipa: u64, ram_pa: u64, size: u64) -> Result<(), MapError> {
+    /// End a grant mapping at `ipa`: inside the domain's RAM (`ram`: its guest address, host
+    /// address and size) its own page comes back, anywhere else nothing is left mapped.
+    pub fn end_grant(&mut self, ipa: u64, ram: (u64, u64, u64), tlb: &mut dyn FnMut(u64)) -> Result<(), MapError> {
+        let (ram_ipa, ram_pa, size) = ram;
         match ipa.checked_sub(ram_ipa).filter(|&off| off < size) {
-            Some(off) => self.restore_ram_page(ipa, ram_pa + off),
-            None => self.unmap_page(ipa),
+            Some(off) => self.restore_ram_page(ipa, ram_pa + off, tlb),
+            None => self.unmap_page(ipa, tlb),
         }
     }
 
     /// Leave nothing mapped at the 4 KiB page `ipa` (which a page, not a block, maps): an
     /// access there faults to the hypervisor again.
-    pub fn unmap_page(&mut self, ipa: u64) -> Result<(), MapError> {
+    pub fn unmap_page(&mut self, ipa: u64, tlb: &mut dyn FnMut(u64)) -> Result<(), MapError> {
         let slot = self.blocks.level2_entry(ipa).ok_or(MapError::OutOfRange)?;
         if slot & (VALID | TABLE) != VALID | TABLE {
             return Err(MapError::Overlap);
         }
         let table = self.page_table_index(slot & ADDR_MASK).ok_or(MapError::Overlap)?;
-        self.pages[table].0[((ipa / PAGE) % ENTRIES as u64) as usize] = 0;
+        let entry = &mut self.pages[table].0[((ipa / PAGE) % ENTRIES as u64) as usize];
+        if *entry & VALID != 0 {
+            break_before_make(entry, 0, || tlb(ipa & !(PAGE - 1)));
+        }
         Ok(())
     }
 
-    fn set_page(&mut self, ipa: u64, pa: u64, attrs: u64) -> Result<(), MapError> {
+    /// `[ipa]` -> page `pa` with `attrs`, whatever mapped it before (nothing, a page, or a
+    /// RAM block then split).
+    fn set_page(&mut self, ipa: u64, pa: u64, attrs: u64, tlb: &mut dyn FnMut(u64)) -> Result<(), MapError> {
         if !ipa.is_multiple_of(PAGE) || !pa.is_multiple_of(PAGE) {
             return Err(MapError::Misaligned);
         }
         if ipa >= 1 << IPA_BITS || pa > ADDR_MASK {
             return Err(MapError::OutOfRange);
         }
-        let slot = *self.blocks.level2_entry_mut(ipa)?;
+        let slot = *self.blocks.level2_entry_mut(ipa, tlb)?;
         let table = match slot & (VALID | TABLE) {
             v if v == VALID | TABLE => self.page_table_index(slot & ADDR_MASK).ok_or(MapError::Overlap)?,
-            v if v & VALID != 0 => self.split_block(ipa, slot)?,
-            _ => self.new_page_table(ipa)?,
+            v if v & VALID != 0 => self.split_block(ipa, slot, tlb)?,
+            _ => self.new_page_table(ipa, 0, tlb)?,
         };
-        self.pages[table].0[((ipa / PAGE) % ENTRIES as u64) as usize] =
-            (pa & ADDR_MASK) | (attrs & !ADDR_MASK & !PAGE_TYPE) | PAGE_TYPE;
+        let new = (pa & ADDR_MASK) | (attrs & !ADDR_MASK & !PAGE_TYPE) | PAGE_TYPE;
+        let entry = &mut self.pages[table].0[((ipa / PAGE) % ENTRIES as u64) as usize];
+        if *entry & VALID != 0 && *entry != new {
+            break_before_make(entry, new, || tlb(ipa));
+        } else {
+            *entry = new;
+        }
         Ok(())
     }
 
     /// Replace the 2 MiB block descriptor `block` covering `ipa` by a level-3 table that maps
     /// the same 512 pages with the same attributes.
-    fn split_block(&mut self, ipa: u64, block: u64) -> Result<usize, MapError> {
+    fn split_block(&mut self, ipa: u64, block: u64, tlb: &mut dyn FnMut(u64)) -> Result<usize, MapError> {
         if self.pages_used == LEVEL3_TABLES {
             return Err(MapError::NoTables);
         }
@@ -176,18 +201,24 @@ impl Stage2Tables {
         for (i, entry) in self.pages[index].0.iter_mut().enumerate() {
             *entry = (base + i as u64 * PAGE) | attrs | PAGE_TYPE;
         }
-        self.new_page_table(ipa)
+        self.new_page_table(ipa, block, tlb)
     }
 
-    /// Take a level-3 table from the pool and hang it under the level-2 entry for `ipa`.
-    fn new_page_table(&mut self, ipa: u64) -> Result<usize, MapError> {
+    /// Take a level-3 table from the pool and hang it under the level-2 entry for `ipa`,
+    /// which holds `old` (0, or the valid block the table replaces).
+    fn new_page_table(&mut self, ipa: u64, old: u64, tlb: &mut dyn FnMut(u64)) -> Result<usize, MapError> {
         if self.pages_used == LEVEL3_TABLES {
             return Err(MapError::NoTables);
         }
         let index = self.pages_used;
         self.pages_used += 1;
-        let address = self.pages[index].0.as_ptr() as u64;
-        *self.blocks.level2_entry_mut(ipa)? = (address & ADDR_MASK) | TABLE | VALID;
+        let table = (self.pages[index].0.as_ptr() as u64 & ADDR_MASK) | TABLE | VALID;
+        let slot = self.blocks.level2_entry_mut(ipa, tlb)?;
+        if old & VALID != 0 {
+            break_before_make(slot, table, || tlb(ipa & !(L2_BLOCK - 1)));
+        } else {
+            *slot = table;
+        }
         Ok(index)
     }
 
@@ -230,6 +261,9 @@ mod tests {
     use std::vec::Vec;
 
     const MIB: u64 = 1 << 20;
+
+    /// For changes made where no CPU can have cached anything.
+    fn no_tlb(_: u64) {}
 
     #[test]
     fn guest_ram_at_1gib_maps_to_host_block_by_block() {
@@ -276,16 +310,16 @@ mod tests {
     fn pages_map_outside_ram_and_can_be_replaced() {
         let mut t = Box::new(Stage2Tables::new());
         map_guest_ram(&mut t, 0x4000_0000, 0x4800_0000, 64 * MIB).unwrap();
-        t.map_page(0x3800_0000, 0x4a00_0000).unwrap();
-        t.map_page(0x3800_1000, 0x4a00_5000).unwrap();
-        t.map_page(0x3900_0000, 0x4a00_7000).unwrap();
+        t.map_page(0x3800_0000, 0x4a00_0000, &mut no_tlb).unwrap();
+        t.map_page(0x3800_1000, 0x4a00_5000, &mut no_tlb).unwrap();
+        t.map_page(0x3900_0000, 0x4a00_7000, &mut no_tlb).unwrap();
         let page = attrs::S2_SHARED_PAGE;
         assert_eq!(t.translate(0x3800_0123), Some((0x4a00_0123, page)));
         assert_eq!(t.translate(0x3800_1ff8), Some((0x4a00_5ff8, page)));
         assert_eq!(t.translate(0x3900_0000), Some((0x4a00_7000, page)));
         assert_eq!(t.translate(0x3800_2000), None);
         // Replacing a page (the core moves shared_info) takes effect.
-        t.map_page(0x3800_0000, 0x4a00_9000).unwrap();
+        t.map_page(0x3800_0000, 0x4a00_9000, &mut no_tlb).unwrap();
         assert_eq!(t.translate(0x3800_0004), Some((0x4a00_9004, page)));
         // RAM is untouched by pages outside it.
         assert_eq!(t.translate(0x4000_0000), Some((0x4800_0000, attrs::S2_RAM)));
@@ -295,7 +329,7 @@ mod tests {
     fn a_page_inside_a_ram_block_splits_the_block_and_keeps_its_neighbours() {
         let mut t = Box::new(Stage2Tables::new());
         map_guest_ram(&mut t, 0x4000_0000, 0x4800_0000, 64 * MIB).unwrap();
-        t.map_page(0x4020_3000, 0x4a00_0000).unwrap();
+        t.map_page(0x4020_3000, 0x4a00_0000, &mut no_tlb).unwrap();
         assert_eq!(t.translate(0x4020_3010), Some((0x4a00_0010, attrs::S2_SHARED_PAGE)));
         // Every other page of the split 2 MiB block still maps its old RAM, as RAM.
         for ipa in [0x4020_0000u64, 0x4020_2ff8, 0x4020_4000, 0x403f_f000] {
@@ -305,7 +339,7 @@ mod tests {
         assert_eq!(t.translate(0x4040_0000), Some((0x4840_0000, attrs::S2_RAM)));
         assert_eq!(t.translate(0x401f_f000), Some((0x481f_f000, attrs::S2_RAM)));
         // A second page in the same block reuses the table.
-        t.map_page(0x4020_5000, 0x4a00_1000).unwrap();
+        t.map_page(0x4020_5000, 0x4a00_1000, &mut no_tlb).unwrap();
         assert_eq!(t.translate(0x4020_5000), Some((0x4a00_1000, attrs::S2_SHARED_PAGE)));
         assert_eq!(t.translate(0x4020_3000), Some((0x4a00_0000, attrs::S2_SHARED_PAGE)));
     }
@@ -339,7 +373,7 @@ mod tests {
         let ram = (0x4800_0000, 64 * MIB);
         map_guest_ram(&mut t, 0x4000_0000, ram.0, ram.1).unwrap();
         // shared_info over guest page 0x4020_3000, from a frame outside the domain's RAM.
-        t.map_page(0x4020_3000, 0x4c00_0000).unwrap();
+        t.map_page(0x4020_3000, 0x4c00_0000, &mut no_tlb).unwrap();
         assert_eq!(pieces(&t, 0x4020_3000, 8, ram), Err(0x4020_3000));
         assert_eq!(pieces(&t, 0x4020_3ff8, 8, ram), Err(0x4020_3ff8));
         // A copy that only straddles into it is refused whole: nothing of it is done.
@@ -348,7 +382,7 @@ mod tests {
         assert_eq!(pieces(&t, 0x4020_2ff8, 8, ram), Ok(vec![(0x4820_2ff8, 0, 8)]));
         assert_eq!(pieces(&t, 0x4020_4000, 8, ram), Ok(vec![(0x4820_4000, 0, 8)]));
         // A page outside RAM is refused too: the walk finds it, `allowed` does not.
-        t.map_page(0x3800_0000, 0x4c00_1000).unwrap();
+        t.map_page(0x3800_0000, 0x4c00_1000, &mut no_tlb).unwrap();
         assert_eq!(pieces(&t, 0x3800_0000, 8, ram), Err(0x3800_0000));
         let anywhere = |_: u64, _: usize| true;
         assert_eq!(t.for_each_host_piece(0x3800_0008, 8, anywhere, |pa, _, _| assert_eq!(pa, 0x4c00_1008)), Ok(()));
@@ -358,35 +392,82 @@ mod tests {
     fn granted_pages_map_read_only_or_writable_and_unmap_back_to_ram() {
         let mut t = Box::new(Stage2Tables::new());
         map_guest_ram(&mut t, 0x4000_0000, 0x4800_0000, 64 * MIB).unwrap();
-        t.map_granted_page(0x4020_3000, 0x5000_0000, false).unwrap();
-        t.map_granted_page(0x3800_0000, 0x5000_1000, true).unwrap();
+        t.map_granted_page(0x4020_3000, 0x5000_0000, false, &mut no_tlb).unwrap();
+        t.map_granted_page(0x3800_0000, 0x5000_1000, true, &mut no_tlb).unwrap();
         let (pa, ro) = t.translate(0x4020_3008).unwrap();
         assert_eq!((pa, ro >> 6 & 3, ro >> 54 & 1), (0x5000_0008, 0b01, 1), "read-only, never executed");
         let (pa, rw) = t.translate(0x3800_0000).unwrap();
         assert_eq!((pa, rw >> 6 & 3), (0x5000_1000, 0b11));
         // Over RAM the RAM page comes back; outside it nothing is left.
-        t.end_grant(0x4020_3000, 0x4000_0000, 0x4800_0000, 64 * MIB).unwrap();
+        t.end_grant(0x4020_3000, (0x4000_0000, 0x4800_0000, 64 * MIB), &mut no_tlb).unwrap();
         assert_eq!(t.translate(0x4020_3000), Some((0x4820_3000, attrs::S2_RAM)));
-        t.end_grant(0x3800_0000, 0x4000_0000, 0x4800_0000, 64 * MIB).unwrap();
+        t.end_grant(0x3800_0000, (0x4000_0000, 0x4800_0000, 64 * MIB), &mut no_tlb).unwrap();
         assert_eq!(t.translate(0x3800_0000), None);
         // A block is not a page to unmap, and neither is nothing.
-        assert_eq!(t.unmap_page(0x4100_0000), Err(MapError::Overlap));
-        assert!(t.unmap_page(0x2000_0000).is_err());
+        assert_eq!(t.unmap_page(0x4100_0000, &mut no_tlb), Err(MapError::Overlap));
+        assert!(t.unmap_page(0x2000_0000, &mut no_tlb).is_err());
     }
 
     #[test]
     fn page_descriptor_bits_and_refusals() {
         let mut t = Box::new(Stage2Tables::new());
-        t.map_page(0x3800_0000, 0x4a00_0000).unwrap();
+        t.map_page(0x3800_0000, 0x4a00_0000, &mut no_tlb).unwrap();
         let (_, attrs) = t.translate(0x3800_0000).unwrap();
         assert_eq!(attrs >> 54 & 1, 1, "never executed");
         assert_eq!(attrs & 0x7fc, attrs::S2_RAM & 0x7fc);
-        assert_eq!(t.map_page(0x3800_0800, 0), Err(MapError::Misaligned));
-        assert_eq!(t.map_page(0x3800_0000, 0x10), Err(MapError::Misaligned));
-        assert_eq!(t.map_page(1 << 40, 0), Err(MapError::OutOfRange));
+        assert_eq!(t.map_page(0x3800_0800, 0, &mut no_tlb), Err(MapError::Misaligned));
+        assert_eq!(t.map_page(0x3800_0000, 0x10, &mut no_tlb), Err(MapError::Misaligned));
+        assert_eq!(t.map_page(1 << 40, 0, &mut no_tlb), Err(MapError::OutOfRange));
         for i in 1..LEVEL3_TABLES as u64 {
-            t.map_page(0x3800_0000 + i * 2 * MIB, 0).unwrap();
+            t.map_page(0x3800_0000 + i * 2 * MIB, 0, &mut no_tlb).unwrap();
         }
-        assert_eq!(t.map_page(0x3800_0000 + LEVEL3_TABLES as u64 * 2 * MIB, 0), Err(MapError::NoTables));
+        assert_eq!(t.map_page(0x3800_0000 + LEVEL3_TABLES as u64 * 2 * MIB, 0, &mut no_tlb), Err(MapError::NoTables));
+    }
+
+    /// Records the IPAs the tables asked the TLBs to forget, in order.
+    #[derive(Default)]
+    struct Invalidations(Vec<u64>);
+
+    impl Invalidations {
+        fn tlb(&mut self) -> impl FnMut(u64) + '_ {
+            |ipa| self.0.push(ipa)
+        }
+    }
+
+    #[test]
+    fn changing_a_valid_descriptor_invalidates_between_break_and_make() {
+        let mut t = Box::new(Stage2Tables::new());
+        map_guest_ram(&mut t, 0x4000_0000, 0x4800_0000, 64 * MIB).unwrap();
+        let mut seen = Invalidations::default();
+        // Filling nothing (outside RAM) needs no invalidation.
+        t.map_page(0x3800_0000, 0x4a00_0000, &mut seen.tlb()).unwrap();
+        assert_eq!(seen.0, Vec::<u64>::new());
+        // Over RAM: the 2 MiB block goes (one invalidation, of its start), then the RAM page
+        // the new one replaces (a second, of that page).
+        t.map_granted_page(0x4020_3000, 0x5000_0000, true, &mut seen.tlb()).unwrap();
+        assert_eq!(seen.0, [0x4020_0000, 0x4020_3000]);
+        // Mapping the same thing again changes nothing; ending the grant does.
+        seen.0.clear();
+        t.map_granted_page(0x4020_3000, 0x5000_0000, true, &mut seen.tlb()).unwrap();
+        assert_eq!(seen.0, Vec::<u64>::new());
+        t.end_grant(0x4020_3000, (0x4000_0000, 0x4800_0000, 64 * MIB), &mut seen.tlb()).unwrap();
+        t.end_grant(0x3800_0000, (0x4000_0000, 0x4800_0000, 64 * MIB), &mut seen.tlb()).unwrap();
+        assert_eq!(seen.0, [0x4020_3000, 0x3800_0000]);
+        assert_eq!(t.translate(0x4020_3000), Some((0x4820_3000, attrs::S2_RAM)));
+    }
+
+    #[test]
+    fn a_page_inside_a_gigabyte_block_splits_it_twice() {
+        let mut t = Box::new(Stage2Tables::new());
+        map_guest_ram(&mut t, 0x4000_0000, 0x8000_0000, 1 << 30).unwrap();
+        assert_eq!(t.tables_used(), 0, "one 1 GiB block");
+        let mut seen = Invalidations::default();
+        t.map_page(0x4020_3000, 0x4a00_0000, &mut seen.tlb()).unwrap();
+        // The 1 GiB block, the 2 MiB block, the page.
+        assert_eq!(seen.0, [0x4000_0000, 0x4020_0000, 0x4020_3000]);
+        assert_eq!(t.translate(0x4020_3008), Some((0x4a00_0008, attrs::S2_SHARED_PAGE)));
+        for ipa in [0x4000_0000u64, 0x4020_2000, 0x4020_4000, 0x4040_0000, 0x7fff_f000] {
+            assert_eq!(t.translate(ipa), Some((ipa + 0x4000_0000, attrs::S2_RAM)), "{ipa:#x}");
+        }
     }
 }

@@ -43,6 +43,12 @@ impl Syndrome {
     }
     /// Abort raised by a stage-2 translation, access-flag or permission fault, or during
     /// the stage-1 walk (S1PTW): these are the aborts for which HPFAR_EL2 holds the IPA.
+    /// An abort for a translation fault (xFSC 0b0001LL: no valid descriptor at level LL), as
+    /// opposed to a permission, access-flag or other fault.
+    pub fn is_translation_fault(self) -> bool {
+        matches!(self.fault_status(), 0x04..=0x07)
+    }
+
     pub fn is_stage2_abort(self) -> bool {
         let stage2_fsc = matches!(self.fault_status(), 0x04..=0x0f);
         let s1ptw = self.0 & (1 << 7) != 0;

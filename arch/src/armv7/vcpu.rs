@@ -151,7 +151,9 @@ impl Vcpu {
             let gicv = gicv2::vcpu_interface();
             for off in (0..vgic::GUEST_GICC_SIZE).step_by(PAGE as usize) {
                 tables
-                    .map_device_page(vgic::GUEST_GICC_BASE + off, gicv + off)
+                    .map_device_page(vgic::GUEST_GICC_BASE + off, gicv + off, &mut |_| {
+                        // Tables no CPU has walked yet: nothing cached to drop.
+                    })
                     .map_err(|_| "the GICv2 virtual CPU interface cannot be mapped at stage 2")?;
             }
         }
@@ -255,9 +257,14 @@ impl Vcpu {
                 let gpa = fault_ipa(u64::from(sysreg::hpfar()), u64::from(sysreg::hdfar()));
                 let in_ram = gpa >= self.ram.ram_guest && gpa - self.ram.ram_guest < self.ram.ram_size;
                 match hsr.data_access() {
+                    _ if in_ram && self.changed_meanwhile(hsr, gpa) => None,
                     Some(access) if !in_ram => self.handle_mmio(gpa, access, hsr),
                     _ => Some(self.abort(hsr)),
                 }
+            }
+            ec::IABT_LOWER if hsr.is_stage2_abort() => {
+                let gpa = fault_ipa(u64::from(sysreg::hpfar()), u64::from(sysreg::hifar()));
+                if self.changed_meanwhile(hsr, gpa) { None } else { Some(self.abort(hsr)) }
             }
             ec::IABT_LOWER | ec::DABT_LOWER => Some(self.abort(hsr)),
             _ => Some(self.fault(FaultKind::UnhandledTrap, 0, hsr.0)),
@@ -454,6 +461,13 @@ impl Vcpu {
         }
     }
 
+    /// A translation fault at `gpa` that the tables no longer give: another pCPU was
+    /// changing them (break-before-make) and has finished (it holds the lock meanwhile), so
+    /// the access may simply be tried again.
+    fn changed_meanwhile(&self, hsr: Syndrome, gpa: u64) -> bool {
+        hsr.is_translation_fault() && self.space.lock().stage2.translate(gpa).is_some()
+    }
+
     /// A stage-2 abort: the guest touched an IPA outside its RAM (or something stranger).
     fn abort(&self, hsr: Syndrome) -> Exit {
         let far = if hsr.class() == ec::DABT_LOWER { sysreg::hdfar() } else { sysreg::hifar() };
@@ -557,22 +571,16 @@ fn address_translate(va: u32, op: fn(u32)) -> u64 {
 }
 
 impl Vcpu {
-    /// Change one page of the domain's stage-2 tables with `change`, then drop the old
-    /// translations of its VMID.
+    /// Change one page of the domain's stage-2 tables with `change`, which other pCPUs may be
+    /// walking for vCPUs of the domain: the tables break each valid descriptor they replace
+    /// and have `tlb` drop its cached translations before they make the new one.
     fn change_stage2(
         &mut self,
         gpa: u64,
-        change: impl FnOnce(&mut Stage2Tables) -> Result<(), crate::arm::lpae::MapError>,
+        change: impl FnOnce(&mut Stage2Tables, &mut dyn FnMut(u64)) -> Result<(), crate::arm::lpae::MapError>,
     ) -> Result<(), BadGuestAddress> {
         let space = &mut *self.space.lock();
-        change(&mut space.stage2).map_err(|_| BadGuestAddress(gpa))?;
-        // ARMv7 has no by-IPA invalidation (TLBIIPAS2 is ARMv8's): with this domain's VTTBR
-        // loaded, TLBIALLIS from HYP drops every stage-1 and stage-2 entry of its VMID, the
-        // replaced block's and page's included, on every CPU of the inner-shareable domain:
-        // other pCPUs may be running vCPUs of it. The DSB before it publishes the descriptor
-        // to the table walkers; the DSB and ISB after it complete the invalidation (DSB SY
-        // waits for it on every CPU) before the guest (or an ATS of a copy) translates again.
-        sysreg::dsb();
+        // TLB maintenance from HYP acts on the VMID in VTTBR: this domain's.
         sysreg::write_vttbr(self.vttbr);
         let cpu = this_cpu();
         if ACTIVE[cpu].load(Ordering::Relaxed) != self.uid {
@@ -580,7 +588,18 @@ impl Vcpu {
             ACTIVE[cpu].store(0, Ordering::Relaxed);
         }
         sysreg::isb();
-        sysreg::tlbiallis(0);
+        // ARMv7 has no by-IPA invalidation (TLBIIPAS2 is ARMv8's): TLBIALLIS from HYP drops
+        // every stage-1 and stage-2 entry of the VMID in VTTBR on every CPU of the
+        // inner-shareable domain. The DSB before it publishes the broken descriptor to the
+        // table walkers; the DSB and ISB after it wait until every CPU has.
+        let mut tlb = |_ipa: u64| {
+            sysreg::dsb();
+            sysreg::tlbiallis(0);
+            sysreg::dsb();
+            sysreg::isb();
+        };
+        change(&mut space.stage2, &mut tlb).map_err(|_| BadGuestAddress(gpa))?;
+        // Publish the new descriptors to the table walkers before the guest runs.
         sysreg::dsb();
         sysreg::isb();
         Ok(())
@@ -675,19 +694,19 @@ impl VirtualCpu for Vcpu {
         if vgic::claims(gpa) || !hpa.is_multiple_of(PAGE) || !super::is_ram(hpa, PAGE) {
             return Err(BadGuestAddress(gpa));
         }
-        self.change_stage2(gpa, |tables| tables.map_page(gpa, hpa))
+        self.change_stage2(gpa, |tables, tlb| tables.map_page(gpa, hpa, tlb))
     }
 
     fn map_grant(&mut self, gpa: u64, hpa: u64, writable: bool) -> Result<(), BadGuestAddress> {
         if vgic::claims(gpa) || !hpa.is_multiple_of(PAGE) || !super::is_ram(hpa, PAGE) {
             return Err(BadGuestAddress(gpa));
         }
-        self.change_stage2(gpa, |tables| tables.map_granted_page(gpa, hpa, writable))
+        self.change_stage2(gpa, |tables, tlb| tables.map_granted_page(gpa, hpa, writable, tlb))
     }
 
     fn unmap_grant(&mut self, gpa: u64) -> Result<(), BadGuestAddress> {
         let (ram_guest, ram_host, ram_size) = (self.ram.ram_guest, self.ram.ram_host, self.ram.ram_size);
-        self.change_stage2(gpa, |tables| tables.end_grant(gpa, ram_guest, ram_host, ram_size))
+        self.change_stage2(gpa, |tables, tlb| tables.end_grant(gpa, (ram_guest, ram_host, ram_size), tlb))
     }
 
     fn complete_cpu_on(&mut self, result: CpuOnResult) {
