@@ -8,6 +8,8 @@ use alloc::vec::Vec;
 use arch::ExitStatus;
 use arch::boot::{BootInfo, GuestSetup, ModuleKind, Region};
 use arch::cpu;
+use core::alloc::{GlobalAlloc, Layout};
+use core::ptr::NonNull;
 use core::sync::atomic::AtomicU32;
 use hypervisor::bootcfg::{self, BootCfgError, DomainConfig, ModuleRef, SchedConfig};
 use hypervisor::domain::{Domain, DomainEnd};
@@ -19,11 +21,68 @@ use hypervisor::sched::{PoolScheduler, Pools, SchedKind, apply_boot_config, plan
 use hypervisor::version::{HV_NAME, HV_VERSION, XEN_MAJOR, XEN_MINOR};
 use hypervisor::vpl011::Vpl011;
 use hypervisor::{hvlog, log, run};
-use linked_list_allocator::LockedHeap;
+use linked_list_allocator::{Heap, LockedHeap};
 use zerocopy::FromBytes;
 
 #[global_allocator]
-static HEAP: LockedHeap = LockedHeap::empty();
+static HEAP: Heaps = Heaps { own: LockedHeap::empty(), lent: spin::Mutex::new(None) };
+
+/// The hypervisor's heap, plus memory lent to it for a while (`hypervisor::heap_loan`):
+/// what the own heap cannot serve comes from the loan while there is one.
+struct Heaps {
+    own: LockedHeap,
+    lent: spin::Mutex<Option<Loan>>,
+}
+
+struct Loan {
+    heap: Heap,
+    start: usize,
+    end: usize,
+}
+
+// SAFETY: both heaps hand out disjoint, suitably aligned blocks from memory they own, and a
+// block goes back to the heap whose range holds it.
+unsafe impl GlobalAlloc for Heaps {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded with the caller's layout.
+        let own = unsafe { self.own.alloc(layout) };
+        if !own.is_null() {
+            return own;
+        }
+        match self.lent.lock().as_mut() {
+            Some(loan) => loan.heap.allocate_first_fit(layout).map_or(core::ptr::null_mut(), |p| p.as_ptr()),
+            None => core::ptr::null_mut(),
+        }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if let Some(loan) = self.lent.lock().as_mut()
+            && (loan.start..loan.end).contains(&(ptr as usize))
+            && let Some(block) = NonNull::new(ptr)
+        {
+            // SAFETY: `ptr` lies in the loan, so the loan's heap handed it out with `layout`.
+            unsafe { loan.heap.deallocate(block, layout) };
+            return;
+        }
+        // SAFETY: not from the loan, so from the own heap, with `layout`.
+        unsafe { self.own.dealloc(ptr, layout) }
+    }
+}
+
+/// `hypervisor::heap_loan`'s lender: `region` serves allocations while `f` runs.
+fn lend(region: &mut [u8], f: &mut dyn FnMut()) {
+    let (start, len) = (region.as_mut_ptr(), region.len());
+    let mut heap = Heap::empty();
+    // SAFETY: `region` is exclusively borrowed for this call and used by nothing but this
+    // heap until the loan ends below, after `f` (the only user) has returned.
+    unsafe { heap.init(start, len) };
+    *HEAP.lent.lock() = Some(Loan { heap, start: start as usize, end: start as usize + len });
+    f();
+    let loan = HEAP.lent.lock().take();
+    let still_used = loan.map_or(0, |l| l.heap.used());
+    // Memory still allocated there would be reused under a live allocation: stop here.
+    assert!(still_used == 0, "{still_used} bytes lent to the heap were not given back");
+}
 
 /// Domains' event-channel tables live here: one with all 2^17 FIFO ports takes ~3 MiB.
 const HEAP_SIZE: usize = 16 << 20;
@@ -51,8 +110,9 @@ fn init_heap() {
     let start = space.as_mut_ptr();
     // SAFETY: the heap region is a static array that nothing else references: the lock
     // guard is leaked below so the memory stays exclusively the allocator's forever.
-    unsafe { HEAP.lock().init(start, HEAP_SIZE) };
+    unsafe { HEAP.own.lock().init(start, HEAP_SIZE) };
     core::mem::forget(space);
+    hypervisor::heap_loan::set_lender(lend);
 }
 
 fn banner(boot: &BootInfo) {
@@ -368,7 +428,7 @@ fn build(
     boot: &BootInfo,
     frames: &mut FrameAllocator,
 ) -> Result<(Domain, cpu::Vcpu, usize), String> {
-    let heap_before = HEAP.lock().used();
+    let heap_before = HEAP.own.lock().used();
     let kernel_ref = cfg.kernel.ok_or("no kernel module")?;
     let kernel = module_bytes(boot, kernel_ref, "kernel")?;
     let initrd = cfg.ramdisk.map(|m| module_bytes(boot, m, "ramdisk")).transpose()?;
@@ -425,7 +485,7 @@ fn build(
         (false, _) => {}
     }
     let took_us = run::Host::now_ns(&mut BootCpu).saturating_sub(started) / 1000;
-    let overhead = HEAP.lock().used().saturating_sub(heap_before) + page_bytes;
+    let overhead = HEAP.own.lock().used().saturating_sub(heap_before) + page_bytes;
     if took_us > 0 {
         // Zeroing its RAM dominates: worth seeing when tuning boot time.
         hvlog!(

@@ -17,6 +17,7 @@ pub mod evtchn_fifo;
 pub mod frames;
 pub mod grant;
 pub mod guest_dt;
+pub mod heap_loan;
 pub mod hypercall;
 pub mod loader;
 pub mod log;

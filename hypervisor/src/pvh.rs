@@ -64,11 +64,8 @@ impl core::fmt::Display for PvhError {
     }
 }
 
-/// The largest XZ dictionary a kernel payload may ask for (Linux's x86 builds use 32 MiB).
-const XZ_DICT_MAX: usize = 32 << 20;
-
 /// Load `kernel` into `ram` (guest-physical 0..): a bzImage is decompressed into the top of
-/// RAM first (an XZ payload with its dictionary just below), then loaded as the PVH ELF it
+/// RAM first (the decoder's dictionary or window below it), then loaded as the PVH ELF it
 /// contains (ELF64 or ELF32); the scratch space is zeroed again.
 fn load_kernel(kernel: &[u8], ram: &mut [u8]) -> Result<crate::loader::Placed, PvhError> {
     if !bzimage::is_bzimage(kernel) {
@@ -78,10 +75,10 @@ fn load_kernel(kernel: &[u8], ram: &mut [u8]) -> Result<crate::loader::Placed, P
     let size = bzimage::uncompressed_size(payload).map_err(PvhError::Kernel)?;
     let scratch = (ram.len() as u64).checked_sub(size as u64).ok_or(PvhError::NoRoom)? & !(PAGE - 1);
     let (low, high) = ram.split_at_mut(scratch as usize);
-    let dict_at = low.len().saturating_sub(XZ_DICT_MAX);
-    let dict = &mut low[dict_at..];
-    let n = bzimage::decompress(payload, high, dict).map_err(PvhError::Kernel)?;
-    dict.fill(0);
+    let below = low.len().checked_sub(bzimage::scratch_size(payload).map_err(PvhError::Kernel)?);
+    let work = &mut low[below.ok_or(PvhError::NoRoom)?..];
+    let n = bzimage::decompress(payload, high, work).map_err(PvhError::Kernel)?;
+    work.fill(0);
     let placed = pvh_elf::load_pvh_elf(&high[..n], low, 0).map_err(|e| match e {
         LoadError::TooLarge => PvhError::NoRoom,
         e => PvhError::Kernel(e),

@@ -1,11 +1,13 @@
 //! x86 `bzImage`: the real-mode setup sectors, then a compressed `vmlinux` ELF.
 //!
-//! Two payload formats are understood. The LZ4 "legacy" container (Debian's cloud-amd64
-//! kernel): the magic `0x184C2102`, then blocks of a little-endian `u32` compressed size and
-//! the LZ4 block itself, each decompressing to at most 8 MiB. And an XZ stream (Debian's
-//! 686-pae kernel: LZMA2 behind the x86 BCJ filter, CRC32 checks). Either way the kernel build
-//! appends the uncompressed size as a final `u32`. The image is untrusted: every size is
-//! checked, and a bad image is an error, never a panic.
+//! Three payload formats are understood. The LZ4 "legacy" container (Debian 12's
+//! cloud-amd64 kernel): the magic `0x184C2102`, then blocks of a little-endian `u32`
+//! compressed size and the LZ4 block itself, each decompressing to at most 8 MiB. An XZ
+//! stream (Debian's 686-pae kernel: LZMA2 behind the x86 BCJ filter, CRC32 checks). And one
+//! zstd frame (Linux 6.12's amd64 kernels in Debian: `zstd -22 --ultra`, which declares a
+//! 128 MiB window). Either way the kernel build appends the uncompressed size as a final
+//! `u32`. The image is untrusted: every size is checked, and a bad image is an error, never a
+//! panic.
 
 use super::LoadError;
 
@@ -52,12 +54,14 @@ pub fn payload(image: &[u8]) -> Result<&[u8], LoadError> {
 }
 
 const XZ_MAGIC: &[u8; 6] = b"\xfd7zXZ\0";
+const ZSTD_MAGIC: u32 = 0xfd2f_b528;
 
 /// How a bzImage's payload is compressed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Compression {
     Lz4Legacy,
     Xz,
+    Zstd,
 }
 
 /// The payload's format, from its magic.
@@ -66,6 +70,8 @@ pub fn compression(payload: &[u8]) -> Result<Compression, LoadError> {
         Ok(Compression::Lz4Legacy)
     } else if payload.starts_with(XZ_MAGIC) {
         Ok(Compression::Xz)
+    } else if u32_at(payload, 0) == Some(ZSTD_MAGIC) {
+        Ok(Compression::Zstd)
     } else {
         Err(LoadError::UnknownFormat)
     }
@@ -78,13 +84,115 @@ pub fn uncompressed_size(payload: &[u8]) -> Result<usize, LoadError> {
     Ok(u32_at(payload, n).ok_or(LoadError::Malformed)? as usize)
 }
 
-/// Decompress a payload into `out` (at least [`uncompressed_size`] bytes); an XZ stream uses
-/// `dict` as its dictionary (as large as the stream's dictionary size: Linux builds use up to
-/// 32 MiB). Returns the number of bytes written.
-pub fn decompress(payload: &[u8], out: &mut [u8], dict: &mut [u8]) -> Result<usize, LoadError> {
+/// Bytes of scratch memory [`decompress`] needs for `payload` besides its output.
+pub fn scratch_size(payload: &[u8]) -> Result<usize, LoadError> {
+    Ok(match compression(payload)? {
+        Compression::Lz4Legacy => 0,
+        Compression::Xz => XZ_DICT_MAX,
+        Compression::Zstd => {
+            // The decoder's history buffer (a power of two, plus two blocks), its tables and
+            // block buffers (well under a MiB), and the allocator's own bookkeeping.
+            let window = zstd_window(window_descriptor_for(uncompressed_size(payload)?));
+            usize::try_from(window.next_power_of_two()).map_err(|_| LoadError::TooLarge)? + (4 << 20)
+        }
+    })
+}
+
+/// Decompress a payload into `out` (at least [`uncompressed_size`] bytes) with `scratch` (at
+/// least [`scratch_size`] bytes) for the decoder's own state: an XZ stream's dictionary, a
+/// zstd frame's window (`scratch` is lent to the heap while it decodes). Returns the number
+/// of bytes written; `scratch` is left dirty.
+pub fn decompress(payload: &[u8], out: &mut [u8], scratch: &mut [u8]) -> Result<usize, LoadError> {
     match compression(payload)? {
         Compression::Lz4Legacy => lz4_legacy_decompress(payload, out),
-        Compression::Xz => xz_decompress(payload, out, dict),
+        // A stream whose dictionary is larger than `scratch` is refused by the decoder.
+        Compression::Xz => {
+            let dict_at = scratch.len().saturating_sub(XZ_DICT_MAX);
+            xz_decompress(payload, out, &mut scratch[dict_at..])
+        }
+        Compression::Zstd => {
+            if scratch.len() < scratch_size(payload)? {
+                return Err(LoadError::TooLarge);
+            }
+            let mut result = Err(LoadError::Malformed);
+            crate::heap_loan::with_loan(scratch, &mut || result = zstd_decompress(payload, out));
+            result
+        }
+    }
+}
+
+/// The largest XZ dictionary a kernel payload may ask for (Linux's x86 builds use 32 MiB).
+const XZ_DICT_MAX: usize = 32 << 20;
+
+/// Decompress a zstd payload (one frame, then the appended size) into `out`.
+///
+/// The decoder keeps as much history as the frame's declared window, allocated up front:
+/// Linux's 128 MiB. No match can reach back past the start of the output, so a window of the
+/// output's size decodes the same bytes: the frame header's window descriptor is lowered to
+/// the smallest window that holds the whole output before the decoder reads it.
+pub fn zstd_decompress(payload: &[u8], out: &mut [u8]) -> Result<usize, LoadError> {
+    use ruzstd::decoding::{BlockDecodingStrategy, FrameDecoder};
+    use ruzstd::io::Read;
+    let total = uncompressed_size(payload)?;
+    if out.len() < total {
+        return Err(LoadError::TooLarge);
+    }
+    let frame = &payload[..payload.len() - 4];
+    // Magic, frame header descriptor, window descriptor (absent in single-segment frames,
+    // whose window is their content size).
+    let mut head = [0u8; 6];
+    head.copy_from_slice(frame.get(..6).ok_or(LoadError::Malformed)?);
+    let single_segment = head[4] & 0x20 != 0;
+    if !single_segment {
+        head[5] = head[5].min(window_descriptor_for(total));
+    }
+    let head_len = if single_segment { 5 } else { 6 };
+    let mut source = Chain { first: &head[..head_len], second: &frame[head_len..] };
+    let mut decoder = FrameDecoder::new();
+    decoder.set_max_window_size(ZSTD_WINDOW_MAX);
+    // The first reset makes the decoder's state and lets its history buffer grow by doubling
+    // as output comes (two buffers live at each step, and first-fit placement can leave no
+    // gap for the next); a second one on the same header reserves the whole window at once.
+    decoder.reset(&head[..head_len]).map_err(|_| LoadError::Malformed)?;
+    decoder.reset(&mut source).map_err(|_| LoadError::Malformed)?;
+    decoder.decode_blocks(&mut source, BlockDecodingStrategy::All).map_err(|_| LoadError::Malformed)?;
+    if !decoder.is_finished() || decoder.can_collect() != total || !source.is_empty() {
+        return Err(LoadError::Malformed);
+    }
+    let n = decoder.read(&mut out[..total]).map_err(|_| LoadError::Malformed)?;
+    if n == total { Ok(n) } else { Err(LoadError::Malformed) }
+}
+
+/// The largest window a payload's frame may still declare after [`window_descriptor_for`]
+/// (its output is at most 4 GiB, its `u32` size).
+const ZSTD_WINDOW_MAX: u64 = 1 << 32;
+
+/// The zstd window descriptor (exponent << 3 | mantissa: 2^(10 + e) × (1 + m/8) bytes) of the
+/// smallest window of at least `size` bytes. Descriptors order as their windows do.
+fn window_descriptor_for(size: usize) -> u8 {
+    (0u8..=255).find(|&d| zstd_window(d) >= size as u64).unwrap_or(u8::MAX)
+}
+
+fn zstd_window(descriptor: u8) -> u64 {
+    let base = 1u64 << (10 + (descriptor >> 3));
+    base + base / 8 * u64::from(descriptor & 7)
+}
+
+/// Two slices read one after the other: the rewritten frame header, then the rest.
+struct Chain<'a> {
+    first: &'a [u8],
+    second: &'a [u8],
+}
+
+impl Chain<'_> {
+    fn is_empty(&self) -> bool {
+        self.first.is_empty() && self.second.is_empty()
+    }
+}
+
+impl ruzstd::io::Read for Chain<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, ruzstd::io::Error> {
+        if self.first.is_empty() { self.second.read(buf) } else { self.first.read(buf) }
     }
 }
 
@@ -232,6 +340,60 @@ mod tests {
         let mut cut = p[..p.len() / 2].to_vec();
         cut.extend_from_slice(&(data.len() as u32).to_le_bytes());
         assert_eq!(decompress(&cut, &mut out, &mut dict), Err(LoadError::Malformed));
+    }
+
+    /// A zstd payload as Linux's build makes it: one frame that declares a 128 MiB window
+    /// (`zstd -22 --ultra` reading a pipe), then the size.
+    fn zstd_payload(data: &[u8]) -> Vec<u8> {
+        use ruzstd::encoding::{CompressionLevel, compress_to_vec};
+        let mut p = compress_to_vec(data, CompressionLevel::Fastest);
+        assert_eq!(p[4] & 0x20, 0, "the encoder wrote a window descriptor");
+        p[5] = 17 << 3; // 2^(10 + 17) bytes
+        p.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        p
+    }
+
+    #[test]
+    fn zstd_payloads_decompress_byte_exact_in_a_window_of_their_size() {
+        let data = sample(300_000);
+        let img = bzimage(&zstd_payload(&data));
+        let p = payload(&img).unwrap();
+        assert_eq!((compression(p), uncompressed_size(p)), (Ok(Compression::Zstd), Ok(data.len())));
+        // Not the declared 128 MiB: the output's size (in 1/8 steps of a power of two),
+        // rounded up to a power of two as the decoder's buffer is, plus 4 MiB.
+        assert_eq!(zstd_window(window_descriptor_for(data.len())), 320 << 10);
+        assert_eq!(scratch_size(p), Ok((512 << 10) + (4 << 20)));
+        let mut out = vec![0u8; data.len()];
+        let mut scratch = vec![0u8; scratch_size(p).unwrap()];
+        assert_eq!(decompress(p, &mut out, &mut scratch), Ok(data.len()));
+        assert!(out == data);
+        // Too little scratch or output, a corrupted or truncated frame, trailing bytes: errors.
+        assert_eq!(decompress(p, &mut out, &mut vec![0u8; 1 << 20]), Err(LoadError::TooLarge));
+        assert_eq!(decompress(p, &mut [0u8; 100], &mut scratch), Err(LoadError::TooLarge));
+        let mut bad = p.to_vec();
+        let mid = bad.len() / 2;
+        bad[mid] ^= 0x55;
+        assert_ne!(decompress(&bad, &mut out, &mut scratch).map(|_| out == data), Ok(true));
+        let mut cut = p[..p.len() / 2].to_vec();
+        cut.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        assert_eq!(decompress(&cut, &mut out, &mut scratch), Err(LoadError::Malformed));
+        let mut longer = p[..p.len() - 4].to_vec();
+        longer.extend_from_slice(&[0; 8]);
+        longer.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        assert_eq!(decompress(&longer, &mut out, &mut scratch), Err(LoadError::Malformed));
+    }
+
+    #[test]
+    fn zstd_window_descriptors_are_the_smallest_that_hold_the_output() {
+        assert_eq!(zstd_window(0), 1 << 10);
+        assert_eq!(zstd_window(17 << 3), 128 << 20);
+        assert_eq!(zstd_window((15 << 3) | 6), 56 << 20); // 2^25 × 14/8
+        // Debian's 6.12 amd64 vmlinux: 57,573,156 bytes.
+        assert_eq!(zstd_window(window_descriptor_for(57_573_156)), 56 << 20);
+        for size in [1usize, 1024, 1025, 300_000, 57_573_156, u32::MAX as usize] {
+            let d = window_descriptor_for(size);
+            assert!(zstd_window(d) >= size as u64 && (d == 0 || zstd_window(d - 1) < size as u64), "{size}");
+        }
     }
 
     #[test]
