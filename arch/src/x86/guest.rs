@@ -56,6 +56,8 @@ pub struct ExitContext {
     pub xcr0: u64,
     /// The guest has used the xAPIC page (reported once).
     pub xapic_used: bool,
+    /// The guest has touched guest-physical space where nothing is (reported once).
+    pub unclaimed_mmio_seen: bool,
 }
 
 /// The source of a virtual interrupt.
@@ -80,6 +82,7 @@ impl ExitContext {
             inflight: None,
             xcr0: xstate::RESET_XCR0,
             xapic_used: false,
+            unclaimed_mmio_seen: false,
         }
     }
 
@@ -187,6 +190,34 @@ pub fn apic_mmio(
         lapic.mmio_write(offset, size, v);
     }
     ApicAccess::Done { len: access.len.into() }
+}
+
+/// A nested-paging / EPT fault at `gpa`, outside the domain's RAM and off the xAPIC page,
+/// by the instruction at linear address `linear` run in `mode`: nothing is there. As Xen
+/// answers an HVM or PVH domain without a device model (its I/O "null handler"), the access
+/// completes: a load reads all ones, a store is dropped (a guest probes for devices this
+/// way, e.g. XTF for an HPET). Returns the instruction's length, or `None` when it is not
+/// one the decoder knows (the backend then reports the fault). RSP must be current in `regs`.
+pub fn unclaimed_mmio(
+    ctx: &mut ExitContext,
+    regs: &mut Gprs,
+    gpa: u64,
+    linear: u64,
+    mode: mmio::CpuMode,
+    p: &mut impl Platform,
+) -> Option<u64> {
+    let mut code = [0u8; 15];
+    let n = p.fetch_code(linear, &mut code);
+    let access = mmio::decode(&code[..n], mode)?;
+    if !ctx.unclaimed_mmio_seen {
+        ctx.unclaimed_mmio_seen = true;
+        p.report(format_args!(
+            "d{}v{}: access at gpa {gpa:#x}, outside its memory and devices: reads all ones, writes are dropped (as Xen)",
+            ctx.domain_id, ctx.vcpu_id
+        ));
+    }
+    mmio::perform(&access, regs, |_| u64::MAX, |_, _| {});
+    Some(access.len.into())
 }
 
 /// What an intercepted XSETBV comes to.

@@ -128,8 +128,16 @@ pub fn handle_exit(vmcb: &mut Vmcb, regs: &mut Gprs, ctx: &mut ExitContext, p: &
                 guest::ApicAccess::Undecodable => return Some(fault(vmcb, FaultKind::UnhandledTrap, gpa, code)),
                 guest::ApicAccess::NotApic => {}
             }
-            let kind = if ctx.ram.contains(gpa) { FaultKind::UnhandledTrap } else { FaultKind::UnmappedGuestPhysical };
-            Some(fault(vmcb, kind, gpa, vmcb.control.exit_info1))
+            if ctx.ram.contains(gpa) {
+                return Some(fault(vmcb, FaultKind::UnhandledTrap, gpa, vmcb.control.exit_info1));
+            }
+            match unclaimed_mmio(vmcb, regs, ctx, gpa, p) {
+                Some(len) => {
+                    set_rip(vmcb, vmcb.save.rip.wrapping_add(len));
+                    None
+                }
+                None => Some(fault(vmcb, FaultKind::UnmappedGuestPhysical, gpa, vmcb.control.exit_info1)),
+            }
         }
         exit::SHUTDOWN => Some(fault(vmcb, FaultKind::FatalState, 0, code)),
         // SVM is hidden from the guest (its EFER.SVME reads 0), so these are #UD as on a CPU
@@ -159,6 +167,14 @@ fn apic_mmio(
     let mode = CpuMode::from_cs(long, vmcb.save.cs.attrib & attrib::DB != 0);
     let linear = if long { vmcb.save.rip } else { vmcb.save.cs.base.wrapping_add(vmcb.save.rip) & 0xffff_ffff };
     guest::apic_mmio(ctx, regs, gpa, linear, mode, p)
+}
+
+/// A nested page fault where nothing is: completed as Xen's null handler does.
+fn unclaimed_mmio(vmcb: &Vmcb, regs: &mut Gprs, ctx: &mut ExitContext, gpa: u64, p: &mut impl Platform) -> Option<u64> {
+    let long = in_long_mode(vmcb);
+    let mode = CpuMode::from_cs(long, vmcb.save.cs.attrib & attrib::DB != 0);
+    let linear = if long { vmcb.save.rip } else { vmcb.save.cs.base.wrapping_add(vmcb.save.rip) & 0xffff_ffff };
+    guest::unclaimed_mmio(ctx, regs, gpa, linear, mode, p)
 }
 
 fn fault(vmcb: &Vmcb, kind: FaultKind, gpa: u64, syndrome: u64) -> Exit {

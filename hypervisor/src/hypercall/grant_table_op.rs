@@ -43,10 +43,17 @@ pub fn handle(
             args::write_abi(domain.call_compat, vcpu, uop, &op).map(|_| 0)
         }
         gt::GNTTABOP_SET_VERSION => {
-            // Only version 1 is offered; Xen reports the version in force either way.
+            // Only version 1 is offered. Xen limited to it (`max_grant_version = 1`) answers a
+            // request for version 2 with -ENOSYS, "as before set_version was introduced" (so
+            // a guest falls back to version 1), anything else but 1 with -EINVAL; and it
+            // reports the version in force either way.
             let asked: GnttabSetVersion = args::read_struct(vcpu, uop)?;
             args::write_struct(vcpu, uop, &GnttabSetVersion { version: 1 })?;
-            if asked.version == 1 { Ok(0) } else { Err(errno::EINVAL) }
+            match asked.version {
+                1 => Ok(0),
+                2 => Err(errno::ENOSYS),
+                _ => Err(errno::EINVAL),
+            }
         }
         gt::GNTTABOP_GET_VERSION => {
             let mut op: GnttabGetVersion = args::read_struct(vcpu, uop)?;
@@ -126,12 +133,15 @@ mod tests {
     fn only_version_one_and_sane_counts() {
         let mut d = Domain::new(1);
         let mut vcpu = FakeVcpu::new(32);
-        args::put_u32(&mut vcpu.mem, 0, 2);
-        assert_eq!(
-            handle(&mut d, &mut crate::domain::NoPeers, &mut vcpu, gt::GNTTABOP_SET_VERSION, 0, 1),
-            Err(errno::EINVAL)
-        );
-        assert_eq!(args::u32_at(&vcpu.mem, 0), 1);
+        for (asked, refused) in [(2, errno::ENOSYS), (3, errno::EINVAL), (0, errno::EINVAL)] {
+            args::put_u32(&mut vcpu.mem, 0, asked);
+            assert_eq!(
+                handle(&mut d, &mut crate::domain::NoPeers, &mut vcpu, gt::GNTTABOP_SET_VERSION, 0, 1),
+                Err(refused),
+                "version {asked}"
+            );
+            assert_eq!(args::u32_at(&vcpu.mem, 0), 1);
+        }
         assert_eq!(handle(&mut d, &mut crate::domain::NoPeers, &mut vcpu, gt::GNTTABOP_SET_VERSION, 0, 1), Ok(0));
         assert_eq!(
             handle(&mut d, &mut crate::domain::NoPeers, &mut vcpu, gt::GNTTABOP_QUERY_SIZE, 0, u64::MAX),

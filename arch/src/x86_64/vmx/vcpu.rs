@@ -864,9 +864,16 @@ impl Vcpu {
                     ApicAccess::Undecodable => return Some(self.fault(FaultKind::UnhandledTrap, gpa, qual)),
                     ApicAccess::NotApic => {}
                 }
-                let kind =
-                    if self.ram.contains(gpa) { FaultKind::UnhandledTrap } else { FaultKind::UnmappedGuestPhysical };
-                Some(self.fault(kind, gpa, qual))
+                if self.ram.contains(gpa) {
+                    return Some(self.fault(FaultKind::UnhandledTrap, gpa, qual));
+                }
+                match self.unclaimed_mmio(gpa) {
+                    Some(len) => {
+                        self.skip(len);
+                        None
+                    }
+                    None => Some(self.fault(FaultKind::UnmappedGuestPhysical, gpa, qual)),
+                }
             }
             // VMX is hidden from the guest (CPUID): its instructions are #UD, as on a CPU
             // without it.
@@ -886,6 +893,21 @@ impl Vcpu {
     /// An EPT violation on the xAPIC page: the instruction at CS:RIP is fetched, decoded and
     /// carried out on the vLAPIC (the exit gives no instruction length for EPT violations).
     fn apic_mmio(&mut self, gpa: u64) -> ApicAccess {
+        self.emulate_mmio(|ctx, regs, linear, mode, p| guest::apic_mmio(ctx, regs, gpa, linear, mode, p))
+    }
+
+    /// An EPT violation where nothing is: completed as Xen's null handler does; the
+    /// instruction's length, if it could be decoded.
+    fn unclaimed_mmio(&mut self, gpa: u64) -> Option<u64> {
+        self.emulate_mmio(|ctx, regs, linear, mode, p| guest::unclaimed_mmio(ctx, regs, gpa, linear, mode, p))
+    }
+
+    /// Run `emulate` on the instruction at CS:RIP (its linear address and mode) with the
+    /// registers, RSP included, as the guest left them.
+    fn emulate_mmio<R>(
+        &mut self,
+        emulate: impl FnOnce(&mut ExitContext, &mut Gprs, u64, CpuMode, &mut WithCode) -> R,
+    ) -> R {
         let ar = vmread(gs::CS_ACCESS_RIGHTS);
         let long = ar & AR_LONG != 0;
         let mode = CpuMode::from_cs(long, ar & AR_DB != 0);
@@ -896,7 +918,7 @@ impl Vcpu {
         let outcome = {
             let space = self.space.borrow();
             let mut p = WithCode { ram: &self.ram, tr, hidden: &space.hidden };
-            guest::apic_mmio(&mut self.ctx, &mut self.regs, gpa, linear, mode, &mut p)
+            emulate(&mut self.ctx, &mut self.regs, linear, mode, &mut p)
         };
         set(gs::RSP, self.regs.0[RSP]);
         outcome
