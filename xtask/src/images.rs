@@ -17,12 +17,43 @@ pub struct LinuxGuest {
     pub initrd: PathBuf,
 }
 
+/// Which of Debian's kernel series a Linux guest boots. The same metapackage names both: its
+/// bookworm version depends on a 6.1 kernel package, its bookworm-backports version on a 6.12
+/// one; we pick the package of the series from the metapackage's dependencies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum KernelSeries {
+    /// Debian 12's own kernel (`linux-image-6.1.0-*`).
+    #[default]
+    V6_1,
+    /// bookworm-backports' kernel (`linux-image-6.12.*`; amd64's is a zstd-compressed bzImage).
+    V6_12,
+}
+
+impl KernelSeries {
+    pub const ALL: [KernelSeries; 2] = [KernelSeries::V6_1, KernelSeries::V6_12];
+
+    /// Prefix of the versioned kernel package we want from the metapackage's dependencies.
+    fn package_prefix(self) -> &'static str {
+        match self {
+            KernelSeries::V6_1 => "linux-image-6.1.0-",
+            KernelSeries::V6_12 => "linux-image-6.12.",
+        }
+    }
+
+    /// What names of scenarios and cache directories of this series end with: nothing for
+    /// 6.1 (the default, cached in `<cache>/<arch>/`), `-6.12` for 6.12.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            KernelSeries::V6_1 => "",
+            KernelSeries::V6_12 => "-6.12",
+        }
+    }
+}
+
 /// Debian's names for one architecture's guest packages.
 struct Packages {
-    /// Metapackage whose dependencies name the current 6.1 kernel package.
+    /// Metapackage whose dependencies name the current kernel package of each series.
     kernel_meta: &'static str,
-    /// Prefix of the versioned kernel package we want from the metapackage's dependencies.
-    kernel_prefix: &'static str,
     busybox: &'static str,
     /// The kernel file inside the package's /boot.
     kernel_file: &'static str,
@@ -32,22 +63,17 @@ fn packages(arch: Arch) -> Packages {
     match arch {
         Arch::Aarch64 => Packages {
             kernel_meta: "linux-image-cloud-arm64:arm64",
-            kernel_prefix: "linux-image-6.1.0-",
             busybox: "busybox-static:arm64",
             kernel_file: "vmlinuz-",
         },
         Arch::Armv7 => Packages {
             kernel_meta: "linux-image-armmp-lpae:armhf",
-            kernel_prefix: "linux-image-6.1.0-",
             busybox: "busybox-static:armhf",
             kernel_file: "vmlinuz-",
         },
-        Arch::X86_64 => Packages {
-            kernel_meta: "linux-image-cloud-amd64",
-            kernel_prefix: "linux-image-6.1.0-",
-            busybox: "busybox-static",
-            kernel_file: "vmlinuz-",
-        },
+        Arch::X86_64 => {
+            Packages { kernel_meta: "linux-image-cloud-amd64", busybox: "busybox-static", kernel_file: "vmlinuz-" }
+        }
     }
 }
 
@@ -57,12 +83,7 @@ pub const I386_ARCH: &str = "i386";
 pub const I386_KERNEL_META: &str = "linux-image-686-pae:i386";
 
 fn packages_i386() -> Packages {
-    Packages {
-        kernel_meta: I386_KERNEL_META,
-        kernel_prefix: "linux-image-6.1.0-",
-        busybox: "busybox-static:i386",
-        kernel_file: "vmlinuz-",
-    }
+    Packages { kernel_meta: I386_KERNEL_META, busybox: "busybox-static:i386", kernel_file: "vmlinuz-" }
 }
 
 /// The metapackage naming `arch`'s guest kernel (apt must know it before anything is fetched).
@@ -86,44 +107,70 @@ pub fn cache_dir() -> PathBuf {
 /// Concurrent runs share the cache: the first to get here downloads and builds, the others
 /// wait for it (and say so).
 pub fn linux_guest(arch: Arch) -> Result<LinuxGuest> {
-    linux_guest_of(&packages(arch), arch.name())
+    linux_guest_series(arch, KernelSeries::V6_1)
+}
+
+/// The same with the kernel of `series`: 6.12 from bookworm-backports is cached in
+/// `<cache>/<arch>-6.12/`, beside the same busybox initramfs as 6.1's (in `<cache>/<arch>/`).
+pub fn linux_guest_series(arch: Arch, series: KernelSeries) -> Result<LinuxGuest> {
+    linux_guest_of(&packages(arch), arch.name(), series)
 }
 
 /// Debian's i386 (686-pae, XZ-compressed bzImage) kernel and an i386 busybox initramfs: a
 /// 32-bit PVH guest for the x86_64 hypervisor.
 pub fn linux_guest_i386() -> Result<LinuxGuest> {
-    linux_guest_of(&packages_i386(), I386_ARCH)
+    linux_guest_of(&packages_i386(), I386_ARCH, KernelSeries::V6_1)
 }
 
-fn linux_guest_of(pk: &Packages, cache_name: &str) -> Result<LinuxGuest> {
-    let dir = cache_dir().join(cache_name);
-    std::fs::create_dir_all(&dir)?;
-    let _lock = lock(&dir.join(".lock"))?;
-    let kernel_pkg = current_kernel_package(pk)?;
-    let kernel_root = unpacked(&dir, &kernel_pkg)?;
-    let kernel = find_in(&kernel_root.join("boot"), pk.kernel_file)?;
+/// The initramfs in `<cache>/<cache_name>/`, the kernel of `series` in
+/// `<cache>/<cache_name><suffix>/`, each directory under its own lock (never both at once).
+fn linux_guest_of(pk: &Packages, cache_name: &str, series: KernelSeries) -> Result<LinuxGuest> {
+    let kernel_in = |dir: &Path| -> Result<PathBuf> {
+        let kernel_root = unpacked(dir, &current_kernel_package(pk.kernel_meta, series)?)?;
+        find_in(&kernel_root.join("boot"), pk.kernel_file)
+    };
+    let (dir, lock) = locked_cache(cache_name)?;
+    let same_dir = series.suffix().is_empty();
+    let kernel = if same_dir { Some(kernel_in(&dir)?) } else { None };
     let busybox_root = unpacked(&dir, pk.busybox)?;
     let initrd = dir.join("initramfs.cpio.gz");
     build_initramfs(&busybox_root.join("bin/busybox"), &initrd)?;
+    drop(lock);
+    let kernel = match kernel {
+        Some(kernel) => kernel,
+        None => {
+            let (kernel_dir, _lock) = locked_cache(&format!("{cache_name}{}", series.suffix()))?;
+            kernel_in(&kernel_dir)?
+        }
+    };
     Ok(LinuxGuest { kernel, initrd })
+}
+
+/// `<cache>/<name>/`, created if need be, and the exclusive lock on it (held until dropped).
+fn locked_cache(name: &str) -> Result<(PathBuf, std::fs::File)> {
+    let dir = cache_dir().join(name);
+    std::fs::create_dir_all(&dir)?;
+    let lock = lock(&dir.join(".lock"))?;
+    Ok((dir, lock))
+}
+
+/// Whether apt's lists name a kernel of `series` behind `arch`'s metapackage (6.12: only
+/// once bookworm-backports is among apt's sources and its lists are fetched).
+pub fn kernel_known(arch: Arch, series: KernelSeries) -> bool {
+    current_kernel_package(packages(arch).kernel_meta, series).is_ok()
 }
 
 /// The unpacked kernel package `metapackage` (e.g. `linux-image-arm64:arm64`) points at
 /// today, for its board DTBs (fetched and unpacked once into the cache).
 pub fn kernel_package_root(arch: Arch, metapackage: &'static str) -> Result<PathBuf> {
-    let dir = cache_dir().join(arch.name());
-    std::fs::create_dir_all(&dir)?;
-    let _lock = lock(&dir.join(".lock"))?;
-    let pk = Packages { kernel_meta: metapackage, kernel_prefix: "linux-image-6.1.0-", busybox: "", kernel_file: "" };
-    let package = current_kernel_package(&pk)?;
+    let (dir, _lock) = locked_cache(arch.name())?;
+    let package = current_kernel_package(metapackage, KernelSeries::V6_1)?;
     unpacked(&dir, &package)
 }
 
 /// A file inside a Debian package for `arch` (fetched and unpacked once into the cache).
 pub fn package_file(arch: Arch, package: &str, file: &str) -> Result<PathBuf> {
-    let dir = cache_dir().join(arch.name());
-    std::fs::create_dir_all(&dir)?;
-    let _lock = lock(&dir.join(".lock"))?;
+    let (dir, _lock) = locked_cache(arch.name())?;
     let path = unpacked(&dir, package)?.join(file);
     ensure!(path.exists(), "{package} has no {file}");
     Ok(path)
@@ -145,22 +192,26 @@ fn download_size(package: &str) -> Option<u64> {
     String::from_utf8_lossy(&out.stdout).lines().find_map(|l| l.strip_prefix("Size: ")?.trim().parse().ok())
 }
 
-/// The versioned kernel package the archive's metapackage points at today.
-fn current_kernel_package(pk: &Packages) -> Result<String> {
-    let show = Command::new("apt-cache").args(["show", pk.kernel_meta]).output().context("running apt-cache")?;
+/// The versioned kernel package of `series` the archive's metapackage points at today (apt
+/// lists the metapackage's versions newest first: the newest of the series wins).
+fn current_kernel_package(kernel_meta: &str, series: KernelSeries) -> Result<String> {
+    let show = Command::new("apt-cache").args(["show", kernel_meta]).output().context("running apt-cache")?;
     let text = String::from_utf8_lossy(&show.stdout);
-    let arch_suffix = pk.kernel_meta.split_once(':').map(|(_, a)| format!(":{a}")).unwrap_or_default();
-    text.lines()
+    let arch_suffix = kernel_meta.split_once(':').map(|(_, a)| format!(":{a}")).unwrap_or_default();
+    kernel_dependency(&text, series).map(|name| format!("{name}{arch_suffix}")).with_context(|| {
+        let prefix = series.package_prefix();
+        let source = if series == KernelSeries::V6_1 { "the foreign architectures" } else { "bookworm-backports" };
+        format!("apt-cache offers no {prefix}* behind {kernel_meta}: run `cargo xtask setup` (it adds {source})")
+    })
+}
+
+/// The first kernel package of `series` among the `Depends:` of `apt-cache show`'s output.
+fn kernel_dependency(apt_show: &str, series: KernelSeries) -> Option<String> {
+    apt_show
+        .lines()
         .filter_map(|l| l.strip_prefix("Depends: "))
         .flat_map(|deps| deps.split(',').map(|d| d.trim().split(' ').next().unwrap_or("").to_owned()))
-        .find(|name| name.starts_with(pk.kernel_prefix))
-        .map(|name| format!("{name}{arch_suffix}"))
-        .with_context(|| {
-            format!(
-                "apt-cache offers no {}* behind {}: run `cargo xtask setup` (it adds the foreign architectures)",
-                pk.kernel_prefix, pk.kernel_meta
-            )
-        })
+        .find(|name| name.starts_with(series.package_prefix()))
 }
 
 /// Download and unpack a package into `dir/<name>` unless that is already there.
@@ -275,6 +326,18 @@ impl Newc {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_series_picks_its_own_kernel_behind_the_metapackage() {
+        let show = "Package: linux-image-cloud-arm64\nVersion: 6.12.95-1~bpo12+1\n\
+                    Depends: linux-image-6.12.95+deb12-cloud-arm64 (= 6.12.95-1~bpo12+1)\n\n\
+                    Package: linux-image-cloud-arm64\nVersion: 6.1.192-3\n\
+                    Depends: linux-image-6.1.0-57-cloud-arm64 (= 6.1.192-3)\n";
+        let got = |series| kernel_dependency(show, series);
+        assert_eq!(got(KernelSeries::V6_1).as_deref(), Some("linux-image-6.1.0-57-cloud-arm64"));
+        assert_eq!(got(KernelSeries::V6_12).as_deref(), Some("linux-image-6.12.95+deb12-cloud-arm64"));
+        assert_eq!(kernel_dependency("Depends: linux-image-6.1.0-57-cloud-arm64\n", KernelSeries::V6_12), None);
+    }
 
     #[test]
     fn newc_headers_are_aligned_and_self_describing() {

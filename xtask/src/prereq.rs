@@ -8,6 +8,7 @@
 //! works, or the host has no apt, we stop before building with the exact command to run.
 
 use crate::arch::Arch;
+use crate::images::KernelSeries;
 use anyhow::{Context, Result, bail};
 use std::collections::BTreeSet;
 use std::io::IsTerminal;
@@ -125,8 +126,9 @@ pub struct Needs {
     arches: BTreeSet<Arch>,
     /// The x86 emulators booted (with GRUB's ISO tools).
     x86: BTreeSet<X86Emulator>,
-    /// Architectures whose Linux guest comes from Debian's archive.
-    linux: BTreeSet<Arch>,
+    /// Architectures whose Linux guest comes from Debian's archive, and the kernel series
+    /// (6.12 is bookworm-backports').
+    linux: BTreeSet<(Arch, KernelSeries)>,
     /// Debian's i386 kernel and busybox too (32-bit PVH guests on x86_64).
     linux_i386: bool,
     /// `dtc`: boot configurations written as `.dts`, and the host tests' cross-checks.
@@ -153,7 +155,12 @@ impl Needs {
 
     /// Fetch Debian's Linux guest for `arch`.
     pub fn linux(&mut self, arch: Arch) -> &mut Self {
-        self.linux.insert(arch);
+        self.linux_series(arch, KernelSeries::V6_1)
+    }
+
+    /// Fetch Debian's Linux guest for `arch` with the kernel of `series`.
+    pub fn linux_series(&mut self, arch: Arch, series: KernelSeries) -> &mut Self {
+        self.linux.insert((arch, series));
         self
     }
 
@@ -195,7 +202,10 @@ impl Needs {
     pub fn everything() -> Needs {
         let mut n = Needs::default();
         for arch in Arch::ALL {
-            n.boot(arch, X86Emulator::Qemu).linux(arch);
+            n.boot(arch, X86Emulator::Qemu);
+            for series in KernelSeries::ALL {
+                n.linux_series(arch, series);
+            }
         }
         n.boot(Arch::X86_64, X86Emulator::Bochs);
         n.uboot(Arch::Aarch64, None).uboot(Arch::Armv7, None).uboot(Arch::Aarch64, Some(crate::boards::Board::Raspi4b));
@@ -250,10 +260,13 @@ pub fn ensure(needs: &Needs) -> Result<()> {
     rust_targets()?;
     let missing: Vec<Req> = needs.requirements().into_iter().filter(|r| !r.check.present()).collect();
     let i386 = needs.linux_i386.then_some(crate::images::I386_ARCH);
-    let arches: Vec<&str> =
-        needs.linux.iter().filter_map(|a| foreign_arch(*a)).chain(i386).filter(|a| !apt_knows_arch(a)).collect();
-    let need_lists = needs.linux.iter().any(|a| !apt_knows(crate::images::kernel_metapackage(*a)))
-        || (needs.linux_i386 && !apt_knows(crate::images::I386_KERNEL_META));
+    let foreign: BTreeSet<&str> = needs.linux.iter().filter_map(|(a, _)| foreign_arch(*a)).chain(i386).collect();
+    let arches: Vec<&str> = foreign.into_iter().filter(|a| !apt_knows_arch(a)).collect();
+    let unlisted: Vec<(Arch, KernelSeries)> =
+        needs.linux.iter().copied().filter(|&(a, series)| !kernel_listed(a, series)).collect();
+    let need_lists = !unlisted.is_empty() || (needs.linux_i386 && !apt_knows(crate::images::I386_KERNEL_META));
+    // The 6.12 kernels are bookworm-backports' (as QEMU is): its source must be in apt's.
+    let backports_kernels = unlisted.iter().any(|&(_, series)| series == KernelSeries::V6_12);
     if missing.is_empty() && arches.is_empty() && !need_lists {
         return Ok(());
     }
@@ -264,7 +277,7 @@ pub fn ensure(needs: &Needs) -> Result<()> {
         eprintln!("xtask: adding Debian architecture {a} to apt ({why})");
         sudo.run(Command::new("dpkg").args(["--add-architecture", a]))?;
     }
-    let use_backports = missing.iter().any(|r| r.backports) && add_backports(&sudo)?;
+    let use_backports = (missing.iter().any(|r| r.backports) || backports_kernels) && add_backports(&sudo)?;
     apt_update(&sudo);
     install(&sudo, &missing, use_backports, &why)
         .with_context(|| format!("installing failed: run `{}` by hand", manual_command(&missing, &arches)))?;
@@ -393,7 +406,8 @@ fn is_bookworm() -> bool {
     std::fs::read_to_string("/etc/os-release").unwrap_or_default().contains("VERSION_CODENAME=bookworm")
 }
 
-/// On Debian 12, QEMU 10 comes from bookworm-backports, served by the mirror already in use.
+/// On Debian 12, QEMU 10 and the 6.12 guest kernels come from bookworm-backports, served by
+/// the mirror already in use.
 fn add_backports(sudo: &Sudo) -> Result<bool> {
     if !is_bookworm() {
         return Ok(false);
@@ -410,7 +424,7 @@ fn add_backports(sudo: &Sudo) -> Result<bool> {
     let signed = field("Signed-By:").unwrap_or_else(|| "/usr/share/keyrings/debian-archive-keyring.gpg".into());
     let stanza =
         format!("Types: deb\nURIs: {uri}\nSuites: bookworm-backports\nComponents: main\nSigned-By: {signed}\n");
-    eprintln!("xtask: adding bookworm-backports ({uri}) to apt's sources, for QEMU 10");
+    eprintln!("xtask: adding bookworm-backports ({uri}) to apt's sources, for QEMU 10 and the 6.12 guest kernels");
     let tmp = std::env::temp_dir().join(format!("xhv-backports-{}.sources", std::process::id()));
     std::fs::write(&tmp, stanza).context("writing the backports source")?;
     let res = sudo.run(Command::new("cp").arg(&tmp).arg(target));
@@ -432,6 +446,15 @@ fn apt_update(sudo: &Sudo) {
         }
     }
     eprintln!("xtask: apt-get update kept reporting errors; installing with the lists we have");
+}
+
+/// apt's lists name `arch`'s guest kernel metapackage, and behind it (for 6.12) a kernel of
+/// `series`.
+fn kernel_listed(arch: Arch, series: KernelSeries) -> bool {
+    match series {
+        KernelSeries::V6_1 => apt_knows(crate::images::kernel_metapackage(arch)),
+        _ => crate::images::kernel_known(arch, series),
+    }
 }
 
 fn apt_knows_arch(arch: &str) -> bool {
@@ -548,6 +571,14 @@ mod tests {
         assert_eq!(checks, BTreeSet::from(want));
         let pkgs: BTreeSet<&str> = n.requirements().iter().map(|r| r.package).collect();
         assert!(pkgs.contains("u-boot-qemu") && pkgs.contains("u-boot-tools") && pkgs.contains("mtools"));
+    }
+
+    #[test]
+    fn setup_fetches_both_kernel_series_of_every_architecture() {
+        let n = Needs::everything();
+        for arch in Arch::ALL {
+            assert!(n.linux.contains(&(arch, KernelSeries::V6_1)) && n.linux.contains(&(arch, KernelSeries::V6_12)));
+        }
     }
 
     #[test]

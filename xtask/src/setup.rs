@@ -12,8 +12,10 @@ pub fn run() -> Result<i32> {
     prereq::ensure(&Needs::everything())?;
     println!("[2/2] guest kernels and initramfs from Debian's archive");
     for arch in Arch::ALL {
-        let guest = images::linux_guest(arch)?;
-        println!("    {}: {}", arch.name(), guest.kernel.display());
+        for series in images::KernelSeries::ALL {
+            let guest = images::linux_guest_series(arch, series)?;
+            println!("    {}{}: {}", arch.name(), series.suffix(), guest.kernel.display());
+        }
     }
     println!("setup complete");
     Ok(0)

@@ -7,6 +7,7 @@ use crate::RunArgs;
 use crate::arch::Arch;
 use crate::build::{self, Built, target_dir, workspace_root};
 use crate::emulator::{self, Boot, Echo, Guest, Outcome};
+use crate::images::KernelSeries;
 use crate::xen::Hypervisor;
 use anyhow::Result;
 use std::collections::BTreeMap;
@@ -35,9 +36,9 @@ struct Scenario {
 enum TestGuest {
     /// A built-in test guest, placed by QEMU's guest-loader (or GRUB).
     BuiltIn(&'static str),
-    /// Debian's kernel and the busybox initramfs as a dom0less domU with this command line
-    /// and this many vCPUs.
-    Linux { append: &'static str, smp: u32 },
+    /// Debian's kernel of this series and the busybox initramfs as a dom0less domU (x86_64: a
+    /// PVH guest) with this command line and this many vCPUs.
+    Linux { append: &'static str, smp: u32, kernel: KernelSeries },
     /// Debian's i386 kernel as a 32-bit PVH guest of the x86_64 hypervisor.
     LinuxI386 { append: &'static str, smp: u32 },
     /// A hand-written dom0less configuration from qemu/configs/, with Debian's kernel and the
@@ -79,13 +80,15 @@ fn linux_scenarios() -> Vec<Scenario> {
         Scenario {
             name: name.into(),
             arch,
-            guest: TestGuest::Linux { append, smp },
+            guest: TestGuest::Linux { append, smp, kernel: KernelSeries::V6_1 },
             expect: Expect { in_order, count: None, forbidden: vec!["PANIC", "Kernel panic", "BUG:"], exit_zero: true },
         }
     };
     let linux = |name: &str, append: &'static str, smp: u32| linux_on(arch, name, append, smp);
     let mut all = vec![
         linux("linux-arm64-domu", "console=hvc0", 1),
+        // The same with bookworm-backports' 6.12 kernel (Debian 13's series).
+        with_kernel(linux("linux-arm64-domu", "console=hvc0", 1), KernelSeries::V6_12),
         // The same on QEMU `virt` with a GICv2 (GIC-400): the guest gets the virtual GICv2.
         linux("linux-arm64-domu-gicv2", "console=hvc0", 1),
         linux("linux-arm64-domu-smp2-gicv2", "console=hvc0", 2),
@@ -94,6 +97,7 @@ fn linux_scenarios() -> Vec<Scenario> {
         // Debian's armhf (armmp-lpae) zImage in HYP mode on the shared vGICv2; the second
         // vCPU comes up through PSCI CPU_ON and runs /init's concurrent workload beside the first.
         linux_on(Arch::Armv7, "linux-armv7-domu", "console=hvc0", 1),
+        with_kernel(linux_on(Arch::Armv7, "linux-armv7-domu", "console=hvc0", 1), KernelSeries::V6_12),
         on_two_pcpus(with_stress(linux_on(Arch::Armv7, "linux-armv7-domu-smp2", "console=hvc0 xhv.stress=4", 2))),
         linux_on(Arch::Armv7, "linux-armv7-domu-ttyAMA0", "console=ttyAMA0", 1),
     ];
@@ -211,25 +215,29 @@ fn linux_scenarios() -> Vec<Scenario> {
     }
     // x86_64 PVH on QEMU's SVM: found Xen, took the PVH entry, event channels and grant
     // tables up, init saw Xen, then ACPI S5 (the FADT's sleep control register) powered off.
-    let mut in_order = banner(Arch::X86_64);
-    in_order.extend(
-        [
-            "Hypervisor detected: Xen HVM",
-            "Booting kernel on Xen PVH",
-            "xen:events: Using FIFO-based ABI",
-            "xen:grant_table: Grant tables using version 1 layout",
-            "XHV-INIT-MARKER hypervisor=xen cpus=1 ",
-            "(XEN) d1: powered off",
-            "(XEN) stopping: all domains powered off",
-        ]
-        .map(String::from),
-    );
-    all.push(Scenario {
-        name: format!("linux-x86_64-pvh{}", crate::qemu_x86::SVM_SUFFIX),
-        arch: Arch::X86_64,
-        guest: TestGuest::Linux { append: "console=hvc0 cryptomgr.notests", smp: 1 },
-        expect: Expect { in_order, count: None, forbidden: vec!["PANIC", "Kernel panic", "BUG:"], exit_zero: true },
-    });
+    // With Debian 12's 6.1 kernel, and with bookworm-backports' 6.12 (a zstd bzImage).
+    for series in KernelSeries::ALL {
+        let mut in_order = banner(Arch::X86_64);
+        in_order.extend(
+            [
+                "Hypervisor detected: Xen HVM",
+                "Booting kernel on Xen PVH",
+                "xen:events: Using FIFO-based ABI",
+                "xen:grant_table: Grant tables using version 1 layout",
+                "XHV-INIT-MARKER hypervisor=xen cpus=1 ",
+                "(XEN) d1: powered off",
+                "(XEN) stopping: all domains powered off",
+            ]
+            .map(String::from),
+        );
+        let s = Scenario {
+            name: format!("linux-x86_64-pvh{}", crate::qemu_x86::SVM_SUFFIX),
+            arch: Arch::X86_64,
+            guest: TestGuest::Linux { append: "console=hvc0 cryptomgr.notests", smp: 1, kernel: KernelSeries::V6_1 },
+            expect: Expect { in_order, count: None, forbidden: vec!["PANIC", "Kernel panic", "BUG:"], exit_zero: true },
+        };
+        all.push(with_kernel(s, series));
+    }
     // Two vCPUs: vCPU 0 starts vCPU 1 with INIT/STARTUP through its x2APIC (real-mode
     // trampoline), both come online, init counts them. The machine has two CPUs, and both
     // run guests (the SMP host, issue 15): the vCPUs run on two pCPUs at once and move
@@ -250,7 +258,11 @@ fn linux_scenarios() -> Vec<Scenario> {
     all.push(with_stress(Scenario {
         name: format!("linux-x86_64-pvh{}-smp2", crate::qemu_x86::SVM_SUFFIX),
         arch: Arch::X86_64,
-        guest: TestGuest::Linux { append: "console=hvc0 cryptomgr.notests xhv.stress=8", smp: 2 },
+        guest: TestGuest::Linux {
+            append: "console=hvc0 cryptomgr.notests xhv.stress=8",
+            smp: 2,
+            kernel: KernelSeries::V6_1,
+        },
         expect: Expect {
             in_order,
             count: None,
@@ -268,7 +280,7 @@ fn linux_scenarios() -> Vec<Scenario> {
     all.push(Scenario {
         name: "linux-x86_64-pvh".into(),
         arch: Arch::X86_64,
-        guest: TestGuest::Linux { append: crate::qemu_x86::DEFAULT_LINUX_APPEND, smp: 1 },
+        guest: TestGuest::Linux { append: crate::qemu_x86::DEFAULT_LINUX_APPEND, smp: 1, kernel: KernelSeries::V6_1 },
         expect: Expect { in_order, count: None, forbidden: vec!["PANIC", "Kernel panic", "BUG:"], exit_zero: true },
     });
     // Two vCPUs on VT-x: vCPU 0 starts vCPU 1 with INIT/STARTUP (unrestricted guest runs the
@@ -287,7 +299,11 @@ fn linux_scenarios() -> Vec<Scenario> {
     all.push(with_stress(Scenario {
         name: "linux-x86_64-pvh-smp2".into(),
         arch: Arch::X86_64,
-        guest: TestGuest::Linux { append: "console=hvc0 quiet cryptomgr.notests xhv.stress=4", smp: 2 },
+        guest: TestGuest::Linux {
+            append: "console=hvc0 quiet cryptomgr.notests xhv.stress=4",
+            smp: 2,
+            kernel: KernelSeries::V6_1,
+        },
         expect: Expect {
             in_order,
             count: None,
@@ -326,7 +342,7 @@ fn linux_scenarios() -> Vec<Scenario> {
         all.push(Scenario {
             name: format!("linux-x86_64-pvh-nox2apic{suffix}"),
             arch: Arch::X86_64,
-            guest: TestGuest::Linux { append, smp: 1 },
+            guest: TestGuest::Linux { append, smp: 1, kernel: KernelSeries::V6_1 },
             expect: Expect {
                 in_order,
                 count: None,
@@ -357,7 +373,7 @@ fn linux_scenarios() -> Vec<Scenario> {
         all.push(with_stress(Scenario {
             name: format!("linux-x86_64-pvh-nox2apic{suffix}-smp2"),
             arch: Arch::X86_64,
-            guest: TestGuest::Linux { append, smp: 2 },
+            guest: TestGuest::Linux { append, smp: 2, kernel: KernelSeries::V6_1 },
             expect: Expect {
                 in_order,
                 count: None,
@@ -436,6 +452,16 @@ fn on_two_pcpus(mut s: Scenario) -> Scenario {
     let at = s.expect.in_order.len().min(banner(s.arch).len());
     s.expect.in_order.insert(at, "(XEN) SMP host: 2 pCPU(s) run guests (CPU0, CPU1)".into());
     s.expect.count = Some(("(XEN) CPU1: running guests as pCPU 1".into(), 1));
+    s
+}
+
+/// The same Linux scenario with the kernel of `series`, named with the series' suffix
+/// (`linux-arm64-domu-6.12`). Nothing else changes: the same markers must appear.
+fn with_kernel(mut s: Scenario, series: KernelSeries) -> Scenario {
+    if let TestGuest::Linux { kernel, .. } = &mut s.guest {
+        *kernel = series;
+    }
+    s.name.push_str(series.suffix());
     s
 }
 
@@ -1221,8 +1247,14 @@ fn needs(chosen: &[Scenario], host: bool) -> crate::prereq::Needs {
     for s in chosen {
         let emulator = crate::prereq::X86Emulator::of(Some(crate::qemu_x86::emulator_for_scenario(&s.name)));
         needs.boot(s.arch, emulator);
-        if matches!(s.guest, TestGuest::Linux { .. } | TestGuest::Config(_)) {
-            needs.linux(s.arch);
+        match s.guest {
+            TestGuest::Linux { kernel, .. } => {
+                needs.linux_series(s.arch, kernel);
+            }
+            TestGuest::Config(_) => {
+                needs.linux(s.arch);
+            }
+            _ => {}
         }
         if s.name.starts_with("uboot-") {
             needs.uboot(s.arch, uboot_board_of(&s.name));
@@ -1306,12 +1338,18 @@ fn run_one(s: &Scenario, built: &Built, logs: &std::path::Path, hypervisor: Hype
     if s.name.ends_with("-gicv2") || s.arch == Arch::Armv7 {
         args.gic = Some(2);
     }
+    // The kernel of the scenario's series, as `--kernel` and `--initrd` would name it.
+    if let TestGuest::Linux { kernel: series, .. } = s.guest {
+        let fetched = crate::images::linux_guest_series(s.arch, series).map_err(|e| format!("{e:#}"))?;
+        args.kernel = Some(fetched.kernel);
+        args.initrd = Some(fetched.initrd);
+    }
     let guest = match s.guest {
         TestGuest::BuiltIn(name) => {
             args.guest = Some(name.into());
             Guest::Loader { kernel: built.guest(name).map_err(|e| format!("{e:#}"))? }
         }
-        TestGuest::Linux { append, smp } if s.arch == Arch::X86_64 => {
+        TestGuest::Linux { append, smp, .. } if s.arch == Arch::X86_64 => {
             args.append = Some(append.into());
             args.smp = smp;
             Guest::Loader { kernel: crate::qemu_x86::linux_guest(&mut args).map_err(|e| format!("{e:#}"))? }
@@ -1324,7 +1362,7 @@ fn run_one(s: &Scenario, built: &Built, logs: &std::path::Path, hypervisor: Hype
             args.smp = smp;
             Guest::Loader { kernel: crate::qemu_x86::linux_guest(&mut args).map_err(|e| format!("{e:#}"))? }
         }
-        TestGuest::Linux { append, smp } => {
+        TestGuest::Linux { append, smp, .. } => {
             args.append = Some(append.into());
             args.smp = smp;
             if args.firmware.is_some() {
