@@ -116,6 +116,9 @@ pub struct Domain {
     /// RAM the domain was given, in 4 KiB pages, and its highest guest frame number.
     pub ram_pages: u64,
     pub max_gpfn: u64,
+    /// Frames of its RAM the guest handed back (`XENMEM_decrease_reservation`), one bit per
+    /// page from its first; empty until it hands back any.
+    pub ballooned: Vec<u64>,
     /// The emulated PL011 at `guest_dt::VPL011_BASE`, for domains configured with `vpl011`.
     pub vpl011: Option<Vpl011>,
     /// The vCPU whose exit is being handled (the run loop sets it): its upcall is raised
@@ -185,6 +188,7 @@ impl Domain {
             vm_assist: 0,
             ram_pages: 0,
             max_gpfn: 0,
+            ballooned: Vec::new(),
             vpl011: None,
             current_vcpu: 0,
             remote_upcalls: 0,

@@ -1106,6 +1106,7 @@ impl Scenario {
     }
 
     fn timeout_secs(&self) -> u64 {
+        let bochs = crate::qemu_x86::emulator_for_scenario(&self.name) == crate::qemu_x86::Emulator::Bochs;
         match (self.guest, self.arch) {
             // /init's SIMD workload: ~15 s of guest time on Bochs, minutes of wall time when
             // the machine is shared.
@@ -1114,6 +1115,9 @@ impl Scenario {
             {
                 900
             }
+            // Linux on two vCPUs takes about 190 s on Bochs alone, and over 300 s when the
+            // machine is shared.
+            (TestGuest::Linux { .. } | TestGuest::LinuxI386 { .. }, _) if bochs => 600,
             (
                 TestGuest::Linux { .. }
                 | TestGuest::LinuxI386 { .. }

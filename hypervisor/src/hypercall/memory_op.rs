@@ -29,9 +29,11 @@ pub fn handle(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, cmd: u64, arg: u64
 /// `XENMEM_decrease_reservation`: the guest hands back frames (Linux's balloon does it to
 /// get frames at which to map grant tables and foreign pages when it has no unpopulated
 /// memory of its own: i386 kernels). Each 4 KiB extent of the list that names a frame of the
-/// domain's RAM is accepted; the answer is how many were, counting from the continuation
-/// start in `cmd`'s upper bits, as Xen returns it. The frame stays backed by the domain's RAM
-/// until the guest maps something else there (its reservation does not shrink).
+/// domain's RAM not handed back already is accepted; the first that is not ends the call (as
+/// Xen's, whose removal of an unpopulated frame fails), and the answer is how many were,
+/// counting from the continuation start in `cmd`'s upper bits, as Xen returns it. The frame
+/// stays backed by the domain's RAM until the guest maps something else there (its
+/// reservation does not shrink).
 fn decrease_reservation(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, cmd: u64, arg: u64) -> HcResult {
     const MEMOP_EXTENT_SHIFT: u32 = 6;
     let compat = domain.call_compat;
@@ -53,12 +55,25 @@ fn decrease_reservation(domain: &mut Domain, vcpu: &mut dyn VirtualCpu, cmd: u64
         let mut b = [0u8; 8];
         vcpu.copy_from_guest(at, &mut b[..width as usize]).map_err(|_| errno::EFAULT)?;
         let gfn = u64::from_le_bytes(b);
-        if gfn < ram_first || gfn - ram_first >= domain.ram_pages {
+        if gfn < ram_first || gfn - ram_first >= domain.ram_pages || !hand_back(domain, gfn - ram_first) {
             break;
         }
         done += 1;
     }
     Ok(done as i64)
+}
+
+/// Mark page `index` of the domain's RAM handed back; false if it already was.
+fn hand_back(domain: &mut Domain, index: u64) -> bool {
+    let words = domain.ram_pages.div_ceil(64) as usize;
+    if domain.ballooned.len() < words && domain.ballooned.try_reserve_exact(words).is_err() {
+        return false;
+    }
+    domain.ballooned.resize(words.max(domain.ballooned.len()), 0);
+    let (word, bit) = ((index / 64) as usize, 1u64 << (index % 64));
+    let fresh = domain.ballooned[word] & bit == 0;
+    domain.ballooned[word] |= bit;
+    fresh
 }
 
 /// Map the shared info page or a grant-table frame at a guest frame of its choosing.
@@ -209,6 +224,11 @@ mod tests {
         args::put_u64(&mut vcpu.mem, 0xa0, 0x20);
         args::put_u64(&mut vcpu.mem, 0xa8, 0x21);
         assert_eq!(handle(&mut d, &mut vcpu, mem::XENMEM_DECREASE_RESERVATION, 0), Ok(2));
+        // Frames handed back already end the list (XTF's XSA-277 test: the second and third
+        // time the same frame is 0 done).
+        assert_eq!(handle(&mut d, &mut vcpu, mem::XENMEM_DECREASE_RESERVATION, 0), Ok(0));
+        args::put_u64(&mut vcpu.mem, 0xa0, 0x22);
+        assert_eq!(handle(&mut d, &mut vcpu, mem::XENMEM_DECREASE_RESERVATION, 0), Ok(1), "0x22, then 0x21 again");
         // Another domain's reservation: refused.
         vcpu.mem[24..26].copy_from_slice(&5u16.to_ne_bytes());
         assert_eq!(handle(&mut d, &mut vcpu, mem::XENMEM_DECREASE_RESERVATION, 0), Err(errno::ESRCH));
