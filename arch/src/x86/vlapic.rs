@@ -77,6 +77,9 @@ mod reg {
 }
 
 const LVT_MASKED: u32 = 1 << 16;
+/// ESR bits: a fixed or lowest-priority IPI with a vector below 16 was sent; one arrived.
+pub const ESR_SEND_ILLEGAL_VECTOR: u32 = 1 << 5;
+pub const ESR_RECEIVE_ILLEGAL_VECTOR: u32 = 1 << 6;
 /// DFR model field (bits 31:28): flat (1111b) or cluster (0000b); bits 27:0 read as ones.
 const DFR_FLAT: u32 = 0xffff_ffff;
 
@@ -100,7 +103,10 @@ pub struct VLapic {
     svr: u32,
     /// LVT CMCI, timer, thermal, PMC, LINT0, LINT1, error (registers 0x2f, 0x32..0x37).
     lvt: [u32; 7],
+    /// The ESR as software reads it: the errors latched by its last write.
     esr: u32,
+    /// Errors seen since the last ESR write (latched into `esr` by the next).
+    esr_pending: u32,
     timer_initial: u32,
     timer_divide: u32,
     /// The ICR: in xAPIC mode the destination is bits 63:56, in x2APIC mode bits 63:32.
@@ -348,6 +354,7 @@ impl VLapic {
             svr: 0xff,
             lvt: [LVT_MASKED; 7],
             esr: 0,
+            esr_pending: 0,
             timer_initial: 0,
             timer_divide: 0,
             icr: 0,
@@ -486,13 +493,16 @@ impl VLapic {
             reg::LDR if !x2 => self.xapic_ldr = v32 & 0xff00_0000,
             reg::DFR if !x2 => self.dfr = v32 | 0x0fff_ffff,
             reg::SVR => self.svr = v32 & 0x13ff,
-            reg::ESR => self.esr = 0,
+            // A write latches the errors seen since the last one (SDM: write, then read).
+            reg::ESR => self.esr = core::mem::take(&mut self.esr_pending),
             reg::ICR if x2 => {
                 self.icr = value;
+                self.check_icr_vector();
                 self.ipi(decode_icr(value, self.id));
             }
             reg::ICR => {
                 self.icr = (self.icr & !0xffff_ffff) | v32 as u64;
+                self.check_icr_vector();
                 let cluster = self.cluster_model();
                 self.ipi(decode_xapic_icr(self.icr, self.id, cluster));
             }
@@ -604,11 +614,39 @@ impl VLapic {
         self.outbox.take()
     }
 
-    /// Make `vector` pending (vectors 0-15 are illegal and dropped, as is everything while
-    /// the APIC is disabled).
+    /// Make `vector` pending (nothing while the APIC is disabled; vectors 0-15 are illegal,
+    /// dropped with a receive error).
     pub fn post(&mut self, vector: u8) {
-        if vector >= 16 && self.mode() != ApicMode::Disabled {
+        if self.mode() == ApicMode::Disabled {
+            return;
+        }
+        if vector < 16 {
+            self.error(ESR_RECEIVE_ILLEGAL_VECTOR);
+        } else {
             set(&mut self.irr, vector, true);
+        }
+    }
+
+    /// A fixed or lowest-priority IPI with an illegal vector is not sent: a send error.
+    fn check_icr_vector(&mut self) {
+        if matches!((self.icr >> 8) & 7, ICR_MODE_FIXED | ICR_MODE_LOWEST) && (self.icr as u8) < 16 {
+            self.error(ESR_SEND_ILLEGAL_VECTOR);
+        }
+    }
+
+    /// Record `bits` in the pending ESR; a new error raises the LVT error interrupt unless it
+    /// is masked. Its own vector may be illegal: that is one more (receive) error, raised
+    /// without a second interrupt (the recursion through which XSA-462 deadlocked Xen).
+    fn error(&mut self, bits: u32) {
+        let new = bits & !self.esr_pending;
+        self.esr_pending |= bits;
+        let lvt = self.lvt[lvt_slot(reg::LVT_ERROR).unwrap_or(6)];
+        if new == 0 || lvt & LVT_MASKED != 0 {
+            return;
+        }
+        match lvt as u8 {
+            v if v < 16 => self.esr_pending |= ESR_RECEIVE_ILLEGAL_VECTOR,
+            v => set(&mut self.irr, v, true),
         }
     }
 
@@ -695,6 +733,37 @@ mod tests {
         assert_eq!(a.next_vector(), None);
         assert!(a.write(0x808, 0x20));
         assert_eq!(a.next_vector(), Some(0x30));
+    }
+
+    #[test]
+    fn illegal_vectors_are_errors_latched_by_the_next_esr_write() {
+        let mut a = VLapic::new(0);
+        assert!(a.write(0x80f, 0x1ff)); // software enabled
+        // XTF's XSA-462 test: LVT error on illegal vector 15, then an IPI of vector 15 to
+        // itself. The send error raises the LVT error interrupt, whose vector is illegal too.
+        assert!(a.write(0x828, 0));
+        assert!(a.write(0x837, 0xf));
+        assert!(a.write(0x830, 0x0f));
+        assert_eq!(a.read(0x828), Some(0), "nothing visible before the ESR is written");
+        assert!(a.write(0x828, 0));
+        assert_eq!(a.read(0x828), Some(u64::from(ESR_SEND_ILLEGAL_VECTOR | ESR_RECEIVE_ILLEGAL_VECTOR)));
+        assert!(a.write(0x828, 0));
+        assert_eq!(a.read(0x828), Some(0), "a second write latches what came since");
+        assert_eq!(a.next_vector(), None);
+        // A legal LVT error vector is raised once per new error.
+        assert!(a.write(0x837, 0xe3));
+        a.post(3);
+        assert_eq!(a.next_vector(), Some(0xe3));
+        assert!(a.write(0x828, 0));
+        assert_eq!(a.read(0x828), Some(u64::from(ESR_RECEIVE_ILLEGAL_VECTOR)));
+        // Masked: recorded, nothing raised. INIT (not fixed) with vector 0 is no error.
+        let mut b = VLapic::new(1);
+        assert!(b.write(0x80f, 0x1ff));
+        assert!(b.write(0x830, (1 << 32) | (5 << 8)));
+        assert!(b.write(0x830, (1 << 32) | 0x02));
+        assert!(b.write(0x828, 0));
+        assert_eq!(b.read(0x828), Some(u64::from(ESR_SEND_ILLEGAL_VECTOR)));
+        assert_eq!(b.next_vector(), None);
     }
 
     #[test]
