@@ -546,6 +546,12 @@ mod tests {
             syndrome: (1 << 32) | 4,
         };
         assert_eq!(e, Some(Exit::Fault(expect)));
+        // A store the decoder knows is dropped (mov [0x80000000], eax), the guest goes on.
+        let mut c = ctx();
+        let rec6 = Recorded::long_mode(0x400, (1 << 32) | 6, 0x8000_0000, 0x10_0345);
+        let (e, vmcb, _) = decode_with_code(&rec6, &[0x89, 0x04, 0x25, 0, 0, 0, 0x80], &mut Gprs::default(), &mut c);
+        assert_eq!((e, vmcb.save.rip), (None, 0x10_034c));
+        assert!(c.unclaimed_mmio_seen);
         // Inside RAM (a permission fault we never set up) is not "outside its memory".
         let rec = Recorded::long_mode(0x400, (1 << 32) | 7, 0x10_0000, 0x10_0345);
         let (e, _, _) = decode(&rec, 0, &mut Gprs::default(), &mut ctx());
@@ -570,10 +576,17 @@ mod tests {
     fn npf_on_the_xapic_page_is_decoded_and_emulated() {
         let mut c = ctx();
         let mut regs = Gprs::default();
-        // x2APIC mode (the reset state): the page is not there.
+        // x2APIC mode (the reset state): the page is not there, nothing is (Xen's null
+        // handler): the load reads all ones, and the access is reported once.
         let rec = Recorded::long_mode(0x400, (1 << 32) | 4, 0xfee0_0030, 0x10_0345);
-        let (e, _, _) = decode_with_code(&rec, &[0x8b, 0x04, 0x25, 0x30, 0, 0xe0, 0xfe], &mut regs, &mut c);
-        assert!(matches!(e, Some(Exit::Fault(GuestFault { kind: FaultKind::UnmappedGuestPhysical, .. }))));
+        let (e, vmcb, p) = decode_with_code(&rec, &[0x8b, 0x04, 0x25, 0x30, 0, 0xe0, 0xfe], &mut regs, &mut c);
+        assert_eq!((e, vmcb.save.rip, regs.0[RAX]), (None, 0x10_034c, 0xffff_ffff));
+        assert_eq!(
+            p.reports,
+            [
+                "d1v0: access at gpa 0xfee00030, outside its memory and devices: reads all ones, writes are dropped (as Xen)"
+            ]
+        );
         // Linux's nox2apic: disabled, then xAPIC. A 64-bit load of the version register.
         assert!(c.msrs.lapic.set_apic_base(0xfee0_0100) && c.msrs.lapic.set_apic_base(0xfee0_0900));
         regs.0[RAX] = u64::MAX;
