@@ -243,7 +243,7 @@ impl Domain {
 
     /// Guest console bytes; complete lines go to the physical console.
     pub fn console_write(&mut self, bytes: &[u8]) {
-        self.console.write(bytes, &mut |line| log::write_bytes(line));
+        self.console.write(bytes, &mut |line| log::write_line(line));
     }
 
     pub fn console_pending(&self) -> bool {
@@ -275,7 +275,7 @@ impl Domain {
     /// Flush what the guest left unfinished; called when the domain is destroyed.
     pub fn console_flush(&mut self) {
         if self.console.pending() {
-            self.console.flush(&mut |line| log::write_bytes(line));
+            self.console.flush(&mut |line| log::write_line(line));
         }
     }
 

@@ -22,6 +22,13 @@ pub fn write_bytes(bytes: &[u8]) {
     }
 }
 
+/// Write one complete line (a guest's, prefix included) so that it never interleaves with
+/// another CPU's line.
+pub fn write_line(bytes: &[u8]) {
+    let _guard = LOCK.lock();
+    write_bytes(bytes);
+}
+
 struct Sink;
 
 impl Write for Sink {

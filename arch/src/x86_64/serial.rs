@@ -1,6 +1,6 @@
 //! COM1, the hypervisor's console (Bochs writes it to a file, QEMU to stdio).
 
-use spin::Mutex;
+use spin::{Mutex, MutexGuard};
 use uart_16550::backend::PioBackend;
 use uart_16550::{BaudRate, Config, Uart16550};
 
@@ -20,10 +20,27 @@ pub fn init() {
     }
 }
 
+/// Tries for the UART before a writer gives up: far longer than any line takes, even with
+/// the holder stopped by an emulator that runs its CPUs in turn (Bochs), but bounded, so a
+/// panic on the CPU that holds it still gets to the end.
+const LOCK_TRIES: u32 = 100_000_000;
+
+/// The UART, once another CPU's line is out (`None`: none, or it never came free).
+fn uart() -> Option<MutexGuard<'static, Option<Uart16550<PioBackend>>>> {
+    for _ in 0..LOCK_TRIES {
+        if let Some(guard) = UART.try_lock() {
+            return Some(guard);
+        }
+        core::hint::spin_loop();
+    }
+    None
+}
+
 /// Write bytes, turning `\n` into `\r\n`; dropped when there is no UART.
 pub fn write(bytes: &[u8]) {
-    // The panic path may interrupt a writer holding the lock; a lost line beats a hang.
-    let Some(mut guard) = UART.try_lock() else { return };
+    // Waits for a line another CPU is writing: a plain `try_lock` lost whole guest lines on
+    // Bochs, where the holder may be stopped for a while.
+    let Some(mut guard) = uart() else { return };
     let Some(uart) = guard.as_mut() else { return };
     for line in bytes.split_inclusive(|&b| b == b'\n') {
         match line.split_last() {
@@ -38,7 +55,7 @@ pub fn write(bytes: &[u8]) {
 
 /// Wait until every byte written has left the UART (before the emulator is stopped).
 pub fn flush() {
-    let Some(mut guard) = UART.try_lock() else { return };
+    let Some(mut guard) = uart() else { return };
     let Some(uart) = guard.as_mut() else { return };
     // Bounded: a UART that never drains must not hang the exit path.
     for _ in 0..1_000_000 {
