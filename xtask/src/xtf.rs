@@ -59,7 +59,8 @@ pub struct XtfArgs {
     /// hold the pinned commit).
     #[arg(long)]
     pub git: Option<String>,
-    /// Use this XTF tree (already cloned; built with `make` if need be) instead of the cache.
+    /// Use this already built XTF tree as it is (nothing is fetched, built or written there)
+    /// instead of the cache.
     #[arg(long)]
     pub xtf_dir: Option<PathBuf>,
 }
@@ -191,7 +192,7 @@ pub fn summary(rows: &[Row]) -> String {
 }
 
 fn table(rows: &[Row]) -> String {
-    let mut s = format!("{:<42} {:<8} {:<10} {}\n", "test", "result", "expected", "");
+    let mut s = format!("{:<42} {:<8} {:<10} {:<8} {:>7}  why\n", "test", "result", "expected", "", "time");
     for r in rows {
         let ok = if r.as_expected() { "OK" } else { "MISMATCH" };
         let _ = write!(
@@ -332,7 +333,7 @@ fn fetched(git_url: Option<&str>) -> Result<PathBuf> {
         if !done {
             bail!(
                 "could not fetch XTF {COMMIT} (tried {}); without network, pass `--git DIR` (a clone holding \
-                 that commit) or `--xtf-dir DIR` (a checked-out tree)",
+                 that commit) or `--xtf-dir DIR` (a built tree)",
                 git_url.map_or(SOURCES.join(", "), str::to_string)
             );
         }
@@ -372,15 +373,13 @@ pub fn run(args: &XtfArgs) -> Result<i32> {
     let expectations =
         parse_expectations(&text, emulator.name()).with_context(|| format!("in {}", expect_path.display()))?;
     let xtf = match &args.xtf_dir {
-        Some(d) => {
-            make(d)?;
-            d.clone()
-        }
+        // Used as it is: never written to.
+        Some(d) => d.clone(),
         None => fetched(args.git.as_deref())?,
     };
     let chosen = tests(&xtf, &envs, args.filter.as_deref())?;
     if chosen.is_empty() {
-        bail!("no XTF test of {} matches in {}", envs.join(", "), xtf.display());
+        bail!("no built XTF test of {} matches in {} (`make` there?)", envs.join(", "), xtf.display());
     }
     let built = build::hypervisor_and_guests(Arch::X86_64)?;
     let logs = target_dir().join("xtask/logs");
