@@ -147,7 +147,7 @@ fn linux_guest_of(pk: &Packages, cache_name: &str, series: KernelSeries) -> Resu
 }
 
 /// `<cache>/<name>/`, created if need be, and the exclusive lock on it (held until dropped).
-fn locked_cache(name: &str) -> Result<(PathBuf, std::fs::File)> {
+pub(crate) fn locked_cache(name: &str) -> Result<(PathBuf, std::fs::File)> {
     let dir = cache_dir().join(name);
     std::fs::create_dir_all(&dir)?;
     let lock = lock(&dir.join(".lock"))?;

@@ -16,6 +16,7 @@ mod setup;
 mod test;
 mod uboot;
 mod xen;
+mod xtf;
 
 use anyhow::Result;
 use arch::Arch;
@@ -96,6 +97,10 @@ enum Cmd {
         #[arg(long)]
         sched: bool,
     },
+    /// The Xen Test Framework's HVM tests (fetched at a pinned commit and built on first use)
+    /// booted one by one on x86_64, each verdict compared with qemu/xtf-expected.txt; writes
+    /// target/xtask/xtf-results.json. Needs the network once (GitHub or xenbits).
+    Xtf(xtf::XtfArgs),
 }
 
 #[derive(clap::Args, Clone)]
@@ -212,6 +217,7 @@ fn main() {
             needs.boot(args.arch, prereq::X86Emulator::of(args.emulator));
             prereq::ensure(&needs).and_then(|()| fuzz::run(&args))
         }
+        Cmd::Xtf(args) => xtf::run(&args),
         Cmd::FetchLinux { arch } => images::linux_guest(arch).map(|g| {
             println!("kernel: {}\ninitrd: {}", g.kernel.display(), g.initrd.display());
             0

@@ -64,6 +64,7 @@ const FOR_ARM: &str = "QEMU for the ARM guests";
 const FOR_X86: &str = "QEMU for x86 (AMD-V)";
 const FOR_ISO: &str = "GRUB and its ISO tools for x86 boot images";
 const FOR_BOCHS: &str = "Bochs for x86 (VT-x)";
+const FOR_XTF: &str = "git, gcc, make and python3 to fetch and build the Xen Test Framework";
 const FOR_UBOOT: &str = "U-Boot, mkimage and mtools to boot through U-Boot from a FAT disk";
 
 const DTC: Req = apt(Check::Bin("dtc"), "device-tree-compiler", FOR_DT);
@@ -82,6 +83,14 @@ const BOCHS: [Req; 3] = [
     apt(Check::Bin("bochs"), "bochs", FOR_BOCHS),
     apt(Check::Path("/usr/share/bochs/BIOS-bochs-latest"), "bochsbios", FOR_BOCHS),
     apt(Check::Path("/usr/share/vgabios/vgabios.bin"), "vgabios", FOR_BOCHS),
+];
+
+/// What fetches and builds XTF (`cargo xtask xtf`).
+const XTF: [Req; 4] = [
+    apt(Check::Bin("git"), "git", FOR_XTF),
+    apt(Check::Bin("gcc"), "gcc", FOR_XTF),
+    apt(Check::Bin("make"), "make", FOR_XTF),
+    apt(Check::Bin("python3"), "python3", FOR_XTF),
 ];
 
 /// `mkimage`, which turns a U-Boot script into `boot.scr`.
@@ -139,6 +148,8 @@ pub struct Needs {
     uboot: BTreeSet<Arch>,
     /// The same on QEMU's raspi4b, with Debian's U-Boot for the Raspberry Pi 4.
     uboot_rpi4: bool,
+    /// git, gcc, make and python3 for the Xen Test Framework.
+    xtf: bool,
 }
 
 impl Needs {
@@ -171,6 +182,11 @@ impl Needs {
     }
 
     /// `dtc` on the path (host tests, `.dts` configurations).
+    pub fn xtf(&mut self) -> &mut Self {
+        self.xtf = true;
+        self
+    }
+
     pub fn dtc(&mut self) -> &mut Self {
         self.dtc = true;
         self
@@ -222,6 +238,9 @@ impl Needs {
         }
         if self.uboot_script {
             reqs.insert(MKIMAGE);
+        }
+        if self.xtf {
+            reqs.extend(XTF);
         }
         if self.uboot_rpi4 {
             reqs.extend([UBOOT_RPI4, MTOOLS]);
