@@ -181,12 +181,13 @@ impl Needs {
         self
     }
 
-    /// `dtc` on the path (host tests, `.dts` configurations).
+    /// git, gcc, make and python3 (`cargo xtask xtf`).
     pub fn xtf(&mut self) -> &mut Self {
         self.xtf = true;
         self
     }
 
+    /// `dtc` on the path (host tests, `.dts` configurations).
     pub fn dtc(&mut self) -> &mut Self {
         self.dtc = true;
         self
