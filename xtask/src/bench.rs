@@ -93,23 +93,12 @@ pub fn run(
     crate::prereq::ensure(needs.boot(arch, x86_emulator))?;
     let built = build::hypervisor_and_guests(arch)?;
     let args = RunArgs {
-        arch,
-        kernel: None,
-        initrd: None,
-        append: None,
-        config: None,
-        smp: 1,
-        gic: None,
         // Bochs has no icount: its clock follows its own instruction count.
         icount: !bochs,
         guest: Some("bench".into()),
-        timeout,
         // x86: QEMU's TCG (deterministic under icount), never KVM; or Bochs for VT-x.
         emulator: Some(if bochs { Emulator::Bochs } else { Emulator::QemuTcg }),
-        guest_arch: None,
-        board: None,
-        firmware: None,
-        hypervisor: crate::xen::Hypervisor::Xhv,
+        ..RunArgs::one_cpu(arch, timeout)
     };
     let logs = target_dir().join("xtask/logs");
     std::fs::create_dir_all(&logs)?;
@@ -266,7 +255,8 @@ pub fn to_json(refs: &References, figures: &[Figure], command: &str) -> String {
     s + "]\n"
 }
 
-fn json_str(s: &str) -> String {
+/// `s` as a JSON string literal (also for `xtf`'s results).
+pub(crate) fn json_str(s: &str) -> String {
     let mut out = String::from("\"");
     for c in s.chars() {
         match c {

@@ -161,6 +161,30 @@ pub struct RunArgs {
     pub firmware: Option<Firmware>,
 }
 
+impl RunArgs {
+    /// A run of `arch` on one CPU with every other option at its default, for xtask's own
+    /// boots (scenarios, benchmarks, XTF), which then set what they need.
+    pub fn one_cpu(arch: Arch, timeout: u64) -> Self {
+        RunArgs {
+            arch,
+            kernel: None,
+            initrd: None,
+            config: None,
+            append: None,
+            smp: 1,
+            gic: None,
+            icount: false,
+            guest: None,
+            timeout,
+            emulator: None,
+            guest_arch: None,
+            hypervisor: xen::Hypervisor::Xhv,
+            board: None,
+            firmware: None,
+        }
+    }
+}
+
 /// What starts the hypervisor (`--firmware`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Firmware {

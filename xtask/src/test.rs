@@ -1324,20 +1324,10 @@ fn config_smp(s: &Scenario, file: &str, config: &std::path::Path) -> Result<u32,
 fn run_one(s: &Scenario, built: &Built, logs: &std::path::Path, hypervisor: Hypervisor) -> Result<Times, String> {
     let mut args = RunArgs {
         hypervisor,
-        arch: s.arch,
-        kernel: None,
-        initrd: None,
-        append: None,
-        config: None,
-        smp: 1,
-        gic: None,
-        icount: false,
-        guest: None,
-        timeout: s.timeout_secs(),
         emulator: Some(crate::qemu_x86::emulator_for_scenario(&s.name)),
-        guest_arch: None,
         board: board_of(&s.name).or(uboot_board_of(&s.name)),
         firmware: s.name.starts_with("uboot-").then_some(crate::Firmware::UBoot),
+        ..RunArgs::one_cpu(s.arch, s.timeout_secs())
     };
     if s.name.ends_with("-gicv2") || s.arch == Arch::Armv7 {
         args.gic = Some(2);

@@ -9,6 +9,7 @@
 
 use crate::RunArgs;
 use crate::arch::Arch;
+use crate::bench::json_str;
 use crate::build::{self, target_dir, workspace_root};
 use crate::emulator::{self, Boot, Echo, Guest};
 use anyhow::{Context, Result, bail};
@@ -240,21 +241,6 @@ pub fn to_json(rows: &[Row], emulator: &str) -> String {
     s + "]\n"
 }
 
-fn json_str(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out += "\\\"",
-            '\\' => out += "\\\\",
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out + "\""
-}
-
 /// The environments `--env` names (`all`: every HVM one).
 pub fn environments(env: &[String]) -> Result<Vec<&'static str>> {
     let mut out = Vec::new();
@@ -384,26 +370,13 @@ pub fn run(args: &XtfArgs) -> Result<i32> {
     let built = build::hypervisor_and_guests(Arch::X86_64)?;
     let logs = target_dir().join("xtask/logs");
     std::fs::create_dir_all(&logs)?;
+    // XTF's HVM tests are single-vCPU: one pCPU keeps the emulator's load down.
     let run_args = RunArgs {
-        arch: Arch::X86_64,
-        kernel: None,
-        initrd: None,
-        append: None,
-        config: None,
-        // XTF's HVM tests are single-vCPU: one pCPU keeps the emulator's load down.
-        smp: 1,
-        gic: None,
-        icount: false,
-        guest: None,
-        timeout: args.timeout,
         emulator: Some(match emulator {
             XtfEmulator::Qemu => crate::qemu_x86::Emulator::QemuTcg,
             XtfEmulator::Bochs => crate::qemu_x86::Emulator::Bochs,
         }),
-        guest_arch: None,
-        board: None,
-        firmware: None,
-        hypervisor: crate::xen::Hypervisor::Xhv,
+        ..RunArgs::one_cpu(Arch::X86_64, args.timeout)
     };
     eprintln!("xtask: {} XTF test(s) on {} ({} s each at most)", chosen.len(), emulator.name(), args.timeout);
     let mut rows = Vec::new();

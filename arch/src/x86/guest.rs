@@ -167,16 +167,17 @@ pub fn apic_mmio(
     if !ctx.msrs.lapic.claims(gpa) {
         return ApicAccess::NotApic;
     }
-    let mut code = [0u8; 15];
-    let n = p.fetch_code(linear, &mut code);
-    let Some(access) = mmio::decode(&code[..n], mode) else {
-        p.report(format_args!(
-            "d{}v{}: xAPIC access at {gpa:#x} by an instruction not decoded at {linear:#x}: {:02x?}",
-            ctx.domain_id,
-            ctx.vcpu_id,
-            &code[..n]
-        ));
-        return ApicAccess::Undecodable;
+    let access = match decoded_at(p, linear, mode) {
+        Ok(access) => access,
+        Err((code, n)) => {
+            p.report(format_args!(
+                "d{}v{}: xAPIC access at {gpa:#x} by an instruction not decoded at {linear:#x}: {:02x?}",
+                ctx.domain_id,
+                ctx.vcpu_id,
+                &code[..n]
+            ));
+            return ApicAccess::Undecodable;
+        }
     };
     if !ctx.xapic_used {
         ctx.xapic_used = true;
@@ -206,9 +207,7 @@ pub fn unclaimed_mmio(
     mode: mmio::CpuMode,
     p: &mut impl Platform,
 ) -> Option<u64> {
-    let mut code = [0u8; 15];
-    let n = p.fetch_code(linear, &mut code);
-    let access = mmio::decode(&code[..n], mode)?;
+    let access = decoded_at(p, linear, mode).ok()?;
     if !ctx.unclaimed_mmio_seen {
         ctx.unclaimed_mmio_seen = true;
         p.report(format_args!(
@@ -218,6 +217,14 @@ pub fn unclaimed_mmio(
     }
     mmio::perform(&access, regs, |_| u64::MAX, |_, _| {});
     Some(access.len.into())
+}
+
+/// The instruction at linear address `linear`, fetched and decoded for `mode`; else the
+/// bytes fetched (and how many) for the report.
+fn decoded_at(p: &mut impl Platform, linear: u64, mode: mmio::CpuMode) -> Result<mmio::Access, ([u8; 15], usize)> {
+    let mut code = [0u8; 15];
+    let n = p.fetch_code(linear, &mut code);
+    mmio::decode(&code[..n], mode).ok_or((code, n))
 }
 
 /// What an intercepted XSETBV comes to.
