@@ -138,30 +138,38 @@ pub fn zstd_decompress(payload: &[u8], out: &mut [u8]) -> Result<usize, LoadErro
         return Err(LoadError::TooLarge);
     }
     let frame = &payload[..payload.len() - 4];
-    // Magic, frame header descriptor, window descriptor (absent in single-segment frames,
-    // whose window is their content size).
+    // Magic, frame header descriptor, window descriptor. Only the frame Linux's build writes
+    // (`zstd -22 --ultra` reading a pipe) is taken: no content size (a single-segment frame's
+    // window would be its declared size, not ours to bound) and no dictionary.
     let mut head = [0u8; 6];
     head.copy_from_slice(frame.get(..6).ok_or(LoadError::Malformed)?);
-    let single_segment = head[4] & 0x20 != 0;
-    if !single_segment {
-        head[5] = head[5].min(window_descriptor_for(total));
+    if head[4] & ZSTD_FHD_UNSUPPORTED != 0 {
+        return Err(LoadError::UnknownFormat);
     }
-    let head_len = if single_segment { 5 } else { 6 };
-    let mut source = Chain { first: &head[..head_len], second: &frame[head_len..] };
+    head[5] = head[5].min(window_descriptor_for(total));
     let mut decoder = FrameDecoder::new();
     decoder.set_max_window_size(ZSTD_WINDOW_MAX);
-    // The first reset makes the decoder's state and lets its history buffer grow by doubling
-    // as output comes (two buffers live at each step, and first-fit placement can leave no
-    // gap for the next); a second one on the same header reserves the whole window at once.
-    decoder.reset(&head[..head_len]).map_err(|_| LoadError::Malformed)?;
+    // The first reset makes the decoder's state and would let its history buffer grow by
+    // doubling as output comes (two buffers live at each step, and first-fit placement can
+    // leave no gap for the next); a second one on the same header reserves the window at once.
+    decoder.reset(&head[..]).map_err(|_| LoadError::Malformed)?;
+    let mut source = Chain { first: &head[..], second: &frame[head.len()..] };
     decoder.reset(&mut source).map_err(|_| LoadError::Malformed)?;
-    decoder.decode_blocks(&mut source, BlockDecodingStrategy::All).map_err(|_| LoadError::Malformed)?;
+    // No further than a block past the announced size, so the history stays in its reserve
+    // (a frame that makes more is malformed, and must not grow the buffer past the loan).
+    decoder
+        .decode_blocks(&mut source, BlockDecodingStrategy::UptoBytes(total + 1))
+        .map_err(|_| LoadError::Malformed)?;
     if !decoder.is_finished() || decoder.can_collect() != total || !source.is_empty() {
         return Err(LoadError::Malformed);
     }
     let n = decoder.read(&mut out[..total]).map_err(|_| LoadError::Malformed)?;
     if n == total { Ok(n) } else { Err(LoadError::Malformed) }
 }
+
+/// Frame header descriptor bits of what [`zstd_decompress`] does not take: a content size
+/// field (bits 7:6), single segment (5), the reserved bit (3), a dictionary id (1:0).
+const ZSTD_FHD_UNSUPPORTED: u8 = 0b1110_1011;
 
 /// The largest window a payload's frame may still declare after [`window_descriptor_for`]
 /// (its output is at most 4 GiB, its `u32` size).
@@ -377,6 +385,16 @@ mod tests {
         let mut cut = p[..p.len() / 2].to_vec();
         cut.extend_from_slice(&(data.len() as u32).to_le_bytes());
         assert_eq!(decompress(&cut, &mut out, &mut scratch), Err(LoadError::Malformed));
+        // More output than announced stops a block past it: malformed, nothing grows.
+        let mut short = p[..p.len() - 4].to_vec();
+        short.extend_from_slice(&(data.len() as u32 / 2).to_le_bytes());
+        assert_eq!(decompress(&short, &mut out, &mut scratch), Err(LoadError::Malformed));
+        // A frame with a content size (single segment) or a dictionary is not Linux's.
+        for fhd in [0x20, 0x40, 0x01] {
+            let mut other = p.to_vec();
+            other[4] |= fhd;
+            assert_eq!(decompress(&other, &mut out, &mut scratch), Err(LoadError::UnknownFormat), "{fhd:#x}");
+        }
         let mut longer = p[..p.len() - 4].to_vec();
         longer.extend_from_slice(&[0; 8]);
         longer.extend_from_slice(&(data.len() as u32).to_le_bytes());
